@@ -1,0 +1,19 @@
+"""sde-sam: sharpness-aware minimization studied through stochastic differential equations.
+
+The four nouns: a *problem* (finite-sum loss), a *sampler* (how batches are drawn), a *variant* (SAM-type
+method) and a *record* (observables to keep). See DESIGN §9 for the API sketch.
+"""
+
+from . import problems as problems
+from . import variants as variants
+from ._observables import Record as Record
+from ._observables import observables as observables
+from ._optax import with_optax as with_optax
+from ._problem import Problem as Problem
+from ._runner import Runs as Runs
+from ._runner import run_discrete as run_discrete
+from ._sampler import WithoutReplacement as WithoutReplacement
+from ._sampler import WithReplacement as WithReplacement
+from ._sampler import sampling_factor as sampling_factor
+
+__version__ = "0.1.0"

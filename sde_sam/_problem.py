@@ -1,0 +1,264 @@
+"""Finite-sum problems ``f(x) = (1/n) sum_i f_i(x)`` (DESIGN §1)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, Int, PyTree
+
+Params = PyTree
+Example = PyTree
+LossFn = Callable[[Params, Example], Float[Array, ""]]
+
+
+def _leading_size(data: PyTree, argname: str) -> int:
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError(f"`{argname}` is empty: it must hold at least one array with a leading example axis")
+    sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) > 0 else -1 for leaf in leaves}
+    if -1 in sizes:
+        raise ValueError(f"every leaf of `{argname}` needs a leading example axis; found a scalar leaf")
+    if len(sizes) != 1:
+        raise ValueError(f"leaves of `{argname}` disagree on the number of examples: sizes {sorted(sizes)}")
+    (n,) = sizes
+    if n == 0:
+        raise ValueError(f"`{argname}` is empty: it has 0 examples (need n >= 1)")
+    return n
+
+
+def check_finite(tree: PyTree, argname: str) -> None:
+    """Raise ``ValueError`` naming ``argname`` when a floating leaf holds NaN or inf."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree)):
+        return
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(
+                f"`{argname}` contains {bad} non-finite value(s) (NaN or inf) at leaf "
+                f"{jax.tree_util.keystr(path) or '<root>'}; all values must be finite"
+            )
+
+
+def path_name(path: tuple) -> str:
+    """A parameter path as ``"layer_norm_0/scale"`` (keys joined by '/')."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:  # pragma: no cover - exotic key types
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """A finite-sum loss ``f(x) = (1/n) sum_i f_i(x)`` with ``f_i(x) = loss_fn(x, data[i])`` (DESIGN §1).
+
+    Arguments:
+        loss_fn: per-example loss ``loss_fn(params, example) -> scalar``; ``example`` is one slice of
+            ``data`` along its leading axis. Any parameter pytree works.
+        data: a pytree of arrays sharing a leading axis of size ``n`` (the examples).
+        init_params: the initial point, a pytree of floating arrays.
+        name: a label used in records and reports.
+        accuracy_fn: optional ``accuracy_fn(params, example) -> 0/1`` for classification problems.
+        test_data: optional held-out examples (same structure as ``data``).
+
+    The problem is a pytree (``data``, ``init_params``, ``test_data`` are its leaves), so it can be
+    passed through ``jax.jit`` without being baked into the compiled program as constants.
+    """
+
+    loss_fn: LossFn
+    data: PyTree
+    init_params: Params
+    name: str = "custom"
+    accuracy_fn: Callable[[Params, Example], Array] | None = None
+    test_data: PyTree | None = None
+    _validate: bool = True
+
+    def __post_init__(self):
+        if not self._validate:
+            return
+        if not callable(self.loss_fn):
+            raise TypeError(f"`loss_fn` must be callable loss_fn(params, example) -> scalar, got {type(self.loss_fn)}")
+        _leading_size(self.data, "data")
+        check_finite(self.data, "data")
+        if not jax.tree_util.tree_leaves(self.init_params):
+            raise ValueError("`init_params` is empty: it must hold at least one floating array")
+        for leaf in jax.tree_util.tree_leaves(self.init_params):
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+                raise TypeError(f"`init_params` leaves must be floating arrays, got dtype {jnp.result_type(leaf)}")
+        check_finite(self.init_params, "init_params")
+        if self.test_data is not None:
+            _leading_size(self.test_data, "test_data")
+            check_finite(self.test_data, "test_data")
+        example = jax.tree_util.tree_map(lambda a: a[0], self.data)
+        try:
+            out = jax.eval_shape(self.loss_fn, self.init_params, example)
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise TypeError(
+                f"`loss_fn(init_params, example)` failed on the first example: {err}. Check that "
+                "`init_params` matches the structure `loss_fn` expects."
+            ) from err
+        if out.shape != ():
+            raise TypeError(f"`loss_fn` must return a scalar per example, got shape {out.shape}")
+
+    # -- pytree protocol -------------------------------------------------------------------------
+    def tree_flatten(self):
+        children = (self.data, self.init_params, self.test_data)
+        aux = (self.loss_fn, self.name, self.accuracy_fn)
+        return children, aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        data, init_params, test_data = children
+        loss_fn, name, accuracy_fn = aux
+        return cls(loss_fn, data, init_params, name, accuracy_fn, test_data, _validate=False)
+
+    # -- sizes -----------------------------------------------------------------------------------
+    @property
+    def num_examples(self) -> int:
+        """``n``, the number of terms of the finite sum."""
+        return int(jax.tree_util.tree_leaves(self.data)[0].shape[0])
+
+    @property
+    def dim(self) -> int:
+        """``d``, the number of scalar parameters."""
+        return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(self.init_params)))
+
+    def ravel(self, params: Params | None = None):
+        """``(flat, unravel)`` for ``params`` (default: ``init_params``)."""
+        return ravel_pytree(self.init_params if params is None else params)
+
+    def with_dtype(self, dtype) -> Problem:
+        """The same problem with floating data and parameters cast to ``dtype``."""
+
+        def cast(a):
+            a = jnp.asarray(a)
+            return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+        tm = jax.tree_util.tree_map
+        return dataclasses.replace(
+            self,
+            data=tm(cast, self.data),
+            init_params=tm(cast, self.init_params),
+            test_data=None if self.test_data is None else tm(cast, self.test_data),
+            _validate=False,
+        )
+
+    def check_params(self, params: Params, argname: str = "params") -> None:
+        """Raise when ``params`` does not have the structure and shapes of ``init_params``."""
+        want = jax.tree_util.tree_structure(self.init_params)
+        got = jax.tree_util.tree_structure(params)
+        if want != got:
+            raise ValueError(f"`{argname}` has pytree structure {got}, expected {want} (that of init_params)")
+        for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(self.init_params)):
+            if np.shape(a) != np.shape(b):
+                raise ValueError(f"`{argname}` has a leaf of shape {np.shape(a)}, expected {np.shape(b)}")
+
+    # -- data access -----------------------------------------------------------------------------
+    def take(self, indices: Int[Array, " b"]) -> PyTree:
+        """The examples at ``indices`` (a batch pytree with leading axis ``b``)."""
+        return jax.tree_util.tree_map(lambda a: jnp.take(a, indices, axis=0), self.data)
+
+    # -- losses and gradients --------------------------------------------------------------------
+    def example_losses(self, params: Params, batch: PyTree) -> Float[Array, " b"]:
+        """``(f_i(x))_{i in batch}``."""
+        return jax.vmap(self.loss_fn, in_axes=(None, 0))(params, batch)
+
+    def batch_loss(self, params: Params, batch: PyTree) -> Float[Array, ""]:
+        """``f_gamma(x) = (1/|gamma|) sum_{i in gamma} f_i(x)``."""
+        return jnp.mean(self.example_losses(params, batch))
+
+    def batch_grad(self, params: Params, batch: PyTree) -> Params:
+        """``g_gamma(x) = grad f_gamma(x)``."""
+        return jax.grad(self.batch_loss)(params, batch)
+
+    def full_loss(self, params: Params, chunk_size: int | None = None) -> Float[Array, ""]:
+        """``f(x)`` over all ``n`` examples (in chunks of ``chunk_size`` examples when given)."""
+        return _chunked_mean(lambda b: self.example_losses(params, b), self.data, chunk_size)
+
+    def full_grad(self, params: Params, chunk_size: int | None = None) -> Params:
+        """``g(x) = grad f(x)``."""
+        return jax.grad(self.full_loss)(params, chunk_size)
+
+    def test_loss(self, params: Params) -> Float[Array, ""]:
+        if self.test_data is None:
+            raise ValueError(f"problem {self.name!r} has no test_data")
+        return jnp.mean(self.example_losses(params, self.test_data))
+
+    def accuracy(self, params: Params, data: PyTree | None = None) -> Float[Array, ""]:
+        """Mean of ``accuracy_fn`` over ``data`` (default: the training data)."""
+        if self.accuracy_fn is None:
+            raise ValueError(f"problem {self.name!r} has no accuracy_fn (not a classification problem)")
+        data = self.data if data is None else data
+        return jnp.mean(jax.vmap(self.accuracy_fn, in_axes=(None, 0))(params, data).astype(jnp.result_type(float)))
+
+    def per_example_grads(self, params: Params, batch: PyTree | None = None, chunk_size: int | None = None) -> Params:
+        """``(g_i(x))_i`` stacked on a leading axis, computed ``chunk_size`` examples at a time.
+
+        Memory is bounded by ``chunk_size * d`` for the working set (plus the output ``b * d``).
+        """
+        batch = self.data if batch is None else batch
+        grad_one = jax.grad(self.loss_fn)
+        fn = jax.vmap(grad_one, in_axes=(None, 0))
+        return _chunked_map(lambda b: fn(params, b), batch, chunk_size)
+
+
+def _validate_chunk_size(chunk_size: int | None) -> None:
+    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0):
+        raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}")
+
+
+def _chunked_map(fn: Callable[[PyTree], PyTree], data: PyTree, chunk_size: int | None) -> PyTree:
+    """``fn`` applied to ``data`` in chunks along the leading axis; outputs concatenated."""
+    _validate_chunk_size(chunk_size)
+    n = jax.tree_util.tree_leaves(data)[0].shape[0]
+    if chunk_size is None or chunk_size >= n:
+        return fn(data)
+    num_full, rest = divmod(n, chunk_size)
+    head = jax.tree_util.tree_map(lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data)
+    out = jax.lax.map(fn, head)
+    out = jax.tree_util.tree_map(lambda a: a.reshape(num_full * chunk_size, *a.shape[2:]), out)
+    if rest:
+        tail = fn(jax.tree_util.tree_map(lambda a: a[num_full * chunk_size :], data))
+        out = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, tail)
+    return out
+
+
+def _chunked_mean(fn: Callable[[PyTree], Array], data: PyTree, chunk_size: int | None) -> Array:
+    """Mean over all examples of ``fn(chunk) -> per-example values``, chunk by chunk."""
+    _validate_chunk_size(chunk_size)
+    n = jax.tree_util.tree_leaves(data)[0].shape[0]
+    if chunk_size is None or chunk_size >= n:
+        return jnp.mean(fn(data))
+    num_full, rest = divmod(n, chunk_size)
+    head = jax.tree_util.tree_map(lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data)
+    total = jnp.sum(jax.lax.map(lambda b: jnp.sum(fn(b)), head))
+    if rest:
+        total = total + jnp.sum(fn(jax.tree_util.tree_map(lambda a: a[num_full * chunk_size :], data)))
+    return total / n
+
+
+def tree_dot(a: PyTree, b: PyTree) -> Array:
+    """``<a, b>`` summed over all leaves."""
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def tree_norm_sq(a: PyTree) -> Array:
+    """``||a||^2`` over all leaves."""
+    return sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(a))
+
+
+def tree_axpy(alpha: Any, x: PyTree, y: PyTree) -> PyTree:
+    """``alpha * x + y`` leafwise."""
+    return jax.tree_util.tree_map(lambda u, v: alpha * u + v, x, y)

@@ -1,0 +1,213 @@
+"""Discrete runs of a variant: ``R`` independent runs (vmap over keys) of ``K`` steps in one jitted scan."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from ._observables import Record
+from ._problem import Problem, tree_norm_sq
+from ._sampler import Sampler, WithReplacement, WithoutReplacement
+from ._variants import Variant
+
+
+def check_positive(name: str, value: Any, integer: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite positive number (an int if asked)."""
+    if integer:
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+        if not ok:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        return
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be a finite number in (0, inf), got {value!r}")
+
+
+def resolve_dtype(dtype) -> Any:
+    """``float32`` by default; ``float64`` only when ``jax_enable_x64`` is on (else a clear error)."""
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
+        raise ValueError(f"`dtype` must be float32 or float64, got {dtype}")
+    if dtype == jnp.dtype("float64") and not jax.config.jax_enable_x64:
+        raise ValueError("`dtype`=float64 needs `jax.config.update('jax_enable_x64', True)` before any JAX work")
+    return dtype
+
+
+def check_sampler(sampler: Sampler, problem: Problem) -> None:
+    if not isinstance(sampler, (WithReplacement, WithoutReplacement)):
+        raise TypeError(f"`sampler` must be WithReplacement or WithoutReplacement, got {type(sampler).__name__}")
+    sampler.check(problem.num_examples)
+
+
+def diverged(params: PyTree, threshold: float) -> Array:
+    """True when ``params`` holds a non-finite value or ``||x||^2 > threshold``."""
+    sq = tree_norm_sq(params)
+    return ~jnp.isfinite(sq) | (sq > threshold)
+
+
+@dataclasses.dataclass
+class Runs:
+    """Recorded observables of ``R`` runs: ``values[name]`` has shape ``(R, T)`` at ``steps``.
+
+    Runs that diverged (``diverged[r]``) are frozen at their last finite iterate and their records after
+    divergence are NaN; :meth:`mean` and :meth:`stderr` use the runs that never diverged, so a diverged
+    run is counted (``num_diverged``), never averaged in.
+    """
+
+    steps: np.ndarray
+    times: np.ndarray
+    values: dict[str, np.ndarray]
+    diverged: np.ndarray
+    diverged_step: np.ndarray
+    final_params: PyTree
+    config: dict
+    wall_time_s: float
+
+    @property
+    def num_runs(self) -> int:
+        return int(self.diverged.shape[0])
+
+    @property
+    def num_diverged(self) -> int:
+        return int(np.sum(self.diverged))
+
+    def _kept(self, name: str) -> np.ndarray:
+        if name not in self.values:
+            raise KeyError(f"observable {name!r} was not recorded; recorded: {sorted(self.values)}")
+        kept = self.values[name][~self.diverged]
+        if kept.shape[0] == 0:
+            raise ValueError(f"all {self.num_runs} runs diverged: no statistic of {name!r} can be formed")
+        return kept
+
+    def mean(self, name: str) -> np.ndarray:
+        """Mean over non-diverged runs, shape ``(T,)``."""
+        return self._kept(name).mean(axis=0)
+
+    def stderr(self, name: str) -> np.ndarray:
+        """Monte Carlo standard error of :meth:`mean` (``std / sqrt(R_kept)``; 0 for one run)."""
+        kept = self._kept(name)
+        if kept.shape[0] < 2:
+            return np.zeros(kept.shape[1])
+        return kept.std(axis=0, ddof=1) / np.sqrt(kept.shape[0])
+
+
+def run_discrete(
+    problem: Problem,
+    variant: Variant,
+    sampler: Sampler,
+    *,
+    eta: float,
+    steps: int,
+    num_runs: int = 1,
+    key: PRNGKeyArray,
+    record: Record,
+    dtype=jnp.float32,
+    init_params: PyTree | None = None,
+    divergence_threshold: float = 1e12,
+) -> Runs:
+    """Run ``x_{k+1} = x_k - eta * G(x_k; xi_k)`` (DESIGN §2) for ``num_runs`` independent runs.
+
+    Run ``r`` uses ``jr.split(key, num_runs)[r]``; step ``k`` draws its batch with the sampler from that
+    run's sampler key and folds ``k`` into its variant key, so a run is reproducible from ``(key, r)``
+    alone and the same whether runs are vmapped or looped. Observables are recorded at steps
+    ``0, every, 2*every, ..., steps`` (``steps`` must be a multiple of ``record.every``).
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
+    if not isinstance(variant, Variant):
+        raise TypeError(f"`variant` must be a sde_sam.variants.Variant, got {type(variant).__name__}")
+    if not isinstance(record, Record):
+        raise TypeError("`record` must come from sde_sam.observables(...)")
+    check_positive("eta", eta)
+    check_positive("steps", steps, integer=True)
+    check_positive("num_runs", num_runs, integer=True)
+    check_positive("divergence_threshold", divergence_threshold)
+    check_sampler(sampler, problem)
+    variant.check(sampler.batch_size, problem.num_examples)
+    if steps % record.every:
+        raise ValueError(f"`steps`={steps} must be a multiple of record.every={record.every}")
+    dtype = resolve_dtype(dtype)
+    if init_params is not None:
+        problem.check_params(init_params, "init_params")
+        problem = dataclasses.replace(problem, init_params=init_params)  # validates (finite, matches loss_fn)
+    problem = problem.with_dtype(dtype)
+    record.check(problem)
+
+    num_segments = steps // record.every
+    start = time.perf_counter()
+    out = _run(problem, variant, sampler, record, jnp.asarray(eta, dtype), num_segments, jr.split(key, num_runs),
+               float(divergence_threshold))
+    out = jax.block_until_ready(out)
+    wall = time.perf_counter() - start
+    values, div, div_step, final = out
+    steps_arr = np.arange(num_segments + 1) * record.every
+    return Runs(
+        steps=steps_arr,
+        times=steps_arr * float(eta),
+        values={k: np.asarray(v) for k, v in values.items()},
+        diverged=np.asarray(div),
+        diverged_step=np.asarray(div_step),
+        final_params=final,
+        config=dict(
+            problem=problem.name,
+            variant=dataclasses.asdict(variant) | {"mask": repr(variant.mask)},
+            sampler=type(sampler).__name__,
+            batch_size=sampler.batch_size,
+            eta=float(eta),
+            steps=int(steps),
+            num_runs=int(num_runs),
+            every=record.every,
+            dtype=str(dtype),
+            divergence_threshold=float(divergence_threshold),
+        ),
+        wall_time_s=wall,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7))
+def _run(problem, variant, sampler, record, eta, num_segments, run_keys, threshold):
+    n = problem.num_examples
+
+    def one_run(run_key):
+        sample_key, variant_key = jr.split(run_key)
+        params0 = problem.init_params
+
+        def step(carry, _):
+            params, vstate, is_div, div_step, k = carry
+            batch = problem.take(sampler.indices(sample_key, k, n))
+            G, new_vstate, _ = variant.gradient(problem, params, vstate, batch, jr.fold_in(variant_key, k))
+            new_params = jax.tree_util.tree_map(lambda p, g: p - eta * g, params, G)
+            now_div = diverged(new_params, threshold) & ~is_div
+            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(is_div | now_div, b, a), new, old)  # noqa: E731
+            return (
+                keep(new_params, params),
+                keep(new_vstate, vstate),
+                is_div | now_div,
+                jnp.where(now_div, k + 1, div_step),
+                k + 1,
+            ), None
+
+        def observe(params, is_div):
+            vals = record.evaluate(problem, params)
+            return {name: jnp.where(is_div, jnp.nan, v) for name, v in vals.items()}
+
+        def segment(carry, _):
+            carry, _ = jax.lax.scan(step, carry, None, length=record.every)
+            return carry, observe(carry[0], carry[2])
+
+        init = (params0, variant.init(params0), jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0))
+        first = observe(params0, jnp.asarray(False))
+        carry, rest = jax.lax.scan(segment, init, None, length=num_segments)
+        values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
+        return values, carry[2], carry[3], carry[0]
+
+    return jax.vmap(one_run)(run_keys)

@@ -1,0 +1,107 @@
+"""Mini-batch samplers and their covariance factor ``c(b)`` (DESIGN §1).
+
+A sampler is stateless: the indices of step ``k`` are a pure function of ``(key, k)``, so a run can be
+replayed from its key and steps can be generated inside ``lax.scan`` without carrying sampler state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Int, PRNGKeyArray
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+
+
+def _check_b_n(b: int, n: int) -> None:
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"`n` (number of examples) must be a positive integer, got {n!r}")
+    if not isinstance(b, (int, np.integer)) or b < 1:
+        raise ValueError(f"`b` (batch size) must be a positive integer, got {b!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WithReplacement:
+    """Each step draws ``batch_size`` indices i.i.d. uniformly from ``{0..n-1}``.
+
+    Covariance of the batch-mean gradient: ``c(b) Sigma`` with ``c(b) = 1/b`` (DESIGN §1).
+    """
+
+    batch_size: int
+
+    def __post_init__(self):
+        _check_batch_size(self.batch_size)
+
+    replace: bool = dataclasses.field(default=True, init=False)
+
+    def check(self, n: int) -> None:
+        """Nothing to check: any batch size works with replacement."""
+        _check_b_n(self.batch_size, n)
+
+    def indices(self, key: PRNGKeyArray, step: Int[Array, ""] | int, n: int) -> Int[Array, " B"]:
+        """The indices of step ``step``: ``batch_size`` uniform draws from ``range(n)``."""
+        return jr.randint(jr.fold_in(key, step), (self.batch_size,), 0, n)
+
+    def factor(self, b: int, n: int) -> float:
+        """``c(b) = 1/b``."""
+        _check_b_n(b, n)
+        return 1.0 / b
+
+
+@dataclasses.dataclass(frozen=True)
+class WithoutReplacement:
+    """Shuffled epochs: each epoch is a fresh random permutation cut into ``n // batch_size`` batches.
+
+    An incomplete last batch is dropped. Marginally each batch is a uniform size-``b`` subset, so the
+    batch-mean gradient has covariance ``c(b) Sigma`` with ``c(b) = (n - b) / (b (n - 1))`` (DESIGN §1).
+    """
+
+    batch_size: int
+
+    def __post_init__(self):
+        _check_batch_size(self.batch_size)
+
+    replace: bool = dataclasses.field(default=False, init=False)
+
+    def check(self, n: int) -> None:
+        """``batch_size`` may not exceed ``n`` without replacement."""
+        _check_b_n(self.batch_size, n)
+        if self.batch_size > n:
+            raise ValueError(
+                f"`batch_size`={self.batch_size} exceeds the number of examples n={n}; without replacement "
+                f"it must be in [1, {n}]"
+            )
+
+    def indices(self, key: PRNGKeyArray, step: Int[Array, ""] | int, n: int) -> Int[Array, " B"]:
+        """The indices of step ``step``: batch ``step % (n // B)`` of epoch ``step // (n // B)``."""
+        self.check(n)
+        per_epoch = n // self.batch_size
+        epoch, position = jnp.divmod(step, per_epoch)
+        perm = jr.permutation(jr.fold_in(key, epoch), n)
+        return jax.lax.dynamic_slice_in_dim(perm, position * self.batch_size, self.batch_size)
+
+    def factor(self, b: int, n: int) -> float:
+        """``c(b) = (n - b) / (b (n - 1))`` (``0`` at ``b = n``; ``1/b`` when ``n = 1``)."""
+        _check_b_n(b, n)
+        if b > n:
+            raise ValueError(f"`b`={b} exceeds n={n}: without replacement it must be in [1, {n}]")
+        if n == 1:
+            return 0.0
+        return (n - b) / (b * (n - 1))
+
+
+Sampler = WithReplacement | WithoutReplacement
+
+
+def sampling_factor(sampler: Sampler, b: int, n: int) -> float:
+    """``c(b)``: the covariance of a size-``b`` batch mean is ``c(b) Sigma`` under ``sampler`` (DESIGN §1)."""
+    if not isinstance(sampler, (WithReplacement, WithoutReplacement)):
+        raise TypeError(f"`sampler` must be WithReplacement or WithoutReplacement, got {type(sampler).__name__}")
+    return sampler.factor(b, n)
