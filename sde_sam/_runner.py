@@ -107,7 +107,7 @@ def run_discrete(
     *,
     eta: float,
     steps: int,
-    num_runs: int = 1,
+    num_runs: int | None = None,
     key: PRNGKeyArray,
     record: Record,
     dtype=jnp.float32,
@@ -116,7 +116,8 @@ def run_discrete(
 ) -> Runs:
     """Run ``x_{k+1} = x_k - eta * G(x_k; xi_k)`` (DESIGN §2) for ``num_runs`` independent runs.
 
-    Run ``r`` uses ``jr.split(key, num_runs)[r]``; step ``k`` draws its batch with the sampler from that
+    Run ``r`` uses ``jr.split(key, num_runs)[r]`` (or ``key[r]`` when ``key`` is a 1-D array of keys);
+    step ``k`` draws its batch with the sampler from that
     run's sampler key and folds ``k`` into its variant key, so a run is reproducible from ``(key, r)``
     alone and the same whether runs are vmapped or looped. Observables are recorded at steps
     ``0, every, 2*every, ..., steps`` (``steps`` must be a multiple of ``record.every``).
@@ -129,7 +130,18 @@ def run_discrete(
         raise TypeError("`record` must come from sde_sam.observables(...)")
     check_positive("eta", eta)
     check_positive("steps", steps, integer=True)
-    check_positive("num_runs", num_runs, integer=True)
+    key = jnp.asarray(key)
+    if key.ndim == 1 and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):  # an explicit array of run keys
+        run_keys = key
+        if num_runs not in (None, key.shape[0]):
+            raise ValueError(f"`num_runs`={num_runs} disagrees with the {key.shape[0]} run keys passed as `key`")
+        num_runs = int(key.shape[0])
+    elif key.ndim == 0 and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        num_runs = 1 if num_runs is None else num_runs
+        check_positive("num_runs", num_runs, integer=True)
+        run_keys = jr.split(key, num_runs)
+    else:
+        raise TypeError("`key` must be a typed PRNG key (jax.random.key(seed)) or a 1-D array of such keys")
     check_positive("divergence_threshold", divergence_threshold)
     check_sampler(sampler, problem)
     variant.check(sampler.batch_size, problem.num_examples)
@@ -144,7 +156,7 @@ def run_discrete(
 
     num_segments = steps // record.every
     start = time.perf_counter()
-    out = _run(problem, variant, sampler, record, jnp.asarray(eta, dtype), num_segments, jr.split(key, num_runs),
+    out = _run(problem, variant, sampler, record, jnp.asarray(eta, dtype), num_segments, run_keys,
                float(divergence_threshold))
     out = jax.block_until_ready(out)
     wall = time.perf_counter() - start

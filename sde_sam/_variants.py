@@ -221,13 +221,27 @@ class Variant:
         s = self.scores(problem, params, batch, losses, key)
         return jax.nn.softmax(self.inverse_temperature * s)
 
+    def perturbations(
+        self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray
+    ) -> tuple[PyTree, Array | None, PyTree, StepOutput]:
+        """The perturbations ``eps_j = rho N(M d_j)`` (leading axis ``k``), descent weights or ``None``, the new
+        state and a :class:`StepOutput` (DESIGN §2)."""
+        d, descent_weights, new_state, loss = self.directions(problem, params, state, batch, key)
+        mask_tree = resolve_mask(self.mask, params)
+        d = jax.vmap(lambda dj: apply_mask(mask_tree, dj))(d)
+        norms = jax.vmap(lambda dj: jnp.sqrt(tree_norm_sq(dj)))(d)
+        if self.normalize:
+            d = jax.vmap(safe_normalize)(d)
+        eps = jax.tree_util.tree_map(lambda a: self.rho * a, d)
+        return eps, descent_weights, new_state, StepOutput(loss, jnp.mean(norms))
+
     def gradient(
         self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray
     ) -> tuple[PyTree, PyTree, StepOutput]:
         """One update direction ``G = (1/k) sum_j grad f_{gamma_j}(x + rho N(M d_j))`` (DESIGN §2).
 
         Returns ``(G, new_state, StepOutput)``. ``x_{k+1} = x_k - eta * G`` is the plain step; ``G`` can
-        also feed any optax chain (see :func:`sde_sam.as_optax`).
+        also feed any optax chain (see :func:`sde_sam.with_optax`).
         """
         if not self.perturbs:
             loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
@@ -237,13 +251,7 @@ class Variant:
                 _, _, new_state, _ = self.directions(problem, params, state, batch, key)
             return g, new_state, StepOutput(loss, zero)
 
-        d, descent_weights, new_state, loss = self.directions(problem, params, state, batch, key)
-        mask_tree = resolve_mask(self.mask, params)
-        d = jax.vmap(lambda dj: apply_mask(mask_tree, dj))(d)
-        norms = jax.vmap(lambda dj: jnp.sqrt(tree_norm_sq(dj)))(d)
-        if self.normalize:
-            d = jax.vmap(safe_normalize)(d)
-        eps = jax.tree_util.tree_map(lambda a: self.rho * a, d)
+        eps, descent_weights, new_state, out = self.perturbations(problem, params, state, batch, key)
         k = jax.tree_util.tree_leaves(eps)[0].shape[0]
         B = jax.tree_util.tree_leaves(batch)[0].shape[0]
         if self.rule == "batch":
@@ -262,9 +270,9 @@ class Variant:
         if descent_weights is None:
             grads = jax.vmap(lambda e, b: perturbed_grad(e, b, None))(eps, micro)
         else:
-            grads = jax.vmap(perturbed_grad)(eps, micro, descent_weights.astype(loss.dtype))
+            grads = jax.vmap(perturbed_grad)(eps, micro, descent_weights.astype(out.loss.dtype))
         G = jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), grads)
-        return G, new_state, StepOutput(loss, jnp.mean(norms))
+        return G, new_state, out
 
     def replace(self, **changes) -> Variant:
         """A copy with some fields changed (validated again)."""

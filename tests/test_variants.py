@@ -1,0 +1,278 @@
+"""Each variant's update direction against an independent plain-numpy computation (DESIGN §2)."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import sde_sam as ss
+from sde_sam import variants as V
+
+
+@pytest.fixture(autouse=True, scope="module")
+def x64():
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", old)
+
+
+# -- an affine regression whose per-example gradients numpy computes in closed form ---------------------
+N, D, B = 16, 3, 8
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, D)), rng.standard_normal(N), rng.standard_normal(D), 0.4
+
+
+def make_problem(seed=0):
+    a, y, w, c = _data(seed)
+
+    def loss_fn(p, ex):
+        return 0.5 * jnp.square(jnp.dot(ex["a"], p["w"]) + p["c"] - ex["y"]) + 0.25 * p["w"][0] ** 4
+
+    data = {"a": jnp.asarray(a), "y": jnp.asarray(y)}
+    return ss.Problem(loss_fn, data, {"c": jnp.asarray(c), "w": jnp.asarray(w)}, "affine")
+
+
+def np_grads(x, idx, seed=0):
+    """Per-example gradients (len(idx), D+1) at flat x = [c, w] (the ravel order of {"c", "w"})."""
+    a, y, _, _ = _data(seed)
+    c, w = x[0], x[1:]
+    r = a[idx] @ w + c - y[idx]
+    gw = r[:, None] * a[idx]
+    gw[:, 0] += w[0] ** 3
+    return np.concatenate([r[:, None], gw], axis=1)
+
+
+def np_losses(x, idx, seed=0):
+    a, y, _, _ = _data(seed)
+    c, w = x[0], x[1:]
+    return 0.5 * (a[idx] @ w + c - y[idx]) ** 2 + 0.25 * w[0] ** 4
+
+
+def flat(tree):
+    return np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
+
+
+def jax_G(variant, problem, idx, state=None, key=jr.key(0)):
+    params = problem.init_params
+    state = variant.init(params) if state is None else state
+    G, new_state, _ = jax.jit(variant.gradient)(problem, params, state, problem.take(jnp.asarray(idx)), key)
+    return flat(G), new_state
+
+
+def nrm(v):
+    return v / np.linalg.norm(v)
+
+
+IDX = np.array([3, 0, 7, 12, 5, 9, 1, 14])
+
+
+@pytest.mark.parametrize(
+    "variant, direction",
+    [
+        (V.sgd(), None),
+        (V.usam(0.1), lambda x, i: np_grads(x, i).mean(0)),
+        (V.sam(0.1), lambda x, i: nrm(np_grads(x, i).mean(0))),
+        (V.n_usam(0.1), lambda x, i: np_grads(x, np.arange(N)).mean(0)),
+        (V.n_sam(0.1), lambda x, i: nrm(np_grads(x, np.arange(N)).mean(0))),
+    ],
+    ids=lambda v: getattr(v, "name", ""),
+)
+def test_single_perturbation_variants_match_numpy(variant, direction):
+    problem = make_problem()
+    x = flat(problem.init_params)
+    got, _ = jax_G(variant, problem, IDX)
+    if direction is None:
+        want = np_grads(x, IDX).mean(0)
+    else:
+        d = direction(x, IDX)
+        want = np_grads(x + variant.rho * d if variant.normalize else x + variant.rho * d, IDX).mean(0)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_m_sam_matches_python_loop_over_micro_batches(m, normalize):
+    problem = make_problem()
+    x = flat(problem.init_params)
+    rho = 0.2
+    variant = V.m_sam(rho, m) if normalize else V.m_usam(rho, m)
+    got, _ = jax_G(variant, problem, IDX)
+    terms = []
+    for j in range(B // m):  # the serial form: one SAM step per micro-batch
+        mb = IDX[j * m : (j + 1) * m]
+        d = np_grads(x, mb).mean(0)
+        d = nrm(d) if normalize else d
+        terms.append(np_grads(x + rho * d, mb).mean(0))
+    np.testing.assert_allclose(got, np.mean(terms, axis=0), rtol=1e-10, atol=1e-12)
+
+
+def test_m_sam_with_m_equal_batch_is_sam():
+    problem = make_problem()
+    np.testing.assert_allclose(jax_G(V.m_sam(0.1, B), problem, IDX)[0], jax_G(V.sam(0.1), problem, IDX)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_f_sam_ema_sequence_follows_the_paper_rule(normalize):
+    """d_k = g_k - sigma mu_{k-1}, mu_k = lam mu_{k-1} + (1 - lam) g_k, mu_0 = 0 (Li et al. 2024; DESIGN §2)."""
+    problem = make_problem()
+    rho, sigma, lam = 0.1, 0.7, 0.6
+    variant = (V.f_sam if normalize else V.f_usam)(rho, sigma=sigma, ema_decay=lam)
+    state = variant.init(problem.init_params)
+    mu = np.zeros(D + 1)
+    x = flat(problem.init_params)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        idx = rng.choice(N, B, replace=False)
+        got, state = jax_G(variant, problem, idx, state)
+        g = np_grads(x, idx).mean(0)
+        d = g - sigma * mu
+        d = nrm(d) if normalize else d
+        want = np_grads(x + rho * d, idx).mean(0)
+        mu = lam * mu + (1 - lam) * g
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(flat(state), mu, rtol=1e-12, atol=1e-14)
+
+
+def test_f_sam_first_step_uses_the_raw_batch_gradient():
+    problem = make_problem()
+    np.testing.assert_allclose(jax_G(V.f_sam(0.1), problem, IDX)[0], jax_G(V.sam(0.1), problem, IDX)[0], rtol=1e-12)
+
+
+def test_sam_on_perturbs_only_the_masked_leaves_with_norm_over_them():
+    problem = make_problem()
+    variant = V.sam_on(0.3, mask=lambda path: path == "c")
+    params = problem.init_params
+    batch = problem.take(jnp.asarray(IDX))
+    eps, _, _, _ = variant.perturbations(problem, params, (), batch, jr.key(0))
+    assert np.all(np.asarray(eps["w"]) == 0.0)
+    np.testing.assert_allclose(abs(float(eps["c"][0])), 0.3, rtol=1e-12)  # |eps_c| = rho: norm over c alone
+    x = flat(params)
+    g = np_grads(x, IDX).mean(0)
+    want = np_grads(x + np.r_[0.3 * np.sign(g[0]), np.zeros(D)], IDX).mean(0)
+    np.testing.assert_allclose(jax_G(variant, problem, IDX)[0], want, rtol=1e-10)
+
+
+def test_sam_on_default_mask_selects_layer_norm_parameters():
+    problem = ss.problems.digits_mlp(hidden=8)
+    mask = V.resolve_mask(V.sam_on(0.1).mask, problem.init_params)
+    selected = sorted(ss._problem.path_name(p) for p, m in jax.tree_util.tree_flatten_with_path(mask)[0] if m)
+    assert selected == ["layer_norm_0/bias", "layer_norm_0/scale"]
+
+
+def test_sam_on_accepts_a_pytree_mask():
+    problem = make_problem()
+    by_tree = jax_G(V.sam_on(0.3, mask={"c": True, "w": False}), problem, IDX)[0]
+    by_pred = jax_G(V.sam_on(0.3, mask=lambda p: p == "c"), problem, IDX)[0]
+    np.testing.assert_array_equal(by_tree, by_pred)
+
+
+@pytest.mark.parametrize("descent", [False, True])
+def test_rw_sam_exact_score_matches_numpy(descent):
+    problem = make_problem()
+    lam, rho = 0.8, 0.15
+    variant = V.rw_sam(rho, inverse_temperature=lam, score="exact", weights_in_descent=descent)
+    x = flat(problem.init_params)
+    gi = np_grads(x, IDX)
+    s = np.linalg.norm(gi, axis=1)
+    p = np.exp(lam * (s - s.max()))
+    p /= p.sum()
+    d = nrm(p @ gi)
+    gp = np_grads(x + rho * d, IDX)
+    want = p @ gp if descent else gp.mean(0)
+    np.testing.assert_allclose(jax_G(variant, problem, IDX)[0], want, rtol=1e-10)
+
+
+def test_rw_sam_with_zero_temperature_is_sam():
+    problem = make_problem()
+    for score in ("finite_difference", "exact"):
+        got = jax_G(V.rw_sam(0.1, inverse_temperature=0.0, score=score), problem, IDX)[0]
+        np.testing.assert_allclose(got, jax_G(V.sam(0.1), problem, IDX)[0], rtol=1e-10)
+
+
+def test_rw_sam_large_temperature_concentrates_on_the_largest_score():
+    problem = make_problem()
+    params = problem.init_params
+    batch = problem.take(jnp.asarray(IDX))
+    variant = V.rw_sam(0.1, inverse_temperature=1e4, score="exact")
+    losses = problem.example_losses(params, batch)
+    w = np.asarray(variant.reweighting(problem, params, batch, losses, jr.key(0)))
+    s = np.linalg.norm(np_grads(flat(params), IDX), axis=1)
+    assert np.argmax(w) == np.argmax(s)
+    assert w.max() > 1 - 1e-6
+    assert np.all(np.isfinite(w))
+
+
+def test_finite_difference_score_is_abs_z_dot_g_to_first_order_in_delta():
+    problem = make_problem()
+    params = problem.init_params
+    batch = problem.take(jnp.asarray(IDX))
+    losses = problem.example_losses(params, batch)
+    key = jr.key(3)
+    # the same Rademacher z the variant draws (one per leaf, keys split in leaf order)
+    leaves = jax.tree_util.tree_leaves(params)
+    z = [np.asarray(jr.rademacher(k, leaf.shape, dtype=leaf.dtype)) for k, leaf in zip(jr.split(key, len(leaves)), leaves)]
+    z = np.concatenate([zz.reshape(-1) for zz in z])
+    exact = np.abs(np_grads(flat(params), IDX) @ z)
+    errs = []
+    for delta in (1e-2, 5e-3, 2.5e-3):
+        s = np.asarray(V.rw_sam(0.1, fd_delta=delta).scores(problem, params, batch, losses, key))
+        errs.append(np.max(np.abs(s - exact)))
+    assert errs[0] < 0.2  # O(delta) with a curvature constant of order 10
+    ratios = np.array(errs[:-1]) / np.array(errs[1:])
+    np.testing.assert_allclose(ratios, 2.0, rtol=0.1)  # halving delta halves the error: first order
+
+
+@pytest.mark.parametrize("name", ["sam", "n-sam", "m-sam", "f-sam", "sam-on", "rw-sam"])
+def test_normalized_variants_are_finite_at_a_zero_gradient(name):
+    problem = ss.problems.quadratic(spectrum=(2.0, 1.0), n=8, noise_scale=0.0, init_scale=0.0).with_dtype(jnp.float64)
+    kwargs = {"micro_batch_size": 2} if name == "m-sam" else {}
+    if name == "sam-on":
+        kwargs = {"mask": lambda p: True}
+    variant = V.get(name, rho=0.1, **kwargs)
+    G, _, _ = variant.gradient(problem, problem.init_params, variant.init(problem.init_params), problem.take(jnp.arange(4)), jr.key(0))
+    assert np.all(np.asarray(G) == 0.0)
+
+
+def test_get_by_name_and_unknown_name():
+    assert V.get("M_SAM", rho=0.1, micro_batch_size=2) == V.m_sam(0.1, 2)
+    with pytest.raises(ValueError, match="unknown variant 'adam'.*valid names"):
+        V.get("adam")
+
+
+def test_optax_sgd_chain_equals_the_plain_step():
+    problem = make_problem()
+    variant = V.m_sam(0.1, 2)
+    stepper = ss.with_optax(problem, variant, optax.sgd(0.05))
+    state = stepper.init(problem.init_params)
+    batch = problem.take(jnp.asarray(IDX))
+    new, _ = jax.jit(stepper.step)(state, batch, jr.key(0))
+    G, _ = jax_G(variant, problem, IDX)
+    np.testing.assert_allclose(flat(new.params), flat(problem.init_params) - 0.05 * G, rtol=1e-12)
+
+
+def test_optax_momentum_chain_with_m_sam_direction():
+    """m-SAM direction + heavy-ball momentum: v_k = beta v_{k-1} + G_k, x_{k+1} = x_k - eta v_k."""
+    problem = make_problem()
+    variant = V.m_sam(0.1, 4)
+    eta, beta = 0.05, 0.9
+    stepper = ss.with_optax(problem, variant, optax.sgd(eta, momentum=beta))
+    state = stepper.init(problem.init_params)
+    step = jax.jit(stepper.step)
+    x, v = flat(problem.init_params), np.zeros(D + 1)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        idx = rng.choice(N, B, replace=False)
+        state, _ = step(state, problem.take(jnp.asarray(idx)), jr.key(0))
+        terms = []
+        for j in range(2):
+            mb = idx[4 * j : 4 * j + 4]
+            terms.append(np_grads(x + 0.1 * nrm(np_grads(x, mb).mean(0)), mb).mean(0))
+        v = beta * v + np.mean(terms, axis=0)
+        x = x - eta * v
+        np.testing.assert_allclose(flat(state.params), x, rtol=1e-10)
