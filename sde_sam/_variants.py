@@ -93,7 +93,7 @@ def _check_nonneg(name, value, upper=None, upper_open=False):
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and value >= 0 and (upper is None or (value < upper if upper_open else value <= upper))
     if not ok:
-        rng = "[0, inf)" if upper is None else f"[0, {upper}{')' if upper_open else ']'}"
+        rng = "[0, inf)" if upper is None else f"[0, {upper:g}{')' if upper_open else ']'}"
         raise ValueError(f"`{name}` must be a finite number in {rng}, got {value!r}")
 
 

@@ -1,0 +1,69 @@
+"""Built-in and user-defined finite-sum problems."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import numpy_example_grads, user_problem
+
+import sde_sam as ss
+
+BUILDERS = {
+    "quadratic": lambda: ss.problems.quadratic(hessian_noise=0.5),
+    "linreg": lambda: ss.problems.linear_regression(n=32, d=4),
+    "breast_cancer": lambda: ss.problems.breast_cancer_logistic(),
+    "basins_1d": lambda: ss.problems.sharp_flat_basins(dim=1),
+    "basins_2d": lambda: ss.problems.sharp_flat_basins(dim=2),
+    "teacher_student": lambda: ss.problems.teacher_student(n=32),
+    "digits_mlp": lambda: ss.problems.digits_mlp(hidden=(16, 8)),
+    "user": user_problem,
+}
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_builtin_problem_losses_and_chunked_per_example_grads(name):
+    problem = BUILDERS[name]()
+    x = problem.init_params
+    assert np.isfinite(float(problem.full_loss(x)))
+    full = problem.per_example_grads(x)
+    chunked = problem.per_example_grads(x, chunk_size=7)  # 7 divides none of the n: exercises the tail
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(chunked)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    mean = jax.tree_util.tree_map(lambda a: a.mean(0), full)
+    for a, b in zip(jax.tree_util.tree_leaves(mean), jax.tree_util.tree_leaves(problem.full_grad(x))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(problem.full_loss(x, chunk_size=7), problem.full_loss(x), rtol=1e-6)
+
+
+def test_per_example_grads_match_finite_differences():
+    jax.config.update("jax_enable_x64", True)
+    try:
+        problem = user_problem().with_dtype(jnp.float64)
+        g = problem.per_example_grads(problem.init_params)
+        flat = np.stack([np.asarray(jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], g))[0])
+                         for i in range(problem.num_examples)])
+        fd = numpy_example_grads(problem, problem.init_params, range(problem.num_examples))
+        np.testing.assert_allclose(flat, fd, rtol=1e-6, atol=1e-8)  # float64 central differences, h = 1e-5
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_quadratic_has_the_chosen_mean_spectrum():
+    problem = ss.problems.quadratic(spectrum=(10.0, 1.0, 0.1), hessian_noise=0.5)
+    H = jax.hessian(problem.full_loss)(problem.init_params)
+    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(np.asarray(H))), [0.1, 1.0, 10.0], rtol=1e-5)
+
+
+def test_sharp_flat_basins_curvatures():
+    problem = ss.problems.sharp_flat_basins(dim=1, noise_scale=0.0)
+    hess = jax.grad(jax.grad(lambda x: problem.full_loss(jnp.array([x]))))
+    assert float(hess(-1.0)) > 5 * float(hess(1.0))  # sharp basin at -1, flat at +1 (mixture softens h_s=16)
+    assert bool(ss.problems.in_sharp_basin(problem.init_params))
+
+
+def test_digits_mlp_parameter_paths_and_accuracy():
+    problem = ss.problems.digits_mlp(hidden=16)
+    assert set(problem.init_params) == {"dense_0", "layer_norm_0", "dense_out"}
+    assert problem.num_examples + problem.test_data["label"].shape[0] == 1797
+    acc = float(problem.accuracy(problem.init_params))
+    assert 0.0 <= acc <= 0.3  # untrained: near chance
