@@ -494,7 +494,7 @@ def tail_index_from_samples(
         return 1.0 / jnp.mean(inv(xx))
 
     idx = jr.randint(key, (num_bootstrap, k), 0, k)
-    boots = jax.lax.map(lambda i: alpha(x[i]), idx)
+    boots = jax.jit(jax.vmap(lambda i: alpha(x[i])))(idx)
     return Estimate(alpha(x), jnp.std(boots, ddof=1))
 
 
@@ -556,7 +556,7 @@ def gaussianity_from_samples(
 
     xj = jnp.asarray(x, jnp.result_type(float))
     idx = jr.randint(key, (num_bootstrap, x.shape[0]), 0, x.shape[0])
-    boots = np.asarray(jax.lax.map(lambda i: moments(xj[i]), idx))
+    boots = np.asarray(jax.jit(jax.vmap(lambda i: moments(xj[i])))(idx))
     value = np.asarray(moments(xj))
     err = boots.std(axis=0, ddof=1)
     return Gaussianity(
