@@ -22,3 +22,5 @@ from ._simulate import Paths as Paths
 from ._simulate import simulate as simulate
 
 __version__ = "0.1.0"
+from . import curvature as curvature
+from . import noise as noise
