@@ -196,15 +196,15 @@ def _observe(data: LinearData, vs: np.ndarray, d: int, D: int, times: np.ndarray
     return Moments(times, loss, np.einsum("tii->t", M), m)
 
 
-def transition_matrix(problem: ss.Problem, variant, sampler, eta: float) -> tuple[np.ndarray, int]:
-    """``T`` with ``v_{k+1} = T v_k`` for ``v = (1, E z, vec E z z^T)`` (row-major vec), and the state size ``D``."""
+def batch_moments(problem: ss.Problem, variant, sampler, eta: float):
+    """Exact moments of one step's increment ``z' - z = U z + u``: ``(EU, Eu, E[U_ai U_bj], E[U_ai u_b], E[u u^T])``,
+    with ``U`` the mean over the ``k`` i.i.d. micro-batches (DESIGN §1: batches with replacement)."""
     data = linear_data(problem)
-    n, d, B = data.n, data.d, sampler.batch_size
+    n, B = data.n, sampler.batch_size
     replace = _check_sampler(sampler, variant, n)
     k = variant.num_micro_batches(B) if (variant.rule == "batch" and variant.perturbs) else 1
     counts, probs = multisets(n, B // k, replace)
     U, u = _increments(data, variant, flat_mask(problem, variant), counts, eta)
-    D = U.shape[1]
     EU, Eu = np.einsum("r,rij->ij", probs, U), probs @ u
     EUU = np.einsum("r,rai,rbj->aibj", probs, U, U)
     EUu = np.einsum("r,rai,rb->aib", probs, U, u)
@@ -214,6 +214,13 @@ def transition_matrix(problem: ss.Problem, variant, sampler, eta: float) -> tupl
     EUU = w * EUU + (1 - w) * np.einsum("ai,bj->aibj", EU, EU)
     EUu = w * EUu + (1 - w) * np.einsum("ai,b->aib", EU, Eu)
     Euu = w * Euu + (1 - w) * np.outer(Eu, Eu)
+    return EU, Eu, EUU, EUu, Euu
+
+
+def transition_matrix(problem: ss.Problem, variant, sampler, eta: float) -> tuple[np.ndarray, int]:
+    """``T`` with ``v_{k+1} = T v_k`` for ``v = (1, E z, vec E z z^T)`` (row-major vec), and the state size ``D``."""
+    EU, Eu, EUU, EUu, Euu = batch_moments(problem, variant, sampler, eta)
+    D = EU.shape[0]
     I = np.eye(D)
     EF = I + EU
     EFF = np.einsum("ai,bj->aibj", I, I) + np.einsum("ai,bj->aibj", I, EU) + np.einsum("ai,bj->aibj", EU, I) + EUU
@@ -281,10 +288,11 @@ def affine_drift(model, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sde_generator(model) -> np.ndarray:
-    """``L`` with ``dv/dt = L v`` for ``v = (1, E X, vec E X X^T)`` of ``dX = -(K X - k) dt + sqrt(eta c) Sigma^{1/2} dW``
-    (diffusion ``"leading"`` or ``"none"``; DESIGN §3.2), ``Sigma(x) = (1/n) sum_i (D_i x - e_i)(D_i x - e_i)^T``."""
-    if model.diffusion not in ("leading", "none"):
-        raise ValueError(f"the moment ODE supports diffusion 'leading' or 'none', not {model.diffusion!r}")
+    """``L`` with ``dv/dt = L v`` for ``v = (1, E X, vec E X X^T)`` of ``dX = -(K X - k) dt + sqrt(eta) S^{1/2} dW``
+    (DESIGN §3.2): ``S = c(B) Sigma(x)`` (``"leading"``), ``Sigma(x) = (1/n) sum_i (D_i x - e_i)(D_i x - e_i)^T``;
+    ``S = Cov_xi[G(x)]`` from the exact batch law (``"empirical"``); ``S = 0`` (``"none"``)."""
+    if model.diffusion not in ("leading", "empirical", "none"):
+        raise ValueError(f"the moment ODE supports diffusion 'leading', 'empirical' or 'none', not {model.diffusion!r}")
     data = linear_data(model.problem)
     K, k = affine_drift(model)
     d, n = data.d, data.n
@@ -303,6 +311,15 @@ def sde_generator(model) -> np.ndarray:
     cross -= c / n * (np.einsum("rai,rb->abi", Dm, e) + np.einsum("ra,rbi->abi", e, Dm))
     L[1 + d :, 1 : 1 + d] = cross.reshape(d * d, d)
     L[1 + d :, 0] = c / n * np.einsum("ra,rb->ab", e, e).reshape(-1)
+    if model.diffusion == "empirical":  # eta Cov_xi[G(x)], G = -(U x + u)/eta' for the exact batch law (eta' = 1)
+        if model.variant.rule == "friendly":
+            raise ValueError("the moment ODE's empirical diffusion needs a state-free variant (not F-SAM/F-USAM)")
+        EU, Eu, EUU, EUu, Euu = batch_moments(model.problem, model.variant, model.sampler, 1.0)
+        e = model.eta
+        L[1 + d :, 1 + d :] += e * (EUU - np.einsum("ai,bj->aibj", EU, EU)).transpose(0, 2, 1, 3).reshape(d * d, d * d)
+        cx = EUu - np.einsum("ai,b->aib", EU, Eu)
+        L[1 + d :, 1 : 1 + d] += e * (cx + cx.transpose(2, 1, 0)).transpose(0, 2, 1).reshape(d * d, d)
+        L[1 + d :, 0] += e * (Euu - np.outer(Eu, Eu)).reshape(-1)
     return L
 
 
