@@ -329,7 +329,14 @@ def eta_rho_map(problem, init, sampler, etas, rhos, *, t1, num_paths, substeps, 
 # -- command line -----------------------------------------------------------------------------------------
 
 
-def run(config: Config, log=print) -> dict:
+PARTS = ("linreg_exact", "msweep_usam", "linreg_control", "nonconvex_mc", "msweep_sam", "eta_rho_map")
+
+
+def run(config: Config, log=print, parts=None) -> dict:
+    """Run the studies of ``config`` (``parts``: a subset of :data:`PARTS`; default all the preset allows)."""
+    parts = set(PARTS if parts is None else parts)
+    if config.exact_only:
+        parts &= {"linreg_exact", "msweep_usam"}
     key = jr.key(config.seed)
     start = time.perf_counter()
     results = dict(config=dataclasses.asdict(config), seed=config.seed, jax=jax.__version__,
@@ -338,6 +345,43 @@ def run(config: Config, log=print) -> dict:
     smp = ss.WithReplacement(2)
     allv = variants_for(config.rho, masked=True)
     affine = {k: v for k, v in allv.items() if lm.is_affine(v)}
+    if "linreg_exact" in parts:
+        _exact_studies(config, lin, smp, affine, key, results, log)
+    if "msweep_usam" in parts:
+        log("m-sweep, m-USAM (exact moments, B=8)")
+        results["msweep_usam"] = m_sweep(lin, lambda m: ss.variants.m_usam(config.msweep_rho, m), 8, (1, 2, 4, 8),
+                                         eta=config.msweep_eta, t1=config.msweep_t1, method="exact", num_paths=0,
+                                         substeps=1, key=jr.fold_in(key, 2), log=log)
+    prob, x0 = nonconvex_problem()
+    if "linreg_control" in parts:
+        others = {k: v for k, v in allv.items() if not lm.is_affine(v)}
+        log("linear regression, normalized/reweighted variants: Monte Carlo with the SGD control")
+        results["linreg_control"] = slope_study(lin, others, smp, config.etas, config.t1, methods=lambda v: "control",
+                                                num_paths=config.num_paths, substeps=config.substeps,
+                                                key=jr.fold_in(key, 3), log=log)
+    if "nonconvex_mc" in parts:
+        log(f"nonconvex ({prob.name}, start {float(x0[0])}, rho={config.nonconvex_rho}, T={config.nonconvex_t1}): "
+            "Monte Carlo")
+        nv = variants_for(config.nonconvex_rho, masked=False)
+        results["nonconvex_mc"] = slope_study(prob, nv, smp, config.nonconvex_etas, config.nonconvex_t1,
+                                              methods=lambda v: "mc", num_paths=config.num_paths,
+                                              substeps=config.substeps, key=jr.fold_in(key, 4), init=x0, log=log)
+    if "msweep_sam" in parts:
+        log("m-sweep, m-SAM (Monte Carlo with the SGD control, B=4)")
+        results["msweep_sam"] = m_sweep(lin, lambda m: ss.variants.m_sam(config.msweep_rho, m), 4, (1, 2, 4),
+                                        eta=config.msweep_eta, t1=config.msweep_t1, method="control",
+                                        num_paths=config.num_paths, substeps=config.substeps,
+                                        key=jr.fold_in(key, 5), log=log)
+    if "eta_rho_map" in parts:
+        log("(eta, rho) map, USAM on the nonconvex problem")
+        results["eta_rho_map"] = eta_rho_map(prob, x0, smp, config.map_etas, config.map_rhos, t1=config.map_t1,
+                                             num_paths=config.num_paths, substeps=config.substeps,
+                                             key=jr.fold_in(key, 6), log=log)
+    results["wall_time_s"] = time.perf_counter() - start
+    return results
+
+
+def _exact_studies(config, lin, smp, affine, key, results, log):
     log(f"linear regression ({lin.name}, B=2 with replacement, rho={config.rho}, T={config.t1}): exact moments")
     results["linreg_exact"] = slope_study(lin, affine, smp, config.exact_etas, config.t1, methods=lambda v: "exact",
                                           num_paths=0, substeps=1, key=jr.fold_in(key, 1), log=log)
@@ -346,34 +390,6 @@ def run(config: Config, log=print) -> dict:
     results["linreg_exact"].update(slope_study(
         lin, {"F-USAM (lambda=0.9)": ss.variants.f_usam(config.rho, ema_decay=0.9)}, smp, small, config.t1,
         methods=lambda v: "exact", num_paths=0, substeps=1, key=jr.fold_in(key, 7), orders=(1,), log=log))
-    log("m-sweep, m-USAM (exact moments, B=8)")
-    results["msweep_usam"] = m_sweep(lin, lambda m: ss.variants.m_usam(config.msweep_rho, m), 8, (1, 2, 4, 8),
-                                     eta=config.msweep_eta, t1=config.msweep_t1, method="exact", num_paths=0,
-                                     substeps=1, key=jr.fold_in(key, 2), log=log)
-    if not config.exact_only:
-        others = {k: v for k, v in allv.items() if not lm.is_affine(v)}
-        log("linear regression, normalized/reweighted variants: Monte Carlo with the SGD control")
-        results["linreg_control"] = slope_study(lin, others, smp, config.etas, config.t1, methods=lambda v: "control",
-                                                num_paths=config.num_paths, substeps=config.substeps,
-                                                key=jr.fold_in(key, 3), log=log)
-        prob, x0 = nonconvex_problem()
-        log(f"nonconvex ({prob.name}, start {float(x0[0])}, rho={config.nonconvex_rho}, T={config.nonconvex_t1}): "
-            "Monte Carlo")
-        nv = variants_for(config.nonconvex_rho, masked=False)
-        results["nonconvex_mc"] = slope_study(prob, nv, smp, config.nonconvex_etas, config.nonconvex_t1,
-                                              methods=lambda v: "mc", num_paths=config.num_paths,
-                                              substeps=config.substeps, key=jr.fold_in(key, 4), init=x0, log=log)
-        log("m-sweep, m-SAM (Monte Carlo with the SGD control, B=4)")
-        results["msweep_sam"] = m_sweep(lin, lambda m: ss.variants.m_sam(config.msweep_rho, m), 4, (1, 2, 4),
-                                        eta=config.msweep_eta, t1=config.msweep_t1, method="control",
-                                        num_paths=config.num_paths, substeps=config.substeps,
-                                        key=jr.fold_in(key, 5), log=log)
-        log("(eta, rho) map, USAM on the nonconvex problem")
-        results["eta_rho_map"] = eta_rho_map(prob, x0, smp, config.map_etas, config.map_rhos, t1=config.map_t1,
-                                             num_paths=config.num_paths, substeps=config.substeps,
-                                             key=jr.fold_in(key, 6), log=log)
-    results["wall_time_s"] = time.perf_counter() - start
-    return results
 
 
 def table(results: dict) -> str:
@@ -418,6 +434,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/weak_order", help="output folder (weak_order.json)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-paths", type=int, default=None)
+    parser.add_argument("--parts", default=None, help=f"comma-separated subset of {','.join(PARTS)}")
     args = parser.parse_args(argv)
     config = FULL if args.full else QUICK
     config = dataclasses.replace(config, seed=args.seed)
@@ -425,9 +442,15 @@ def main(argv=None) -> int:
         if args.num_paths < 2:
             parser.error("--num-paths must be >= 2")
         config = dataclasses.replace(config, num_paths=args.num_paths)
-    results = run(config, log=lambda s: print(s, flush=True))
+    parts = None
+    if args.parts:
+        parts = args.parts.split(",")
+        bad = sorted(set(parts) - set(PARTS))
+        if bad:
+            parser.error(f"--parts: unknown {bad}; valid: {','.join(PARTS)}")
+    results = run(config, log=lambda s: print(s, flush=True), parts=parts)
     results["preset"] = "full" if args.full else "quick"
-    path = os.path.join(args.out, "weak_order.json")
+    path = os.path.join(args.out, "weak_order.json" if parts is None else f"weak_order_{'+'.join(parts)}.json")
     write_json(path, results)
     print(table(results))
     print(f"wrote {path} ({results['wall_time_s']:.0f} s)")
