@@ -471,6 +471,39 @@ class Derivation:
         return numeric(self.setting, expr)
 
 
+_LAMBDIFIED: dict = {}
+
+#: Names accepted by :func:`lambdified`.
+EXPRESSIONS = ("first_order_drift", "drift_exact", "diffusion_exact", "b0", "b1", "b2", "S0", "S1", "closed_b0", "closed_b1")
+
+
+def expression(der: Derivation, name: str):
+    """A named expression of ``der`` (see :data:`EXPRESSIONS`)."""
+    table = {
+        "first_order_drift": der.first_order_drift,
+        "drift_exact": lambda: der.drift_exact,
+        "diffusion_exact": lambda: der.diffusion_exact,
+        "b0": lambda: der.drift[0],
+        "b1": lambda: der.drift[1],
+        "b2": lambda: der.drift[2],
+        "S0": lambda: der.diffusion[0],
+        "S1": lambda: der.diffusion[1],
+        "closed_b0": lambda: der.closed_drift[0],
+        "closed_b1": lambda: der.closed_drift[1],
+    }
+    if name not in table:
+        raise ValueError(f"`name` must be one of {EXPRESSIONS}, got {name!r}")
+    return table[name]()
+
+
+def lambdified(der: Derivation, name: str) -> Callable[..., np.ndarray]:
+    """The named expression of ``der`` lambdified (cached per spec, setting and name); see :meth:`Derivation.numeric`."""
+    key = (der.spec, der.setting, name)
+    if key not in _LAMBDIFIED:
+        _LAMBDIFIED[key] = numeric(der.setting, expression(der, name))
+    return _LAMBDIFIED[key]
+
+
 def numeric(setting: Setting, expr) -> Callable[..., np.ndarray]:
     """Lambdify ``expr`` over the symbols of ``setting`` (see :meth:`Derivation.numeric`)."""
     sy = symbols(setting.dim, setting.n)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._problem import Problem
 from ._sampler import WithoutReplacement, WithReplacement
-from ._symbolic import COEFFICIENTS, Setting, derive, param_names
+from ._symbolic import COEFFICIENTS, Setting, derive, lambdified, param_names
 from ._variants import Variant
 
 #: Radii ``EXTRACTION_RADIUS * EXTRACTION_NODES`` at which the discrete moments are interpolated (never
@@ -103,27 +103,46 @@ def _ordered_batches(setting: Setting) -> np.ndarray:
     return np.array(list(it), dtype=np.int32)
 
 
-def discrete_moments_fn(variant: Variant, setting: Setting):
-    """A jitted ``(problem, params) -> (E[G], Cov[G])`` over all ordered batches of ``setting`` (uniform), for
-    the discrete step :meth:`Variant.gradient` (F-SAM's EMA state set to the full gradient, ``mu = g``)."""
+def _moments(problem, params, variant: Variant, setting: Setting, rows):
+    state = problem.full_grad(params) if variant.rule == "friendly" else variant.init(params)
+    key = jax.random.key(0)  # unused by exact scores
+
+    def one(idx):
+        G, _, _ = variant.gradient(problem, params, state, problem.take(idx), key)
+        return _flat(G, setting.dim)
+
+    Gs = jax.vmap(one)(rows)
+    mean = jnp.mean(Gs, axis=0)
+    centred = Gs - mean
+    return mean, centred.T @ centred / Gs.shape[0]
+
+
+@functools.lru_cache(maxsize=256)
+def numeric_fn(variant: Variant, setting: Setting, discrete: bool = True, sde: bool = True):
+    """One jitted ``(problem, params) -> dict`` per ``(variant, setting)`` (float64 when called under x64):
+
+    * ``"discrete_mean"``, ``"discrete_cov"``: ``E[G]`` and ``Cov[G]`` of :meth:`Variant.gradient` over all
+      ordered batches of ``setting`` (uniform; F-SAM's EMA state set to ``mu = g``);
+    * ``"general_drift"``, ``"closed_form_drift"``: ``sde_sam.sde.general_drift`` / ``closed_form_drift``
+      (only when ``sde`` and that module exists)."""
     rows = jnp.asarray(_ordered_batches(setting))
-    dim = setting.dim
+    sampler = sampler_of(setting)
+    try:
+        from . import sde as sde_module
+    except ImportError:  # pragma: no cover - the SDE layer is part of the package
+        sde_module = None
 
     @jax.jit
-    def moments(problem, params):
-        state = problem.full_grad(params) if variant.rule == "friendly" else variant.init(params)
-        key = jax.random.key(0)  # unused by exact scores
+    def fn(problem, params):
+        out = {}
+        if discrete:
+            out["discrete_mean"], out["discrete_cov"] = _moments(problem, params, variant, setting, rows)
+        if sde and sde_module is not None:
+            out["general_drift"] = _flat(sde_module.general_drift(problem, variant, sampler, params), setting.dim)
+            out["closed_form_drift"] = _flat(sde_module.closed_form_drift(problem, variant, sampler, params), setting.dim)
+        return out
 
-        def one(idx):
-            G, _, _ = variant.gradient(problem, params, state, problem.take(idx), key)
-            return _flat(G, dim)
-
-        Gs = jax.vmap(one)(rows)
-        mean = jnp.mean(Gs, axis=0)
-        centred = Gs - mean
-        return mean, centred.T @ centred / Gs.shape[0]
-
-    return moments
+    return fn
 
 
 def compare(
@@ -138,60 +157,43 @@ def compare(
 ) -> dict[str, float]:
     """Largest relative errors (over ``points`` random points and coefficient draws) between the symbolic
     derivation of ``variant`` on ``setting`` and the numeric code, in float64 (see the module docstring for
-    the keys). ``sde=False`` skips the ``sde_sam.sde`` comparisons (also skipped when that module is absent)."""
+    the keys). ``discrete``/``sde``/``extraction`` switch the groups of comparisons on or off."""
     der = derive(variant, setting)
-    sy = der.symbols
     rng = np.random.default_rng(seed)
     errors: dict[str, float] = {}
 
     def record(key, a, b):
         errors[key] = max(errors.get(key, 0.0), rel_err(a, b))
 
-    lam_names = ("first_order", "exact_mean", "exact_cov", "b0", "b1", "b2", "S0", "S1")
-    exprs = (der.first_order_drift(), der.drift_exact, der.diffusion_exact, *der.drift, *der.diffusion)
-    fns = {name: der.numeric(e) for name, e in zip(lam_names, exprs)}
     kw = dict(sigma=variant.sigma, lam=variant.inverse_temperature)
     rho = variant.rho
-    sampler = sampler_of(setting)
-    try:
-        from . import sde as sde_module
-    except ImportError:
-        sde_module = None
-
+    radii = [t * EXTRACTION_RADIUS for t in EXTRACTION_NODES]
     with jax.enable_x64(True):
-        moment_fns = {}
-        if discrete:
-            radii = [rho] + ([t * EXTRACTION_RADIUS for t in EXTRACTION_NODES] if extraction else [])
-            for r in dict.fromkeys(radii):
-                moment_fns[r] = discrete_moments_fn(variant.replace(rho=r), setting)
-        drift_fns = {}
-        if sde and sde_module is not None:
-            for kind, fn in (("general_drift", sde_module.general_drift), ("closed_form_drift", sde_module.closed_form_drift)):
-                drift_fns[kind] = jax.jit(lambda prob, p, fn=fn: fn(prob, variant, sampler, p))
+        main = numeric_fn(variant, setting, discrete, sde) if (discrete or sde) else None
+        extract = [numeric_fn(variant.replace(rho=r), setting, True, False) for r in radii] if extraction else []
         for _ in range(points):
             x, coeffs = random_instance(setting, rng)
             problem = twin_problem(setting.dim, coeffs, x)
             params = problem.init_params
-            sym = lambda name, r=rho: fns[name](x, coeffs, rho=r, **kw)  # noqa: E731
-            if discrete:
-                mean, cov = (np.asarray(v) for v in moment_fns[rho](problem, params))
-                record("discrete_mean", mean, sym("exact_mean").ravel())
-                record("discrete_cov", cov, sym("exact_cov"))
-                if extraction:
-                    radii = [t * EXTRACTION_RADIUS for t in EXTRACTION_NODES]
-                    moments = [[np.asarray(v) for v in moment_fns[r](problem, params)] for r in radii]
-                    V = np.vander(np.asarray(radii), len(radii), increasing=True)
-                    means = np.stack([m[0] for m in moments])
-                    covs = np.stack([m[1] for m in moments])
-                    bc = np.linalg.solve(V, means)  # (5, d): rho-coefficients of E[G]
-                    sc = np.linalg.solve(V, covs.reshape(len(radii), -1)).reshape(covs.shape)
-                    for r in range(3):
-                        record(f"discrete_b{r}", bc[r], sym(f"b{r}").ravel())
-                    record("discrete_S0", sc[0], sym("S0"))
-                    record("discrete_S1", sc[1], sym("S1"))
-            for kind, fn in drift_fns.items():
-                b = np.asarray(_flat(fn(problem, params), setting.dim))
-                record(kind, b, sym("first_order").ravel())
+            sym = lambda name, r=rho: lambdified(der, name)(x, coeffs, rho=r, **kw)  # noqa: E731
+            out = {} if main is None else {k: np.asarray(v) for k, v in main(problem, params).items()}
+            if "discrete_mean" in out:
+                record("discrete_mean", out["discrete_mean"], sym("drift_exact").ravel())
+                record("discrete_cov", out["discrete_cov"], sym("diffusion_exact"))
+            for kind in ("general_drift", "closed_form_drift"):
+                if kind in out:
+                    record(kind, out[kind], sym("first_order_drift").ravel())
+            if extraction:
+                moments = [fn(problem, params) for fn in extract]
+                V = np.vander(np.asarray(radii), len(radii), increasing=True)
+                means = np.stack([np.asarray(m["discrete_mean"]) for m in moments])
+                covs = np.stack([np.asarray(m["discrete_cov"]) for m in moments])
+                bc = np.linalg.solve(V, means)  # (5, d): rho-coefficients of E[G]
+                sc = np.linalg.solve(V, covs.reshape(len(radii), -1)).reshape(covs.shape)
+                for r in range(3):
+                    record(f"discrete_b{r}", bc[r], sym(f"b{r}").ravel())
+                record("discrete_S0", sc[0], sym("S0"))
+                record("discrete_S1", sc[1], sym("S1"))
     return errors
 
 
