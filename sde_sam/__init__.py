@@ -22,3 +22,4 @@ from ._simulate import Paths as Paths
 from ._simulate import simulate as simulate
 
 __version__ = "0.1.0"
+from . import symbolic as symbolic

@@ -221,3 +221,34 @@ def variants_for(dim: int, rho: float = 0.5, micro_batch_size: int = 1, sigma: f
         out["SAM-ON"] = V.sam_on(rho, mask=mask)
         out["USAM-ON"] = V.sam_on(rho, mask=mask, normalize=False)
     return out
+
+
+def compare_expression(
+    expr,
+    variant: Variant,
+    setting: Setting,
+    *,
+    kind: str = "general_drift",
+    points: int = 3,
+    seed: int = 0,
+) -> float:
+    """Largest relative error between a symbolic drift ``expr`` (a ``dim x 1`` sympy matrix in the symbols of
+    ``setting``, evaluated at the variant's ``rho``, ``sigma``, ``lambda``) and the numeric ``kind``
+    (``"general_drift"``, ``"closed_form_drift"`` or ``"discrete_mean"``) over ``points`` random instances.
+    This is the checker the tests feed with deliberately wrong drifts."""
+    from ._symbolic import numeric
+
+    if kind not in ("general_drift", "closed_form_drift", "discrete_mean"):
+        raise ValueError(f"`kind` must be 'general_drift', 'closed_form_drift' or 'discrete_mean', got {kind!r}")
+    f = numeric(setting, expr)
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    with jax.enable_x64(True):
+        fn = numeric_fn(variant, setting, kind == "discrete_mean", kind != "discrete_mean")
+        for _ in range(points):
+            x, coeffs = random_instance(setting, rng)
+            problem = twin_problem(setting.dim, coeffs, x)
+            out = np.asarray(fn(problem, problem.init_params)[kind])
+            ref = f(x, coeffs, rho=variant.rho, sigma=variant.sigma, lam=variant.inverse_temperature).ravel()
+            worst = max(worst, rel_err(out, ref))
+    return worst
