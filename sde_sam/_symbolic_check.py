@@ -252,3 +252,16 @@ def compare_expression(
             ref = f(x, coeffs, rho=variant.rho, sigma=variant.sigma, lam=variant.inverse_temperature).ravel()
             worst = max(worst, rel_err(out, ref))
     return worst
+
+
+def error_table(dims: tuple[int, ...] = (1, 2), points: int = 3, seed: int = 0) -> dict[str, dict[str, float]]:
+    """:func:`compare` for every variant of :func:`variants_for` in each dimension (``n = 3``, ``B = 2``,
+    samplers alternating over variants): ``{"<name> (<dim>-D, <sampler>)": errors}``. Minutes on a laptop."""
+    out = {}
+    for dim in dims:
+        names = sorted(variants_for(2))
+        for name, variant in variants_for(dim).items():
+            setting = Setting(dim=dim, n=3, batch_size=2, replace=names.index(name) % 2 == 0)
+            label = f"{name} ({dim}-D, {'with' if setting.replace else 'without'} replacement)"
+            out[label] = compare(variant, setting, points=points, seed=seed)
+    return out

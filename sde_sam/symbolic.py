@@ -25,6 +25,7 @@ from ._symbolic import update as update
 from ._symbolic import update_terms as update_terms
 from ._symbolic_check import compare as compare
 from ._symbolic_check import compare_expression as compare_expression
+from ._symbolic_check import error_table as error_table
 from ._symbolic_check import numeric_fn as numeric_fn
 from ._symbolic_check import random_instance as random_instance
 from ._symbolic_check import rel_err as rel_err
