@@ -4,7 +4,13 @@ The four nouns: a *problem* (finite-sum loss), a *sampler* (how batches are draw
 method) and a *record* (observables to keep). See DESIGN §9 for the API sketch.
 """
 
+__version__ = "0.1.0"
+
+from . import curvature as curvature
+from . import noise as noise
 from . import problems as problems
+from . import sde as sde
+from . import symbolic as symbolic
 from . import variants as variants
 from ._observables import Record as Record
 from ._observables import observables as observables
@@ -15,12 +21,7 @@ from ._runner import run_discrete as run_discrete
 from ._sampler import WithoutReplacement as WithoutReplacement
 from ._sampler import WithReplacement as WithReplacement
 from ._sampler import sampling_factor as sampling_factor
-from . import sde as sde
 from ._sde_model import SDEModel as SDEModel
 from ._sde_model import sde_model as sde_model
 from ._simulate import Paths as Paths
 from ._simulate import simulate as simulate
-
-__version__ = "0.1.0"
-from . import curvature as curvature
-from . import noise as noise

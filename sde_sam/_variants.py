@@ -151,7 +151,11 @@ class Variant:
     # -- static properties -----------------------------------------------------------------------
     @property
     def perturbs(self) -> bool:
-        return self.rule != "none" and self.rho > 0
+        """False when the step is plain SGD: no rule, or ``rho = 0`` (except RW-SAM with weights in the descent,
+        whose step ``sum_i p_i g_i`` differs from SGD even at ``rho = 0``)."""
+        if self.rule == "none":
+            return False
+        return self.rho > 0 or (self.rule == "reweighted" and self.weights_in_descent)
 
     def num_micro_batches(self, batch_size: int) -> int:
         """``k = B / m``; raises when ``m`` does not divide ``B``."""
