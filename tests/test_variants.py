@@ -276,3 +276,15 @@ def test_optax_momentum_chain_with_m_sam_direction():
         v = beta * v + np.mean(terms, axis=0)
         x = x - eta * v
         np.testing.assert_allclose(flat(state.params), x, rtol=1e-10)
+
+
+def test_rw_sam_weighted_descent_at_zero_rho_is_the_weighted_gradient():
+    """At rho = 0 the weighted-descent reading still steps along sum_i p_i g_i, not the plain mean."""
+    problem = make_problem()
+    lam = 0.8
+    gi = np_grads(flat(problem.init_params), IDX)
+    s = np.linalg.norm(gi, axis=1)
+    p = np.exp(lam * (s - s.max()))
+    p /= p.sum()
+    got = jax_G(V.rw_sam(0.0, inverse_temperature=lam, score="exact", weights_in_descent=True), problem, IDX)[0]
+    np.testing.assert_allclose(got, p @ gi, rtol=1e-10)
