@@ -56,11 +56,11 @@ def location_problem(centers, x0=None) -> ss.Problem:
     mini-batch noise ``g_gamma - g = zbar - z_gamma`` has exactly the law of (minus) the centred centres."""
     centers = jnp.asarray(centers)
     x0 = jnp.zeros(centers.shape[1], centers.dtype) if x0 is None else jnp.asarray(x0, centers.dtype)
+    return ss.Problem(_location_loss, {"z": centers}, x0, name="location")
 
-    def loss_fn(x, ex):
-        return 0.5 * jnp.sum(jnp.square(x - ex["z"]))
 
-    return ss.Problem(loss_fn, {"z": centers}, x0, name="location")
+def _location_loss(x, ex):  # module level: problems that share it share compiled code
+    return 0.5 * jnp.sum(jnp.square(x - ex["z"]))
 
 
 def dense_example_jacobian(problem: ss.Problem, params) -> np.ndarray:

@@ -46,8 +46,9 @@ def test_per_example_grads_match_finite_differences():
     np.testing.assert_allclose(got, want, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["user", "teacher_student", "linreg"])
-@pytest.mark.parametrize("chunk_size", [None, 1, 5])
+@pytest.mark.parametrize(
+    "name,chunk_size", [("user", None), ("user", 1), ("teacher_student", None), ("teacher_student", 5), ("linreg", 7)]
+)
 def test_trace_sigma_exact(name, chunk_size):
     pr = _problems()[name]
     sigma, G = _dense_sigma(pr, pr.init_params)
@@ -125,15 +126,15 @@ def test_variance_sharpness(sampler):
 @pytest.mark.parametrize("replace", [True, False])
 def test_trace_sigma_minibatch_unbiased(replace, use_full_grad):
     """m = 10 of n = 20: c(m) is 0.1 with replacement and 0.0526 without, so a wrong factor fails by ~2x.
-    One call with K = 4000 batches: within 4 stderr of the exact tr Sigma; and the spread of 40 independent
-    K = 25 estimates matches their reported stderr (ratio in [0.7, 1.4])."""
+    One call with K = 2000 batches: within 4 stderr of the exact tr Sigma; and the spread of 30 independent
+    such estimates matches their reported stderr (ratio in [0.7, 1.4])."""
     pr = ss.problems.linear_regression(n=20, d=4).with_dtype(jnp.float64)
     sampler = ss.WithReplacement(10) if replace else ss.WithoutReplacement(10)
     want = np.trace(_dense_sigma(pr, pr.init_params)[0])
-    est = ss.noise.trace_sigma_minibatch(pr, pr.init_params, sampler, jr.key(3), 4000, use_full_grad=use_full_grad)
+    est = ss.noise.trace_sigma_minibatch(pr, pr.init_params, sampler, jr.key(3), 2000, use_full_grad=use_full_grad)
     assert abs(float(est.value) - want) < 4 * float(est.stderr), (est, want)
-    small = [ss.noise.trace_sigma_minibatch(pr, pr.init_params, sampler, k, 25, use_full_grad=use_full_grad)
-             for k in jr.split(jr.key(4), 40)]
+    small = [ss.noise.trace_sigma_minibatch(pr, pr.init_params, sampler, k, 2000, use_full_grad=use_full_grad)
+             for k in jr.split(jr.key(4), 30)]
     spread = np.std([float(e.value) for e in small], ddof=1)
     reported = np.sqrt(np.mean([float(e.stderr) ** 2 for e in small]))
     assert 0.7 < spread / reported < 1.4, (spread, reported)
@@ -166,15 +167,6 @@ def test_expected_batch_grad_norm_against_enumeration(replace):
     assert np.all(np.abs(got - want) < 4 * err), (got, want, err)
 
 
-def test_expected_batch_grad_norm_decreases_with_batch_size():
-    """Prop. 3.9: E||g_gamma|| decreases with b (exact enumeration, without replacement)."""
-    pr = user_problem(n=7, d=3).with_dtype(jnp.float64)
-    exact = [_exact_batch_norm_expectation(pr, b, False)[0] for b in (1, 2, 3, 5)]
-    assert np.all(np.diff(exact) < 0)
-    mc = ss.noise.expected_batch_grad_norm(pr, pr.init_params, ss.WithoutReplacement(3), jr.key(2), 2000).value
-    assert abs(float(mc.value) - exact[2]) < 4 * float(mc.stderr)
-
-
 # -- shape of the noise ------------------------------------------------------------------------------------
 
 
@@ -184,13 +176,13 @@ def _symmetric_pareto(rng, alpha, shape):
 
 def test_tail_index_from_samples_known_laws():
     rng = np.random.default_rng(0)
-    stable = stats.levy_stable.rvs(1.5, 0.0, size=(4096, 4), random_state=rng)
+    stable = stats.levy_stable.rvs(1.5, 0.0, size=(2048, 4), random_state=rng)
     est = ss.noise.tail_index_from_samples(stable, jr.key(0))
     assert abs(float(est.value) - 1.5) < 4 * float(est.stderr), est
-    gauss = ss.noise.tail_index_from_samples(rng.standard_normal((4096, 4)), jr.key(1))
+    gauss = ss.noise.tail_index_from_samples(rng.standard_normal((2048, 4)), jr.key(1))
     assert abs(float(gauss.value) - 2.0) < 4 * float(gauss.stderr), gauss
     assert float(gauss.value) - float(est.value) > 4 * max(float(gauss.stderr), float(est.stderr))
-    hill = ss.noise.tail_index_from_samples(_symmetric_pareto(rng, 1.2, (4096, 4)), jr.key(2), method="hill")
+    hill = ss.noise.tail_index_from_samples(_symmetric_pareto(rng, 1.2, (2048, 4)), jr.key(2), method="hill")
     assert abs(float(hill.value) - 1.2) < 4 * float(hill.stderr), hill
 
 
@@ -198,12 +190,12 @@ def test_tail_index_and_gaussianity_of_problem_noise():
     """Location problem: with batch size 1 the noise is (minus) a centred draw of the centres z_i, whose
     projections are alpha-stable (alpha = 1.5) or Gaussian by construction."""
     rng = np.random.default_rng(1)
-    heavy = location_problem(stats.levy_stable.rvs(1.5, 0.0, size=(4000, 6), random_state=rng))
-    light = location_problem(rng.standard_normal((4000, 6)))
+    heavy = location_problem(stats.levy_stable.rvs(1.5, 0.0, size=(2000, 6), random_state=rng))
+    light = location_problem(rng.standard_normal((2000, 6)))
     sampler = ss.WithReplacement(1)
-    est = ss.noise.tail_index(heavy, heavy.init_params, sampler, jr.key(0), 2048, 4, chunk_size=1024)
+    est = ss.noise.tail_index(heavy, heavy.init_params, sampler, jr.key(0), 1024, 16, chunk_size=1024)
     assert abs(float(est.value) - 1.5) < 4 * float(est.stderr), est
-    est = ss.noise.tail_index(light, light.init_params, sampler, jr.key(0), 2048, 4, chunk_size=1024)
+    est = ss.noise.tail_index(light, light.init_params, sampler, jr.key(0), 1024, 16, chunk_size=1024)
     assert abs(float(est.value) - 2.0) < 4 * float(est.stderr), est
 
     g_light = ss.noise.gaussianity(light, light.init_params, sampler, jr.key(1), 1024, 16, chunk_size=1024)
