@@ -17,3 +17,5 @@ from ._sampler import WithReplacement as WithReplacement
 from ._sampler import sampling_factor as sampling_factor
 
 __version__ = "0.1.0"
+from . import curvature as curvature
+from . import noise as noise
