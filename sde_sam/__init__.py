@@ -15,6 +15,11 @@ from ._runner import run_discrete as run_discrete
 from ._sampler import WithoutReplacement as WithoutReplacement
 from ._sampler import WithReplacement as WithReplacement
 from ._sampler import sampling_factor as sampling_factor
+from . import sde as sde
+from ._sde_model import SDEModel as SDEModel
+from ._sde_model import sde_model as sde_model
+from ._simulate import Paths as Paths
+from ._simulate import simulate as simulate
 
 __version__ = "0.1.0"
 from . import curvature as curvature

@@ -1,0 +1,124 @@
+"""Exact or Monte Carlo expectations over the batch distribution of a sampler (DESIGN §1, §3).
+
+A batch of size ``s`` is a uniform size-``s`` subset (``WithoutReplacement``) or ``s`` i.i.d. uniform
+indices (``WithReplacement``). When the support is small (``C(n, s)`` subsets, ``C(n+s-1, s)``
+multisets) it is enumerated with exact probabilities; otherwise ``num_samples`` batches are drawn and
+the expectation carries a Monte Carlo standard error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+#: Enumerate the batch distribution exactly when its support has at most this many batches.
+MAX_ENUMERATION = 4096
+#: Monte Carlo batches when the support is larger.
+NUM_SAMPLES = 256
+#: Batches evaluated at once (vmap) inside the expectation loop.
+CHUNK = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchDistribution:
+    """``indices[r]`` (a batch of size ``s``) with probability ``probs[r]``; ``exact`` when enumerated."""
+
+    indices: Int[Array, "N s"]
+    probs: Float[Array, " N"]
+    exact: bool
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+
+
+def batch_distribution(
+    replace: bool,
+    n: int,
+    size: int,
+    *,
+    key: PRNGKeyArray | None = None,
+    num_samples: int = NUM_SAMPLES,
+    max_enumeration: int = MAX_ENUMERATION,
+    force_monte_carlo: bool = False,
+    dtype=jnp.float32,
+) -> BatchDistribution:
+    """The distribution of one size-``size`` batch from ``n`` examples (with or without replacement).
+
+    Exact (enumerated) when its support has at most ``max_enumeration`` batches and
+    ``force_monte_carlo`` is false; otherwise ``num_samples`` i.i.d. draws with weights ``1/num_samples``
+    (``key`` required; ``None`` means the fixed ``jr.key(0)``, i.e. common random numbers).
+    """
+    _check_count("num_samples", num_samples)
+    _check_count("max_enumeration", max_enumeration)
+    if not replace and size > n:
+        raise ValueError(f"batch size {size} exceeds n={n}: without replacement it must be in [1, {n}]")
+    count = math.comb(n + size - 1, size) if replace else math.comb(n, size)
+    if count <= max_enumeration and not force_monte_carlo:
+        if replace:
+            rows = np.array(list(itertools.combinations_with_replacement(range(n), size)), dtype=np.int32)
+            counts = np.stack([np.bincount(r, minlength=n) for r in rows])
+            logp = math.lgamma(size + 1) - np.sum([[math.lgamma(c + 1) for c in row] for row in counts], axis=1)
+            probs = np.exp(logp - size * math.log(n))
+        else:
+            rows = np.array(list(itertools.combinations(range(n), size)), dtype=np.int32)
+            probs = np.full(len(rows), 1.0 / count)
+        return BatchDistribution(jnp.asarray(rows), jnp.asarray(probs, dtype), True)
+    key = jr.key(0) if key is None else key
+    keys = jr.split(key, num_samples)
+    if replace:
+        rows = jax.vmap(lambda k: jr.randint(k, (size,), 0, n))(keys)
+    else:
+        rows = jax.vmap(lambda k: jr.permutation(k, n)[:size])(keys)
+    return BatchDistribution(rows.astype(jnp.int32), jnp.full((num_samples,), 1.0 / num_samples, dtype), False)
+
+
+def expectation(fn, dist: BatchDistribution, key: PRNGKeyArray | None = None, chunk: int = CHUNK):
+    """``(E[fn(batch_indices, key_r)], stderr)`` over ``dist``, accumulated chunk by chunk (memory ``chunk * d``).
+
+    ``fn(indices, key) -> pytree``; row ``r`` gets ``jr.fold_in(key, r)``. ``stderr`` is zero when ``dist``
+    is exact and ``std / sqrt(N)`` (leafwise) for Monte Carlo.
+    """
+    key = jr.key(0) if key is None else key
+    num = dist.indices.shape[0]
+    chunk = min(chunk, num)
+    pad = (-num) % chunk
+    idx = jnp.concatenate([dist.indices, jnp.zeros((pad, dist.indices.shape[1]), dist.indices.dtype)])
+    probs = jnp.concatenate([dist.probs, jnp.zeros((pad,), dist.probs.dtype)])
+    rows = jnp.arange(num + pad)
+    shape = (-1, chunk)
+    xs = (idx.reshape(*shape, idx.shape[1]), probs.reshape(shape), rows.reshape(shape))
+    sample_fn = jax.vmap(lambda i, r: fn(i, jr.fold_in(key, r)))
+    out_shape = jax.eval_shape(lambda: fn(dist.indices[0], key))
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
+
+    def body(carry, x):
+        s1, s2 = carry
+        i, p, r = x
+        vals = sample_fn(i, r)
+        wsum = lambda acc, v, q: acc + jnp.tensordot(q.astype(v.dtype), v, axes=1)  # noqa: E731
+        s1 = jax.tree_util.tree_map(lambda acc, v: wsum(acc, v, p), s1, vals)
+        if not dist.exact:
+            s2 = jax.tree_util.tree_map(lambda acc, v: wsum(acc, jnp.square(v), p), s2, vals)
+        return (s1, s2), None
+
+    (mean, second), _ = jax.lax.scan(body, (zeros, zeros), xs)
+    if dist.exact or num < 2:
+        return mean, zeros
+    stderr = jax.tree_util.tree_map(
+        lambda m, s: jnp.sqrt(jnp.maximum(s - jnp.square(m), 0.0) * num / (num - 1) / num), mean, second
+    )
+    return mean, stderr
+
+
+def tree_weighted_sum(weights: Float[Array, " N"], stacked: PyTree) -> PyTree:
+    """``sum_r weights[r] * stacked[r]`` leafwise."""
+    return jax.tree_util.tree_map(lambda v: jnp.tensordot(weights.astype(v.dtype), v, axes=1), stacked)

@@ -1,0 +1,122 @@
+"""Matrix-free samples ``S(x)^{1/2} z`` of the SDE diffusion (DESIGN §3.2).
+
+The SDE is ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW``; every sampler returns one draw of
+``S^{1/2} z`` (a pytree like the parameters), never forming ``S`` or a ``d x d`` matrix:
+
+* ``"leading"``: ``S = c(B) Sigma``. With ``u ~ N(0, I_n)``,
+  ``Sigma^{1/2} z = (1/sqrt n) sum_i (u_i - mean u) g_i = (1/sqrt n) sum_i u_i (g_i - g)`` in distribution,
+  the gradient of the randomly weighted loss ``(1/sqrt n) sum_i (u_i - mean u) f_i(x)``: ONE VJP.
+* ``"first_order"``: ``S = c(B)(Sigma + rho(H P Sigma + Sigma P H)) + O(rho^2)`` for the unnormalized
+  ``batch`` rule (USAM, m-USAM, USAM-ON; Compagnoni et al. 2023, neglecting the randomness of
+  ``H_gamma``). We sample ``(I + rho H P) (c(B) Sigma)^{1/2} z`` whose covariance is
+  ``c(B)(I + rho H P) Sigma (I + rho P H)``, equal to that ``S`` up to ``O(rho^2)``: one VJP and one JVP.
+  For SGD and n-USAM the ``rho`` term of ``G`` is deterministic to this order, so it equals ``"leading"``.
+* ``"empirical"``: the covariance over batches of the actual perturbed update ``G(x; xi)`` of the variant
+  (no expansion in ``rho``). When the batch distribution is enumerable (``k = 1`` and at most
+  ``max_enumeration`` batches) the factor is exact:
+  ``sum_r sqrt(p_r) z_r (G_r - sum_s p_s G_s)``, ``z ~ N(0, I_N)``, covariance exactly ``Cov_xi[G]``.
+  Otherwise ``num_samples`` batches are drawn afresh at each call and the centred samples give the factor
+  ``(1/sqrt(N-1)) sum_r z_r (G_r - mean G)``, whose covariance is the sample covariance of ``G`` (unbiased
+  for ``Cov_xi[G]``, rank ``N - 1``). Cost: one update per batch in the support (or per sample).
+* ``"none"``: ``0``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, tree_weighted_sum
+from ._drift import sde_state
+from ._problem import Problem
+from ._sampler import Sampler
+from ._variants import Variant, apply_mask, resolve_mask
+
+DIFFUSIONS = ("leading", "first_order", "empirical", "none")
+
+Params = PyTree
+
+
+def standard_normal_weights(key: PRNGKeyArray, n: int, dtype) -> Float[Array, " n"]:
+    """The ``u ~ N(0, I_n)`` behind one leading-order noise sample (exposed so tests can replay a path)."""
+    return jr.normal(key, (n,), dtype)
+
+
+def sigma_sqrt_times(problem: Problem, params: Params, u: Float[Array, " n"]) -> Params:
+    """``(1/sqrt n) sum_i (u_i - mean u) g_i(x)``: ``Sigma^{1/2} z`` for ``u ~ N(0, I_n)``, one VJP (DESIGN §3.2)."""
+    n = problem.num_examples
+    weights = (u - jnp.mean(u)) / math.sqrt(n)
+    _, vjp = jax.vjp(lambda p: problem.example_losses(p, problem.data), params)
+    return vjp(weights.astype(u.dtype))[0]
+
+
+def _scale(tree, s):
+    return jax.tree_util.tree_map(lambda a: (s * a).astype(a.dtype), tree)
+
+
+def leading_sample(problem: Problem, sampler: Sampler, params: Params, key: PRNGKeyArray) -> Params:
+    """``(c(B) Sigma)^{1/2} z`` (DESIGN §3.2, leading order)."""
+    n = problem.num_examples
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    c = sampler.factor(sampler.batch_size, n)
+    u = standard_normal_weights(key, n, dtype)
+    return _scale(sigma_sqrt_times(problem, params, u), math.sqrt(c))
+
+
+def first_order_supported(variant: Variant) -> bool:
+    return (not variant.perturbs) or variant.rule == "full" or (variant.rule == "batch" and not variant.normalize)
+
+
+def first_order_sample(problem: Problem, variant: Variant, sampler: Sampler, params: Params, key: PRNGKeyArray) -> Params:
+    """``(I + rho H P)(c(B) Sigma)^{1/2} z`` (DESIGN §3.2, first order in ``rho``; see the module docstring)."""
+    z = leading_sample(problem, sampler, params, key)
+    if not variant.perturbs or variant.rule == "full":
+        return z
+    pz = apply_mask(resolve_mask(variant.mask, params), z)
+    _, hv = jax.jvp(lambda p: problem.full_grad(p), (params,), (pz,))
+    return jax.tree_util.tree_map(lambda a, b: a + variant.rho * b, z, hv)
+
+
+def empirical_sample(
+    problem: Problem,
+    variant: Variant,
+    sampler: Sampler,
+    params: Params,
+    key: PRNGKeyArray,
+    *,
+    num_samples: int = NUM_SAMPLES,
+    max_enumeration: int = MAX_ENUMERATION,
+) -> Params:
+    """A draw with covariance ``Cov_xi[G(x; xi)]`` of the perturbed update (exact when enumerable; module docstring)."""
+    n, B = problem.num_examples, sampler.batch_size
+    k = variant.num_micro_batches(B)
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    dist_key, grad_key, z_key = jr.split(key, 3)
+    # With k > 1 micro-batches the update depends on the partition of the batch: sample ordered batches.
+    force = k > 1 or (variant.rule == "reweighted" and variant.score == "finite_difference")
+    dist = batch_distribution(sampler.replace, n, B, key=dist_key, num_samples=num_samples,
+                              max_enumeration=max_enumeration, force_monte_carlo=force, dtype=dtype)
+    state = sde_state(problem, variant, params)
+
+    def update(idx, r):
+        G, _, _ = variant.gradient(problem, params, state, problem.take(idx), jr.fold_in(grad_key, r))
+        return G
+
+    Gs = jax.lax.map(lambda a: update(*a), (dist.indices, jnp.arange(dist.indices.shape[0])), batch_size=64)
+    num = dist.indices.shape[0]
+    z = jr.normal(z_key, (num,), dtype)
+    mean = tree_weighted_sum(dist.probs, Gs)
+    centred = jax.tree_util.tree_map(lambda a, m: a - m[None], Gs, mean)
+    if dist.exact:
+        coeff = jnp.sqrt(dist.probs) * z
+    else:
+        coeff = z / math.sqrt(max(num - 1, 1))
+    return tree_weighted_sum(coeff, centred)
+
+
+def zero_sample(params: Params) -> Params:
+    return jax.tree_util.tree_map(jnp.zeros_like, params)

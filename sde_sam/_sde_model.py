@@ -1,0 +1,156 @@
+"""The SDE model of a variant: ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` (DESIGN §3)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.random as jr
+import numpy as np
+from jaxtyping import PRNGKeyArray, PyTree
+
+from . import _diffusion, _drift
+from ._batches import MAX_ENUMERATION, NUM_SAMPLES
+from ._problem import Problem
+from ._runner import check_positive
+from ._sampler import Sampler
+from ._variants import Variant
+
+DRIFTS = ("general", "closed_form")
+
+Params = PyTree
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class SDEModel:
+    """``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` for ``variant`` on ``problem`` with batches from ``sampler``.
+
+    Build it with :func:`sde_model`. The model is a pytree whose only leaves are the problem's arrays (so it
+    can be passed through ``jax.jit``); everything else is static configuration.
+
+    * :meth:`drift` ``(params, key=None) -> b(x)`` (DESIGN §3.1; with ``order=2`` the second-order SME drift
+      ``b + (eta/2)(Db) b``, DESIGN §3.3). ``key`` is only used by Monte Carlo expectations; ``None`` means
+      the fixed ``jr.key(0)``.
+    * :meth:`diffusion_sample` ``(params, key) -> S^{1/2} z`` (DESIGN §3.2), matrix-free.
+    """
+
+    problem: Problem
+    variant: Variant
+    sampler: Sampler
+    eta: float
+    diffusion: str = "leading"
+    order: int = 1
+    drift_kind: str = "general"
+    num_samples: int = NUM_SAMPLES
+    max_enumeration: int = MAX_ENUMERATION
+
+    def tree_flatten(self):
+        aux = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "problem")
+        return (self.problem,), aux
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "problem"]
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "problem", children[0])
+        for name, value in zip(names, aux):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    # -- the two coefficients ------------------------------------------------------------------------
+    def first_order_drift(self, params: Params, key: PRNGKeyArray | None = None) -> Params:
+        """``b(x)`` to first order in ``eta`` (DESIGN §3.1)."""
+        fn = _drift.general_drift if self.drift_kind == "general" else _drift.closed_form_drift
+        return fn(self.problem, self.variant, self.sampler, params, key=key, num_samples=self.num_samples,
+                  max_enumeration=self.max_enumeration)
+
+    def drift(self, params: Params, key: PRNGKeyArray | None = None) -> Params:
+        """``b(x)``, or ``b + (eta/2)(Db) b`` when ``order == 2`` (DESIGN §3.3)."""
+        if self.order == 1:
+            return self.first_order_drift(params, key)
+        return _drift.second_order(lambda p: self.first_order_drift(p, key), params, self.eta)
+
+    def diffusion_sample(self, params: Params, key: PRNGKeyArray) -> Params:
+        """One draw of ``S(x)^{1/2} z``, ``z ~ N(0, I)`` (DESIGN §3.2; see :mod:`sde_sam._diffusion`)."""
+        if self.diffusion == "leading":
+            return _diffusion.leading_sample(self.problem, self.sampler, params, key)
+        if self.diffusion == "first_order":
+            return _diffusion.first_order_sample(self.problem, self.variant, self.sampler, params, key)
+        if self.diffusion == "empirical":
+            return _diffusion.empirical_sample(self.problem, self.variant, self.sampler, params, key,
+                                               num_samples=self.num_samples, max_enumeration=self.max_enumeration)
+        return _diffusion.zero_sample(params)
+
+    @property
+    def noise_factor(self) -> float:
+        """``c(B)`` of the sampler at its batch size."""
+        return self.sampler.factor(self.sampler.batch_size, self.problem.num_examples)
+
+    def replace(self, **changes) -> SDEModel:
+        """A copy with some fields changed (validated again through :func:`sde_model`)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(changes)
+        drift = fields.pop("drift_kind")
+        return sde_model(fields.pop("problem"), fields.pop("variant"), fields.pop("sampler"), drift=drift, **fields)
+
+
+def sde_model(
+    problem: Problem,
+    variant: Variant,
+    sampler: Sampler,
+    eta: float = 0.05,
+    diffusion: str = "leading",
+    order: int = 1,
+    drift: str = "general",
+    *,
+    num_samples: int = NUM_SAMPLES,
+    max_enumeration: int = MAX_ENUMERATION,
+) -> SDEModel:
+    """The SDE ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` of ``variant`` (DESIGN §3).
+
+    Arguments:
+        eta: learning rate of the modelled discrete method (one step = ``eta`` units of SDE time).
+        diffusion: ``"leading"`` (``c(B) Sigma``), ``"first_order"`` (``+ rho(H Sigma + Sigma H)``, unnormalized
+            batch rule), ``"empirical"`` (``Cov_xi[G]`` of the perturbed update) or ``"none"``.
+        order: ``1`` (first-order SME) or ``2`` (drift ``b + (eta/2)(Db) b``).
+        drift: ``"general"`` (the general first-order rule) or ``"closed_form"`` (DESIGN §3.1 formulas;
+            cheaper for large problems: USAM/m-USAM need no expectation).
+        num_samples, max_enumeration: Monte Carlo size and enumeration limit of batch expectations.
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
+    if not isinstance(variant, Variant):
+        raise TypeError(f"`variant` must be a sde_sam.variants.Variant, got {type(variant).__name__}")
+    _drift._check(problem, variant, sampler)
+    check_positive("eta", eta)
+    if diffusion not in _diffusion.DIFFUSIONS:
+        raise ValueError(f"`diffusion` must be one of {_diffusion.DIFFUSIONS}, got {diffusion!r}")
+    if drift not in DRIFTS:
+        raise ValueError(f"`drift` must be one of {DRIFTS}, got {drift!r}")
+    if isinstance(order, bool) or order not in (1, 2):
+        raise ValueError(f"`order` must be 1 or 2, got {order!r}")
+    check_positive("num_samples", num_samples, integer=True)
+    check_positive("max_enumeration", max_enumeration, integer=True)
+    if diffusion == "first_order" and not _diffusion.first_order_supported(variant):
+        raise ValueError(
+            f"`diffusion`='first_order' is defined for SGD, n-USAM and the unnormalized batch rule (USAM, m-USAM, "
+            f"USAM-ON); variant {variant.name!r} needs diffusion='empirical' or 'leading'"
+        )
+    return SDEModel(problem, variant, sampler, float(eta), diffusion, int(order), drift, int(num_samples),
+                    int(max_enumeration))
+
+
+def sqrt_eta(model: SDEModel) -> float:
+    return math.sqrt(model.eta)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def step_keys(path_key: PRNGKeyArray, step) -> tuple[PRNGKeyArray, PRNGKeyArray]:
+    """``(drift_key, noise_key)`` of step ``step`` of a path: ``jr.split(jr.fold_in(path_key, step))``."""
+    k = jr.split(jr.fold_in(path_key, step))
+    return k[0], k[1]

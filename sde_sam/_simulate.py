@@ -1,0 +1,231 @@
+"""Euler–Maruyama paths of an :class:`SDEModel` (DESIGN §3, §6): one jitted ``lax.scan``, paths vmapped.
+
+Scheme, on the grid ``t_j = j * dt``::
+
+    X_{j+1} = X_j - dt * b(X_j) + sqrt(eta * dt) * S(X_j)^{1/2} z_j
+
+``dt = eta / r`` for a positive integer refinement ``r`` (default ``r = 1``: one SDE step per discrete
+step), so the SDE grid contains every discrete step ``t = k * eta``. ``t1`` must be a whole number of
+steps ``dt`` and of recording intervals ``record.every * dt``.
+
+Keys: path ``p`` uses ``jr.split(key, num_paths)[p]``; its step ``j`` uses
+``jr.split(jr.fold_in(path_key, j))`` = ``(drift_key, noise_key)``. A path is therefore a function of
+``(key, p)`` alone: results are bit-identical whether the path axis runs on one device or is split over a
+1-D device mesh (``mesh=``, ``shard_map`` over the path axis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as PS
+from jaxtyping import PRNGKeyArray, PyTree
+
+from ._observables import Record, observables
+from ._runner import Runs, check_positive, diverged
+from ._sde_model import SDEModel, step_keys
+
+
+@dataclasses.dataclass
+class Paths(Runs):
+    """SDE paths with the interface of :class:`~sde_sam.Runs` (``values[name]`` is ``(P, T)``).
+
+    ``steps`` counts SDE steps of size ``dt``; ``times = steps * dt`` is the SDE time, comparable with the
+    discrete runs' ``times = k * eta``. ``paths`` holds the parameters at every recorded time,
+    leaves ``(P, T, ...)``, when ``save_paths=True`` (else ``None``). Diverged paths are frozen, recorded as
+    NaN after divergence and left out of :meth:`mean` / :meth:`stderr`.
+    """
+
+    dt: float = 0.0
+    paths: PyTree | None = None
+
+    @property
+    def num_paths(self) -> int:
+        return self.num_runs
+
+
+def _resolve_grid(eta: float, t1, dt, every: int) -> tuple[float, int]:
+    if dt is None:
+        dt = eta
+    check_positive("dt", dt)
+    if isinstance(t1, bool) or not isinstance(t1, (int, float, np.integer, np.floating)) or not math.isfinite(t1) or t1 < 0:
+        raise ValueError(f"`t1` must be a finite number in [0, inf), got {t1!r}")
+    ratio = eta / dt
+    r = round(ratio)
+    if r < 1 or abs(ratio - r) > 1e-9 * max(1.0, ratio):
+        raise ValueError(
+            f"`dt`={dt!r} must be eta/r for a positive integer r (eta={eta}); valid: {eta}, {eta / 2}, {eta / 4}, ..."
+        )
+    dt = eta / r
+    steps_f = t1 / dt
+    steps = round(steps_f)
+    if abs(steps_f - steps) > 1e-7 * max(1.0, steps_f):
+        raise ValueError(f"`t1`={t1!r} must be a whole number of steps dt={dt} (t1/dt = {steps_f})")
+    if steps % every:
+        raise ValueError(
+            f"`t1`={t1!r} is {steps} steps of dt={dt}, not a multiple of record.every={every}; "
+            f"valid t1: multiples of {every * dt}"
+        )
+    return dt, steps
+
+
+def simulate(
+    model: SDEModel,
+    *,
+    t1: float,
+    num_paths: int = 1,
+    key: PRNGKeyArray,
+    record: Record | Sequence[str] = ("loss",),
+    dt: float | None = None,
+    init_params: PyTree | None = None,
+    save_paths: bool = False,
+    mesh: Mesh | None = None,
+    divergence_threshold: float = 1e12,
+) -> Paths:
+    """Simulate ``num_paths`` Euler–Maruyama paths of ``model`` on ``[0, t1]`` (see the module docstring).
+
+    Arguments:
+        t1: final SDE time (``t = k * eta`` after ``k`` discrete steps).
+        record: a :func:`sde_sam.observables` record (or a sequence of built-in names); observables are
+            recorded at ``t = 0, every*dt, 2*every*dt, ..., t1``.
+        dt: step size, ``eta / r`` for a positive integer ``r`` (default ``eta``).
+        init_params: start of every path (default ``problem.init_params``); must match its structure.
+        save_paths: also return the parameters at every recorded time (``Paths.paths``).
+        mesh: a 1-D :class:`jax.sharding.Mesh`; the path axis is split over its devices
+            (``num_paths`` must be a multiple of its size). Results equal the single-device ones bit for bit.
+        divergence_threshold: a path diverges when ``||x||^2`` exceeds it or turns non-finite.
+    """
+    if not isinstance(model, SDEModel):
+        raise TypeError(f"`model` must come from sde_sam.sde_model(...), got {type(model).__name__}")
+    if not isinstance(record, Record):
+        if isinstance(record, str) or not isinstance(record, Sequence):
+            raise TypeError("`record` must be a sde_sam.observables(...) Record or a sequence of observable names")
+        record = observables(*record)
+    check_positive("num_paths", num_paths, integer=True)
+    check_positive("divergence_threshold", divergence_threshold)
+    dt, steps = _resolve_grid(model.eta, t1, dt, record.every)
+    problem = model.problem
+    if init_params is not None:
+        problem.check_params(init_params, "init_params")
+        problem = dataclasses.replace(problem, init_params=init_params)  # validates (finite, matches loss_fn)
+        model = dataclasses.replace(model, problem=problem)
+    record.check(problem)
+    if mesh is not None:
+        if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+            raise ValueError("`mesh` must be a 1-D jax.sharding.Mesh (one axis for the paths)")
+        if num_paths % mesh.size:
+            raise ValueError(f"`num_paths`={num_paths} must be a multiple of the mesh size {mesh.size}")
+
+    path_keys = jr.split(key, num_paths)
+    num_segments = steps // record.every
+    args = (model, problem.init_params, path_keys, num_segments, record.every, float(dt), record, bool(save_paths),
+            float(divergence_threshold))
+    start = time.perf_counter()
+    if mesh is None:
+        out = _simulate_jit(*args)
+    else:
+        out = _simulate_sharded(mesh, *args)
+    out = jax.block_until_ready(out)
+    wall = time.perf_counter() - start
+    values, div, div_step, final, saved = out
+    steps_arr = np.arange(num_segments + 1) * record.every
+    return Paths(
+        steps=steps_arr,
+        times=steps_arr * dt,
+        values={k: np.asarray(v) for k, v in values.items()},
+        diverged=np.asarray(div),
+        diverged_step=np.asarray(div_step),
+        final_params=final,
+        config=dict(
+            problem=problem.name,
+            variant=dataclasses.asdict(model.variant) | {"mask": repr(model.variant.mask)},
+            sampler=type(model.sampler).__name__,
+            batch_size=model.sampler.batch_size,
+            eta=model.eta,
+            dt=dt,
+            t1=float(t1),
+            steps=int(steps),
+            num_paths=int(num_paths),
+            every=record.every,
+            diffusion=model.diffusion,
+            order=model.order,
+            drift=model.drift_kind,
+            divergence_threshold=float(divergence_threshold),
+            devices=1 if mesh is None else int(mesh.size),
+        ),
+        wall_time_s=wall,
+        dt=dt,
+        paths=saved if save_paths else None,
+    )
+
+
+def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt: float) -> PyTree:
+    """``X - dt b(X) + sqrt(eta dt) S^{1/2} z`` for step ``j`` of the path with key ``path_key``."""
+    drift_key, noise_key = step_keys(path_key, j)
+    b = model.drift(params, drift_key)
+    noise_scale = math.sqrt(model.eta * dt)
+    if model.diffusion == "none":
+        return jax.tree_util.tree_map(lambda p, bb: p - dt * bb, params, b)
+    z = model.diffusion_sample(params, noise_key)
+    return jax.tree_util.tree_map(lambda p, bb, zz: p - dt * bb + noise_scale * zz, params, b, z)
+
+
+def _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold):
+    problem = model.problem
+
+    def one_path(path_key):
+        def step(carry, _):
+            params, is_div, div_step, j = carry
+            new = em_step(model, params, path_key, j, dt)
+            now_div = diverged(new, threshold) & ~is_div
+            stop = is_div | now_div
+            params = jax.tree_util.tree_map(lambda a, b: jnp.where(stop, b, a), new, params)
+            return (params, stop, jnp.where(now_div, j + 1, div_step), j + 1), None
+
+        def observe(params, is_div):
+            vals = record.evaluate(problem, params)
+            return {name: jnp.where(is_div, jnp.nan, v) for name, v in vals.items()}
+
+        def segment(carry, _):
+            carry, _ = jax.lax.scan(step, carry, None, length=every)
+            obs = observe(carry[0], carry[1])
+            return carry, (obs, carry[0] if save_paths else None)
+
+        init = (params0, jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0))
+        first = observe(params0, jnp.asarray(False))
+        carry, (rest, saved) = jax.lax.scan(segment, init, None, length=num_segments)
+        values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
+        if save_paths:
+            saved = jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), params0, saved)
+        return values, carry[1], carry[2], carry[0], saved
+
+    return jax.vmap(one_path)(path_keys)
+
+
+_STATIC = ("num_segments", "every", "dt", "record", "save_paths", "threshold")
+_simulate_jit = jax.jit(_paths, static_argnames=_STATIC)
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_fn(mesh, num_segments, every, dt, record, save_paths, threshold):
+    axis = mesh.axis_names[0]
+
+    def inner(model, params0, path_keys):
+        return _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold)
+
+    return jax.jit(jax.shard_map(inner, mesh=mesh, in_specs=(PS(), PS(), PS(axis)), out_specs=PS(axis),
+                                 check_vma=False))
+
+
+def _simulate_sharded(mesh, model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold):
+    fn = _sharded_fn(mesh, num_segments, every, dt, record, save_paths, threshold)
+    return fn(model, params0, path_keys)

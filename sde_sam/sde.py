@@ -1,0 +1,24 @@
+"""SDE models of SAM variants: drift, diffusion, the model object (DESIGN §3)."""
+
+from ._batches import BatchDistribution as BatchDistribution
+from ._batches import batch_distribution as batch_distribution
+from ._batches import expectation as expectation
+from ._diffusion import DIFFUSIONS as DIFFUSIONS
+from ._diffusion import empirical_sample as empirical_sample
+from ._diffusion import first_order_sample as first_order_sample
+from ._diffusion import leading_sample as leading_sample
+from ._diffusion import sigma_sqrt_times as sigma_sqrt_times
+from ._diffusion import standard_normal_weights as standard_normal_weights
+from ._drift import closed_form_drift as closed_form_drift
+from ._drift import expected_micro_batch_grad_norm as expected_micro_batch_grad_norm
+from ._drift import general_drift as general_drift
+from ._drift import linearized_update as linearized_update
+from ._drift import sde_state as sde_state
+from ._drift import second_order as second_order
+from ._sde_model import DRIFTS as DRIFTS
+from ._sde_model import SDEModel as SDEModel
+from ._sde_model import sde_model as sde_model
+from ._sde_model import step_keys as step_keys
+from ._simulate import Paths as Paths
+from ._simulate import em_step as em_step
+from ._simulate import simulate as simulate
