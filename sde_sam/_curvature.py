@@ -27,12 +27,11 @@ from ._estimate import (
     check_k,
     check_positive_int,
     chunked_sum,
-    flat_matvec,
     jackknife,
     mean_and_stderr,
     num_examples,
 )
-from ._noise import _data, _moments, _sigma_matrix, _sigma_matvec, lanczos_top
+from ._noise import _data, _moments, _operator, _sigma_matrix, _sigma_matvec, check_num_matvecs, lanczos_operator
 from ._problem import Problem
 
 
@@ -81,10 +80,14 @@ def trace_hessian(
     """``tr H`` by Hutchinson with ``num_probes`` Rademacher probes, with its standard error (DESIGN §4)."""
     check_chunk_size(chunk_size)
     check_positive_int("num_probes", num_probes)
-    data = _data(problem, batch)
-    return jax.jit(
-        lambda k: hutchinson(lambda v: _hvp(problem, params, v, data, chunk_size), params, k, num_probes)
-    )(key)
+    if num_probes < 2:
+        raise ValueError("`num_probes` must be >= 2 for a standard error")
+    return _trace_hessian(problem, params, _data(problem, batch), key, num_probes, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _trace_hessian(problem, params, data, key, num_probes, chunk_size):
+    return hutchinson(lambda v: _hvp(problem, params, v, data, chunk_size), params, key, num_probes)
 
 
 def top_eigenvalues(
@@ -101,9 +104,9 @@ def top_eigenvalues(
     d = problem.dim
     k = check_k(k, d)
     check_chunk_size(chunk_size)
-    data = _data(problem, batch)
-    mv, flat = flat_matvec(lambda v: _hvp(problem, params, v, data, chunk_size), params)
-    return lanczos_top(mv, flat, k, key, num_matvecs)
+    return lanczos_operator(
+        problem, params, _data(problem, batch), key, "hessian", k, check_num_matvecs(num_matvecs, k, d), chunk_size
+    )
 
 
 class SpectralDensity(NamedTuple):
@@ -136,8 +139,6 @@ def spectral_density(
     vectors); averaging over probes estimates ``(1/d) tr f(H)``. ``grid``: points, or how many between the extreme
     nodes (padded by ``3 sigma``); ``sigma``: kernel width (default ``(max - min) / 100`` of the nodes).
     """
-    from matfree import decomp
-
     num_probes = check_positive_int("num_probes", num_probes)
     if num_probes < 2:
         raise ValueError("`num_probes` must be >= 2 for a standard error")
@@ -145,17 +146,8 @@ def spectral_density(
     if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, (int, np.integer)) or not 1 <= num_matvecs <= d:
         raise ValueError(f"`num_matvecs` must be an integer in [1, d={d}], got {num_matvecs!r}")
     check_chunk_size(chunk_size)
-    data = _data(problem, batch)
-    mv, flat = flat_matvec(lambda v: _hvp(problem, params, v, data, chunk_size), params)
-    tridiag = decomp.tridiag_sym(int(num_matvecs), custom_vjp=False)
-
-    def one(k):
-        v = jr.normal(k, flat.shape, flat.dtype)
-        _, t, *_ = tridiag(mv, v)
-        vals, vecs = jnp.linalg.eigh(t)
-        return vals, jnp.square(vecs[0])
-
-    nodes, weights = jax.jit(lambda ks: jax.lax.map(one, ks))(jr.split(key, num_probes))
+    nodes, weights = _slq(problem, params, _data(problem, batch), key, num_probes, int(num_matvecs), chunk_size)
+    flat = ravel_pytree(params)[0]
     if sigma is None:
         spread = float(jnp.max(nodes) - jnp.min(nodes))
         sigma = spread / 100 if spread > 0 else 1e-3 * max(1.0, float(jnp.max(jnp.abs(nodes))))
@@ -169,6 +161,22 @@ def spectral_density(
     per_probe = jnp.sum(weights[..., None] * kernel, axis=1)
     est = mean_and_stderr(per_probe)
     return SpectralDensity(grid, est.value, est.stderr, nodes, weights)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _slq(problem, params, data, key, num_probes, num_matvecs, chunk_size):
+    from matfree import decomp
+
+    mv, flat = _operator(problem, params, data, "hessian", chunk_size)
+    tridiag = decomp.tridiag_sym(num_matvecs, custom_vjp=False)
+
+    def one(k):
+        v = jr.normal(k, flat.shape, flat.dtype)
+        _, t, *_ = tridiag(mv, v)
+        vals, vecs = jnp.linalg.eigh(t)
+        return vals, jnp.square(vecs[0])
+
+    return jax.lax.map(one, jr.split(key, num_probes))
 
 
 class Alignment(NamedTuple):
@@ -254,10 +262,9 @@ def alignment(
         parts, err, tr_s_val = _alignment_stochastic(problem, params, key, num_probes, chunk_size)
         tr_s = Estimate(tr_s_val, jnp.zeros(()))
         k_s, k_h = jr.split(jr.fold_in(key, 1))
-        mv_s, flat = flat_matvec(lambda v: _sigma_matvec(problem, params, v, data, chunk_size), params)
-        mv_h, _ = flat_matvec(lambda v: _hvp(problem, params, v, data, chunk_size), params)
-        us = lanczos_top(mv_s, flat, k, k_s, num_matvecs).vectors
-        uh = lanczos_top(mv_h, flat, k, k_h, num_matvecs).vectors
+        m = check_num_matvecs(num_matvecs, k, d)
+        us = lanczos_operator(problem, params, data, k_s, "sigma", k, m, chunk_size).vectors
+        uh = lanczos_operator(problem, params, data, k_h, "hessian", k, m, chunk_size).vectors
         overlap = jnp.sum(jnp.square(us @ uh.T)) / k
     else:
         raise ValueError(f"`method` must be 'auto', 'exact' or 'stochastic', got {method!r}")

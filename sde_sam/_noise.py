@@ -199,18 +199,28 @@ def sigma_top_eigs(
     k = check_k(k, d)
     check_chunk_size(chunk_size)
     data = _data(problem, batch)
-    mv, flat = flat_matvec(lambda v: _sigma_matvec(problem, params, v, data, chunk_size), params)
     if method == "randomized":
         check_positive_int("num_iters", num_iters)
         if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 0:
             raise ValueError(f"`oversample` must be an integer >= 0, got {oversample!r}")
-        return _randomized_eigh(mv, flat, k, key, min(d, k + oversample), num_iters)
+        return _randomized_sigma_eigh(problem, params, data, key, k, min(d, k + oversample), num_iters, chunk_size)
     if method == "lanczos":
-        return lanczos_top(mv, flat, k, key, num_matvecs)
+        return lanczos_operator(problem, params, data, key, "sigma", k, check_num_matvecs(num_matvecs, k, d), chunk_size)
     raise ValueError(f"`method` must be 'randomized' or 'lanczos', got {method!r}")
 
 
-def _randomized_eigh(mv, flat, k, key, width, num_iters) -> Eigs:
+def _operator(problem, params, data, which, chunk_size):
+    """The flat operator ``Sigma`` (``which="sigma"``) or ``H`` (``which="hessian"``) and the flat ``params``."""
+    if which == "sigma":
+        return flat_matvec(lambda v: _sigma_matvec(problem, params, v, data, chunk_size), params)
+    from ._curvature import _hvp
+
+    return flat_matvec(lambda v: _hvp(problem, params, v, data, chunk_size), params)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _randomized_sigma_eigh(problem, params, data, key, k, width, num_iters, chunk_size) -> Eigs:
+    mv, flat = _operator(problem, params, data, "sigma", chunk_size)
     bmv = jax.vmap(mv, in_axes=1, out_axes=1)
     omega = jr.normal(key, (flat.shape[0], width), flat.dtype)
     q, _ = jnp.linalg.qr(bmv(omega))
@@ -222,22 +232,32 @@ def _randomized_eigh(mv, flat, k, key, width, num_iters) -> Eigs:
     return Eigs(vals[order], (q @ vecs[:, order]).T)
 
 
-def lanczos_top(mv, flat, k: int, key: PRNGKeyArray, num_matvecs: int | None = None) -> Eigs:
-    """Top-``k`` (largest algebraic) Ritz pairs of a symmetric flat operator ``mv`` by Lanczos with full
-    reorthogonalisation (``matfree.decomp.tridiag_sym`` + ``matfree.eig.eigh_partial``)."""
-    from matfree import decomp, eig
-
-    d = flat.shape[0]
+def check_num_matvecs(num_matvecs, k: int, d: int) -> int:
     if num_matvecs is None:
-        num_matvecs = min(d, max(3 * k, 40))
+        return min(d, max(3 * k, 40))
     if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, (int, np.integer)) or not k <= num_matvecs <= d:
         raise ValueError(f"`num_matvecs` must be an integer in [k={k}, d={d}], got {num_matvecs!r}")
+    return int(num_matvecs)
+
+
+def lanczos_top(mv, flat, k: int, key: PRNGKeyArray, num_matvecs: int) -> Eigs:
+    """Top-``k`` (largest algebraic) Ritz pairs of a symmetric flat operator ``mv`` by Lanczos with full
+    reorthogonalisation over ``num_matvecs`` products (``matfree.decomp.tridiag_sym`` + ``matfree.eig.eigh_partial``)."""
+    from matfree import decomp, eig
+
     eigh = eig.eigh_partial(decomp.tridiag_sym(int(num_matvecs), custom_vjp=False))
     v0 = jr.normal(key, flat.shape, flat.dtype)
-    vals, vecs = jax.jit(lambda v: eigh(mv, v))(v0)
+    vals, vecs = eigh(mv, v0)
     order = jnp.argsort(vals)[::-1][:k]
     vectors = vecs[order]
     return Eigs(vals[order], vectors / jnp.linalg.norm(vectors, axis=1, keepdims=True))
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def lanczos_operator(problem, params, data, key, which, k, num_matvecs, chunk_size) -> Eigs:
+    """:func:`lanczos_top` on ``Sigma`` or ``H`` (see :func:`_operator`), compiled once per configuration."""
+    mv, flat = _operator(problem, params, data, which, chunk_size)
+    return lanczos_top(mv, flat, k, key, num_matvecs)
 
 
 # -- mini-batch estimators -------------------------------------------------------------------------------
@@ -494,7 +514,7 @@ def tail_index_from_samples(
         return 1.0 / jnp.mean(inv(xx))
 
     idx = jr.randint(key, (num_bootstrap, k), 0, k)
-    boots = jax.lax.map(lambda i: alpha(x[i]), idx)
+    boots = jax.jit(jax.vmap(lambda i: alpha(x[i])))(idx)
     return Estimate(alpha(x), jnp.std(boots, ddof=1))
 
 
@@ -556,7 +576,7 @@ def gaussianity_from_samples(
 
     xj = jnp.asarray(x, jnp.result_type(float))
     idx = jr.randint(key, (num_bootstrap, x.shape[0]), 0, x.shape[0])
-    boots = np.asarray(jax.lax.map(lambda i: moments(xj[i]), idx))
+    boots = np.asarray(jax.jit(jax.vmap(lambda i: moments(xj[i])))(idx))
     value = np.asarray(moments(xj))
     err = boots.std(axis=0, ddof=1)
     return Gaussianity(

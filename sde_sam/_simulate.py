@@ -90,6 +90,7 @@ def simulate(
     save_paths: bool = False,
     mesh: Mesh | None = None,
     divergence_threshold: float = 1e12,
+    paths_per_block: int | None = None,
 ) -> Paths:
     """Simulate ``num_paths`` Euler–Maruyama paths of ``model`` on ``[0, t1]`` (see the module docstring).
 
@@ -103,6 +104,10 @@ def simulate(
         mesh: a 1-D :class:`jax.sharding.Mesh`; the path axis is split over its devices
             (``num_paths`` must be a multiple of its size). Results equal the single-device ones bit for bit.
         divergence_threshold: a path diverges when ``||x||^2`` exceeds it or turns non-finite.
+        paths_per_block: paths advanced together (vmapped); blocks run one after another (``lax.map``).
+            Default: all paths of a device at once. Each path's arithmetic depends only on its key and the
+            block size, so runs with the same ``paths_per_block`` are bit-identical on any number of
+            devices (with a different block size, XLA may order a matmul differently: ~1 ulp).
     """
     if not isinstance(model, SDEModel):
         raise TypeError(f"`model` must come from sde_sam.sde_model(...), got {type(model).__name__}")
@@ -124,11 +129,18 @@ def simulate(
             raise ValueError("`mesh` must be a 1-D jax.sharding.Mesh (one axis for the paths)")
         if num_paths % mesh.size:
             raise ValueError(f"`num_paths`={num_paths} must be a multiple of the mesh size {mesh.size}")
+    per_device = num_paths // (1 if mesh is None else mesh.size)
+    block = per_device if paths_per_block is None else paths_per_block
+    check_positive("paths_per_block", block, integer=True)
+    if per_device % block:
+        raise ValueError(
+            f"`paths_per_block`={paths_per_block} must divide the paths per device ({per_device} = num_paths / devices)"
+        )
 
     path_keys = jr.split(key, num_paths)
     num_segments = steps // record.every
     args = (model, problem.init_params, path_keys, num_segments, record.every, float(dt), record, bool(save_paths),
-            float(divergence_threshold))
+            float(divergence_threshold), int(block))
     start = time.perf_counter()
     if mesh is None:
         out = _simulate_jit(*args)
@@ -179,7 +191,7 @@ def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt: floa
     return jax.tree_util.tree_map(lambda p, bb, zz: p - dt * bb + noise_scale * zz, params, b, z)
 
 
-def _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold):
+def _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block):
     problem = model.problem
 
     def one_path(path_key):
@@ -208,24 +220,28 @@ def _paths(model, params0, path_keys, num_segments, every, dt, record, save_path
             saved = jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), params0, saved)
         return values, carry[1], carry[2], carry[0], saved
 
-    return jax.vmap(one_path)(path_keys)
+    num = path_keys.shape[0]
+    if block == num:
+        return jax.vmap(one_path)(path_keys)
+    out = jax.lax.map(jax.vmap(one_path), path_keys.reshape(num // block, block))
+    return jax.tree_util.tree_map(lambda a: a.reshape(num, *a.shape[2:]), out)
 
 
-_STATIC = ("num_segments", "every", "dt", "record", "save_paths", "threshold")
+_STATIC = ("num_segments", "every", "dt", "record", "save_paths", "threshold", "block")
 _simulate_jit = jax.jit(_paths, static_argnames=_STATIC)
 
 
 @functools.lru_cache(maxsize=32)
-def _sharded_fn(mesh, num_segments, every, dt, record, save_paths, threshold):
+def _sharded_fn(mesh, num_segments, every, dt, record, save_paths, threshold, block):
     axis = mesh.axis_names[0]
 
     def inner(model, params0, path_keys):
-        return _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold)
+        return _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block)
 
     return jax.jit(jax.shard_map(inner, mesh=mesh, in_specs=(PS(), PS(), PS(axis)), out_specs=PS(axis),
                                  check_vma=False))
 
 
-def _simulate_sharded(mesh, model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold):
-    fn = _sharded_fn(mesh, num_segments, every, dt, record, save_paths, threshold)
+def _simulate_sharded(mesh, model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block):
+    fn = _sharded_fn(mesh, num_segments, every, dt, record, save_paths, threshold, block)
     return fn(model, params0, path_keys)

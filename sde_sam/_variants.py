@@ -259,19 +259,20 @@ class Variant:
         else:
             micro = jax.tree_util.tree_map(lambda a: a[None], batch)
 
-        def perturbed_grad(eps_j, batch_j, w_j):
-            def loss_at(p):
-                x = jax.tree_util.tree_map(jnp.add, p, eps_j)
-                ell = problem.example_losses(x, batch_j)
+        weights = None if descent_weights is None else descent_weights.astype(out.loss.dtype)
+
+        def perturbed_loss(p):
+            # (1/k) sum_j f_{gamma_j}(p + eps_j): one gradient w.r.t. the shared p sums the k micro-batch
+            # gradients inside the backward pass instead of materialising k gradients and averaging them.
+            def loss_j(eps_j, batch_j, w_j):
+                ell = problem.example_losses(jax.tree_util.tree_map(jnp.add, p, eps_j), batch_j)
                 return jnp.mean(ell) if w_j is None else jnp.sum(w_j * ell)
 
-            return jax.grad(loss_at)(params)
+            if weights is None:
+                return jnp.mean(jax.vmap(lambda e, b: loss_j(e, b, None))(eps, micro))
+            return jnp.mean(jax.vmap(loss_j)(eps, micro, weights))
 
-        if descent_weights is None:
-            grads = jax.vmap(lambda e, b: perturbed_grad(e, b, None))(eps, micro)
-        else:
-            grads = jax.vmap(perturbed_grad)(eps, micro, descent_weights.astype(out.loss.dtype))
-        G = jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), grads)
+        G = jax.grad(perturbed_loss)(params)
         return G, new_state, out
 
     def replace(self, **changes) -> Variant:

@@ -49,3 +49,33 @@ def numpy_example_grads(problem: ss.Problem, params, idx) -> np.ndarray:
             fm = float(problem.loss_fn(unravel(jnp.asarray(flat - e)), ex))
             out[r, j] = (fp - fm) / (2 * h)
     return out
+
+
+def location_problem(centers, x0=None) -> ss.Problem:
+    """``f_i(x) = (1/2)||x - z_i||^2`` with given centres ``z_i`` (rows of ``centers``): ``g_i = x - z_i``, so the
+    mini-batch noise ``g_gamma - g = zbar - z_gamma`` has exactly the law of (minus) the centred centres."""
+    centers = jnp.asarray(centers)
+    x0 = jnp.zeros(centers.shape[1], centers.dtype) if x0 is None else jnp.asarray(x0, centers.dtype)
+
+    def loss_fn(x, ex):
+        return 0.5 * jnp.sum(jnp.square(x - ex["z"]))
+
+    return ss.Problem(loss_fn, {"z": centers}, x0, name="location")
+
+
+def dense_example_jacobian(problem: ss.Problem, params) -> np.ndarray:
+    """The ``(n, d)`` matrix of per-example gradients by one dense ``jax.jacrev`` of the vector of example losses
+    over the flattened parameters (a different code path from per-example ``vmap(grad)``)."""
+    import jax
+
+    flat, unravel = problem.ravel(params)
+    return np.asarray(jax.jacrev(lambda f: problem.example_losses(unravel(f), problem.data))(flat))
+
+
+def dense_hessian(problem: ss.Problem, params) -> np.ndarray:
+    """``H = hess f`` over the flattened parameters by ``jax.hessian`` of the full loss (small d only)."""
+    import jax
+
+    flat, unravel = problem.ravel(params)
+    h = np.asarray(jax.hessian(lambda f: jnp.mean(problem.example_losses(unravel(f), problem.data)))(flat))
+    return 0.5 * (h + h.T)

@@ -1,0 +1,74 @@
+"""Wall-clock cost of one step of a variant: medians of repeated, compiled, synchronised calls."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.random as jr
+from jaxtyping import PyTree
+
+from ._problem import Problem
+from ._sampler import Sampler
+from ._variants import Variant
+
+
+def median_time(fn, *args, repeats: int = 7, number: int = 10) -> float:
+    """Median over ``repeats`` of the mean time of ``number`` calls of ``fn(*args)`` (after one warm-up call)."""
+    jax.block_until_ready(fn(*args))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(number):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        samples.append((time.perf_counter() - start) / number)
+    return statistics.median(samples)
+
+
+def step_fn(problem: Problem, variant: Variant, eta: float = 0.05):
+    """A jitted single step ``(params, state, batch, key) -> (params, state)`` of ``variant``."""
+
+    @jax.jit
+    def step(params: PyTree, state: PyTree, batch: PyTree, key):
+        G, state, _ = variant.gradient(problem, params, state, batch, key)
+        return jax.tree_util.tree_map(lambda p, g: p - eta * g, params, G), state
+
+    return step
+
+
+def scan_fn(problem: Problem, variant: Variant, eta: float = 0.05):
+    """A jitted ``(params, state, batches, key) -> params`` running one step per leading slice of ``batches``
+    inside ``lax.scan``: the per-step cost as the runner pays it, without Python dispatch overhead."""
+
+    @jax.jit
+    def run(params: PyTree, state: PyTree, batches: PyTree, key):
+        def body(carry, batch_and_k):
+            params, state = carry
+            batch, k = batch_and_k
+            G, state, _ = variant.gradient(problem, params, state, batch, jr.fold_in(key, k))
+            return (jax.tree_util.tree_map(lambda p, g: p - eta * g, params, G), state), None
+
+        num = jax.tree_util.tree_leaves(batches)[0].shape[0]
+        (params, _), _ = jax.lax.scan(body, (params, state), (batches, jax.numpy.arange(num)))
+        return params
+
+    return run
+
+
+def stacked_batches(problem: Problem, sampler: Sampler, num_steps: int, key=None) -> PyTree:
+    """``num_steps`` batches of ``sampler`` stacked on a leading axis."""
+    key = jr.key(0) if key is None else key
+    idx = jax.vmap(lambda k: sampler.indices(key, k, problem.num_examples))(jax.numpy.arange(num_steps))
+    return jax.tree_util.tree_map(lambda a: a[idx], problem.data)
+
+
+def time_per_step(problem: Problem, variant: Variant, sampler: Sampler, repeats: int = 7, steps: int = 50) -> float:
+    """Median seconds per step of ``variant`` on ``problem`` with ``sampler``'s batch size (``steps`` steps
+    per timed call inside one scan, median over ``repeats`` calls)."""
+    variant.check(sampler.batch_size, problem.num_examples)
+    params = problem.init_params
+    batches = stacked_batches(problem, sampler, steps)
+    return median_time(scan_fn(problem, variant), params, variant.init(params), batches, jr.key(1),
+                       repeats=repeats, number=1) / steps

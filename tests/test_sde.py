@@ -1,0 +1,278 @@
+"""SDE drift and diffusion (DESIGN §3): closed forms vs the general rule, dense numpy references, bad input."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from helpers import Affine, numpy_example_grads, user_problem
+from jax.flatten_util import ravel_pytree
+
+import sde_sam as ss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _flat(tree):
+    return np.asarray(ravel_pytree(tree)[0])
+
+
+def _problem(n=6, d=2, seed=0):
+    return user_problem(n=n, d=d, seed=seed).with_dtype(jnp.float64)
+
+
+MASK = Affine(True, False)  # SAM-ON on a user pytree: perturb the weights only
+VARIANTS = [
+    ss.variants.sgd(),
+    ss.variants.usam(0.2),
+    ss.variants.sam(0.2),
+    ss.variants.m_usam(0.2, micro_batch_size=2),
+    ss.variants.m_sam(0.2, micro_batch_size=2),
+    ss.variants.n_usam(0.2),
+    ss.variants.n_sam(0.2),
+    ss.variants.f_usam(0.2, sigma=0.5),
+    ss.variants.f_usam(0.2, sigma=1.0),
+    ss.variants.f_sam(0.2, sigma=0.7),
+    ss.variants.sam_on(0.2, mask=MASK),
+    ss.variants.sam_on(0.2, mask=MASK, normalize=False),
+    ss.variants.rw_sam(0.2, inverse_temperature=2.0, score="exact"),
+    ss.variants.rw_sam(0.2, inverse_temperature=2.0, score="exact", weights_in_descent=True),
+    ss.variants.rw_usam(0.2, inverse_temperature=2.0, score="exact", weights_in_descent=True),
+    ss.variants.rw_sam(0.2, inverse_temperature=2.0),  # finite-difference scores: Monte Carlo, same draws
+]
+SAMPLERS = [ss.WithReplacement(4), ss.WithoutReplacement(4)]
+
+
+# The default suite checks every variant once (samplers alternating); the full grid is marked slow.
+_DEFAULT = [(v, SAMPLERS[i % 2]) for i, v in enumerate(VARIANTS)]
+_GRID = [pytest.param(v, s, marks=pytest.mark.slow) for v in VARIANTS for s in SAMPLERS if (v, s) not in _DEFAULT]
+
+
+@pytest.mark.parametrize("variant, sampler", _DEFAULT + _GRID,
+                         ids=lambda a: f"{a.name}-{a.normalize}-{a.weights_in_descent}-{a.sigma}" if hasattr(a, "rho")
+                         else type(a).__name__)
+def test_closed_form_equals_general_rule(variant, sampler):
+    pr = _problem()
+    x = pr.init_params
+    general = jax.jit(lambda p: ss.sde.general_drift(pr, variant, sampler, p, key=jr.key(3), num_samples=400,
+                                                     return_stderr=True))
+    closed = jax.jit(lambda p: ss.sde.closed_form_drift(pr, variant, sampler, p, key=jr.key(3), num_samples=400))
+    a, err = general(x)
+    b = _flat(closed(x))
+    if variant.score == "finite_difference" and variant.rule == "reweighted":
+        # Monte Carlo over the same batches; the closed form uses the exact g where the general rule averages
+        # g_gamma over the draws, so they agree within the reported standard error.
+        assert np.all(np.abs(_flat(a) - b) < 4 * _flat(err)), (_flat(a), b, _flat(err))
+    else:
+        np.testing.assert_allclose(_flat(a), b, rtol=1e-10, atol=1e-12)
+
+
+def _exact_mean_update(pr, variant, sampler, x):
+    """``E_xi[G(x; xi)]`` of the discrete step (foundation's Variant.gradient), by enumerating batches in numpy."""
+    n, B = pr.num_examples, sampler.batch_size
+    if sampler.replace:
+        rows = list(itertools.product(range(n), repeat=B))
+    else:
+        rows = list(itertools.permutations(range(n), B))
+    state = ss.sde.sde_state(pr, variant, x)
+    fn = jax.jit(jax.vmap(lambda idx: ravel_pytree(variant.gradient(pr, x, state, pr.take(idx), jr.key(0))[0])[0]))
+    return np.mean(np.asarray(fn(jnp.asarray(rows))), axis=0)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [ss.variants.sam(1.0), ss.variants.rw_sam(1.0, score="exact", weights_in_descent=True)]
+    + [pytest.param(v, marks=pytest.mark.slow) for v in (ss.variants.usam(1.0), ss.variants.m_sam(1.0, 1),
+                                                        ss.variants.f_sam(1.0, sigma=0.5), ss.variants.n_sam(1.0))],
+    ids=lambda v: v.name,
+)
+def test_general_rule_is_first_order_in_rho(variant):
+    """``|E[G] - b|`` over the exact batch distribution shrinks like ``rho^2`` (ratio ~4 when rho halves)."""
+    pr = _problem(n=5)
+    sampler = ss.WithoutReplacement(2)
+    x = pr.init_params
+    errs = []
+    for rho in (0.02, 0.01):
+        v = variant.replace(rho=rho)
+        b = jax.jit(lambda p: ss.sde.general_drift(pr, v, sampler, p))(x)
+        errs.append(np.linalg.norm(_exact_mean_update(pr, v, sampler, x) - _flat(b)))
+    assert 3.0 < errs[0] / errs[1] < 5.0, errs
+
+
+def test_usam_closed_form_matches_dense_numpy():
+    """m-USAM on linear regression: ``b = g + rho((1 - c) H g + c (1/n) sum_i H_i g_i)`` with dense ``H_i = a_i a_i^T``."""
+    pr = ss.problems.linear_regression(n=10, d=3, seed=1).with_dtype(jnp.float64)
+    a, y = np.asarray(pr.data["a"]), np.asarray(pr.data["y"])
+    w = np.asarray(pr.init_params)
+    rho, m = 0.3, 2
+    for sampler, c in ((ss.WithReplacement(4), 1 / m), (ss.WithoutReplacement(4), (10 - m) / (m * 9))):
+        g_i = a * (a @ w - y)[:, None]
+        g = g_i.mean(0)
+        H = a.T @ a / 10
+        hg_i = np.mean([np.outer(ai, ai) @ gi for ai, gi in zip(a, g_i)], axis=0)
+        want = g + rho * ((1 - c) * H @ g + c * hg_i)
+        v = ss.variants.m_usam(rho, micro_batch_size=m)
+        for fn in (ss.sde.closed_form_drift, ss.sde.general_drift):
+            np.testing.assert_allclose(_flat(fn(pr, v, sampler, pr.init_params)), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("sampler", [ss.WithReplacement(3), ss.WithoutReplacement(3)], ids=lambda s: type(s).__name__)
+def test_expected_micro_batch_grad_norm_brute_force(sampler):
+    pr = _problem(n=5)
+    G = numpy_example_grads(pr, pr.init_params, range(5))  # finite differences, independent of JAX autodiff
+    if sampler.replace:
+        norms = [np.linalg.norm(G[list(r)].mean(0)) for r in itertools.product(range(5), repeat=3)]
+    else:
+        norms = [np.linalg.norm(G[list(r)].mean(0)) for r in itertools.combinations(range(5), 3)]
+    value, err = ss.sde.expected_micro_batch_grad_norm(pr, pr.init_params, 3, sampler)
+    assert float(err) == 0.0
+    np.testing.assert_allclose(float(value), np.mean(norms), rtol=1e-7)
+    # Monte Carlo when the support is too large to enumerate: within 4 standard errors.
+    mc, mc_err = ss.sde.expected_micro_batch_grad_norm(pr, pr.init_params, 3, sampler, key=jr.key(1),
+                                                       num_samples=2000, max_enumeration=5)
+    assert float(mc_err) > 0
+    assert abs(float(mc) - np.mean(norms)) < 4 * float(mc_err)
+
+
+def test_general_drift_monte_carlo_stderr():
+    """Monte Carlo drift within 4 reported standard errors of the exact (enumerated) one, coordinatewise."""
+    pr = _problem(n=6)
+    v, sampler = ss.variants.sam(0.5), ss.WithReplacement(2)
+    exact = _flat(ss.sde.general_drift(pr, v, sampler, pr.init_params))
+    mc, err = ss.sde.general_drift(pr, v, sampler, pr.init_params, key=jr.key(2), num_samples=3000,
+                                   max_enumeration=3, return_stderr=True)
+    mc, err = _flat(mc), _flat(err)
+    assert np.all(err > 0)
+    assert np.all(np.abs(mc - exact) < 4 * err), (mc, exact, err)
+
+
+# -- diffusion ---------------------------------------------------------------------------------------------
+
+
+def _dense_sigma(pr, x):
+    G = np.stack([_flat(gi) for gi in [jax.grad(pr.loss_fn)(x, jax.tree_util.tree_map(lambda a: a[i], pr.data))
+                                       for i in range(pr.num_examples)]])
+    Gc = G - G.mean(0)
+    return Gc.T @ Gc / pr.num_examples
+
+
+def _linear_map(fn, n):
+    """Columns ``fn(e_i)``: the matrix of a linear map of ``u in R^n``."""
+    return np.stack([_flat(fn(jnp.eye(n, dtype=jnp.float64)[i])) for i in range(n)], axis=1)
+
+
+def test_sigma_sqrt_times_is_a_square_root_of_sigma():
+    pr = _problem(n=7, d=3)
+    A = _linear_map(lambda u: ss.sde.sigma_sqrt_times(pr, pr.init_params, u), 7)
+    np.testing.assert_allclose(A @ A.T, _dense_sigma(pr, pr.init_params), rtol=1e-10, atol=1e-12)
+
+
+def test_first_order_diffusion_covariance():
+    """``(I + rho H P) (c Sigma)^{1/2}``: covariance ``c (I + rho H P) Sigma (I + rho P H)`` (dense numpy)."""
+    pr = ss.problems.linear_regression(n=9, d=3, seed=2).with_dtype(jnp.float64)
+    a = np.asarray(pr.data["a"])
+    H = a.T @ a / 9
+    rho, sampler = 0.3, ss.WithoutReplacement(3)
+    c = (9 - 3) / (3 * 8)
+    v = ss.variants.usam(rho)
+    x = pr.init_params
+
+    def sample_from_u(u):  # the same construction with u given instead of drawn
+        z = jax.tree_util.tree_map(lambda t: np.sqrt(c) * t, ss.sde.sigma_sqrt_times(pr, x, u))
+        hv = jax.jvp(pr.full_grad, (x,), (z,))[1]
+        return z + rho * hv
+
+    A = _linear_map(sample_from_u, 9)
+    S = _dense_sigma(pr, x)
+    M = np.eye(3) + rho * H
+    np.testing.assert_allclose(A @ A.T, c * M @ S @ M.T, rtol=1e-10)
+    # and the model draws that factor: same u from the same key
+    key = jr.key(5)
+    u = ss.sde.standard_normal_weights(key, 9, jnp.float64)
+    model = ss.sde_model(pr, v, sampler, eta=0.1, diffusion="first_order")
+    np.testing.assert_allclose(_flat(model.diffusion_sample(x, key)), A @ np.asarray(u), rtol=1e-10)
+
+
+def test_leading_diffusion_sample_uses_c_of_B():
+    pr = _problem(n=7)
+    x = pr.init_params
+    key = jr.key(4)
+    u = ss.sde.standard_normal_weights(key, 7, jnp.float64)
+    A = _linear_map(lambda uu: ss.sde.sigma_sqrt_times(pr, x, uu), 7)
+    for sampler, c in ((ss.WithReplacement(3), 1 / 3), (ss.WithoutReplacement(3), 4 / 18)):
+        model = ss.sde_model(pr, ss.variants.sam(0.1), sampler, eta=0.1)
+        np.testing.assert_allclose(_flat(model.diffusion_sample(x, key)), np.sqrt(c) * A @ np.asarray(u), rtol=1e-10)
+
+
+def test_empirical_diffusion_covariance():
+    """Sample covariance of the empirical draws vs the exact covariance of the discrete update over all batches."""
+    pr = _problem(n=5)
+    x = pr.init_params
+    v, sampler = ss.variants.sam(0.3), ss.WithoutReplacement(2)
+    rows = list(itertools.combinations(range(5), 2))
+    Gs = np.stack([_flat(v.gradient(pr, x, (), pr.take(jnp.asarray(r)), jr.key(0))[0]) for r in rows])
+    exact = np.cov(Gs.T, bias=True)
+    model = ss.sde_model(pr, v, sampler, eta=0.1, diffusion="empirical")
+    # the draw is linear in z ~ N(0, I_N): its covariance is exactly sum_r p_r (G_r - mean)(G_r - mean)^T
+    draw = jax.jit(jax.vmap(lambda k: ravel_pytree(model.diffusion_sample(x, k))[0]))
+    draws = np.asarray(draw(jr.split(jr.key(0), 20000)))
+    cov = np.cov(draws.T)
+    # entrywise Monte Carlo standard error of a sample covariance: sqrt((S_ii S_jj + S_ij^2) / N)
+    se = np.sqrt((np.outer(np.diag(exact), np.diag(exact)) + exact**2) / 20000)
+    assert np.all(np.abs(cov - exact) < 5 * se + 1e-12)
+
+
+def test_second_order_drift_matches_finite_difference_jacobian():
+    pr = _problem()
+    x = pr.init_params
+    v, sampler, eta = ss.variants.m_usam(0.2, 2), ss.WithReplacement(4), 0.1
+    b1 = ss.sde_model(pr, v, sampler, eta=eta, order=1)
+    b2 = ss.sde_model(pr, v, sampler, eta=eta, order=2)
+    flat, unravel = ravel_pytree(x)
+    d1 = jax.jit(jax.vmap(lambda f: ravel_pytree(b1.drift(unravel(f)))[0]))
+    h = 1e-6
+    E = np.eye(flat.size)
+    out = np.asarray(d1(jnp.concatenate([flat[None], flat + h * E, flat - h * E])))
+    bx, J = out[0], (out[1 : 1 + flat.size] - out[1 + flat.size :]).T / (2 * h)
+    np.testing.assert_allclose(_flat(jax.jit(b2.drift)(x)), bx + 0.5 * eta * J @ bx, rtol=1e-7)
+
+
+# -- bad input ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_diffusion_name():
+    pr = _problem()
+    with pytest.raises(ValueError, match="diffusion"):
+        ss.sde_model(pr, ss.variants.sam(0.1), ss.WithReplacement(2), diffusion="dense")
+
+
+def test_unknown_drift_name():
+    pr = _problem()
+    with pytest.raises(ValueError, match="drift"):
+        ss.sde_model(pr, ss.variants.sam(0.1), ss.WithReplacement(2), drift="exact")
+
+
+def test_bad_order():
+    with pytest.raises(ValueError, match="order"):
+        ss.sde_model(_problem(), ss.variants.sam(0.1), ss.WithReplacement(2), order=3)
+
+
+def test_first_order_diffusion_rejects_normalized_variant():
+    with pytest.raises(ValueError, match="first_order"):
+        ss.sde_model(_problem(), ss.variants.sam(0.1), ss.WithReplacement(2), diffusion="first_order")
+
+
+def test_micro_batch_must_divide_batch():
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        ss.sde_model(_problem(), ss.variants.m_sam(0.1, 3), ss.WithReplacement(4))
+
+
+def test_bad_eta():
+    with pytest.raises(ValueError, match="eta"):
+        ss.sde_model(_problem(), ss.variants.sam(0.1), ss.WithReplacement(2), eta=0.0)
