@@ -16,11 +16,10 @@ Observable = Callable[[Problem, PyTree], Float[Array, ""]]
 
 
 def _trace_sigma(problem: Problem, params: PyTree) -> Array:
-    """``tr Sigma = mean_i ||g_i||^2 - ||g||^2`` from per-example gradients (DESIGN §4)."""
-    g_i = problem.per_example_grads(params, chunk_size=256)
-    per = sum(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), axis=1) for a in jax.tree_util.tree_leaves(g_i))
-    mean_g = jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), g_i)
-    return jnp.mean(per) - tree_norm_sq(mean_g)
+    """``tr Sigma = mean_i ||g_i||^2 - ||g||^2`` from per-example gradients (DESIGN §4; ``ss.noise.trace_sigma``)."""
+    from ._noise import trace_sigma
+
+    return trace_sigma(problem, params, chunk_size=256)
 
 
 BUILTIN: dict[str, Observable] = {

@@ -184,13 +184,13 @@ def _symmetric_pareto(rng, alpha, shape):
 
 def test_tail_index_from_samples_known_laws():
     rng = np.random.default_rng(0)
-    stable = stats.levy_stable.rvs(1.5, 0.0, size=(4096, 4), random_state=rng)
+    stable = stats.levy_stable.rvs(1.5, 0.0, size=(2048, 4), random_state=rng)
     est = ss.noise.tail_index_from_samples(stable, jr.key(0))
     assert abs(float(est.value) - 1.5) < 4 * float(est.stderr), est
-    gauss = ss.noise.tail_index_from_samples(rng.standard_normal((4096, 4)), jr.key(1))
+    gauss = ss.noise.tail_index_from_samples(rng.standard_normal((2048, 4)), jr.key(1))
     assert abs(float(gauss.value) - 2.0) < 4 * float(gauss.stderr), gauss
     assert float(gauss.value) - float(est.value) > 4 * max(float(gauss.stderr), float(est.stderr))
-    hill = ss.noise.tail_index_from_samples(_symmetric_pareto(rng, 1.2, (4096, 4)), jr.key(2), method="hill")
+    hill = ss.noise.tail_index_from_samples(_symmetric_pareto(rng, 1.2, (2048, 4)), jr.key(2), method="hill")
     assert abs(float(hill.value) - 1.2) < 4 * float(hill.stderr), hill
 
 
@@ -198,12 +198,12 @@ def test_tail_index_and_gaussianity_of_problem_noise():
     """Location problem: with batch size 1 the noise is (minus) a centred draw of the centres z_i, whose
     projections are alpha-stable (alpha = 1.5) or Gaussian by construction."""
     rng = np.random.default_rng(1)
-    heavy = location_problem(stats.levy_stable.rvs(1.5, 0.0, size=(4000, 6), random_state=rng))
-    light = location_problem(rng.standard_normal((4000, 6)))
+    heavy = location_problem(stats.levy_stable.rvs(1.5, 0.0, size=(2000, 6), random_state=rng))
+    light = location_problem(rng.standard_normal((2000, 6)))
     sampler = ss.WithReplacement(1)
-    est = ss.noise.tail_index(heavy, heavy.init_params, sampler, jr.key(0), 2048, 4, chunk_size=1024)
+    est = ss.noise.tail_index(heavy, heavy.init_params, sampler, jr.key(0), 1024, 4, chunk_size=1024)
     assert abs(float(est.value) - 1.5) < 4 * float(est.stderr), est
-    est = ss.noise.tail_index(light, light.init_params, sampler, jr.key(0), 2048, 4, chunk_size=1024)
+    est = ss.noise.tail_index(light, light.init_params, sampler, jr.key(0), 1024, 4, chunk_size=1024)
     assert abs(float(est.value) - 2.0) < 4 * float(est.stderr), est
 
     g_light = ss.noise.gaussianity(light, light.init_params, sampler, jr.key(1), 1024, 16, chunk_size=1024)
