@@ -121,15 +121,20 @@ def noise_along(problem, sampler, params_path, key, num_batches: int, k: int) ->
         D2 = jax.lax.map(dev, keys[num_batches:])
         tr_p, tr_c, tr_c_se, cos = _gram_stats(G, D, c)
         _, _, _, cos_ref = _gram_stats(D2, D, 1.0)  # the same statistic between two independent K-sample draws
-        ev_p, u_p = _top_eigs(G, c / n, k)
         ev_c, u_c = _top_eigs(D, 1.0 / num_batches, k)
         ev_c2, u_c2 = _top_eigs(D2, 1.0 / num_batches, k)
-        overlap = jnp.sum(jnp.square(u_c @ u_p.T)) / k
         overlap_ref = jnp.sum(jnp.square(u_c @ u_c2.T)) / k
         return dict(pred_trace=tr_p, meas_trace=tr_c, meas_trace_se=tr_c_se, cosine=cos, cosine_ref=cos_ref,
-                    pred_top=ev_p, meas_top=ev_c, overlap=overlap, overlap_ref=overlap_ref)
+                    meas_top=ev_c, overlap_ref=overlap_ref), u_c
 
-    rows = [at(jax.tree_util.tree_map(lambda a: a[t], params_path), jr.fold_in(key, t)) for t in range(T)]
+    rows = []
+    for t in range(T):
+        params = jax.tree_util.tree_map(lambda a: a[t], params_path)
+        row, u_c = at(params, jr.fold_in(key, t))
+        # predicted top eigenpairs of c(B) Sigma: the shared randomized estimator (DESIGN §4)
+        eig = ss.noise.sigma_top_eigs(problem, params, k, jr.fold_in(key, 10_000 + t))
+        row = dict(row, pred_top=c * eig.values, overlap=jnp.sum(jnp.square(u_c @ eig.vectors.T)) / k)
+        rows.append(row)
     out = {name: np.stack([np.asarray(r[name]) for r in rows]).tolist() for name in rows[0]}
     pt, mt, se = (np.asarray(out[k_]) for k_ in ("pred_trace", "meas_trace", "meas_trace_se"))
     out["trace_ratio_measured_over_predicted"] = (mt / pt).tolist()
