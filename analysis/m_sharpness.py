@@ -42,18 +42,25 @@ PRESETS = {
     "full": dict(problems=(("digits_mlp", {"hidden": 64}), ("digits_cnn", {"norm": "group"})), batch_size=64,
                  eta=0.1, rho=0.05, steps=3000, every=250, seeds=tuple(range(8)), ms=(64, 32, 16, 8, 4, 1),
                  escape_ms=(64, 16, 4, 1), pre_batch=1024, pre_steps=3000, pre_eta=0.025, escape_steps=1000,
-                 escape_every=100, label_noise=0.2, timing_repeats=5, bn_cnn=True),
+                 escape_every=100, label_noise=0.2, timing_repeats=5, bn_cnn=True,
+                 rw_temperatures=(0.1, 0.3, 1.0, 3.0)),
 }
 
 
-def variant_specs(batch_size: int, rho: float, ms) -> list[tuple[str, str, dict]]:
-    """``(label, factory name, kwargs)`` for every compared variant."""
+def variant_specs(batch_size: int, rho: float, ms, rw_temperatures=(1.0,)) -> list[tuple[str, str, dict]]:
+    """``(label, factory name, kwargs)`` for every compared variant (RW-SAM at each inverse temperature; the
+    default ``lambda = 1`` keeps the plain labels)."""
     specs = [("SGD", "sgd", {}), ("SAM", "sam", {"rho": rho}), ("n-SAM", "n-sam", {"rho": rho})]
     for m in ms:
         specs.append((f"m-SAM (m={'B' if m == batch_size else m})", "m-sam", {"rho": rho, "micro_batch_size": m}))
+    for lam in rw_temperatures:
+        tag = "" if lam == 1.0 else f", lambda={lam:g}"
+        specs += [
+            (f"RW-SAM{' (' + tag[2:] + ')' if tag else ''}", "rw-sam", {"rho": rho, "inverse_temperature": lam}),
+            (f"RW-SAM (weighted descent{tag})", "rw-sam",
+             {"rho": rho, "weights_in_descent": True, "inverse_temperature": lam}),
+        ]
     specs += [
-        ("RW-SAM", "rw-sam", {"rho": rho}),
-        ("RW-SAM (weighted descent)", "rw-sam", {"rho": rho, "weights_in_descent": True}),
         ("F-SAM", "f-sam", {"rho": rho}),
         ("SAM-ON", "sam-on", {"rho": rho}),
     ]
@@ -70,7 +77,7 @@ def _final(rec: train.TrainRecord, name: str) -> dict:
             "num_seeds": int(len(kept))}
 
 
-def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log) -> dict:
+def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, specs=None) -> dict:
     """Train every variant; ``tr Sigma`` (and loss, test accuracy) over training; time per step."""
     base = train.TrainConfig(
         problem=problem_name, problem_kwargs=problem_kwargs, batch_size=cfg["batch_size"], eta=cfg["eta"],
@@ -79,7 +86,9 @@ def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: P
     )
     problem = train.build_problem(base)
     rows = {}
-    for label, name, kw in variant_specs(cfg["batch_size"], cfg["rho"], cfg["ms"]):
+    if specs is None:
+        specs = variant_specs(cfg["batch_size"], cfg["rho"], cfg["ms"], cfg.get("rw_temperatures", (1.0,)))
+    for label, name, kw in specs:
         config = base.replace(variant=name, variant_kwargs=kw, label=label)
         t0 = time.perf_counter()
         rec = train.record(config, problem=problem, timing_repeats=cfg["timing_repeats"])
