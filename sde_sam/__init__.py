@@ -11,7 +11,10 @@ from . import noise as noise
 from . import problems as problems
 from . import sde as sde
 from . import symbolic as symbolic
+from . import train as train
 from . import variants as variants
+from ._io import load_result as load_result
+from ._io import save_result as save_result
 from ._observables import Record as Record
 from ._observables import observables as observables
 from ._optax import with_optax as with_optax
