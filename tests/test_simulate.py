@@ -69,16 +69,21 @@ def test_matches_diffrax_euler_with_same_increments():
             return jnp.sqrt(eta * c / 6) * (G - G.mean(0)).T
 
         ts = jnp.arange(steps + 1) * eta
-        for p, path_key in enumerate(jr.split(key, P)):
-            u = jnp.stack([ss.sde.standard_normal_weights(ss.sde.step_keys(path_key, j)[1], 6, jnp.float64)
-                           for j in range(steps)])
+
+        @jax.jit
+        def diffrax_path(path_key):
+            u = jax.vmap(lambda j: ss.sde.standard_normal_weights(ss.sde.step_keys(path_key, j)[1], 6, jnp.float64))(
+                jnp.arange(steps))
             W = jnp.concatenate([jnp.zeros((1, 6)), jnp.cumsum(jnp.sqrt(eta) * u, axis=0)])
             bm = diffrax.LinearInterpolation(ts, W)
             terms = diffrax.MultiTerm(diffrax.ODETerm(lambda t, x, args: -model.drift(x)),
                                       diffrax.ControlTerm(dense_diffusion, bm))
-            sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, eta * steps, eta, pr.init_params,
-                                      saveat=diffrax.SaveAt(ts=ts), max_steps=steps + 1)
-            np.testing.assert_allclose(np.asarray(paths.paths[p]), np.asarray(sol.ys), rtol=1e-10, atol=1e-12)
+            return diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, eta * steps, eta, pr.init_params,
+                                       saveat=diffrax.SaveAt(ts=ts), max_steps=steps + 1).ys
+
+        for p, path_key in enumerate(jr.split(key, P)):
+            np.testing.assert_allclose(np.asarray(paths.paths[p]), np.asarray(diffrax_path(path_key)), rtol=1e-10,
+                                       atol=1e-12)
 
 
 _SHARDED = r"""
