@@ -193,3 +193,16 @@ def test_num_paths_must_be_positive(model):
 def test_model_type(model):
     with pytest.raises(TypeError, match="model"):
         ss.simulate(ss.variants.sgd(), t1=1.0, key=jr.key(0))
+
+
+def test_init_params_start_every_path(model):
+    pr = model.problem
+    a, y = np.asarray(pr.data["a"], np.float64), np.asarray(pr.data["y"], np.float64)
+    x0 = np.array([0.5, -1.0, 2.0])
+    paths = ss.simulate(model, t1=0.2, num_paths=3, key=jr.key(0), record=("loss",), init_params=jnp.asarray(x0, jnp.float32))
+    np.testing.assert_allclose(paths.values["loss"][:, 0], 0.5 * np.mean((a @ x0 - y) ** 2), rtol=1e-5)
+
+
+def test_paths_per_block_must_divide(model):
+    with pytest.raises(ValueError, match="paths_per_block"):
+        ss.simulate(model, t1=0.2, num_paths=4, key=jr.key(0), paths_per_block=3)
