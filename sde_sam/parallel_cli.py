@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
                    cpu_collectives=None if args.cpu_collectives == "none" else args.cpu_collectives)
     import jax
     import jax.random as jr
-    import numpy as np
 
     import sde_sam as ss
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import jax.random as jr
 import numpy as np
 import pytest
