@@ -129,24 +129,37 @@ def diffrax_run(model, paths, steps, dense: bool):
     return lambda: run(keys)
 
 
+def interleaved(fns, repeats):
+    """Median seconds of each ``fns[name]()`` over ``repeats`` rounds; one call of every function per round
+    (round-robin), so a change of machine load hits all of them alike. Each is warmed up (compiled) first."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def bench_problem(tag, problem, paths, steps, repeats, dense_paths, dense_steps, dense_repeats, results, ratios,
                   dense_warmup=True):
     model = make_model(problem)
     ps = paths * steps
-    t_ours = timed(ours(model, paths, steps), repeats) / ps
-    t_bare = timed(bare(model, paths, steps), repeats) / ps
-    t_loop = timed(python_loop(model, paths, steps), repeats) / ps
-    t_best = timed(diffrax_run(model, paths, steps, dense=False), repeats) / ps
-    t_dense = timed(diffrax_run(model, dense_paths, dense_steps, dense=True), dense_repeats, dense_warmup) / (dense_paths * dense_steps)
+    fns = dict(ours=ours(model, paths, steps), bare=bare(model, paths, steps),
+               python_loop=python_loop(model, paths, steps), diffrax_best=diffrax_run(model, paths, steps, dense=False))
+    t = {k: v / ps for k, v in interleaved(fns, repeats).items()}
+    t["diffrax_dense"] = timed(diffrax_run(model, dense_paths, dense_steps, dense=True), dense_repeats,
+                               dense_warmup) / (dense_paths * dense_steps)
     results[tag] = dict(d=problem.dim, n=problem.num_examples, paths=paths, steps=steps, repeats=repeats,
                         dense_paths=dense_paths, dense_steps=dense_steps, dense_repeats=dense_repeats,
                         dense_includes_compile=not dense_warmup,
-                        us_per_path_step=dict(ours=1e6 * t_ours, bare=1e6 * t_bare, python_loop=1e6 * t_loop,
-                                              diffrax_best=1e6 * t_best, diffrax_dense=1e6 * t_dense))
-    ratios[f"ours_vs_diffrax_dense_{tag}"] = t_dense / t_ours
-    ratios[f"ours_vs_diffrax_best_{tag}"] = t_best / t_ours
-    ratios[f"ours_vs_python_loop_{tag}"] = t_loop / t_ours
-    ratios[f"ours_over_bare_{tag}"] = t_ours / t_bare
+                        us_per_path_step={k: 1e6 * v for k, v in t.items()})
+    ratios[f"ours_vs_diffrax_dense_{tag}"] = t["diffrax_dense"] / t["ours"]
+    ratios[f"ours_vs_diffrax_best_{tag}"] = t["diffrax_best"] / t["ours"]
+    ratios[f"ours_vs_python_loop_{tag}"] = t["python_loop"] / t["ours"]
+    ratios[f"ours_over_bare_{tag}"] = t["ours"] / t["bare"]
     print(tag, json.dumps(results[tag]), flush=True)
 
 

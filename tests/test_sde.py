@@ -49,8 +49,8 @@ VARIANTS = [
 SAMPLERS = [ss.WithReplacement(4), ss.WithoutReplacement(4)]
 
 
-# The default suite checks every variant once (samplers alternating); the full grid is marked slow.
-_DEFAULT = [(v, SAMPLERS[i % 2]) for i, v in enumerate(VARIANTS)]
+# The default suite checks each variant family once (samplers alternating); the full grid is marked slow.
+_DEFAULT = [(v, SAMPLERS[i % 2]) for i, v in enumerate(VARIANTS) if i not in (5, 6, 8, 14, 15)]
 _GRID = [pytest.param(v, s, marks=pytest.mark.slow) for v in VARIANTS for s in SAMPLERS if (v, s) not in _DEFAULT]
 
 
@@ -87,8 +87,9 @@ def _exact_mean_update(pr, variant, sampler, x):
 
 @pytest.mark.parametrize(
     "variant",
-    [ss.variants.sam(1.0), ss.variants.rw_sam(1.0, score="exact", weights_in_descent=True)]
+    [ss.variants.sam(1.0)]
     + [pytest.param(v, marks=pytest.mark.slow) for v in (ss.variants.usam(1.0), ss.variants.m_sam(1.0, 1),
+                                                        ss.variants.rw_sam(1.0, score="exact", weights_in_descent=True),
                                                         ss.variants.f_sam(1.0, sigma=0.5), ss.variants.n_sam(1.0))],
     ids=lambda v: v.name,
 )
@@ -119,7 +120,8 @@ def test_usam_closed_form_matches_dense_numpy():
         want = g + rho * ((1 - c) * H @ g + c * hg_i)
         v = ss.variants.m_usam(rho, micro_batch_size=m)
         for fn in (ss.sde.closed_form_drift, ss.sde.general_drift):
-            np.testing.assert_allclose(_flat(fn(pr, v, sampler, pr.init_params)), want, rtol=1e-10)
+            got = jax.jit(lambda p, fn=fn: fn(pr, v, sampler, p))(pr.init_params)
+            np.testing.assert_allclose(_flat(got), want, rtol=1e-10)
 
 
 @pytest.mark.parametrize("sampler", [ss.WithReplacement(3), ss.WithoutReplacement(3)], ids=lambda s: type(s).__name__)

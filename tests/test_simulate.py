@@ -69,16 +69,21 @@ def test_matches_diffrax_euler_with_same_increments():
             return jnp.sqrt(eta * c / 6) * (G - G.mean(0)).T
 
         ts = jnp.arange(steps + 1) * eta
-        for p, path_key in enumerate(jr.split(key, P)):
-            u = jnp.stack([ss.sde.standard_normal_weights(ss.sde.step_keys(path_key, j)[1], 6, jnp.float64)
-                           for j in range(steps)])
+
+        @jax.jit
+        def diffrax_path(path_key):
+            u = jax.vmap(lambda j: ss.sde.standard_normal_weights(ss.sde.step_keys(path_key, j)[1], 6, jnp.float64))(
+                jnp.arange(steps))
             W = jnp.concatenate([jnp.zeros((1, 6)), jnp.cumsum(jnp.sqrt(eta) * u, axis=0)])
             bm = diffrax.LinearInterpolation(ts, W)
             terms = diffrax.MultiTerm(diffrax.ODETerm(lambda t, x, args: -model.drift(x)),
                                       diffrax.ControlTerm(dense_diffusion, bm))
-            sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, eta * steps, eta, pr.init_params,
-                                      saveat=diffrax.SaveAt(ts=ts), max_steps=steps + 1)
-            np.testing.assert_allclose(np.asarray(paths.paths[p]), np.asarray(sol.ys), rtol=1e-10, atol=1e-12)
+            return diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, eta * steps, eta, pr.init_params,
+                                       saveat=diffrax.SaveAt(ts=ts), max_steps=steps + 1).ys
+
+        for p, path_key in enumerate(jr.split(key, P)):
+            np.testing.assert_allclose(np.asarray(paths.paths[p]), np.asarray(diffrax_path(path_key)), rtol=1e-10,
+                                       atol=1e-12)
 
 
 _SHARDED = r"""
@@ -188,3 +193,16 @@ def test_num_paths_must_be_positive(model):
 def test_model_type(model):
     with pytest.raises(TypeError, match="model"):
         ss.simulate(ss.variants.sgd(), t1=1.0, key=jr.key(0))
+
+
+def test_init_params_start_every_path(model):
+    pr = model.problem
+    a, y = np.asarray(pr.data["a"], np.float64), np.asarray(pr.data["y"], np.float64)
+    x0 = np.array([0.5, -1.0, 2.0])
+    paths = ss.simulate(model, t1=0.2, num_paths=3, key=jr.key(0), record=("loss",), init_params=jnp.asarray(x0, jnp.float32))
+    np.testing.assert_allclose(paths.values["loss"][:, 0], 0.5 * np.mean((a @ x0 - y) ** 2), rtol=1e-5)
+
+
+def test_paths_per_block_must_divide(model):
+    with pytest.raises(ValueError, match="paths_per_block"):
+        ss.simulate(model, t1=0.2, num_paths=4, key=jr.key(0), paths_per_block=3)
