@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from . import curvature as curvature
 from . import noise as noise
+from . import parallel as parallel
 from . import problems as problems
 from . import sde as sde
 from . import symbolic as symbolic

@@ -17,6 +17,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from ._observables import Record
 from ._problem import Problem, tree_norm_sq
 from ._sampler import Sampler, WithReplacement, WithoutReplacement
+from ._sharding import check_mesh, run_blocked
 from ._variants import Variant
 
 
@@ -116,6 +117,8 @@ def run_discrete(
     divergence_threshold: float = 1e12,
     schedule=None,
     save_params: bool = False,
+    mesh=None,
+    runs_per_block: int | None = None,
 ) -> Runs:
     """Run ``x_{k+1} = x_k - eta * G(x_k; xi_k)`` (DESIGN §2) for ``num_runs`` independent runs.
 
@@ -129,6 +132,10 @@ def run_discrete(
     step ``k`` use ``eta * schedule(k)`` (see :mod:`sde_sam.train` for constant/cosine/step schedules);
     ``save_params=True`` also keeps the parameters at every recorded step (``Runs.saved_params``, leaves
     ``(R, T, ...)``).
+    ``mesh``: a 1-D :class:`jax.sharding.Mesh` (e.g. :func:`sde_sam.parallel.make_mesh`, devices of one or
+    several processes); the run axis is split over its devices (padded to a multiple of their number) and
+    every process gets all runs back. ``runs_per_block``: runs advanced together (vmapped) on a device,
+    blocks one after another. Runs with the same ``runs_per_block`` are bit-identical on any mesh.
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
@@ -151,6 +158,10 @@ def run_discrete(
     else:
         raise TypeError("`key` must be a typed PRNG key (jax.random.key(seed)) or a 1-D array of such keys")
     check_positive("divergence_threshold", divergence_threshold)
+    if mesh is not None:
+        check_mesh(mesh)
+    if runs_per_block is not None:
+        check_positive("runs_per_block", runs_per_block, integer=True)
     check_sampler(sampler, problem)
     variant.check(sampler.batch_size, problem.num_examples)
     if steps % record.every:
@@ -166,8 +177,13 @@ def run_discrete(
     start = time.perf_counter()
     if schedule is not None and not callable(schedule):
         raise TypeError(f"`schedule` must be None or a callable step -> learning-rate multiplier, got {schedule!r}")
-    out = _run(problem, variant, sampler, record, jnp.asarray(eta, dtype), num_segments, run_keys,
-               float(divergence_threshold), schedule, bool(save_params))
+    run_args = (problem, variant, sampler, record, jnp.asarray(eta, dtype), num_segments, run_keys,
+                float(divergence_threshold), schedule, bool(save_params))
+    if mesh is None and runs_per_block is None:
+        out = _run(*run_args)
+    else:  # run keys are argument 6 of _run
+        out = run_blocked(_run, run_args, 6, mesh=mesh, block=runs_per_block)
+        out = jax.tree_util.tree_map(jnp.asarray, out)
     out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
     values, div, div_step, final, saved = out
@@ -191,7 +207,8 @@ def run_discrete(
             dtype=str(dtype),
             divergence_threshold=float(divergence_threshold),
         )
-        | ({} if schedule is None else {"schedule": repr(schedule)}),
+        | ({} if schedule is None else {"schedule": repr(schedule)})
+        | {"devices": 1 if mesh is None else int(mesh.size)},
         wall_time_s=wall,
         saved_params=saved if save_params else None,
     )

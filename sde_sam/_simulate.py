@@ -17,7 +17,6 @@ Keys: path ``p`` uses ``jr.split(key, num_paths)[p]``; its step ``j`` uses
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Sequence
@@ -27,12 +26,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as PS
 from jaxtyping import PRNGKeyArray, PyTree
 
 from ._observables import Record, observables
 from ._runner import Runs, check_positive, diverged
 from ._sde_model import SDEModel, step_keys
+from ._sharding import run_blocked
 
 
 @dataclasses.dataclass
@@ -231,17 +230,7 @@ _STATIC = ("num_segments", "every", "dt", "record", "save_paths", "threshold", "
 _simulate_jit = jax.jit(_paths, static_argnames=_STATIC)
 
 
-@functools.lru_cache(maxsize=32)
-def _sharded_fn(mesh, num_segments, every, dt, record, save_paths, threshold, block):
-    axis = mesh.axis_names[0]
-
-    def inner(model, params0, path_keys):
-        return _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block)
-
-    return jax.jit(jax.shard_map(inner, mesh=mesh, in_specs=(PS(), PS(), PS(axis)), out_specs=PS(axis),
-                                 check_vma=False))
-
-
 def _simulate_sharded(mesh, model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block):
-    fn = _sharded_fn(mesh, num_segments, every, dt, record, save_paths, threshold, block)
-    return fn(model, params0, path_keys)
+    """The path axis split over ``mesh`` (one or several processes), ``block`` paths at a time per device."""
+    args = (model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block)
+    return run_blocked(_simulate_jit, args, 2, mesh=mesh, block=block)

@@ -1,0 +1,13 @@
+"""Scaling out over devices and processes: meshes, sharded paths/runs, streaming moments (``jax.distributed``)."""
+
+from ._parallel import ENV as ENV
+from ._parallel import Moments as Moments
+from ._parallel import initialize as initialize
+from ._parallel import is_main_process as is_main_process
+from ._parallel import make_mesh as make_mesh
+from ._parallel import result_arrays as result_arrays
+from ._parallel import run_discrete as run_discrete
+from ._parallel import save as save
+from ._parallel import shutdown as shutdown
+from ._parallel import simulate as simulate
+from ._parallel import simulate_moments as simulate_moments
