@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES, BatchDistribution, batch_distribution, expectation
-from ._problem import Problem, tree_norm_sq
+from ._problem import Problem
 from ._runner import check_sampler
 from ._sampler import Sampler
 from ._variants import Variant, apply_mask, resolve_mask, safe_normalize
@@ -342,7 +342,3 @@ def second_order(drift_fn, params: Params, eta: float) -> Params:
     """``b + (eta/2) (Db) b`` (DESIGN §3.3): one ``jax.jvp`` of the drift along itself."""
     b, db_b = jax.jvp(drift_fn, (params,), (drift_fn(params),))
     return jax.tree_util.tree_map(lambda a, c: a + 0.5 * eta * c, b, db_b)
-
-
-def drift_norm_sq(b: Params) -> Array:
-    return tree_norm_sq(b)

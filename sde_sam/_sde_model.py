@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.random as jr
-import numpy as np
 from jaxtyping import PRNGKeyArray, PyTree
 
 from . import _diffusion, _drift
@@ -140,14 +138,6 @@ def sde_model(
         )
     return SDEModel(problem, variant, sampler, float(eta), diffusion, int(order), drift, int(num_samples),
                     int(max_enumeration))
-
-
-def sqrt_eta(model: SDEModel) -> float:
-    return math.sqrt(model.eta)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def step_keys(path_key: PRNGKeyArray, step) -> tuple[PRNGKeyArray, PRNGKeyArray]:
