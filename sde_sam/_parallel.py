@@ -400,9 +400,9 @@ def result_arrays(result: Moments | Runs) -> dict[str, np.ndarray]:
     out = {"steps": np.asarray(result.steps), "times": np.asarray(result.times)}
     if isinstance(result, Moments):
         for field in ("mean", "var", "stderr", "quantiles"):
-            out |= {f"{field}/{k}": np.asarray(v) for k, v in getattr(result, field).items()}
+            out |= {f"{field}.{k}": np.asarray(v) for k, v in getattr(result, field).items()}
         return out
-    out |= {f"values/{k}": np.asarray(v) for k, v in result.values.items()}
+    out |= {f"values.{k}": np.asarray(v) for k, v in result.values.items()}
     return out | {"diverged": np.asarray(result.diverged), "diverged_step": np.asarray(result.diverged_step)}
 
 

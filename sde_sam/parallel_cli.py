@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quantiles", default="", help="comma-separated levels, e.g. 0.1,0.5,0.9")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--per-path", action="store_true",
-                   help="also simulate all paths at once over the mesh and save them (values/<name>)")
+                   help="also simulate all paths at once over the mesh and save them (values.<name>)")
     s.add_argument("--out", help="result path (process 0 writes <out>.json and <out>.npz)")
     return p
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_path:
         paths = par.simulate(model, t1=args.t1, num_paths=args.num_paths, key=jr.key(args.seed), record=record,
                              mesh=mesh, paths_per_block=args.paths_per_block)
-        extra = {f"values/{k}": v for k, v in paths.values.items()}
+        extra = {f"values.{k}": v for k, v in paths.values.items()}
     summary = dict(process=jax.process_index(), processes=jax.process_count(), devices=jax.device_count(),
                    count=moments.count, num_diverged=moments.num_diverged, wall_time_s=moments.wall_time_s,
                    mean={k: v.tolist() for k, v in moments.mean.items()})

@@ -119,7 +119,7 @@ def test_save_writes_json_and_npz_on_process_zero(tmp_path):
     meta = json.loads(out.read_text())
     assert meta["note"] == "x" and meta["count"] == 20
     with np.load(out.with_suffix(".npz")) as f:
-        np.testing.assert_array_equal(f["mean/loss"], m.mean["loss"])
+        np.testing.assert_array_equal(f["mean.loss"], m.mean["loss"])
     assert not [p for p in (tmp_path / "sub").iterdir() if p.name.endswith(".tmp")]
 
 
@@ -275,9 +275,9 @@ def test_two_processes_equal_one_process(tmp_path, ref):
     assert not [line for line in outs[1][0].splitlines() if line.startswith("{")]  # only process 0 reports
     with np.load(str(out) + ".npz") as f:
         for name in REC.names:
-            np.testing.assert_array_equal(f[f"values/{name}"], ref.values[name])  # path for path
+            np.testing.assert_array_equal(f[f"values.{name}"], ref.values[name])  # path for path
             mean, var, _ = _numpy_moments(ref.values[name])
-            np.testing.assert_allclose(f[f"mean/{name}"], mean, rtol=2e-6)
-            np.testing.assert_allclose(f[f"var/{name}"][1:], var[1:], rtol=5e-5)
-            np.testing.assert_array_equal(f[f"quantiles/{name}"],
+            np.testing.assert_allclose(f[f"mean.{name}"], mean, rtol=2e-6)
+            np.testing.assert_allclose(f[f"var.{name}"][1:], var[1:], rtol=5e-5)
+            np.testing.assert_array_equal(f[f"quantiles.{name}"],
                                           np.quantile(ref.values[name].astype(np.float64), LEVELS, axis=0))
