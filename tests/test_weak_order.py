@@ -1,0 +1,200 @@
+"""Weak-order validation (DESIGN §6.1, §6.2, §6.4, §6.5): exact moments vs Monte Carlo, slopes, m-sweep, map."""
+
+import json
+import math
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import sde_sam as ss
+from analysis import linreg_moments as lm
+from analysis import weak_order as wo
+
+RECORD = ss.observables("loss", "param_norm_sq")
+Z = 4.5  # tolerance in Monte Carlo standard errors (max over ~10 correlated times, two observables)
+
+
+def tiny():
+    return ss.problems.linear_regression(n=6, d=2, label_noise=1.0, seed=1)
+
+
+# -- exact discrete moments vs brute-force Monte Carlo of run_discrete ---------------------------------------
+
+
+@pytest.mark.parametrize("variant", [ss.variants.sgd(), ss.variants.usam(0.3)], ids=lambda v: v.name)
+def test_discrete_moments_match_monte_carlo(variant):
+    pr, smp, eta, steps = tiny(), ss.WithReplacement(2), 0.15, 10
+    exact = lm.discrete_moments(pr, variant, smp, eta=eta, steps=steps)
+    runs = ss.run_discrete(pr, variant, smp, eta=eta, steps=steps, num_runs=8192, key=jr.key(3), record=RECORD)
+    for name in ("loss", "param_norm_sq"):
+        z = (runs.mean(name) - exact[name])[1:] / runs.stderr(name)[1:]
+        assert np.all(np.abs(z) < Z), (name, z)
+    # the recursion moves: after 10 steps E||x||^2 differs from its start by many standard errors
+    assert abs(exact.param_norm_sq[-1] - exact.param_norm_sq[0]) > 20 * runs.stderr("param_norm_sq")[-1]
+
+
+def test_multisets_probabilities_are_multinomial():
+    counts, probs = lm.multisets(4, 3, replace=True)
+    assert counts.shape == (math.comb(6, 3), 4) and np.allclose(counts.sum(1), 3)
+    assert math.isclose(probs.sum(), 1.0)
+    # brute force over the 4^3 ordered draws
+    draws = np.array(np.meshgrid(*[range(4)] * 3, indexing="ij")).reshape(3, -1).T
+    brute = {}
+    for row in draws:
+        key = tuple(np.bincount(row, minlength=4))
+        brute[key] = brute.get(key, 0) + 1 / 64
+    for c, p in zip(counts, probs):
+        assert math.isclose(p, brute[tuple(c.astype(int))])
+
+
+def test_sgd_expected_update_is_gradient_step():
+    """One step of the recursion: E x_1 = x_0 - eta grad f(x_0) (dense numpy)."""
+    pr, eta = tiny(), 0.1
+    ex = lm.discrete_moments(pr, ss.variants.sgd(), ss.WithReplacement(3), eta=eta, steps=1)
+    A, y = np.asarray(pr.data["a"], float), np.asarray(pr.data["y"], float)
+    x0 = np.asarray(pr.init_params, float)
+    assert np.allclose(ex.mean[1], x0 - eta * A.T @ (A @ x0 - y) / len(y), atol=1e-6)
+
+
+def test_sde_moments_without_noise_solve_the_gradient_flow_ode():
+    """diffusion='none': E X_t = x* + expm(-H t)(x0 - x*), loss from it (closed form)."""
+    import scipy.linalg
+
+    pr = tiny()
+    model = ss.sde_model(pr, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1, diffusion="none")
+    m = lm.sde_moments(model, t1=1.0, every_dt=0.5)
+    A, y = np.asarray(pr.data["a"], float), np.asarray(pr.data["y"], float)
+    H, q = A.T @ A / len(y), A.T @ y / len(y)
+    xs = np.linalg.solve(H, q)
+    x1 = xs + scipy.linalg.expm(-H) @ (np.asarray(pr.init_params, float) - xs)
+    assert np.allclose(m.mean[-1], x1, atol=1e-5)
+    assert math.isclose(m.param_norm_sq[-1], x1 @ x1, rel_tol=1e-5)
+
+
+def test_fit_slope_recovers_known_power_law():
+    etas = np.array([0.1, 0.05, 0.025, 0.0125])
+    fit = wo.fit_slope(etas, 0.3 * etas**1.5)
+    assert math.isclose(fit["slope"], 1.5, rel_tol=1e-9) and math.isclose(fit["constant"], 0.3, rel_tol=1e-9)
+    noisy = wo.fit_slope(etas, 0.3 * etas * np.array([1.05, 0.95, 1.05, 0.95]))
+    assert noisy["lo"] < 1.0 < noisy["hi"]
+
+
+def test_fit_two_parameter_recovers_exponents():
+    ee, rr = np.meshgrid([0.2, 0.1, 0.05, 0.025], [0.4, 0.2, 0.1, 0.05], indexing="ij")
+    fit = wo.fit_two_parameter(ee, rr, 0.1 * ee + 0.5 * rr**2)
+    assert abs(fit["alpha"] - 1) < 1e-3 and abs(fit["beta"] - 2) < 1e-3
+
+
+def test_sgd_weak_order_one_with_exact_reference():
+    """SGD on linear regression, exact moments on both sides: slope of the weak error within 1 +- 0.2, and the
+    second-order SME has a smaller error at every eta (DESIGN §6.1, §3.3)."""
+    pr, smp, etas = tiny(), ss.WithReplacement(2), (0.1, 0.05, 0.025, 0.0125)
+    e1 = [wo.weak_error(pr, ss.variants.sgd(), smp, eta=eta, t1=1.0).value for eta in etas]
+    e2 = [wo.weak_error(pr, ss.variants.sgd(), smp, eta=eta, t1=1.0, order=2).value for eta in etas]
+    fit = wo.fit_slope(etas, e1)
+    assert 0.8 <= fit["lo"] and fit["hi"] <= 1.2, fit
+    assert all(b < a for a, b in zip(e1, e2))
+    assert wo.fit_slope(etas, e2)["slope"] > 1.8
+
+
+def test_normalized_variant_has_no_exact_recursion():
+    with pytest.raises(ValueError, match="not affine"):
+        lm.discrete_moments(tiny(), ss.variants.sam(0.1), ss.WithReplacement(2), eta=0.1, steps=2)
+
+
+def test_without_replacement_with_many_batches_per_epoch_is_rejected():
+    with pytest.raises(ValueError, match="sampler"):
+        lm.discrete_moments(tiny(), ss.variants.sgd(), ss.WithoutReplacement(2), eta=0.1, steps=2)
+
+
+def test_non_linear_problem_is_rejected():
+    with pytest.raises(ValueError, match="linear regression"):
+        lm.linear_data(ss.problems.sharp_flat_basins())
+
+
+def test_bad_method_is_rejected():
+    with pytest.raises(ValueError, match="method"):
+        wo.weak_error(tiny(), ss.variants.sgd(), ss.WithReplacement(2), eta=0.1, t1=1.0, method="bogus")
+
+
+def test_t1_not_a_multiple_of_eta_is_rejected():
+    with pytest.raises(ValueError, match="t1"):
+        wo.weak_error(tiny(), ss.variants.sgd(), ss.WithReplacement(2), eta=0.3, t1=1.0)
+
+
+def test_write_json_is_atomic(tmp_path):
+    path = tmp_path / "sub" / "r.json"
+    wo.write_json(str(path), {"a": np.float64(1.5)})
+    assert json.loads(path.read_text()) == {"a": 1.5}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+# -- slow statistical tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [ss.variants.f_usam(0.3, sigma=0.5), ss.variants.m_usam(0.3, 1),
+                                     ss.variants.n_usam(0.3)], ids=lambda v: v.name)
+def test_discrete_moments_match_monte_carlo_other_affine_variants(variant):
+    pr, smp, eta, steps = tiny(), ss.WithReplacement(2), 0.15, 10
+    exact = lm.discrete_moments(pr, variant, smp, eta=eta, steps=steps)
+    runs = ss.run_discrete(pr, variant, smp, eta=eta, steps=steps, num_runs=16384, key=jr.key(4), record=RECORD)
+    for name in ("loss", "param_norm_sq"):
+        z = (runs.mean(name) - exact[name])[1:] / runs.stderr(name)[1:]
+        assert np.all(np.abs(z) < Z), (name, z)
+
+
+@pytest.mark.slow
+def test_sde_moment_ode_matches_euler_maruyama():
+    """The moment ODE against simulate with a fine step, within the Monte Carlo error plus the O(dt) EM bias."""
+    pr, smp = tiny(), ss.WithReplacement(2)
+    model = ss.sde_model(pr, ss.variants.usam(0.3), smp, eta=0.1)
+    exact = lm.sde_moments(model, t1=1.0, every_dt=0.1)
+    paths = ss.simulate(model, t1=1.0, num_paths=16384, key=jr.key(5), record=ss.observables(*wo.NAMES, every=16),
+                        dt=0.1 / 16)
+    for name in wo.NAMES:
+        z = (paths.mean(name) - exact[name])[1:] / paths.stderr(name)[1:]
+        assert np.all(np.abs(z) < 6), (name, z)
+
+
+@pytest.mark.slow
+def test_every_affine_variant_weak_order_one_and_second_order_smaller():
+    lin, smp = wo.linreg_problem(), ss.WithReplacement(2)
+    affine = {k: v for k, v in wo.variants_for(0.2, masked=True).items() if lm.is_affine(v)}
+    res = wo.slope_study(lin, affine, smp, (0.1, 0.05, 0.025, 0.0125), 2.0, methods=lambda v: "exact",
+                         num_paths=0, substeps=1, key=jr.key(0), log=lambda s: None)
+    for name in affine:
+        r1, r2 = res[f"{name}|order1"], res[f"{name}|order2"]
+        assert 0.8 <= r1["slope"] <= 1.2 and r1["lo"] <= 1.2 and r1["hi"] >= 0.8, r1
+        assert r2["errors"][-1] < r1["errors"][-1], name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SAM", "n-SAM", "m-SAM", "F-SAM", "SAM-ON", "RW-SAM", "RW-SAM (descent)"])
+def test_normalized_variant_weak_order_one(name):
+    lin, smp = wo.linreg_problem(), ss.WithReplacement(2)
+    var = wo.variants_for(0.2, masked=True)[name]
+    res = wo.slope_study(lin, {name: var}, smp, (0.2, 0.1, 0.05, 0.025), 2.0, methods=lambda v: "control",
+                         num_paths=4096, substeps=2, key=jr.key(1), log=lambda s: None)[f"{name}|order1"]
+    assert all(e > 4 * s for e, s in zip(res["errors"], res["stderrs"])), res  # errors resolved by the MC
+    assert 0.8 <= res["slope"] <= 1.2, res
+
+
+@pytest.mark.slow
+def test_m_sweep_extended_sde_beats_ablated():
+    res = wo.m_sweep(wo.linreg_problem(), lambda m: ss.variants.m_usam(0.5, m), 8, (1, 2, 4, 8), eta=0.0125,
+                     t1=2.0, method="exact", num_paths=0, substeps=1, key=jr.key(0), log=lambda s: None)
+    ratios = [r["ratio"] for r in res["rows"]]
+    assert all(r > 1.5 for r in ratios), ratios
+    assert ratios == sorted(ratios, reverse=True), ratios  # the variance term matters more for smaller m
+
+
+@pytest.mark.slow
+def test_eta_rho_map_exponents():
+    prob, x0 = wo.nonconvex_problem()
+    res = wo.eta_rho_map(prob, x0, ss.WithReplacement(2), (0.2, 0.1, 0.05, 0.025), (0.4, 0.2, 0.1, 0.05), t1=1.0,
+                         num_paths=4096, substeps=2, key=jr.key(2), log=lambda s: None)
+    assert res["alpha_lo"] <= 1.0 + 0.25 and res["alpha_hi"] >= 1.0 - 0.25, res
+    assert res["beta"] > 1.3, res
