@@ -24,3 +24,4 @@ from ._simulate import simulate as simulate
 __version__ = "0.1.0"
 from . import curvature as curvature
 from . import noise as noise
+from . import symbolic as symbolic

@@ -1,0 +1,35 @@
+"""Symbolic derivation (sympy) of every variant's drift and diffusion, checked against the code (DESIGN §5)."""
+
+from ._symbolic import COEFFICIENTS as COEFFICIENTS
+from ._symbolic import EXPRESSIONS as EXPRESSIONS
+from ._symbolic import Derivation as Derivation
+from ._symbolic import Setting as Setting
+from ._symbolic import Spec as Spec
+from ._symbolic import Symbols as Symbols
+from ._symbolic import batch_distribution as batch_distribution
+from ._symbolic import closed_form as closed_form
+from ._symbolic import derive as derive
+from ._symbolic import equal_hessians as equal_hessians
+from ._symbolic import identities as identities
+from ._symbolic import is_zero as is_zero
+from ._symbolic import lambdified as lambdified
+from ._symbolic import loss_expression as loss_expression
+from ._symbolic import mask_matrix as mask_matrix
+from ._symbolic import numeric as numeric
+from ._symbolic import sampling_factor_by_enumeration as sampling_factor_by_enumeration
+from ._symbolic import sampling_factor_formula as sampling_factor_formula
+from ._symbolic import sigma_matrix as sigma_matrix
+from ._symbolic import spec_of as spec_of
+from ._symbolic import symbols as symbols
+from ._symbolic import update as update
+from ._symbolic import update_terms as update_terms
+from ._symbolic_check import compare as compare
+from ._symbolic_check import compare_expression as compare_expression
+from ._symbolic_check import numeric_fn as numeric_fn
+from ._symbolic_check import random_instance as random_instance
+from ._symbolic_check import rel_err as rel_err
+from ._symbolic_check import twin_problem as twin_problem
+from ._symbolic_check import variants_for as variants_for
+from ._symbolic_report import report_markdown as report_markdown
+from ._symbolic_report import variant_markdown as variant_markdown
+from ._symbolic_report import write_report as write_report
