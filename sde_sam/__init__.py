@@ -25,3 +25,6 @@ __version__ = "0.1.0"
 from . import curvature as curvature
 from . import noise as noise
 from . import symbolic as symbolic
+from . import train as train
+from ._io import load_result as load_result
+from ._io import save_result as save_result

@@ -71,6 +71,7 @@ class Runs:
     final_params: PyTree
     config: dict
     wall_time_s: float
+    saved_params: PyTree | None = None
 
     @property
     def num_runs(self) -> int:
@@ -113,6 +114,8 @@ def run_discrete(
     dtype=jnp.float32,
     init_params: PyTree | None = None,
     divergence_threshold: float = 1e12,
+    schedule=None,
+    save_params: bool = False,
 ) -> Runs:
     """Run ``x_{k+1} = x_k - eta * G(x_k; xi_k)`` (DESIGN §2) for ``num_runs`` independent runs.
 
@@ -121,6 +124,11 @@ def run_discrete(
     run's sampler key and folds ``k`` into its variant key, so a run is reproducible from ``(key, r)``
     alone and the same whether runs are vmapped or looped. Observables are recorded at steps
     ``0, every, 2*every, ..., steps`` (``steps`` must be a multiple of ``record.every``).
+
+    Optional: ``schedule``, a hashable callable ``step -> multiplier`` (traced integer step ``k``), makes
+    step ``k`` use ``eta * schedule(k)`` (see :mod:`sde_sam.train` for constant/cosine/step schedules);
+    ``save_params=True`` also keeps the parameters at every recorded step (``Runs.saved_params``, leaves
+    ``(R, T, ...)``).
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
@@ -156,11 +164,13 @@ def run_discrete(
 
     num_segments = steps // record.every
     start = time.perf_counter()
+    if schedule is not None and not callable(schedule):
+        raise TypeError(f"`schedule` must be None or a callable step -> learning-rate multiplier, got {schedule!r}")
     out = _run(problem, variant, sampler, record, jnp.asarray(eta, dtype), num_segments, run_keys,
-               float(divergence_threshold))
+               float(divergence_threshold), schedule, bool(save_params))
     out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
-    values, div, div_step, final = out
+    values, div, div_step, final, saved = out
     steps_arr = np.arange(num_segments + 1) * record.every
     return Runs(
         steps=steps_arr,
@@ -180,13 +190,15 @@ def run_discrete(
             every=record.every,
             dtype=str(dtype),
             divergence_threshold=float(divergence_threshold),
-        ),
+        )
+        | ({} if schedule is None else {"schedule": repr(schedule)}),
         wall_time_s=wall,
+        saved_params=saved if save_params else None,
     )
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7))
-def _run(problem, variant, sampler, record, eta, num_segments, run_keys, threshold):
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9))
+def _run(problem, variant, sampler, record, eta, num_segments, run_keys, threshold, schedule=None, save_params=False):
     n = problem.num_examples
 
     def one_run(run_key):
@@ -197,7 +209,8 @@ def _run(problem, variant, sampler, record, eta, num_segments, run_keys, thresho
             params, vstate, is_div, div_step, k = carry
             batch = problem.take(sampler.indices(sample_key, k, n))
             G, new_vstate, _ = variant.gradient(problem, params, vstate, batch, jr.fold_in(variant_key, k))
-            new_params = jax.tree_util.tree_map(lambda p, g: p - eta * g, params, G)
+            eta_k = eta if schedule is None else eta * jnp.asarray(schedule(k), eta.dtype)
+            new_params = jax.tree_util.tree_map(lambda p, g: p - eta_k * g, params, G)
             now_div = diverged(new_params, threshold) & ~is_div
             keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(is_div | now_div, b, a), new, old)  # noqa: E731
             return (
@@ -214,12 +227,14 @@ def _run(problem, variant, sampler, record, eta, num_segments, run_keys, thresho
 
         def segment(carry, _):
             carry, _ = jax.lax.scan(step, carry, None, length=record.every)
-            return carry, observe(carry[0], carry[2])
+            return carry, (observe(carry[0], carry[2]), carry[0] if save_params else None)
 
         init = (params0, variant.init(params0), jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0))
         first = observe(params0, jnp.asarray(False))
-        carry, rest = jax.lax.scan(segment, init, None, length=num_segments)
+        carry, (rest, saved) = jax.lax.scan(segment, init, None, length=num_segments)
         values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
-        return values, carry[2], carry[3], carry[0]
+        if save_params:
+            saved = jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), params0, saved)
+        return values, carry[2], carry[3], carry[0], saved
 
     return jax.vmap(one_run)(run_keys)

@@ -1,0 +1,238 @@
+"""m-sharpness on the digits networks (DESIGN §6.3, §8 F2/F6/F8 and the m-sharpness claims).
+
+For SGD, SAM, n-SAM, m-SAM (m in {B, 32, 16, 8, 4, 1}), RW-SAM (weights in the ascent only, and weights also
+in the descent), F-SAM and SAM-ON, trained from one initial point over several seeds at once:
+
+1. ``tr Sigma`` along training and at its end (the paper's Table 6 ordering SGD > SAM > RW-SAM, RW-SAM close
+   to small-m m-SAM; the paper's values SGD 572.39 / SAM 198.40 / RW-SAM 177.79 are quoted as the reference:
+   ours are measured on our problems, so only the ordering is comparable);
+2. escape from a sharp region: start at a sharp minimum (reached by large-batch gradient descent with a learning
+   rate below the one of the compared runs, so its sharpness exceeds what they tolerate; optionally on label-noised
+   data) and follow ``lambda_max`` and ``tr Sigma`` for m-SAM with several m: the claim is that
+   smaller m leaves sooner;
+3. wall time per step of every variant (seeds vmapped; median of repeats after compilation).
+
+Run ``python -m analysis.m_sharpness --preset quick --out DIR`` (``quick``: the digits MLP; ``full``: also the
+GroupNorm CNN and a BatchNorm CNN for the SAM-ON rows). Results go to ``DIR/m_sharpness.json`` (summary) and
+``DIR/records/*.json|npz`` (every recorded trajectory with config, seeds, versions, device, wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sde_sam import train
+from sde_sam._io import provenance, save_result
+
+PAPER_REFERENCE = {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79}
+
+PRESETS = {
+    "tiny": dict(problems=(("digits_mlp", {"hidden": 8}),), batch_size=32, eta=0.1, rho=0.05, steps=20, every=10,
+                 seeds=(0, 1), ms=(32, 8, 1), escape_ms=(32, 1), pre_batch=256, pre_steps=20, pre_eta=0.05,
+                 escape_steps=20, escape_every=10, label_noise=0.0, timing_repeats=1, bn_cnn=False),
+    "quick": dict(problems=(("digits_mlp", {"hidden": 32}),), batch_size=64, eta=0.1, rho=0.05, steps=400,
+                  every=100, seeds=(0, 1, 2, 3), ms=(64, 32, 16, 8, 4, 1), escape_ms=(64, 8, 1), pre_batch=1024,
+                  pre_steps=600, pre_eta=0.05, escape_steps=200, escape_every=50, label_noise=0.0, timing_repeats=2,
+                  bn_cnn=False),
+    "full": dict(problems=(("digits_mlp", {"hidden": 64}), ("digits_cnn", {"norm": "group"})), batch_size=64,
+                 eta=0.1, rho=0.05, steps=3000, every=250, seeds=tuple(range(8)), ms=(64, 32, 16, 8, 4, 1),
+                 escape_ms=(64, 16, 4, 1), pre_batch=1024, pre_steps=3000, pre_eta=0.025, escape_steps=1000,
+                 escape_every=100, label_noise=0.2, timing_repeats=5, bn_cnn=True),
+}
+
+
+def variant_specs(batch_size: int, rho: float, ms) -> list[tuple[str, str, dict]]:
+    """``(label, factory name, kwargs)`` for every compared variant."""
+    specs = [("SGD", "sgd", {}), ("SAM", "sam", {"rho": rho}), ("n-SAM", "n-sam", {"rho": rho})]
+    for m in ms:
+        specs.append((f"m-SAM (m={'B' if m == batch_size else m})", "m-sam", {"rho": rho, "micro_batch_size": m}))
+    specs += [
+        ("RW-SAM", "rw-sam", {"rho": rho}),
+        ("RW-SAM (weighted descent)", "rw-sam", {"rho": rho, "weights_in_descent": True}),
+        ("F-SAM", "f-sam", {"rho": rho}),
+        ("SAM-ON", "sam-on", {"rho": rho}),
+    ]
+    return specs
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
+
+
+def _final(rec: train.TrainRecord, name: str) -> dict:
+    kept = rec.kept(name)[:, -1]
+    return {"mean": float(kept.mean()), "stderr": float(kept.std(ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else 0.0,
+            "num_seeds": int(len(kept))}
+
+
+def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log) -> dict:
+    """Train every variant; ``tr Sigma`` (and loss, test accuracy) over training; time per step."""
+    base = train.TrainConfig(
+        problem=problem_name, problem_kwargs=problem_kwargs, batch_size=cfg["batch_size"], eta=cfg["eta"],
+        steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"],
+        observables=("loss", "accuracy", "test_accuracy", "trace_sigma"),
+    )
+    problem = train.build_problem(base)
+    rows = {}
+    for label, name, kw in variant_specs(cfg["batch_size"], cfg["rho"], cfg["ms"]):
+        config = base.replace(variant=name, variant_kwargs=kw, label=label)
+        t0 = time.perf_counter()
+        rec = train.record(config, problem=problem, timing_repeats=cfg["timing_repeats"])
+        rec.save(out / "records" / f"{_slug(problem.name)}__{_slug(label)}")
+        rows[label] = {
+            "trace_sigma_final": _final(rec, "trace_sigma"),
+            "loss_final": _final(rec, "loss"),
+            "test_accuracy_final": _final(rec, "test_accuracy"),
+            "trace_sigma_mean_curve": rec.mean("trace_sigma").tolist(),
+            "steps": rec.steps.tolist(),
+            "time_per_step_s": rec.meta["time_per_step_s"],
+            "num_diverged": rec.meta["num_diverged"],
+            "wall_s": time.perf_counter() - t0,
+        }
+        r = rows[label]
+        log(f"  {label:28s} tr Sigma {r['trace_sigma_final']['mean']:9.3f} ± {r['trace_sigma_final']['stderr']:7.3f}"
+            f"  loss {r['loss_final']['mean']:.4f}  test acc {r['test_accuracy_final']['mean']:.4f}"
+            f"  {1e3 * (r['time_per_step_s'] or float('nan')):7.3f} ms/step  ({r['wall_s']:.1f} s)")
+    return rows
+
+
+def orderings(rows: dict, batch_size: int) -> dict:
+    """The paper's claims as measured booleans (means of the final ``tr Sigma``) and the cost ratios."""
+    ts = {k: v["trace_sigma_final"]["mean"] for k, v in rows.items()}
+    small_m = [k for k in ts if k.startswith("m-SAM (m=") and k not in ("m-SAM (m=B)",)]
+    m_of = {k: int(k.split("=")[1].rstrip(")")) for k in small_m}
+    smallest = min(small_m, key=lambda k: m_of[k]) if small_m else None
+    res = {
+        "SGD > SAM": bool(ts["SGD"] > ts["SAM"]),
+        "SAM > RW-SAM": bool(ts["SAM"] > ts["RW-SAM"]),
+        "SAM > RW-SAM (weighted descent)": bool(ts["SAM"] > ts["RW-SAM (weighted descent)"]),
+        "m-SAM tr Sigma by m (B first)": {k: ts[k] for k in sorted(
+            [k for k in ts if k.startswith("m-SAM")], key=lambda k: -m_of.get(k, 10**9))},
+    }
+    ms_sorted = sorted(small_m, key=lambda k: -m_of[k])
+    seq = [ts["m-SAM (m=B)"]] + [ts[k] for k in ms_sorted] if "m-SAM (m=B)" in ts else [ts[k] for k in ms_sorted]
+    res["m-SAM tr Sigma non-increasing as m shrinks"] = bool(all(a >= b for a, b in zip(seq, seq[1:])))
+    if smallest:
+        for rw in ("RW-SAM", "RW-SAM (weighted descent)"):
+            # which m-SAM is RW-SAM closest to (in tr Sigma)?
+            closest = min([k for k in ts if k.startswith("m-SAM")], key=lambda k: abs(ts[k] - ts[rw]))
+            res[f"{rw}: closest m-SAM"] = closest
+    t = {k: v["time_per_step_s"] for k, v in rows.items() if v["time_per_step_s"]}
+    if "SAM" in t and "SGD" in t:
+        res["time_ratio_vs_SAM"] = {k: v / t["SAM"] for k, v in t.items()}
+        res["time_ratio_vs_SGD"] = {k: v / t["SGD"] for k, v in t.items()}
+    return res
+
+
+def escape(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log) -> dict:
+    """Start at a sharp minimum (large-batch GD, label noise if the preset asks) and follow lambda_max, tr Sigma."""
+    pkw = dict(problem_kwargs) | ({"label_noise": cfg["label_noise"]} if cfg["label_noise"] else {})
+    pre = train.TrainConfig(
+        problem=problem_name, problem_kwargs=pkw, variant="sgd", batch_size=cfg["pre_batch"], eta=cfg["pre_eta"],
+        steps=cfg["pre_steps"], every=cfg["pre_steps"], seeds=(0,), observables=("loss",), label="sharp start",
+    )
+    problem = train.build_problem(pre)
+    pre = pre.replace(batch_size=min(cfg["pre_batch"], problem.num_examples))
+    pre_rec = train.record(pre, problem=problem, keep_params=True)
+    import jax
+
+    start = jax.tree_util.tree_map(lambda a: a[0], pre_rec.final_params)
+    log(f"  sharp start: large-batch GD (B={pre.batch_size}, eta={pre.eta}, {pre.steps} steps"
+        f"{', label noise ' + str(cfg['label_noise']) if cfg['label_noise'] else ''}): loss {pre_rec.values['loss'][0, -1]:.4f}")
+    base = train.TrainConfig(
+        problem=problem_name, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
+        steps=cfg["escape_steps"], every=cfg["escape_every"], seeds=cfg["seeds"],
+        observables=("loss", "lambda_max", "trace_sigma"),
+    )
+    specs = [("SGD", "sgd", {})] + [
+        (f"m-SAM (m={'B' if m == cfg['batch_size'] else m})", "m-sam", {"rho": cfg["rho"], "micro_batch_size": m})
+        for m in cfg["escape_ms"]
+    ] + [("n-SAM", "n-sam", {"rho": cfg["rho"]})]
+    rows = {}
+    for label, name, kw in specs:
+        rec = train.record(base.replace(variant=name, variant_kwargs=kw, label=label), problem=problem,
+                           init_params=start)
+        rec.save(out / "records" / f"escape__{_slug(problem.name)}__{_slug(label)}")
+        lam = rec.mean("lambda_max")
+        ts = rec.mean("trace_sigma")
+        rows[label] = {
+            "steps": rec.steps.tolist(),
+            "lambda_max_mean": lam.tolist(),
+            "lambda_max_stderr": rec.stderr("lambda_max").tolist(),
+            "trace_sigma_mean": ts.tolist(),
+            "lambda_max_drop": float(1 - lam[-1] / lam[0]),
+            "trace_sigma_drop": float(1 - ts[-1] / ts[0]),
+            "loss_final": float(rec.mean("loss")[-1]),
+        }
+        log(f"  {label:16s} lambda_max {lam[0]:8.3f} -> {lam[-1]:8.3f} (drop {rows[label]['lambda_max_drop']:+.3f})"
+            f"   tr Sigma {ts[0]:8.3f} -> {ts[-1]:8.3f}")
+    m_rows = [k for k in rows if k.startswith("m-SAM")]
+    drops = [rows[k]["lambda_max_drop"] for k in m_rows]  # m decreasing along the list
+    return {
+        "start": {"config": pre.to_dict(), "loss": float(pre_rec.values["loss"][0, -1])},
+        "rows": rows,
+        "smaller_m_drops_lambda_max_more": bool(all(a <= b for a, b in zip(drops, drops[1:]))),
+    }
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--skip-escape", action="store_true")
+    ap.add_argument("--jax-cache", type=Path, default=None,
+                    help="persistent JAX compilation cache folder (compiles dominate the quick preset on CPU)")
+    args = ap.parse_args(argv)
+    if args.jax_cache is not None:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    cfg = PRESETS[args.preset]
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def log(msg):
+        print(msg, flush=True)
+
+    summary = {"preset": args.preset, "preset_config": cfg, "paper_reference_trace_sigma": PAPER_REFERENCE,
+               "provenance": provenance(), "problems": {}}
+    for problem_name, pkw in cfg["problems"]:
+        log(f"[{problem_name} {pkw}] tr Sigma at the end of training (mean ± stderr over {len(cfg['seeds'])} seeds)")
+        rows = trace_sigma_table(cfg, problem_name, pkw, out, log)
+        entry = {"trace_sigma": rows, "claims": orderings(rows, cfg["batch_size"])}
+        log("  claims: " + json.dumps({k: v for k, v in entry["claims"].items() if isinstance(v, (bool, str))}))
+        if not args.skip_escape:
+            log(f"[{problem_name}] escape from a sharp minimum")
+            entry["escape"] = escape(cfg, problem_name, pkw, out, log)
+        summary["problems"][problem_name] = entry
+    if cfg["bn_cnn"]:
+        log("[digits_cnn BatchNorm] SAM-ON rows (tr Sigma by the mini-batch estimator; BatchNorm has no per-example loss)")
+        rows = {}
+        base = train.TrainConfig(problem="digits_cnn", problem_kwargs={"norm": "batch"}, batch_size=cfg["batch_size"],
+                                 eta=cfg["eta"], steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"],
+                                 observables=("loss", "test_accuracy", "trace_sigma"))
+        problem = train.build_problem(base)
+        for label, name, kw in [("SGD", "sgd", {}), ("SAM", "sam", {"rho": cfg["rho"]}),
+                                ("SAM-ON", "sam-on", {"rho": cfg["rho"]})]:
+            rec = train.record(base.replace(variant=name, variant_kwargs=kw, label=label), problem=problem)
+            rec.save(out / "records" / f"bn__{_slug(label)}")
+            rows[label] = {"trace_sigma_final": _final(rec, "trace_sigma"), "loss_final": _final(rec, "loss"),
+                           "test_accuracy_final": _final(rec, "test_accuracy")}
+            log(f"  {label:8s} tr Sigma {rows[label]['trace_sigma_final']['mean']:9.3f}"
+                f"  test acc {rows[label]['test_accuracy_final']['mean']:.4f}")
+        summary["batchnorm_cnn"] = rows
+    summary["wall_time_s"] = time.perf_counter() - t0
+    save_result(out / "m_sharpness", None, summary)
+    log(f"total {summary['wall_time_s']:.1f} s -> {out / 'm_sharpness.json'}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Real training against its SDE prediction, and predicted against measured gradient noise (DESIGN §6.3).
+
+1. **Trajectories.** For each variant, ``R`` seeds of real training (``sde_sam.train.record``) and ``P``
+   Euler–Maruyama paths of the variant's SDE (``sde_sam.sde_model(..., diffusion="leading", order=1)``,
+   ``sde_sam.simulate``), both from the same initial point, on the grid ``t = k * eta``. Every recorded
+   observable is evaluated with the same estimators on both (``sde_sam.train.evaluate``); we report the mean
+   and a 95% band (``1.96`` standard errors) of each, the gap ``mean_SDE - mean_train``, its standard error
+   ``sqrt(se_train^2 + se_SDE^2)`` and the relative gap ``|gap| / |mean_train|`` over time.
+2. **Noise.** Along the real trajectory (seed ``0``'s parameters at the recorded steps), the SDE's leading-order
+   noise covariance ``c(B) Sigma`` (exact, from per-example gradients) against the stochastic gradient noise
+   measured directly: ``K`` mini-batches ``gamma_j`` drawn by the sampler's law, deviations
+   ``D_j = g_gamma_j - g``, ``C = (1/K) sum_j D_j D_j^T``. Reported: ``tr C`` (with its standard error) vs
+   ``c(B) tr Sigma``; the top eigenvalues of both; the cosine ``tr(C c Sigma) / (||C||_F ||c Sigma||_F)`` and
+   the overlap ``||U_C^T U_Sigma||_F^2 / k`` of their top-``k`` eigenspaces (``C`` has rank ``<= K``, so its
+   cosine with the full-rank ``Sigma`` is limited by ``K``; as a reference for what sampling error alone allows, the
+   same statistics between two independent ``K``-batch estimates ``C``, ``C'`` are reported alongside). Computed densely from Gram matrices (small networks).
+
+``python -m analysis.training_vs_sde --preset quick --out DIR`` writes ``DIR/training_vs_sde.json`` and the
+records of every run under ``DIR/records``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import sde_sam as ss
+from sde_sam import train
+from sde_sam._io import provenance, save_result
+
+PRESETS = {
+    "tiny": dict(problem=("digits_mlp", {"hidden": 8}), variants=(("SGD", "sgd", {}),), batch_size=32, eta=0.1,
+                 steps=20, every=10, seeds=(0, 1, 2), paths=3, num_samples=8, noise_batches=32, top_k=3,
+                 observables=("loss", "accuracy", "grad_norm_sq", "trace_sigma", "distance")),
+    "quick": dict(problem=("digits_mlp", {"hidden": 32}), variants=(("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05})),
+                  batch_size=64, eta=0.1, steps=200, every=50, seeds=tuple(range(8)), paths=8, num_samples=16,
+                  noise_batches=256, top_k=5,
+                  observables=("loss", "accuracy", "test_loss", "grad_norm_sq", "trace_sigma", "distance")),
+    "full": dict(problem=("digits_mlp", {"hidden": 64}),
+                 variants=(("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05}),
+                           ("m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}),
+                           ("USAM", "usam", {"rho": 0.05})),
+                 batch_size=64, eta=0.1, steps=1000, every=100, seeds=tuple(range(16)), paths=16, num_samples=32,
+                 noise_batches=1024, top_k=10, observables=train.OBSERVABLES),
+}
+
+
+def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error over the first axis (rows with NaN, i.e. diverged runs, left out)."""
+    ok = ~np.any(np.isnan(values), axis=1)
+    kept = values[ok]
+    se = kept.std(axis=0, ddof=1) / np.sqrt(len(kept)) if len(kept) > 1 else np.zeros(kept.shape[1])
+    return kept.mean(axis=0), se
+
+
+def compare(train_vals: np.ndarray, sde_vals: np.ndarray) -> dict:
+    """Gap statistics of one observable: train and SDE means with 95% bands, gap, its stderr, relative gap."""
+    mt, st = band(train_vals)
+    ms, ss_ = band(sde_vals)
+    gap = ms - mt
+    se = np.sqrt(st**2 + ss_**2)
+    rel = np.abs(gap) / np.maximum(np.abs(mt), 1e-12)
+    return {
+        "train_mean": mt.tolist(), "train_band95": (1.96 * st).tolist(),
+        "sde_mean": ms.tolist(), "sde_band95": (1.96 * ss_).tolist(),
+        "gap": gap.tolist(), "gap_stderr": se.tolist(), "relative_gap": rel.tolist(),
+        "max_relative_gap": float(np.max(rel)), "final_relative_gap": float(rel[-1]),
+        "max_abs_z": float(np.max(np.abs(gap) / np.maximum(se, 1e-30))),
+    }
+
+
+def _flat(tree):
+    return jax.flatten_util.ravel_pytree(tree)[0]
+
+
+@jax.jit
+def _gram_stats(G: jnp.ndarray, D: jnp.ndarray, c: float):
+    """From centred per-example gradients ``G`` (n, d) and batch deviations ``D`` (K, d): traces, Frobenius
+    norms and the cross term of ``C = D^T D / K`` and ``P = c G^T G / n``."""
+    n, K = G.shape[0], D.shape[0]
+    tr_p = c * jnp.sum(G * G) / n
+    sq = jnp.sum(D * D, axis=1)
+    tr_c = jnp.mean(sq)
+    tr_c_se = jnp.std(sq, ddof=1) / jnp.sqrt(K)
+    fro_c = jnp.linalg.norm(D @ D.T) / K
+    fro_p = c * jnp.linalg.norm(G @ G.T) / n
+    cross = c * jnp.sum(jnp.square(D @ G.T)) / (K * n)
+    return tr_p, tr_c, tr_c_se, cross / (fro_c * fro_p)
+
+
+def _top_eigs(M: jnp.ndarray, scale: float, k: int):
+    """Top-``k`` eigenpairs of ``scale * M^T M`` from the SVD of ``M`` (rows = samples)."""
+    _, s, vt = jnp.linalg.svd(M, full_matrices=False)
+    return scale * s[:k] ** 2, vt[:k]
+
+
+def noise_along(problem, sampler, params_path, key, num_batches: int, k: int) -> dict:
+    """Predicted ``c(B) Sigma`` vs measured mini-batch noise at each point of ``params_path`` (leaves ``(T, ...)``)."""
+    n, B = problem.num_examples, sampler.batch_size
+    c = sampler.factor(B, n)
+    T = jax.tree_util.tree_leaves(params_path)[0].shape[0]
+
+    @jax.jit
+    def at(params, key):
+        g_i = ss.noise.per_example_grads(problem, params, flat=True)
+        g = jnp.mean(g_i, axis=0)
+        G = g_i - g
+        keys = jr.split(key, 2 * num_batches)
+
+        def dev(kk):
+            idx = jr.choice(kk, n, (B,), replace=sampler.replace)
+            return jnp.mean(g_i[idx], axis=0) - g  # the batch gradient g_gamma, from the same per-example grads
+
+        D = jax.lax.map(dev, keys[:num_batches])
+        D2 = jax.lax.map(dev, keys[num_batches:])
+        tr_p, tr_c, tr_c_se, cos = _gram_stats(G, D, c)
+        _, _, _, cos_ref = _gram_stats(D2, D, 1.0)  # the same statistic between two independent K-sample draws
+        ev_p, u_p = _top_eigs(G, c / n, k)
+        ev_c, u_c = _top_eigs(D, 1.0 / num_batches, k)
+        ev_c2, u_c2 = _top_eigs(D2, 1.0 / num_batches, k)
+        overlap = jnp.sum(jnp.square(u_c @ u_p.T)) / k
+        overlap_ref = jnp.sum(jnp.square(u_c @ u_c2.T)) / k
+        return dict(pred_trace=tr_p, meas_trace=tr_c, meas_trace_se=tr_c_se, cosine=cos, cosine_ref=cos_ref,
+                    pred_top=ev_p, meas_top=ev_c, overlap=overlap, overlap_ref=overlap_ref)
+
+    rows = [at(jax.tree_util.tree_map(lambda a: a[t], params_path), jr.fold_in(key, t)) for t in range(T)]
+    out = {name: np.stack([np.asarray(r[name]) for r in rows]).tolist() for name in rows[0]}
+    pt, mt, se = (np.asarray(out[k_]) for k_ in ("pred_trace", "meas_trace", "meas_trace_se"))
+    out["trace_ratio_measured_over_predicted"] = (mt / pt).tolist()
+    out["trace_z"] = ((mt - pt) / np.maximum(se, 1e-30)).tolist()
+    out["c_B"] = c
+    out["num_batches"] = num_batches
+    return out
+
+
+def run(preset: str | dict, out: Path | None = None, log=print) -> dict:
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
+    t_start = time.perf_counter()
+    pname, pkw = cfg["problem"]
+    base = train.TrainConfig(problem=pname, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
+                             steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"], observables=cfg["observables"])
+    problem = train.build_problem(base)
+    sampler = train.build_sampler(base)
+    result = {"preset": preset if isinstance(preset, str) else "custom", "preset_config": cfg, "variants": {},
+              "provenance": provenance()}
+    for label, name, kw in cfg["variants"]:
+        config = base.replace(variant=name, variant_kwargs=kw, label=label)
+        t0 = time.perf_counter()
+        rec = train.record(config, problem=problem, save_params=True)
+        t_train = time.perf_counter() - t0
+        variant = train.build_variant(config)
+        model = ss.sde_model(problem, variant, sampler, eta=config.eta, diffusion="leading", order=1,
+                             num_samples=cfg["num_samples"])
+        t0 = time.perf_counter()
+        paths = ss.simulate(model, t1=config.steps * config.eta, num_paths=cfg["paths"], key=jr.key(10_000),
+                            record=ss.observables("loss", every=config.every), save_paths=True)
+        est = train.Estimators.of(config, variant, problem)
+        sde_vals = train.evaluate(est, config.observables, problem, paths.paths)
+        t_sde = time.perf_counter() - t0
+        if paths.num_diverged:
+            after = paths.diverged[:, None] & (paths.steps[None, :] >= paths.diverged_step[:, None])
+            sde_vals = {k: np.where(after, np.nan, v) for k, v in sde_vals.items()}
+        if not np.allclose(paths.times, rec.times):
+            raise AssertionError("SDE and training grids differ")
+        comp = {name_: compare(rec.values[name_], sde_vals[name_]) for name_ in config.observables}
+        t0 = time.perf_counter()
+        seed0 = jax.tree_util.tree_map(lambda a: a[0], rec.saved_params)
+        noise = noise_along(problem, sampler, seed0, jr.key(20_000), cfg["noise_batches"], cfg["top_k"])
+        t_noise = time.perf_counter() - t0
+        result["variants"][label] = {
+            "config": config.to_dict(), "times": rec.times.tolist(), "steps": rec.steps.tolist(),
+            "comparison": comp, "noise": noise,
+            "num_diverged": {"train": rec.meta["num_diverged"], "sde": paths.num_diverged},
+            "wall_s": {"train": t_train, "sde": t_sde, "noise": t_noise},
+        }
+        if out is not None:
+            rec.save(out / "records" / f"train__{label.replace(' ', '_')}")
+            save_result(out / "records" / f"sde__{label.replace(' ', '_')}",
+                        {"steps": paths.steps} | {f"value__{k}": v for k, v in sde_vals.items()},
+                        {"kind": "sde_paths", "config": paths.config, "wall_time_s": paths.wall_time_s,
+                         "provenance": provenance()})
+        log(f"[{label}] train {t_train:.1f} s, SDE {t_sde:.1f} s, noise {t_noise:.1f} s")
+        for name_, c in comp.items():
+            log(f"  {name_:14s} final train {c['train_mean'][-1]:10.4f} ± {c['train_band95'][-1]:.4f}"
+                f"  SDE {c['sde_mean'][-1]:10.4f} ± {c['sde_band95'][-1]:.4f}"
+                f"  rel. gap final {c['final_relative_gap']:.3f} max {c['max_relative_gap']:.3f}  max|z| {c['max_abs_z']:.2f}")
+        r = np.asarray(noise["trace_ratio_measured_over_predicted"])
+        log(f"  noise trace measured/predicted along training: {np.array2string(r, precision=3)}"
+            f"  (z: {np.array2string(np.asarray(noise['trace_z']), precision=2)})")
+        log(f"  top eig measured/predicted (final): "
+            f"{np.array2string(np.asarray(noise['meas_top'][-1]) / np.asarray(noise['pred_top'][-1]), precision=3)}"
+            f"  cosine {noise['cosine'][-1]:.3f} (ref {noise['cosine_ref'][-1]:.3f})"
+            f"  overlap {noise['overlap'][-1]:.3f} (ref {noise['overlap_ref'][-1]:.3f})")
+    result["wall_time_s"] = time.perf_counter() - t_start
+    if out is not None:
+        save_result(out / "training_vs_sde", None, result)
+    return result
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--jax-cache", type=Path, default=None, help="persistent JAX compilation cache folder")
+    args = ap.parse_args(argv)
+    if args.jax_cache is not None:
+        jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    args.out.mkdir(parents=True, exist_ok=True)
+    res = run(args.preset, args.out)
+    print(f"total {res['wall_time_s']:.1f} s -> {args.out / 'training_vs_sde.json'}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

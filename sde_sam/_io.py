@@ -1,0 +1,139 @@
+"""Results on disk: one JSON file of metadata plus one ``.npz`` of arrays, written atomically (DESIGN §7).
+
+``save_result("out/sam", arrays, meta)`` writes ``out/sam.json`` and ``out/sam.npz``; each file is first
+written to a temporary file in the same folder and then moved into place with :func:`os.replace`, so a
+reader never sees a half-written result and an interrupted run leaves the previous result intact.
+:func:`provenance` is the block every record carries: package versions, device and time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["load_result", "provenance", "result_paths", "save_result", "to_jsonable"]
+
+
+def result_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(json_path, npz_path)`` of a result; ``path`` may end in ``.json``/``.npz`` or carry no suffix."""
+    p = Path(path)
+    if p.suffix in (".json", ".npz"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".json"), p.with_name(p.name + ".npz")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with numpy/JAX scalars and arrays, tuples, dataclasses and paths turned into JSON types.
+
+    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` (JSON has no such numbers)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else str(f)
+    if isinstance(obj, (str, type(None))):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):  # numpy or JAX array
+        arr = np.asarray(obj)
+        return to_jsonable(arr.item() if arr.ndim == 0 else arr.tolist())
+    return repr(obj)
+
+
+def _atomic_write(target: Path, write) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_result(path: str | os.PathLike, arrays: Mapping[str, Any] | None, meta: Mapping[str, Any]) -> Path:
+    """Write ``meta`` as ``<path>.json`` and ``arrays`` (name -> array) as ``<path>.npz``, each atomically
+    (temporary file in the same folder + :func:`os.replace`). Returns the JSON path.
+
+    The arrays are written first, so a JSON file on disk always has its arrays beside it. The JSON records
+    the array names under ``"arrays"``; ``arrays=None`` or ``{}`` writes no ``.npz``.
+    """
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"`meta` must be a mapping (a dict of JSON-able values), got {type(meta).__name__}")
+    arrays = {} if arrays is None else dict(arrays)
+    for name in arrays:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"array names must be non-empty strings without '/', got {name!r}")
+    json_path, npz_path = result_paths(path)
+    if arrays:
+        np_arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        _atomic_write(npz_path, lambda fh: np.savez(fh, **np_arrays))
+    doc = dict(to_jsonable(dict(meta)))
+    doc["arrays"] = sorted(arrays)
+    text = json.dumps(doc, indent=1, sort_keys=False, allow_nan=False)
+    _atomic_write(json_path, lambda fh: fh.write(text.encode()))
+    return json_path
+
+
+def load_result(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(arrays, meta)`` of a result written by :func:`save_result`."""
+    json_path, npz_path = result_paths(path)
+    if not json_path.exists():
+        raise FileNotFoundError(f"no result at {json_path}")
+    meta = json.loads(json_path.read_text())
+    names = meta.get("arrays", [])
+    arrays: dict[str, np.ndarray] = {}
+    if names:
+        with np.load(npz_path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        missing = sorted(set(names) - set(arrays))
+        if missing:
+            raise ValueError(f"{npz_path} lacks arrays {missing} listed in {json_path}")
+    return arrays, meta
+
+
+def provenance() -> dict[str, Any]:
+    """Versions (jax, jaxlib, numpy, sde_sam, python), device (``jax.devices()[0]`` kind and platform, count)
+    and the UTC time: the block every saved record carries."""
+    import jax
+    import jaxlib
+
+    from . import __version__
+
+    dev = jax.devices()[0]
+    return {
+        "versions": {
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "numpy": np.__version__,
+            "sde_sam": __version__,
+            "python": platform.python_version(),
+        },
+        "device": {"kind": dev.device_kind, "platform": dev.platform, "count": jax.device_count()},
+        "host": {"machine": platform.machine(), "cpu_count": os.cpu_count()},
+        "x64": bool(jax.config.jax_enable_x64),
+        "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

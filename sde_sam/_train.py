@@ -1,0 +1,533 @@
+"""Real training of small networks, recorded (DESIGN §6.3): many seeds at once, observables along the way.
+
+A :class:`TrainConfig` names everything a recording depends on (problem, variant, sampler, learning rate and
+schedule, steps, seeds, observables, estimator sizes); :func:`record` builds the problem and variant from it,
+trains every seed at once with :func:`sde_sam.run_discrete` (vmap over seeds, one jitted scan) and returns a
+:class:`TrainRecord` that carries the config, the seeds, package versions, device and wall time, and saves
+itself atomically (:func:`sde_sam.save_result`).
+
+Observables (names in :data:`OBSERVABLES`), all at the full training set unless said otherwise:
+``loss``, ``accuracy``, ``test_loss``, ``test_accuracy``, ``grad_norm_sq`` (``||g||^2``), ``trace_sigma``
+(exact ``tr Sigma`` from per-example gradients, ``sde_sam.noise.trace_sigma``; for BatchNorm networks the
+mini-batch estimator ``E||g_gamma - g||^2 / c(B)``), ``lambda_max`` (top Hessian eigenvalue, Lanczos,
+``sde_sam.curvature.top_eigenvalues``), ``trace_hessian`` (Hutchinson, ``sde_sam.curvature.trace_hessian``),
+``batch_grad_norm`` (``E||g_m||`` over micro-batches of the variant's size ``m``: ``micro_batch_size``, else
+``B``; ``n`` for n-SAM; ``sde_sam.noise.expected_batch_grad_norm``) and ``distance`` (``||x - x_0||``).
+Stochastic estimators use a fixed key at every recorded point (common random numbers across steps, seeds and
+variants), so differences along a trajectory are not blurred by fresh estimator noise.
+
+Every seed starts from the same initial point (the problem's, or ``init_params``): seeds differ in the batch
+order and in the variant's own randomness, which is what the SDE models (DESIGN §6.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import PyTree
+
+from . import _networks, _problems
+from . import variants as _variants
+from ._io import load_result, provenance, save_result
+from ._observables import BUILTIN, observables
+from ._problem import Problem, tree_norm_sq
+from ._runner import Runs, run_discrete
+from ._sampler import WithoutReplacement, WithReplacement
+from ._variants import Variant
+
+OBSERVABLES = (
+    "loss",
+    "accuracy",
+    "test_loss",
+    "test_accuracy",
+    "grad_norm_sq",
+    "trace_sigma",
+    "lambda_max",
+    "trace_hessian",
+    "batch_grad_norm",
+    "distance",
+)
+DEFAULT_OBSERVABLES = OBSERVABLES
+PROBLEMS = ("digits_mlp", "digits_cnn")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+# -- learning-rate schedules ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Learning-rate multiplier ``s(k)``: step ``k`` uses ``eta * s(k)``.
+
+    ``constant``: ``1``; ``cosine``: ``final + (1 - final)(1 + cos(pi k / total_steps))/2``; ``step``:
+    ``gamma ** (number of milestones <= k)``. Hashable, so it can be a static argument of a jitted runner.
+    """
+
+    kind: str = "constant"
+    total_steps: int = 1
+    final: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"`schedule` kind must be one of {SCHEDULES}, got {self.kind!r}")
+        if isinstance(self.total_steps, bool) or not isinstance(self.total_steps, (int, np.integer)) or self.total_steps < 1:
+            raise ValueError(f"`total_steps` must be a positive integer, got {self.total_steps!r}")
+        if not (isinstance(self.final, (int, float)) and 0 <= self.final <= 1):
+            raise ValueError(f"`final` (cosine floor) must be in [0, 1], got {self.final!r}")
+        if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma <= 1):
+            raise ValueError(f"`gamma` (step decay factor) must be in (0, 1], got {self.gamma!r}")
+        ms = tuple(int(m) for m in self.milestones)
+        if any(m < 1 for m in ms) or list(ms) != sorted(ms):
+            raise ValueError(f"`milestones` must be increasing positive steps, got {self.milestones!r}")
+        object.__setattr__(self, "milestones", ms)
+
+    def __call__(self, k):
+        k = jnp.asarray(k)
+        if self.kind == "constant":
+            return jnp.ones((), jnp.float32)
+        if self.kind == "cosine":
+            frac = jnp.clip(k / self.total_steps, 0.0, 1.0)
+            return self.final + (1 - self.final) * 0.5 * (1 + jnp.cos(jnp.pi * frac))
+        count = sum((k >= m).astype(jnp.int32) for m in self.milestones) if self.milestones else jnp.asarray(0)
+        return jnp.asarray(self.gamma, jnp.float32) ** count
+
+    def values(self, steps) -> np.ndarray:
+        """``s(k)`` at the given steps (numpy)."""
+        return np.asarray(jax.vmap(self)(jnp.asarray(steps)))
+
+
+# -- configuration -------------------------------------------------------------------------------------
+
+
+def _freeze(d: Mapping | None) -> tuple:
+    if d is None:
+        return ()
+    if isinstance(d, tuple):
+        return d
+    return tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in dict(d).items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a recording depends on. ``problem_kwargs``/``variant_kwargs`` are dicts (stored as sorted
+    tuples so the config is hashable); ``variant`` is a name for :func:`sde_sam.variants.get`.
+
+    Estimator sizes: ``lanczos_matvecs`` (Hessian-vector products for ``lambda_max``), ``hutchinson_probes``
+    (``tr H``), ``norm_batches`` (micro-batches for ``E||g_m||``), ``minibatch_batches`` (batches for the
+    BatchNorm ``tr Sigma``), ``chunk_size`` (examples per chunk of per-example gradients).
+    """
+
+    problem: str = "digits_mlp"
+    problem_kwargs: Any = ()
+    variant: str = "sgd"
+    variant_kwargs: Any = ()
+    label: str = ""
+    batch_size: int = 64
+    with_replacement: bool = False
+    eta: float = 0.1
+    steps: int = 200
+    every: int = 50
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    schedule: str = "constant"
+    schedule_kwargs: Any = ()
+    observables: tuple[str, ...] = DEFAULT_OBSERVABLES
+    lanczos_matvecs: int = 20
+    hutchinson_probes: int = 8
+    norm_batches: int = 32
+    minibatch_batches: int = 32
+    chunk_size: int | None = 512
+    estimator_seed: int = 12345
+
+    def __post_init__(self):
+        object.__setattr__(self, "problem_kwargs", _freeze(self.problem_kwargs))
+        object.__setattr__(self, "variant_kwargs", _freeze(self.variant_kwargs))
+        object.__setattr__(self, "schedule_kwargs", _freeze(self.schedule_kwargs))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "observables", tuple(self.observables))
+        if self.problem not in PROBLEMS:
+            raise ValueError(f"`problem` must be one of {PROBLEMS}, got {self.problem!r}")
+        if not self.seeds:
+            raise ValueError("`seeds` must hold at least one integer seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"`seeds` must be distinct, got {self.seeds}")
+        unknown = [o for o in self.observables if o not in OBSERVABLES]
+        if unknown:
+            raise ValueError(f"unknown observable(s) {unknown}; valid: {', '.join(OBSERVABLES)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("batch_size", "steps", "every", "lanczos_matvecs", "hutchinson_probes", "norm_batches",
+                     "minibatch_batches"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
+        if self.hutchinson_probes < 2 or self.norm_batches < 2:
+            raise ValueError("`hutchinson_probes` and `norm_batches` must be >= 2 (standard errors need two draws)")
+        if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta > 0):
+            raise ValueError(f"`eta` must be a finite number in (0, inf), got {self.eta!r}")
+        if self.steps % self.every:
+            raise ValueError(f"`steps`={self.steps} must be a multiple of `every`={self.every}")
+
+    @property
+    def name(self) -> str:
+        return self.label or self.variant
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("problem_kwargs", "variant_kwargs", "schedule_kwargs"):
+            d[k] = dict(getattr(self, k))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TrainConfig:
+        d = dict(d)
+        d["seeds"] = tuple(d["seeds"])
+        d["observables"] = tuple(d["observables"])
+        return cls(**d)
+
+
+def build_problem(config: TrainConfig) -> Problem:
+    """The problem named by ``config`` (``digits_mlp`` or ``digits_cnn`` with its kwargs)."""
+    kw = dict(config.problem_kwargs)
+    if config.problem == "digits_mlp":
+        if "hidden" in kw and isinstance(kw["hidden"], list):
+            kw["hidden"] = tuple(kw["hidden"])
+        return _problems.digits_mlp(**kw)
+    return _networks.digits_cnn(**kw)
+
+
+def build_variant(config: TrainConfig) -> Variant:
+    """``sde_sam.variants.get(config.variant, **config.variant_kwargs)`` (SGD takes no kwargs)."""
+    kw = dict(config.variant_kwargs)
+    if config.variant.lower() == "sgd":
+        return _variants.sgd()
+    return _variants.get(config.variant, **kw)
+
+
+def build_sampler(config: TrainConfig):
+    return WithReplacement(config.batch_size) if config.with_replacement else WithoutReplacement(config.batch_size)
+
+
+def build_schedule(config: TrainConfig) -> Schedule | None:
+    if config.schedule == "constant":
+        return None
+    return Schedule(config.schedule, total_steps=config.steps, **dict(config.schedule_kwargs))
+
+
+def micro_batch_size(variant: Variant, batch_size: int, n: int) -> int:
+    """The ``m`` of ``E||g_m||`` for a variant: its micro-batch size, ``n`` for full-gradient ascent, else ``B``."""
+    if variant.rule == "full":
+        return n
+    return variant.micro_batch_size or batch_size
+
+
+# -- observables ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimators:
+    """The recorded observables as pure functions ``fn(problem, params) -> scalar`` (DESIGN §4 estimators).
+
+    A hashable value (estimator sizes, ``m``, the sampler, whether the problem uses BatchNorm), so jitted
+    evaluations are compiled once and reused across variants with the same settings. ``m`` only matters for
+    ``batch_grad_norm``. Build it with :meth:`of`.
+    """
+
+    lanczos_matvecs: int = 20
+    hutchinson_probes: int = 8
+    norm_batches: int = 32
+    minibatch_batches: int = 32
+    chunk_size: int | None = 512
+    estimator_seed: int = 12345
+    batch_size: int = 64
+    with_replacement: bool = False
+    batch_norm: bool = False
+    m: int | None = None
+
+    @classmethod
+    def of(cls, config: TrainConfig, variant: Variant, problem: Problem) -> Estimators:
+        return cls(
+            config.lanczos_matvecs, config.hutchinson_probes, config.norm_batches, config.minibatch_batches,
+            config.chunk_size, config.estimator_seed, config.batch_size, config.with_replacement,
+            _networks.is_batch_norm_problem(problem), micro_batch_size(variant, config.batch_size, problem.num_examples),
+        )
+
+    @property
+    def key(self):
+        return jr.key(self.estimator_seed)
+
+    @property
+    def sampler(self):
+        return WithReplacement(self.batch_size) if self.with_replacement else WithoutReplacement(self.batch_size)
+
+    def trace_sigma(self, problem, params):
+        from . import noise
+
+        if self.batch_norm:  # no per-example loss: covariance of batch gradients / c(B) (DESIGN §4)
+            return noise.trace_sigma_minibatch(problem, params, self.sampler, self.key, self.minibatch_batches).value
+        return noise.trace_sigma(problem, params, chunk_size=self.chunk_size)
+
+    def lambda_max(self, problem, params):
+        from . import curvature
+
+        k = min(self.lanczos_matvecs, problem.dim)
+        return curvature.top_eigenvalues(problem, params, 1, self.key, num_matvecs=k).values[0]
+
+    def trace_hessian(self, problem, params):
+        from . import curvature
+
+        return curvature.trace_hessian(problem, params, self.key, num_probes=self.hutchinson_probes).value
+
+    def batch_grad_norm(self, problem, params):
+        from . import noise
+
+        m = min(self.m or self.batch_size, problem.num_examples)
+        return noise.expected_batch_grad_norm(problem, params, WithoutReplacement(m), self.key,
+                                              self.norm_batches).value.value
+
+    @staticmethod
+    def distance(problem, params):
+        diff = jax.tree_util.tree_map(jnp.subtract, params, problem.init_params)
+        return jnp.sqrt(tree_norm_sq(diff))
+
+    def function(self, name: str):
+        """The observable ``name`` as ``fn(problem, params) -> scalar``."""
+        if name in _ESTIMATED:
+            return getattr(self, name)
+        return BUILTIN[name]
+
+    def for_name(self, name: str) -> Estimators:
+        """The settings ``name`` depends on (``m`` dropped unless it is ``batch_grad_norm``), for compile reuse."""
+        return self if name == "batch_grad_norm" else dataclasses.replace(self, m=None)
+
+    def record(self, names: Sequence[str], every: int):
+        """An inline :func:`sde_sam.observables` record of ``names`` (evaluated inside the training scan)."""
+        return observables(every=every, **{name: self.function(name) for name in names})
+
+
+_ESTIMATED = ("trace_sigma", "lambda_max", "trace_hessian", "batch_grad_norm", "distance")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 4))
+def _evaluate_points(est: Estimators, name: str, problem: Problem, points: PyTree, batch: int):
+    """``fn(problem, x)`` at every point of ``points`` (leading axis), ``batch`` points at a time (lax.map)."""
+    fn = est.function(name)
+    return jax.lax.map(lambda x: jnp.asarray(fn(problem, x)), points, batch_size=batch)
+
+
+def evaluate(
+    est: Estimators, names: Sequence[str], problem: Problem, params: PyTree, *, batch: int = 4
+) -> dict[str, np.ndarray]:
+    """Observables at stacked parameters ``params`` (leaves ``(*lead, ...)`` with any leading shape matching
+    ``problem.init_params`` after it): ``{name: array of shape lead}``. Compiled once per (settings, name,
+    problem, shape) and reused across variants."""
+    ref = jax.tree_util.tree_leaves(problem.init_params)[0]
+    leaf = jax.tree_util.tree_leaves(params)[0]
+    lead = leaf.shape[: leaf.ndim - ref.ndim]
+    flat = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[len(lead):]), params)
+    out = {}
+    for name in names:
+        vals = _evaluate_points(est.for_name(name), name, problem, flat, batch)
+        out[name] = np.asarray(vals).reshape(lead)
+    return out
+
+
+# -- the record ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TrainRecord:
+    """A recorded training ensemble: ``values[name]`` is ``(R, T)`` over seeds and recorded ``steps``.
+
+    ``meta`` holds the config, seeds, provenance (versions, device), wall time and divergence counts.
+    """
+
+    config: TrainConfig
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+    diverged: np.ndarray
+    meta: dict
+    init_params: PyTree | None = None
+    final_params: PyTree | None = None
+    saved_params: PyTree | None = None
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return self.config.seeds
+
+    @property
+    def times(self) -> np.ndarray:
+        """SDE time ``t = k * eta`` of the recorded steps (constant schedule; see :func:`sde_time`)."""
+        return sde_time(self.config, self.steps)
+
+    def kept(self, name: str) -> np.ndarray:
+        kept = self.values[name][~self.diverged]
+        if kept.shape[0] == 0:
+            raise ValueError(f"all {len(self.diverged)} seeds diverged: no statistic of {name!r}")
+        return kept
+
+    def mean(self, name: str) -> np.ndarray:
+        return self.kept(name).mean(axis=0)
+
+    def stderr(self, name: str) -> np.ndarray:
+        kept = self.kept(name)
+        return kept.std(axis=0, ddof=1) / np.sqrt(kept.shape[0]) if kept.shape[0] > 1 else np.zeros(kept.shape[1])
+
+    def save(self, path) -> Any:
+        """Write ``<path>.json`` (config, seeds, provenance, wall time) and ``<path>.npz`` (``steps``,
+        ``values/<name>`` as ``value__<name>``, ``diverged``), atomically."""
+        arrays = {"steps": self.steps, "diverged": self.diverged}
+        arrays |= {f"value__{k}": v for k, v in self.values.items()}
+        return save_result(path, arrays, self.meta)
+
+    @classmethod
+    def load(cls, path) -> TrainRecord:
+        arrays, meta = load_result(path)
+        config = TrainConfig.from_dict(meta["config"])
+        values = {k[len("value__"):]: v for k, v in arrays.items() if k.startswith("value__")}
+        return cls(config, arrays["steps"], values, arrays["diverged"].astype(bool), meta)
+
+
+def sde_time(config: TrainConfig, steps) -> np.ndarray:
+    """SDE time of discrete step ``k``: ``sum_{j<k} eta_j`` (``k * eta`` for a constant schedule)."""
+    steps = np.asarray(steps)
+    sched = build_schedule(config)
+    if sched is None:
+        return steps * config.eta
+    cum = np.concatenate([[0.0], np.cumsum(sched.values(np.arange(int(steps.max()))))]) * config.eta
+    return cum[steps]
+
+
+def run_keys(seeds: Sequence[int]):
+    """One key per seed, ``jr.key(seed)``: a seed's run is the same alone or in any ensemble."""
+    return jnp.stack([jr.key(int(s)) for s in seeds])
+
+
+def record(
+    config: TrainConfig,
+    *,
+    problem: Problem | None = None,
+    init_params: PyTree | None = None,
+    save_params: bool = False,
+    keep_params: bool = False,
+    inline: bool = False,
+    timing_repeats: int = 0,
+) -> TrainRecord:
+    """Train every seed of ``config`` at once and record its observables (DESIGN §6.3).
+
+    The seeds run vmapped in one jitted scan (:func:`sde_sam.run_discrete`, seed ``s`` with key ``jr.key(s)``).
+    By default the parameters at the recorded steps are kept and the observables are evaluated on them
+    afterwards (:func:`evaluate`), so the estimators compile once per problem and are shared by all variants;
+    ``inline=True`` evaluates them inside the training scan instead (custom observables; same numbers).
+    Runs that diverge are frozen and their later records are NaN (counted in ``meta["num_diverged"]``).
+
+    ``problem``: use this problem instead of building it from the config (pass one object to every call of
+    an experiment so compilations are reused); ``init_params``: start every seed here (default the problem's
+    initial point); ``save_params``: keep the parameters at every recorded step (``saved_params``, leaves
+    ``(R, T, ...)``); ``keep_params``: keep the initial and final parameters; ``timing_repeats``: run the
+    identical (already compiled) training again that many times and store the median wall time per step in
+    ``meta["time_per_step_s"]`` (all seeds together, observables at the recorded steps included).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}")
+    if isinstance(timing_repeats, bool) or not isinstance(timing_repeats, (int, np.integer)) or timing_repeats < 0:
+        raise ValueError(f"`timing_repeats` must be an integer >= 0, got {timing_repeats!r}")
+    problem = build_problem(config) if problem is None else problem
+    variant = build_variant(config)
+    sampler = build_sampler(config)
+    est = Estimators.of(config, variant, problem)
+    start_params = problem.init_params if init_params is None else init_params
+    if init_params is not None:
+        problem.check_params(init_params, "init_params")
+        problem = dataclasses.replace(problem, init_params=init_params)
+    names = config.observables
+    rec = est.record(names, config.every) if inline else observables("loss", every=config.every)
+    kw = dict(eta=config.eta, steps=config.steps, key=run_keys(config.seeds), record=rec,
+              schedule=build_schedule(config), save_params=not inline or save_params)
+    wall0 = time.perf_counter()
+    runs: Runs = run_discrete(problem, variant, sampler, **kw)
+    train_wall = time.perf_counter() - wall0
+    per_step = None
+    if timing_repeats:
+        reps = [run_discrete(problem, variant, sampler, **kw).wall_time_s for _ in range(timing_repeats)]
+        per_step = float(np.median(reps)) / config.steps
+    values = runs.values
+    if not inline:
+        values = evaluate(est, names, problem, runs.saved_params)
+        after = runs.diverged[:, None] & (runs.steps[None, :] >= runs.diverged_step[:, None])
+        values = {k: np.where(after, np.nan, v) for k, v in values.items()}
+    wall = time.perf_counter() - wall0
+    meta = {
+        "kind": "train_record",
+        "config": config.to_dict(),
+        "seeds": list(config.seeds),
+        "problem": problem.name,
+        "dim": problem.dim,
+        "num_examples": problem.num_examples,
+        "variant": runs.config["variant"],
+        "micro_batch_size_of_norm": est.m,
+        "sampling_factor_cB": sampler.factor(config.batch_size, problem.num_examples),
+        "num_diverged": runs.num_diverged,
+        "diverged_step": runs.diverged_step.tolist(),
+        "observed": "inline" if inline else "saved_params",
+        "wall_time_s": wall,
+        "train_wall_time_s": train_wall,
+        "time_per_step_s": per_step,
+        "timing_repeats": int(timing_repeats),
+        "provenance": provenance(),
+    }
+    return TrainRecord(
+        config, runs.steps, values, runs.diverged, meta,
+        init_params=start_params if keep_params or save_params else None,
+        final_params=runs.final_params if keep_params or save_params else None,
+        saved_params=runs.saved_params if save_params else None,
+    )
+
+
+def step_time(
+    config: TrainConfig, *, problem: Problem | None = None, repeats: int = 5, steps: int = 20
+) -> dict[str, float]:
+    """Wall time per training step of ``config``'s variant, all its seeds at once (vmapped), after compilation:
+    :func:`sde_sam.run_discrete` over ``steps`` steps recording only the loss at both ends, timed ``repeats``
+    times (the first, compiling call is not counted); median, min and max per step (DESIGN §8, F8)."""
+    problem = build_problem(config) if problem is None else problem
+    variant = build_variant(config)
+    sampler = build_sampler(config)
+    rec = observables("loss", every=steps)
+    kw = dict(eta=config.eta, steps=steps, key=run_keys(config.seeds), record=rec)
+    run_discrete(problem, variant, sampler, **kw)  # compile
+    times = np.asarray([run_discrete(problem, variant, sampler, **kw).wall_time_s / steps for _ in range(repeats)])
+    return {"median_s": float(np.median(times)), "min_s": float(times.min()), "max_s": float(times.max()),
+            "repeats": int(repeats), "steps_per_repeat": int(steps), "num_seeds": len(config.seeds)}
+
+
+__all__ = [
+    "OBSERVABLES",
+    "Estimators",
+    "evaluate",
+    "Schedule",
+    "TrainConfig",
+    "TrainRecord",
+    "build_problem",
+    "build_sampler",
+    "build_schedule",
+    "build_variant",
+    "micro_batch_size",
+    "record",
+    "run_keys",
+    "sde_time",
+    "step_time",
+]
