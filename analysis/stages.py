@@ -302,7 +302,10 @@ def stage_escape(cfg: dict) -> dict:
                        "discrete_final_stderr": float(d[:, -1].std(ddof=1) / math.sqrt(d.shape[0])),
                        "sde_final": float(s[:, -1].mean()),
                        "sde_final_stderr": float(s[:, -1].std(ddof=1) / math.sqrt(s.shape[0])),
-                       "discrete_mean_outside_time": float(d.mean()), "sde_mean_outside_time": float(s.mean()),
+                       "discrete_time_avg": float(d.mean()),
+                       "discrete_time_avg_stderr": float(d.mean(1).std(ddof=1) / math.sqrt(d.shape[0])),
+                       "sde_time_avg": float(s.mean()),
+                       "sde_time_avg_stderr": float(s.mean(1).std(ddof=1) / math.sqrt(s.shape[0])),
                        "diverged": {"discrete": int(runs.num_diverged), "sde": int(paths.num_diverged)}}
     arrays["times"] = runs.times
     return {"data": {"problem": problem.name, "rows": rows, "eta": cfg["eta"], "rho": cfg["rho"],
@@ -431,3 +434,16 @@ def stage_timing(cfg: dict) -> dict:
                       "vs_SAM": statistics.median(a / b for a, b in zip(s, samples["SAM"]))}
     return {"data": {"problem": problem.name, "d": problem.dim, "B": B, "steps_per_call": steps,
                      "repeats": cfg["repeats"], "device": str(jax.devices()[0]), "rows": rows}}
+
+
+# -- symbolic drifts for the report (DESIGN §5) --------------------------------------------------------------
+
+
+def stage_symbolic(cfg: dict) -> dict:
+    """The sympy report of every variant's drift and diffusion (:func:`sde_sam.symbolic.report_markdown`)."""
+    from sde_sam import symbolic
+
+    text = symbolic.report_markdown()
+    # demote headings by two levels so the section nests under the reproduce report's "##"
+    text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
+    return {"data": {"markdown": text}}
