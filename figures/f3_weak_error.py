@@ -12,7 +12,7 @@ def render(results: dict, arrays: dict, out) -> list:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     studies = {k: v for s in ("linreg_exact", "linreg_control", "nonconvex_mc") for k, v in d.get(s, {}).items()}
     names = sorted({r["variant"] for r in studies.values()})
-    cs = dict(zip(names, colors(len(names), "tab20")))
+    cs = dict(zip(names, [plt.get_cmap("tab10")(i % 10) for i in range(len(names))]))
     for order, ax in ((1, axes[0]), (2, axes[1])):
         for key, r in studies.items():
             if r["order"] != order:

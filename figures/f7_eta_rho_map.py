@@ -12,6 +12,7 @@ def render(results: dict, arrays: dict, out) -> list:
     E = np.asarray(d["errors"])
     etas, rhos = d["etas"], d["rhos"]
     fig, ax = plt.subplots(figsize=(6.2, 5))
+    ax.grid(False)
     im = ax.imshow(np.log10(E), origin="lower", cmap="magma_r", aspect="auto")
     ax.set_xticks(range(len(rhos)), [f"{r:g}" for r in rhos])
     ax.set_yticks(range(len(etas)), [f"{e:g}" for e in etas])
