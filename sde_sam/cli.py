@@ -1,4 +1,9 @@
-"""The ``sde-sam`` command line (also ``python -m sde_sam``)."""
+"""The ``sde-sam`` command line (also ``python -m sde_sam``).
+
+``sde-sam reproduce --quick`` regenerates every figure (F1–F8) and paper check (C1–C9) of DESIGN §8 and writes
+``OUT/report.md`` + ``OUT/report.json``; ``check`` and ``figures`` run a subset; ``simulate`` and ``train`` run one
+SDE simulation or one recorded training; ``demo`` trains every variant on the digits MLP.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,161 @@ def _demo(args) -> int:
     return 0
 
 
+def _run_reproduce(args, only: str | None) -> int:
+    from . import _reproduce as R
+
+    R.set_device(args.device)
+    mode = "full" if args.full else "quick"
+    report = R.reproduce(mode, only=only, out=args.out, progress=not args.no_progress)
+    print()
+    print(R.summary_table(report))
+    bad = [c for c in report["checks"] if c["status"] != "PASS"]
+    errors = [f for f in report["figures"] if f.get("error")]
+    return 1 if (args.strict and bad) or errors else 0
+
+
+def _reproduce(args) -> int:
+    return _run_reproduce(args, args.only)
+
+
+def _subset(prefix: str, kind: str):
+    def run(args) -> int:
+        from . import _reproduce as R
+
+        figures, checks = R.registry()
+        pool = figures if prefix == "F" else checks
+        if args.only is None:
+            only = ",".join(pool)
+        else:
+            items = [s.strip().upper() for s in args.only.split(",") if s.strip()]
+            bad = [s for s in items if s not in pool]
+            if bad or not items:
+                raise ValueError(f"--only: unknown {kind} {', '.join(bad) or '(empty)'}; valid: {','.join(pool)}")
+            only = ",".join(items)
+        return _run_reproduce(args, only)
+
+    return run
+
+
+def _simulate(args) -> int:
+    import jax.random as jr
+    import numpy as np
+
+    from . import problems, variants
+    from ._io import provenance, save_result
+    from ._observables import observables
+    from ._sampler import WithoutReplacement, WithReplacement
+    from ._sde_model import sde_model
+    from ._simulate import simulate
+
+    makers = {"quadratic": problems.quadratic, "linear_regression": problems.linear_regression,
+              "sharp_flat_basins": problems.sharp_flat_basins, "teacher_student": problems.teacher_student,
+              "breast_cancer_logistic": problems.breast_cancer_logistic}
+    problem = makers[args.problem]()
+    kw = {} if args.variant == "sgd" else {"rho": args.rho}
+    if args.variant.startswith("m-"):
+        kw["micro_batch_size"] = args.m
+    variant = variants.get(args.variant, **kw)
+    sampler = (WithReplacement if args.with_replacement else WithoutReplacement)(args.batch_size)
+    model = sde_model(problem, variant, sampler, eta=args.eta, diffusion=args.diffusion, order=args.order)
+    paths = simulate(model, t1=args.t1, num_paths=args.paths, key=jr.key(args.seed),
+                     record=observables("loss", "grad_norm_sq", every=args.every))
+    mean, se = paths.mean("loss"), paths.stderr("loss")
+    print(f"{variant.name} SDE on {problem.name}: {args.paths} paths, t1={args.t1}, dt={paths.dt:g}, "
+          f"diverged {paths.num_diverged}, {paths.wall_time_s:.2f} s")
+    print(f"{'t':>8}{'E loss':>14}{'stderr':>12}")
+    for t, m, s in zip(paths.times, mean, se):
+        print(f"{t:>8.3g}{m:>14.6g}{s:>12.2g}")
+    if args.out:
+        path = save_result(args.out, {"times": paths.times, "loss": paths.values["loss"],
+                                      "grad_norm_sq": paths.values["grad_norm_sq"]},
+                           {"kind": "sde_paths", "config": paths.config, "seed": args.seed, "provenance": provenance(),
+                            "mean_loss": np.asarray(mean)})
+        print(f"wrote {path}")
+    return 0
+
+
+def _train(args) -> int:
+    from . import train
+
+    kw = {} if args.variant == "sgd" else {"rho": args.rho}
+    if args.variant.startswith("m-"):
+        kw["micro_batch_size"] = args.m
+    config = train.TrainConfig(problem=args.problem, problem_kwargs={"hidden": args.hidden} if args.problem == "digits_mlp"
+                               else {}, variant=args.variant, variant_kwargs=kw, batch_size=args.batch_size,
+                               eta=args.eta, steps=args.steps, every=args.every, seeds=tuple(range(args.seeds)),
+                               observables=tuple(args.observables.split(",")))
+    rec = train.record(config)
+    print(f"{config.variant} on {config.problem}: {len(config.seeds)} seeds, {config.steps} steps, "
+          f"diverged {rec.meta['num_diverged']}")
+    names = list(rec.values)
+    print(f"{'step':>6}" + "".join(f"{n:>16}" for n in names))
+    for j, s in enumerate(rec.steps):
+        print(f"{s:>6}" + "".join(f"{rec.mean(n)[j]:>16.5g}" for n in names))
+    if args.out:
+        print(f"wrote {rec.save(args.out)}")
+    return 0
+
+
+def _add_run_options(p, only_help: str) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small stages, a few minutes on 2 CPU cores (default)")
+    mode.add_argument("--full", action="store_true", help="the full-size stages (hours on CPU; see docs/cli.md)")
+    p.add_argument("--only", default=None, help=only_help)
+    p.add_argument("--out", default="results", help="output folder (stage cache, figures, report; default results)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="force the JAX platform")
+    p.add_argument("--strict", action="store_true", help="exit status 1 when a check does not PASS")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sde-sam", description="SAM variants, their SDEs, estimators and checks.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("reproduce", help="every figure and paper check of DESIGN §8, and the report")
+    _add_run_options(rep, "comma-separated figures/checks, e.g. F1,C3 (default: all F1-F8, C1-C9)")
+    rep.set_defaults(func=_reproduce)
+    chk = sub.add_parser("check", help="the paper checks only (C1-C9)")
+    _add_run_options(chk, "comma-separated checks, e.g. C1,C5 (default: all)")
+    chk.set_defaults(func=_subset("C", "check"))
+    fig = sub.add_parser("figures", help="the figures only (F1-F8)")
+    _add_run_options(fig, "comma-separated figures, e.g. F1,F3 (default: all)")
+    fig.set_defaults(func=_subset("F", "figure"))
+
+    sim = sub.add_parser("simulate", help="simulate one variant's SDE and print E[loss] over time")
+    sim.add_argument("--problem", default="linear_regression",
+                     choices=("quadratic", "linear_regression", "sharp_flat_basins", "teacher_student",
+                              "breast_cancer_logistic"))
+    sim.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
+    sim.add_argument("--rho", type=float, default=0.05)
+    sim.add_argument("--m", type=int, default=1, help="micro-batch size of m-variants")
+    sim.add_argument("--batch-size", type=int, default=8)
+    sim.add_argument("--with-replacement", action="store_true")
+    sim.add_argument("--eta", type=float, default=0.05)
+    sim.add_argument("--t1", type=float, default=2.0)
+    sim.add_argument("--paths", type=int, default=256)
+    sim.add_argument("--every", type=int, default=10)
+    sim.add_argument("--diffusion", default="leading", choices=("leading", "first_order", "empirical", "none"))
+    sim.add_argument("--order", type=int, default=1, choices=(1, 2))
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--out", default=None, help="write OUT.json + OUT.npz")
+    sim.set_defaults(func=_simulate)
+
+    tr = sub.add_parser("train", help="train a small network with one variant over seeds and print the record")
+    tr.add_argument("--problem", default="digits_mlp", choices=("digits_mlp", "digits_cnn"))
+    tr.add_argument("--hidden", type=int, default=32)
+    tr.add_argument("--variant", default="sam")
+    tr.add_argument("--rho", type=float, default=0.05)
+    tr.add_argument("--m", type=int, default=4)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--eta", type=float, default=0.1)
+    tr.add_argument("--steps", type=int, default=200)
+    tr.add_argument("--every", type=int, default=50)
+    tr.add_argument("--seeds", type=int, default=2)
+    tr.add_argument("--observables", default="loss,accuracy,trace_sigma")
+    tr.add_argument("--out", default=None, help="write OUT.json + OUT.npz")
+    tr.set_defaults(func=_train)
+
     demo = sub.add_parser("demo", help="train the digits MLP with every variant and print a table")
     demo.add_argument("--steps", type=int, default=200, help="training steps per variant (default 200)")
     demo.add_argument("--runs", type=int, default=2, help="independent runs per variant (default 2)")
@@ -26,8 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:
+        print(f"sde-sam {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nsde-sam {args.command}: interrupted; finished stages are kept and a rerun resumes from them",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

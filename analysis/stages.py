@@ -1,0 +1,449 @@
+"""The stages of ``sde-sam reproduce`` (DESIGN §7, §8): each a pure function ``config -> {"data", "arrays"}``.
+
+Stages reuse the library (``sde_sam``) and the analyses (:mod:`analysis.weak_order`, :mod:`analysis.m_sharpness`,
+:mod:`analysis.training_vs_sde`); the figures and checks only read their results. Presets (``quick``/``full``)
+are in :data:`PRESETS`; a stage's cache key is the hash of its config (``sde_sam._pipeline``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+import sde_sam as ss
+
+
+@contextlib.contextmanager
+def x64():
+    """Float64 inside the block (JAX's flag is process-global: restored on exit)."""
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+def _flat(tree) -> np.ndarray:
+    return np.asarray(ravel_pytree(tree)[0])
+
+
+def _slope(xs, ys) -> dict:
+    """Least-squares slope of ``log y`` on ``log x`` with its standard error."""
+    lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
+    A = np.stack([lx, np.ones_like(lx)], 1)
+    coef, res, *_ = np.linalg.lstsq(A, ly, rcond=None)
+    dof = max(len(lx) - 2, 1)
+    s2 = float(np.sum((ly - A @ coef) ** 2)) / dof
+    cov = s2 * np.linalg.inv(A.T @ A)
+    return {"slope": float(coef[0]), "slope_stderr": float(math.sqrt(max(cov[0, 0], 0.0))), "log_c": float(coef[1])}
+
+
+# -- small smooth problem with exact batch expectations --------------------------------------------------------
+
+
+def tiny_problem(n: int, seed: int):
+    """Two-layer tanh teacher-student (smooth), ``n`` examples, parameters ``{"w1", "w2"}``; float64."""
+    return ss.problems.teacher_student(n=n, input_dim=3, teacher_width=2, student_width=2, seed=seed).with_dtype(
+        jnp.float64)
+
+
+def drift_variants(rho: float, m: int) -> dict:
+    """Every variant of DESIGN §2 (RW-SAM with the exact score, SAM-ON perturbing ``w2``)."""
+    V = ss.variants
+    head = lambda p: p == "w2"  # noqa: E731
+    return {
+        "USAM": V.usam(rho), "SAM": V.sam(rho), "n-USAM": V.n_usam(rho), "n-SAM": V.n_sam(rho),
+        f"m-USAM (m={m})": V.m_usam(rho, m), f"m-SAM (m={m})": V.m_sam(rho, m),
+        "F-USAM": V.f_usam(rho), "F-SAM": V.f_sam(rho),
+        "USAM-ON": V.sam_on(rho, mask=head, normalize=False), "SAM-ON": V.sam_on(rho, mask=head),
+        "RW-USAM": V.rw_usam(rho, score="exact"), "RW-SAM": V.rw_sam(rho, score="exact"),
+        "RW-SAM (descent)": V.rw_sam(rho, score="exact", weights_in_descent=True),
+    }
+
+
+def exact_step_mean(problem, variant, sampler, params):
+    """``E_xi[G(x; xi)]`` of the discrete step, by enumeration of every batch (state: the SDE's, ``mu = g``)."""
+    dist = ss.sde.batch_distribution(sampler.replace, problem.num_examples, sampler.batch_size, dtype=jnp.float64)
+    if not dist.exact:
+        raise ValueError("exact_step_mean needs an enumerable batch distribution")
+    state = ss.sde.sde_state(problem, variant, params)
+
+    @jax.jit
+    def mean(idx, probs):
+        G = jax.vmap(lambda i: ravel_pytree(variant.gradient(problem, params, state, problem.take(i), jr.key(0))[0])[0])(idx)
+        return probs @ G
+
+    return np.asarray(mean(dist.indices, dist.probs))
+
+
+def stage_drift(cfg: dict) -> dict:
+    """Claims C1, C2 (exact part), C8, C9: exact expected steps on a small smooth problem in float64.
+
+    * residual ``||E[G] - b_closed||`` over ``rho`` for every variant (slope 2 expected, DESIGN §3.1);
+    * coefficient of ``(rho/2) grad tr Sigma`` in ``E[G] - (g + (rho/2) grad||g||^2)`` for n-USAM (0) and m-USAM (c(m));
+    * coefficient of ``(rho/2) grad||g||^2`` in F-USAM's ``E[G] - g - (rho/2) c(B) grad tr Sigma`` (``1 - sigma``);
+    * USAM-ON against the masked and the unmasked closed forms (independent jax.grad formulas).
+    """
+    with x64():
+        problem = tiny_problem(cfg["n"], cfg["seed"])
+        params = problem.init_params
+        n, B = problem.num_examples, cfg["batch_size"]
+        sampler = ss.WithReplacement(B)
+        g = _flat(problem.full_grad(params))
+
+        def per_example(p):
+            return jax.vmap(lambda ex: ravel_pytree(jax.grad(problem.loss_fn)(p, ex))[0])(problem.data)
+
+        def flat_grad_of(R):
+            return _flat(jax.grad(lambda p: R(p))(params))
+
+        cB = sampler.factor(B, n)
+        grad_g2 = flat_grad_of(lambda p: jnp.sum(jnp.mean(per_example(p), 0) ** 2))
+        def tr_sigma(p):
+            G = per_example(p)
+            return jnp.mean(jnp.sum(G**2, 1)) - jnp.sum(jnp.mean(G, 0) ** 2)
+        grad_trs = flat_grad_of(tr_sigma)
+        data = {"problem": problem.name, "n": n, "B": B, "d": int(g.size), "rhos": list(cfg["rhos"]),
+                "trace_sigma": float(tr_sigma(params)), "c_B": cB}
+
+        # C1: residual against the closed forms, per variant.
+        residuals = {}
+        for i, rho in enumerate(cfg["rhos"]):
+            for name, v in drift_variants(rho, cfg["m"]).items():
+                EG = exact_step_mean(problem, v, sampler, params)
+                b = _flat(ss.sde.closed_form_drift(problem, v, sampler, params))
+                residuals.setdefault(name, []).append(float(np.linalg.norm(EG - b)))
+        data["residuals"] = residuals
+        data["residual_fits"] = {k: _slope(cfg["rhos"], r) for k, r in residuals.items()}
+
+        # C2: n-USAM vs m-USAM coefficient of (rho/2) grad tr Sigma, exact, at the smallest rhos.
+        coef = {}
+        ms = [m for m in cfg["coef_ms"] if B % m == 0]
+        for rho in cfg["coef_rhos"]:
+            base = g + 0.5 * rho * grad_g2
+            v = 0.5 * rho * grad_trs
+            for name, var in [("n-USAM", ss.variants.n_usam(rho))] + [
+                    (f"m-USAM (m={m})", ss.variants.m_usam(rho, m)) for m in ms]:
+                EG = exact_step_mean(problem, var, sampler, params)
+                coef.setdefault(name, []).append(float((EG - base) @ v / (v @ v)))
+        data["variance_coefficient"] = {
+            "rhos": list(cfg["coef_rhos"]), "values": coef,
+            "expected": {"n-USAM": 0.0, **{f"m-USAM (m={m})": sampler.factor(m, n) for m in ms}}}
+
+        # C8: F-USAM's ||g||^2 coefficient, 1 - sigma.
+        fcoef = {}
+        rho = cfg["coef_rhos"][-1]
+        u = 0.5 * rho * grad_g2
+        for sigma in cfg["sigmas"]:
+            var = ss.variants.f_usam(rho, sigma=sigma)
+            EG = exact_step_mean(problem, var, sampler, params)
+            fcoef[str(sigma)] = float((EG - g - 0.5 * rho * cB * grad_trs) @ u / (u @ u))
+        data["f_usam_grad_norm_coefficient"] = {"rho": rho, "values": fcoef,
+                                                "expected": {str(s): 1.0 - s for s in cfg["sigmas"]}}
+
+        # C9: USAM-ON against the masked / unmasked regularizers (our own formulas).
+        P = _flat(jax.tree_util.tree_map(lambda a: jnp.full(a.shape, 0.0), params) | {"w2": jnp.ones_like(params["w2"])})
+        def reg(p, mask):
+            G = per_example(p) * mask
+            gm = jnp.mean(G, 0)
+            return jnp.sum(gm**2) + cB * (jnp.mean(jnp.sum(G**2, 1)) - jnp.sum(gm**2))
+        on = []
+        for rho in cfg["coef_rhos"]:
+            EG = exact_step_mean(problem, ss.variants.sam_on(rho, mask=lambda p: p == "w2", normalize=False), sampler,
+                                 params)
+            b_masked = g + 0.5 * rho * flat_grad_of(lambda p: reg(p, jnp.asarray(P)))
+            b_full = g + 0.5 * rho * flat_grad_of(lambda p: reg(p, jnp.ones_like(jnp.asarray(P))))
+            size = np.linalg.norm(b_masked - g)
+            on.append({"rho": rho, "rel_err_masked": float(np.linalg.norm(EG - b_masked) / size),
+                       "rel_err_unmasked": float(np.linalg.norm(EG - b_full) / size)})
+        # the perturbation of every enumerated batch on the unmasked coordinates
+        v_on = ss.variants.sam_on(cfg["coef_rhos"][0], mask=lambda p: p == "w2")
+        dist = ss.sde.batch_distribution(True, n, B, dtype=jnp.float64)
+        eps = jax.vmap(lambda i: _perturbation(problem, v_on, params, problem.take(i)))(dist.indices)
+        data["sam_on"] = {"rows": on, "max_unmasked_perturbation": float(jnp.max(jnp.abs(eps * (1 - P)))),
+                          "max_masked_perturbation": float(jnp.max(jnp.abs(eps * P))), "masked_leaf": "w2",
+                          "num_masked": int(P.sum()), "d": int(P.size)}
+    return {"data": data}
+
+
+def _perturbation(problem, variant, params, batch):
+    from sde_sam._variants import apply_mask, resolve_mask, safe_normalize
+
+    d, _, _, _ = variant.directions(problem, params, variant.init(params), batch, jr.key(0))
+
+    mask_tree = resolve_mask(variant.mask, params)
+    d0 = jax.tree_util.tree_map(lambda a: a[0], d)
+    e = safe_normalize(apply_mask(mask_tree, d0)) if variant.normalize else apply_mask(mask_tree, d0)
+    return variant.rho * ravel_pytree(e)[0]
+
+
+# -- F4 / C2 with Monte Carlo: the variance term's coefficient on a real dataset ------------------------------
+
+
+def stage_variance_term(cfg: dict) -> dict:
+    """F4: ``D_m = E[G^{m-USAM} - G^{n-USAM}] / (rho/2)`` projected on ``grad tr Sigma`` against ``c(m)`` (and
+    ``c(m) tr Sigma``), common batches for both variants; per-batch coefficients give the standard error.
+    Two estimators: the general first-order rule (``linearized_update``, DESIGN §3.1) and the discrete step."""
+    with x64():
+        base = ss.problems.breast_cancer_logistic(l2=cfg["l2"]).with_dtype(jnp.float64)
+        x = jax.tree_util.tree_map(
+            lambda a: a + cfg["init_scale"] * jr.normal(jr.key(cfg["seed"]), a.shape, a.dtype), base.init_params)
+        problem = dataclasses.replace(base, init_params=x)
+        n, B, rho, K = problem.num_examples, cfg["batch_size"], cfg["rho"], cfg["num_batches"]
+        sampler = ss.WithReplacement(B)
+        trs = float(ss.noise.trace_sigma(problem, x))
+        v = 0.5 * rho * _flat(ss.noise.grad_trace_sigma(problem, x))
+        keys = jr.split(jr.key(cfg["seed"] + 1), K)
+        idx = jax.vmap(lambda k: sampler.indices(k, 0, n))(keys)
+        nv = ss.variants.n_usam(rho)
+        rows = []
+        for m in cfg["ms"]:
+            mv = ss.variants.m_usam(rho, m)
+
+            @jax.jit
+            def coefs(idx, mv=mv):
+                def one(i):
+                    batch = problem.take(i)
+                    lin = (ravel_pytree(ss.sde.linearized_update(problem, mv, x, (), batch, jr.key(0)))[0]
+                           - ravel_pytree(ss.sde.linearized_update(problem, nv, x, (), batch, jr.key(0)))[0])
+                    dis = (ravel_pytree(mv.gradient(problem, x, (), batch, jr.key(0))[0])[0]
+                           - ravel_pytree(nv.gradient(problem, x, (), batch, jr.key(0))[0])[0])
+                    return lin @ v / (v @ v), dis @ v / (v @ v)
+                return jax.vmap(one)(idx)
+
+            lin, dis = (np.asarray(a) for a in coefs(idx))
+            c = sampler.factor(m, n)
+            rows.append({"m": m, "c_m": c, "coef_general": float(lin.mean()),
+                         "coef_general_stderr": float(lin.std(ddof=1) / math.sqrt(K)),
+                         "coef_discrete": float(dis.mean()), "coef_discrete_stderr": float(dis.std(ddof=1) / math.sqrt(K))})
+    return {"data": {"problem": problem.name, "n": n, "B": B, "rho": rho, "num_batches": K, "trace_sigma": trs,
+                     "rows": rows}}
+
+
+# -- Prop. 3.9: E||g_gamma|| against the batch size ------------------------------------------------------------
+
+
+def stage_grad_norm(cfg: dict) -> dict:
+    problem = ss.problems.breast_cancer_logistic()
+    x = jax.tree_util.tree_map(lambda a: a + 0.1 * jr.normal(jr.key(cfg["seed"]), a.shape, a.dtype),
+                               problem.init_params)
+    rows = []
+    for b in cfg["batch_sizes"]:
+        est = ss.noise.expected_batch_grad_norm(problem, x, ss.WithoutReplacement(b), jr.key(cfg["seed"] + b),
+                                                num_batches=cfg["num_batches"])
+        rows.append({"B": b, "value": float(est.value.value), "stderr": float(est.value.stderr)})
+    g = float(np.linalg.norm(_flat(problem.full_grad(x))))
+    return {"data": {"problem": problem.name, "n": problem.num_examples, "rows": rows, "full_grad_norm": g}}
+
+
+# -- weak order (F3, C4) and the (eta, rho) map (F7) ----------------------------------------------------------
+
+
+def stage_weak_order(cfg: dict) -> dict:
+    from analysis import weak_order as wo
+
+    config = dataclasses.replace(wo.Config(), **cfg["config"])
+    res = wo.run(config, log=lambda s: None, parts=cfg["parts"])
+    return {"data": res}
+
+
+def stage_eta_rho(cfg: dict) -> dict:
+    from analysis import weak_order as wo
+
+    prob, x0 = wo.nonconvex_problem()
+    res = wo.eta_rho_map(prob, x0, ss.WithReplacement(2), tuple(cfg["etas"]), tuple(cfg["rhos"]), t1=cfg["t1"],
+                         num_paths=cfg["num_paths"], substeps=cfg["substeps"], key=jr.key(cfg["seed"]),
+                         log=lambda s: None)
+    return {"data": res}
+
+
+# -- F1 / C5: escape from the sharp basin ---------------------------------------------------------------------
+
+
+def escape_variants(rho: float, B: int) -> dict:
+    out = {}
+    m = 1
+    while m <= B:
+        out[f"m-SAM (m={m})" if m < B else f"SAM (m=B={B})"] = ss.variants.m_sam(rho, m)
+        m *= 2
+    out["n-SAM"] = ss.variants.n_sam(rho)
+    return out
+
+
+def stage_escape(cfg: dict) -> dict:
+    """Fraction of paths outside the sharp basin over time, discrete runs and SDE paths, per m and n-SAM."""
+    problem = ss.problems.sharp_flat_basins(dim=1, n=cfg["n"], sharp_curvature=cfg["sharp_curvature"],
+                                            noise_scale=cfg["noise_scale"], seed=cfg["seed"], start="sharp")
+    sampler = ss.WithReplacement(cfg["batch_size"])
+    rec = ss.observables(outside=lambda p, x: 1.0 - ss.problems.in_sharp_basin(x).astype(jnp.float32),
+                         every=cfg["every"])
+    arrays, rows = {}, {}
+    for i, (label, v) in enumerate(escape_variants(cfg["rho"], cfg["batch_size"]).items()):
+        runs = ss.run_discrete(problem, v, sampler, eta=cfg["eta"], steps=cfg["steps"], num_runs=cfg["num_runs"],
+                               key=jr.key(cfg["seed"] + i), record=rec)
+        model = ss.sde_model(problem, v, sampler, eta=cfg["eta"], diffusion="leading",
+                             num_samples=cfg["drift_samples"])
+        paths = ss.simulate(model, t1=cfg["steps"] * cfg["eta"], num_paths=cfg["num_paths"],
+                            key=jr.key(10_000 + i), record=rec)
+        d, s = runs.values["outside"], paths.values["outside"]
+        arrays[f"discrete__{i}"], arrays[f"sde__{i}"] = d, s
+        rows[label] = {"index": i, "m": v.micro_batch_size or 0,
+                       "discrete_final": float(d[:, -1].mean()),
+                       "discrete_final_stderr": float(d[:, -1].std(ddof=1) / math.sqrt(d.shape[0])),
+                       "sde_final": float(s[:, -1].mean()),
+                       "sde_final_stderr": float(s[:, -1].std(ddof=1) / math.sqrt(s.shape[0])),
+                       "discrete_time_avg": float(d.mean()),
+                       "discrete_time_avg_stderr": float(d.mean(1).std(ddof=1) / math.sqrt(d.shape[0])),
+                       "sde_time_avg": float(s.mean()),
+                       "sde_time_avg_stderr": float(s.mean(1).std(ddof=1) / math.sqrt(s.shape[0])),
+                       "diverged": {"discrete": int(runs.num_diverged), "sde": int(paths.num_diverged)}}
+    arrays["times"] = runs.times
+    return {"data": {"problem": problem.name, "rows": rows, "eta": cfg["eta"], "rho": cfg["rho"],
+                     "B": cfg["batch_size"]}, "arrays": arrays}
+
+
+# -- training: tr Sigma per variant (F2 real curves, F6, C6) -------------------------------------------------
+
+
+def stage_training(cfg: dict) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from analysis import m_sharpness as ms
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = ms.trace_sigma_table(cfg, cfg["problem"], cfg["problem_kwargs"], Path(tmp), log=lambda s: None)
+    return {"data": {"rows": rows, "claims": ms.orderings(rows, cfg["batch_size"]),
+                     "paper_reference": ms.PAPER_REFERENCE, "batch_size": cfg["batch_size"], "eta": cfg["eta"],
+                     "rho": cfg["rho"]}}
+
+
+def stage_train_sde(cfg: dict) -> dict:
+    """F2: real training against the SDE prediction of ``tr Sigma`` (:func:`analysis.training_vs_sde.run`)."""
+    from analysis import training_vs_sde as tvs
+
+    preset = dict(cfg)
+    preset["problem"] = tuple(preset["problem"])
+    preset["variants"] = tuple(tuple(v) for v in preset["variants"])
+    preset["seeds"] = tuple(preset["seeds"])
+    preset["observables"] = tuple(preset["observables"])
+    return {"data": tvs.run(preset, None, log=lambda s: None)}
+
+
+# -- F5: SGN structure along training -------------------------------------------------------------------------
+
+
+def stage_sgn(cfg: dict) -> dict:
+    from sde_sam import train
+
+    conf = train.TrainConfig(problem=cfg["problem"], problem_kwargs=cfg["problem_kwargs"], variant="sgd",
+                             batch_size=cfg["batch_size"], eta=cfg["eta"], steps=cfg["steps"], every=cfg["every"],
+                             seeds=(cfg["seed"],), observables=("loss",))
+    problem = train.build_problem(conf)
+    rec = train.record(conf, problem=problem, save_params=True)
+    k = cfg["k"]
+    rows, sig_spec, h_spec = [], [], []
+    T = len(rec.steps)
+    for t in range(T):
+        p = jax.tree_util.tree_map(lambda a: a[0, t], rec.saved_params)
+        key = jr.fold_in(jr.key(cfg["seed"]), t)
+        se = ss.noise.sigma_top_eigs(problem, p, k, key, chunk_size=256)
+        he = ss.curvature.top_eigenvalues(problem, p, k, key)
+        al = ss.curvature.alignment(problem, p, key, k=k, method="stochastic", num_probes=cfg["probes"],
+                                    chunk_size=256)
+        ti = ss.noise.tail_index(problem, p, ss.WithoutReplacement(cfg["batch_size"]), key,
+                                 num_batches=cfg["tail_batches"], num_directions=4, num_bootstrap=50)
+        sig_spec.append(np.asarray(se.values))
+        h_spec.append(np.asarray(he.values))
+        rows.append({"step": int(rec.steps[t]), "loss": float(rec.values["loss"][0, t]),
+                     "cosine": float(al.cosine.value), "cosine_stderr": float(al.cosine.stderr),
+                     "overlap": float(al.overlap), "trace_ratio": float(al.trace_ratio.value),
+                     "trace_sigma": float(al.trace_sigma.value), "trace_hessian": float(al.trace_hessian.value),
+                     "tail_index": float(ti.value), "tail_index_stderr": float(ti.stderr)})
+    return {"data": {"problem": problem.name, "d": problem.dim, "k": k, "rows": rows},
+            "arrays": {"sigma_eigs": np.stack(sig_spec), "hessian_eigs": np.stack(h_spec), "steps": rec.steps}}
+
+
+# -- F8 / C7: cost per step -----------------------------------------------------------------------------------
+
+
+def stage_timing(cfg: dict) -> dict:
+    """Median time per step of every variant (one jitted scan, rounds interleaved as in benchmarks/variants.py),
+    the serial m-SAM (a loop of ``k`` jitted SAM steps on the micro-batches) and the SDE simulator."""
+    from sde_sam._timing import scan_fn, stacked_batches, step_fn
+
+    problem = ss.problems.digits_mlp(hidden=cfg["hidden"])
+    B, rho, steps = cfg["batch_size"], 0.05, cfg["steps"]
+    sampler = ss.WithoutReplacement(B)
+    V = ss.variants
+    variants = {"SGD": V.sgd(), "SAM": V.sam(rho), "USAM": V.usam(rho), "n-SAM": V.n_sam(rho),
+                **{f"m-SAM (m={m})": V.m_sam(rho, m) for m in cfg["ms"]},
+                "F-SAM": V.f_sam(rho), "SAM-ON": V.sam_on(rho), "RW-SAM": V.rw_sam(rho),
+                "RW-SAM (descent)": V.rw_sam(rho, weights_in_descent=True)}
+    batches = stacked_batches(problem, sampler, steps)
+    params = problem.init_params
+    calls = {}
+    for name, v in variants.items():
+        fn, state = scan_fn(problem, v), v.init(params)
+        jax.block_until_ready(fn(params, state, batches, jr.key(1)))
+        calls[name] = lambda fn=fn, state=state: fn(params, state, batches, jr.key(1))
+    sam_step = step_fn(problem, V.sam(rho))
+    for k in cfg["serial_k"]:
+        m = B // k
+
+        def run(m=m, k=k):
+            p = params
+            for s in range(steps):
+                batch = jax.tree_util.tree_map(lambda a: a[s], batches)
+                Gs = [sam_step(p, (), jax.tree_util.tree_map(lambda a: a[j * m:(j + 1) * m], batch), jr.key(0))[0]
+                      for j in range(k)]
+                p = jax.tree_util.tree_map(lambda *a: sum(a) / len(a), *Gs)
+            return p
+
+        calls[f"serial m-SAM (k={k})"] = run
+        jax.block_until_ready(run())
+    sim = {}
+    for name in ("SGD", "SAM"):
+        model = ss.sde_model(problem, variants[name], sampler, eta=0.05, diffusion="leading")
+        rec = ss.observables("loss", every=steps)
+        ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0), record=rec)  # compile
+        sim[name] = (model, rec)
+        calls[f"simulator: {name} SDE ({cfg['paths']} paths)"] = (
+            lambda model=model, rec=rec: ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0),
+                                                     record=rec).final_params)
+    samples = {name: [] for name in calls}
+    for _ in range(cfg["repeats"]):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(call())
+            samples[name].append((time.perf_counter() - t0) / steps)
+    rows = {}
+    for name, s in samples.items():
+        rows[name] = {"ms_per_step": 1e3 * statistics.median(s),
+                      "vs_SGD": statistics.median(a / b for a, b in zip(s, samples["SGD"])),
+                      "vs_SAM": statistics.median(a / b for a, b in zip(s, samples["SAM"]))}
+    return {"data": {"problem": problem.name, "d": problem.dim, "B": B, "steps_per_call": steps,
+                     "repeats": cfg["repeats"], "device": str(jax.devices()[0]), "rows": rows}}
+
+
+# -- symbolic drifts for the report (DESIGN §5) --------------------------------------------------------------
+
+
+def stage_symbolic(cfg: dict) -> dict:
+    """The sympy report of every variant's drift and diffusion (:func:`sde_sam.symbolic.report_markdown`)."""
+    from sde_sam import symbolic
+
+    text = symbolic.report_markdown()
+    # demote headings by two levels so the section nests under the reproduce report's "##"
+    text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
+    return {"data": {"markdown": text}}

@@ -1,0 +1,55 @@
+"""Shared pieces of the paper checks: a row (measured, expected, tolerance, PASS/FAIL) and a check result."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One comparison: ``measured`` against ``expected`` within ``tolerance`` (all as short strings)."""
+
+    what: str
+    measured: str
+    expected: str
+    tolerance: str
+    passed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    id: str
+    claim: str
+    rows: tuple[Row, ...]
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r.passed for r in self.rows)
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "claim": self.claim, "status": self.status, "note": self.note,
+                "rows": [dataclasses.asdict(r) | {"status": "PASS" if r.passed else "FAIL"} for r in self.rows]}
+
+    def format(self) -> str:
+        lines = [f"[{self.status}] {self.id}: {self.claim}"]
+        for r in self.rows:
+            lines.append(f"    {'PASS' if r.passed else 'FAIL'}  {r.what}: measured {r.measured}; expected {r.expected}"
+                         f" (tolerance {r.tolerance})")
+        if self.note:
+            lines.append(f"    note: {self.note}")
+        return "\n".join(lines)
+
+
+def close(measured: float, expected: float, tol: float) -> bool:
+    return math.isfinite(measured) and abs(measured - expected) <= tol
+
+
+def fmt(x: float, se: float | None = None, digits: int = 4) -> str:
+    s = f"{x:.{digits}g}"
+    return s if se is None else f"{s} ± {se:.2g}"

@@ -1,0 +1,152 @@
+"""Cached, resumable stages (DESIGN §7): each stage is a pure function of its config, its result is written
+atomically under the output folder (``.npz`` of arrays + ``.json`` of data, config, seed, versions, device and
+git revision, via :func:`sde_sam._io.save_result`) and found again by a hash of ``(name, config)``.
+
+A finished stage is loaded, never recomputed; an interrupted run therefore resumes at the first stage without
+a result. A cache file that cannot be read, or whose stored checksums disagree with its contents, is reported
+(one line naming the file and the reason) and the stage is recomputed; the bad files are kept beside it with
+the suffix ``.corrupt`` so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._io import load_result, provenance, result_paths, save_result, to_jsonable
+
+__all__ = ["CacheCorrupted", "Stage", "StageResult", "config_hash", "git_revision", "run_stage", "stage_path"]
+
+#: Bumped when the on-disk layout changes (part of every hash).
+CACHE_FORMAT = 1
+
+#: Called as ``hook(stage_name)`` after each stage's result is on disk (tests use it to simulate interruption).
+AFTER_STAGE_HOOKS: list[Callable[[str], None]] = []
+
+
+class CacheCorrupted(Exception):
+    """A stage's cache files exist but cannot be trusted (unreadable or checksum mismatch)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A named pure function ``fn(config) -> {"data": JSON-able dict, "arrays": {name: array}}``."""
+
+    name: str
+    fn: Callable[[dict], dict]
+    config: Mapping[str, Any]
+    description: str = ""
+
+
+@dataclasses.dataclass
+class StageResult:
+    name: str
+    data: dict
+    arrays: dict[str, np.ndarray]
+    meta: dict
+    path: Path
+    cached: bool
+    wall_s: float
+
+
+def config_hash(name: str, config: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``(format, name, config)``."""
+    doc = json.dumps({"format": CACHE_FORMAT, "name": name, "config": to_jsonable(dict(config))}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def stage_path(out: str | os.PathLike, stage: Stage) -> Path:
+    """``out/stages/<name>-<hash12>`` (the ``.json``/``.npz`` suffixes are added by :func:`sde_sam.save_result`)."""
+    return Path(out) / "stages" / f"{stage.name}-{config_hash(stage.name, stage.config)[:12]}"
+
+
+def arrays_checksum(arrays: Mapping[str, Any]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``arrays`` (order independent)."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(np.asarray(arrays[k]))
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def data_checksum(data: Any) -> str:
+    return hashlib.sha256(json.dumps(to_jsonable(data), sort_keys=True).encode()).hexdigest()
+
+
+def git_revision() -> str | None:
+    """``git describe --always --dirty`` of the source tree of this package, or ``None`` outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def load_stage(path: Path, name: str) -> StageResult:
+    """Load a stage result, raising :class:`CacheCorrupted` (with the reason) when it cannot be trusted."""
+    json_path, npz_path = result_paths(path)
+    try:
+        arrays, meta = load_result(path)
+    except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile, OSError, ValueError, KeyError,
+            EOFError) as e:
+        if isinstance(e, FileNotFoundError) and not json_path.exists():
+            raise
+        raise CacheCorrupted(f"{json_path.name}/{npz_path.name} unreadable ({type(e).__name__}: {e})") from e
+    if not isinstance(meta, dict) or "checksums" not in meta or "data" not in meta:
+        raise CacheCorrupted(f"{json_path.name} lacks its data or checksums")
+    if arrays_checksum(arrays) != meta["checksums"].get("arrays"):
+        raise CacheCorrupted(f"{npz_path.name}: array checksum mismatch")
+    if data_checksum(meta["data"]) != meta["checksums"].get("data"):
+        raise CacheCorrupted(f"{json_path.name}: data checksum mismatch")
+    return StageResult(name, meta["data"], arrays, meta, json_path, True, float(meta.get("wall_s", 0.0)))
+
+
+def _quarantine(path: Path) -> list[Path]:
+    moved = []
+    for p in result_paths(path):
+        if p.exists():
+            target = p.with_name(p.name + ".corrupt")
+            os.replace(p, target)
+            moved.append(target)
+    return moved
+
+
+def run_stage(stage: Stage, out: str | os.PathLike, *, log: Callable[[str], None] = print,
+              force: bool = False) -> StageResult:
+    """The result of ``stage``: loaded from ``out`` when a trusted one exists, else computed and saved atomically."""
+    path = stage_path(out, stage)
+    if not force and result_paths(path)[0].exists():
+        try:
+            return load_stage(path, stage.name)
+        except CacheCorrupted as e:
+            moved = _quarantine(path)
+            log(f"warning: cache of stage {stage.name!r} is corrupted: {e}; recomputing "
+                f"(bad files kept as {', '.join(p.name for p in moved)})")
+    t0 = time.perf_counter()
+    result = stage.fn(dict(stage.config))
+    wall = time.perf_counter() - t0
+    data = to_jsonable(result.get("data", {}))
+    arrays = {k: np.asarray(v) for k, v in result.get("arrays", {}).items()}
+    meta = {
+        "stage": stage.name, "description": stage.description, "config": to_jsonable(dict(stage.config)),
+        "config_hash": config_hash(stage.name, stage.config), "seed": stage.config.get("seed"),
+        "git_revision": git_revision(), "wall_s": wall, "provenance": provenance(), "data": data,
+        "checksums": {"arrays": arrays_checksum(arrays), "data": data_checksum(data)},
+    }
+    json_path = save_result(path, arrays, meta)
+    for hook in list(AFTER_STAGE_HOOKS):
+        hook(stage.name)
+    return StageResult(stage.name, data, arrays, meta, json_path, False, wall)

@@ -1,0 +1,62 @@
+"""Configurations of the ``sde-sam reproduce`` stages: ``quick`` (minutes on 2 CPU cores) and ``full``."""
+
+from __future__ import annotations
+
+import copy
+
+QUICK = {
+    "drift": dict(seed=0, n=6, batch_size=2, m=1, rhos=[0.04, 0.01], coef_rhos=[5e-4], coef_ms=[1, 2],
+                  sigmas=[0.0, 1.0]),
+    "variance_term": dict(seed=0, l2=0.0, init_scale=0.3, batch_size=16, rho=0.01, num_batches=256,
+                          ms=[1, 2, 4, 8, 16]),
+    "grad_norm": dict(seed=0, batch_sizes=[1, 4, 16, 64], num_batches=128),
+    "weak_order": dict(config=dict(exact_only=True), parts=["linreg_exact"]),
+    "eta_rho": dict(seed=0, etas=[0.2, 0.1, 0.05], rhos=[0.4, 0.1], t1=1.0, num_paths=128, substeps=1),
+    "escape": dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=8, rho=0.1, eta=0.05, steps=120,
+                   every=10, num_runs=128, num_paths=128, drift_samples=8),
+    "training": dict(problem="digits_mlp", problem_kwargs={"hidden": 8}, batch_size=32, eta=0.1, rho=0.05,
+                     steps=100, every=25, seeds=[0, 1], ms=[32, 4, 1], timing_repeats=0),
+    "train_sde": dict(problem=["digits_mlp", {"hidden": 8}],
+                      variants=[["SAM", "sam", {"rho": 0.05}],
+                                ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}]],
+                      batch_size=32, eta=0.1, steps=60, every=20, seeds=[0, 1, 2, 3], paths=4, num_samples=8,
+                      noise_batches=32, top_k=3, observables=["loss", "trace_sigma"]),
+    "sgn": dict(seed=0, problem="digits_mlp", problem_kwargs={"hidden": 8}, batch_size=32, eta=0.1, steps=100,
+                every=50, k=5, probes=8, tail_batches=128),
+    "timing": dict(hidden=32, batch_size=64, steps=10, repeats=3, ms=[8], serial_k=[2], paths=8),
+    "symbolic": dict(setting="default"),
+}
+
+FULL = {
+    "drift": dict(seed=0, n=8, batch_size=4, m=2, rhos=[0.08, 0.04, 0.02, 0.01, 0.005], coef_rhos=[2e-3, 1e-3, 5e-4],
+                  coef_ms=[1, 2, 4], sigmas=[0.0, 0.25, 0.5, 0.75, 1.0]),
+    "variance_term": dict(seed=0, l2=0.0, init_scale=0.3, batch_size=32, rho=0.01, num_batches=2048,
+                          ms=[1, 2, 4, 8, 16, 32]),
+    "grad_norm": dict(seed=0, batch_sizes=[1, 2, 4, 8, 16, 32, 64, 128, 256], num_batches=1024),
+    "weak_order": dict(config=dict(exact_only=False), parts=None),
+    "eta_rho": dict(seed=0, etas=[0.2, 0.1, 0.05, 0.025], rhos=[0.4, 0.2, 0.1, 0.05], t1=1.0, num_paths=4096,
+                    substeps=2),
+    "escape": dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=16, rho=0.1, eta=0.05, steps=400,
+                   every=10, num_runs=1024, num_paths=1024, drift_samples=64),
+    "training": dict(problem="digits_mlp", problem_kwargs={"hidden": 64}, batch_size=64, eta=0.1, rho=0.05,
+                     steps=3000, every=250, seeds=list(range(8)), ms=[64, 32, 16, 8, 4, 1], timing_repeats=0),
+    "train_sde": dict(problem=["digits_mlp", {"hidden": 32}],
+                      variants=[["SGD", "sgd", {}], ["SAM", "sam", {"rho": 0.05}],
+                                ["m-SAM (m=16)", "m-sam", {"rho": 0.05, "micro_batch_size": 16}],
+                                ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}],
+                                ["m-SAM (m=1)", "m-sam", {"rho": 0.05, "micro_batch_size": 1}]],
+                      batch_size=64, eta=0.1, steps=1000, every=100, seeds=list(range(8)), paths=16, num_samples=32,
+                      noise_batches=512, top_k=5, observables=["loss", "trace_sigma"]),
+    "sgn": dict(seed=0, problem="digits_mlp", problem_kwargs={"hidden": 64}, batch_size=64, eta=0.1, steps=2000,
+                every=250, k=10, probes=64, tail_batches=2048),
+    "timing": dict(hidden=64, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64),
+    "symbolic": dict(setting="default"),
+}
+
+PRESETS = {"quick": QUICK, "full": FULL}
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])

@@ -1,0 +1,227 @@
+"""``sde-sam reproduce``: every figure (F1–F8) and paper check (C1–C9) of DESIGN §8 from one command.
+
+Stages (``analysis.stages``) run through the cached pipeline (:mod:`sde_sam._pipeline`); figures (``figures/``) and
+checks (``paper_checks/``) read their results. The report ``report.md`` + ``report.json`` embeds the figures, the
+check table and the symbolic drifts (:mod:`sde_sam.symbolic`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ._io import provenance, to_jsonable
+from ._pipeline import Stage, git_revision, run_stage
+from ._presets import preset
+
+STAGE_DESCRIPTIONS = {
+    "drift": "exact expected steps vs closed-form drifts (small smooth problem, float64)",
+    "variance_term": "m-USAM minus n-USAM drift projected on grad tr Sigma (Monte Carlo)",
+    "grad_norm": "E||grad f_gamma|| against the batch size",
+    "weak_order": "weak error vs eta (analysis.weak_order)",
+    "eta_rho": "weak-error map over (eta, rho)",
+    "escape": "escape from the sharp basin, discrete and SDE",
+    "training": "tr Sigma per variant along real training (analysis.m_sharpness)",
+    "train_sde": "training against the SDE prediction (analysis.training_vs_sde)",
+    "sgn": "noise structure along training: spectra, alignment, tail index",
+    "timing": "cost per step of every variant and of the simulator",
+    "symbolic": "sympy drifts and diffusions of every variant (report section)",
+}
+
+
+def registry() -> tuple[dict, dict]:
+    """``(figures, checks)``: id -> module."""
+    from figures import FIGURES
+    from paper_checks import CHECKS
+
+    return FIGURES, CHECKS
+
+
+def parse_only(only: str | None) -> list[str]:
+    """The figure/check ids in ``only`` (comma-separated, case-insensitive); all when ``None``."""
+    figures, checks = registry()
+    valid = list(figures) + list(checks)
+    if only is None:
+        return valid
+    items = [s.strip().upper() for s in only.split(",") if s.strip()]
+    if not items:
+        raise ValueError(f"--only is empty; valid names: {','.join(valid)}")
+    bad = [s for s in items if s not in valid]
+    if bad:
+        raise ValueError(f"--only: unknown figure/check {', '.join(bad)}; valid names: {','.join(valid)}")
+    return list(dict.fromkeys(items))
+
+
+def stages_for(ids: Sequence[str], mode: str) -> list[Stage]:
+    from analysis import stages as S
+
+    figures, checks = registry()
+    needed: list[str] = []
+    for i in ids:
+        for s in (figures.get(i) or checks[i]).STAGES:
+            if s not in needed:
+                needed.append(s)
+    if "symbolic" not in needed:
+        needed.append("symbolic")  # the report always embeds the symbolic drifts (cached after the first run)
+    cfg = preset(mode)
+    order = list(STAGE_DESCRIPTIONS)
+    needed.sort(key=order.index)
+    return [Stage(name, getattr(S, f"stage_{name}"), cfg[name], STAGE_DESCRIPTIONS[name]) for name in needed]
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """Create ``out`` (and parents) and make sure a file can be written there; clear ValueError otherwise."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"output folder {str(out)!r} is not writable ({e.strerror or e}); pass --out DIR "
+                         "with a writable folder") from None
+    return out
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def set_device(device: str) -> None:
+    """``cpu``: force JAX onto the CPU; ``gpu``: require an accelerator (clear error when none)."""
+    import jax
+
+    if device == "cpu":
+        jax.config.update("jax_platforms", "cpu")
+    elif device == "gpu":
+        try:
+            if jax.default_backend() not in ("gpu", "cuda", "rocm"):
+                raise RuntimeError
+        except RuntimeError:
+            raise ValueError("--device gpu: no GPU is visible to JAX (install jax[cuda12]) or use --device cpu") from None
+    elif device is not None:
+        raise ValueError(f"--device must be 'cpu' or 'gpu', got {device!r}")
+
+
+def reproduce(mode: str = "quick", only: str | None = None, out: str | os.PathLike = "results",
+              log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Run the stages needed by ``only`` (default all), then the checks and figures; write the report.
+
+    Returns the report dict (also written to ``out/report.json``)."""
+    ids = parse_only(only)
+    out = check_out_dir(out)
+    figures, checks = registry()
+    stages = stages_for(ids, mode)
+    t0, c0 = time.perf_counter(), _cpu()
+    results, arrays, stage_rows = {}, {}, []
+    bar = tqdm(stages, desc="stages", unit="stage", disable=not progress)
+    for st in bar:
+        bar.set_postfix_str(st.name)
+        c = _cpu()
+        try:
+            res = run_stage(st, out, log=lambda m: tqdm.write(m) if progress else log(m))
+        except ImportError as e:
+            if st.name != "symbolic":
+                raise
+            log(f"note: symbolic stage skipped ({e})")
+            continue
+        results[st.name], arrays[st.name] = res.data, res.arrays
+        stage_rows.append({"stage": st.name, "cached": res.cached, "wall_s": round(res.wall_s, 2),
+                           "cpu_s": None if res.cached else round(_cpu() - c, 2), "path": str(res.path)})
+    check_rows, fig_rows = [], []
+    for i in ids:
+        if i in checks:
+            try:
+                r = checks[i].evaluate(results)
+                check_rows.append(r.to_dict())
+                log(r.format())
+            except Exception as e:  # a broken check must not hide the others
+                check_rows.append({"id": i, "claim": checks[i].CLAIM, "status": "ERROR", "error": repr(e), "rows": []})
+                log(f"[ERROR] {i}: {e!r}\n{traceback.format_exc()}")
+    fig_dir = out / "figures"
+    for i in tqdm([i for i in ids if i in figures], desc="figures", disable=not progress):
+        try:
+            paths = figures[i].render(results, arrays, fig_dir)
+            fig_rows.append({"id": i, "title": figures[i].TITLE, "files": [str(p.relative_to(out)) for p in paths]})
+        except Exception as e:
+            fig_rows.append({"id": i, "title": figures[i].TITLE, "error": repr(e), "files": []})
+            log(f"[ERROR] figure {i}: {e!r}\n{traceback.format_exc()}")
+    report = {"mode": mode, "only": ids, "out": str(out), "stages": stage_rows, "checks": check_rows,
+              "figures": fig_rows, "wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(_cpu() - c0, 2),
+              "git_revision": git_revision(), "provenance": provenance()}
+    sym = results.get("symbolic")
+    report["symbolic"] = ({"available": True, "markdown": sym["markdown"]} if sym else
+                          {"available": False, "note": "symbolic stage not run"})
+    write_report(out, report)
+    return report
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_report(out: Path, report: dict) -> Path:
+    lines = [f"# sde-sam reproduce ({report['mode']})", "",
+             f"git revision `{report['git_revision']}`, device `{report['provenance']['device']}`, "
+             f"wall time {report['wall_s']:.0f} s (CPU time {report['cpu_s']:.0f} s), "
+             f"jax {report['provenance']['versions']['jax']}.", "", "## Paper checks", "",
+             "| id | claim | status |", "|---|---|---|"]
+    for c in report["checks"]:
+        lines.append(f"| {c['id']} | {c['claim']} | **{c['status']}** |")
+    for c in report["checks"]:
+        lines += ["", f"### {c['id']}: {c['claim']} — {c['status']}", ""]
+        if c.get("error"):
+            lines.append(f"error: `{c['error']}`")
+            continue
+        lines += ["| what | measured | expected | tolerance | status |", "|---|---|---|---|---|"]
+        for r in c["rows"]:
+            lines.append(f"| {r['what']} | {r['measured']} | {r['expected']} | {r['tolerance']} | {r['status']} |")
+        if c.get("note"):
+            lines += ["", c["note"]]
+    lines += ["", "## Figures", ""]
+    for f in report["figures"]:
+        lines.append(f"### {f['id']}: {f['title']}")
+        lines.append("")
+        if f.get("error"):
+            lines.append(f"not rendered: `{f['error']}`")
+        else:
+            png = [p for p in f["files"] if p.endswith(".png")][0]
+            pdf = [p for p in f["files"] if p.endswith(".pdf")][0]
+            lines.append(f"![{f['id']}]({png})  ([PDF]({pdf}))")
+        lines.append("")
+    lines += ["## Stages", "", "| stage | cached | wall s | CPU s | result |", "|---|---|---|---|---|"]
+    for s in report["stages"]:
+        lines.append(f"| {s['stage']} | {s['cached']} | {s['wall_s']} | {s['cpu_s']} | `{Path(s['path']).name}` |")
+    lines += ["", "## Symbolic drifts (sympy, DESIGN §5)", ""]
+    sym = report["symbolic"]
+    lines.append(sym["markdown"] if sym.get("available") else f"_{sym['note']}_")
+    md = out / "report.md"
+    _atomic_text(md, "\n".join(lines) + "\n")
+    slim = dict(report)
+    slim["symbolic"] = {k: v for k, v in sym.items() if k != "markdown"}
+    _atomic_text(out / "report.json", json.dumps(to_jsonable(slim), indent=1))
+    return md
+
+
+def summary_table(report: dict) -> str:
+    lines = [f"{'item':<6}{'status':<8}description", "-" * 72]
+    for c in report["checks"]:
+        lines.append(f"{c['id']:<6}{c['status']:<8}{c['claim'][:58]}")
+    for f in report["figures"]:
+        lines.append(f"{f['id']:<6}{'ERROR' if f.get('error') else 'done':<8}{f['title'][:58]}")
+    n_pass = sum(c["status"] == "PASS" for c in report["checks"])
+    lines.append("-" * 72)
+    lines.append(f"{n_pass}/{len(report['checks'])} checks PASS, {len(report['figures'])} figures; "
+                 f"{report['wall_s']:.0f} s wall, {report['cpu_s']:.0f} s CPU")
+    lines.append(f"report: {Path(report['out']) / 'report.md'}")
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""The ``sde-sam`` command line: bad input, a small end-to-end run, each paper check able to FAIL."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis import stages as S
+from paper_checks import CHECKS
+from sde_sam import _presets, cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- bad input ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_figure_or_check(tmp_path, capsys):
+    assert cli.main(["reproduce", "--only", "F1,X9", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "X9" in err and "F1" in err and "C9" in err  # names the bad item and lists the valid ones
+    assert cli.main(["check", "--only", "F1", "--out", str(tmp_path)]) == 2
+    assert "unknown check F1" in capsys.readouterr().err
+    assert cli.main(["figures", "--only", "C1", "--out", str(tmp_path)]) == 2
+    assert "unknown figure C1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_out_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    assert cli.main(["reproduce", "--only", "C3", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "not writable" in err and "--out" in err
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_out_dir(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert cli.main(["reproduce", "--only", "C3", "--out", str(ro)]) == 2
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o700)
+
+
+# -- end to end on a tiny preset -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    quick = copy.deepcopy(_presets.QUICK)
+    quick["grad_norm"] = dict(seed=0, batch_sizes=[1, 64], num_batches=32)
+    quick["variance_term"] = dict(seed=0, l2=0.0, init_scale=0.3, batch_size=2, rho=0.01, num_batches=32, ms=[1, 2])
+    monkeypatch.setitem(_presets.PRESETS, "quick", quick)
+    calls = []
+
+    def fake_symbolic(cfg):  # the sympy report has its own tests; keep the smoke run fast
+        calls.append(cfg)
+        return {"data": {"markdown": "### SGD\n\n$b = g$"}}
+
+    monkeypatch.setattr(S, "stage_symbolic", fake_symbolic)
+    return calls
+
+
+def test_reproduce_end_to_end_and_resume(tmp_path, tiny, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "--quick", "--only", "C3,F4", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "C3" in text and "F4" in text and "report:" in text and str(out / "report.md") in text
+    report = json.loads((out / "report.json").read_text())
+    assert [c["id"] for c in report["checks"]] == ["C3"] and report["checks"][0]["status"] in ("PASS", "FAIL")
+    assert {r["stage"] for r in report["stages"]} == {"grad_norm", "variance_term", "symbolic"}
+    for f in ("figures/F4_variance_regularizer.png", "figures/F4_variance_regularizer.pdf"):
+        assert (out / f).stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "![F4](figures/F4_variance_regularizer.png)" in md and "$b = g$" in md and "| C3 |" in md
+    stage_files = sorted((out / "stages").glob("*.json"))
+    mtimes = [p.stat().st_mtime_ns for p in stage_files]
+    assert cli.main(["reproduce", "--quick", "--only", "C3,F4", "--out", str(out), "--no-progress"]) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert all(r["cached"] for r in again["stages"])
+    assert [p.stat().st_mtime_ns for p in stage_files] == mtimes
+    assert again["checks"] == report["checks"]
+    assert len(tiny) == 1
+
+
+def test_check_subcommand_reports_pass_fail(tmp_path, tiny, capsys):
+    assert cli.main(["check", "--only", "c3", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "C3" in out and ("PASS" in out or "FAIL" in out) and "measured" in out and "expected" in out
+
+
+def test_python_dash_m_help():
+    r = subprocess.run([sys.executable, "-m", "sde_sam", "reproduce", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert r.returncode == 0 and "--quick" in r.stdout and "--only" in r.stdout and "--device" in r.stdout
+
+
+@pytest.mark.slow
+def test_reproduce_quick_full_run(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sde_sam", "reproduce", "--quick", "--out", str(tmp_path), "--no-progress"],
+                       capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       timeout=3600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert sorted(c["id"] for c in report["checks"]) == [f"C{i}" for i in range(1, 10)]
+    assert sorted(f["id"] for f in report["figures"]) == [f"F{i}" for i in range(1, 9)]
+    assert not any(f.get("error") for f in report["figures"])
+    assert all(c["status"] in ("PASS", "FAIL") for c in report["checks"])
+
+
+# -- every check can fail -----------------------------------------------------------------------------------
+
+
+def _good_data():
+    """Minimal stage results shaped like the real ones, with values that satisfy each claim."""
+    fit = {"slope": 2.01, "slope_stderr": 0.01}
+    return {
+        "drift": {
+            "problem": "p", "n": 6, "B": 2, "d": 8, "rhos": [0.02, 0.01],
+            "residual_fits": {"SAM": fit, "USAM": fit},
+            "variance_coefficient": {"rhos": [1e-3], "values": {"n-USAM": [1e-5], "m-USAM (m=1)": [1.0001]},
+                                     "expected": {"n-USAM": 0.0, "m-USAM (m=1)": 1.0}},
+            "f_usam_grad_norm_coefficient": {"rho": 1e-3, "values": {"0.0": 1.0, "1.0": 1e-4},
+                                             "expected": {"0.0": 1.0, "1.0": 0.0}},
+            "sam_on": {"rows": [{"rho": 1e-3, "rel_err_masked": 1e-4, "rel_err_unmasked": 0.8}],
+                       "max_unmasked_perturbation": 0.0, "max_masked_perturbation": 1e-3, "masked_leaf": "w2",
+                       "num_masked": 2, "d": 8},
+        },
+        "variance_term": {"problem": "p", "B": 4, "rows": [
+            {"m": 1, "c_m": 1.0, "coef_general": 0.98, "coef_general_stderr": 0.02},
+            {"m": 4, "c_m": 0.25, "coef_general": 0.26, "coef_general_stderr": 0.01}]},
+        "grad_norm": {"problem": "p", "full_grad_norm": 1.0, "rows": [
+            {"B": 1, "value": 3.0, "stderr": 0.1}, {"B": 4, "value": 2.0, "stderr": 0.05},
+            {"B": 16, "value": 1.5, "stderr": 0.02}]},
+        "weak_order": {"linreg_exact": {"SGD|order1": {"variant": "SGD", "order": 1, "method": "exact", "slope": 1.03,
+                                                       "lo": 1.0, "hi": 1.06},
+                                        "SGD|order2": {"variant": "SGD", "order": 2, "method": "exact", "slope": 2.0,
+                                                       "lo": 1.9, "hi": 2.1}}},
+        "escape": {"problem": "p", "B": 8, "eta": 0.05, "rho": 0.1, "rows": {
+            "m-SAM (m=1)": {"m": 1, "discrete_time_avg": 0.8, "discrete_time_avg_stderr": 0.01, "sde_time_avg": 0.8,
+                            "sde_time_avg_stderr": 0.01},
+            "m-SAM (m=8)": {"m": 8, "discrete_time_avg": 0.5, "discrete_time_avg_stderr": 0.01, "sde_time_avg": 0.5,
+                            "sde_time_avg_stderr": 0.01},
+            "n-SAM": {"m": 0, "discrete_time_avg": 0.1, "discrete_time_avg_stderr": 0.01, "sde_time_avg": 0.1,
+                      "sde_time_avg_stderr": 0.01}}},
+        "training": {"batch_size": 32, "eta": 0.1, "rho": 0.05,
+                     "paper_reference": {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79},
+                     "rows": {k: {"trace_sigma_final": {"mean": v, "stderr": 0.1}} for k, v in
+                              {"SGD": 10.0, "SAM": 8.0, "m-SAM (m=B)": 8.0, "m-SAM (m=8)": 7.0, "m-SAM (m=1)": 5.0,
+                               "RW-SAM": 5.5}.items()}},
+        "timing": {"problem": "p", "d": 10, "B": 64, "device": "cpu", "repeats": 3, "rows": {
+            "RW-SAM": {"vs_SAM": 1.1}, "serial m-SAM (k=2)": {"vs_SAM": 2.1}}},
+    }
+
+
+WRONG = {
+    "C1": lambda d: d["drift"]["residual_fits"]["SAM"].update(slope=1.0),
+    "C2": lambda d: d["variance_term"]["rows"][0].update(coef_general=0.5),
+    "C3": lambda d: d["grad_norm"]["rows"][2].update(value=3.5),
+    "C4": lambda d: d["weak_order"]["linreg_exact"]["SGD|order1"].update(slope=0.5),
+    "C5": lambda d: d["escape"]["rows"]["m-SAM (m=8)"].update(discrete_time_avg=0.95),
+    "C6": lambda d: d["training"]["rows"]["RW-SAM"]["trace_sigma_final"].update(mean=9.0),
+    "C7": lambda d: d["timing"]["rows"]["RW-SAM"].update(vs_SAM=1.5),
+    "C8": lambda d: d["drift"]["f_usam_grad_norm_coefficient"]["values"].update({"1.0": 0.5}),
+    "C9": lambda d: d["drift"]["sam_on"].update(max_unmasked_perturbation=1e-3),
+}
+
+
+@pytest.mark.parametrize("cid", sorted(CHECKS))
+def test_each_check_passes_on_good_and_fails_on_wrong_values(cid, capsys):
+    check = CHECKS[cid]
+    good = check.evaluate(_good_data())
+    assert good.status == "PASS", good.format()
+    data = _good_data()
+    WRONG[cid](data)
+    bad = check.evaluate(data)
+    assert bad.status == "FAIL"
+    text = bad.format()
+    assert "FAIL" in text and "measured" in text and "expected" in text and "tolerance" in text
