@@ -67,6 +67,7 @@ def _atomic_write(target: Path, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
