@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import math
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -379,8 +378,8 @@ def stage_sgn(cfg: dict) -> dict:
 
 def stage_timing(cfg: dict) -> dict:
     """Median time per step of every variant (one jitted scan, rounds interleaved as in benchmarks/variants.py),
-    the serial m-SAM (a loop of ``k`` jitted SAM steps on the micro-batches) and the SDE simulator."""
-    from sde_sam._timing import scan_fn, stacked_batches, step_fn
+    the serial m-SAM (its micro-batches one after another, each a SAM step) and the SDE simulator."""
+    from sde_sam._timing import interleaved_times, median_ratio, variant_calls
 
     problem = ss.problems.digits_mlp(hidden=cfg["hidden"])
     B, rho, steps = cfg["batch_size"], 0.05, cfg["steps"]
@@ -390,48 +389,18 @@ def stage_timing(cfg: dict) -> dict:
                 **{f"m-SAM (m={m})": V.m_sam(rho, m) for m in cfg["ms"]},
                 "F-SAM": V.f_sam(rho), "SAM-ON": V.sam_on(rho), "RW-SAM": V.rw_sam(rho),
                 "RW-SAM (descent)": V.rw_sam(rho, weights_in_descent=True)}
-    batches = stacked_batches(problem, sampler, steps)
-    params = problem.init_params
-    calls = {}
-    for name, v in variants.items():
-        fn, state = scan_fn(problem, v), v.init(params)
-        jax.block_until_ready(fn(params, state, batches, jr.key(1)))
-        calls[name] = lambda fn=fn, state=state: fn(params, state, batches, jr.key(1))
-    sam_step = step_fn(problem, V.sam(rho))
-    for k in cfg["serial_k"]:
-        m = B // k
-
-        def run(m=m, k=k):
-            p = params
-            for s in range(steps):
-                batch = jax.tree_util.tree_map(lambda a: a[s], batches)
-                Gs = [sam_step(p, (), jax.tree_util.tree_map(lambda a: a[j * m:(j + 1) * m], batch), jr.key(0))[0]
-                      for j in range(k)]
-                p = jax.tree_util.tree_map(lambda *a: sum(a) / len(a), *Gs)
-            return p
-
-        calls[f"serial m-SAM (k={k})"] = run
-        jax.block_until_ready(run())
-    sim = {}
+    calls = variant_calls(problem, variants, sampler, steps, serial_micro_batch_sizes=[B // k for k in cfg["serial_k"]])
+    for k in cfg["serial_k"]:  # name the serial form by its number of micro-batches k = B/m
+        calls[f"serial m-SAM (k={k})"] = calls.pop(f"serial m-SAM (m={B // k})")
     for name in ("SGD", "SAM"):
         model = ss.sde_model(problem, variants[name], sampler, eta=0.05, diffusion="leading")
         rec = ss.observables("loss", every=steps)
-        ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0), record=rec)  # compile
-        sim[name] = (model, rec)
         calls[f"simulator: {name} SDE ({cfg['paths']} paths)"] = (
             lambda model=model, rec=rec: ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0),
                                                      record=rec).final_params)
-    samples = {name: [] for name in calls}
-    for _ in range(cfg["repeats"]):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(call())
-            samples[name].append((time.perf_counter() - t0) / steps)
-    rows = {}
-    for name, s in samples.items():
-        rows[name] = {"ms_per_step": 1e3 * statistics.median(s),
-                      "vs_SGD": statistics.median(a / b for a, b in zip(s, samples["SGD"])),
-                      "vs_SAM": statistics.median(a / b for a, b in zip(s, samples["SAM"]))}
+    samples = interleaved_times(calls, cfg["repeats"], steps)
+    rows = {name: {"ms_per_step": 1e3 * statistics.median(s), "vs_SGD": median_ratio(samples, name, "SGD"),
+                   "vs_SAM": median_ratio(samples, name, "SAM")} for name, s in samples.items()}
     return {"data": {"problem": problem.name, "d": problem.dim, "B": B, "steps_per_call": steps,
                      "repeats": cfg["repeats"], "device": str(jax.devices()[0]), "rows": rows}}
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._common import colors, plt, save
+from ._common import plt, save
 
 ID, STAGES, TITLE = "F3", ("weak_order",), "Weak error of the SDE models vs learning rate"
 

@@ -23,5 +23,5 @@ def render(results: dict, arrays: dict, out) -> list:
     ax.set_xlim(ms.min() / 2, ms.max() * 8)
     ax.set_xlabel("milliseconds per step (median; log scale)")
     ax.set_title(f"{TITLE}: {d['problem']} (d={d['d']}), B={d['B']}, {d['device']}\n"
-                 "blue: variants (one jitted scan); orange: serial m-SAM (Python loop); red: simulator", fontsize=9)
+                 "blue: variants (one jitted scan); orange: serial m-SAM (micro-batches in sequence); red: simulator", fontsize=9)
     return save(fig, out, "F8_cost")

@@ -1,6 +1,6 @@
 """C4: weak order 1 for every variant (fitted slope of the weak error against eta, :mod:`analysis.weak_order`)."""
 
-from ._base import CheckResult, Row, close, fmt
+from ._base import CheckResult, Row, close
 
 ID, STAGES, TOL = "C4", ("weak_order",), 0.2
 CLAIM = "weak order 1 for every variant (first-order SME)"

@@ -72,3 +72,66 @@ def time_per_step(problem: Problem, variant: Variant, sampler: Sampler, repeats:
     batches = stacked_batches(problem, sampler, steps)
     return median_time(scan_fn(problem, variant), params, variant.init(params), batches, jr.key(1),
                        repeats=repeats, number=1) / steps
+
+
+def serial_m_sam_scan_fn(problem: Problem, rho: float, micro_batch_size: int, eta: float = 0.05):
+    """m-SAM in its serial form, as the original implementation runs it: the ``k`` micro-batches are visited one
+    after another (an inner ``lax.scan``), each with its own SAM ascent and gradient, and the ``k`` gradients are
+    averaged. Same ``(params, state, batches, key) -> params`` signature as :func:`scan_fn`."""
+    from ._variants import sam
+
+    inner = sam(rho)
+
+    @jax.jit
+    def run(params: PyTree, state: PyTree, batches: PyTree, key):
+        def body(params, batch):
+            B = jax.tree_util.tree_leaves(batch)[0].shape[0]
+            k = B // micro_batch_size
+            micro = jax.tree_util.tree_map(lambda a: a.reshape(k, micro_batch_size, *a.shape[1:]), batch)
+
+            def one(acc, batch_j):
+                G, _, _ = inner.gradient(problem, params, (), batch_j, key)
+                return jax.tree_util.tree_map(lambda a, g: a + g / k, acc, G), None
+
+            G, _ = jax.lax.scan(one, jax.tree_util.tree_map(jax.numpy.zeros_like, params), micro)
+            return jax.tree_util.tree_map(lambda p, g: p - eta * g, params, G), None
+
+        params, _ = jax.lax.scan(body, params, batches)
+        return params
+
+    return run
+
+
+def interleaved_times(calls: dict, repeats: int, steps: int) -> dict[str, list[float]]:
+    """Seconds per step of each zero-argument call (one call = ``steps`` steps), timed round-robin ``repeats``
+    times (every call once per round, after one warm-up), so that drifting machine load hits all alike."""
+    for call in calls.values():
+        jax.block_until_ready(call())
+    samples = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            samples[name].append((time.perf_counter() - start) / steps)
+    return samples
+
+
+def median_ratio(samples: dict[str, list[float]], name: str, reference: str) -> float:
+    """Median over rounds of the per-round time ratio ``name / reference``."""
+    return statistics.median(a / b for a, b in zip(samples[name], samples[reference]))
+
+
+def variant_calls(problem: Problem, variants: dict[str, Variant], sampler: Sampler, steps: int,
+                  serial_micro_batch_sizes=(), rho: float = 0.05) -> dict:
+    """Zero-argument calls running ``steps`` steps of each variant in one jitted scan (plus serial m-SAM for
+    each micro-batch size in ``serial_micro_batch_sizes``), for :func:`interleaved_times`."""
+    params = problem.init_params
+    batches = stacked_batches(problem, sampler, steps)
+    calls = {}
+    for name, v in variants.items():
+        fn, state = scan_fn(problem, v), v.init(params)
+        calls[name] = lambda fn=fn, state=state: fn(params, state, batches, jr.key(1))
+    for m in serial_micro_batch_sizes:
+        fn = serial_m_sam_scan_fn(problem, rho, m)
+        calls[f"serial m-SAM (m={m})"] = lambda fn=fn: fn(params, (), batches, jr.key(1))
+    return calls

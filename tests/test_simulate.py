@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
 

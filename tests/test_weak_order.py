@@ -3,7 +3,6 @@
 import json
 import math
 
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
