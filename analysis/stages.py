@@ -392,8 +392,8 @@ def stage_timing(cfg: dict) -> dict:
     calls = variant_calls(problem, variants, sampler, steps, serial_micro_batch_sizes=[B // k for k in cfg["serial_k"]])
     for k in cfg["serial_k"]:  # name the serial form by its number of micro-batches k = B/m
         calls[f"serial m-SAM (k={k})"] = calls.pop(f"serial m-SAM (m={B // k})")
-    for name in ("SGD", "SAM"):
-        model = ss.sde_model(problem, variants[name], sampler, eta=0.05, diffusion="leading")
+    for name in ("SGD", "n-SAM"):  # n-SAM: closed-form drift g + rho H g/||g|| (as in benchmarks/simulate.py)
+        model = ss.sde_model(problem, variants[name], sampler, eta=0.05, diffusion="leading", drift="closed_form")
         rec = ss.observables("loss", every=steps)
         calls[f"simulator: {name} SDE ({cfg['paths']} paths)"] = (
             lambda model=model, rec=rec: ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0),

@@ -7,7 +7,7 @@ import copy
 QUICK = {
     "drift": dict(seed=0, n=6, batch_size=2, m=1, rhos=[0.04, 0.01], coef_rhos=[5e-4], coef_ms=[1, 2],
                   sigmas=[0.0, 1.0]),
-    "variance_term": dict(seed=0, l2=0.0, init_scale=0.3, batch_size=16, rho=0.01, num_batches=256,
+    "variance_term": dict(seed=0, l2=0.0, init_scale=0.3, batch_size=16, rho=0.01, num_batches=1024,
                           ms=[1, 2, 4, 8, 16]),
     "grad_norm": dict(seed=0, batch_sizes=[1, 4, 16, 64], num_batches=128),
     "weak_order": dict(config=dict(exact_only=True), parts=["linreg_exact"]),
@@ -23,7 +23,7 @@ QUICK = {
                       noise_batches=32, top_k=3, observables=["loss", "trace_sigma"]),
     "sgn": dict(seed=0, problem="digits_mlp", problem_kwargs={"hidden": 8}, batch_size=32, eta=0.1, steps=100,
                 every=50, k=5, probes=8, tail_batches=128),
-    "timing": dict(hidden=32, batch_size=64, steps=10, repeats=3, ms=[8], serial_k=[2], paths=8),
+    "timing": dict(hidden=256, batch_size=128, steps=20, repeats=5, ms=[16], serial_k=[2], paths=8),
     "symbolic": dict(setting="default"),
 }
 
@@ -49,7 +49,7 @@ FULL = {
                       noise_batches=512, top_k=5, observables=["loss", "trace_sigma"]),
     "sgn": dict(seed=0, problem="digits_mlp", problem_kwargs={"hidden": 64}, batch_size=64, eta=0.1, steps=2000,
                 every=250, k=10, probes=64, tail_batches=2048),
-    "timing": dict(hidden=64, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64),
+    "timing": dict(hidden=256, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64),
     "symbolic": dict(setting="default"),
 }
 

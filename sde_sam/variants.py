@@ -12,6 +12,7 @@ from ._variants import m_sam as m_sam
 from ._variants import m_usam as m_usam
 from ._variants import n_sam as n_sam
 from ._variants import n_usam as n_usam
+from ._variants import rademacher_like as rademacher_like
 from ._variants import resolve_mask as resolve_mask
 from ._variants import rw_sam as rw_sam
 from ._variants import rw_usam as rw_usam

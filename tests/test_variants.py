@@ -214,10 +214,8 @@ def test_finite_difference_score_is_abs_z_dot_g_to_first_order_in_delta():
     batch = problem.take(jnp.asarray(IDX))
     losses = problem.example_losses(params, batch)
     key = jr.key(3)
-    # the same Rademacher z the variant draws (one per leaf, keys split in leaf order)
-    leaves = jax.tree_util.tree_leaves(params)
-    z = [np.asarray(jr.rademacher(k, leaf.shape, dtype=leaf.dtype)) for k, leaf in zip(jr.split(key, len(leaves)), leaves)]
-    z = np.concatenate([zz.reshape(-1) for zz in z])
+    z = flat(V.rademacher_like(key, params))  # the Rademacher z the variant draws from this key
+    assert set(np.unique(z)) == {-1.0, 1.0}
     exact = np.abs(np_grads(flat(params), IDX) @ z)
     errs = []
     for delta in (1e-2, 5e-3, 2.5e-3):
