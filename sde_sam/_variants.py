@@ -206,6 +206,9 @@ class Variant:
         nan = jnp.asarray(jnp.nan, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
 
         if self.rule == "batch":
+            if k == 1:  # no micro-batch axis to vmap over: a plain batch gradient is cheaper on some backends
+                loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
+                return add_axis(g), None, state, loss
             micro = jax.tree_util.tree_map(lambda a: a.reshape(k, B // k, *a.shape[1:]), batch)
             losses, grads = jax.vmap(jax.value_and_grad(problem.batch_loss), in_axes=(None, 0))(params, micro)
             return grads, None, state, jnp.mean(losses)
@@ -286,6 +289,9 @@ class Variant:
                 ell = problem.example_losses(jax.tree_util.tree_map(jnp.add, p, eps_j), batch_j)
                 return jnp.mean(ell) if w_j is None else jnp.sum(w_j * ell)
 
+            if k == 1:  # a single perturbation: no vmap over a size-1 axis
+                take0 = lambda t: jax.tree_util.tree_map(lambda a: a[0], t)  # noqa: E731
+                return loss_j(take0(eps), take0(micro), None if weights is None else weights[0])
             if weights is None:
                 return jnp.mean(jax.vmap(lambda e, b: loss_j(e, b, None))(eps, micro))
             return jnp.mean(jax.vmap(loss_j)(eps, micro, weights))
