@@ -39,7 +39,7 @@ from ._runner import Runs, check_positive
 from ._runner import run_discrete as _run_discrete
 from ._sde_model import SDEModel
 from ._sharding import check_mesh, run_blocked
-from ._simulate import Paths, _resolve_grid, _simulate_jit
+from ._simulate import Paths, _resolve_grid, _simulate_jit, simulation_config
 from ._simulate import simulate as _simulate
 
 ENV = {
@@ -332,26 +332,10 @@ def simulate_moments(
         count=n_tot,
         num_paths=int(num_paths),
         num_diverged=num_div,
-        config=dict(
-            problem=problem.name,
-            variant=dataclasses.asdict(model.variant) | {"mask": repr(model.variant.mask)},
-            sampler=type(model.sampler).__name__,
-            batch_size=model.sampler.batch_size,
-            eta=model.eta,
-            dt=dt,
-            t1=float(t1),
-            steps=int(steps),
-            num_paths=int(num_paths),
-            chunk_paths=int(chunk),
-            paths_per_block=int(block),
-            every=record.every,
-            diffusion=model.diffusion,
-            order=model.order,
-            drift=model.drift_kind,
-            divergence_threshold=float(divergence_threshold),
-            devices=int(mesh.size),
-            processes=int(jax.process_count()),
-        ),
+        config=simulation_config(model, dt=dt, t1=t1, steps=steps, num_paths=num_paths, every=record.every,
+                                 divergence_threshold=divergence_threshold, chunk_paths=int(chunk),
+                                 paths_per_block=int(block), devices=int(mesh.size),
+                                 processes=int(jax.process_count())),
         wall_time_s=wall,
     )
 

@@ -52,6 +52,26 @@ class Paths(Runs):
         return self.num_runs
 
 
+def simulation_config(model: SDEModel, *, dt, t1, steps, num_paths, every, divergence_threshold, **extra) -> dict:
+    """The configuration block every simulation result carries (model, grid, ensemble size)."""
+    return dict(
+        problem=model.problem.name,
+        variant=dataclasses.asdict(model.variant) | {"mask": repr(model.variant.mask)},
+        sampler=type(model.sampler).__name__,
+        batch_size=model.sampler.batch_size,
+        eta=model.eta,
+        dt=dt,
+        t1=float(t1),
+        steps=int(steps),
+        num_paths=int(num_paths),
+        every=every,
+        diffusion=model.diffusion,
+        order=model.order,
+        drift=model.drift_kind,
+        divergence_threshold=float(divergence_threshold),
+    ) | extra
+
+
 def _resolve_grid(eta: float, t1, dt, every: int) -> tuple[float, int]:
     if dt is None:
         dt = eta
@@ -156,23 +176,9 @@ def simulate(
         diverged=np.asarray(div),
         diverged_step=np.asarray(div_step),
         final_params=final,
-        config=dict(
-            problem=problem.name,
-            variant=dataclasses.asdict(model.variant) | {"mask": repr(model.variant.mask)},
-            sampler=type(model.sampler).__name__,
-            batch_size=model.sampler.batch_size,
-            eta=model.eta,
-            dt=dt,
-            t1=float(t1),
-            steps=int(steps),
-            num_paths=int(num_paths),
-            every=record.every,
-            diffusion=model.diffusion,
-            order=model.order,
-            drift=model.drift_kind,
-            divergence_threshold=float(divergence_threshold),
-            devices=1 if mesh is None else int(mesh.size),
-        ),
+        config=simulation_config(model, dt=dt, t1=t1, steps=steps, num_paths=num_paths, every=record.every,
+                                 divergence_threshold=divergence_threshold,
+                                 devices=1 if mesh is None else int(mesh.size)),
         wall_time_s=wall,
         dt=dt,
         paths=saved if save_paths else None,
