@@ -34,12 +34,12 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
-from ._observables import Record, observables
+from ._observables import Record
 from ._runner import Runs, check_positive
 from ._runner import run_discrete as _run_discrete
 from ._sde_model import SDEModel
 from ._sharding import check_mesh, run_blocked
-from ._simulate import Paths, _resolve_grid, _simulate_jit, simulation_config
+from ._simulate import Paths, _resolve_grid, _simulate_jit, check_model_and_record, simulation_config
 from ._simulate import simulate as _simulate
 
 ENV = {
@@ -243,12 +243,7 @@ def simulate_moments(
     ``paths_per_block``: paths vmapped together on a device (default: the whole per-device chunk); with the
     same value :func:`sde_sam.simulate` gives the same per-path values bit for bit.
     """
-    if not isinstance(model, SDEModel):
-        raise TypeError(f"`model` must come from sde_sam.sde_model(...), got {type(model).__name__}")
-    if not isinstance(record, Record):
-        if isinstance(record, str) or not isinstance(record, Sequence):
-            raise TypeError("`record` must be a sde_sam.observables(...) Record or a sequence of observable names")
-        record = observables(*record)
+    record = check_model_and_record(model, record)
     check_positive("num_paths", num_paths, integer=True)
     chunk = min(num_paths, 65536) if chunk_paths is None else chunk_paths
     check_positive("chunk_paths", chunk, integer=True)

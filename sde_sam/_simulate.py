@@ -52,6 +52,17 @@ class Paths(Runs):
         return self.num_runs
 
 
+def check_model_and_record(model, record) -> Record:
+    """Validate ``model``; accept ``record`` as a :class:`Record` or a sequence of observable names."""
+    if not isinstance(model, SDEModel):
+        raise TypeError(f"`model` must come from sde_sam.sde_model(...), got {type(model).__name__}")
+    if not isinstance(record, Record):
+        if isinstance(record, str) or not isinstance(record, Sequence):
+            raise TypeError("`record` must be a sde_sam.observables(...) Record or a sequence of observable names")
+        record = observables(*record)
+    return record
+
+
 def simulation_config(model: SDEModel, *, dt, t1, steps, num_paths, every, divergence_threshold, **extra) -> dict:
     """The configuration block every simulation result carries (model, grid, ensemble size)."""
     return dict(
@@ -128,12 +139,7 @@ def simulate(
             block size, so runs with the same ``paths_per_block`` are bit-identical on any number of
             devices (with a different block size, XLA may order a matmul differently: ~1 ulp).
     """
-    if not isinstance(model, SDEModel):
-        raise TypeError(f"`model` must come from sde_sam.sde_model(...), got {type(model).__name__}")
-    if not isinstance(record, Record):
-        if isinstance(record, str) or not isinstance(record, Sequence):
-            raise TypeError("`record` must be a sde_sam.observables(...) Record or a sequence of observable names")
-        record = observables(*record)
+    record = check_model_and_record(model, record)
     check_positive("num_paths", num_paths, integer=True)
     check_positive("divergence_threshold", divergence_threshold)
     dt, steps = _resolve_grid(model.eta, t1, dt, record.every)
