@@ -118,7 +118,7 @@ def _train(args) -> int:
 def _add_run_options(p, only_help: str) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small stages, a few minutes on 2 CPU cores (default)")
-    mode.add_argument("--full", action="store_true", help="the full-size stages (hours on CPU; see docs/cli.md)")
+    mode.add_argument("--full", action="store_true", help="the full-size stages (hours on CPU; see README)")
     p.add_argument("--only", default=None, help=only_help)
     p.add_argument("--out", default="results", help="output folder (stage cache, figures, report; default results)")
     p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="force the JAX platform")
