@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
+
+import jax
 
 import jax.numpy as jnp
 import numpy as np
@@ -79,3 +82,14 @@ def dense_hessian(problem: ss.Problem, params) -> np.ndarray:
     flat, unravel = problem.ravel(params)
     h = np.asarray(jax.hessian(lambda f: jnp.mean(problem.example_losses(unravel(f), problem.data)))(flat))
     return 0.5 * (h + h.T)
+
+
+@contextlib.contextmanager
+def float64():
+    """``jax_enable_x64`` switched on inside the block and restored afterwards (for checks that need float64)."""
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", old)

@@ -1,6 +1,5 @@
 """Curvature estimators (DESIGN §4) against dense Hessians and dense covariances."""
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -11,12 +10,7 @@ from jax.flatten_util import ravel_pytree
 import sde_sam as ss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
 def _teacher():

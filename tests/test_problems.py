@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import numpy_example_grads, user_problem
+from helpers import float64, numpy_example_grads, user_problem
 
 import sde_sam as ss
 
@@ -37,16 +37,13 @@ def test_builtin_problem_losses_and_chunked_per_example_grads(name):
 
 
 def test_per_example_grads_match_finite_differences():
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with float64():
         problem = user_problem().with_dtype(jnp.float64)
         g = problem.per_example_grads(problem.init_params)
         flat = np.stack([np.asarray(jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], g))[0])
                          for i in range(problem.num_examples)])
         fd = numpy_example_grads(problem, problem.init_params, range(problem.num_examples))
         np.testing.assert_allclose(flat, fd, rtol=1e-6, atol=1e-8)  # float64 central differences, h = 1e-5
-    finally:
-        jax.config.update("jax_enable_x64", False)
 
 
 def test_quadratic_has_the_chosen_mean_spectrum():

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import user_problem
+from helpers import float64, user_problem
 
 import sde_sam as ss
 
@@ -99,12 +99,9 @@ def test_float64_on_request():
             _run(problem, ss.variants.sam(0.1), jr.key(0), dtype=jnp.float64)
         else:
             raise ValueError("jax_enable_x64 already on")
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with float64():
         runs = _run(problem, ss.variants.sam(0.1), jr.key(0), dtype=jnp.float64)
         assert runs.values["loss"].dtype == np.float64
-    finally:
-        jax.config.update("jax_enable_x64", False)
     assert _run(problem, ss.variants.sam(0.1), jr.key(0)).values["loss"].dtype == np.float32
 
 

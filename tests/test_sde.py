@@ -13,10 +13,7 @@ from jax.flatten_util import ravel_pytree
 import sde_sam as ss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
 def _flat(tree):

@@ -11,12 +11,7 @@ import sde_sam as ss
 from sde_sam import variants as V
 
 
-@pytest.fixture(autouse=True, scope="module")
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
 # -- an affine regression whose per-example gradients numpy computes in closed form ---------------------
