@@ -425,6 +425,7 @@ def record(
     keep_params: bool = False,
     inline: bool = False,
     timing_repeats: int = 0,
+    mesh=None,
 ) -> TrainRecord:
     """Train every seed of ``config`` at once and record its observables (DESIGN §6.3).
 
@@ -439,7 +440,8 @@ def record(
     initial point); ``save_params``: keep the parameters at every recorded step (``saved_params``, leaves
     ``(R, T, ...)``); ``keep_params``: keep the initial and final parameters; ``timing_repeats``: run the
     identical (already compiled) training again that many times and store the median wall time per step in
-    ``meta["time_per_step_s"]`` (all seeds together, observables at the recorded steps included).
+    ``meta["time_per_step_s"]`` (all seeds together, observables at the recorded steps included); ``mesh``: a 1-D
+    device mesh (:func:`sde_sam.parallel.make_mesh`) to shard the seeds over (:func:`sde_sam.run_discrete`).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}")
@@ -456,7 +458,7 @@ def record(
     names = config.observables
     rec = est.record(names, config.every) if inline else observables("loss", every=config.every)
     kw = dict(eta=config.eta, steps=config.steps, key=run_keys(config.seeds), record=rec,
-              schedule=build_schedule(config), save_params=not inline or save_params)
+              schedule=build_schedule(config), save_params=not inline or save_params, mesh=mesh)
     wall0 = time.perf_counter()
     runs: Runs = run_discrete(problem, variant, sampler, **kw)
     train_wall = time.perf_counter() - wall0
@@ -480,6 +482,7 @@ def record(
         "variant": runs.config["variant"],
         "micro_batch_size_of_norm": est.m,
         "sampling_factor_cB": sampler.factor(config.batch_size, problem.num_examples),
+        "devices": runs.config["devices"],
         "num_diverged": runs.num_diverged,
         "diverged_step": runs.diverged_step.tolist(),
         "observed": "inline" if inline else "saved_params",

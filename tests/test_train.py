@@ -44,6 +44,14 @@ def test_record_is_deterministic_and_per_seed(sam_record):
     assert not np.array_equal(rec.values["loss"][0], rec.values["loss"][1])  # seeds differ
 
 
+def test_record_shards_seeds_over_a_mesh(sam_record):
+    cfg, problem, rec = sam_record
+    sharded = train.record(cfg, problem=problem, mesh=ss.parallel.make_mesh())
+    assert sharded.meta["devices"] == jax.device_count() and rec.meta["devices"] == 1
+    for name in cfg.observables:
+        np.testing.assert_allclose(sharded.values[name], rec.values[name], rtol=1e-5, atol=1e-7)
+
+
 def test_recorded_trace_sigma_matches_dense(sam_record):
     cfg, problem, rec = sam_record
     for r in range(2):
