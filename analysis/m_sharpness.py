@@ -13,7 +13,9 @@ in the descent), F-SAM and SAM-ON, trained from one initial point over several s
 3. wall time per step of every variant (seeds vmapped; median of repeats after compilation).
 
 Run ``python -m analysis.m_sharpness --preset quick --out DIR`` (``quick``: the digits MLP; ``full``: also the
-GroupNorm CNN and a BatchNorm CNN for the SAM-ON rows). Results go to ``DIR/m_sharpness.json`` (summary) and
+GroupNorm CNN and a BatchNorm CNN for the SAM-ON rows). A preset's ``problems`` are ``(name, kwargs)`` or
+``(name, kwargs, overrides)``: the overrides replace preset entries for that problem (``escape=False`` skips
+its escape experiment); ``bn_cnn`` is ``False`` or a dict of overrides for the BatchNorm rows. Results go to ``DIR/m_sharpness.json`` (summary) and
 ``DIR/records/*.json|npz`` (every recorded trajectory with config, seeds, versions, device, wall time).
 """
 
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from sde_sam import train
-from sde_sam._io import provenance, save_result
+from sde_sam._io import provenance, result_paths, save_result, to_jsonable
 
 PAPER_REFERENCE = {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79}
 
@@ -35,15 +37,21 @@ PRESETS = {
     "tiny": dict(problems=(("digits_mlp", {"hidden": 8}),), batch_size=32, eta=0.1, rho=0.05, steps=20, every=10,
                  seeds=(0, 1), ms=(32, 8, 1), escape_ms=(32, 1), pre_batch=256, pre_steps=20, pre_eta=0.05,
                  escape_steps=20, escape_every=10, label_noise=0.0, timing_repeats=1, bn_cnn=False),
-    "quick": dict(problems=(("digits_mlp", {"hidden": 32}),), batch_size=64, eta=0.1, rho=0.05, steps=400,
+    "quick": dict(problems=(("digits_mlp", {"hidden": 32}),), batch_size=64, eta=0.1, rho=0.05, steps=300,
                   every=100, seeds=(0, 1, 2, 3), ms=(64, 32, 16, 8, 4, 1), escape_ms=(64, 8, 1), pre_batch=1024,
-                  pre_steps=600, pre_eta=0.05, escape_steps=200, escape_every=50, label_noise=0.0, timing_repeats=2,
+                  pre_steps=400, pre_eta=0.05, escape_steps=200, escape_every=50, label_noise=0.0, timing_repeats=1,
                   bn_cnn=False),
-    "full": dict(problems=(("digits_mlp", {"hidden": 64}), ("digits_cnn", {"norm": "group"})), batch_size=64,
-                 eta=0.1, rho=0.05, steps=3000, every=250, seeds=tuple(range(8)), ms=(64, 32, 16, 8, 4, 1),
-                 escape_ms=(64, 16, 4, 1), pre_batch=1024, pre_steps=3000, pre_eta=0.025, escape_steps=1000,
-                 escape_every=100, label_noise=0.2, timing_repeats=5, bn_cnn=True,
-                 rw_temperatures=(0.1, 0.3, 1.0, 3.0)),
+    # The GroupNorm CNN is ~20x slower per step than the MLP on CPU (m = 1 ~300x: one convolution per example),
+    # so it trains for fewer steps and seeds, with RW-SAM at lambda = 1 only, no timing rerun and no escape run.
+    "full": dict(problems=(("digits_mlp", {"hidden": 64}),
+                           ("digits_cnn", {"norm": "group"},
+                            dict(steps=400, every=100, seeds=(0, 1, 2, 3), rw_temperatures=(1.0,), timing_repeats=0,
+                                 escape=False))),
+                 batch_size=64, eta=0.1, rho=0.05, steps=3000, every=250, seeds=tuple(range(8)),
+                 ms=(64, 32, 16, 8, 4, 1), escape_ms=(64, 16, 4, 1), pre_batch=1024, pre_steps=3000, pre_eta=0.025,
+                 escape_steps=1000, escape_every=100, label_noise=0.2, timing_repeats=1,
+                 rw_temperatures=(0.1, 0.3, 1.0, 3.0),
+                 bn_cnn=dict(steps=400, every=100, seeds=(0, 1, 2, 3))),
 }
 
 
@@ -71,14 +79,39 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
 
 
+def _normal(obj):
+    return json.loads(json.dumps(to_jsonable(obj)))
+
+
+def recorded(config: train.TrainConfig, path: Path, log, *, start=None, fresh: bool = False, **record_kw):
+    """The record of ``config`` at ``path``: loaded when a previous (possibly interrupted) run already wrote it for
+    the same config and starting point ``start`` (a JSON-able description), else trained and saved atomically."""
+    start = _normal(start)
+    if not fresh and result_paths(path)[0].exists():
+        try:
+            rec = train.TrainRecord.load(path)
+        except (OSError, ValueError, KeyError) as err:
+            log(f"  {path}: unreadable ({err}); recomputing")
+        else:
+            if rec.config == config and rec.meta.get("start") == start:
+                log(f"  {config.label or config.variant}: reusing {result_paths(path)[0]}")
+                return rec
+    rec = train.record(config, **record_kw)
+    rec.meta["start"] = start
+    rec.save(path)
+    return rec
+
+
 def _final(rec: train.TrainRecord, name: str) -> dict:
     kept = rec.kept(name)[:, -1]
     return {"mean": float(kept.mean()), "stderr": float(kept.std(ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else 0.0,
             "num_seeds": int(len(kept))}
 
 
-def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, specs=None) -> dict:
-    """Train every variant; ``tr Sigma`` (and loss, test accuracy) over training; time per step."""
+def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, specs=None,
+                      fresh: bool = False) -> dict:
+    """Train every variant; ``tr Sigma`` (and loss, test accuracy) over training; time per step. Records already
+    in ``out/records`` for the same config are reused unless ``fresh``."""
     base = train.TrainConfig(
         problem=problem_name, problem_kwargs=problem_kwargs, batch_size=cfg["batch_size"], eta=cfg["eta"],
         steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"],
@@ -91,8 +124,8 @@ def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: P
     for label, name, kw in specs:
         config = base.replace(variant=name, variant_kwargs=kw, label=label)
         t0 = time.perf_counter()
-        rec = train.record(config, problem=problem, timing_repeats=cfg["timing_repeats"])
-        rec.save(out / "records" / f"{_slug(problem.name)}__{_slug(label)}")
+        rec = recorded(config, out / "records" / f"{_slug(problem.name)}__{_slug(label)}", log, fresh=fresh,
+                       problem=problem, timing_repeats=cfg["timing_repeats"])
         rows[label] = {
             "trace_sigma_final": _final(rec, "trace_sigma"),
             "loss_final": _final(rec, "loss"),
@@ -138,7 +171,7 @@ def orderings(rows: dict, batch_size: int) -> dict:
     return res
 
 
-def escape(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log) -> dict:
+def escape(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, fresh: bool = False) -> dict:
     """Start at a sharp minimum (large-batch GD, label noise if the preset asks) and follow lambda_max, tr Sigma."""
     pkw = dict(problem_kwargs) | ({"label_noise": cfg["label_noise"]} if cfg["label_noise"] else {})
     pre = train.TrainConfig(
@@ -164,9 +197,9 @@ def escape(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log) -
     ] + [("n-SAM", "n-sam", {"rho": cfg["rho"]})]
     rows = {}
     for label, name, kw in specs:
-        rec = train.record(base.replace(variant=name, variant_kwargs=kw, label=label), problem=problem,
-                           init_params=start)
-        rec.save(out / "records" / f"escape__{_slug(problem.name)}__{_slug(label)}")
+        rec = recorded(base.replace(variant=name, variant_kwargs=kw, label=label),
+                       out / "records" / f"escape__{_slug(problem.name)}__{_slug(label)}", log,
+                       start={"sharp_start": pre.to_dict()}, fresh=fresh, problem=problem, init_params=start)
         lam = rec.mean("lambda_max")
         ts = rec.mean("trace_sigma")
         rows[label] = {
@@ -194,6 +227,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--skip-escape", action="store_true")
+    ap.add_argument("--fresh", action="store_true",
+                    help="retrain everything (by default records already in OUT/records for the same config are reused,"
+                         " so an interrupted run resumes)")
     ap.add_argument("--jax-cache", type=Path, default=None,
                     help="persistent JAX compilation cache folder (compiles dominate the quick preset on CPU)")
     args = ap.parse_args(argv)
@@ -212,26 +248,31 @@ def main(argv=None) -> dict:
 
     summary = {"preset": args.preset, "preset_config": cfg, "paper_reference_trace_sigma": PAPER_REFERENCE,
                "provenance": provenance(), "problems": {}}
-    for problem_name, pkw in cfg["problems"]:
-        log(f"[{problem_name} {pkw}] tr Sigma at the end of training (mean ± stderr over {len(cfg['seeds'])} seeds)")
-        rows = trace_sigma_table(cfg, problem_name, pkw, out, log)
-        entry = {"trace_sigma": rows, "claims": orderings(rows, cfg["batch_size"])}
+    for entry_ in cfg["problems"]:
+        problem_name, pkw = entry_[0], entry_[1]
+        pcfg = cfg | (entry_[2] if len(entry_) > 2 else {})
+        log(f"[{problem_name} {pkw}] tr Sigma at the end of training (mean ± stderr over {len(pcfg['seeds'])} seeds,"
+            f" {pcfg['steps']} steps)")
+        rows = trace_sigma_table(pcfg, problem_name, pkw, out, log, fresh=args.fresh)
+        entry = {"config": {k: pcfg[k] for k in ("steps", "every", "seeds", "timing_repeats")},
+                 "trace_sigma": rows, "claims": orderings(rows, pcfg["batch_size"])}
         log("  claims: " + json.dumps({k: v for k, v in entry["claims"].items() if isinstance(v, (bool, str))}))
-        if not args.skip_escape:
+        if not args.skip_escape and pcfg.get("escape", True):
             log(f"[{problem_name}] escape from a sharp minimum")
-            entry["escape"] = escape(cfg, problem_name, pkw, out, log)
+            entry["escape"] = escape(pcfg, problem_name, pkw, out, log, fresh=args.fresh)
         summary["problems"][problem_name] = entry
     if cfg["bn_cnn"]:
+        bcfg = cfg | (cfg["bn_cnn"] if isinstance(cfg["bn_cnn"], dict) else {})
         log("[digits_cnn BatchNorm] SAM-ON rows (tr Sigma by the mini-batch estimator; BatchNorm has no per-example loss)")
         rows = {}
-        base = train.TrainConfig(problem="digits_cnn", problem_kwargs={"norm": "batch"}, batch_size=cfg["batch_size"],
-                                 eta=cfg["eta"], steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"],
+        base = train.TrainConfig(problem="digits_cnn", problem_kwargs={"norm": "batch"}, batch_size=bcfg["batch_size"],
+                                 eta=bcfg["eta"], steps=bcfg["steps"], every=bcfg["every"], seeds=bcfg["seeds"],
                                  observables=("loss", "test_accuracy", "trace_sigma"))
         problem = train.build_problem(base)
-        for label, name, kw in [("SGD", "sgd", {}), ("SAM", "sam", {"rho": cfg["rho"]}),
-                                ("SAM-ON", "sam-on", {"rho": cfg["rho"]})]:
-            rec = train.record(base.replace(variant=name, variant_kwargs=kw, label=label), problem=problem)
-            rec.save(out / "records" / f"bn__{_slug(label)}")
+        for label, name, kw in [("SGD", "sgd", {}), ("SAM", "sam", {"rho": bcfg["rho"]}),
+                                ("SAM-ON", "sam-on", {"rho": bcfg["rho"]})]:
+            rec = recorded(base.replace(variant=name, variant_kwargs=kw, label=label), out / "records" / f"bn__{_slug(label)}",
+                           log, fresh=args.fresh, problem=problem)
             rows[label] = {"trace_sigma_final": _final(rec, "trace_sigma"), "loss_final": _final(rec, "loss"),
                            "test_accuracy_final": _final(rec, "test_accuracy")}
             log(f"  {label:8s} tr Sigma {rows[label]['trace_sigma_final']['mean']:9.3f}"

@@ -22,6 +22,7 @@ records of every run under ``DIR/records``.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -32,20 +33,23 @@ import numpy as np
 
 import sde_sam as ss
 from sde_sam import train
-from sde_sam._io import provenance, save_result
+from sde_sam._io import load_result, provenance, result_paths, save_result, to_jsonable
 
 PRESETS = {
     "tiny": dict(problem=("digits_mlp", {"hidden": 8}), variants=(("SGD", "sgd", {}),), batch_size=32, eta=0.1,
                  steps=20, every=10, seeds=(0, 1, 2), paths=3, num_samples=8, noise_batches=32, top_k=3,
                  observables=("loss", "accuracy", "grad_norm_sq", "trace_sigma", "distance")),
-    "quick": dict(problem=("digits_mlp", {"hidden": 32}), variants=(("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05})),
+    "quick": dict(problem=("digits_mlp", {"hidden": 32}),
+                  variants=(("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05}),
+                            ("m-SAM (m=8)", "m-sam", {"rho": 0.05, "micro_batch_size": 8})),
                   batch_size=64, eta=0.1, steps=200, every=50, seeds=tuple(range(8)), paths=8, num_samples=16,
-                  noise_batches=256, top_k=5,
-                  observables=("loss", "accuracy", "test_loss", "grad_norm_sq", "trace_sigma", "distance")),
+                  noise_batches=256, top_k=5, observables=train.OBSERVABLES),
     "full": dict(problem=("digits_mlp", {"hidden": 64}),
-                 variants=(("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05}),
+                 variants=(("SGD", "sgd", {}), ("USAM", "usam", {"rho": 0.05}), ("SAM", "sam", {"rho": 0.05}),
+                           ("m-SAM (m=16)", "m-sam", {"rho": 0.05, "micro_batch_size": 16}),
                            ("m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}),
-                           ("USAM", "usam", {"rho": 0.05})),
+                           ("RW-SAM", "rw-sam", {"rho": 0.05}), ("F-SAM", "f-sam", {"rho": 0.05}),
+                           ("SAM-ON", "sam-on", {"rho": 0.05})),
                  batch_size=64, eta=0.1, steps=1000, every=100, seeds=tuple(range(16)), paths=16, num_samples=32,
                  noise_batches=1024, top_k=10, observables=train.OBSERVABLES),
 }
@@ -144,9 +148,28 @@ def noise_along(problem, sampler, params_path, key, num_batches: int, k: int) ->
     return out
 
 
-def run(preset: str | dict, out: Path | None = None, log=print) -> dict:
+def _previous(out: Path | None, cfg: dict, log) -> dict:
+    """Variants already finished by an earlier (possibly interrupted) run into ``out`` with the same preset config."""
+    if out is None or not result_paths(out / "training_vs_sde")[0].exists():
+        return {}
+    try:
+        _, prev = load_result(out / "training_vs_sde")
+    except (OSError, ValueError) as err:
+        log(f"{out / 'training_vs_sde.json'} unreadable ({err}); starting afresh")
+        return {}
+    if prev.get("preset_config") != json.loads(json.dumps(to_jsonable(cfg))):
+        return {}
+    return prev.get("variants", {})
+
+
+def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = False) -> dict:
+    """Run the comparison of a preset (name or dict); with ``out``, write the summary after every variant, so that
+    a rerun into the same ``out`` (unless ``fresh``) reuses the variants an interrupted run finished."""
+    if isinstance(preset, str) and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(PRESETS))}")
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     t_start = time.perf_counter()
+    done = {} if fresh else _previous(out, cfg, log)
     pname, pkw = cfg["problem"]
     base = train.TrainConfig(problem=pname, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
                              steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"], observables=cfg["observables"])
@@ -155,6 +178,10 @@ def run(preset: str | dict, out: Path | None = None, log=print) -> dict:
     result = {"preset": preset if isinstance(preset, str) else "custom", "preset_config": cfg, "variants": {},
               "provenance": provenance()}
     for label, name, kw in cfg["variants"]:
+        if label in done:
+            result["variants"][label] = done[label]
+            log(f"[{label}] reusing the finished comparison in {out / 'training_vs_sde.json'}")
+            continue
         config = base.replace(variant=name, variant_kwargs=kw, label=label)
         t0 = time.perf_counter()
         rec = train.record(config, problem=problem, save_params=True)
@@ -190,6 +217,8 @@ def run(preset: str | dict, out: Path | None = None, log=print) -> dict:
                         {"steps": paths.steps} | {f"value__{k}": v for k, v in sde_vals.items()},
                         {"kind": "sde_paths", "config": paths.config, "wall_time_s": paths.wall_time_s,
                          "provenance": provenance()})
+        if out is not None:
+            save_result(out / "training_vs_sde", None, result | {"complete": False})
         log(f"[{label}] train {t_train:.1f} s, SDE {t_sde:.1f} s, noise {t_noise:.1f} s")
         for name_, c in comp.items():
             log(f"  {name_:14s} final train {c['train_mean'][-1]:10.4f} ± {c['train_band95'][-1]:.4f}"
@@ -203,6 +232,7 @@ def run(preset: str | dict, out: Path | None = None, log=print) -> dict:
             f"  cosine {noise['cosine'][-1]:.3f} (ref {noise['cosine_ref'][-1]:.3f})"
             f"  overlap {noise['overlap'][-1]:.3f} (ref {noise['overlap_ref'][-1]:.3f})")
     result["wall_time_s"] = time.perf_counter() - t_start
+    result["complete"] = True
     if out is not None:
         save_result(out / "training_vs_sde", None, result)
     return result
@@ -213,12 +243,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--jax-cache", type=Path, default=None, help="persistent JAX compilation cache folder")
+    ap.add_argument("--fresh", action="store_true",
+                    help="recompute every variant (by default a rerun into the same OUT reuses finished variants)")
     args = ap.parse_args(argv)
     if args.jax_cache is not None:
         jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     args.out.mkdir(parents=True, exist_ok=True)
-    res = run(args.preset, args.out)
+    res = run(args.preset, args.out, log=lambda msg: print(msg, flush=True), fresh=args.fresh)
     print(f"total {res['wall_time_s']:.1f} s -> {args.out / 'training_vs_sde.json'}")
     return res
 
