@@ -165,3 +165,54 @@ def test_training_vs_sde_end_to_end(tmp_path):
     np.testing.assert_allclose(v["noise"]["pred_trace"][0], c * _dense_trace_sigma(problem, problem.init_params),
                                rtol=2e-4)
     assert (tmp_path / "training_vs_sde.json").exists() and (tmp_path / "records" / "train__SGD.npz").exists()
+
+
+def test_m_sharpness_reuses_only_records_of_the_same_config(tmp_path, monkeypatch):
+    from analysis import m_sharpness as ms
+
+    cfg = train.TrainConfig(observables=("loss",), **TINY)
+    problem = train.build_problem(cfg)
+    path = tmp_path / "rec"
+    first = ms.recorded(cfg, path, lambda *_: None, problem=problem)
+    calls = []
+    real = train.record
+    monkeypatch.setattr(train, "record", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    again = ms.recorded(cfg, path, lambda *_: None, problem=problem)
+    assert calls == [] and np.array_equal(again.values["loss"], first.values["loss"])  # reused, not retrained
+    ms.recorded(cfg, path, lambda *_: None, start={"sharp_start": 1}, problem=problem)  # other start: retrained
+    ms.recorded(cfg.replace(eta=0.1), path, lambda *_: None, problem=problem)  # other config: retrained
+    ms.recorded(cfg.replace(eta=0.1), path, lambda *_: None, fresh=True, problem=problem)  # fresh: retrained
+    assert len(calls) == 3
+    path.with_suffix(".json").write_text("{not json")
+    ms.recorded(cfg.replace(eta=0.1), path, lambda *_: None, problem=problem)  # unreadable: retrained
+    assert len(calls) == 4
+
+
+def test_training_vs_sde_resumes_after_an_interruption(tmp_path, monkeypatch):
+    from analysis import training_vs_sde as tvs
+
+    cfg = dict(problem=("digits_mlp", {"hidden": 4}), variants=(("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05})),
+               batch_size=32, eta=0.2, steps=6, every=3, seeds=(0, 1), paths=2, num_samples=4, noise_batches=16,
+               top_k=2, observables=("loss",))
+    real = train.record
+    calls = []
+
+    def interrupted(config, **kw):
+        calls.append(config.label)
+        if config.label == "SAM":
+            raise KeyboardInterrupt
+        return real(config, **kw)
+
+    monkeypatch.setattr(train, "record", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tvs.run(cfg, tmp_path, log=lambda *_: None)
+    partial = json.loads((tmp_path / "training_vs_sde.json").read_text())
+    assert partial["complete"] is False and list(partial["variants"]) == ["SGD"]
+    monkeypatch.setattr(train, "record", lambda config, **kw: calls.append(config.label) or real(config, **kw))
+    res = tvs.run(cfg, tmp_path, log=lambda *_: None)
+    assert calls == ["SGD", "SAM", "SAM"] and res["complete"] is True  # SGD was not retrained
+    assert res["variants"]["SGD"] == partial["variants"]["SGD"]
+    tvs.run(cfg | {"steps": 3}, tmp_path, log=lambda *_: None)  # another config: everything recomputed
+    assert calls[3:] == ["SGD", "SAM"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        tvs.run("huge")
