@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -90,26 +89,13 @@ def run_one(paths, steps, chunk, repeats, devices=1, timeout=900) -> dict:
 
 
 def run_two_processes(paths, steps, chunk, repeats, timeout=900) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    try:
-        for pid in (0, 1):
-            extra = ("--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(pid))
-            procs.append(subprocess.Popen(_cmd(paths, steps, chunk, repeats, extra), env=_env(1),
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        deadline = time.monotonic() + timeout
-        outs = [p.communicate(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (_, err) in zip(procs, outs):
+    from sde_sam import parallel
+
+    procs = parallel.launch_local(_cmd(paths, steps, chunk, repeats), 2, env=_env(1), timeout=timeout)
+    for p in procs:
         if p.returncode:
-            raise RuntimeError(err[-3000:])
-    return _last_json(outs[0][0])
+            raise RuntimeError(p.stderr[-3000:])
+    return _last_json(procs[0].stdout)
 
 
 def main() -> None:

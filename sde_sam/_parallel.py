@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import socket
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,6 +125,37 @@ def shutdown() -> None:
 def is_main_process() -> bool:
     """``True`` on process 0 (the one that writes results)."""
     return jax.process_index() == 0
+
+
+def launch_local(
+    command: Sequence[str], num_processes: int = 2, *, env: dict | None = None, cwd=None, timeout: float = 600.0
+) -> list[subprocess.CompletedProcess]:
+    """Run ``command`` as ``num_processes`` processes of one distributed job on this machine.
+
+    The coordinator is a free port on ``127.0.0.1``; process ``i`` runs ``command`` followed by ``--coordinator
+    127.0.0.1:PORT --num-processes N --process-id i`` (the flags of ``python -m sde_sam.parallel_cli``, passed on to
+    :func:`initialize`). Waits for all of them, ``timeout`` seconds in total, and kills any still running on the way
+    out (error or timeout). Returns one completed process (text stdout and stderr) per process id.
+    """
+    num_processes = _as_int("num_processes", num_processes, 1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs: list[subprocess.Popen] = []
+    try:
+        for pid in range(num_processes):
+            argv = [*command, "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes),
+                    "--process-id", str(pid)]
+            procs.append(subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+        deadline = time.monotonic() + timeout
+        outs = [p.communicate(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "paths") -> Mesh:

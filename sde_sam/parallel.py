@@ -4,6 +4,7 @@ from ._parallel import ENV as ENV
 from ._parallel import Moments as Moments
 from ._parallel import initialize as initialize
 from ._parallel import is_main_process as is_main_process
+from ._parallel import launch_local as launch_local
 from ._parallel import make_mesh as make_mesh
 from ._parallel import result_arrays as result_arrays
 from ._parallel import run_discrete as run_discrete

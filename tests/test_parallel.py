@@ -3,10 +3,8 @@ moments equal numpy moments of all paths; bad input."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import jax.random as jr
 import numpy as np
@@ -241,35 +239,17 @@ def test_two_devices_equal_one_device(ref):
     np.testing.assert_array_equal(np.asarray(got["runs"], np.float32), runs.values["loss"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_equal_one_process(tmp_path, ref):
-    port = _free_port()
     out = tmp_path / "moments"
     args = ["--problem-kw", '{"n": 16, "d": 3, "seed": 0}', "--variant", "usam", "--variant-kw", '{"rho": 0.05}',
             "--drift", "closed_form", "--eta", "0.05", "--seed", "4",
             "--t1", "0.5", "--every", "2", "--num-paths", "20", "--chunk-paths", "12", "--paths-per-block", "2",
             "--quantiles", ",".join(map(str, LEVELS)), "--per-path", "--out", str(out)]
-    procs = []
-    try:
-        for pid in (0, 1):
-            cmd = [sys.executable, "-m", "sde_sam.parallel_cli", "--coordinator", f"127.0.0.1:{port}",
-                   "--num-processes", "2", "--process-id", str(pid), *args]
-            procs.append(subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, cwd=ROOT))
-        deadline = time.monotonic() + 120
-        outs = [p.communicate(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
+    procs = ss.parallel.launch_local([sys.executable, "-m", "sde_sam.parallel_cli", *args], 2, env=_env(), cwd=ROOT,
+                                     timeout=120)
+    for p in procs:
+        assert p.returncode == 0, p.stderr[-3000:]
+    outs = [(p.stdout, p.stderr) for p in procs]
     summary = json.loads(outs[0][0].strip().splitlines()[-1])
     assert summary["processes"] == 2 and summary["devices"] == 2 and summary["count"] == 20
     assert not [line for line in outs[1][0].splitlines() if line.startswith("{")]  # only process 0 reports
@@ -281,3 +261,17 @@ def test_two_processes_equal_one_process(tmp_path, ref):
             np.testing.assert_allclose(f[f"var.{name}"][1:], var[1:], rtol=5e-5)
             np.testing.assert_array_equal(f[f"quantiles.{name}"],
                                           np.quantile(ref.values[name].astype(np.float64), LEVELS, axis=0))
+
+
+def test_launch_local_passes_coordinator_flags_and_kills_on_timeout():
+    show = [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))"]
+    procs = ss.parallel.launch_local(show, 3, timeout=60)
+    argvs = [json.loads(p.stdout) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert [a[a.index("--process-id") + 1] for a in argvs] == ["0", "1", "2"]
+    assert {a[a.index("--coordinator") + 1] for a in argvs} == {argvs[0][1]}  # one coordinator address for all
+    assert all(a[a.index("--num-processes") + 1] == "3" for a in argvs)
+    with pytest.raises(subprocess.TimeoutExpired):
+        ss.parallel.launch_local([sys.executable, "-c", "import time; time.sleep(60)"], 2, timeout=1)
+    with pytest.raises(ValueError, match="num_processes"):
+        ss.parallel.launch_local(show, 0)
