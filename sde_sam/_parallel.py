@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
+from ._io import save_result, to_jsonable
 from ._observables import Record
 from ._runner import Runs, check_positive
 from ._runner import run_discrete as _run_discrete
@@ -371,42 +372,6 @@ def simulate_moments(
 # -- writing results -----------------------------------------------------------------------------------
 
 
-def _atomic_save(path, arrays: dict, meta: dict) -> Path:
-    """Fallback writer: ``<path>.json`` and ``<path>.npz``, each via a temporary file and ``os.replace``."""
-    import json
-    import tempfile
-
-    p = Path(path)
-    if p.suffix in (".json", ".npz"):
-        p = p.with_suffix("")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    targets = {p.with_name(p.name + ".npz"): lambda fh: np.savez(fh, **arrays),
-               p.with_name(p.name + ".json"): lambda fh: fh.write(json.dumps(meta, indent=1, default=repr).encode())}
-    for target, write in targets.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    return p.with_name(p.name + ".json")
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj if isinstance(obj, (str, int, float, bool, type(None))) else repr(obj)
-
-
 def result_arrays(result: Moments | Runs) -> dict[str, np.ndarray]:
     """The arrays of a :class:`Moments` or :class:`~sde_sam.Runs` as a flat ``name -> array`` dict."""
     out = {"steps": np.asarray(result.steps), "times": np.asarray(result.times)}
@@ -437,10 +402,5 @@ def save(
         info |= dict(count=result.count, num_paths=result.num_paths, num_diverged=result.num_diverged,
                      quantile_levels=result.quantile_levels, quantile_stride=result.quantile_stride,
                      quantile_count=result.quantile_count)
-    info = _jsonable(info | dict(meta or {}))
     arrays = result_arrays(result) | {k: np.asarray(v) for k, v in (arrays or {}).items()}
-    try:
-        from ._io import save_result  # the project's result writer, where present
-    except ImportError:
-        return _atomic_save(path, arrays, info)
-    return save_result(path, arrays, info)
+    return save_result(path, arrays, to_jsonable(info | dict(meta or {})))
