@@ -50,8 +50,8 @@ PRESETS = {
                            ("m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}),
                            ("RW-SAM", "rw-sam", {"rho": 0.05}), ("F-SAM", "f-sam", {"rho": 0.05}),
                            ("SAM-ON", "sam-on", {"rho": 0.05})),
-                 batch_size=64, eta=0.1, steps=1000, every=100, seeds=tuple(range(16)), paths=16, num_samples=32,
-                 noise_batches=1024, top_k=10, observables=train.OBSERVABLES),
+                 batch_size=64, eta=0.1, steps=1000, every=200, seeds=tuple(range(16)), paths=16, num_samples=16,
+                 noise_batches=512, top_k=10, observables=train.OBSERVABLES),
 }
 
 
