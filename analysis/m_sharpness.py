@@ -15,8 +15,10 @@ in the descent), F-SAM and SAM-ON, trained from one initial point over several s
 Run ``python -m analysis.m_sharpness --preset quick --out DIR`` (``quick``: the digits MLP; ``full``: also the
 GroupNorm CNN and a BatchNorm CNN for the SAM-ON rows). A preset's ``problems`` are ``(name, kwargs)`` or
 ``(name, kwargs, overrides)``: the overrides replace preset entries for that problem (``escape=False`` skips
-its escape experiment); ``bn_cnn`` is ``False`` or a dict of overrides for the BatchNorm rows. Results go to ``DIR/m_sharpness.json`` (summary) and
-``DIR/records/*.json|npz`` (every recorded trajectory with config, seeds, versions, device, wall time).
+its escape experiment); ``bn_cnn`` is ``False`` or a dict of overrides for the BatchNorm rows. Results go to
+``DIR/m_sharpness.json`` (summary) and ``DIR/records/*.json|npz`` (every recorded trajectory with config, seeds,
+versions, device, wall time); a rerun into the same ``DIR`` reuses the records of the same config (``--fresh``
+retrains).
 """
 
 from __future__ import annotations
@@ -79,14 +81,10 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
 
 
-def _normal(obj):
-    return json.loads(json.dumps(to_jsonable(obj)))
-
-
 def recorded(config: train.TrainConfig, path: Path, log, *, start=None, fresh: bool = False, **record_kw):
     """The record of ``config`` at ``path``: loaded when a previous (possibly interrupted) run already wrote it for
     the same config and starting point ``start`` (a JSON-able description), else trained and saved atomically."""
-    start = _normal(start)
+    start = to_jsonable(start)
     if not fresh and result_paths(path)[0].exists():
         try:
             rec = train.TrainRecord.load(path)
@@ -271,8 +269,8 @@ def main(argv=None) -> dict:
         problem = train.build_problem(base)
         for label, name, kw in [("SGD", "sgd", {}), ("SAM", "sam", {"rho": bcfg["rho"]}),
                                 ("SAM-ON", "sam-on", {"rho": bcfg["rho"]})]:
-            rec = recorded(base.replace(variant=name, variant_kwargs=kw, label=label), out / "records" / f"bn__{_slug(label)}",
-                           log, fresh=args.fresh, problem=problem)
+            rec = recorded(base.replace(variant=name, variant_kwargs=kw, label=label),
+                           out / "records" / f"bn__{_slug(label)}", log, fresh=args.fresh, problem=problem)
             rows[label] = {"trace_sigma_final": _final(rec, "trace_sigma"), "loss_final": _final(rec, "loss"),
                            "test_accuracy_final": _final(rec, "test_accuracy")}
             log(f"  {label:8s} tr Sigma {rows[label]['trace_sigma_final']['mean']:9.3f}"

@@ -22,7 +22,6 @@ records of every run under ``DIR/records``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -157,7 +156,7 @@ def _previous(out: Path | None, cfg: dict, log) -> dict:
     except (OSError, ValueError) as err:
         log(f"{out / 'training_vs_sde.json'} unreadable ({err}); starting afresh")
         return {}
-    if prev.get("preset_config") != json.loads(json.dumps(to_jsonable(cfg))):
+    if prev.get("preset_config") != to_jsonable(cfg):
         return {}
     return prev.get("variants", {})
 
