@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
-
-import jax
 
 import jax.numpy as jnp
 import numpy as np
 
 import sde_sam as ss
+from analysis.stages import x64
 
 
 class Affine(NamedTuple):
@@ -84,12 +82,4 @@ def dense_hessian(problem: ss.Problem, params) -> np.ndarray:
     return 0.5 * (h + h.T)
 
 
-@contextlib.contextmanager
-def float64():
-    """``jax_enable_x64`` switched on inside the block and restored afterwards (for checks that need float64)."""
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
+float64 = x64  # ``jax_enable_x64`` on inside the block, restored afterwards (one implementation, analysis.stages)
