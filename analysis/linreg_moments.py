@@ -128,11 +128,13 @@ def is_affine(variant) -> bool:
 def _check_sampler(sampler, variant, n):
     if isinstance(sampler, ss.WithReplacement):
         return True
+    k = variant.num_micro_batches(sampler.batch_size) if variant.rule == "batch" else 1
+    if isinstance(sampler, ss.UniformSubset) and k == 1:
+        return False  # i.i.d. uniform subsets
     if isinstance(sampler, ss.WithoutReplacement):
-        k = variant.num_micro_batches(sampler.batch_size) if variant.rule == "batch" else 1
         if n // sampler.batch_size == 1 and k == 1:
             return False  # one batch per epoch: i.i.d. uniform subsets
-    raise ValueError("`sampler` must be WithReplacement (i.i.d. batches), or WithoutReplacement with one batch per "
+    raise ValueError("`sampler` must be WithReplacement (i.i.d. batches), UniformSubset or WithoutReplacement with one batch per "
                      "epoch (batch_size > n/2) and no micro-batches, for the exact moment recursion")
 
 

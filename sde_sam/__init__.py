@@ -22,6 +22,8 @@ from ._optax import with_optax as with_optax
 from ._problem import Problem as Problem
 from ._runner import Runs as Runs
 from ._runner import run_discrete as run_discrete
+from ._sampler import AbstractSampler as AbstractSampler
+from ._sampler import UniformSubset as UniformSubset
 from ._sampler import WithoutReplacement as WithoutReplacement
 from ._sampler import WithReplacement as WithReplacement
 from ._sampler import sampling_factor as sampling_factor

@@ -85,7 +85,10 @@ def expectation(fn, dist: BatchDistribution, key: PRNGKeyArray | None = None, ch
     """``(E[fn(batch_indices, key_r)], stderr)`` over ``dist``, accumulated chunk by chunk (memory ``chunk * d``).
 
     ``fn(indices, key) -> pytree``; row ``r`` gets ``jr.fold_in(key, r)``. ``stderr`` is zero when ``dist``
-    is exact and ``std / sqrt(N)`` (leafwise) for Monte Carlo.
+    is exact and ``std(ddof=1) / sqrt(N)`` (leafwise) for Monte Carlo. The variance is formed stably: two
+    passes within each chunk (its mean, then the squared deviations from it) and Chan et al.'s pairwise
+    merge across chunks, never ``E[v^2] - E[v]^2`` (which loses every digit in float32 when the spread is
+    small against the mean).
     """
     key = jr.key(0) if key is None else key
     num = dist.indices.shape[0]
@@ -93,29 +96,40 @@ def expectation(fn, dist: BatchDistribution, key: PRNGKeyArray | None = None, ch
     pad = (-num) % chunk
     idx = jnp.concatenate([dist.indices, jnp.zeros((pad, dist.indices.shape[1]), dist.indices.dtype)])
     probs = jnp.concatenate([dist.probs, jnp.zeros((pad,), dist.probs.dtype)])
+    real = jnp.concatenate([jnp.ones((num,), dist.probs.dtype), jnp.zeros((pad,), dist.probs.dtype)])
     rows = jnp.arange(num + pad)
     shape = (-1, chunk)
-    xs = (idx.reshape(*shape, idx.shape[1]), probs.reshape(shape), rows.reshape(shape))
+    xs = (idx.reshape(*shape, idx.shape[1]), probs.reshape(shape), real.reshape(shape), rows.reshape(shape))
     sample_fn = jax.vmap(lambda i, r: fn(i, jr.fold_in(key, r)))
     out_shape = jax.eval_shape(lambda: fn(dist.indices[0], key))
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape)
+    wsum = lambda v, q: jnp.tensordot(q.astype(v.dtype), v, axes=1)  # noqa: E731
 
     def body(carry, x):
-        s1, s2 = carry
-        i, p, r = x
+        s1, count, mean, m2 = carry
+        i, p, w, r = x
         vals = sample_fn(i, r)
-        wsum = lambda acc, v, q: acc + jnp.tensordot(q.astype(v.dtype), v, axes=1)  # noqa: E731
-        s1 = jax.tree_util.tree_map(lambda acc, v: wsum(acc, v, p), s1, vals)
-        if not dist.exact:
-            s2 = jax.tree_util.tree_map(lambda acc, v: wsum(acc, jnp.square(v), p), s2, vals)
-        return (s1, s2), None
+        s1 = jax.tree_util.tree_map(lambda acc, v: acc + wsum(v, p), s1, vals)
+        if dist.exact:
+            return (s1, count, mean, m2), None
+        # Chunk statistics by two passes over the real (unpadded) rows, then Chan's merge into the running ones.
+        nb = jnp.sum(w)
+        new_count = count + nb
+        frac = nb / jnp.maximum(new_count, 1.0)
 
-    (mean, second), _ = jax.lax.scan(body, (zeros, zeros), xs)
+        chunk_mean = jax.tree_util.tree_map(lambda v: wsum(v, w) / jnp.maximum(nb, 1.0).astype(v.dtype), vals)
+        delta = jax.tree_util.tree_map(jnp.subtract, chunk_mean, mean)
+        m2 = jax.tree_util.tree_map(
+            lambda acc, v, mb, dl: acc + wsum(jnp.square(v - mb[None]), w) + jnp.square(dl) * (count * frac).astype(v.dtype),
+            m2, vals, chunk_mean, delta)
+        mean = jax.tree_util.tree_map(lambda mu, dl: mu + dl * frac.astype(dl.dtype), mean, delta)
+        return (s1, new_count, mean, m2), None
+
+    count0 = jnp.zeros((), dist.probs.dtype)
+    (mean, _, _, m2), _ = jax.lax.scan(body, (zeros, count0, zeros, zeros), xs)
     if dist.exact or num < 2:
         return mean, zeros
-    stderr = jax.tree_util.tree_map(
-        lambda m, s: jnp.sqrt(jnp.maximum(s - jnp.square(m), 0.0) * num / (num - 1) / num), mean, second
-    )
+    stderr = jax.tree_util.tree_map(lambda a: jnp.sqrt(jnp.maximum(a, 0.0) / ((num - 1) * num)), m2)
     return mean, stderr
 
 

@@ -3,9 +3,12 @@
 The SDE is ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW``; every sampler returns one draw of
 ``S^{1/2} z`` (a pytree like the parameters), never forming ``S`` or a ``d x d`` matrix:
 
-* ``"leading"``: ``S = c(B) Sigma``. With ``u ~ N(0, I_n)``,
+* ``"leading"``: ``S = Cov_xi[G_0]``, the covariance of the variant's rho-free update ``G_0``. For every
+  variant whose ``G_0`` is the batch gradient that is ``c(B) Sigma``: with ``u ~ N(0, I_n)``,
   ``Sigma^{1/2} z = (1/sqrt n) sum_i (u_i - mean u) g_i = (1/sqrt n) sum_i u_i (g_i - g)`` in distribution,
-  the gradient of the randomly weighted loss ``(1/sqrt n) sum_i (u_i - mean u) f_i(x)``: ONE VJP.
+  the gradient of the randomly weighted loss ``(1/sqrt n) sum_i (u_i - mean u) f_i(x)``: ONE VJP. For RW-SAM
+  with weights in the descent, ``G_0 = sum_i w_i g_i`` and ``S = Cov_xi[sum_i w_i g_i]`` is sampled as the
+  ``"empirical"`` factor of the rho-free variant (below), not ``c(B) Sigma`` (which is wrong at ``O(1)``).
 * ``"first_order"``: ``S = c(B)(Sigma + rho(H P Sigma + Sigma P H)) + O(rho^2)`` for the unnormalized
   ``batch`` rule (USAM, m-USAM, USAM-ON; Compagnoni et al. 2023, neglecting the randomness of
   ``H_gamma``). We sample ``(I + rho H P) (c(B) Sigma)^{1/2} z`` whose covariance is
@@ -58,8 +61,22 @@ def _scale(tree, s):
     return jax.tree_util.tree_map(lambda a: (s * a).astype(a.dtype), tree)
 
 
-def leading_sample(problem: Problem, sampler: Sampler, params: Params, key: PRNGKeyArray) -> Params:
-    """``(c(B) Sigma)^{1/2} z`` (DESIGN §3.2, leading order)."""
+def leading_sample(
+    problem: Problem,
+    sampler: Sampler,
+    params: Params,
+    key: PRNGKeyArray,
+    variant: Variant | None = None,
+    *,
+    num_samples: int = NUM_SAMPLES,
+    max_enumeration: int = MAX_ENUMERATION,
+) -> Params:
+    """A draw with covariance ``Cov_xi[G_0]`` of the rho-free update (DESIGN §3.2, leading order): ``(c(B) Sigma)^{1/2} z``
+    when ``G_0`` is the batch gradient (``variant=None`` means so), else the empirical factor of ``variant`` at
+    ``rho = 0`` (RW-SAM with weights in the descent; ``num_samples``/``max_enumeration`` as there)."""
+    if variant is not None and not variant.descent_is_batch_gradient:
+        return empirical_sample(problem, variant.replace(rho=0.0), sampler, params, key, num_samples=num_samples,
+                                max_enumeration=max_enumeration)
     n = problem.num_examples
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     c = sampler.factor(sampler.batch_size, n)

@@ -1,6 +1,8 @@
-"""SDE drift ``b(x) = E_xi[G(x; xi)]`` to first order in ``rho`` (DESIGN §3.1, §3.3).
+"""SDE drift ``b(x) = E_xi[G(x; xi)]``: exact in ``rho``, or to first order in ``rho`` (DESIGN §3.1, §3.3).
 
-Two independent implementations:
+:func:`expected_drift` is the mean step itself, ``E_xi[G(x; xi)]`` with no expansion in ``rho`` (the drift of
+the moment-matching SME; with the empirical diffusion ``Cov_xi[G]`` it is the SDE that SVAG converges to).
+Two independent implementations of the first-order drift:
 
 * :func:`general_drift`, the general first-order rule
   ``b = E[(1/k) sum_j (g_{gamma_j} + rho H_{gamma_j} N(M d_j))]`` (descent weights replace the plain means
@@ -75,6 +77,54 @@ def drift_distribution(
     )
 
 
+def _linear_in_batch(variant: Variant) -> bool:
+    """SGD and n-SAM: the update is linear in the batch, so its mean is the full-data value."""
+    return not variant.perturbs or variant.rule == "full"
+
+
+# -- exact in rho ---------------------------------------------------------------------------------------------
+
+
+def expected_drift(
+    problem: Problem,
+    variant: Variant,
+    sampler: Sampler,
+    params: Params,
+    *,
+    key: PRNGKeyArray | None = None,
+    num_samples: int = NUM_SAMPLES,
+    max_enumeration: int = MAX_ENUMERATION,
+    return_stderr: bool = False,
+) -> Params | tuple[Params, Params]:
+    """The mean step ``b(x) = E_xi[G(x; xi)]`` of the discrete update, no expansion in ``rho``.
+
+    ``G`` is :meth:`Variant.gradient` itself (every rule, normalization, mask, micro-batch and descent weight
+    as the discrete run has them; F-SAM's EMA at its SDE value ``mu = g``, DESIGN §3.1). The expectation
+    runs over what ``G`` depends on: a size-``m`` micro-batch when the update is a mean of per-micro-batch
+    terms (m-SAM, m-USAM: ``E[(1/k) sum_j h(gamma_j)] = E[h(gamma)]``), else the size-``B`` batch (and RW-SAM's
+    Rademacher probe). It is exact by enumeration when the support has at most ``max_enumeration`` batches
+    (or the update is linear in the batch: SGD, n-SAM), else an unbiased Monte Carlo mean over
+    ``num_samples`` fresh batches drawn from ``key`` (``None``: ``jr.key(0)``); ``return_stderr`` adds the
+    leafwise standard error (zeros when exact). Same batches as :func:`general_drift` for the same key.
+    """
+    _check(problem, variant, sampler)
+    zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)  # noqa: E731
+    if _linear_in_batch(variant):
+        b, _, _ = variant.gradient(problem, params, variant.init(params), problem.data, jr.key(0))
+        return (b, zeros(b)) if return_stderr else b
+    state = sde_state(problem, variant, params)
+    key = jr.key(0) if key is None else key
+    dist_key, sample_key = jr.split(key)
+    dist = drift_distribution(problem, variant, sampler, key=dist_key, num_samples=num_samples,
+                              max_enumeration=max_enumeration, dtype=_dtype(params))
+
+    def fn(idx, k):
+        return variant.gradient(problem, params, state, problem.take(idx), k)[0]
+
+    b, err = expectation(fn, dist, sample_key)
+    return (b, err) if return_stderr else b
+
+
 # -- the general first-order rule --------------------------------------------------------------------------
 
 
@@ -133,7 +183,7 @@ def general_drift(
     """
     _check(problem, variant, sampler)
     zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)  # noqa: E731
-    if not variant.perturbs or variant.rule == "full":
+    if _linear_in_batch(variant):
         # Linear in the batch: its expectation is the full-data value (SGD: g; n-SAM: g + rho H N(M g)).
         b = linearized_update(problem, variant, params, variant.init(params), problem.data, jr.key(0))
         return (b, zeros(b)) if return_stderr else b

@@ -49,12 +49,9 @@ def check_k(k: Any, d: int) -> int:
 
 
 def check_sampler(sampler: Any, n: int) -> None:
-    from ._sampler import WithoutReplacement, WithReplacement
+    from ._sampler import check_is_sampler
 
-    if not isinstance(sampler, (WithReplacement, WithoutReplacement)):
-        raise TypeError(
-            f"`sampler` must be ss.WithReplacement(b) or ss.WithoutReplacement(b), got {type(sampler).__name__}"
-        )
+    check_is_sampler(sampler)
     sampler.check(n)
 
 

@@ -34,9 +34,9 @@ from ._estimate import (
     num_examples,
 )
 from ._problem import Problem, _chunked_map, tree_norm_sq
-from ._sampler import WithoutReplacement, WithReplacement
+from ._sampler import AbstractSampler
 
-Sampler = WithReplacement | WithoutReplacement
+Sampler = AbstractSampler
 
 
 def _data(problem: Problem, batch: PyTree | None) -> PyTree:
@@ -266,7 +266,7 @@ def lanczos_operator(problem, params, data, key, which, k, num_matvecs, chunk_si
 def _draw(sampler: Sampler, key: PRNGKeyArray, n: int) -> Array:
     """One batch of ``sampler.batch_size`` indices from the sampler's marginal law (i.i.d. uniform draws with
     replacement; a uniform subset without)."""
-    if isinstance(sampler, WithReplacement):
+    if sampler.replace:
         return jr.randint(key, (sampler.batch_size,), 0, n)
     return jr.choice(key, n, (sampler.batch_size,), replace=False)
 

@@ -16,8 +16,9 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ._observables import Record
 from ._problem import Problem, tree_norm_sq
-from ._sampler import Sampler, WithReplacement, WithoutReplacement
+from ._sampler import Sampler, check_is_sampler
 from ._sharding import check_mesh, run_blocked
+from ._svag import check_svag, svag_gradient
 from ._variants import Variant
 
 
@@ -44,8 +45,7 @@ def resolve_dtype(dtype) -> Any:
 
 
 def check_sampler(sampler: Sampler, problem: Problem) -> None:
-    if not isinstance(sampler, (WithReplacement, WithoutReplacement)):
-        raise TypeError(f"`sampler` must be WithReplacement or WithoutReplacement, got {type(sampler).__name__}")
+    check_is_sampler(sampler)
     sampler.check(problem.num_examples)
 
 
@@ -119,6 +119,7 @@ def run_discrete(
     save_params: bool = False,
     mesh=None,
     runs_per_block: int | None = None,
+    svag: int = 1,
 ) -> Runs:
     """Run ``x_{k+1} = x_k - eta * G(x_k; xi_k)`` (DESIGN §2) for ``num_runs`` independent runs.
 
@@ -136,6 +137,10 @@ def run_discrete(
     several processes); the run axis is split over its devices (padded to a multiple of their number) and
     every process gets all runs back. ``runs_per_block``: runs advanced together (vmapped) on a device,
     blocks one after another. Runs with the same ``runs_per_block`` are bit-identical on any mesh.
+    ``svag``: ``l >= 2`` runs SVAG (:mod:`sde_sam._svag`; Li, Malladi & Arora 2021) instead of the method:
+    ``G_l = a G(x; xi_1) + b G(x; xi_2)`` from two independent batches, ``steps * l`` steps of ``eta / l``,
+    recorded at the same times ``k * eta`` (``Runs.steps`` counts steps of ``eta``). As ``l`` grows the runs
+    approach the SDE with drift ``E[G]`` and diffusion ``Cov[G]``. ``l = 1`` is the plain method.
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
@@ -164,6 +169,7 @@ def run_discrete(
         check_positive("runs_per_block", runs_per_block, integer=True)
     check_sampler(sampler, problem)
     variant.check(sampler.batch_size, problem.num_examples)
+    svag = check_svag(svag)
     if steps % record.every:
         raise ValueError(f"`steps`={steps} must be a multiple of record.every={record.every}")
     dtype = resolve_dtype(dtype)
@@ -178,7 +184,7 @@ def run_discrete(
     if schedule is not None and not callable(schedule):
         raise TypeError(f"`schedule` must be None or a callable step -> learning-rate multiplier, got {schedule!r}")
     run_args = (problem, variant, sampler, record, jnp.asarray(eta, dtype), num_segments, run_keys,
-                float(divergence_threshold), schedule, bool(save_params))
+                float(divergence_threshold), schedule, bool(save_params), svag)
     if mesh is None and runs_per_block is None:
         out = _run(*run_args)
     else:  # run keys are argument 6 of _run
@@ -187,6 +193,9 @@ def run_discrete(
     out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
     values, div, div_step, final, saved = out
+    div_step = np.asarray(div_step)
+    if svag > 1:  # report divergence in steps of the method (step ceil(j / l) of eta)
+        div_step = np.where(div_step >= 0, -(-div_step // svag), -1)
     steps_arr = np.arange(num_segments + 1) * record.every
     return Runs(
         steps=steps_arr,
@@ -207,6 +216,7 @@ def run_discrete(
             dtype=str(dtype),
             divergence_threshold=float(divergence_threshold),
         )
+        | ({} if svag == 1 else {"svag": svag})
         | ({} if schedule is None else {"schedule": repr(schedule)})
         | {"devices": 1 if mesh is None else int(mesh.size)},
         wall_time_s=wall,
@@ -214,19 +224,31 @@ def run_discrete(
     )
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9))
-def _run(problem, variant, sampler, record, eta, num_segments, run_keys, threshold, schedule=None, save_params=False):
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10))
+def _run(problem, variant, sampler, record, eta, num_segments, run_keys, threshold, schedule=None, save_params=False,
+         svag=1):
     n = problem.num_examples
+    inner = record.every * svag  # steps per recording interval
+    step_eta = eta if svag == 1 else eta / svag
 
     def one_run(run_key):
         sample_key, variant_key = jr.split(run_key)
         params0 = problem.init_params
 
+        def update(params, vstate, k):
+            if svag == 1:
+                batch = problem.take(sampler.indices(sample_key, k, n))
+                return variant.gradient(problem, params, vstate, batch, jr.fold_in(variant_key, k))
+            keys = jr.split(sample_key)
+            batches = (problem.take(sampler.indices(keys[0], k, n)), problem.take(sampler.indices(keys[1], k, n)))
+            vkeys = (jr.fold_in(variant_key, 2 * k), jr.fold_in(variant_key, 2 * k + 1))
+            return svag_gradient(problem, variant, svag, params, vstate, batches, vkeys)
+
         def step(carry, _):
             params, vstate, is_div, div_step, k = carry
-            batch = problem.take(sampler.indices(sample_key, k, n))
-            G, new_vstate, _ = variant.gradient(problem, params, vstate, batch, jr.fold_in(variant_key, k))
-            eta_k = eta if schedule is None else eta * jnp.asarray(schedule(k), eta.dtype)
+            G, new_vstate, _ = update(params, vstate, k)
+            k_method = k if svag == 1 else k // svag  # the schedule runs on the method's steps
+            eta_k = step_eta if schedule is None else step_eta * jnp.asarray(schedule(k_method), eta.dtype)
             new_params = jax.tree_util.tree_map(lambda p, g: p - eta_k * g, params, G)
             now_div = diverged(new_params, threshold) & ~is_div
             keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(is_div | now_div, b, a), new, old)  # noqa: E731
@@ -243,7 +265,7 @@ def _run(problem, variant, sampler, record, eta, num_segments, run_keys, thresho
             return {name: jnp.where(is_div, jnp.nan, v) for name, v in vals.items()}
 
         def segment(carry, _):
-            carry, _ = jax.lax.scan(step, carry, None, length=record.every)
+            carry, _ = jax.lax.scan(step, carry, None, length=inner)
             return carry, (observe(carry[0], carry[2]), carry[0] if save_params else None)
 
         init = (params0, variant.init(params0), jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0))

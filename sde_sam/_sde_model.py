@@ -15,7 +15,7 @@ from ._runner import check_positive
 from ._sampler import Sampler
 from ._variants import Variant
 
-DRIFTS = ("general", "closed_form")
+DRIFTS = ("general", "closed_form", "expected")
 
 Params = PyTree
 
@@ -59,8 +59,9 @@ class SDEModel:
 
     # -- the two coefficients ------------------------------------------------------------------------
     def first_order_drift(self, params: Params, key: PRNGKeyArray | None = None) -> Params:
-        """``b(x)`` to first order in ``eta`` (DESIGN §3.1)."""
-        fn = _drift.general_drift if self.drift_kind == "general" else _drift.closed_form_drift
+        """``b(x)`` to first order in ``eta`` (DESIGN §3.1): first order in ``rho`` (``"general"``, ``"closed_form"``)
+        or exact in ``rho`` (``"expected"``, the mean step ``E_xi[G]``)."""
+        fn = _DRIFT_FNS[self.drift_kind]
         return fn(self.problem, self.variant, self.sampler, params, key=key, num_samples=self.num_samples,
                   max_enumeration=self.max_enumeration)
 
@@ -73,7 +74,8 @@ class SDEModel:
     def diffusion_sample(self, params: Params, key: PRNGKeyArray) -> Params:
         """One draw of ``S(x)^{1/2} z``, ``z ~ N(0, I)`` (DESIGN §3.2; see :mod:`sde_sam._diffusion`)."""
         if self.diffusion == "leading":
-            return _diffusion.leading_sample(self.problem, self.sampler, params, key)
+            return _diffusion.leading_sample(self.problem, self.sampler, params, key, self.variant,
+                                             num_samples=self.num_samples, max_enumeration=self.max_enumeration)
         if self.diffusion == "first_order":
             return _diffusion.first_order_sample(self.problem, self.variant, self.sampler, params, key)
         if self.diffusion == "empirical":
@@ -113,8 +115,9 @@ def sde_model(
         diffusion: ``"leading"`` (``c(B) Sigma``), ``"first_order"`` (``+ rho(H Sigma + Sigma H)``, unnormalized
             batch rule), ``"empirical"`` (``Cov_xi[G]`` of the perturbed update) or ``"none"``.
         order: ``1`` (first-order SME) or ``2`` (drift ``b + (eta/2)(Db) b``).
-        drift: ``"general"`` (the general first-order rule) or ``"closed_form"`` (DESIGN §3.1 formulas;
-            cheaper for large problems: USAM/m-USAM need no expectation).
+        drift: ``"general"`` (the general first-order rule), ``"closed_form"`` (DESIGN §3.1 formulas;
+            cheaper for large problems: USAM/m-USAM need no expectation), or ``"expected"`` (the mean step
+            ``E_xi[G]`` with no expansion in ``rho``; with ``diffusion="empirical"`` the moment-matching SME).
         num_samples, max_enumeration: Monte Carlo size and enumeration limit of batch expectations.
     """
     if not isinstance(problem, Problem):
@@ -131,6 +134,11 @@ def sde_model(
         raise ValueError(f"`order` must be 1 or 2, got {order!r}")
     check_positive("num_samples", num_samples, integer=True)
     check_positive("max_enumeration", max_enumeration, integer=True)
+    if order == 2 and not variant.differentiable_update:
+        raise ValueError(
+            f"`order`=2 needs the derivative of the drift, which is not defined for variant {variant.name!r} "
+            f"(its weights carry stop_gradient); use order=1"
+        )
     if diffusion == "first_order" and not _diffusion.first_order_supported(variant):
         raise ValueError(
             f"`diffusion`='first_order' is defined for SGD, n-USAM and the unnormalized batch rule (USAM, m-USAM, "
@@ -138,6 +146,13 @@ def sde_model(
         )
     return SDEModel(problem, variant, sampler, float(eta), diffusion, int(order), drift, int(num_samples),
                     int(max_enumeration))
+
+
+_DRIFT_FNS = {
+    "general": _drift.general_drift,
+    "closed_form": _drift.closed_form_drift,
+    "expected": _drift.expected_drift,
+}
 
 
 def step_keys(path_key: PRNGKeyArray, step) -> tuple[PRNGKeyArray, PRNGKeyArray]:

@@ -173,6 +173,18 @@ class Variant:
             return False
         return self.rho > 0 or (self.rule == "reweighted" and self.weights_in_descent)
 
+    @property
+    def descent_is_batch_gradient(self) -> bool:
+        """Whether the rho-free update ``G_0`` is the plain batch gradient ``g_gamma`` (so its covariance is
+        ``c(B) Sigma``). False for RW-SAM with weights in the descent: ``G_0 = sum_i w_i g_i``."""
+        return not (self.rule == "reweighted" and self.weights_in_descent)
+
+    @property
+    def differentiable_update(self) -> bool:
+        """Whether ``x -> G(x; xi)`` is differentiated correctly by autodiff (needed by the order-2 drift
+        ``b + (eta/2)(Db) b``). False for RW-SAM: its weights carry ``stop_gradient``."""
+        return self.rule != "reweighted"
+
     def num_micro_batches(self, batch_size: int) -> int:
         """``k = B / m``; raises when ``m`` does not divide ``B``."""
         m = self.micro_batch_size

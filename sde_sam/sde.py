@@ -10,6 +10,7 @@ from ._diffusion import leading_sample as leading_sample
 from ._diffusion import sigma_sqrt_times as sigma_sqrt_times
 from ._diffusion import standard_normal_weights as standard_normal_weights
 from ._drift import closed_form_drift as closed_form_drift
+from ._drift import expected_drift as expected_drift
 from ._drift import expected_micro_batch_grad_norm as expected_micro_batch_grad_norm
 from ._drift import general_drift as general_drift
 from ._drift import linearized_update as linearized_update

@@ -79,3 +79,63 @@ def test_sampling_factor_matches_enumeration(n, b):
 
 def test_full_batch_without_replacement_has_no_noise():
     assert ss.WithoutReplacement(8).factor(8, 8) == 0.0
+
+
+# -- UniformSubset: a fresh uniform subset each step, independent across steps -----------------------------
+
+
+def test_uniform_subset_batch_covariance_is_c_sigma_by_enumeration():
+    """Cov of the batch mean of vectors ``v_i`` over the sampler's enumerated one-step law equals
+    ``c(B) Sigma`` (``Sigma`` the population covariance), matrix-valued and exact."""
+    rng = np.random.default_rng(1)
+    n, b = 7, 3
+    v = rng.standard_normal((n, 2))
+    sampler = ss.UniformSubset(b)
+    dist = ss.sde.batch_distribution(sampler.replace, n, b, dtype=jnp.float32)
+    assert dist.exact and dist.indices.shape[0] == 35  # C(7, 3) subsets
+    means = np.stack([v[np.asarray(r)].mean(0) for r in dist.indices])
+    probs = np.asarray(dist.probs, np.float64)
+    centred = means - probs @ means
+    cov = (centred * probs[:, None]).T @ centred
+    vc = v - v.mean(0)
+    sigma = vc.T @ vc / n
+    np.testing.assert_allclose(cov, sampler.factor(b, n) * sigma, rtol=1e-6)
+    assert sampler.factor(b, n) == (n - b) / (b * (n - 1))
+
+
+def test_uniform_subset_draws_uniform_subsets():
+    """Each of the C(5, 2) = 10 subsets drawn with frequency 1/10 over 5000 steps (binomial, 5 sigma); no repeats
+    within a batch."""
+    n, b, steps = 5, 2, 5000
+    idx = _draw(ss.UniformSubset(b), jr.key(6), steps, n)
+    assert all(len(set(row)) == b for row in idx)
+    counts = {}
+    for row in idx:
+        counts[tuple(sorted(row))] = counts.get(tuple(sorted(row)), 0) + 1
+    assert len(counts) == 10
+    p = 0.1
+    sigma = np.sqrt(steps * p * (1 - p))
+    assert all(abs(c - steps * p) < 5 * sigma for c in counts.values()), counts
+
+
+def test_uniform_subset_steps_are_independent_unlike_epochs():
+    """Consecutive batches share on average ``B^2 / n`` examples when independent; within a shuffled epoch they
+    share none. 4000 pairs, n = 8, B = 4: mean overlap 2, sd of one overlap <= 1, tolerance 5 s.e."""
+    n, b, steps = 8, 4, 4000
+    idx = _draw(ss.UniformSubset(b), jr.key(7), steps + 1, n)
+    overlap = np.array([len(set(idx[k]) & set(idx[k + 1])) for k in range(steps)])
+    se = overlap.std(ddof=1) / np.sqrt(steps)
+    assert abs(overlap.mean() - b * b / n) < 5 * se, (overlap.mean(), se)
+    epochs = _draw(ss.WithoutReplacement(b), jr.key(7), 2, n)  # the two batches of one epoch
+    assert not set(epochs[0]) & set(epochs[1])
+
+
+def test_uniform_subset_bad_input_and_reproducibility():
+    with pytest.raises(ValueError, match="batch_size"):
+        ss.UniformSubset(0)
+    with pytest.raises(ValueError, match="batch_size"):
+        ss.UniformSubset(9).check(8)
+    a = _draw(ss.UniformSubset(3), jr.key(8), 10, 9)
+    np.testing.assert_array_equal(a, _draw(ss.UniformSubset(3), jr.key(8), 10, 9))
+    with pytest.raises(TypeError, match="sampler"):
+        ss.sampling_factor("uniform", 2, 5)
