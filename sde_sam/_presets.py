@@ -25,7 +25,32 @@ QUICK = {
                 every=50, k=5, probes=8, tail_batches=128),
     "timing": dict(hidden=256, batch_size=128, steps=20, repeats=5, ms=[16], serial_k=[2], paths=8),
     "symbolic": dict(setting="default"),
+    "fidelity": dict(
+        escape=dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=8, eta=0.05, steps=120, every=10,
+                    num_runs=128, num_paths=128, drift_samples=8,
+                    variants=[["SAM (m=B)", "sam", {"rho": 0.1}],
+                              ["m-SAM (m=1)", "m-sam", {"rho": 0.1, "micro_batch_size": 1}]],
+                    drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1], svag=[1, 4],
+                    max_refine=1),
+        training=None),
 }
+
+_FIDELITY_VARIANTS = [["SGD", "sgd", {}], ["USAM", "usam", {"rho": "R"}], ["SAM", "sam", {"rho": "R"}],
+                      ["n-SAM", "n-sam", {"rho": "R"}],
+                      ["m-SAM (m=16)", "m-sam", {"rho": "R", "micro_batch_size": 16}],
+                      ["m-SAM (m=4)", "m-sam", {"rho": "R", "micro_batch_size": 4}],
+                      ["m-SAM (m=1)", "m-sam", {"rho": "R", "micro_batch_size": 1}],
+                      ["RW-SAM", "rw-sam", {"rho": "R"}],
+                      ["RW-SAM (descent)", "rw-sam", {"rho": "R", "weights_in_descent": True}],
+                      ["F-SAM", "f-sam", {"rho": "R"}], ["SAM-ON", "sam-on", {"rho": "R"}]]
+_TRAIN_OBSERVABLES = ["loss", "accuracy", "test_loss", "test_accuracy", "grad_norm_sq", "trace_sigma", "lambda_max",
+                      "trace_hessian", "batch_grad_norm", "distance"]
+
+
+def _fidelity_variants(rho: float, skip=()) -> list:
+    return [[label, name, {k: (rho if v == "R" else v) for k, v in kw.items()}]
+            for label, name, kw in _FIDELITY_VARIANTS if label not in skip]
+
 
 FULL = {
     "drift": dict(seed=0, n=8, batch_size=4, m=2, rhos=[0.08, 0.04, 0.02, 0.01, 0.005], coef_rhos=[2e-3, 1e-3, 5e-4],
@@ -51,6 +76,16 @@ FULL = {
                 every=250, k=10, probes=64, tail_batches=2048),
     "timing": dict(hidden=256, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64),
     "symbolic": dict(setting="default"),
+    # the escape problem is 1-D (SAM-ON's mask would be everything: SAM); digits: the rungs that matter there
+    "fidelity": dict(
+        escape=dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=16, eta=0.05, steps=120, every=10,
+                    num_runs=512, num_paths=512, drift_samples=8, variants=_fidelity_variants(0.1, skip=("SAM-ON", "m-SAM (m=16)")),
+                    drifts=["general", "expected"], diffusions=["leading", "first_order", "empirical"], orders=[1, 2],
+                    svag=[1, 2, 4, 8], max_refine=2),
+        training=dict(seed=0, problem=["digits_mlp", {"hidden": 16}], batch_size=64, eta=0.1, steps=200, every=50,
+                      num_runs=16, num_paths=16, drift_samples=8, key_observable="lambda_max",
+                      observables=_TRAIN_OBSERVABLES, variants=_fidelity_variants(0.05),
+                      drifts=["general", "expected"], diffusions=["leading"], orders=[1], svag=[1, 4], max_refine=1)),
 }
 
 PRESETS = {"quick": QUICK, "full": FULL}

@@ -137,7 +137,8 @@ def sharp_flat_basins(
     seed: int = 0,
     start: str = "sharp",
 ) -> Problem:
-    """A finite-sum loss with a sharp basin at ``x_1 = -1`` and a flat one at ``x_1 = +1`` (barrier near 0):
+    """A finite-sum loss with a sharp basin at ``x_1 = -1`` and a flat one at ``x_1 = +1``, separated by a barrier
+    on the sharp side (about ``-0.6`` for the defaults; :func:`sharp_flat_barrier` locates it):
 
     ``F(u) = -log( exp(-h_s (u+1)^2 / 2) + sqrt(h_s / h_f) exp(-h_f (u-1)^2 / 2) )`` (the flat basin weighted so
     both minima have comparable depth), ``f_i(x) = F(x_1 - z_i1) + (1/2)(x_2 - z_i2)^2`` in 2-D. Shifts
@@ -174,9 +175,36 @@ def sharp_flat_basins(
     return Problem(loss_fn, {"shift": jnp.asarray(z, jnp.float32)}, jnp.asarray(x0, jnp.float32), f"sharp_flat_{dim}d")
 
 
-def in_sharp_basin(x) -> jax.Array:
-    """True while the first coordinate is on the sharp side of the barrier (``x_1 < 0``)."""
-    return jnp.asarray(x).reshape(-1)[0] < 0.0
+def sharp_flat_barrier(problem: Problem, grid: int = 20001) -> float:
+    """The barrier of a :func:`sharp_flat_basins` problem: the interior local maximum of the full loss along
+    ``x_1`` in ``[-1.5, 1]`` (other coordinates 0, where the shifts are centred), on a grid of ``grid`` points
+    refined by a parabola through the best three. Raises ``ValueError`` when the two basins have merged (no
+    interior maximum). The sharp minimum itself sits right of ``-1`` (the flat basin's tail tilts it)."""
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 3:
+        raise ValueError(f"`grid` must be an integer >= 3, got {grid!r}")
+    x0 = jnp.asarray(problem.init_params)
+    if x0.ndim != 1 or x0.shape[0] not in (1, 2):
+        raise ValueError(f"`problem` must come from sharp_flat_basins (a 1-D or 2-D point), got shape {x0.shape}")
+    u = np.linspace(SHARP_CENTER - 0.5, FLAT_CENTER, grid)
+    pts = np.zeros((grid, x0.shape[0]))
+    pts[:, 0] = u
+    vals = np.asarray(jax.vmap(problem.full_loss)(jnp.asarray(pts, x0.dtype)), np.float64)
+    peaks = np.flatnonzero((vals[1:-1] > vals[:-2]) & (vals[1:-1] >= vals[2:])) + 1
+    if peaks.size == 0:
+        raise ValueError(f"problem {problem.name!r} has no barrier between its basins (they have merged)")
+    i = int(peaks[np.argmax(vals[peaks])])
+    y0, y1, y2 = vals[i - 1 : i + 2]
+    h = u[1] - u[0]
+    den = y0 - 2 * y1 + y2
+    shift = 0.5 * h * (y0 - y2) / den if den < 0 else 0.0
+    return float(u[i] + shift)
+
+
+def in_sharp_basin(x, barrier: float = 0.0) -> jax.Array:
+    """True while the first coordinate is on the sharp side of ``barrier`` (``x_1 < barrier``). Pass the
+    problem's true barrier, :func:`sharp_flat_barrier`: the default ``0`` counts the paths that crossed it but
+    have not reached ``x_1 = 0`` as still inside."""
+    return jnp.asarray(x).reshape(-1)[0] < barrier
 
 
 # -- (e) teacher-student ----------------------------------------------------------------------------------

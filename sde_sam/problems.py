@@ -4,6 +4,7 @@ from ._problem import Problem as Problem
 from ._problems import breast_cancer_logistic as breast_cancer_logistic
 from ._problems import digits_mlp as digits_mlp
 from ._problems import in_sharp_basin as in_sharp_basin
+from ._problems import sharp_flat_barrier as sharp_flat_barrier
 from ._problems import layer_norm as layer_norm
 from ._problems import linear_regression as linear_regression
 from ._problems import load_digits_split as load_digits_split

@@ -1,0 +1,364 @@
+"""Which SDE describes a discrete run, and how well: the fidelity ladder and its error budget (DESIGN §3, §6).
+
+For each variant and problem, the discrete runs are compared with every model of the ladder
+
+* drift: ``general`` (first order in ``rho``, DESIGN §3.1) or ``expected`` (the mean step ``E_xi[G]``, exact in
+  ``rho``);
+* diffusion: ``leading`` (``Cov[G_0]`` of the rho-free update), ``first_order`` (where defined: SGD, n-USAM,
+  the unnormalized batch rule) or ``empirical`` (``Cov_xi[G]`` of the perturbed update);
+* order: ``1`` or ``2`` (drift ``b + (eta/2)(Db) b``; not defined for RW-SAM, whose weights carry stop_gradient);
+
+each simulated at ``dt = eta`` and refined (``eta/2``, ``eta/4``, ...) until the change of the gap is within
+Monte Carlo error (at most ``max_refine`` halvings), so that the Euler–Maruyama error is told apart from the
+model's; plus SVAG (Li, Malladi & Arora 2021) at ``l`` in ``svag`` (``l = 1`` is the discrete method): a
+discrete process with the SDE's moments whose distance from the discrete run measures the finite-learning-rate
+effect (the part of the gap no SDE can close).
+
+Every gap is ``mean_model - mean_discrete`` of an observable, with standard error
+``sqrt(se_model^2 + se_discrete^2)`` over independent paths and runs, at the final recorded time and as the
+time average over the recorded grid (per-path averages, so its standard error is exact). Diverged paths
+and runs are counted and left out.
+
+Problems: (a) the sharp/flat escape problem (observables: fraction outside the sharp basin, measured against
+the problem's true barrier, :func:`sde_sam.problems.sharp_flat_barrier`, and the loss); (b) digits-MLP
+training (every observable of :data:`sde_sam.train.OBSERVABLES` asked for, evaluated on the stored
+parameters of both sides with the same estimators).
+
+``python -m analysis.fidelity --preset quick --out DIR`` writes ``DIR/fidelity.json`` (config, seed, versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import sde_sam as ss
+from sde_sam import train
+from sde_sam._diffusion import first_order_supported
+from sde_sam._io import provenance, save_result
+from sde_sam._presets import preset
+
+#: |z| below which a model "tracks" the discrete runs on an observable (C10).
+Z_TRACK = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """One SDE model of the ladder."""
+
+    drift: str
+    diffusion: str
+    order: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.drift}/{self.diffusion}/o{self.order}"
+
+
+def ladder(variant, drifts=("general", "expected"), diffusions=("leading", "first_order", "empirical"),
+           orders=(1, 2)) -> list[Rung]:
+    """The rungs defined for ``variant``. For a variant that does not perturb (SGD) every drift is ``g`` and
+    the leading diffusion is exact, so one drift and one diffusion stand for all."""
+    if not variant.perturbs:
+        drifts, diffusions = drifts[:1], tuple(d for d in diffusions if d == "leading") or diffusions[:1]
+    out = []
+    for order in orders:
+        if order == 2 and not variant.differentiable_update:
+            continue
+        for drift in drifts:
+            for diffusion in diffusions:
+                if diffusion == "first_order" and not first_order_supported(variant):
+                    continue
+                out.append(Rung(drift, diffusion, order))
+    return out
+
+
+# -- gap statistics -------------------------------------------------------------------------------------------
+
+
+def _kept(values: np.ndarray) -> np.ndarray:
+    """Rows (runs or paths) without NaN: diverged ones are left out."""
+    return values[~np.any(np.isnan(values), axis=1)]
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    n = values.shape[0]
+    if n == 0:
+        return math.nan, math.nan
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+
+
+def gap(model_vals: np.ndarray, disc_vals: np.ndarray) -> dict:
+    """Gap statistics of one observable, ``(P, T)`` model values against ``(R, T)`` discrete ones: final-time and
+    time-averaged gap, their standard errors and z-scores, and the largest |z| over recorded times."""
+    a, b = _kept(model_vals), _kept(disc_vals)
+    out = {}
+    for key, fa, fb in (("final", a[:, -1], b[:, -1]), ("time_avg", a.mean(1), b.mean(1))):
+        ma, sa = _mean_se(fa)
+        mb, sb = _mean_se(fb)
+        g, se = ma - mb, math.hypot(sa, sb)
+        out[key] = {"model": ma, "discrete": mb, "gap": g, "stderr": se, "z": g / se if se > 0 else (0.0 if g == 0 else math.inf)}
+    if a.shape[0] > 1 and b.shape[0] > 1:
+        se_t = np.sqrt(a.var(0, ddof=1) / a.shape[0] + b.var(0, ddof=1) / b.shape[0])
+        g_t = a.mean(0) - b.mean(0)
+        z_t = np.where(se_t > 0, np.abs(g_t) / np.where(se_t > 0, se_t, 1.0), np.where(g_t == 0, 0.0, np.inf))
+        out["max_abs_z"] = float(np.max(z_t))
+        out["mean_model"], out["mean_discrete"] = a.mean(0).tolist(), b.mean(0).tolist()
+    else:
+        out["max_abs_z"] = math.nan
+    out["kept"] = {"model": int(a.shape[0]), "discrete": int(b.shape[0])}
+    return out
+
+
+def _z(entry: dict, stat: str) -> float:
+    return abs(entry[stat]["z"])
+
+
+# -- one variant on one problem -------------------------------------------------------------------------------
+
+
+def _variant(spec):
+    label, name, kw = spec
+    return label, ss.variants.get(name, **kw)
+
+
+def study_variant(problem, variant, sampler, *, eta, steps, every, observe, num_runs, num_paths, key, rungs,
+                  svag=(1,), max_refine=2, key_observable, stat="time_avg", num_samples=16, log=print) -> dict:
+    """The error budget of one variant: the discrete runs, SVAG at each ``l``, and each rung at each ``dt``.
+
+    ``observe(kind, out) -> {name: (N, T) array}`` turns a :class:`~sde_sam.Runs` / :class:`~sde_sam.Paths`
+    into observable arrays (diverged rows NaN); ``key_observable``/``stat`` decide when a refinement has
+    converged (the change of that gap within 2 of its combined standard errors)."""
+    k_disc, k_svag, k_sde = jr.split(key, 3)
+    t0 = time.perf_counter()
+    runs = ss.run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs, key=k_disc,
+                           record=ss.observables("loss", every=every), save_params=True)
+    disc = observe("runs", runs)
+    out = {"discrete": {"diverged": runs.num_diverged, "wall_s": time.perf_counter() - t0,
+                        "final": {n: _mean_se(_kept(v)[:, -1]) for n, v in disc.items()}},
+           "svag": {}, "models": {}}
+    for l in svag:  # noqa: E741
+        if l == 1:
+            continue
+        t0 = time.perf_counter()
+        sv = ss.run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs,
+                             key=jr.fold_in(k_svag, l), record=ss.observables("loss", every=every), save_params=True,
+                             svag=l)
+        vals = observe("runs", sv)
+        out["svag"][str(l)] = {"gaps": {n: gap(vals[n], disc[n]) for n in disc}, "diverged": sv.num_diverged,
+                               "wall_s": time.perf_counter() - t0}
+        g = out["svag"][str(l)]["gaps"][key_observable][stat]
+        log(f"    SVAG l={l:<2d} {key_observable} {stat} gap {g['gap']:+.4f} ± {g['stderr']:.4f} (z {g['z']:+.1f})")
+    for rung in rungs:
+        model = ss.sde_model(problem, variant, sampler, eta=eta, diffusion=rung.diffusion, order=rung.order,
+                             drift=rung.drift, num_samples=num_samples)
+        levels, prev = [], None
+        for r in range(max_refine + 1):
+            refine = 2**r
+            t0 = time.perf_counter()
+            paths = ss.simulate(model, t1=steps * eta, dt=eta / refine, num_paths=num_paths, key=k_sde,
+                                record=ss.observables("loss", every=every * refine), save_paths=True)
+            vals = observe("paths", paths)
+            gaps = {n: gap(vals[n], disc[n]) for n in disc}
+            level = {"refine": refine, "dt": eta / refine, "gaps": gaps, "diverged": paths.num_diverged,
+                     "wall_s": time.perf_counter() - t0}
+            levels.append(level)
+            g = gaps[key_observable][stat]
+            log(f"    {rung.label:30s} dt=eta/{refine:<2d} {key_observable} {stat} gap {g['gap']:+.4f} ± "
+                f"{g['stderr']:.4f} (z {g['z']:+.1f}) [{level['wall_s']:.1f} s]")
+            if prev is not None:
+                # converged when the change is within 2 combined standard errors (the levels share path keys, so
+                # the change's own standard error is smaller: this stops early rather than late)
+                if abs(g["gap"] - prev["gap"]) <= 2 * math.hypot(g["stderr"], prev["stderr"]):
+                    break
+            prev = g
+        out["models"][rung.label] = {"rung": dataclasses.asdict(rung), "levels": levels}
+    return out
+
+
+def budget_rows(res: dict, key_observable: str, stat: str = "time_avg") -> list[dict]:
+    """Rows of the error-budget table of one variant: each model at ``dt = eta`` and at its finest ``dt``, SVAG,
+    the gap of ``key_observable`` with its standard error and |z|, the share of the ``dt = eta`` gap that the
+    refinement removes, and on how many observables the model tracks (|z| < 3 at every recorded time)."""
+    rows = []
+    for l, sv in sorted(res["svag"].items(), key=lambda kv: int(kv[0])):  # noqa: E741
+        g = sv["gaps"][key_observable][stat]
+        rows.append({"model": f"SVAG l={l}", "dt": "eta/" + l, "gap": g["gap"], "stderr": g["stderr"], "z": g["z"],
+                     "tracks": _tracks(sv["gaps"]), "refinement_removes": None, "diverged": sv["diverged"]})
+    for label, m in res["models"].items():
+        first, last = m["levels"][0], m["levels"][-1]
+        g0, g1 = first["gaps"][key_observable][stat], last["gaps"][key_observable][stat]
+        removed = (abs(g0["gap"]) - abs(g1["gap"])) / abs(g0["gap"]) if g0["gap"] != 0 else 0.0
+        rows.append({"model": label, "dt": f"eta/{last['refine']}", "gap": g1["gap"], "stderr": g1["stderr"],
+                     "z": g1["z"], "gap_at_eta": g0["gap"], "stderr_at_eta": g0["stderr"],
+                     "tracks": _tracks(last["gaps"]), "refinement_removes": removed, "diverged": last["diverged"]})
+    return rows
+
+
+def _tracks(gaps: dict) -> str:
+    ok = sum(1 for g in gaps.values() if g["max_abs_z"] < Z_TRACK)
+    return f"{ok}/{len(gaps)}"
+
+
+def best_model(res: dict, key_observable: str, stat: str = "time_avg") -> str:
+    """The model (finest ``dt``) with the smallest |gap| of ``key_observable``."""
+    best, val = None, math.inf
+    for label, m in res["models"].items():
+        g = abs(m["levels"][-1]["gaps"][key_observable][stat]["gap"])
+        if g < val:
+            best, val = label, g
+    return best
+
+
+# -- (a) escape ------------------------------------------------------------------------------------------------
+
+
+def escape(cfg: dict, log=print) -> dict:
+    """The ladder on the sharp/flat escape problem: fraction outside the sharp basin (true barrier) and loss."""
+    problem = ss.problems.sharp_flat_basins(dim=1, n=cfg["n"], sharp_curvature=cfg["sharp_curvature"],
+                                            noise_scale=cfg["noise_scale"], seed=cfg["seed"], start="sharp")
+    barrier = ss.problems.sharp_flat_barrier(problem)
+    sampler = ss.UniformSubset(cfg["batch_size"])
+
+    def observe(kind, out):
+        x = np.asarray(out.saved_params if kind == "runs" else out.paths)[..., 0]  # (N, T) first coordinate
+        loss = np.asarray(jax.vmap(jax.vmap(problem.full_loss))(jnp.asarray(x)[..., None]))
+        bad = np.isnan(out.values["loss"])
+        return {"outside": np.where(bad, np.nan, (x > barrier).astype(np.float64)),
+                "loss": np.where(bad, np.nan, loss)}
+
+    result = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "variants": {}}
+    for i, spec in enumerate(cfg["variants"]):
+        label, variant = _variant(spec)
+        log(f"  [escape] {label}")
+        t0 = time.perf_counter()
+        res = study_variant(problem, variant, sampler, eta=cfg["eta"], steps=cfg["steps"], every=cfg["every"],
+                            observe=observe, num_runs=cfg["num_runs"], num_paths=cfg["num_paths"],
+                            key=jr.key(cfg["seed"] * 1000 + i), rungs=_rungs(variant, cfg), svag=cfg["svag"],
+                            max_refine=cfg["max_refine"], key_observable="outside", num_samples=cfg["drift_samples"],
+                            log=log)
+        res["m"] = variant.micro_batch_size or (cfg["batch_size"] if variant.rule == "batch" else 0)
+        res["wall_s"] = time.perf_counter() - t0
+        result["variants"][label] = res
+    return result
+
+
+def _rungs(variant, cfg) -> list[Rung]:
+    return ladder(variant, tuple(cfg["drifts"]), tuple(cfg["diffusions"]), tuple(cfg["orders"]))
+
+
+# -- (b) digits-MLP training -------------------------------------------------------------------------------------
+
+
+def training(cfg: dict, log=print) -> dict:
+    """The ladder on digits-MLP training: every observable in ``cfg["observables"]`` on both sides."""
+    pname, pkw = cfg["problem"]
+    base = train.TrainConfig(problem=pname, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
+                             steps=cfg["steps"], every=cfg["every"], seeds=(0,), observables=tuple(cfg["observables"]))
+    problem = train.build_problem(base)
+    sampler = ss.UniformSubset(cfg["batch_size"])
+    result = {"problem": problem.name, "sampler": type(sampler).__name__, "variants": {},
+              "observables": list(cfg["observables"])}
+    for i, spec in enumerate(cfg["variants"]):
+        label, variant = _variant(spec)
+        config = base.replace(variant=spec[1], variant_kwargs=spec[2], label=label)
+        est = train.Estimators.of(config, variant, problem)
+
+        def observe(kind, out, est=est):
+            params = out.saved_params if kind == "runs" else out.paths
+            vals = train.evaluate(est, cfg["observables"], problem, params)
+            bad = np.isnan(out.values["loss"])
+            return {n: np.where(bad, np.nan, np.asarray(v, np.float64)) for n, v in vals.items()}
+
+        log(f"  [training] {label}")
+        t0 = time.perf_counter()
+        res = study_variant(problem, variant, sampler, eta=cfg["eta"], steps=cfg["steps"], every=cfg["every"],
+                            observe=observe, num_runs=cfg["num_runs"], num_paths=cfg["num_paths"],
+                            key=jr.key(cfg["seed"] * 1000 + i), rungs=_rungs(variant, cfg), svag=cfg["svag"],
+                            max_refine=cfg["max_refine"], key_observable=cfg["key_observable"], stat="final",
+                            num_samples=cfg["drift_samples"], log=log)
+        res["wall_s"] = time.perf_counter() - t0
+        result["variants"][label] = res
+    return result
+
+
+# -- the study ----------------------------------------------------------------------------------------------------
+
+PRESETS = {
+    "tiny": dict(
+        escape=dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=8, eta=0.05, steps=20, every=10,
+                    num_runs=16, num_paths=16, drift_samples=4, variants=[["m-SAM (m=1)", "m-sam", {"rho": 0.1, "micro_batch_size": 1}]],
+                    drifts=["general", "expected"], diffusions=["leading"], orders=[1], svag=[1, 2], max_refine=1),
+        training=dict(seed=0, problem=["digits_mlp", {"hidden": 4}], batch_size=16, eta=0.1, steps=4, every=2,
+                      num_runs=3, num_paths=3, drift_samples=2, key_observable="loss", observables=["loss", "trace_sigma"],
+                      variants=[["SAM", "sam", {"rho": 0.05}]], drifts=["expected"], diffusions=["leading"], orders=[1],
+                      svag=[1], max_refine=0)),
+    "quick": preset("quick")["fidelity"],
+    "full": preset("full")["fidelity"],
+}
+
+
+def run(cfg: dict, log=print) -> dict:
+    """Both parts of the study for a config dict (``PRESETS[name]``)."""
+    t0 = time.perf_counter()
+    out = {"config": cfg}
+    if cfg.get("escape"):
+        log("fidelity: escape problem")
+        out["escape"] = escape(cfg["escape"], log)
+    if cfg.get("training"):
+        log("fidelity: digits-MLP training")
+        out["training"] = training(cfg["training"], log)
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def tables(result: dict) -> str:
+    """The error-budget tables (markdown), one per variant and problem."""
+    lines = []
+    for part, key_obs, stat in (("escape", "outside", "time_avg"), ("training", None, "final")):
+        if part not in result:
+            continue
+        key_obs = key_obs or result["config"]["training"]["key_observable"]
+        for label, res in result[part]["variants"].items():
+            lines.append(f"\n**{part}: {label}** ({key_obs}, {stat.replace('_', '-')}; discrete "
+                         f"{res['discrete']['final'][key_obs][0]:.4f} ± {res['discrete']['final'][key_obs][1]:.4f} "
+                         f"at the end; best model: {best_model(res, key_obs, stat)})\n")
+            lines.append("| model | dt | gap ± s.e. | z | gap at dt = eta | refinement removes | tracks (|z|<3) | diverged |")
+            lines.append("|---|---|---|---|---|---|---|---|")
+            for r in budget_rows(res, key_obs, stat):
+                at_eta = "" if "gap_at_eta" not in r else f"{r['gap_at_eta']:+.4f} ± {r['stderr_at_eta']:.4f}"
+                rem = "" if r["refinement_removes"] is None else f"{100 * r['refinement_removes']:.0f} %"
+                lines.append(f"| {r['model']} | {r['dt']} | {r['gap']:+.4f} ± {r['stderr']:.4f} | {r['z']:+.1f} | "
+                             f"{at_eta} | {rem} | {r['tracks']} | {r['diverged']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="study size (default: quick)")
+    ap.add_argument("--out", type=Path, required=True, help="folder for fidelity.json (fidelity-<part>.json with --part)")
+    ap.add_argument("--part", choices=("escape", "training", "both"), default="both",
+                    help="which problem of the study to run (default: both)")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = dict(PRESETS[args.preset])
+    if args.part != "both":
+        cfg[{"escape": "training", "training": "escape"}[args.part]] = None
+    res = run(cfg, log=lambda s: print(s, flush=True))
+    name = "fidelity" if args.part == "both" else f"fidelity-{args.part}"
+    save_result(args.out / name, None, {"preset": args.preset, "part": args.part, **res, "provenance": provenance()})
+    print(tables(res))
+    print(f"total {res['wall_s']:.1f} s -> {args.out / (name + '.json')}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
