@@ -191,20 +191,20 @@ def budget_rows(res: dict, key_observable: str, stat: str = "time_avg") -> list[
     rows = []
     for l, sv in sorted(res["svag"].items(), key=lambda kv: int(kv[0])):  # noqa: E741
         g = sv["gaps"][key_observable][stat]
-        rows.append({"model": f"SVAG l={l}", "dt": "eta/" + l, "gap": g["gap"], "stderr": g["stderr"], "z": g["z"],
+        rows.append({"model": f"SVAG l={l}", "dt": "eta/" + l, "gap": g["gap"], "stderr": g["stderr"], "z": float(g["z"]),
                      "tracks": _tracks(sv["gaps"]), "refinement_removes": None, "diverged": sv["diverged"]})
     for label, m in res["models"].items():
         first, last = m["levels"][0], m["levels"][-1]
         g0, g1 = first["gaps"][key_observable][stat], last["gaps"][key_observable][stat]
         removed = (abs(g0["gap"]) - abs(g1["gap"])) / abs(g0["gap"]) if g0["gap"] != 0 else 0.0
         rows.append({"model": label, "dt": f"eta/{last['refine']}", "gap": g1["gap"], "stderr": g1["stderr"],
-                     "z": g1["z"], "gap_at_eta": g0["gap"], "stderr_at_eta": g0["stderr"],
+                     "z": float(g1["z"]), "gap_at_eta": g0["gap"], "stderr_at_eta": g0["stderr"],
                      "tracks": _tracks(last["gaps"]), "refinement_removes": removed, "diverged": last["diverged"]})
     return rows
 
 
 def _tracks(gaps: dict) -> str:
-    ok = sum(1 for g in gaps.values() if g["max_abs_z"] < Z_TRACK)
+    ok = sum(1 for g in gaps.values() if float(g["max_abs_z"]) < Z_TRACK)  # float(): "inf" as stored in JSON
     return f"{ok}/{len(gaps)}"
 
 
@@ -212,7 +212,7 @@ def best_model(res: dict, key_observable: str, stat: str = "time_avg") -> str:
     """The model (finest ``dt``) with the smallest |gap| of ``key_observable``."""
     best, val = None, math.inf
     for label, m in res["models"].items():
-        g = abs(m["levels"][-1]["gaps"][key_observable][stat]["gap"])
+        g = abs(float(m["levels"][-1]["gaps"][key_observable][stat]["gap"]))
         if g < val:
             best, val = label, g
     return best

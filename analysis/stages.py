@@ -279,36 +279,63 @@ def escape_variants(rho: float, B: int) -> dict:
     return out
 
 
+ESCAPE_MODELS = (("general", "leading"), ("expected", "leading"), ("expected", "empirical"))
+
+
 def stage_escape(cfg: dict) -> dict:
-    """Fraction of paths outside the sharp basin over time, discrete runs and SDE paths, per m and n-SAM."""
+    """Fraction of paths past the sharp basin's true barrier over time, per m and n-SAM: the discrete runs and
+    each model of the ladder in ``cfg["models"]`` (drift, diffusion; order 1, ``dt = eta``), batches from
+    :class:`~sde_sam.UniformSubset` (the sampler the SDE models exactly). Diverged runs/paths are counted and
+    left out of every mean (their rows are NaN)."""
     problem = ss.problems.sharp_flat_basins(dim=1, n=cfg["n"], sharp_curvature=cfg["sharp_curvature"],
                                             noise_scale=cfg["noise_scale"], seed=cfg["seed"], start="sharp")
-    sampler = ss.WithReplacement(cfg["batch_size"])
-    rec = ss.observables(outside=lambda p, x: 1.0 - ss.problems.in_sharp_basin(x).astype(jnp.float32),
+    barrier = ss.problems.sharp_flat_barrier(problem)
+    sampler = ss.UniformSubset(cfg["batch_size"])
+    rec = ss.observables(outside=lambda p, x: 1.0 - ss.problems.in_sharp_basin(x, barrier).astype(jnp.float32),
                          every=cfg["every"])
+    models = [tuple(m) for m in cfg.get("models", ESCAPE_MODELS)]
+
+    def stats(v: np.ndarray) -> dict:
+        kept = v[~np.any(np.isnan(v), axis=1)]
+        n = kept.shape[0]
+        se = lambda a: float(a.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
+        return {"final": float(kept[:, -1].mean()), "final_stderr": se(kept[:, -1]),
+                "time_avg": float(kept.mean()), "time_avg_stderr": se(kept.mean(1)), "kept": int(n)}
+
     arrays, rows = {}, {}
     for i, (label, v) in enumerate(escape_variants(cfg["rho"], cfg["batch_size"]).items()):
         runs = ss.run_discrete(problem, v, sampler, eta=cfg["eta"], steps=cfg["steps"], num_runs=cfg["num_runs"],
                                key=jr.key(cfg["seed"] + i), record=rec)
-        model = ss.sde_model(problem, v, sampler, eta=cfg["eta"], diffusion="leading",
-                             num_samples=cfg["drift_samples"])
-        paths = ss.simulate(model, t1=cfg["steps"] * cfg["eta"], num_paths=cfg["num_paths"],
-                            key=jr.key(10_000 + i), record=rec)
-        d, s = runs.values["outside"], paths.values["outside"]
-        arrays[f"discrete__{i}"], arrays[f"sde__{i}"] = d, s
-        rows[label] = {"index": i, "m": v.micro_batch_size or 0,
-                       "discrete_final": float(d[:, -1].mean()),
-                       "discrete_final_stderr": float(d[:, -1].std(ddof=1) / math.sqrt(d.shape[0])),
-                       "sde_final": float(s[:, -1].mean()),
-                       "sde_final_stderr": float(s[:, -1].std(ddof=1) / math.sqrt(s.shape[0])),
-                       "discrete_time_avg": float(d.mean()),
-                       "discrete_time_avg_stderr": float(d.mean(1).std(ddof=1) / math.sqrt(d.shape[0])),
-                       "sde_time_avg": float(s.mean()),
-                       "sde_time_avg_stderr": float(s.mean(1).std(ddof=1) / math.sqrt(s.shape[0])),
-                       "diverged": {"discrete": int(runs.num_diverged), "sde": int(paths.num_diverged)}}
+        d = runs.values["outside"]
+        arrays[f"discrete__{i}"] = d
+        row = {"index": i, "m": v.micro_batch_size or 0, "discrete": stats(d),
+               "diverged": {"discrete": int(runs.num_diverged)}, "models": {}}
+        for j, (drift, diffusion) in enumerate(models):
+            model = ss.sde_model(problem, v, sampler, eta=cfg["eta"], diffusion=diffusion, drift=drift,
+                                 num_samples=cfg["drift_samples"])
+            paths = ss.simulate(model, t1=cfg["steps"] * cfg["eta"], num_paths=cfg["num_paths"],
+                                key=jr.key(10_000 + i), record=rec)
+            s = paths.values["outside"]
+            name = f"{drift}/{diffusion}"
+            arrays[f"sde__{i}__{j}"] = s
+            row["models"][name] = stats(s) | {"index": j}
+            row["diverged"][name] = int(paths.num_diverged)
+        rows[label] = row
     arrays["times"] = runs.times
-    return {"data": {"problem": problem.name, "rows": rows, "eta": cfg["eta"], "rho": cfg["rho"],
+    return {"data": {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "rows": rows,
+                     "models": [f"{a}/{b}" for a, b in models], "eta": cfg["eta"], "rho": cfg["rho"],
                      "B": cfg["batch_size"]}, "arrays": arrays}
+
+
+# -- the fidelity ladder (F9, C10) -------------------------------------------------------------------------------
+
+
+def stage_fidelity(cfg: dict) -> dict:
+    """The error budget of every variant against each model of the ladder (``analysis.fidelity``)."""
+    from analysis import fidelity
+
+    res = fidelity.run(cfg, log=lambda s: None)
+    return {"data": res}
 
 
 # -- training: tr Sigma per variant (F2 real curves, F6, C6) -------------------------------------------------

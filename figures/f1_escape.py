@@ -1,4 +1,4 @@
-"""F1: escape from a sharp minimum vs m: fraction of paths outside the sharp basin over time, discrete and SDE."""
+"""F1: escape from a sharp minimum vs m: fraction of paths past the true barrier over time, discrete and each SDE."""
 
 import numpy as np
 
@@ -7,24 +7,34 @@ from ._common import colors, plt, save
 ID, STAGES, TITLE = "F1", ("escape",), "Escape from the sharp basin vs micro-batch size m"
 
 
+def _band(v):
+    kept = v[~np.any(np.isnan(v), axis=1)]
+    return kept.mean(0), kept.std(0, ddof=1) / np.sqrt(max(kept.shape[0], 1)), v.shape[0] - kept.shape[0]
+
+
 def render(results: dict, arrays: dict, out) -> list:
     d, a = results["escape"], arrays["escape"]
     t = np.asarray(a["times"])
     rows = sorted(d["rows"].items(), key=lambda kv: kv[1]["m"] or 10**9)
     ms = [kv for kv in rows if kv[1]["m"]]
     cs = dict(zip([k for k, _ in ms], colors(len(ms), "plasma")))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, side, title in ((axes[0], "discrete", "discrete runs"), (axes[1], "sde", "SDE (Euler–Maruyama)")):
+    panels = [("discrete", "discrete runs")] + [(m, f"SDE: drift {m.split('/')[0]}, diffusion {m.split('/')[1]}")
+                                                for m in d["models"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), sharey=True, squeeze=False)
+    for ax, (side, title) in zip(axes[0], panels):
+        dropped = 0
         for label, r in rows:
-            v = np.asarray(a[f"{side}__{r['index']}"])
-            mean, se = v.mean(0), v.std(0, ddof=1) / np.sqrt(v.shape[0])
+            key = f"discrete__{r['index']}" if side == "discrete" else f"sde__{r['index']}__{r['models'][side]['index']}"
+            mean, se, nd = _band(np.asarray(a[key]))
+            dropped += nd
             kw = dict(color=cs[label], lw=1.8) if r["m"] else dict(color="k", ls="--", lw=1.8)
             ax.plot(t, mean, label=label, **kw)
             ax.fill_between(t, mean - se, mean + se, color=kw["color"], alpha=0.15, lw=0)
-        ax.set_title(f"{title}: {v.shape[0]} paths per curve")
-        ax.set_xlabel("time t = k·eta (SDE time units)")
-    axes[0].set_ylabel("fraction of paths outside the sharp basin")
-    axes[0].set_ylim(-0.02, 1.02)
-    axes[1].legend(title="variant (band: ±1 s.e.)", loc="upper left")
-    fig.suptitle(f"{TITLE} ({d['problem']}, B={d['B']}, eta={d['eta']}, rho={d['rho']})")
+        note = f", {dropped} diverged left out" if dropped else ""
+        ax.set_title(f"{title}{note}", fontsize=9)
+        ax.set_xlabel("time t = k·eta")
+    axes[0][0].set_ylabel(f"fraction past the barrier x = {d['barrier']:.2f}")
+    axes[0][0].set_ylim(-0.02, 1.02)
+    axes[0][-1].legend(title="variant (band: ±1 s.e.)", loc="lower right")
+    fig.suptitle(f"{TITLE} ({d['problem']}, {d['sampler']} B={d['B']}, eta={d['eta']}, rho={d['rho']})")
     return save(fig, out, "F1_escape")

@@ -27,11 +27,12 @@ STAGE_DESCRIPTIONS = {
     "grad_norm": "E||grad f_gamma|| against the batch size",
     "weak_order": "weak error vs eta (analysis.weak_order)",
     "eta_rho": "weak-error map over (eta, rho)",
-    "escape": "escape from the sharp basin, discrete and SDE",
+    "escape": "escape from the sharp basin, discrete and each SDE model",
     "training": "tr Sigma per variant along real training (analysis.m_sharpness)",
     "train_sde": "training against the SDE prediction (analysis.training_vs_sde)",
     "sgn": "noise structure along training: spectra, alignment, tail index",
     "timing": "cost per step of every variant and of the simulator",
+    "fidelity": "error budget of every variant against the SDE model ladder and SVAG (analysis.fidelity)",
     "symbolic": "sympy drifts and diffusions of every variant (report section)",
 }
 

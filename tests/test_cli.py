@@ -111,13 +111,22 @@ def test_reproduce_quick_full_run(tmp_path):
                        timeout=3600)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert sorted(c["id"] for c in report["checks"]) == [f"C{i}" for i in range(1, 10)]
-    assert sorted(f["id"] for f in report["figures"]) == [f"F{i}" for i in range(1, 9)]
+    assert sorted(c["id"] for c in report["checks"]) == sorted(f"C{i}" for i in range(1, 11))
+    assert sorted(f["id"] for f in report["figures"]) == [f"F{i}" for i in range(1, 10)]
     assert not any(f.get("error") for f in report["figures"])
     assert all(c["status"] in ("PASS", "FAIL") for c in report["checks"])
 
 
 # -- every check can fail -----------------------------------------------------------------------------------
+
+
+def _esc(time_avg, index=None):
+    out = {"time_avg": time_avg, "time_avg_stderr": 0.01, "final": time_avg, "final_stderr": 0.01}
+    return out if index is None else out | {"index": index}
+
+
+def _gap(z):
+    return {"max_abs_z": z}
 
 
 def _good_data():
@@ -145,13 +154,18 @@ def _good_data():
                                                        "lo": 1.0, "hi": 1.06},
                                         "SGD|order2": {"variant": "SGD", "order": 2, "method": "exact", "slope": 2.0,
                                                        "lo": 1.9, "hi": 2.1}}},
-        "escape": {"problem": "p", "B": 8, "eta": 0.05, "rho": 0.1, "rows": {
-            "m-SAM (m=1)": {"m": 1, "discrete_time_avg": 0.8, "discrete_time_avg_stderr": 0.01, "sde_time_avg": 0.8,
-                            "sde_time_avg_stderr": 0.01},
-            "m-SAM (m=8)": {"m": 8, "discrete_time_avg": 0.5, "discrete_time_avg_stderr": 0.01, "sde_time_avg": 0.5,
-                            "sde_time_avg_stderr": 0.01},
-            "n-SAM": {"m": 0, "discrete_time_avg": 0.1, "discrete_time_avg_stderr": 0.01, "sde_time_avg": 0.1,
-                      "sde_time_avg_stderr": 0.01}}},
+        "escape": {"problem": "p", "B": 8, "eta": 0.05, "rho": 0.1, "barrier": -0.65, "sampler": "UniformSubset",
+                   "models": ["general/leading", "expected/leading"], "rows": {
+            "m-SAM (m=1)": {"m": 1, "discrete": _esc(0.8), "models": {"general/leading": _esc(0.1, 0),
+                                                                       "expected/leading": _esc(0.79, 1)}},
+            "m-SAM (m=8)": {"m": 8, "discrete": _esc(0.5), "models": {"general/leading": _esc(0.1, 0),
+                                                                       "expected/leading": _esc(0.51, 1)}},
+            "n-SAM": {"m": 0, "discrete": _esc(0.1), "models": {"general/leading": _esc(0.1, 0),
+                                                                 "expected/leading": _esc(0.1, 1)}}}},
+        "fidelity": {"wall_s": 1.0, "escape": {"variants": {"SAM": {
+            "svag": {"4": {"gaps": {"outside": _gap(1.0), "loss": _gap(0.5)}}},
+            "models": {"expected/leading/o1": {"levels": [{"refine": 1, "gaps": {"outside": _gap(1.5), "loss": _gap(2.0)}}]},
+                       "general/leading/o1": {"levels": [{"refine": 1, "gaps": {"outside": _gap(40.0), "loss": _gap(9.0)}}]}}}}}},
         "training": {"batch_size": 32, "eta": 0.1, "rho": 0.05,
                      "paper_reference": {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79},
                      "rows": {k: {"trace_sigma_final": {"mean": v, "stderr": 0.1}} for k, v in
@@ -167,12 +181,31 @@ WRONG = {
     "C2": lambda d: d["variance_term"]["rows"][0].update(coef_general=0.5),
     "C3": lambda d: d["grad_norm"]["rows"][2].update(value=3.5),
     "C4": lambda d: d["weak_order"]["linreg_exact"]["SGD|order1"].update(slope=0.5),
-    "C5": lambda d: d["escape"]["rows"]["m-SAM (m=8)"].update(discrete_time_avg=0.95),
+    "C5": lambda d: d["escape"]["rows"]["m-SAM (m=8)"]["discrete"].update(time_avg=0.95),
     "C6": lambda d: d["training"]["rows"]["RW-SAM"]["trace_sigma_final"].update(mean=9.0),
     "C7": lambda d: d["timing"]["rows"]["RW-SAM"].update(vs_SAM=1.5),
     "C8": lambda d: d["drift"]["f_usam_grad_norm_coefficient"]["values"].update({"1.0": 0.5}),
     "C9": lambda d: d["drift"]["sam_on"].update(max_unmasked_perturbation=1e-3),
+    "C10": lambda d: d["fidelity"]["escape"]["variants"]["SAM"]["models"]["expected/leading/o1"]["levels"][0]["gaps"]
+    ["loss"].update(max_abs_z=3.5),
 }
+
+
+def test_c5_fails_when_no_model_reproduces_the_ordering():
+    """The discrete ordering holds, but the best model's pair difference is off by 10 s.e.: FAIL, naming it."""
+    data = _good_data()
+    data["escape"]["rows"]["m-SAM (m=8)"]["models"]["expected/leading"].update(time_avg=0.65)
+    res = CHECKS["C5"].evaluate(data)
+    assert res.status == "FAIL" and "Best model" in res.note
+
+
+def test_c10_passes_through_svag_outside_the_sde_regime():
+    """No model tracks, but SVAG differs from the discrete run beyond |z| 3: eta is outside the SDE regime, PASS."""
+    data = _good_data()
+    WRONG["C10"](data)
+    data["fidelity"]["escape"]["variants"]["SAM"]["svag"]["4"]["gaps"]["loss"].update(max_abs_z=6.0)
+    res = CHECKS["C10"].evaluate(data)
+    assert res.status == "PASS" and "outside the SDE regime" in res.format()
 
 
 @pytest.mark.parametrize("cid", sorted(CHECKS))
