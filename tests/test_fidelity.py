@@ -1,0 +1,62 @@
+"""The fidelity ladder (analysis.fidelity): which rungs exist, the gap statistics, a tiny end-to-end study."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sde_sam as ss
+from analysis import fidelity as fd
+
+
+def test_ladder_has_the_defined_rungs_only():
+    full = {r.label for r in fd.ladder(ss.variants.usam(0.1))}
+    assert full == {f"{d}/{s}/o{o}" for d in ("general", "expected") for s in ("leading", "first_order", "empirical")
+                    for o in (1, 2)}
+    sam = {r.label for r in fd.ladder(ss.variants.sam(0.1))}
+    assert not any("first_order" in r for r in sam) and len(sam) == 8  # first_order: unnormalized batch rule only
+    rw = {r.label for r in fd.ladder(ss.variants.rw_sam(0.1, weights_in_descent=True))}
+    assert rw and not any(r.endswith("o2") for r in rw)  # order 2 needs dG/dx; RW weights carry stop_gradient
+    assert {r.label for r in fd.ladder(ss.variants.sgd())} == {"general/leading/o1", "general/leading/o2"}
+    for rung in fd.ladder(ss.variants.rw_sam(0.1, weights_in_descent=True)):  # every rung builds
+        ss.sde_model(ss.problems.linear_regression(n=8, d=2), ss.variants.rw_sam(0.1, weights_in_descent=True),
+                     ss.UniformSubset(2), drift=rung.drift, diffusion=rung.diffusion, order=rung.order)
+
+
+def test_gap_statistics_by_hand_with_diverged_rows_left_out():
+    rng = np.random.default_rng(0)
+    model, disc = rng.standard_normal((50, 4)) + 1.0, rng.standard_normal((40, 4))
+    model[3, 2:] = np.nan  # a diverged path: left out whole
+    g = fd.gap(model, disc)
+    kept = np.delete(model, 3, axis=0)
+    want = kept[:, -1].mean() - disc[:, -1].mean()
+    se = math.hypot(kept[:, -1].std(ddof=1) / math.sqrt(49), disc[:, -1].std(ddof=1) / math.sqrt(40))
+    assert g["kept"] == {"model": 49, "discrete": 40}
+    np.testing.assert_allclose([g["final"]["gap"], g["final"]["stderr"]], [want, se], rtol=1e-12)
+    ta = kept.mean(1).mean() - disc.mean(1).mean()
+    np.testing.assert_allclose(g["time_avg"]["gap"], ta, rtol=1e-12)
+    z_t = np.abs(kept.mean(0) - disc.mean(0)) / np.sqrt(kept.var(0, ddof=1) / 49 + disc.var(0, ddof=1) / 40)
+    np.testing.assert_allclose(g["max_abs_z"], z_t.max(), rtol=1e-12)
+
+
+def test_tiny_escape_study_runs_and_tables_render():
+    cfg = {"escape": fd.PRESETS["tiny"]["escape"], "training": None}
+    res = fd.run(cfg, log=lambda s: None)
+    v = res["escape"]["variants"]["m-SAM (m=1)"]
+    assert set(v["models"]) == {"general/leading/o1", "expected/leading/o1"} and "2" in v["svag"]
+    for m in v["models"].values():
+        assert 1 <= len(m["levels"]) <= 2 and m["levels"][0]["dt"] == 0.05
+    text = fd.tables(res)
+    assert "SVAG l=2" in text and "expected/leading/o1" in text and "best model" in text
+
+
+def test_sharp_flat_barrier_is_the_interior_maximum():
+    pr = ss.problems.sharp_flat_basins(n=16, sharp_curvature=16.0, noise_scale=0.2)
+    b = ss.problems.sharp_flat_barrier(pr)
+    f = lambda x: float(pr.full_loss(jnp.asarray([x], jnp.float32)))  # noqa: E731
+    assert -1.0 < b < 0.0 and f(b) > f(b - 0.02) and f(b) > f(b + 0.02)
+    assert bool(ss.problems.in_sharp_basin(jnp.asarray([b - 1e-3]), b))
+    assert not bool(ss.problems.in_sharp_basin(jnp.asarray([b + 1e-3]), b))
+    with pytest.raises(ValueError, match="barrier"):  # the defaults (noise 0.3, n = 32): the basins have merged
+        ss.problems.sharp_flat_barrier(ss.problems.sharp_flat_basins())
