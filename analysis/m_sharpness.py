@@ -106,6 +106,14 @@ def _final(rec: train.TrainRecord, name: str) -> dict:
             "num_seeds": int(len(kept))}
 
 
+def _area(rec: train.TrainRecord, name: str) -> dict:
+    """The time average of ``name`` over the recorded steps after the start (the area under its curve divided by
+    the horizon), per seed, then its mean and standard error over seeds: smaller = fell faster."""
+    kept = rec.kept(name)[:, 1:].mean(axis=1)
+    return {"mean": float(kept.mean()), "stderr": float(kept.std(ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else 0.0,
+            "num_seeds": int(len(kept))}
+
+
 def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, specs=None,
                       fresh: bool = False) -> dict:
     """Train every variant; ``tr Sigma`` (and loss, test accuracy) over training; time per step. Records already
@@ -126,6 +134,7 @@ def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: P
                        problem=problem, timing_repeats=cfg["timing_repeats"])
         rows[label] = {
             "trace_sigma_final": _final(rec, "trace_sigma"),
+            "trace_sigma_area": _area(rec, "trace_sigma"),
             "loss_final": _final(rec, "loss"),
             "test_accuracy_final": _final(rec, "test_accuracy"),
             "trace_sigma_mean_curve": rec.mean("trace_sigma").tolist(),

@@ -326,17 +326,55 @@ def eta_rho_map(problem, init, sampler, etas, rhos, *, t1, num_paths, substeps, 
     return dict(variant="USAM", etas=list(etas), rhos=list(rhos), errors=E.tolist(), stderrs=S.tolist(), **fit)
 
 
+def _total_variance(m) -> np.ndarray:
+    """``tr Cov[x_t] = E||x_t||^2 - ||E x_t||^2`` from exact moments."""
+    return np.asarray(m.param_norm_sq) - np.sum(np.square(np.asarray(m.mean)), axis=1)
+
+
+def diffusion_ablation(problem, variants: dict, sampler, etas, t1, *, log=print) -> dict:
+    """The weak error on the variance of the iterates, ``tr Cov[x_t]``, of each variant's SDE against its ODE
+    (``diffusion="none"``), by exact moments (linear regression).
+
+    Weak order 1 also holds with no diffusion at all (the noise is ``O(eta)``), so slopes cannot tell whether the
+    diffusion is right. The variance can: the discrete iterates' variance is ``O(eta)``; the ODE has none, so its
+    error is the whole ``O(eta)`` variance, while an SDE whose diffusion is right to leading order leaves
+    ``O(eta^2)``: the ratio ODE/SDE must grow like ``1/eta`` (a diffusion off by a constant factor keeps it
+    ``O(1)``)."""
+    out = {}
+    for name, var in variants.items():
+        diffusions = ["leading"]  # (the moment ODE has no first_order diffusion)
+        diffusions += ["empirical"] if var.perturbs and var.rule != "friendly" else []  # moment ODE: state-free only
+        errs = {d: [] for d in diffusions + ["none"]}
+        level = []
+        for eta in etas:
+            steps = _steps(t1, eta)
+            disc = _total_variance(lm.discrete_moments(problem, var, sampler, eta=eta, steps=steps))
+            level.append(float(np.max(disc)))
+            for diffusion in errs:
+                model = ss.sde_model(problem, var, sampler, eta=eta, diffusion=diffusion)
+                sde_var = _total_variance(lm.sde_moments(model, t1=t1, every_dt=eta))
+                errs[diffusion].append(float(np.max(np.abs(sde_var - disc))))
+        ratio = {d: [o / s if s > 0 else math.inf for o, s in zip(errs["none"], e)] for d, e in errs.items() if d != "none"}
+        best = min(ratio, key=lambda d: errs[d][-1])
+        out[name] = dict(variant=name, observable="tr Cov[x_t]", etas=list(etas), errors=errs, ratio=ratio, best=best,
+                         discrete_max_variance=level, slopes={d: fit_slope(etas, e)["slope"] for d, e in errs.items()})
+        log(f"  {name:17s} tr Cov weak error, ODE / SDE by diffusion: "
+            + "; ".join(f"{d} " + ", ".join(f"{r:.1f}" for r in rr) + f" (slope {out[name]['slopes'][d]:.2f})"
+                        for d, rr in ratio.items()) + f"; ODE slope {out[name]['slopes']['none']:.2f}")
+    return out
+
+
 # -- command line -----------------------------------------------------------------------------------------
 
 
-PARTS = ("linreg_exact", "msweep_usam", "linreg_control", "nonconvex_mc", "msweep_sam", "eta_rho_map")
+PARTS = ("linreg_exact", "diffusion_ablation", "msweep_usam", "linreg_control", "nonconvex_mc", "msweep_sam", "eta_rho_map")
 
 
 def run(config: Config, log=print, parts=None) -> dict:
     """Run the studies of ``config`` (``parts``: a subset of :data:`PARTS`; default all the preset allows)."""
     parts = set(PARTS if parts is None else parts)
     if config.exact_only:
-        parts &= {"linreg_exact", "msweep_usam"}
+        parts &= {"linreg_exact", "diffusion_ablation", "msweep_usam"}
     key = jr.key(config.seed)
     start = time.perf_counter()
     results = dict(config=dataclasses.asdict(config), seed=config.seed, jax=jax.__version__,
@@ -347,6 +385,11 @@ def run(config: Config, log=print, parts=None) -> dict:
     affine = {k: v for k, v in allv.items() if lm.is_affine(v)}
     if "linreg_exact" in parts:
         _exact_studies(config, lin, smp, affine, key, results, log)
+    if "diffusion_ablation" in parts:
+        log("diffusion ablation: SDE against ODE (diffusion='none'), exact moments")
+        results["diffusion_ablation"] = diffusion_ablation(
+            lin, affine, smp, config.exact_etas,
+            config.t1, log=log)
     if "msweep_usam" in parts:
         log("m-sweep, m-USAM (exact moments, B=8)")
         results["msweep_usam"] = m_sweep(lin, lambda m: ss.variants.m_usam(config.msweep_rho, m), 8, (1, 2, 4, 8),

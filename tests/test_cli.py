@@ -153,7 +153,11 @@ def _good_data():
         "weak_order": {"linreg_exact": {"SGD|order1": {"variant": "SGD", "order": 1, "method": "exact", "slope": 1.03,
                                                        "lo": 1.0, "hi": 1.06},
                                         "SGD|order2": {"variant": "SGD", "order": 2, "method": "exact", "slope": 2.0,
-                                                       "lo": 1.9, "hi": 2.1}}},
+                                                       "lo": 1.9, "hi": 2.1}},
+                       "diffusion_ablation": {"USAM": {"variant": "USAM", "observable": "tr Cov[x_t]", "etas": [0.1, 0.05],
+                                                       "best": "empirical",
+                                                       "ratio": {"leading": [2.0, 2.1], "empirical": [8.0, 16.0]},
+                                                       "slopes": {"leading": 1.1, "empirical": 2.1, "none": 1.0}}}},
         "escape": {"problem": "p", "B": 8, "eta": 0.05, "rho": 0.1, "barrier": -0.65, "sampler": "UniformSubset",
                    "models": ["general/leading", "expected/leading"], "rows": {
             "m-SAM (m=1)": {"m": 1, "discrete": _esc(0.8), "models": {"general/leading": _esc(0.1, 0),
@@ -168,7 +172,8 @@ def _good_data():
                        "general/leading/o1": {"levels": [{"refine": 1, "gaps": {"outside": _gap(40.0), "loss": _gap(9.0)}}]}}}}}},
         "training": {"batch_size": 32, "eta": 0.1, "rho": 0.05,
                      "paper_reference": {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79},
-                     "rows": {k: {"trace_sigma_final": {"mean": v, "stderr": 0.1}} for k, v in
+                     "rows": {k: {"trace_sigma_final": {"mean": v, "stderr": 0.1, "num_seeds": 4},
+                                  "trace_sigma_area": {"mean": 2 * v, "stderr": 0.1, "num_seeds": 4}} for k, v in
                               {"SGD": 10.0, "SAM": 8.0, "m-SAM (m=B)": 8.0, "m-SAM (m=8)": 7.0, "m-SAM (m=1)": 5.0,
                                "RW-SAM": 5.5}.items()}},
         "timing": {"problem": "p", "d": 10, "B": 64, "device": "cpu", "repeats": 3, "rows": {
@@ -189,6 +194,29 @@ WRONG = {
     "C10": lambda d: d["fidelity"]["escape"]["variants"]["SAM"]["models"]["expected/leading/o1"]["levels"][0]["gaps"]
     ["loss"].update(max_abs_z=3.5),
 }
+
+
+def test_c4_fails_when_the_diffusion_is_no_better_than_the_ode():
+    """Weak order 1 holds, but the SDE's variance error falls only like eta (a diffusion off by a constant): FAIL."""
+    data = _good_data()
+    ab = data["weak_order"]["diffusion_ablation"]["USAM"]
+    ab.update(best="leading", ratio={"leading": [2.0, 2.1]})
+    assert CHECKS["C4"].evaluate(data).status == "FAIL"
+
+
+def test_c6_fails_when_smaller_m_does_not_fall_faster():
+    """Final values ordered, but the area under m = 1's curve is the largest: "falls faster" fails."""
+    data = _good_data()
+    data["training"]["rows"]["m-SAM (m=1)"]["trace_sigma_area"].update(mean=30.0)
+    res = CHECKS["C6"].evaluate(data)
+    assert res.status == "FAIL" and any("area" in r.what and not r.passed for r in res.rows)
+
+
+def test_c6_fails_when_the_ordering_is_not_resolved():
+    """SGD above SAM by less than 2 s.e. is not a resolved ordering."""
+    data = _good_data()
+    data["training"]["rows"]["SGD"]["trace_sigma_final"].update(mean=8.2)
+    assert CHECKS["C6"].evaluate(data).status == "FAIL"
 
 
 def test_c5_fails_when_no_model_reproduces_the_ordering():
