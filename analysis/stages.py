@@ -259,10 +259,8 @@ def stage_weak_order(cfg: dict) -> dict:
 def stage_eta_rho(cfg: dict) -> dict:
     from analysis import weak_order as wo
 
-    prob, x0 = wo.nonconvex_problem()
-    res = wo.eta_rho_map(prob, x0, ss.WithReplacement(2), tuple(cfg["etas"]), tuple(cfg["rhos"]), t1=cfg["t1"],
-                         num_paths=cfg["num_paths"], substeps=cfg["substeps"], key=jr.key(cfg["seed"]),
-                         log=lambda s: None)
+    res = wo.eta_rho_exact(wo.linreg_problem(), ss.WithReplacement(2), tuple(cfg["etas"]), tuple(cfg["rhos"]),
+                           t1=cfg["t1"], log=lambda s: None)
     return {"data": res}
 
 

@@ -190,10 +190,28 @@ def test_m_sweep_extended_sde_beats_ablated():
     assert ratios == sorted(ratios, reverse=True), ratios  # the variance term matters more for smaller m
 
 
-@pytest.mark.slow
-def test_eta_rho_map_exponents():
-    prob, x0 = wo.nonconvex_problem()
-    res = wo.eta_rho_map(prob, x0, ss.WithReplacement(2), (0.2, 0.1, 0.05, 0.025), (0.4, 0.2, 0.1, 0.05), t1=1.0,
-                         num_paths=4096, substeps=2, key=jr.key(2), log=lambda s: None)
-    assert res["alpha_lo"] <= 1.0 + 0.25 and res["alpha_hi"] >= 1.0 - 0.25, res
-    assert res["beta"] > 1.3, res
+def test_eta_rho_exact_identifies_the_product_form():
+    """Exact moments, 4 x 4 grid: USAM's weak error is first order in eta at every rho with a rho-dependent constant
+    (err = eta (a + b rho) within 10 %); the two-parameter fit C1 eta^a + C2 rho^b is not identified and is flagged."""
+    res = wo.eta_rho_exact(wo.linreg_problem(), ss.WithReplacement(2), (0.1, 0.05, 0.025, 0.0125),
+                           (0.2, 0.1, 0.05, 0.025), t1=1.0, log=lambda s: None)
+    for s in res["eta_slopes"].values():
+        assert 0.9 < s["slope"] < 1.2, s
+    assert res["product"]["max_relative_residual"] < 0.1 and res["product"]["b"] > 0
+    assert not res["fit_informative"] and "first order in eta" in res["scaling"]
+    assert res["lines"]["independent"]["lo"] < 1.0 < res["lines"]["independent"]["hi"]
+    with pytest.raises(ValueError, match="4 x 4"):
+        wo.eta_rho_exact(wo.linreg_problem(), ss.WithReplacement(2), (0.1, 0.05, 0.025), (0.2, 0.1, 0.05, 0.025), t1=1.0)
+
+
+def test_diffusion_ablation_tells_the_right_diffusion_from_the_ode():
+    """tr Cov[x_t] weak error by exact moments: for SGD the leading diffusion is right, so the ODE/SDE ratio grows
+    like 1/eta (SDE slope ~2, ODE slope ~1); for USAM at rho = 0.2 the leading diffusion misses the O(rho) part of
+    Cov[G] (ratio stays ~2, slope ~1) while the empirical one is right (slope ~2)."""
+    variants = {"SGD": ss.variants.sgd(), "USAM": ss.variants.usam(0.2)}
+    res = wo.diffusion_ablation(wo.linreg_problem(), variants, ss.WithReplacement(2), (0.1, 0.05, 0.025), 2.0,
+                                log=lambda s: None)
+    sgd, usam = res["SGD"], res["USAM"]
+    assert sgd["slopes"]["leading"] > 1.8 and 0.9 < sgd["slopes"]["none"] < 1.2 and sgd["ratio"]["leading"][-1] > 20
+    assert usam["slopes"]["leading"] < 1.4 and usam["ratio"]["leading"][-1] < 3
+    assert usam["best"] == "empirical" and usam["slopes"]["empirical"] > 1.8
