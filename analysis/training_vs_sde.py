@@ -170,8 +170,11 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
     t_start = time.perf_counter()
     done = {} if fresh else _previous(out, cfg, log)
     pname, pkw = cfg["problem"]
+    # batches from a fresh uniform subset each step: the sampler the SDE models exactly (shuffled epochs make the
+    # batches of one epoch dependent); a preset can ask for epochs with "uniform_subset": False
     base = train.TrainConfig(problem=pname, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
-                             steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"], observables=cfg["observables"])
+                             steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"], observables=cfg["observables"],
+                             uniform_subset=cfg.get("uniform_subset", True))
     problem = train.build_problem(base)
     sampler = train.build_sampler(base)
     result = {"preset": preset if isinstance(preset, str) else "custom", "preset_config": cfg, "variants": {},

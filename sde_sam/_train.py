@@ -41,7 +41,7 @@ from ._io import load_result, provenance, save_result
 from ._observables import BUILTIN, observables
 from ._problem import Problem, tree_norm_sq
 from ._runner import Runs, run_discrete
-from ._sampler import WithoutReplacement, WithReplacement
+from ._sampler import UniformSubset, WithoutReplacement, WithReplacement
 from ._variants import Variant
 
 OBSERVABLES = (
@@ -135,6 +135,7 @@ class TrainConfig:
     label: str = ""
     batch_size: int = 64
     with_replacement: bool = False
+    uniform_subset: bool = False
     eta: float = 0.1
     steps: int = 200
     every: int = 50
@@ -177,6 +178,8 @@ class TrainConfig:
             raise ValueError(f"`eta` must be a finite number in (0, inf), got {self.eta!r}")
         if self.steps % self.every:
             raise ValueError(f"`steps`={self.steps} must be a multiple of `every`={self.every}")
+        if self.with_replacement and self.uniform_subset:
+            raise ValueError("`with_replacement` and `uniform_subset` exclude each other: pick one sampler")
 
     @property
     def name(self) -> str:
@@ -218,6 +221,10 @@ def build_variant(config: TrainConfig) -> Variant:
 
 
 def build_sampler(config: TrainConfig):
+    """Shuffled epochs (default), i.i.d. draws (``with_replacement``) or a fresh uniform subset each step
+    (``uniform_subset``, the sampler the SDE models exactly)."""
+    if config.uniform_subset:
+        return UniformSubset(config.batch_size)
     return WithReplacement(config.batch_size) if config.with_replacement else WithoutReplacement(config.batch_size)
 
 

@@ -62,7 +62,7 @@ def _simulate(args) -> int:
     from . import problems, variants
     from ._io import provenance, save_result
     from ._observables import observables
-    from ._sampler import WithoutReplacement, WithReplacement
+    from ._sampler import UniformSubset, WithoutReplacement, WithReplacement
     from ._sde_model import sde_model
     from ._simulate import simulate
 
@@ -74,8 +74,10 @@ def _simulate(args) -> int:
     if args.variant.startswith("m-"):
         kw["micro_batch_size"] = args.m
     variant = variants.get(args.variant, **kw)
-    sampler = (WithReplacement if args.with_replacement else WithoutReplacement)(args.batch_size)
-    model = sde_model(problem, variant, sampler, eta=args.eta, diffusion=args.diffusion, order=args.order)
+    kind = UniformSubset if args.uniform_subset else WithReplacement if args.with_replacement else WithoutReplacement
+    sampler = kind(args.batch_size)
+    model = sde_model(problem, variant, sampler, eta=args.eta, diffusion=args.diffusion, order=args.order,
+                      drift=args.drift, num_samples=args.num_samples)
     paths = simulate(model, t1=args.t1, num_paths=args.paths, key=jr.key(args.seed),
                      record=observables("loss", "grad_norm_sq", every=args.every))
     mean, se = paths.mean("loss"), paths.stderr("loss")
@@ -148,7 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rho", type=float, default=0.05)
     sim.add_argument("--m", type=int, default=1, help="micro-batch size of m-variants")
     sim.add_argument("--batch-size", type=int, default=8)
-    sim.add_argument("--with-replacement", action="store_true")
+    smp = sim.add_mutually_exclusive_group()
+    smp.add_argument("--with-replacement", action="store_true", help="i.i.d. batch indices (default: shuffled epochs)")
+    smp.add_argument("--uniform-subset", action="store_true",
+                     help="a fresh uniform subset each step, the sampler the SDE models exactly (default: shuffled epochs)")
+    sim.add_argument("--drift", default="general", choices=("general", "closed_form", "expected"),
+                     help="general: first order in rho; closed_form: DESIGN 3.1 formulas; expected: E[G], exact in rho "
+                          "(default: %(default)s)")
+    sim.add_argument("--num-samples", type=int, default=256,
+                     help="Monte Carlo batches per drift/diffusion evaluation when not enumerable (default: %(default)s)")
     sim.add_argument("--eta", type=float, default=0.05)
     sim.add_argument("--t1", type=float, default=2.0)
     sim.add_argument("--paths", type=int, default=256)
