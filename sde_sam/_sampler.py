@@ -103,8 +103,23 @@ class WithReplacement(AbstractSampler):
         return 1.0 / b
 
 
+class _SubsetLaw(AbstractSampler):
+    """The samplers whose one-step law is a uniform size-``b`` subset: ``b <= n`` and ``c(b) = (n-b)/(b(n-1))``."""
+
+    def __post_init__(self):
+        _check_batch_size(self.batch_size)
+
+    def check(self, n: int) -> None:
+        """``batch_size`` may not exceed ``n`` without replacement."""
+        _check_not_above_n(self.batch_size, n)
+
+    def factor(self, b: int, n: int) -> float:
+        """``c(b) = (n - b) / (b (n - 1))`` (``0`` at ``b = n``; ``0`` when ``n = 1``)."""
+        return _without_replacement_factor(b, n)
+
+
 @dataclasses.dataclass(frozen=True)
-class WithoutReplacement(AbstractSampler):
+class WithoutReplacement(_SubsetLaw):
     """Shuffled epochs: each epoch is a fresh random permutation cut into ``n // batch_size`` batches.
 
     An incomplete last batch is dropped. Marginally each batch is a uniform size-``b`` subset, so the
@@ -112,15 +127,7 @@ class WithoutReplacement(AbstractSampler):
     """
 
     batch_size: int
-
-    def __post_init__(self):
-        _check_batch_size(self.batch_size)
-
     replace: bool = dataclasses.field(default=False, init=False)
-
-    def check(self, n: int) -> None:
-        """``batch_size`` may not exceed ``n`` without replacement."""
-        _check_not_above_n(self.batch_size, n)
 
     def indices(self, key: PRNGKeyArray, step: Int[Array, ""] | int, n: int) -> Int[Array, " B"]:
         """The indices of step ``step``: batch ``step % (n // B)`` of epoch ``step // (n // B)``."""
@@ -130,13 +137,9 @@ class WithoutReplacement(AbstractSampler):
         perm = jr.permutation(jr.fold_in(key, epoch), n)
         return jax.lax.dynamic_slice_in_dim(perm, position * self.batch_size, self.batch_size)
 
-    def factor(self, b: int, n: int) -> float:
-        """``c(b) = (n - b) / (b (n - 1))`` (``0`` at ``b = n``; ``0`` when ``n = 1``)."""
-        return _without_replacement_factor(b, n)
-
 
 @dataclasses.dataclass(frozen=True)
-class UniformSubset(AbstractSampler):
+class UniformSubset(_SubsetLaw):
     """Each step draws a fresh uniformly random size-``batch_size`` subset, independent across steps.
 
     The setting of Li, Tai & E (2019) and of the m-sharpness analysis: the one-step law equals that of
@@ -145,24 +148,12 @@ class UniformSubset(AbstractSampler):
     """
 
     batch_size: int
-
-    def __post_init__(self):
-        _check_batch_size(self.batch_size)
-
     replace: bool = dataclasses.field(default=False, init=False)
-
-    def check(self, n: int) -> None:
-        """``batch_size`` may not exceed ``n``."""
-        _check_not_above_n(self.batch_size, n)
 
     def indices(self, key: PRNGKeyArray, step: Int[Array, ""] | int, n: int) -> Int[Array, " B"]:
         """The first ``batch_size`` entries of a fresh permutation of ``range(n)`` drawn from ``fold_in(key, step)``."""
         self.check(n)
         return jr.permutation(jr.fold_in(key, step), n)[: self.batch_size]
-
-    def factor(self, b: int, n: int) -> float:
-        """``c(b) = (n - b) / (b (n - 1))`` (``0`` at ``b = n``; ``0`` when ``n = 1``)."""
-        return _without_replacement_factor(b, n)
 
 
 Sampler = AbstractSampler

@@ -233,13 +233,17 @@ def test_second_order_drift_matches_finite_difference_jacobian():
     v, sampler, eta = ss.variants.m_usam(0.2, 2), ss.WithReplacement(4), 0.1
     b1 = ss.sde_model(pr, v, sampler, eta=eta, order=1)
     b2 = ss.sde_model(pr, v, sampler, eta=eta, order=2)
+    np.testing.assert_allclose(_flat(jax.jit(b2.drift)(x)), _order_two_by_finite_differences(b1, x, eta), rtol=1e-7)
+
+
+def _order_two_by_finite_differences(model, x, eta, h=1e-6):
+    """``b + (eta/2) J b`` with the Jacobian ``J`` of ``model.drift`` by central differences (float64)."""
     flat, unravel = ravel_pytree(x)
-    d1 = jax.jit(jax.vmap(lambda f: ravel_pytree(b1.drift(unravel(f)))[0]))
-    h = 1e-6
+    d1 = jax.jit(jax.vmap(lambda f: ravel_pytree(model.drift(unravel(f)))[0]))
     E = np.eye(flat.size)
     out = np.asarray(d1(jnp.concatenate([flat[None], flat + h * E, flat - h * E])))
     bx, J = out[0], (out[1 : 1 + flat.size] - out[1 + flat.size :]).T / (2 * h)
-    np.testing.assert_allclose(_flat(jax.jit(b2.drift)(x)), bx + 0.5 * eta * J @ bx, rtol=1e-7)
+    return bx + 0.5 * eta * J @ bx
 
 
 # -- bad input ----------------------------------------------------------------------------------------------
@@ -341,13 +345,7 @@ def test_expected_drift_order_two_and_refusal():
     v, sampler, eta = ss.variants.sam(0.3), ss.WithReplacement(2), 0.1
     b1 = ss.sde_model(pr, v, sampler, eta=eta, drift="expected")
     b2 = ss.sde_model(pr, v, sampler, eta=eta, drift="expected", order=2)
-    flat, unravel = ravel_pytree(x)
-    d1 = jax.jit(jax.vmap(lambda f: ravel_pytree(b1.drift(unravel(f)))[0]))
-    h = 1e-6
-    E = np.eye(flat.size)
-    out = np.asarray(d1(jnp.concatenate([flat[None], flat + h * E, flat - h * E])))
-    bx, J = out[0], (out[1 : 1 + flat.size] - out[1 + flat.size :]).T / (2 * h)
-    np.testing.assert_allclose(_flat(jax.jit(b2.drift)(x)), bx + 0.5 * eta * J @ bx, rtol=1e-7)
+    np.testing.assert_allclose(_flat(jax.jit(b2.drift)(x)), _order_two_by_finite_differences(b1, x, eta), rtol=1e-7)
     with pytest.raises(ValueError, match="order"):
         ss.sde_model(pr, ss.variants.rw_sam(0.1, score="exact"), sampler, drift="expected", order=2)
 
