@@ -105,11 +105,15 @@ def gap(model_vals: np.ndarray, disc_vals: np.ndarray) -> dict:
         ma, sa = _mean_se(fa)
         mb, sb = _mean_se(fb)
         g, se = ma - mb, math.hypot(sa, sb)
-        out[key] = {"model": ma, "discrete": mb, "gap": g, "stderr": se, "z": g / se if se > 0 else (0.0 if g == 0 else math.inf)}
+        resolved = se > 1e-12 * max(1.0, abs(ma), abs(mb))  # below: rounding of a deterministic process
+        out[key] = {"model": ma, "discrete": mb, "gap": g, "stderr": se,
+                    "z": g / se if resolved else (0.0 if abs(g) <= 1e-12 * max(1.0, abs(mb)) else math.copysign(math.inf, g))}
     if a.shape[0] > 1 and b.shape[0] > 1:
         se_t = np.sqrt(a.var(0, ddof=1) / a.shape[0] + b.var(0, ddof=1) / b.shape[0])
         g_t = a.mean(0) - b.mean(0)
-        z_t = np.where(se_t > 0, np.abs(g_t) / np.where(se_t > 0, se_t, 1.0), np.where(g_t == 0, 0.0, np.inf))
+        tiny = 1e-12 * np.maximum(1.0, np.abs(b.mean(0)))
+        ok = se_t > tiny
+        z_t = np.where(ok, np.abs(g_t) / np.where(ok, se_t, 1.0), np.where(np.abs(g_t) <= tiny, 0.0, np.inf))
         out["max_abs_z"] = float(np.max(z_t))
         out["mean_model"], out["mean_discrete"] = a.mean(0).tolist(), b.mean(0).tolist()
     else:
