@@ -1,24 +1,45 @@
 """C10: for each variant, the best model of the SDE ladder tracks the discrete runs, or SVAG shows that eta lies
 outside the SDE regime for it (``analysis.fidelity``).
 
-A model tracks an observable when ``|z| < 3`` at every recorded time (the gap over its standard error); the best
-model of a variant is the one (at its finest dt) that tracks the most observables. A variant passes when its
-best model tracks at least 80 % of the observables (8 of the 10 of digits-MLP training), or when SVAG at its
-largest ``l`` differs from the discrete method by ``|z| > 3`` somewhere: then the discrete run at this eta is
-resolved to differ from its moment-matching SDE limit, and no SDE can be asked to track it.
+A model tracks an observable when ``|z| < 3`` at every recorded time (the gap over its standard error). The best
+model of a variant tracks the most observables (ties: the smaller sum over observables of the largest |z|). A
+variant passes when its best model tracks at least 80 % of the observables (8 of the 10 of digits-MLP training),
+or when every observable it misses is one on which SVAG at its largest ``l`` differs from the discrete method:
+there the discrete run at this eta is resolved to differ from its moment-matching SDE limit, and no SDE can be
+asked to track it. "Differs" is a family-wise test: ``|z|`` above the Bonferroni threshold for 5 % over all
+observables and recorded times (about 3.3 for 10 observables x 5 times), so chance alone rarely opens that door.
 """
 
 import math
+from statistics import NormalDist
 
 from ._base import CheckResult, Row
 
-ID, STAGES, Z, SHARE = "C10", ("fidelity",), 3.0, 0.8
-CLAIM = "the best SDE of the ladder tracks each variant (|z| < 3 on >= 80 % of observables), or SVAG shows eta outside the SDE regime"
+ID, STAGES, Z, SHARE, ALPHA = "C10", ("fidelity",), 3.0, 0.8, 0.05
+CLAIM = ("the best SDE of the ladder tracks each variant (|z| < 3 on >= 80 % of observables), or SVAG shows eta "
+         "outside the SDE regime on every observable it misses")
 
 
-def _tracked(gaps: dict) -> tuple[int, list[str]]:
-    ok = [n for n, g in gaps.items() if float(g["max_abs_z"]) < Z]  # float(): JSON stores inf as "inf"
-    return len(ok), [n for n in gaps if n not in ok]
+def _max_z(g: dict) -> float:
+    return float(g["max_abs_z"])  # float(): JSON stores inf as "inf"
+
+
+def _best(models: dict) -> tuple[str, list[str], int]:
+    best, key = None, None
+    for name, m in models.items():
+        last = m["levels"][-1]
+        gaps = last["gaps"]
+        missed = [n for n, g in gaps.items() if not _max_z(g) < Z]
+        finite = sum(min(_max_z(g), 1e6) for g in gaps.values())
+        k = (len(missed), finite)
+        if key is None or k < key:
+            best, key = (f"{name} at dt=eta/{last['refine']}", missed, len(gaps)), k
+    return best
+
+
+def _threshold(gaps: dict) -> float:
+    times = max(len(g.get("mean_model", [0])) for g in gaps.values())
+    return NormalDist().inv_cdf(1 - ALPHA / (2 * max(1, len(gaps) * times)))
 
 
 def evaluate(results: dict) -> CheckResult:
@@ -28,26 +49,23 @@ def evaluate(results: dict) -> CheckResult:
         if not d.get(part):
             continue
         for label, res in d[part]["variants"].items():
-            best, best_n, best_miss, total = None, -1, [], 0
-            for name, m in res["models"].items():
-                gaps = m["levels"][-1]["gaps"]
-                n, miss = _tracked(gaps)
-                total = len(gaps)
-                if n > best_n:
-                    best, best_n, best_miss = f"{name} at dt=eta/{m['levels'][-1]['refine']}", n, miss
+            best, missed, total = _best(res["models"])
             svag = res.get("svag", {})
-            outside, svag_text = False, "no SVAG run"
+            far, svag_text = [], "no SVAG run"
             if svag:
                 l_max = max(svag, key=int)
-                zs = {n: float(g["max_abs_z"]) for n, g in svag[l_max]["gaps"].items()}
-                outside = any(z > Z for z in zs.values() if math.isfinite(z))
-                far = [n for n, z in zs.items() if z > Z]
-                svag_text = (f"SVAG l={l_max} vs discrete: " + (f"|z| > {Z:g} on {', '.join(far)} (eta outside the SDE regime)"
-                                                               if far else f"|z| <= {Z:g} everywhere (eta inside)"))
+                gaps = svag[l_max]["gaps"]
+                zc = _threshold(gaps)
+                far = [n for n, g in gaps.items() if _max_z(g) > zc]
+                svag_text = (f"SVAG l={l_max} differs (|z| > {zc:.2f}) on {', '.join(far)}" if far
+                             else f"SVAG l={l_max} within |z| {zc:.2f} everywhere (eta inside the SDE regime)")
             need = math.ceil(SHARE * total)
-            tracks = best_n >= need
-            miss = f"; misses {', '.join(best_miss)}" if best_miss else ""
-            rows.append(Row(f"{part}: {label}", f"best {best}: tracks {best_n}/{total}{miss}; {svag_text}",
-                            f">= {need}/{total} tracked, or SVAG outside", f"|z| < {Z:g} at every recorded time",
-                            tracks or outside))
-    return CheckResult(ID, CLAIM, tuple(rows), f"{d.get('wall_s', math.nan):.0f} s; models: drift/diffusion/order")
+            unexplained = [n for n in missed if n not in far]
+            tracks = total - len(missed) >= need
+            verdict = ("tracks" if tracks else "misses explained by SVAG" if not unexplained
+                       else f"unexplained misses: {', '.join(unexplained)}")
+            miss = f"; misses {', '.join(missed)}" if missed else ""
+            rows.append(Row(f"{part}: {label}", f"best {best}: tracks {total - len(missed)}/{total}{miss}; {svag_text}; "
+                            f"{verdict}", f">= {need}/{total} tracked, or every miss where SVAG differs",
+                            f"|z| < {Z:g} at every recorded time", tracks or not unexplained))
+    return CheckResult(ID, CLAIM, tuple(rows), f"{float(d.get('wall_s', math.nan)):.0f} s; models: drift/diffusion/order")
