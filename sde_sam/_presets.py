@@ -32,7 +32,11 @@ QUICK = {
                               ["m-SAM (m=1)", "m-sam", {"rho": 0.1, "micro_batch_size": 1}]],
                     drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1], svag=[1, 4],
                     max_refine=1),
-        training=None),
+        training=dict(seed=0, problem=["digits_mlp", {"hidden": 8}], batch_size=32, eta=0.1, steps=60, every=20,
+                      num_runs=8, num_paths=8, drift_samples=4, key_observable="trace_sigma",
+                      observables=["loss", "accuracy", "grad_norm_sq", "trace_sigma", "lambda_max"],
+                      variants=[["SAM", "sam", {"rho": 0.05}]], drifts=["general", "expected"], diffusions=["leading"],
+                      orders=[1], svag=[1, 4], max_refine=1)),
 }
 
 _FIDELITY_VARIANTS = [["SGD", "sgd", {}], ["USAM", "usam", {"rho": "R"}], ["SAM", "sam", {"rho": "R"}],

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import jax
+import numpy as np
 from jaxtyping import PRNGKeyArray, PyTree
 
 from ._problem import Problem
@@ -23,9 +24,9 @@ from ._variants import StepOutput, Variant
 
 def check_svag(svag) -> int:
     """``svag`` must be a positive integer ``l`` (``1``: no SVAG)."""
-    if isinstance(svag, bool) or not isinstance(svag, int) or svag < 1:
+    if isinstance(svag, bool) or not isinstance(svag, (int, np.integer)) or svag < 1:
         raise ValueError(f"`svag` must be a positive integer l (1 = the plain discrete method), got {svag!r}")
-    return svag
+    return int(svag)
 
 
 def svag_coefficients(l: int) -> tuple[float, float]:  # noqa: E741
