@@ -335,7 +335,7 @@ def tables(result: dict) -> str:
             lines.append(f"\n**{part}: {label}** ({key_obs}, {stat.replace('_', '-')}; discrete "
                          f"{res['discrete']['final'][key_obs][0]:.4f} ± {res['discrete']['final'][key_obs][1]:.4f} "
                          f"at the end; best model: {best_model(res, key_obs, stat)})\n")
-            lines.append("| model | dt | gap ± s.e. | z | gap at dt = eta | refinement removes | tracks (|z|<3) | diverged |")
+            lines.append("| model | dt | gap ± s.e. | z | gap at dt = eta | refinement removes | tracks (abs z < 3) | diverged |")
             lines.append("|---|---|---|---|---|---|---|---|")
             for r in budget_rows(res, key_obs, stat):
                 at_eta = "" if "gap_at_eta" not in r else f"{r['gap_at_eta']:+.4f} ± {r['stderr_at_eta']:.4f}"

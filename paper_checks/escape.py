@@ -50,7 +50,7 @@ def evaluate(results: dict) -> CheckResult:
         label = f"model {model}{' (best)' if model == best else ''}: pair differences vs discrete"
         verdict = "reproduces" if ok else "does not reproduce"
         rows.append(Row(label, f"{verdict}: " + "; ".join(parts), "each within the discrete difference",
-                        f"|z| <= {Z:g} per pair" + ("" if model == best else " (informational)"),
+                        f"abs(z) <= {Z:g} per pair" + ("" if model == best else " (informational)"),
                         ok if model == best else True))
     finals = ", ".join(f"m={r['m']}: discrete {r['discrete']['time_avg']:.3f}, "
                        + ", ".join(f"{k} {v['time_avg']:.3f}" for k, v in r["models"].items()) for r in ms)

@@ -16,7 +16,7 @@ from statistics import NormalDist
 from ._base import CheckResult, Row
 
 ID, STAGES, Z, SHARE, ALPHA = "C10", ("fidelity",), 3.0, 0.8, 0.05
-CLAIM = ("the best SDE of the ladder tracks each variant (|z| < 3 on >= 80 % of observables), or SVAG shows eta "
+CLAIM = ("the best SDE of the ladder tracks each variant (abs(z) < 3 on >= 80 % of observables), or SVAG shows eta "
          "outside the SDE regime on every observable it misses")
 
 
@@ -57,8 +57,8 @@ def evaluate(results: dict) -> CheckResult:
                 gaps = svag[l_max]["gaps"]
                 zc = _threshold(gaps)
                 far = [n for n, g in gaps.items() if _max_z(g) > zc]
-                svag_text = (f"SVAG l={l_max} differs (|z| > {zc:.2f}) on {', '.join(far)}" if far
-                             else f"SVAG l={l_max} within |z| {zc:.2f} everywhere (eta inside the SDE regime)")
+                svag_text = (f"SVAG l={l_max} differs (abs(z) > {zc:.2f}) on {', '.join(far)}" if far
+                             else f"SVAG l={l_max} within abs(z) {zc:.2f} everywhere (eta inside the SDE regime)")
             need = math.ceil(SHARE * total)
             unexplained = [n for n in missed if n not in far]
             tracks = total - len(missed) >= need
@@ -67,5 +67,5 @@ def evaluate(results: dict) -> CheckResult:
             miss = f"; misses {', '.join(missed)}" if missed else ""
             rows.append(Row(f"{part}: {label}", f"best {best}: tracks {total - len(missed)}/{total}{miss}; {svag_text}; "
                             f"{verdict}", f">= {need}/{total} tracked, or every miss where SVAG differs",
-                            f"|z| < {Z:g} at every recorded time", tracks or not unexplained))
+                            f"abs(z) < {Z:g} at every recorded time", tracks or not unexplained))
     return CheckResult(ID, CLAIM, tuple(rows), f"{float(d.get('wall_s', math.nan)):.0f} s; models: drift/diffusion/order")
