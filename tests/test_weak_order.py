@@ -178,6 +178,14 @@ def test_normalized_variant_weak_order_one(name):
     res = wo.slope_study(lin, {name: var}, smp, (0.2, 0.1, 0.05, 0.025), 2.0, methods=lambda v: "control",
                          num_paths=4096, substeps=2, key=jr.key(1), log=lambda s: None)[f"{name}|order1"]
     assert all(e > 4 * s for e, s in zip(res["errors"], res["stderrs"])), res  # errors resolved by the MC
+    if name == "F-SAM":
+        # F-SAM's SDE models the EMA as mu = g, but the discrete EMA of stochastic gradients keeps an O(1) noise
+        # ((1 - lambda)/(1 + lambda) c(B) Sigma, not O(eta)), and the normalization N(g_gamma - sigma mu) is
+        # nonlinear in it: an O(rho) bias that does not shrink with eta, so the error flattens (slope 0.64
+        # measured at eta 0.2 ... 0.025). Asserted: the error still falls with eta, more slowly than order 1.
+        assert 0.4 <= res["slope"] < 0.9, res
+        assert res["errors"][-1] < res["errors"][0], res
+        return
     assert 0.8 <= res["slope"] <= 1.2, res
 
 
