@@ -234,13 +234,13 @@ def _run(problem, variant, sampler, record, eta, num_segments, run_keys, thresho
     def one_run(run_key):
         sample_key, variant_key = jr.split(run_key)
         params0 = problem.init_params
+        svag_keys = jr.split(sample_key) if svag > 1 else None  # SVAG's two independent batch streams
 
         def update(params, vstate, k):
             if svag == 1:
                 batch = problem.take(sampler.indices(sample_key, k, n))
                 return variant.gradient(problem, params, vstate, batch, jr.fold_in(variant_key, k))
-            keys = jr.split(sample_key)
-            batches = (problem.take(sampler.indices(keys[0], k, n)), problem.take(sampler.indices(keys[1], k, n)))
+            batches = tuple(problem.take(sampler.indices(svag_keys[i], k, n)) for i in range(2))
             vkeys = (jr.fold_in(variant_key, 2 * k), jr.fold_in(variant_key, 2 * k + 1))
             return svag_gradient(problem, variant, svag, params, vstate, batches, vkeys)
 
