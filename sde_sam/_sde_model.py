@@ -113,7 +113,7 @@ def sde_model(
     Arguments:
         eta: learning rate of the modelled discrete method (one step = ``eta`` units of SDE time).
         diffusion: ``"leading"`` (``Cov[G_0]`` of the rho-free update: ``c(B) Sigma``, or ``Cov[sum_i w_i g_i]`` for
-            RW-SAM with weights in the descent), ``"first_order"``  (``+ rho(H Sigma + Sigma H)``, unnormalized
+            RW-SAM with weights in the descent), ``"first_order"`` (``+ rho(H Sigma + Sigma H)``, unnormalized
             batch rule), ``"empirical"`` (``Cov_xi[G]`` of the perturbed update) or ``"none"``.
         order: ``1`` (first-order SME) or ``2`` (drift ``b + (eta/2)(Db) b``).
         drift: ``"general"`` (the general first-order rule), ``"closed_form"`` (DESIGN §3.1 formulas;
