@@ -256,7 +256,11 @@ def escape(cfg: dict, log=print) -> dict:
 
 
 def _rungs(variant, cfg) -> list[Rung]:
-    return ladder(variant, tuple(cfg["drifts"]), tuple(cfg["diffusions"]), tuple(cfg["orders"]))
+    """The ladder of ``drifts x diffusions x orders`` defined for ``variant``; ``cfg["rungs"]`` (labels such as
+    ``"expected/empirical/o1"``), when given, keeps only those."""
+    rungs = ladder(variant, tuple(cfg["drifts"]), tuple(cfg["diffusions"]), tuple(cfg["orders"]))
+    keep = cfg.get("rungs")
+    return rungs if keep is None else [r for r in rungs if r.label in keep]
 
 
 # -- (b) digits-MLP training -------------------------------------------------------------------------------------

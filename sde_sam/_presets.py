@@ -31,12 +31,12 @@ QUICK = {
                     variants=[["SAM (m=B)", "sam", {"rho": 0.1}],
                               ["m-SAM (m=1)", "m-sam", {"rho": 0.1, "micro_batch_size": 1}]],
                     drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1], svag=[1, 4],
-                    max_refine=1),
+                    max_refine=1, rungs=["general/leading/o1", "expected/leading/o1", "expected/empirical/o1"]),
         training=dict(seed=0, problem=["digits_mlp", {"hidden": 8}], batch_size=32, eta=0.1, steps=60, every=20,
                       num_runs=8, num_paths=8, drift_samples=4, key_observable="trace_sigma",
-                      observables=["loss", "accuracy", "grad_norm_sq", "trace_sigma", "lambda_max"],
+                      observables=["loss", "accuracy", "grad_norm_sq", "trace_sigma"],
                       variants=[["SAM", "sam", {"rho": 0.05}]], drifts=["general", "expected"], diffusions=["leading"],
-                      orders=[1], svag=[1, 4], max_refine=1)),
+                      orders=[1], svag=[1, 4], max_refine=0)),
 }
 
 _FIDELITY_VARIANTS = [["SGD", "sgd", {}], ["USAM", "usam", {"rho": "R"}], ["SAM", "sam", {"rho": "R"}],

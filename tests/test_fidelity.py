@@ -60,3 +60,10 @@ def test_sharp_flat_barrier_is_the_interior_maximum():
     assert not bool(ss.problems.in_sharp_basin(jnp.asarray([b + 1e-3]), b))
     with pytest.raises(ValueError, match="barrier"):  # the defaults (noise 0.3, n = 32): the basins have merged
         ss.problems.sharp_flat_barrier(ss.problems.sharp_flat_basins())
+
+
+def test_rungs_can_be_restricted_by_label():
+    cfg = dict(drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1],
+               rungs=["general/leading/o1", "expected/empirical/o1"])
+    assert [r.label for r in fd._rungs(ss.variants.sam(0.1), cfg)] == ["general/leading/o1", "expected/empirical/o1"]
+    assert len(fd._rungs(ss.variants.sam(0.1), cfg | {"rungs": None})) == 4
