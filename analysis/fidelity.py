@@ -122,10 +122,6 @@ def gap(model_vals: np.ndarray, disc_vals: np.ndarray) -> dict:
     return out
 
 
-def _z(entry: dict, stat: str) -> float:
-    return abs(entry[stat]["z"])
-
-
 # -- one variant on one problem -------------------------------------------------------------------------------
 
 
