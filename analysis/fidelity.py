@@ -43,7 +43,7 @@ import numpy as np
 import sde_sam as ss
 from sde_sam import train
 from sde_sam._diffusion import first_order_supported
-from sde_sam._io import provenance, save_result
+from sde_sam._io import load_result, provenance, result_paths, save_result, to_jsonable
 from sde_sam._presets import preset
 
 #: |z| below which a model "tracks" the discrete runs on an observable (C10).
@@ -221,8 +221,10 @@ def best_model(res: dict, key_observable: str, stat: str = "time_avg") -> str:
 # -- (a) escape ------------------------------------------------------------------------------------------------
 
 
-def escape(cfg: dict, log=print) -> dict:
-    """The ladder on the sharp/flat escape problem: fraction outside the sharp basin (true barrier) and loss."""
+def escape(cfg: dict, log=print, done=None, on_variant=None) -> dict:
+    """The ladder on the sharp/flat escape problem: fraction outside the sharp basin (true barrier) and loss.
+    ``done``: variants finished earlier (label -> result), reused as they are; ``on_variant(result)`` is called
+    after each new one (the CLI saves there, so an interrupted run resumes)."""
     problem = ss.problems.sharp_flat_basins(dim=1, n=cfg["n"], sharp_curvature=cfg["sharp_curvature"],
                                             noise_scale=cfg["noise_scale"], seed=cfg["seed"], start="sharp")
     barrier = ss.problems.sharp_flat_barrier(problem)
@@ -238,6 +240,8 @@ def escape(cfg: dict, log=print) -> dict:
     result = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "variants": {}}
     for i, spec in enumerate(cfg["variants"]):
         label, variant = _variant(spec)
+        if _reuse(result, done, label, log):
+            continue
         log(f"  [escape] {label}")
         t0 = time.perf_counter()
         res = study_variant(problem, variant, sampler, eta=cfg["eta"], steps=cfg["steps"], every=cfg["every"],
@@ -248,7 +252,19 @@ def escape(cfg: dict, log=print) -> dict:
         res["m"] = variant.micro_batch_size or (cfg["batch_size"] if variant.rule == "batch" else 0)
         res["wall_s"] = time.perf_counter() - t0
         result["variants"][label] = res
+        if on_variant is not None:
+            on_variant(result)
     return result
+
+
+def _reuse(result: dict, done: dict | None, label: str, log) -> bool:
+    """Take variant ``label`` from ``done`` (an earlier, interrupted run of the same config) when it is there.
+    Each variant's keys depend on its index and the seed alone, so a reused result equals a recomputed one."""
+    if not done or label not in done:
+        return False
+    result["variants"][label] = done[label]
+    log(f"  {label}: reusing the result of an earlier run with the same config")
+    return True
 
 
 def _rungs(variant, cfg) -> list[Rung]:
@@ -262,8 +278,9 @@ def _rungs(variant, cfg) -> list[Rung]:
 # -- (b) digits-MLP training -------------------------------------------------------------------------------------
 
 
-def training(cfg: dict, log=print) -> dict:
-    """The ladder on digits-MLP training: every observable in ``cfg["observables"]`` on both sides."""
+def training(cfg: dict, log=print, done=None, on_variant=None) -> dict:
+    """The ladder on digits-MLP training: every observable in ``cfg["observables"]`` on both sides (``done``,
+    ``on_variant``: as :func:`escape`)."""
     pname, pkw = cfg["problem"]
     base = train.TrainConfig(problem=pname, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
                              steps=cfg["steps"], every=cfg["every"], seeds=(0,), observables=tuple(cfg["observables"]))
@@ -273,6 +290,8 @@ def training(cfg: dict, log=print) -> dict:
               "observables": list(cfg["observables"])}
     for i, spec in enumerate(cfg["variants"]):
         label, variant = _variant(spec)
+        if _reuse(result, done, label, log):
+            continue
         config = base.replace(variant=spec[1], variant_kwargs=spec[2], label=label)
         est = train.Estimators.of(config, variant, problem)
 
@@ -291,6 +310,8 @@ def training(cfg: dict, log=print) -> dict:
                             num_samples=cfg["drift_samples"], log=log)
         res["wall_s"] = time.perf_counter() - t0
         result["variants"][label] = res
+        if on_variant is not None:
+            on_variant(result)
     return result
 
 
@@ -310,16 +331,22 @@ PRESETS = {
 }
 
 
-def run(cfg: dict, log=print) -> dict:
-    """Both parts of the study for a config dict (``PRESETS[name]``)."""
+def run(cfg: dict, log=print, previous: dict | None = None, checkpoint=None) -> dict:
+    """Both parts of the study for a config dict (``PRESETS[name]``). ``previous``: part -> finished variants of an
+    interrupted run of the same config (reused); ``checkpoint(partial)`` is called after every new variant."""
     t0 = time.perf_counter()
     out = {"config": cfg}
-    if cfg.get("escape"):
-        log("fidelity: escape problem")
-        out["escape"] = escape(cfg["escape"], log)
-    if cfg.get("training"):
-        log("fidelity: digits-MLP training")
-        out["training"] = training(cfg["training"], log)
+    previous = previous or {}
+    for part, fn, title in (("escape", escape, "escape problem"), ("training", training, "digits-MLP training")):
+        if not cfg.get(part):
+            continue
+        log(f"fidelity: {title}")
+
+        def save(result, part=part):
+            if checkpoint is not None:
+                checkpoint(out | {part: result, "wall_s": time.perf_counter() - t0})
+
+        out[part] = fn(cfg[part], log, done=previous.get(part), on_variant=save)
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -345,20 +372,41 @@ def tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _previous(path: Path, cfg: dict, log) -> dict:
+    """Part -> finished variants stored at ``path`` by an earlier run of the same config (else nothing)."""
+    if not result_paths(path)[0].exists():
+        return {}
+    try:
+        _, prev = load_result(path)
+    except (OSError, ValueError) as err:
+        log(f"{result_paths(path)[0]} unreadable ({err}); starting afresh")
+        return {}
+    if not isinstance(prev, dict) or prev.get("config") != to_jsonable(cfg):
+        return {}
+    return {part: prev[part]["variants"] for part in ("escape", "training") if isinstance(prev.get(part), dict)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="study size (default: quick)")
     ap.add_argument("--out", type=Path, required=True, help="folder for fidelity.json (fidelity-<part>.json with --part)")
     ap.add_argument("--part", choices=("escape", "training", "both"), default="both",
                     help="which problem of the study to run (default: both)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="recompute every variant (default: reuse those an interrupted run into OUT finished)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = dict(PRESETS[args.preset])
     if args.part != "both":
         cfg[{"escape": "training", "training": "escape"}[args.part]] = None
-    res = run(cfg, log=lambda s: print(s, flush=True))
     name = "fidelity" if args.part == "both" else f"fidelity-{args.part}"
-    save_result(args.out / name, None, {"preset": args.preset, "part": args.part, **res, "provenance": provenance()})
+    path = args.out / name
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    previous = {} if args.fresh else _previous(path, cfg, log)
+    meta = {"preset": args.preset, "part": args.part, "provenance": provenance()}
+    res = run(cfg, log=log, previous=previous,
+              checkpoint=lambda partial: save_result(path, None, meta | partial | {"complete": False}))
+    save_result(path, None, meta | res | {"complete": True})
     print(tables(res))
     print(f"total {res['wall_s']:.1f} s -> {args.out / (name + '.json')}")
     return res

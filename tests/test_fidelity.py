@@ -67,3 +67,28 @@ def test_rungs_can_be_restricted_by_label():
                rungs=["general/leading/o1", "expected/empirical/o1"])
     assert [r.label for r in fd._rungs(ss.variants.sam(0.1), cfg)] == ["general/leading/o1", "expected/empirical/o1"]
     assert len(fd._rungs(ss.variants.sam(0.1), cfg | {"rungs": None})) == 4
+
+
+def test_an_interrupted_study_resumes_from_its_finished_variants(tmp_path, monkeypatch):
+    """The CLI saves after every variant; interrupted in the training part, a rerun into the same folder reuses the
+    finished escape variant (study_variant not called for it again) and ends with the same escape result."""
+    calls = []
+    real = fd.study_variant
+
+    def counting(problem, *a, **kw):
+        calls.append(problem.name)
+        if problem.name.startswith("digits") and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(problem, *a, **kw)
+
+    monkeypatch.setattr(fd, "study_variant", counting)
+    with pytest.raises(KeyboardInterrupt):
+        fd.main(["--preset", "tiny", "--out", str(tmp_path)])
+    _, partial = ss.load_result(tmp_path / "fidelity")
+    assert partial["complete"] is False and "m-SAM (m=1)" in partial["escape"]["variants"]
+    res = fd.main(["--preset", "tiny", "--out", str(tmp_path)])
+    assert calls == ["sharp_flat_1d", calls[1], calls[1]]  # escape once; training twice (interrupted, then done)
+    _, final = ss.load_result(tmp_path / "fidelity")
+    assert final["complete"] is True and "SAM" in final["training"]["variants"]
+    assert final["escape"]["variants"]["m-SAM (m=1)"] == partial["escape"]["variants"]["m-SAM (m=1)"]
+    assert set(res["escape"]["variants"]) == {"m-SAM (m=1)"}
