@@ -108,25 +108,26 @@ def expected_drift(
     leafwise standard error (zeros when exact). Same batches as :func:`general_drift` for the same key.
     """
     return _mean_over_batches(
-        problem, variant, sampler, params, lambda v, p, st, batch, k: v.gradient(problem, p, st, batch, k)[0],
+        problem, variant, sampler, params, lambda st, batch, k: variant.gradient(problem, params, st, batch, k)[0],
         key=key, num_samples=num_samples, max_enumeration=max_enumeration, return_stderr=return_stderr)
 
 
 def _mean_over_batches(problem, variant, sampler, params, update, *, key, num_samples, max_enumeration,
                        return_stderr):
-    """``E[update(variant, x, state, batch, key)]`` over the drift's batch distribution: the full-data value when
-    the update is linear in the batch (SGD, n-SAM), else exact by enumeration or Monte Carlo (with stderr)."""
+    """``E[update(state, batch, key)]`` (an update at ``params``) over the drift's batch distribution: the
+    full-data value when the update is linear in the batch (SGD: ``g``; n-SAM: its full-data step), else exact
+    by enumeration or Monte Carlo (with stderr)."""
     _check(problem, variant, sampler)
     zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)  # noqa: E731
     if _linear_in_batch(variant):
-        b = update(variant, params, variant.init(params), problem.data, jr.key(0))
+        b = update(variant.init(params), problem.data, jr.key(0))
         return (b, zeros(b)) if return_stderr else b
     state = sde_state(problem, variant, params)
     key = jr.key(0) if key is None else key
     dist_key, sample_key = jr.split(key)
     dist = drift_distribution(problem, variant, sampler, key=dist_key, num_samples=num_samples,
                               max_enumeration=max_enumeration, dtype=_dtype(params))
-    b, err = expectation(lambda idx, k: update(variant, params, state, problem.take(idx), k), dist, sample_key)
+    b, err = expectation(lambda idx, k: update(state, problem.take(idx), k), dist, sample_key)
     return (b, err) if return_stderr else b
 
 
@@ -186,9 +187,8 @@ def general_drift(
     batches drawn with ``key`` (``None``: the fixed ``jr.key(0)``). With ``return_stderr`` also returns
     the leafwise Monte Carlo standard error (zeros when exact).
     """
-    # Linear in the batch (SGD: g; n-SAM: g + rho H N(M g)): the full-data value, exact.
     return _mean_over_batches(
-        problem, variant, sampler, params, lambda v, p, st, batch, k: linearized_update(problem, v, p, st, batch, k),
+        problem, variant, sampler, params, lambda st, batch, k: linearized_update(problem, variant, params, st, batch, k),
         key=key, num_samples=num_samples, max_enumeration=max_enumeration, return_stderr=return_stderr)
 
 
