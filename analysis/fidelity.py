@@ -35,8 +35,6 @@ import math
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
@@ -96,6 +94,15 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
 
 
+def _z(g, se, ref):
+    """``g / se``; a gap whose standard error is at the rounding level of ``ref`` (a deterministic process) has
+    ``z = 0`` when the gap is too, else ``+-inf``. Scalars or arrays."""
+    g, se = np.asarray(g, np.float64), np.asarray(se, np.float64)
+    tiny = 1e-12 * np.maximum(1.0, np.abs(ref))
+    ok = se > tiny
+    return np.where(ok, g / np.where(ok, se, 1.0), np.where(np.abs(g) <= tiny, 0.0, np.copysign(np.inf, g)))
+
+
 def gap(model_vals: np.ndarray, disc_vals: np.ndarray) -> dict:
     """Gap statistics of one observable, ``(P, T)`` model values against ``(R, T)`` discrete ones: final-time and
     time-averaged gap, their standard errors and z-scores, and the largest |z| over recorded times."""
@@ -105,16 +112,11 @@ def gap(model_vals: np.ndarray, disc_vals: np.ndarray) -> dict:
         ma, sa = _mean_se(fa)
         mb, sb = _mean_se(fb)
         g, se = ma - mb, math.hypot(sa, sb)
-        resolved = se > 1e-12 * max(1.0, abs(ma), abs(mb))  # below: rounding of a deterministic process
-        out[key] = {"model": ma, "discrete": mb, "gap": g, "stderr": se,
-                    "z": g / se if resolved else (0.0 if abs(g) <= 1e-12 * max(1.0, abs(mb)) else math.copysign(math.inf, g))}
+        out[key] = {"model": ma, "discrete": mb, "gap": g, "stderr": se, "z": float(_z(g, se, max(abs(ma), abs(mb))))}
     if a.shape[0] > 1 and b.shape[0] > 1:
         se_t = np.sqrt(a.var(0, ddof=1) / a.shape[0] + b.var(0, ddof=1) / b.shape[0])
-        g_t = a.mean(0) - b.mean(0)
-        tiny = 1e-12 * np.maximum(1.0, np.abs(b.mean(0)))
-        ok = se_t > tiny
-        z_t = np.where(ok, np.abs(g_t) / np.where(ok, se_t, 1.0), np.where(np.abs(g_t) <= tiny, 0.0, np.inf))
-        out["max_abs_z"] = float(np.max(z_t))
+        z_t = _z(a.mean(0) - b.mean(0), se_t, np.maximum(np.abs(a.mean(0)), np.abs(b.mean(0))))
+        out["max_abs_z"] = float(np.max(np.abs(z_t)))
         out["mean_model"], out["mean_discrete"] = a.mean(0).tolist(), b.mean(0).tolist()
     else:
         out["max_abs_z"] = math.nan
@@ -232,10 +234,8 @@ def escape(cfg: dict, log=print, done=None, on_variant=None) -> dict:
 
     def observe(kind, out):
         x = np.asarray(out.saved_params if kind == "runs" else out.paths)[..., 0]  # (N, T) first coordinate
-        loss = np.asarray(jax.vmap(jax.vmap(problem.full_loss))(jnp.asarray(x)[..., None]))
-        bad = np.isnan(out.values["loss"])
-        return {"outside": np.where(bad, np.nan, (x > barrier).astype(np.float64)),
-                "loss": np.where(bad, np.nan, loss)}
+        loss = np.asarray(out.values["loss"], np.float64)  # recorded along the run, NaN once diverged
+        return {"outside": np.where(np.isnan(loss), np.nan, (x > barrier).astype(np.float64)), "loss": loss}
 
     result = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "variants": {}}
     for i, spec in enumerate(cfg["variants"]):

@@ -100,18 +100,21 @@ def recorded(config: train.TrainConfig, path: Path, log, *, start=None, fresh: b
     return rec
 
 
+def _over_seeds(per_seed: np.ndarray) -> dict:
+    """Mean and standard error over seeds of one value per seed."""
+    n = len(per_seed)
+    return {"mean": float(per_seed.mean()), "stderr": float(per_seed.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+            "num_seeds": int(n)}
+
+
 def _final(rec: train.TrainRecord, name: str) -> dict:
-    kept = rec.kept(name)[:, -1]
-    return {"mean": float(kept.mean()), "stderr": float(kept.std(ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else 0.0,
-            "num_seeds": int(len(kept))}
+    return _over_seeds(rec.kept(name)[:, -1])
 
 
 def _area(rec: train.TrainRecord, name: str) -> dict:
     """The time average of ``name`` over the recorded steps after the start (the area under its curve divided by
     the horizon), per seed, then its mean and standard error over seeds: smaller = fell faster."""
-    kept = rec.kept(name)[:, 1:].mean(axis=1)
-    return {"mean": float(kept.mean()), "stderr": float(kept.std(ddof=1) / np.sqrt(len(kept))) if len(kept) > 1 else 0.0,
-            "num_seeds": int(len(kept))}
+    return _over_seeds(rec.kept(name)[:, 1:].mean(axis=1))
 
 
 def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, specs=None,
