@@ -249,7 +249,7 @@ def escape(cfg: dict, log=print, done=None, on_variant=None) -> dict:
                             key=jr.key(cfg["seed"] * 1000 + i), rungs=_rungs(variant, cfg), svag=cfg["svag"],
                             max_refine=cfg["max_refine"], key_observable="outside", num_samples=cfg["drift_samples"],
                             log=log)
-        res["m"] = variant.micro_batch_size or (cfg["batch_size"] if variant.rule == "batch" else 0)
+        res["m"] = variant.rule.ascent_batch_size(cfg["batch_size"], cfg["n"])  # the m of the ascent gradient g_m
         res["wall_s"] = time.perf_counter() - t0
         result["variants"][label] = res
         if on_variant is not None:

@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
-from sde_sam._variants import resolve_mask
 
 #: Largest number of enumerated micro-batches accepted (the enumeration is exact, never sampled).
 MAX_BATCHES = 200_000
@@ -90,15 +90,6 @@ def split_linear_regression(n: int = 16, d: int = 4, head: int = 2, label_noise:
     return ss.Problem(loss_fn, base.data, {"head": w0[:head], "tail": w0[head:]}, name=f"split_linreg_n{n}_d{d}")
 
 
-def flat_mask(problem: ss.Problem, variant) -> np.ndarray:
-    """The SAM-ON mask as a 0/1 vector over the raveled parameters (all ones without a mask)."""
-    tree = resolve_mask(variant.mask, problem.init_params)
-    if tree is None:
-        return np.ones(problem.dim)
-    full = jax.tree_util.tree_map(lambda m, a: jnp.full(jnp.shape(a), float(m)), tree, problem.init_params)
-    return np.asarray(problem.ravel(full)[0], np.float64)
-
-
 # -- batch enumeration ----------------------------------------------------------------------------------
 
 
@@ -120,15 +111,29 @@ def multisets(n: int, size: int, replace: bool = True) -> tuple[np.ndarray, np.n
     return counts, probs
 
 
-def is_affine(variant) -> bool:
-    """Whether the update of ``variant`` is affine in the (augmented) state on linear regression."""
-    return (not variant.perturbs) or (not variant.normalize and variant.rule in ("batch", "full", "friendly"))
+def is_affine(variant, problem: ss.Problem | None = None) -> bool:
+    """Whether the update of ``variant`` is affine in the (augmented) state ``z = (x, state)`` with coefficients that
+    depend on the batch only, on linear regression (default: ``split_linear_regression()``): checked numerically from
+    the variant's own step (Jacobians at two points and two keys agree), so it holds for any rule."""
+    problem = split_linear_regression(n=8, d=3, head=1) if problem is None else problem
+    counts = np.zeros((1, problem.num_examples))
+    for i in range(variant.rule.expectation_batch_size(problem.num_examples)):
+        counts[0, i % problem.num_examples] += 1
+    try:
+        _increments(problem, variant, counts, 1.0)
+    except _NotAffine:
+        return False
+    return True
+
+
+class _NotAffine(ValueError):
+    pass
 
 
 def _check_sampler(sampler, variant, n):
     if isinstance(sampler, ss.WithReplacement):
         return True
-    k = variant.num_micro_batches(sampler.batch_size) if variant.rule == "batch" else 1
+    k = variant.num_micro_batches(sampler.batch_size)
     if isinstance(sampler, ss.UniformSubset) and k == 1:
         return False  # i.i.d. uniform subsets
     if isinstance(sampler, ss.WithoutReplacement):
@@ -138,41 +143,46 @@ def _check_sampler(sampler, variant, n):
                      "epoch (batch_size > n/2) and no micro-batches, for the exact moment recursion")
 
 
-def _increments(data: LinearData, variant, mask: np.ndarray, counts: np.ndarray, eta: float):
-    """Per micro-batch ``(U, u)`` with ``z' = z + U z + u`` (k = 1) in float64, shapes ``(N, D, D)``, ``(N, D)``."""
-    A, y = data.A, data.y
-    s = counts.sum(axis=1, keepdims=True)
-    Hb = np.einsum("ri,ij,ik->rjk", counts / s, A, A)  # H_gamma
-    qb = (counts / s) @ (A * y[:, None])  # q_gamma, g_gamma = H_gamma x - q_gamma
-    d = data.d
-    P = np.diag(mask)
-    rho = variant.rho if variant.perturbs else 0.0
-    if not variant.perturbs or variant.rule == "none":
-        Ab, cb = Hb, qb
-    elif variant.rule == "batch":  # G = H_g (x + rho P g_g) - q_g
-        HPH = np.einsum("rij,jk,rkl->ril", Hb, P, Hb)
-        Ab = Hb + rho * HPH
-        cb = qb + rho * np.einsum("rij,jk,rk->ri", Hb, P, qb)
-    elif variant.rule == "full":  # G = H_g (x + rho P (H x - q)) - q_g
-        H, q = data.hessian, data.q
-        Ab = Hb + rho * np.einsum("rij,jk,kl->ril", Hb, P, H)
-        cb = qb + rho * np.einsum("rij,jk,k->ri", Hb, P, q)
-    elif variant.rule == "friendly":  # z = (x, mu); d = g_g - sigma mu; mu' = lam mu + (1 - lam) g_g
-        sig, lam = variant.sigma, variant.ema_decay
-        HP = np.einsum("rij,jk->rik", Hb, P)
-        N = Hb.shape[0]
-        U = np.zeros((N, 2 * d, 2 * d))
-        u = np.zeros((N, 2 * d))
-        U[:, :d, :d] = -eta * (Hb + rho * np.einsum("rij,rjk->rik", HP, Hb))
-        U[:, :d, d:] = eta * rho * sig * HP
-        U[:, d:, :d] = (1 - lam) * Hb
-        U[:, d:, d:] = (lam - 1) * np.eye(d)
-        u[:, :d] = eta * (qb + rho * np.einsum("rij,rj->ri", HP, qb))
-        u[:, d:] = -(1 - lam) * qb
-        return U, u
-    else:
-        raise ValueError(f"variant {variant.name!r} is not affine on linear regression (normalized or reweighted)")
-    return -eta * Ab, eta * cb
+def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
+    """Per batch (rows of ``counts``, multiplicities) ``(U, u)`` with ``z' = z + U z + u`` in float64, shapes
+    ``(N, D, D)``, ``(N, D)``, for ``z = (x, state)`` (F-USAM's EMA: ``D = 2d``): read off the variant's own step by
+    ``jax.jacfwd`` at ``z = 0``; raises :class:`_NotAffine` unless the step is affine in ``z`` and draws no random
+    numbers (Jacobian and offset equal at a second point and under a second key)."""
+    data = linear_data(problem)
+    rows = [np.repeat(np.arange(data.n), np.asarray(c, int)) for c in counts]
+    idx = np.stack(rows)
+    with jax.enable_x64(True):
+        params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), problem.init_params)
+        twin = ss.Problem(problem.loss_fn, {"a": jnp.asarray(data.A), "y": jnp.asarray(data.y)}, params64,
+                          name=problem.name)
+        flat0, unravel = ravel_pytree(params64)
+        d = flat0.size
+        state0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variant.init(params64))
+        sflat0, sunravel = ravel_pytree(state0)
+
+        def increment(z, row, key):
+            x = unravel(z[:d])
+            state = sunravel(z[d:]) if sflat0.size else state0
+            G, new_state, _ = variant.gradient(twin, x, state, twin.take(row), key)
+            dx = -eta * ravel_pytree(G)[0]
+            return jnp.concatenate([dx, ravel_pytree(new_state)[0] - z[d:]]) if sflat0.size else dx
+
+        D = d + sflat0.size
+
+        @jax.jit
+        def coefficients(z, key):
+            one = lambda row: (jax.jacfwd(increment)(z, row, key), increment(z, row, key))  # noqa: E731
+            return jax.vmap(one)(jnp.asarray(idx))
+
+        U, w0 = coefficients(jnp.zeros(D), jax.random.key(0))
+        z1 = jnp.asarray(np.random.default_rng(3).standard_normal(D))
+        U1, w1 = coefficients(z1, jax.random.key(1))
+        U, u, U1, w1 = (np.asarray(a, np.float64) for a in (U, w0, U1, w1))
+    scale = 1.0 + np.max(np.abs(U)) + np.max(np.abs(u))
+    if np.max(np.abs(U1 - U)) > 1e-9 * scale or np.max(np.abs(w1 - (u + U @ np.asarray(z1)))) > 1e-9 * scale * (1 + np.max(np.abs(np.asarray(z1)))):
+        raise _NotAffine(f"variant {variant.name!r} is not affine on linear regression (normalized, reweighted or "
+                         "random): no exact moment recursion")
+    return U, u
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,9 +214,9 @@ def batch_moments(problem: ss.Problem, variant, sampler, eta: float):
     data = linear_data(problem)
     n, B = data.n, sampler.batch_size
     replace = _check_sampler(sampler, variant, n)
-    k = variant.num_micro_batches(B) if (variant.rule == "batch" and variant.perturbs) else 1
+    k = variant.num_micro_batches(B) if variant.perturbs else 1
     counts, probs = multisets(n, B // k, replace)
-    U, u = _increments(data, variant, flat_mask(problem, variant), counts, eta)
+    U, u = _increments(problem, variant, counts, eta)
     EU, Eu = np.einsum("r,rij->ij", probs, U), probs @ u
     EUU = np.einsum("r,rai,rbj->aibj", probs, U, U)
     EUu = np.einsum("r,rai,rb->aib", probs, U, u)
@@ -314,7 +324,7 @@ def sde_generator(model) -> np.ndarray:
     L[1 + d :, 1 : 1 + d] = cross.reshape(d * d, d)
     L[1 + d :, 0] = c / n * np.einsum("ra,rb->ab", e, e).reshape(-1)
     if model.diffusion == "empirical":  # eta Cov_xi[G(x)], G = -(U x + u)/eta' for the exact batch law (eta' = 1)
-        if model.variant.rule == "friendly":
+        if model.variant.rule.stateful:
             raise ValueError("the moment ODE's empirical diffusion needs a state-free variant (not F-SAM/F-USAM)")
         EU, Eu, EUU, EUu, Euu = batch_moments(model.problem, model.variant, model.sampler, 1.0)
         e = model.eta

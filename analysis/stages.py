@@ -176,14 +176,8 @@ def stage_drift(cfg: dict) -> dict:
 
 
 def _perturbation(problem, variant, params, batch):
-    from sde_sam._variants import apply_mask, resolve_mask, safe_normalize
-
-    d, _, _, _ = variant.directions(problem, params, variant.init(params), batch, jr.key(0))
-
-    mask_tree = resolve_mask(variant.mask, params)
-    d0 = jax.tree_util.tree_map(lambda a: a[0], d)
-    e = safe_normalize(apply_mask(mask_tree, d0)) if variant.normalize else apply_mask(mask_tree, d0)
-    return variant.rho * ravel_pytree(e)[0]
+    eps, _, _, _ = variant.perturbations(problem, params, variant.init(params), batch, jr.key(0))
+    return ravel_pytree(jax.tree_util.tree_map(lambda a: a[0], eps))[0]
 
 
 # -- F4 / C2 with Monte Carlo: the variance term's coefficient on a real dataset ------------------------------

@@ -205,7 +205,7 @@ def fit_two_parameter(etas, rhos, errs, stderrs=None) -> dict:
 def ablated_model(problem, variant, sampler, eta: float, drift: str = "general"):
     """The SDE of ``variant`` without its variance term: the drift of n-USAM/n-SAM (full-data ascent direction,
     DESIGN §3.1), with the leading-order diffusion of ``sampler`` (DESIGN §6.2)."""
-    full = ss.variants.n_sam(variant.rho) if variant.normalize else ss.variants.n_usam(variant.rho)
+    full = variant.replace(name=f"{variant.name} with the full-data ascent", rule=ss.variants.FullGradient())
     return ss.sde_model(problem, full, sampler, eta=eta, diffusion="leading", drift=drift)
 
 
@@ -263,6 +263,11 @@ def variants_for(rho: float, masked: bool) -> dict:
         out["SAM-ON"] = V.sam_on(rho, mask=lambda p: p == "head")
     out["RW-SAM"] = V.rw_sam(rho, score="exact")
     out["RW-SAM (descent)"] = V.rw_sam(rho, score="exact", weights_in_descent=True)
+    out["ASAM"] = V.asam(rho)
+    if masked:
+        out["ASAM-ON"] = V.asam_on(rho, mask=lambda p: p == "head")
+    out["DNSAM"] = V.dnsam(rho)
+    out["random-SAM"] = V.random_sam(rho)
     return out
 
 
@@ -273,7 +278,7 @@ def slope_study(problem, variants: dict, sampler, etas, t1, *, methods, num_path
         method = methods(var)
         for order in orders if method == "exact" else (1,):
             errs = []
-            diffusion = "empirical" if (order == 2 and var.perturbs and var.rule != "friendly") else "leading"
+            diffusion = "empirical" if (order == 2 and var.perturbs and not var.rule.stateful) else "leading"
             for i, eta in enumerate(etas):
                 t = time.perf_counter()
                 we = weak_error(problem, var, sampler, eta=eta, t1=t1, method=method, order=order, diffusion=diffusion,
@@ -294,7 +299,7 @@ def m_sweep(problem, variant_fn, B, ms, *, eta, t1, method, num_paths, substeps,
     out = []
     for m in ms:
         var = variant_fn(m)
-        drift = "closed_form" if not var.normalize else "general"
+        drift = "closed_form" if var.normalization.linear else "general"
         ext = ss.sde_model(problem, var, sampler, eta=eta, diffusion="leading", drift=drift)
         abl = ablated_model(problem, var, sampler, eta)
         k = jr.fold_in(key, m)
@@ -328,7 +333,7 @@ def diffusion_ablation(problem, variants: dict, sampler, etas, t1, *, log=print)
     out = {}
     for name, var in variants.items():
         diffusions = ["leading"]  # (the moment ODE has no first_order diffusion)
-        diffusions += ["empirical"] if var.perturbs and var.rule != "friendly" else []  # moment ODE: state-free only
+        diffusions += ["empirical"] if var.perturbs and not var.rule.stateful else []  # moment ODE: state-free only
         errs = {d: [] for d in diffusions + ["none"]}
         level = []
         for eta in etas:

@@ -37,7 +37,7 @@ from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, tree_wei
 from ._drift import sde_state
 from ._problem import Problem
 from ._sampler import Sampler
-from ._variants import Variant, apply_mask, resolve_mask
+from ._variants import Variant
 
 DIFFUSIONS = ("leading", "first_order", "empirical", "none")
 
@@ -85,17 +85,20 @@ def leading_sample(
 
 
 def first_order_supported(variant: Variant) -> bool:
-    return (not variant.perturbs) or variant.rule == "full" or (variant.rule == "batch" and not variant.normalize)
+    """Whether the variant's rule gives a first-order diffusion (the rule's hook)."""
+    return (not variant.perturbs) or variant.rule.supports_first_order_noise(variant)
 
 
 def first_order_sample(problem: Problem, variant: Variant, sampler: Sampler, params: Params, key: PRNGKeyArray) -> Params:
-    """``(I + rho H P)(c(B) Sigma)^{1/2} z`` (DESIGN §3.2, first order in ``rho``; see the module docstring)."""
+    """The first-order diffusion factor applied to ``(c(B) Sigma)^{1/2} z`` (DESIGN §3.2; the rule's hook:
+    ``(I + rho s H P)`` for the batch rule under a linear normalization, the identity for SGD and n-USAM)."""
     z = leading_sample(problem, sampler, params, key)
-    if not variant.perturbs or variant.rule == "full":
+    if not variant.perturbs:
         return z
-    pz = apply_mask(resolve_mask(variant.mask, params), z)
-    _, hv = jax.jvp(lambda p: problem.full_grad(p), (params,), (pz,))
-    return jax.tree_util.tree_map(lambda a, b: a + variant.rho * b, z, hv)
+    out = variant.rule.first_order_noise(variant, problem, params, z)
+    if out is None:
+        raise ValueError(f"variant {variant.name!r} has no first-order diffusion; use 'leading' or 'empirical'")
+    return out
 
 
 def empirical_sample(
@@ -114,7 +117,7 @@ def empirical_sample(
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     dist_key, grad_key, z_key = jr.split(key, 3)
     # With k > 1 micro-batches the update depends on the partition of the batch: sample ordered batches.
-    force = k > 1 or (variant.rule == "reweighted" and variant.score == "finite_difference")
+    force = k > 1 or variant.rule.needs_monte_carlo
     dist = batch_distribution(sampler.replace, n, B, key=dist_key, num_samples=num_samples,
                               max_enumeration=max_enumeration, force_monte_carlo=force, dtype=dtype)
     state = sde_state(problem, variant, params)

@@ -206,7 +206,7 @@ def run_discrete(
         final_params=final,
         config=dict(
             problem=problem.name,
-            variant=dataclasses.asdict(variant) | {"mask": repr(variant.mask)},
+            variant=variant.config(),
             sampler=type(sampler).__name__,
             batch_size=sampler.batch_size,
             eta=float(eta),

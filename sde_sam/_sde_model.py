@@ -142,8 +142,9 @@ def sde_model(
         )
     if diffusion == "first_order" and not _diffusion.first_order_supported(variant):
         raise ValueError(
-            f"`diffusion`='first_order' is defined for SGD, n-USAM and the unnormalized batch rule (USAM, m-USAM, "
-            f"USAM-ON); variant {variant.name!r} needs diffusion='empirical' or 'leading'"
+            f"`diffusion`='first_order' is defined for SGD, n-USAM/n-SAM, random-direction SAM and the batch rule under a "
+            f"linear normalization (USAM, m-USAM, USAM-ON, DNSAM); variant {variant.name!r} needs diffusion='empirical' "
+            f"or 'leading'"
         )
     return SDEModel(problem, variant, sampler, float(eta), diffusion, int(order), drift, int(num_samples),
                     int(max_enumeration))

@@ -67,7 +67,7 @@ def simulation_config(model: SDEModel, *, dt, t1, steps, num_paths, every, diver
     """The configuration block every simulation result carries (model, grid, ensemble size)."""
     return dict(
         problem=model.problem.name,
-        variant=dataclasses.asdict(model.variant) | {"mask": repr(model.variant.mask)},
+        variant=model.variant.config(),
         sampler=type(model.sampler).__name__,
         batch_size=model.sampler.batch_size,
         eta=model.eta,

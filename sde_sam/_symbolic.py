@@ -83,11 +83,12 @@ class Setting:
 class Spec:
     """What a derivation needs of a variant (DESIGN §2); ``rho``, ``sigma`` and ``lambda`` stay symbolic.
 
+    ``normalize``: ``True`` (``v/||v||``), ``False`` (identity) or ``"full"`` (``v/||P g||``, DNSAM; batch rule only).
     ``mask``: a 0/1 flag per coordinate (SAM-ON), ``None`` for no mask."""
 
     name: str
     rule: str = "batch"
-    normalize: bool = True
+    normalize: bool | str = True
     micro_batch_size: int | None = None
     mask: tuple[bool, ...] | None = None
     weights_in_descent: bool = False
@@ -101,6 +102,8 @@ class Spec:
             raise ValueError(f"`micro_batch_size` applies to the 'batch' rule only, not {self.rule!r}")
         if self.mask is not None and not all(isinstance(m, bool) for m in self.mask):
             raise TypeError(f"`mask` must be a tuple of bools (one per coordinate) or None, got {self.mask!r}")
+        if self.normalize not in (True, False, "full") or (self.normalize == "full" and self.rule != "batch"):
+            raise ValueError(f"`normalize` must be True, False or 'full' (batch rule only), got {self.normalize!r}")
 
 
 def param_names(dim: int) -> tuple[str, ...]:
@@ -119,22 +122,18 @@ def spec_of(variant, dim: int) -> Spec:
         return variant
     if not isinstance(variant, Variant):
         raise TypeError(f"`variant` must be a sde_sam.variants.Variant or a Spec, got {type(variant).__name__}")
-    if variant.rule == "reweighted" and variant.score != "exact":
-        raise ValueError("RW-SAM is derived symbolically with the exact score only: use `score='exact'`")
     if not variant.perturbs:
         return Spec(variant.name, rule="none", normalize=False)
+    fields = variant.rule.symbolic_spec(variant)
+    normalize = variant.normalization.symbolic
+    if fields is None or normalize is None or variant.preconditioner is not None:
+        raise ValueError(f"variant {variant.name!r} has no symbolic derivation (rule {type(variant.rule).__name__}, "
+                         f"normalization {type(variant.normalization).__name__}, preconditioner {variant.preconditioner!r})")
     mask = None
     if variant.mask is not None:
         tree = resolve_mask(variant.mask, {k: 0.0 for k in param_names(dim)})
         mask = tuple(bool(tree[k]) for k in param_names(dim))
-    return Spec(
-        variant.name,
-        rule=variant.rule,
-        normalize=bool(variant.normalize),
-        micro_batch_size=variant.micro_batch_size,
-        mask=mask,
-        weights_in_descent=bool(variant.weights_in_descent) if variant.rule == "reweighted" else False,
-    )
+    return Spec(variant.name, normalize=normalize, mask=mask, **fields)
 
 
 # -- batches and sampling factors (DESIGN §1) --------------------------------------------------------------
@@ -316,7 +315,9 @@ def update_terms(spec: Spec, sy: Symbols, idx: Sequence[int], micro: int, order:
             for w, i in zip(weights, chunk):
                 d = d + w * sy.grads[i]
         u = _mask(spec, d)
-        if spec.normalize:
+        if spec.normalize == "full":  # DNSAM: the full-gradient norm
+            u = u / _norm(_mask(spec, g_full))
+        elif spec.normalize:
             u = _normalize(u)
         shifted = [_shifted(sy, sy.grads[i], sy.rho * U) for i in chunk]
         if weights is not None and spec.weights_in_descent:
@@ -388,6 +389,9 @@ def closed_form(spec: Spec, setting: Setting, sy: Symbols) -> tuple[sp.Matrix, s
     if spec.rule == "full":
         R = _norm(Pg) if spec.normalize else _sq(Pg) / 2
         return g, _grad(R, x), R
+    if spec.rule == "batch" and spec.normalize == "full":  # DNSAM: (1/||P g||) grad[(||P g||^2 + c(m) tr(P Sigma P))/2]
+        R = (_sq(Pg) + sampling_factor_formula(m, n, setting.replace) * tr_PSP) / 2
+        return g, _grad(R, x) / _norm(Pg), None
     if spec.rule == "batch" and not spec.normalize:
         R = (_sq(Pg) + sampling_factor_formula(m, n, setting.replace) * tr_PSP) / 2
         return g, _grad(R, x), R
@@ -459,7 +463,7 @@ class Derivation:
     @property
     def polynomial(self) -> bool:
         """True when every expression is a polynomial (unnormalized rules without Gibbs weights)."""
-        return not self.spec.normalize and self.spec.rule != "reweighted"
+        return self.spec.normalize is False and self.spec.rule != "reweighted"
 
     def first_order_drift(self) -> sp.Matrix:
         """``b_0 + rho b_1`` (what the SDE's first-order-in-``rho`` drift computes, DESIGN §3.1)."""
@@ -661,6 +665,16 @@ def identities(der: Derivation, method: str = "random") -> dict[str, bool | None
         out["first_order_diffusion_equal_hessians"] = is_zero((der.diffusion[1] - S1_formula).xreplace(equal_hessians(sy)), method)
     else:
         out["first_order_diffusion_equal_hessians"] = None
+    if der.spec.normalize == "full":  # DNSAM (Compagnoni et al. 2023), times ||P g|| to make both sides polynomial
+        P = mask_matrix(der.spec, der.setting.dim)
+        g = _mean(list(sy.grads))
+        eq = equal_hessians(sy)
+        ng = _norm(P * g)
+        out["dnsam_drift_equal_hessians"] = is_zero(
+            (sp.expand(ng * der.drift[1]) - der.hessian * P * g).xreplace(eq), method)
+        S1_formula = der.factor * (der.hessian * P * der.sigma + der.sigma * P * der.hessian)
+        out["dnsam_diffusion_equal_hessians"] = is_zero(
+            (sp.expand(ng * der.diffusion[1]) - S1_formula).xreplace(eq), method)
     return out
 
 

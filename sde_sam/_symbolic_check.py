@@ -104,7 +104,7 @@ def _ordered_batches(setting: Setting) -> np.ndarray:
 
 
 def _moments(problem, params, variant: Variant, setting: Setting, rows):
-    state = problem.full_grad(params) if variant.rule == "friendly" else variant.init(params)
+    state = variant.rule.sde_state(problem, params)
     key = jax.random.key(0)  # unused by exact scores
 
     def one(idx):
@@ -165,7 +165,7 @@ def compare(
     def record(key, a, b):
         errors[key] = max(errors.get(key, 0.0), rel_err(a, b))
 
-    kw = dict(sigma=variant.sigma, lam=variant.inverse_temperature)
+    kw = dict(sigma=1.0, lam=1.0) | variant.rule.symbolic_parameters()
     rho = variant.rho
     radii = [t * EXTRACTION_RADIUS for t in EXTRACTION_NODES]
     with jax.enable_x64(True):
@@ -215,6 +215,7 @@ def variants_for(dim: int, rho: float = 0.5, micro_batch_size: int = 1, sigma: f
         "RW-SAM": V.rw_sam(rho, inverse_temperature=lam, score="exact"),
         "RW-SAM (weighted descent)": V.rw_sam(rho, inverse_temperature=lam, score="exact", weights_in_descent=True),
         "RW-USAM (weighted descent)": V.rw_usam(rho, inverse_temperature=lam, score="exact", weights_in_descent=True),
+        "DNSAM": V.dnsam(rho),
     }
     if dim == 2:
         mask = {"x1": True, "x2": False}
@@ -249,7 +250,7 @@ def compare_expression(
             x, coeffs = random_instance(setting, rng)
             problem = twin_problem(setting.dim, coeffs, x)
             out = np.asarray(fn(problem, problem.init_params)[kind])
-            ref = f(x, coeffs, rho=variant.rho, sigma=variant.sigma, lam=variant.inverse_temperature).ravel()
+            ref = f(x, coeffs, rho=variant.rho, **(dict(sigma=1.0, lam=1.0) | variant.rule.symbolic_parameters())).ravel()
             worst = max(worst, rel_err(out, ref))
     return worst
 

@@ -25,6 +25,7 @@ _CLOSED = {
     ("none", False): r"b = g",
     ("batch", False): r"b = \nabla\big[f + \tfrac{\rho}{2}\big(\|P g\|^2 + c(m)\,\mathrm{tr}(P\Sigma P)\big)\big]",
     ("batch", True): r"b = \nabla\big[f + \rho\,\mathbb{E}\|P g_{\gamma_m}\|\big]",
+    ("batch", "full"): r"b = g + \tfrac{\rho}{\|P g\|}\nabla\tfrac12\big(\|P g\|^2 + c(m)\,\mathrm{tr}(P\Sigma P)\big)",
     ("full", False): r"b = \nabla\big[f + \tfrac{\rho}{2}\|P g\|^2\big]",
     ("full", True): r"b = \nabla\big[f + \rho\|P g\|\big]",
     ("friendly", False): r"b = \nabla\big[f + \tfrac{\rho}{2}\big((1-\sigma)\|P g\|^2 + c(B)\,\mathrm{tr}(P\Sigma P)\big)\big]",

@@ -236,9 +236,7 @@ def build_schedule(config: TrainConfig) -> Schedule | None:
 
 def micro_batch_size(variant: Variant, batch_size: int, n: int) -> int:
     """The ``m`` of ``E||g_m||`` for a variant: its micro-batch size, ``n`` for full-gradient ascent, else ``B``."""
-    if variant.rule == "full":
-        return n
-    return variant.micro_batch_size or batch_size
+    return variant.rule.ascent_batch_size(batch_size, n)
 
 
 # -- observables ---------------------------------------------------------------------------------------

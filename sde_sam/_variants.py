@@ -1,101 +1,59 @@
-"""SAM variants as one perturbation-rule abstraction (DESIGN §2).
+"""SAM variants as compositions of perturbation parts (DESIGN §2).
 
-Every variant computes ``G = (1/k) sum_j grad f_{gamma_j}(x + eps_j)`` with ``eps_j = rho * N(M d_j)``:
-``d_j`` is the perturbation direction of micro-batch ``j`` (the *rule*), ``M`` an optional 0/1 mask
-(SAM-ON), and ``N`` the identity (unnormalized, "U" variants) or ``v -> v / ||v||`` (normalized).
-A variant is a small frozen dataclass of static configuration; :meth:`Variant.gradient` is the single
-pure step shared by all of them.
+Every variant computes ``G = (1/k) sum_j grad f_{gamma_j}(x + eps_j)`` (or the descent-weighted sum) with
+
+    eps_j = rho * T N(T M d_j)
+
+where ``d_j`` is the direction of micro-batch ``j`` from the *rule* (:class:`~sde_sam.variants.AbstractRule`),
+``M`` an optional 0/1 mask (SAM-ON), ``T`` an optional elementwise preconditioner (ASAM) and ``N`` the
+normalization (:class:`Identity`, :class:`UnitNorm`, :class:`FullGradientNorm`). A :class:`Variant` is a small
+frozen dataclass holding these parts; :meth:`Variant.gradient` is the single pure step shared by all of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._problem import Problem, path_name, tree_norm_sq
-
-#: Floor of the norm in ``N(v) = v / max(||v||, NORM_EPS)``: a zero direction gives ``eps = 0``, never NaN.
-NORM_EPS = 1e-12
-
-RULES = ("none", "batch", "full", "friendly", "reweighted")
-
-
-def safe_normalize(v: PyTree, eps: float = NORM_EPS) -> PyTree:
-    """``v / max(||v||, eps)`` over the whole pytree (``||v||`` the Euclidean norm of all leaves)."""
-    sq = tree_norm_sq(v)
-    safe_sq = jnp.where(sq > 0, sq, 1.0)
-    norm = jnp.where(sq > 0, jnp.sqrt(safe_sq), 0.0)
-    scale = 1.0 / jnp.maximum(norm, eps)
-    return jax.tree_util.tree_map(lambda a: a * scale.astype(a.dtype), v)
-
-
-def rademacher_like(key: PRNGKeyArray, params: PyTree) -> PyTree:
-    """A Rademacher (+-1) pytree shaped like ``params``: one random bit per coordinate, 32 coordinates per
-    32-bit word drawn (32x fewer PRNG evaluations than one draw per coordinate)."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    sizes = [int(np.size(leaf)) for leaf in leaves]
-    total = sum(sizes)
-    words = jr.bits(key, (-(-total // 32),), dtype=jnp.uint32)
-    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-    signs = 2.0 * bits.reshape(-1)[:total] - 1.0
-    out, start = [], 0
-    for leaf, size in zip(leaves, sizes):
-        out.append(signs[start : start + size].reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
-        start += size
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def is_normalization_param(path: str) -> bool:
-    """Default SAM-ON predicate: a leaf whose path mentions a normalization layer (``norm``, ``ln``, ``bn``)."""
-    parts = [p.lower() for p in path.split("/")]
-    return any("norm" in p or p.startswith(("ln", "bn", "gn")) for p in parts[:-1]) and parts[-1] in (
-        "scale",
-        "bias",
-        "gamma",
-        "beta",
-        "weight",
-    )
-
-
-def _freeze_mask(mask):
-    """Turn a user mask (predicate or pytree of bools) into hashable static data."""
-    if mask is None or callable(mask):
-        return mask
-    if isinstance(mask, tuple) and len(mask) == 3 and mask[0] == "pytree":  # already frozen
-        return mask
-    leaves, treedef = jax.tree_util.tree_flatten(mask)
-    for leaf in leaves:
-        if np.ndim(leaf) != 0 or np.asarray(leaf).dtype != np.bool_:
-            raise TypeError("`mask` must be a predicate on parameter paths or a pytree of Python booleans (one per leaf)")
-    return ("pytree", treedef, tuple(bool(b) for b in leaves))
-
-
-def resolve_mask(mask, params: PyTree) -> PyTree | None:
-    """The 0/1 mask as a pytree of booleans matching ``params`` (``None``: no mask)."""
-    if mask is None:
-        return None
-    if callable(mask):
-        flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-        return jax.tree_util.tree_unflatten(treedef, [bool(mask(path_name(p))) for p, _ in flat])
-    _, treedef, leaves = mask
-    want = jax.tree_util.tree_structure(params)
-    if treedef != want:
-        raise ValueError(f"`mask` has pytree structure {treedef}, expected that of the parameters {want}")
-    return jax.tree_util.tree_unflatten(treedef, list(leaves))
-
-
-def apply_mask(mask_tree: PyTree | None, v: PyTree) -> PyTree:
-    if mask_tree is None:
-        return v
-    return jax.tree_util.tree_map(lambda m, a: a if m else jnp.zeros_like(a), mask_tree, v)
+from ._perturbation import (
+    NORM_EPS as NORM_EPS,
+)
+from ._perturbation import (
+    AbstractNormalization,
+    AbstractPreconditioner,
+    FullGradientNorm,
+    Identity,
+    ParameterScale,
+    UnitNorm,
+    apply_mask,
+    freeze_mask,
+    is_normalization_param,
+    resolve_mask,
+    scale_by,
+)
+from ._perturbation import (
+    safe_normalize as safe_normalize,
+)
+from ._problem import Problem, tree_norm_sq
+from ._rules import (
+    AbstractRule,
+    BatchGradient,
+    Directions,
+    Friendly,
+    FullGradient,
+    NoAscent,
+    RandomDirection,
+    Reweighted,
+    check_number,
+)
+from ._rules import (
+    rademacher_like as rademacher_like,
+)
 
 
 class StepOutput(NamedTuple):
@@ -105,173 +63,120 @@ class StepOutput(NamedTuple):
     direction_norm: Float[Array, ""]  # ||M d|| averaged over micro-batches
 
 
-def _check_nonneg(name, value, upper=None, upper_open=False):
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and value >= 0 and (upper is None or (value < upper if upper_open else value <= upper))
-    if not ok:
-        rng = "[0, inf)" if upper is None else f"[0, {upper:g}{')' if upper_open else ']'}"
-        raise ValueError(f"`{name}` must be a finite number in {rng}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """Static configuration of a SAM-type method (DESIGN §2). Build it with the factories below.
+    """A SAM-type method: ``eps_j = rho T N(T M d_j)`` (DESIGN §2). Build it with the factories below, or
+    compose your own parts.
 
     Fields:
         name: display name (``"m-SAM"``...).
         rho: perturbation radius ``rho >= 0``.
-        normalize: ``N(v) = v/||v||`` when true, identity when false.
-        rule: direction rule, one of ``"none"`` (SGD), ``"batch"`` (``d_j = g_{gamma_j}(x)``), ``"full"``
-            (``d = g(x)``), ``"friendly"`` (F-SAM), ``"reweighted"`` (RW-SAM).
-        micro_batch_size: ``m``; ``None`` means the whole batch (``k = 1``).
-        mask: ``None``, a predicate on parameter paths, or a frozen pytree of booleans (SAM-ON).
-        sigma, ema_decay: F-SAM's ``sigma`` and EMA ``lambda``.
-        inverse_temperature, fd_delta, score, weights_in_descent: RW-SAM's ``lambda``, ``delta``, score
-            (``"finite_difference"`` or ``"exact"``) and which reading of the update (reference/RW-SAM.md).
+        rule: the direction rule ``d_j`` (an :class:`AbstractRule`; its own parameters live on it).
+        normalization: ``N`` (an :class:`AbstractNormalization`), default :class:`UnitNorm`.
+        mask: ``M``: ``None``, a predicate on parameter paths or a pytree of booleans (SAM-ON).
+        preconditioner: ``T`` (an :class:`AbstractPreconditioner`, ASAM) or ``None``.
     """
 
     name: str
     rho: float = 0.0
-    normalize: bool = True
-    rule: str = "batch"
-    micro_batch_size: int | None = None
+    rule: AbstractRule = BatchGradient()
+    normalization: AbstractNormalization = UnitNorm()
     mask: Any = None
-    sigma: float = 1.0
-    ema_decay: float = 0.9
-    inverse_temperature: float = 1.0
-    fd_delta: float = 1e-3
-    score: str = "finite_difference"
-    weights_in_descent: bool = False
+    preconditioner: AbstractPreconditioner | None = None
 
     def __post_init__(self):
-        _check_nonneg("rho", self.rho)
-        if self.rule not in RULES:
-            raise ValueError(f"`rule` must be one of {RULES}, got {self.rule!r}")
-        if self.micro_batch_size is not None and (
-            isinstance(self.micro_batch_size, bool)
-            or not isinstance(self.micro_batch_size, (int, np.integer))
-            or self.micro_batch_size < 1
-        ):
-            raise ValueError(f"`micro_batch_size` must be a positive integer or None, got {self.micro_batch_size!r}")
-        if self.micro_batch_size is not None and self.rule != "batch":
-            raise ValueError(f"`micro_batch_size` applies to the 'batch' rule only, not {self.rule!r}")
-        _check_nonneg("sigma", self.sigma, upper=1.0)
-        _check_nonneg("ema_decay", self.ema_decay, upper=1.0, upper_open=True)
-        _check_nonneg("inverse_temperature", self.inverse_temperature)
-        if not (isinstance(self.fd_delta, (int, float)) and math.isfinite(self.fd_delta) and self.fd_delta > 0):
-            raise ValueError(f"`fd_delta` must be a finite number in (0, inf), got {self.fd_delta!r}")
-        if self.score not in ("finite_difference", "exact"):
-            raise ValueError(f"`score` must be 'finite_difference' or 'exact', got {self.score!r}")
-        object.__setattr__(self, "mask", _freeze_mask(self.mask))
+        check_number("rho", self.rho)
+        if not isinstance(self.rule, AbstractRule):
+            raise TypeError(f"`rule` must be a sde_sam.variants.AbstractRule, got {type(self.rule).__name__}")
+        if not isinstance(self.normalization, AbstractNormalization):
+            raise TypeError(
+                f"`normalization` must be a sde_sam.variants.AbstractNormalization, got {type(self.normalization).__name__}")
+        if self.preconditioner is not None and not isinstance(self.preconditioner, AbstractPreconditioner):
+            raise TypeError(f"`preconditioner` must be a sde_sam.variants.AbstractPreconditioner or None, "
+                            f"got {type(self.preconditioner).__name__}")
+        object.__setattr__(self, "mask", freeze_mask(self.mask))
 
     # -- static properties -----------------------------------------------------------------------
     @property
     def perturbs(self) -> bool:
-        """False when the step is plain SGD: no rule, or ``rho = 0`` (except RW-SAM with weights in the descent,
-        whose step ``sum_i p_i g_i`` differs from SGD even at ``rho = 0``)."""
-        if self.rule == "none":
+        """False when the step is plain SGD: no ascent, or ``rho = 0`` (except a rule whose rho-free update is not
+        the batch gradient, e.g. RW-SAM with weights in the descent: ``sum_i p_i g_i`` differs from SGD at ``rho = 0``)."""
+        if not self.rule.ascends:
             return False
-        return self.rho > 0 or (self.rule == "reweighted" and self.weights_in_descent)
+        return self.rho > 0 or not self.rule.descent_is_batch_gradient
 
     @property
     def descent_is_batch_gradient(self) -> bool:
         """Whether the rho-free update ``G_0`` is the plain batch gradient ``g_gamma`` (so its covariance is
         ``c(B) Sigma``). False for RW-SAM with weights in the descent: ``G_0 = sum_i w_i g_i``."""
-        return not (self.rule == "reweighted" and self.weights_in_descent)
+        return self.rule.descent_is_batch_gradient
 
     @property
     def differentiable_update(self) -> bool:
         """Whether ``x -> G(x; xi)`` is differentiated correctly by autodiff (needed by the order-2 drift
         ``b + (eta/2)(Db) b``). False for RW-SAM: its weights carry ``stop_gradient``."""
-        return self.rule != "reweighted"
+        return self.rule.differentiable
 
     def num_micro_batches(self, batch_size: int) -> int:
-        """``k = B / m``; raises when ``m`` does not divide ``B``."""
-        m = self.micro_batch_size
-        if m is None:
-            return 1
-        if batch_size % m != 0 or m > batch_size:
-            raise ValueError(
-                f"`micro_batch_size`={m} must divide the batch size B={batch_size} (valid: divisors of {batch_size})"
-            )
-        return batch_size // m
+        """``k``: ``B / m`` for micro-batches (raises when ``m`` does not divide ``B``), else ``1``."""
+        return self.rule.num_micro_batches(batch_size)
 
     def check(self, batch_size: int, n: int) -> None:
         """Validate against a sampler's batch size ``B`` and the problem's ``n``."""
         self.num_micro_batches(batch_size)
 
+    def config(self) -> dict:
+        """A JSON-friendly description of the parts (recorded with every result)."""
+        return dict(
+            name=self.name,
+            rho=float(self.rho),
+            rule=self.rule.config(),
+            normalization=type(self.normalization).__name__,
+            mask=repr(self.mask),
+            preconditioner=None if self.preconditioner is None else repr(self.preconditioner),
+        )
+
     # -- the step ----------------------------------------------------------------------------------
     def init(self, params: PyTree) -> PyTree:
-        """Variant state: F-SAM's EMA ``mu_0 = 0``; an empty tuple for the others."""
-        if self.rule == "friendly":
-            return jax.tree_util.tree_map(jnp.zeros_like, params)
-        return ()
+        """The rule's state (F-SAM's EMA ``mu_0 = 0``; ``()`` for state-free rules)."""
+        return self.rule.init(params)
 
     def directions(
         self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray
-    ) -> tuple[PyTree, Array | None, PyTree, Array]:
-        """The perturbation directions ``d_j`` (leading axis ``k``), the per-example descent weights
-        ``(k, m)`` or ``None`` for plain means, the new state and the batch loss at ``x``."""
-        B = jax.tree_util.tree_leaves(batch)[0].shape[0]
-        k = self.num_micro_batches(B)
-        add_axis = lambda t: jax.tree_util.tree_map(lambda a: a[None], t)  # noqa: E731
-        nan = jnp.asarray(jnp.nan, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
+    ) -> Directions:
+        """The rule's directions ``d_j`` (leading axis ``k``), descent weights, new state and batch loss."""
+        return self.rule.directions(problem, params, state, batch, key)
 
-        if self.rule == "batch":
-            if k == 1:  # no micro-batch axis to vmap over: a plain batch gradient is cheaper on some backends
-                loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
-                return add_axis(g), None, state, loss
-            micro = jax.tree_util.tree_map(lambda a: a.reshape(k, B // k, *a.shape[1:]), batch)
-            losses, grads = jax.vmap(jax.value_and_grad(problem.batch_loss), in_axes=(None, 0))(params, micro)
-            return grads, None, state, jnp.mean(losses)
-        if self.rule == "full":
-            return add_axis(problem.full_grad(params)), None, state, nan
-        if self.rule == "friendly":
-            loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
-            d = jax.tree_util.tree_map(lambda gi, mu: gi - self.sigma * mu, g, state)
-            new_mu = jax.tree_util.tree_map(lambda mu, gi: self.ema_decay * mu + (1 - self.ema_decay) * gi, state, g)
-            return add_axis(d), None, new_mu, loss
-        if self.rule == "reweighted":
-            losses, vjp = jax.vjp(lambda p: problem.example_losses(p, batch), params)
-            weights = jax.lax.stop_gradient(self.reweighting(problem, params, batch, losses, key))
-            (d,) = vjp(weights.astype(losses.dtype))
-            descent = weights[None] if self.weights_in_descent else None
-            return add_axis(d), descent, state, jnp.mean(losses)
-        raise AssertionError(self.rule)  # "none" never reaches here
-
-    def scores(self, problem: Problem, params: PyTree, batch: PyTree, losses: Array, key: PRNGKeyArray) -> Array:
-        """RW-SAM scores ``s_i`` (reference/RW-SAM.md): ``|f_i(x + delta z) - f_i(x)| / delta`` with one
-        Rademacher ``z`` shared by the batch, or the exact ``||g_i(x)||``."""
-        if self.score == "exact":
-            g = problem.per_example_grads(params, batch)
-            return jnp.sqrt(sum(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), axis=1) for a in jax.tree_util.tree_leaves(g)))
-        z = rademacher_like(key, params)
-        shifted = jax.tree_util.tree_map(lambda a, zz: a + self.fd_delta * zz, params, z)
-        return jnp.abs(problem.example_losses(shifted, batch) - losses) / self.fd_delta
-
-    def reweighting(self, problem, params, batch, losses, key) -> Array:
-        """Gibbs weights ``p_i = softmax(lambda * s_i)`` over the batch (computed stably)."""
-        s = self.scores(problem, params, batch, losses, key)
-        return jax.nn.softmax(self.inverse_temperature * s)
+    def unit_perturbations(
+        self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray
+    ) -> tuple[PyTree, Array | None, PyTree, StepOutput]:
+        """``e_j = T N(T M d_j)`` (so ``eps_j = rho e_j``; leading axis ``k``), descent weights or ``None``, the
+        new state and a :class:`StepOutput`."""
+        d, descent_weights, new_state, loss = self.rule.directions(problem, params, state, batch, key)
+        mask_tree = resolve_mask(self.mask, params)
+        d = jax.vmap(lambda dj: apply_mask(mask_tree, dj))(d)
+        norms = jax.vmap(lambda dj: jnp.sqrt(tree_norm_sq(dj)))(d)
+        T = None if self.preconditioner is None else self.preconditioner(params)
+        if T is not None:
+            d = scale_by(T, d)
+        d = self.normalization(d, problem, params, mask_tree)
+        if T is not None:
+            d = scale_by(T, d)
+        return d, descent_weights, new_state, StepOutput(loss, jnp.mean(norms))
 
     def perturbations(
         self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray
     ) -> tuple[PyTree, Array | None, PyTree, StepOutput]:
-        """The perturbations ``eps_j = rho N(M d_j)`` (leading axis ``k``), descent weights or ``None``, the new
-        state and a :class:`StepOutput` (DESIGN §2)."""
-        d, descent_weights, new_state, loss = self.directions(problem, params, state, batch, key)
-        mask_tree = resolve_mask(self.mask, params)
-        d = jax.vmap(lambda dj: apply_mask(mask_tree, dj))(d)
-        norms = jax.vmap(lambda dj: jnp.sqrt(tree_norm_sq(dj)))(d)
-        if self.normalize:
-            d = jax.vmap(safe_normalize)(d)
-        eps = jax.tree_util.tree_map(lambda a: self.rho * a, d)
-        return eps, descent_weights, new_state, StepOutput(loss, jnp.mean(norms))
+        """The perturbations ``eps_j = rho T N(T M d_j)`` (leading axis ``k``), descent weights or ``None``, the
+        new state and a :class:`StepOutput` (DESIGN §2)."""
+        e, descent_weights, new_state, out = self.unit_perturbations(problem, params, state, batch, key)
+        eps = jax.tree_util.tree_map(lambda a: self.rho * a, e)
+        return eps, descent_weights, new_state, out
 
     def gradient(
         self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray
     ) -> tuple[PyTree, PyTree, StepOutput]:
-        """One update direction ``G = (1/k) sum_j grad f_{gamma_j}(x + rho N(M d_j))`` (DESIGN §2).
+        """One update direction ``G = (1/k) sum_j grad f_{gamma_j}(x + eps_j)`` (DESIGN §2).
 
         Returns ``(G, new_state, StepOutput)``. ``x_{k+1} = x_k - eta * G`` is the plain step; ``G`` can
         also feed any optax chain (see :func:`sde_sam.with_optax`).
@@ -279,18 +184,12 @@ class Variant:
         if not self.perturbs:
             loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
             zero = jnp.zeros((), dtype=loss.dtype)
-            new_state = state
-            if self.rule == "friendly":  # keep the EMA running even at rho = 0
-                _, _, new_state, _ = self.directions(problem, params, state, batch, key)
-            return g, new_state, StepOutput(loss, zero)
+            return g, self.rule.advance(problem, params, state, batch, key), StepOutput(loss, zero)
 
         eps, descent_weights, new_state, out = self.perturbations(problem, params, state, batch, key)
         k = jax.tree_util.tree_leaves(eps)[0].shape[0]
         B = jax.tree_util.tree_leaves(batch)[0].shape[0]
-        if self.rule == "batch":
-            micro = jax.tree_util.tree_map(lambda a: a.reshape(k, B // k, *a.shape[1:]), batch)
-        else:
-            micro = jax.tree_util.tree_map(lambda a: a[None], batch)
+        micro = jax.tree_util.tree_map(lambda a: a.reshape(k, B // k, *a.shape[1:]), batch)
 
         weights = None if descent_weights is None else descent_weights.astype(out.loss.dtype)
 
@@ -312,7 +211,18 @@ class Variant:
         return G, new_state, out
 
     def replace(self, **changes) -> Variant:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); a name that is not a field of the variant but of its
+        rule (``sigma``, ``micro_batch_size``, ...) changes the rule."""
+        own = {f.name for f in dataclasses.fields(self)}
+        rule_changes = {k: changes.pop(k) for k in list(changes) if k not in own}
+        if rule_changes:
+            if not dataclasses.is_dataclass(self.rule):
+                raise TypeError(f"unknown field(s) {sorted(rule_changes)} for Variant")
+            fields = {f.name for f in dataclasses.fields(self.rule)}
+            unknown = sorted(set(rule_changes) - fields)
+            if unknown:
+                raise TypeError(f"unknown field(s) {unknown}: valid are {sorted(own | fields)}")
+            changes["rule"] = dataclasses.replace(self.rule, **rule_changes)
         return dataclasses.replace(self, **changes)
 
 
@@ -321,48 +231,48 @@ class Variant:
 
 def sgd() -> Variant:
     """SGD: ``G = g_gamma(x)``."""
-    return Variant("SGD", rho=0.0, rule="none")
+    return Variant("SGD", rho=0.0, rule=NoAscent())
 
 
 def usam(rho: float) -> Variant:
     """USAM (Andriushchenko & Flammarion 2022): ``G = g_gamma(x + rho g_gamma(x))``."""
-    return Variant("USAM", rho=rho, normalize=False)
+    return Variant("USAM", rho=rho, normalization=Identity())
 
 
 def sam(rho: float) -> Variant:
     """SAM (Foret et al. 2021): ``G = g_gamma(x + rho g_gamma/||g_gamma||)``."""
-    return Variant("SAM", rho=rho, normalize=True)
+    return Variant("SAM", rho=rho)
 
 
 def n_usam(rho: float) -> Variant:
     """n-USAM: full-data ascent direction, ``G = g_gamma(x + rho g(x))``."""
-    return Variant("n-USAM", rho=rho, normalize=False, rule="full")
+    return Variant("n-USAM", rho=rho, rule=FullGradient(), normalization=Identity())
 
 
 def n_sam(rho: float) -> Variant:
     """n-SAM: ``G = g_gamma(x + rho g(x)/||g(x)||)`` (Andriushchenko & Flammarion 2022)."""
-    return Variant("n-SAM", rho=rho, normalize=True, rule="full")
+    return Variant("n-SAM", rho=rho, rule=FullGradient())
 
 
 def m_usam(rho: float, micro_batch_size: int) -> Variant:
     """m-USAM: ``G = (1/k) sum_j g_{gamma_j}(x + rho g_{gamma_j}(x))``, micro-batches of size ``m``."""
-    return Variant("m-USAM", rho=rho, normalize=False, micro_batch_size=micro_batch_size)
+    return Variant("m-USAM", rho=rho, rule=BatchGradient(micro_batch_size), normalization=Identity())
 
 
 def m_sam(rho: float, micro_batch_size: int) -> Variant:
     """m-SAM (Foret et al. 2021, m-sharpness): one normalized ascent per micro-batch, all at once (vmap)."""
-    return Variant("m-SAM", rho=rho, normalize=True, micro_batch_size=micro_batch_size)
+    return Variant("m-SAM", rho=rho, rule=BatchGradient(micro_batch_size))
 
 
 def f_sam(rho: float, sigma: float = 1.0, ema_decay: float = 0.9) -> Variant:
     """F-SAM (Li et al. 2024): ``d = g_gamma - sigma mu_{k-1}``, ``mu_k = lambda mu_{k-1} + (1-lambda) g_gamma``,
     ``mu_0 = 0`` (so the first step uses ``g_gamma``); ``ema_decay`` is the paper's ``lambda``."""
-    return Variant("F-SAM", rho=rho, normalize=True, rule="friendly", sigma=sigma, ema_decay=ema_decay)
+    return Variant("F-SAM", rho=rho, rule=Friendly(sigma, ema_decay))
 
 
 def f_usam(rho: float, sigma: float = 1.0, ema_decay: float = 0.9) -> Variant:
     """F-USAM: F-SAM without the normalization."""
-    return Variant("F-USAM", rho=rho, normalize=False, rule="friendly", sigma=sigma, ema_decay=ema_decay)
+    return Variant("F-USAM", rho=rho, rule=Friendly(sigma, ema_decay), normalization=Identity())
 
 
 def sam_on(rho: float, mask: Callable[[str], bool] | PyTree | None = None, normalize: bool = True) -> Variant:
@@ -374,7 +284,7 @@ def sam_on(rho: float, mask: Callable[[str], bool] | PyTree | None = None, norma
     return Variant(
         "SAM-ON" if normalize else "USAM-ON",
         rho=rho,
-        normalize=normalize,
+        normalization=UnitNorm() if normalize else Identity(),
         mask=is_normalization_param if mask is None else mask,
     )
 
@@ -387,16 +297,7 @@ def rw_sam(
     weights_in_descent: bool = False,
 ) -> Variant:
     """RW-SAM (Luo et al. 2025; reference/RW-SAM.md): ascent along ``sum_i p_i g_i``, ``p = softmax(lambda s)``."""
-    return Variant(
-        "RW-SAM",
-        rho=rho,
-        normalize=True,
-        rule="reweighted",
-        inverse_temperature=inverse_temperature,
-        fd_delta=fd_delta,
-        score=score,
-        weights_in_descent=weights_in_descent,
-    )
+    return Variant("RW-SAM", rho=rho, rule=Reweighted(inverse_temperature, fd_delta, score, weights_in_descent))
 
 
 def rw_usam(
@@ -407,9 +308,33 @@ def rw_usam(
     weights_in_descent: bool = False,
 ) -> Variant:
     """RW-USAM: RW-SAM without the normalization."""
-    return dataclasses.replace(
-        rw_sam(rho, inverse_temperature, fd_delta, score, weights_in_descent), name="RW-USAM", normalize=False
-    )
+    return Variant("RW-USAM", rho=rho, rule=Reweighted(inverse_temperature, fd_delta, score, weights_in_descent),
+                   normalization=Identity())
+
+
+def asam(rho: float, c: float = 0.01, micro_batch_size: int | None = None) -> Variant:
+    """ASAM (Kwon et al. 2021): ``eps = rho T^2 g_gamma / ||T g_gamma||`` with ``T = |x| + c`` elementwise."""
+    return Variant("ASAM", rho=rho, rule=BatchGradient(micro_batch_size), preconditioner=ParameterScale(c))
+
+
+def asam_on(rho: float, mask: Callable[[str], bool] | PyTree | None = None, c: float = 0.01) -> Variant:
+    """ASAM-ON (Mueller et al. 2023, their default): ASAM on the masked (normalization) parameters only,
+    ``eps = rho M T^2 g_gamma / ||M T g_gamma||``."""
+    return Variant("ASAM-ON", rho=rho, mask=is_normalization_param if mask is None else mask,
+                   preconditioner=ParameterScale(c))
+
+
+def dnsam(rho: float) -> Variant:
+    """DNSAM (Compagnoni et al. 2023): the batch direction normalized by the full-gradient norm,
+    ``G = g_gamma(x + rho g_gamma(x)/||g(x)||)``."""
+    return Variant("DNSAM", rho=rho, normalization=FullGradientNorm())
+
+
+def random_sam(rho: float, normalize: bool = True) -> Variant:
+    """Random-direction SAM: ``G = g_gamma(x + rho z/||z||)``, ``z ~ N(0, I)`` afresh each step (``normalize=False``:
+    ``x + rho z``); a control for whether the gradient direction of the ascent matters."""
+    return Variant("random-SAM" if normalize else "random-USAM", rho=rho, rule=RandomDirection(),
+                   normalization=UnitNorm() if normalize else Identity())
 
 
 _FACTORIES: dict[str, Callable[..., Variant]] = {
@@ -425,6 +350,10 @@ _FACTORIES: dict[str, Callable[..., Variant]] = {
     "sam-on": sam_on,
     "rw-sam": rw_sam,
     "rw-usam": rw_usam,
+    "asam": asam,
+    "asam-on": asam_on,
+    "dnsam": dnsam,
+    "random-sam": random_sam,
 }
 
 NAMES = tuple(_FACTORIES)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
 from analysis.stages import x64
@@ -83,3 +87,61 @@ def dense_hessian(problem: ss.Problem, params) -> np.ndarray:
 
 
 float64 = x64  # ``jax_enable_x64`` on inside the block, restored afterwards (one implementation, analysis.stages)
+
+
+# -- an affine regression whose per-example gradients numpy computes in closed form (test_variants, test_rules)
+N, D, B = 16, 3, 8
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, D)), rng.standard_normal(N), rng.standard_normal(D), 0.4
+
+
+def make_problem(seed=0):
+    a, y, w, c = _data(seed)
+
+    def loss_fn(p, ex):
+        return 0.5 * jnp.square(jnp.dot(ex["a"], p["w"]) + p["c"] - ex["y"]) + 0.25 * p["w"][0] ** 4
+
+    data = {"a": jnp.asarray(a), "y": jnp.asarray(y)}
+    return ss.Problem(loss_fn, data, {"c": jnp.asarray(c), "w": jnp.asarray(w)}, "affine")
+
+
+def np_grads(x, idx, seed=0):
+    """Per-example gradients (len(idx), D+1) at flat x = [c, w] (the ravel order of {"c", "w"})."""
+    a, y, _, _ = _data(seed)
+    c, w = x[0], x[1:]
+    r = a[idx] @ w + c - y[idx]
+    gw = r[:, None] * a[idx]
+    gw[:, 0] += w[0] ** 3
+    return np.concatenate([r[:, None], gw], axis=1)
+
+
+def np_losses(x, idx, seed=0):
+    a, y, _, _ = _data(seed)
+    c, w = x[0], x[1:]
+    return 0.5 * (a[idx] @ w + c - y[idx]) ** 2 + 0.25 * w[0] ** 4
+
+
+def flat(tree):
+    return np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
+
+
+def jax_G(variant, problem, idx, state=None, key=jr.key(0)):
+    params = problem.init_params
+    state = variant.init(params) if state is None else state
+    G, new_state, _ = jax.jit(variant.gradient)(problem, params, state, problem.take(jnp.asarray(idx)), key)
+    return flat(G), new_state
+
+
+def exact_mean_update(pr, variant, sampler, x):
+    """``E_xi[G(x; xi)]`` of the discrete step (``Variant.gradient``), by enumerating ordered batches in numpy."""
+    n, B = pr.num_examples, sampler.batch_size
+    if sampler.replace:
+        rows = list(itertools.product(range(n), repeat=B))
+    else:
+        rows = list(itertools.permutations(range(n), B))
+    state = ss.sde.sde_state(pr, variant, x)
+    fn = jax.jit(jax.vmap(lambda idx: ravel_pytree(variant.gradient(pr, x, state, pr.take(idx), jr.key(0))[0])[0]))
+    return np.mean(np.asarray(fn(jnp.asarray(rows))), axis=0)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from helpers import Affine, numpy_example_grads, user_problem
+from helpers import Affine, exact_mean_update, numpy_example_grads, user_problem
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
@@ -15,6 +15,12 @@ import sde_sam as ss
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
+
+
+def _id(v) -> str:
+    """A test id from a variant's name, normalization and rule fields."""
+    rule = ",".join(f"{k}={v}" for k, v in v.rule.config().items() if k != "type")
+    return f"{v.name}-{type(v.normalization).__name__}-{rule}"
 
 def _flat(tree):
     return np.asarray(ravel_pytree(tree)[0])
@@ -52,7 +58,7 @@ _GRID = [pytest.param(v, s, marks=pytest.mark.slow) for v in VARIANTS for s in S
 
 
 @pytest.mark.parametrize("variant, sampler", _DEFAULT + _GRID,
-                         ids=lambda a: f"{a.name}-{a.normalize}-{a.weights_in_descent}-{a.sigma}" if hasattr(a, "rho")
+                         ids=lambda a: _id(a) if hasattr(a, "rho")
                          else type(a).__name__)
 def test_closed_form_equals_general_rule(variant, sampler):
     pr = _problem()
@@ -62,24 +68,12 @@ def test_closed_form_equals_general_rule(variant, sampler):
     closed = jax.jit(lambda p: ss.sde.closed_form_drift(pr, variant, sampler, p, key=jr.key(3), num_samples=400))
     a, err = general(x)
     b = _flat(closed(x))
-    if variant.score == "finite_difference" and variant.rule == "reweighted":
+    if variant.rule.needs_monte_carlo:
         # Monte Carlo over the same batches; the closed form uses the exact g where the general rule averages
         # g_gamma over the draws, so they agree within the reported standard error.
         assert np.all(np.abs(_flat(a) - b) < 4 * _flat(err)), (_flat(a), b, _flat(err))
     else:
         np.testing.assert_allclose(_flat(a), b, rtol=1e-10, atol=1e-12)
-
-
-def _exact_mean_update(pr, variant, sampler, x):
-    """``E_xi[G(x; xi)]`` of the discrete step (foundation's Variant.gradient), by enumerating batches in numpy."""
-    n, B = pr.num_examples, sampler.batch_size
-    if sampler.replace:
-        rows = list(itertools.product(range(n), repeat=B))
-    else:
-        rows = list(itertools.permutations(range(n), B))
-    state = ss.sde.sde_state(pr, variant, x)
-    fn = jax.jit(jax.vmap(lambda idx: ravel_pytree(variant.gradient(pr, x, state, pr.take(idx), jr.key(0))[0])[0]))
-    return np.mean(np.asarray(fn(jnp.asarray(rows))), axis=0)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +93,7 @@ def test_general_rule_is_first_order_in_rho(variant):
     for rho in (0.02, 0.01):
         v = variant.replace(rho=rho)
         b = jax.jit(lambda p: ss.sde.general_drift(pr, v, sampler, p))(x)
-        errs.append(np.linalg.norm(_exact_mean_update(pr, v, sampler, x) - _flat(b)))
+        errs.append(np.linalg.norm(exact_mean_update(pr, v, sampler, x) - _flat(b)))
     assert 3.0 < errs[0] / errs[1] < 5.0, errs
 
 
@@ -283,10 +277,10 @@ def test_bad_eta():
 
 # -- the drift exact in rho: E_xi[G] ----------------------------------------------------------------------
 
-_EXACT_RULES = [v for v in VARIANTS if not (v.rule == "reweighted" and v.score == "finite_difference")]
+_EXACT_RULES = [v for v in VARIANTS if not v.rule.needs_monte_carlo]
 
 
-@pytest.mark.parametrize("variant", _EXACT_RULES, ids=lambda v: f"{v.name}-{v.normalize}-{v.weights_in_descent}-{v.sigma}")
+@pytest.mark.parametrize("variant", _EXACT_RULES, ids=_id)
 def test_expected_drift_equals_enumeration_of_the_discrete_step(variant):
     """``drift="expected"`` = the mean of the discrete update over every ordered batch (numpy enumeration of
     ``Variant.gradient``), float64, for every rule; with micro-batches the drift enumerates size-``m``
@@ -294,7 +288,7 @@ def test_expected_drift_equals_enumeration_of_the_discrete_step(variant):
     pr = _problem(n=5)
     x = pr.init_params
     for sampler in (ss.WithoutReplacement(4), ss.UniformSubset(2)):
-        want = _exact_mean_update(pr, variant, sampler, x)
+        want = exact_mean_update(pr, variant, sampler, x)
         model = ss.sde_model(pr, variant, sampler, eta=0.1, drift="expected")
         got = _flat(jax.jit(model.drift)(x))
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
@@ -321,7 +315,7 @@ def test_expected_drift_monte_carlo_is_unbiased_for_finite_difference_rw_sam():
 
 @pytest.mark.parametrize("variant", [ss.variants.sam(1.0), ss.variants.m_sam(1.0, 2), ss.variants.f_sam(1.0, sigma=0.5),
                                      ss.variants.rw_sam(1.0, 2.0, score="exact", weights_in_descent=True)],
-                         ids=lambda v: f"{v.name}-{v.weights_in_descent}")
+                         ids=_id)
 def test_expected_drift_tends_to_the_first_order_drift(variant):
     """``|E[G] - b_1|`` shrinks like ``rho^2`` (ratio ~4 when rho halves) and is far from zero at rho = 0.2."""
     pr = _problem(n=5)

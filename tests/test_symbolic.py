@@ -168,7 +168,7 @@ def _noise_matrix(sample_fn, n, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["m-USAM"])
+@pytest.mark.parametrize("name", ["m-USAM", "DNSAM"])
 def test_first_order_diffusion_matches_sde_with_equal_hessians(name, monkeypatch):
     """S_0 = c(B) Sigma and S_1 = c(B)(H Sigma + Sigma H) (equal per-example Hessians, where the sde layer's
     first-order diffusion is exact to O(rho)) against ``sde_sam.sde.first_order_sample``."""
@@ -254,3 +254,16 @@ def test_bad_arguments_raise():
         sym.derive("sam", sym.Setting())
     with pytest.raises(ValueError, match="kind"):
         sym.compare_expression(sp.Matrix([0]), V.sgd(), sym.Setting(), kind="drift")
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_dnsam_derivation_gives_compagnonis_drift_and_diffusion_with_equal_hessians(dim):
+    """DNSAM's derived ``b_1`` is ``H P g/||P g||`` and ``S_1`` is ``c(B)(H Sigma + Sigma H)/||P g||`` once every
+    per-example Hessian is equal (Compagnoni et al. 2023); with unequal Hessians ``b_1`` differs from that form."""
+    der = sym.derive(sym.variants_for(dim)["DNSAM"], _setting("DNSAM", dim=dim))
+    ids = sym.identities(der)
+    assert ids["dnsam_drift_equal_hessians"] and ids["dnsam_diffusion_equal_hessians"], ids
+    sy = der.symbols
+    g = sp.Matrix([sum(gi[j] for gi in sy.grads) / len(sy.grads) for j in range(dim)])
+    norm = sp.Abs(g[0]) if dim == 1 else sp.sqrt(sum(e**2 for e in g))
+    assert not sym.is_zero(sp.expand(norm * der.drift[1]) - der.hessian * g)  # the H_gamma randomness term

@@ -171,7 +171,8 @@ def test_every_affine_variant_weak_order_one_and_second_order_smaller():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["SAM", "n-SAM", "m-SAM", "F-SAM", "SAM-ON", "RW-SAM", "RW-SAM (descent)"])
+@pytest.mark.parametrize("name", ["SAM", "n-SAM", "m-SAM", "F-SAM", "SAM-ON", "RW-SAM", "RW-SAM (descent)", "ASAM", "ASAM-ON",
+                                  "DNSAM", "random-SAM"])
 def test_normalized_variant_weak_order_one(name):
     lin, smp = wo.linreg_problem(), ss.WithReplacement(2)
     var = wo.variants_for(0.2, masked=True)[name]

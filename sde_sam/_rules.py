@@ -1,0 +1,409 @@
+"""Perturbation rules: the direction ``d_j`` of a SAM-type step (DESIGN §2).
+
+A rule is a small frozen dataclass deriving from :class:`AbstractRule`. The discrete step, the SDE drifts
+(first order in ``rho`` and exact in ``rho``), the empirical diffusion, SVAG and the weak-order study need
+only :meth:`AbstractRule.directions` and the rule's static facts; a closed-form drift, a first-order
+diffusion and a sympy derivation are optional hooks a rule may provide. Built in:
+
+==========================  =================================================  ==========================
+rule                        ``d_j``                                            variants
+==========================  =================================================  ==========================
+:class:`NoAscent`           none (``G = g_gamma``)                             SGD
+:class:`BatchGradient`      ``g_{gamma_j}(x)`` per size-``m`` micro-batch      USAM, SAM, m-*, *-ON, ASAM, DNSAM
+:class:`FullGradient`       ``g(x)``                                           n-USAM, n-SAM
+:class:`Friendly`           ``g_gamma - sigma mu``, ``mu`` an EMA of ``g_gamma``  F-SAM, F-USAM
+:class:`Reweighted`         ``sum_i p_i g_i``, ``p = softmax(lambda s)``       RW-SAM, RW-USAM
+:class:`RandomDirection`    ``z ~ N(0, I)``                                    random-direction SAM
+==========================  =================================================  ==========================
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from ._problem import Problem
+
+
+class Directions(NamedTuple):
+    """What :meth:`AbstractRule.directions` returns for one batch."""
+
+    directions: PyTree  # d_j, leading axis k (micro-batches)
+    descent_weights: Array | None  # (k, B/k) per-example weights of the descent, or None for plain means
+    state: PyTree  # the rule's new state
+    loss: Float[Array, ""]  # batch loss at x (NaN for rules that never evaluate it)
+
+
+def check_number(name, value, lower=0.0, upper=None, upper_open=False, lower_open=False):
+    """Raise unless ``value`` is a finite real in the stated range (the message names ``name`` and the range)."""
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lower if lower_open else value >= lower)
+    ok = ok and (upper is None or (value < upper if upper_open else value <= upper))
+    if not ok:
+        lo = f"({lower:g}" if lower_open else f"[{lower:g}"
+        rng = f"{lo}, inf)" if upper is None else f"{lo}, {upper:g}{')' if upper_open else ']'}"
+        raise ValueError(f"`{name}` must be a finite number in {rng}, got {value!r}")
+
+
+def _add_axis(t):
+    return jax.tree_util.tree_map(lambda a: a[None], t)
+
+
+def _nan_like(params):
+    return jnp.asarray(jnp.nan, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
+
+
+class AbstractRule(abc.ABC):
+    """The direction rule of a perturbation ``eps_j = rho T N(T M d_j)`` (DESIGN §2).
+
+    Subclass it (as a frozen dataclass) and implement :meth:`directions`; override the static facts where they
+    differ from the defaults. Everything else (discrete runs, ``with_optax``, the general and expected drifts,
+    the leading and empirical diffusions, SVAG, weak-order studies) then works for the new rule unchanged.
+    """
+
+    #: False only for plain SGD (no ascent step at all).
+    ascends: ClassVar[bool] = True
+    #: The update's mean over batches is its full-data value (the direction does not depend on the batch and
+    #: carries no randomness): the drift needs no expectation.
+    linear_in_batch: ClassVar[bool] = False
+    #: The rule carries a state from step to step (F-SAM's EMA); the SDE replaces it by :meth:`sde_state`.
+    stateful: ClassVar[bool] = False
+
+    # -- static facts --------------------------------------------------------------------------------------
+    @property
+    def needs_monte_carlo(self) -> bool:
+        """The update draws random numbers of its own (a probe, a random direction): batch expectations are
+        Monte Carlo over the batch and those draws jointly, never an enumeration."""
+        return False
+
+    @property
+    def descent_is_batch_gradient(self) -> bool:
+        """The rho-free update ``G_0`` is the plain batch gradient ``g_gamma`` (its covariance is ``c(B) Sigma``)."""
+        return True
+
+    @property
+    def differentiable(self) -> bool:
+        """``x -> G(x; xi)`` is differentiated correctly by autodiff (the order-2 drift needs it)."""
+        return True
+
+    def num_micro_batches(self, batch_size: int) -> int:
+        """``k``, the number of perturbations per step (``1`` unless the rule splits the batch)."""
+        return 1
+
+    def expectation_batch_size(self, batch_size: int) -> int:
+        """Size of the batches the drift's expectation runs over: ``B``, or ``m`` when the update is a mean of
+        per-micro-batch terms."""
+        return batch_size
+
+    def ascent_batch_size(self, batch_size: int, num_examples: int) -> int:
+        """The ``m`` of the ascent gradient ``g_m`` whose norm ``E||g_m||`` training records."""
+        return batch_size
+
+    # -- the step ------------------------------------------------------------------------------------------
+    def init(self, params: PyTree) -> PyTree:
+        """The rule's state at the start of a run (``()`` for state-free rules)."""
+        return ()
+
+    def sde_state(self, problem: Problem, params: PyTree) -> PyTree:
+        """The state the SDE uses at ``x`` (DESIGN §3.1); the init state for state-free rules."""
+        return self.init(params)
+
+    def advance(self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray) -> PyTree:
+        """The new state on a step that does not perturb (``rho = 0``)."""
+        return state
+
+    @abc.abstractmethod
+    def directions(self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray) -> Directions:
+        """The directions ``d_j`` (leading axis ``k``), descent weights, new state and batch loss at ``x``."""
+
+    # -- optional SDE hooks ------------------------------------------------------------------------------------
+    def closed_form_drift(self, variant, problem, sampler, params, *, key, num_samples, max_enumeration):
+        """The first-order drift from a formula (DESIGN §3.1), or ``None`` when the rule has none."""
+        return None
+
+    def first_order_noise(self, variant, problem: Problem, params: PyTree, z: PyTree) -> PyTree | None:
+        """Given ``z = (c(B) Sigma)^{1/2} u``, a draw of the first-order diffusion factor (DESIGN §3.2), or
+        ``None`` when the rule has no first-order diffusion."""
+        return None
+
+    def supports_first_order_noise(self, variant) -> bool:
+        return False
+
+    def symbolic_spec(self, variant) -> dict[str, Any] | None:
+        """The :class:`sde_sam.symbolic.Spec` fields of this rule (``rule``, ``micro_batch_size``,
+        ``weights_in_descent``), or ``None`` when sympy does not derive it."""
+        return None
+
+    def symbolic_parameters(self) -> dict[str, float]:
+        """Values of the symbols a derivation keeps (F-SAM's ``sigma``, RW-SAM's ``lam``)."""
+        return {}
+
+    def config(self) -> dict:
+        """A JSON-friendly description (the rule's class and fields)."""
+        fields = dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+        return {"type": type(self).__name__, **fields}
+
+
+def _closed_forms():
+    from . import _closed_form
+
+    return _closed_form
+
+
+@dataclasses.dataclass(frozen=True)
+class NoAscent(AbstractRule):
+    """No ascent: ``G = g_gamma(x)`` (SGD)."""
+
+    ascends: ClassVar[bool] = False
+    linear_in_batch: ClassVar[bool] = True
+
+    def directions(self, problem, params, state, batch, key):
+        loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
+        return Directions(_add_axis(jax.tree_util.tree_map(jnp.zeros_like, g)), None, state, loss)
+
+    def first_order_noise(self, variant, problem, params, z):
+        return z
+
+    def supports_first_order_noise(self, variant):
+        return True
+
+    def symbolic_spec(self, variant):
+        return {"rule": "none"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchGradient(AbstractRule):
+    """``d_j = g_{gamma_j}(x)``, the gradient of micro-batch ``j`` (size ``m``; ``None``: the whole batch, ``k = 1``)."""
+
+    micro_batch_size: int | None = None
+
+    def __post_init__(self):
+        m = self.micro_batch_size
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
+            raise ValueError(f"`micro_batch_size` must be a positive integer or None, got {m!r}")
+
+    def num_micro_batches(self, batch_size):
+        m = self.micro_batch_size
+        if m is None:
+            return 1
+        if batch_size % m != 0 or m > batch_size:
+            raise ValueError(
+                f"`micro_batch_size`={m} must divide the batch size B={batch_size} (valid: divisors of {batch_size})"
+            )
+        return batch_size // m
+
+    def expectation_batch_size(self, batch_size):
+        return batch_size if self.micro_batch_size is None else self.micro_batch_size
+
+    def ascent_batch_size(self, batch_size, num_examples):
+        return self.micro_batch_size or batch_size
+
+    def directions(self, problem, params, state, batch, key):
+        B = jax.tree_util.tree_leaves(batch)[0].shape[0]
+        k = self.num_micro_batches(B)
+        if k == 1:  # no micro-batch axis to vmap over: a plain batch gradient is cheaper on some backends
+            loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
+            return Directions(_add_axis(g), None, state, loss)
+        micro = jax.tree_util.tree_map(lambda a: a.reshape(k, B // k, *a.shape[1:]), batch)
+        losses, grads = jax.vmap(jax.value_and_grad(problem.batch_loss), in_axes=(None, 0))(params, micro)
+        return Directions(grads, None, state, jnp.mean(losses))
+
+    def closed_form_drift(self, variant, problem, sampler, params, **kw):
+        return _closed_forms().batch_rule(self, variant, problem, sampler, params, **kw)
+
+    def supports_first_order_noise(self, variant):
+        return variant.normalization.linear and variant.preconditioner is None
+
+    def first_order_noise(self, variant, problem, params, z):
+        if not self.supports_first_order_noise(variant):
+            return None
+        return _closed_forms().hessian_corrected_noise(variant, problem, params, z)
+
+    def symbolic_spec(self, variant):
+        return {"rule": "batch", "micro_batch_size": self.micro_batch_size}
+
+
+@dataclasses.dataclass(frozen=True)
+class FullGradient(AbstractRule):
+    """``d = g(x)``, the full-data gradient (n-SAM, n-USAM; Andriushchenko & Flammarion 2022)."""
+
+    linear_in_batch: ClassVar[bool] = True
+
+    def ascent_batch_size(self, batch_size, num_examples):
+        return num_examples
+
+    def directions(self, problem, params, state, batch, key):
+        return Directions(_add_axis(problem.full_grad(params)), None, state, _nan_like(params))
+
+    def closed_form_drift(self, variant, problem, sampler, params, **kw):
+        return _closed_forms().full_rule(self, variant, problem, sampler, params, **kw)
+
+    def supports_first_order_noise(self, variant):
+        return True
+
+    def first_order_noise(self, variant, problem, params, z):
+        return z  # the rho term of G is deterministic to first order
+
+    def symbolic_spec(self, variant):
+        return {"rule": "full"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Friendly(AbstractRule):
+    """F-SAM (Li et al. 2024): ``d = g_gamma - sigma mu_{k-1}``, ``mu_k = lambda mu_{k-1} + (1 - lambda) g_gamma``,
+    ``mu_0 = 0``; ``ema_decay`` is the paper's ``lambda``. The SDE takes ``mu = g`` (DESIGN §3.1)."""
+
+    stateful: ClassVar[bool] = True
+
+    sigma: float = 1.0
+    ema_decay: float = 0.9
+
+    def __post_init__(self):
+        check_number("sigma", self.sigma, upper=1.0)
+        check_number("ema_decay", self.ema_decay, upper=1.0, upper_open=True)
+
+    def init(self, params):
+        return jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def sde_state(self, problem, params):
+        return problem.full_grad(params)
+
+    def advance(self, problem, params, state, batch, key):  # keep the EMA running even at rho = 0
+        return self.directions(problem, params, state, batch, key).state
+
+    def directions(self, problem, params, state, batch, key):
+        loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
+        d = jax.tree_util.tree_map(lambda gi, mu: gi - self.sigma * mu, g, state)
+        new_mu = jax.tree_util.tree_map(lambda mu, gi: self.ema_decay * mu + (1 - self.ema_decay) * gi, state, g)
+        return Directions(_add_axis(d), None, new_mu, loss)
+
+    def closed_form_drift(self, variant, problem, sampler, params, **kw):
+        return _closed_forms().friendly_rule(self, variant, problem, sampler, params, **kw)
+
+    def symbolic_spec(self, variant):
+        return {"rule": "friendly"}
+
+    def symbolic_parameters(self):
+        return {"sigma": self.sigma}
+
+
+SCORES = ("finite_difference", "exact")
+
+
+def rademacher_like(key: PRNGKeyArray, params: PyTree) -> PyTree:
+    """A Rademacher (+-1) pytree shaped like ``params``: one random bit per coordinate, 32 coordinates per
+    32-bit word drawn (32x fewer PRNG evaluations than one draw per coordinate)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    sizes = [int(np.size(leaf)) for leaf in leaves]
+    total = sum(sizes)
+    words = jr.bits(key, (-(-total // 32),), dtype=jnp.uint32)
+    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    signs = 2.0 * bits.reshape(-1)[:total] - 1.0
+    out, start = [], 0
+    for leaf, size in zip(leaves, sizes):
+        out.append(signs[start : start + size].reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
+        start += size
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reweighted(AbstractRule):
+    """RW-SAM (Luo et al. 2025; reference/RW-SAM.md): ascent along ``sum_i p_i g_i`` with Gibbs weights
+    ``p = softmax(lambda s)`` of per-example scores ``s_i``; ``weights_in_descent`` selects the reading in which
+    the descent is ``sum_i p_i grad f_i(x + eps)`` too."""
+
+    inverse_temperature: float = 1.0
+    fd_delta: float = 1e-3
+    score: str = "finite_difference"
+    weights_in_descent: bool = False
+
+    def __post_init__(self):
+        check_number("inverse_temperature", self.inverse_temperature)
+        check_number("fd_delta", self.fd_delta, lower_open=True)
+        if self.score not in SCORES:
+            raise ValueError(f"`score` must be 'finite_difference' or 'exact', got {self.score!r}")
+        if not isinstance(self.weights_in_descent, bool):
+            raise TypeError(f"`weights_in_descent` must be a bool, got {type(self.weights_in_descent).__name__}")
+
+    @property
+    def needs_monte_carlo(self):
+        return self.score == "finite_difference"
+
+    @property
+    def descent_is_batch_gradient(self):
+        return not self.weights_in_descent
+
+    @property
+    def differentiable(self):
+        return False  # the weights carry stop_gradient
+
+    def scores(self, problem: Problem, params: PyTree, batch: PyTree, losses: Array, key: PRNGKeyArray) -> Array:
+        """Scores ``s_i``: ``|f_i(x + delta z) - f_i(x)| / delta`` with one Rademacher ``z`` shared by the batch,
+        or the exact ``||g_i(x)||``."""
+        if self.score == "exact":
+            g = problem.per_example_grads(params, batch)
+            return jnp.sqrt(sum(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), axis=1) for a in jax.tree_util.tree_leaves(g)))
+        z = rademacher_like(key, params)
+        shifted = jax.tree_util.tree_map(lambda a, zz: a + self.fd_delta * zz, params, z)
+        return jnp.abs(problem.example_losses(shifted, batch) - losses) / self.fd_delta
+
+    def reweighting(self, problem, params, batch, losses, key) -> Array:
+        """Gibbs weights ``p_i = softmax(lambda * s_i)`` over the batch (computed stably)."""
+        return jax.nn.softmax(self.inverse_temperature * self.scores(problem, params, batch, losses, key))
+
+    def directions(self, problem, params, state, batch, key):
+        losses, vjp = jax.vjp(lambda p: problem.example_losses(p, batch), params)
+        weights = jax.lax.stop_gradient(self.reweighting(problem, params, batch, losses, key))
+        (d,) = vjp(weights.astype(losses.dtype))
+        descent = weights[None] if self.weights_in_descent else None
+        return Directions(_add_axis(d), descent, state, jnp.mean(losses))
+
+    def closed_form_drift(self, variant, problem, sampler, params, **kw):
+        return _closed_forms().reweighted_rule(self, variant, problem, sampler, params, **kw)
+
+    def symbolic_spec(self, variant):
+        if self.score != "exact":
+            raise ValueError("RW-SAM is derived symbolically with the exact score only: use `score='exact'`")
+        return {"rule": "reweighted", "weights_in_descent": self.weights_in_descent}
+
+    def symbolic_parameters(self):
+        return {"lam": self.inverse_temperature}
+
+
+def normal_like(key: PRNGKeyArray, params: PyTree) -> PyTree:
+    """A standard normal pytree shaped like ``params`` (one key per leaf)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jr.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(
+        treedef, [jr.normal(k, jnp.shape(a), jnp.result_type(a)) for k, a in zip(keys, leaves)])
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomDirection(AbstractRule):
+    """``d ~ N(0, I)``, drawn afresh each step from the step's key: a control for whether the gradient direction
+    of the ascent matters. By symmetry its first-order drift is ``g``; the exact mean step is
+    ``g + (rho^2 / 2) E[D^3 f[u, u]] + O(rho^4)`` (``u = N(T M d)``, for :class:`UnitNorm` on the sphere)."""
+
+    @property
+    def needs_monte_carlo(self):
+        return True
+
+    def directions(self, problem, params, state, batch, key):
+        return Directions(_add_axis(normal_like(key, params)), None, state, _nan_like(params))
+
+    def closed_form_drift(self, variant, problem, sampler, params, **kw):
+        return problem.full_grad(params)  # E[H_gamma N(T M z)] = E[H_gamma] E[N(T M z)] = 0: z is symmetric
+
+    def supports_first_order_noise(self, variant):
+        return True
+
+    def first_order_noise(self, variant, problem, params, z):
+        return z  # Cov[G] = c(B) Sigma + O(rho^2)
