@@ -32,17 +32,8 @@ from ._estimate import (
     num_examples,
 )
 from ._noise import _data, _moments, _operator, _sigma_matrix, _sigma_matvec, check_num_matvecs, lanczos_operator
+from ._hessian import hessian_matvec as _hvp
 from ._problem import Problem
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _hvp(problem, params, v, data, chunk_size):
-    def fn(chunk):
-        grad = jax.grad(lambda p: jnp.sum(problem.example_losses(p, chunk)))
-        return jax.jvp(grad, (params,), (v,))[1]
-
-    n = num_examples(data)
-    return jax.tree_util.tree_map(lambda a: a / n, chunked_sum(fn, data, chunk_size))
 
 
 def hvp(problem: Problem, params: PyTree, v: PyTree, batch: PyTree | None = None, chunk_size: int | None = None) -> PyTree:

@@ -33,6 +33,7 @@ from ._estimate import (
     mean_and_stderr,
     num_examples,
 )
+from ._hessian import hessian_matvec
 from ._problem import Problem, _chunked_map, tree_norm_sq
 from ._sampler import AbstractSampler
 
@@ -213,9 +214,7 @@ def _operator(problem, params, data, which, chunk_size):
     """The flat operator ``Sigma`` (``which="sigma"``) or ``H`` (``which="hessian"``) and the flat ``params``."""
     if which == "sigma":
         return flat_matvec(lambda v: _sigma_matvec(problem, params, v, data, chunk_size), params)
-    from ._curvature import _hvp
-
-    return flat_matvec(lambda v: _hvp(problem, params, v, data, chunk_size), params)
+    return flat_matvec(lambda v: hessian_matvec(problem, params, v, data, chunk_size), params)
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))

@@ -1,8 +1,9 @@
 """The ``sde-sam`` command line (also ``python -m sde_sam``).
 
-``sde-sam reproduce --quick`` regenerates every figure (F1–F8) and paper check (C1–C9) of DESIGN §8 and writes
-``OUT/report.md`` + ``OUT/report.json``; ``check`` and ``figures`` run a subset; ``simulate`` and ``train`` run one
-SDE simulation or one recorded training; ``demo`` trains every variant on the digits MLP.
+``simulate`` and ``train`` run one SDE simulation or one recorded training; ``demo`` trains every variant on the
+digits MLP. Installed packages add commands through the ``sde_sam.commands`` entry-point group (a callable that
+takes the subparsers object): the project's ``analysis.cli`` adds ``reproduce``, ``check`` and ``figures``, so the
+library itself never imports the reproduction pipeline.
 """
 
 from __future__ import annotations
@@ -17,42 +18,6 @@ def _demo(args) -> int:
     rows = run_demo(steps=args.steps, num_runs=args.runs, seed=args.seed)
     print(format_table(rows))
     return 0
-
-
-def _run_reproduce(args, only: str | None) -> int:
-    from . import _reproduce as R
-
-    R.set_device(args.device)
-    mode = "full" if args.full else "quick"
-    report = R.reproduce(mode, only=only, out=args.out, progress=not args.no_progress)
-    print()
-    print(R.summary_table(report))
-    bad = [c for c in report["checks"] if c["status"] != "PASS"]
-    errors = [f for f in report["figures"] if f.get("error")]
-    return 1 if (args.strict and bad) or errors else 0
-
-
-def _reproduce(args) -> int:
-    return _run_reproduce(args, args.only)
-
-
-def _subset(prefix: str, kind: str):
-    def run(args) -> int:
-        from . import _reproduce as R
-
-        figures, checks = R.registry()
-        pool = figures if prefix == "F" else checks
-        if args.only is None:
-            only = ",".join(pool)
-        else:
-            items = [s.strip().upper() for s in args.only.split(",") if s.strip()]
-            bad = [s for s in items if s not in pool]
-            if bad or not items:
-                raise ValueError(f"--only: unknown {kind} {', '.join(bad) or '(empty)'}; valid: {','.join(pool)}")
-            only = ",".join(items)
-        return _run_reproduce(args, only)
-
-    return run
 
 
 def _simulate(args) -> int:
@@ -117,31 +82,22 @@ def _train(args) -> int:
     return 0
 
 
-def _add_run_options(p, only_help: str) -> None:
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small stages, a few minutes on 2 CPU cores (default)")
-    mode.add_argument("--full", action="store_true", help="the full-size stages (hours on CPU; see README)")
-    p.add_argument("--only", default=None, help=only_help)
-    p.add_argument("--out", default="results", help="output folder (stage cache, figures, report; default results)")
-    p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="force the JAX platform")
-    p.add_argument("--strict", action="store_true", help="exit status 1 when a check does not PASS")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+#: Entry-point group of commands contributed by other installed packages.
+COMMANDS_GROUP = "sde_sam.commands"
+
+
+def _plugin_commands():
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in sorted(entry_points(group=COMMANDS_GROUP), key=lambda ep: ep.name)]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sde-sam", description="SAM variants, their SDEs, estimators and checks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    rep = sub.add_parser("reproduce", help="every figure and paper check of DESIGN §8, and the report")
-    _add_run_options(rep, "comma-separated figures/checks, e.g. F1,C3 (default: all F1-F8, C1-C9)")
-    rep.set_defaults(func=_reproduce)
-    chk = sub.add_parser("check", help="the paper checks only (C1-C9)")
-    _add_run_options(chk, "comma-separated checks, e.g. C1,C5 (default: all)")
-    chk.set_defaults(func=_subset("C", "check"))
-    fig = sub.add_parser("figures", help="the figures only (F1-F8)")
-    _add_run_options(fig, "comma-separated figures, e.g. F1,F3 (default: all)")
-    fig.set_defaults(func=_subset("F", "figure"))
-
+    for register in _plugin_commands():  # commands of installed packages (the reproduction pipeline: analysis.cli)
+        register(sub)
     sim = sub.add_parser("simulate", help="simulate one variant's SDE and print E[loss] over time")
     sim.add_argument("--problem", default="linear_regression",
                      choices=("quadratic", "linear_regression", "sharp_flat_basins", "teacher_student",

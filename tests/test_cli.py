@@ -11,7 +11,8 @@ import pytest
 
 from analysis import stages as S
 from paper_checks import CHECKS
-from sde_sam import _presets, cli
+from analysis import presets as _presets
+from sde_sam import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

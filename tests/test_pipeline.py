@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from sde_sam import _io, _pipeline
-from sde_sam._pipeline import AFTER_STAGE_HOOKS, Stage, run_stage, stage_path
+from analysis import pipeline as _pipeline
+from sde_sam import _io
+from analysis.pipeline import AFTER_STAGE_HOOKS, Stage, run_stage, stage_path
 
 
 class Counter:

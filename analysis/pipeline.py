@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import load_result, provenance, result_paths, save_result, to_jsonable
+from sde_sam._io import load_result, provenance, result_paths, save_result, to_jsonable
 
 __all__ = ["CacheCorrupted", "Stage", "StageResult", "config_hash", "git_revision", "run_stage", "stage_path"]
 
