@@ -39,10 +39,10 @@ import jax.random as jr
 import numpy as np
 
 import sde_sam as ss
-from sde_sam import train
-from sde_sam._diffusion import first_order_supported
-from sde_sam._io import load_result, provenance, result_paths, save_result, to_jsonable
 from analysis.presets import preset
+from sde_sam import train
+from sde_sam._io import load_result, provenance, result_paths, save_result, to_jsonable
+from sde_sam._sde._diffusion import first_order_supported
 
 #: |z| below which a model "tracks" the discrete runs on an observable (C10).
 Z_TRACK = 3.0

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sde_sam._io import provenance, to_jsonable
 from analysis.pipeline import Stage, git_revision, run_stage
 from analysis.presets import preset
+from sde_sam._io import provenance, to_jsonable
 
 STAGE_DESCRIPTIONS = {
     "drift": "exact expected steps vs closed-form drifts (small smooth problem, float64)",

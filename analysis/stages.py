@@ -398,7 +398,7 @@ def stage_sgn(cfg: dict) -> dict:
 def stage_timing(cfg: dict) -> dict:
     """Median time per step of every variant (one jitted scan, rounds interleaved as in benchmarks/variants.py),
     the serial m-SAM (its micro-batches one after another, each a SAM step) and the SDE simulator."""
-    from sde_sam._timing import interleaved_times, median_ratio, variant_calls
+    from sde_sam._training._timing import interleaved_times, median_ratio, variant_calls
 
     problem = ss.problems.digits_mlp(hidden=cfg["hidden"])
     B, rho, steps = cfg["batch_size"], 0.05, cfg["steps"]

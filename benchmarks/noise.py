@@ -25,7 +25,7 @@ import jax.random as jr
 import numpy as np
 
 import sde_sam as ss
-from sde_sam._noise import _moments
+from sde_sam._estimators._noise import _moments
 
 
 def _median_time(fn, repeats):

@@ -164,7 +164,7 @@ def bench_problem(tag, problem, paths, steps, repeats, dense_paths, dense_steps,
 
 def memory_demo(results, hidden=(300, 256), paths=4, steps=10):
     """A ~1e5-parameter MLP: compiled peak temporary memory and process peak RSS vs ``d^2`` floats."""
-    from sde_sam._simulate import _simulate_jit
+    from sde_sam._sde._simulate import _simulate_jit
 
     problem = ss.problems.digits_mlp(hidden=hidden)
     model = make_model(problem)

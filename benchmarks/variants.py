@@ -16,7 +16,7 @@ import json
 import statistics
 
 import sde_sam as ss
-from sde_sam._timing import interleaved_times, median_ratio, variant_calls
+from sde_sam._training._timing import interleaved_times, median_ratio, variant_calls
 
 
 def main():

@@ -13,7 +13,7 @@ import sys
 
 
 def _demo(args) -> int:
-    from ._demo import format_table, run_demo
+    from ._training._demo import format_table, run_demo
 
     rows = run_demo(steps=args.steps, num_runs=args.runs, seed=args.seed)
     print(format_table(rows))
@@ -25,11 +25,11 @@ def _simulate(args) -> int:
     import numpy as np
 
     from . import problems, variants
+    from ._estimators._observables import observables
     from ._io import provenance, save_result
-    from ._observables import observables
-    from ._sampler import UniformSubset, WithoutReplacement, WithReplacement
-    from ._sde_model import sde_model
-    from ._simulate import simulate
+    from ._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
+    from ._sde._sde_model import sde_model
+    from ._sde._simulate import simulate
 
     makers = {"quadratic": problems.quadratic, "linear_regression": problems.linear_regression,
               "sharp_flat_basins": problems.sharp_flat_basins, "teacher_student": problems.teacher_student,

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import _parallel as par
+    from ._parallel import _parallel as par
 
     par.initialize(args.coordinator, args.num_processes, args.process_id,
                    cpu_collectives=None if args.cpu_collectives == "none" else args.cpu_collectives)

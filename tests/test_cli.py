@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from analysis import presets as _presets
 from analysis import stages as S
 from paper_checks import CHECKS
-from analysis import presets as _presets
 from sde_sam import cli
 
 ROOT = Path(__file__).resolve().parent.parent

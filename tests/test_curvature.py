@@ -9,7 +9,6 @@ from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
 
-
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 

@@ -13,7 +13,6 @@ from scipy import stats
 
 import sde_sam as ss
 
-
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 

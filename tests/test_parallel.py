@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sde_sam as ss
-from sde_sam import _parallel
+from sde_sam._parallel import _parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVELS = (0.1, 0.5, 0.9)

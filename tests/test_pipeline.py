@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from analysis import pipeline as _pipeline
-from sde_sam import _io
 from analysis.pipeline import AFTER_STAGE_HOOKS, Stage, run_stage, stage_path
+from sde_sam import _io
 
 
 class Counter:

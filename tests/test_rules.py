@@ -129,8 +129,7 @@ def test_dnsam_first_order_diffusion_is_compagnonis_factor():
     """On the equal-Hessian quadratic, DNSAM's step is ``G = (I + rho A/||g||) g_gamma`` exactly, so ``Cov[G]`` is
     ``(I + rho A/||g||) c(B) Sigma (I + rho A/||g||)``: the first-order diffusion sample is linear in its Gaussian
     weights ``u``, and its exact covariance (Jacobian in ``u``) equals that of the enumerated discrete step."""
-    from sde_sam import _diffusion
-
+    from sde_sam._sde import _diffusion
     problem, A = _quadratic_problem(n=5)
     x = problem.init_params
     sampler, v = ss.WithoutReplacement(2), V.dnsam(0.3)

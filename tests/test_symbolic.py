@@ -16,9 +16,10 @@ import pytest
 import sympy as sp
 
 import sde_sam as ss
-from sde_sam import _diffusion, _symbolic
 from sde_sam import symbolic as sym
 from sde_sam import variants as V
+from sde_sam._sde import _diffusion
+from sde_sam._symbolic import _derive as _symbolic
 
 TOL = 1e-8
 VARIANTS_1D = sym.variants_for(1)

@@ -6,7 +6,7 @@ import numpy as np
 from helpers import user_problem
 
 import sde_sam as ss
-from sde_sam._timing import interleaved_times, median_ratio, scan_fn, serial_m_sam_scan_fn, stacked_batches
+from sde_sam._training._timing import interleaved_times, median_ratio, scan_fn, serial_m_sam_scan_fn, stacked_batches
 
 
 def test_serial_m_sam_equals_vmapped_m_sam():

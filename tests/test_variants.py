@@ -110,7 +110,7 @@ def test_sam_on_perturbs_only_the_masked_leaves_with_norm_over_them():
 def test_sam_on_default_mask_selects_layer_norm_parameters():
     problem = ss.problems.digits_mlp(hidden=8)
     mask = V.resolve_mask(V.sam_on(0.1).mask, problem.init_params)
-    selected = sorted(ss._problem.path_name(p) for p, m in jax.tree_util.tree_flatten_with_path(mask)[0] if m)
+    selected = sorted(ss._problems._problem.path_name(p) for p, m in jax.tree_util.tree_flatten_with_path(mask)[0] if m)
     assert selected == ["layer_norm_0/bias", "layer_norm_0/scale"]
 
 

@@ -18,8 +18,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-import sde_sam as ss  # noqa: E402
 from helpers import user_problem  # noqa: E402
+
+import sde_sam as ss  # noqa: E402
 
 V = ss.variants
 

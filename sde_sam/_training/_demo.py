@@ -5,10 +5,10 @@ from __future__ import annotations
 import jax.random as jr
 from tqdm import tqdm
 
-from . import problems, variants
-from ._observables import observables
+from .. import problems, variants
+from .._estimators._observables import observables
+from .._problems._sampler import WithoutReplacement
 from ._runner import run_discrete
-from ._sampler import WithoutReplacement
 from ._timing import time_per_step
 
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._problems._problem import Problem, tree_norm_sq
 from ._perturbation import (
     NORM_EPS as NORM_EPS,
 )
@@ -39,7 +40,6 @@ from ._perturbation import (
 from ._perturbation import (
     safe_normalize as safe_normalize,
 )
-from ._problem import Problem, tree_norm_sq
 from ._rules import (
     AbstractRule,
     BatchGradient,

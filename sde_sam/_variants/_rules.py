@@ -30,7 +30,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ._problem import Problem
+from .._problems._problem import Problem
 
 
 class Directions(NamedTuple):
@@ -153,7 +153,7 @@ class AbstractRule(abc.ABC):
 
 
 def _closed_forms():
-    from . import _closed_form
+    from .._sde import _closed_form
 
     return _closed_form
 

@@ -12,7 +12,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
-from ._problem import Problem, _validate_chunk_size
+from .._problems._problem import Problem, _validate_chunk_size
 
 
 class Estimate(NamedTuple):
@@ -49,7 +49,7 @@ def check_k(k: Any, d: int) -> int:
 
 
 def check_sampler(sampler: Any, n: int) -> None:
-    from ._sampler import check_is_sampler
+    from .._problems._sampler import check_is_sampler
 
     check_is_sampler(sampler)
     sampler.check(n)

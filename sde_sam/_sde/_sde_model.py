@@ -8,12 +8,12 @@ import jax
 import jax.random as jr
 from jaxtyping import PRNGKeyArray, PyTree
 
+from .._problems._problem import Problem
+from .._problems._sampler import Sampler
+from .._training._runner import check_positive
+from .._variants._variant import Variant
 from . import _diffusion, _drift
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES
-from ._problem import Problem
-from ._runner import check_positive
-from ._sampler import Sampler
-from ._variants import Variant
 
 DRIFTS = ("general", "closed_form", "expected")
 
@@ -72,7 +72,7 @@ class SDEModel:
         return _drift.second_order(lambda p: self.first_order_drift(p, key), params, self.eta)
 
     def diffusion_sample(self, params: Params, key: PRNGKeyArray) -> Params:
-        """One draw of ``S(x)^{1/2} z``, ``z ~ N(0, I)`` (DESIGN §3.2; see :mod:`sde_sam._diffusion`)."""
+        """One draw of ``S(x)^{1/2} z``, ``z ~ N(0, I)`` (DESIGN §3.2; see :mod:`sde_sam._sde._diffusion`)."""
         if self.diffusion == "leading":
             return _diffusion.leading_sample(self.problem, self.sampler, params, key, self.variant,
                                              num_samples=self.num_samples, max_enumeration=self.max_enumeration)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from ._problem import Problem, path_name, tree_norm_sq
+from .._problems._problem import Problem, path_name, tree_norm_sq
 
 #: Floor of the norm in ``N(v) = v / max(||v||, NORM_EPS)``: a zero direction gives ``eps = 0``, never NaN.
 NORM_EPS = 1e-12

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
+from ._builtin import _check_int, load_digits_split, softmax_cross_entropy
 from ._problem import Problem
-from ._problems import _check_int, load_digits_split, softmax_cross_entropy
 
 NORMS = ("layer", "group", "batch", "none")
 

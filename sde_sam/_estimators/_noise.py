@@ -20,6 +20,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._problems._problem import Problem, _chunked_map, tree_norm_sq
+from .._problems._sampler import AbstractSampler
 from ._estimate import (
     Eigs,
     Estimate,
@@ -34,8 +36,6 @@ from ._estimate import (
     num_examples,
 )
 from ._hessian import hessian_matvec
-from ._problem import Problem, _chunked_map, tree_norm_sq
-from ._sampler import AbstractSampler
 
 Sampler = AbstractSampler
 

@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._problem import Problem
-from ._sampler import WithoutReplacement, WithReplacement
-from ._symbolic import COEFFICIENTS, Setting, derive, lambdified, param_names
-from ._variants import Variant
+from .._problems._problem import Problem
+from .._problems._sampler import WithoutReplacement, WithReplacement
+from .._variants._variant import Variant
+from ._derive import COEFFICIENTS, Setting, derive, lambdified, param_names
 
 #: Radii ``EXTRACTION_RADIUS * EXTRACTION_NODES`` at which the discrete moments are interpolated (never
 #: ``rho = 0``: the code's step switches to plain SGD there, which for weighted descent is not the limit).
@@ -128,7 +128,7 @@ def numeric_fn(variant: Variant, setting: Setting, discrete: bool = True, sde: b
     rows = jnp.asarray(_ordered_batches(setting))
     sampler = sampler_of(setting)
     try:
-        from . import sde as sde_module
+        from .. import sde as sde_module
     except ImportError:  # pragma: no cover - the SDE layer is part of the package
         sde_module = None
 
@@ -199,7 +199,7 @@ def compare(
 
 def variants_for(dim: int, rho: float = 0.5, micro_batch_size: int = 1, sigma: float = 0.7, lam: float = 0.8) -> dict[str, Variant]:
     """Every variant the symbolic module covers, on the ``dim``-D twin (SAM-ON masks ``x2`` in 2-D)."""
-    from . import variants as V
+    from .. import variants as V
 
     out = {
         "SGD": V.sgd(),
@@ -237,7 +237,7 @@ def compare_expression(
     ``setting``, evaluated at the variant's ``rho``, ``sigma``, ``lambda``) and the numeric ``kind``
     (``"general_drift"``, ``"closed_form_drift"`` or ``"discrete_mean"``) over ``points`` random instances.
     This is the checker the tests feed with deliberately wrong drifts."""
-    from ._symbolic import numeric
+    from ._derive import numeric
 
     if kind not in ("general_drift", "closed_form_drift", "discrete_mean"):
         raise ValueError(f"`kind` must be 'general_drift', 'closed_form_drift' or 'discrete_mean', got {kind!r}")

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from jaxtyping import PRNGKeyArray, PyTree
 
-from ._problem import Problem
-from ._variants import StepOutput, Variant
+from .._problems._problem import Problem
+from .._variants._variant import StepOutput, Variant
 
 
 def check_svag(svag) -> int:

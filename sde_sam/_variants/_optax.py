@@ -6,8 +6,8 @@ from typing import Any, NamedTuple
 
 from jaxtyping import PRNGKeyArray, PyTree
 
-from ._problem import Problem
-from ._variants import StepOutput, Variant
+from .._problems._problem import Problem
+from ._variant import StepOutput, Variant
 
 
 class TrainState(NamedTuple):

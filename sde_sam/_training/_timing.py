@@ -9,9 +9,9 @@ import jax
 import jax.random as jr
 from jaxtyping import PyTree
 
-from ._problem import Problem
-from ._sampler import Sampler
-from ._variants import Variant
+from .._problems._problem import Problem
+from .._problems._sampler import Sampler
+from .._variants._variant import Variant
 
 
 def median_time(fn, *args, repeats: int = 7, number: int = 10) -> float:
@@ -78,7 +78,7 @@ def serial_m_sam_scan_fn(problem: Problem, rho: float, micro_batch_size: int, et
     """m-SAM in its serial form, as the original implementation runs it: the ``k`` micro-batches are visited one
     after another (an inner ``lax.scan``), each with its own SAM ascent and gradient, and the ``k`` gradients are
     averaged. Same ``(params, state, batches, key) -> params`` signature as :func:`scan_fn`."""
-    from ._variants import sam
+    from .._variants._variant import sam
 
     inner = sam(rho)
 

@@ -28,10 +28,10 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
-from ._observables import Record, observables
-from ._runner import Runs, check_positive, diverged
+from .._estimators._observables import Record, observables
+from .._parallel._sharding import run_blocked
+from .._training._runner import Runs, check_positive, diverged
 from ._sde_model import SDEModel, step_keys
-from ._sharding import run_blocked
 
 
 @dataclasses.dataclass

@@ -14,12 +14,12 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from ._observables import Record
-from ._problem import Problem, tree_norm_sq
-from ._sampler import Sampler, check_is_sampler
-from ._sharding import check_mesh, run_blocked
-from ._svag import check_svag, svag_gradient
-from ._variants import Variant
+from .._estimators._observables import Record
+from .._parallel._sharding import check_mesh, run_blocked
+from .._problems._problem import Problem, tree_norm_sq
+from .._problems._sampler import Sampler, check_is_sampler
+from .._sde._svag import check_svag, svag_gradient
+from .._variants._variant import Variant
 
 
 def check_positive(name: str, value: Any, integer: bool = False) -> None:
@@ -137,7 +137,7 @@ def run_discrete(
     several processes); the run axis is split over its devices (padded to a multiple of their number) and
     every process gets all runs back. ``runs_per_block``: runs advanced together (vmapped) on a device,
     blocks one after another. Runs with the same ``runs_per_block`` are bit-identical on any mesh.
-    ``svag``: ``l >= 2`` runs SVAG (:mod:`sde_sam._svag`; Li, Malladi & Arora 2021) instead of the method:
+    ``svag``: ``l >= 2`` runs SVAG (:mod:`sde_sam._sde._svag`; Li, Malladi & Arora 2021) instead of the method:
     ``G_l = a G(x; xi_1) + b G(x; xi_2)`` from two independent batches, ``steps * l`` steps of ``eta / l``,
     recorded at the same times ``k * eta`` (``Runs.steps`` counts steps of ``eta``). As ``l`` grows the runs
     approach the SDE with drift ``E[G]`` and diffusion ``Cov[G]``. ``l = 1`` is the plain method.

@@ -25,9 +25,9 @@ import jax.random as jr
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
+from .._problems._problem import Problem
+from .._variants._perturbation import apply_mask, resolve_mask
 from ._batches import BatchDistribution, batch_distribution
-from ._perturbation import apply_mask, resolve_mask
-from ._problem import Problem
 
 Params = PyTree
 

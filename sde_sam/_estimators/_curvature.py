@@ -20,20 +20,19 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._problems._problem import Problem
 from ._estimate import (
     Eigs,
     Estimate,
     check_chunk_size,
     check_k,
     check_positive_int,
-    chunked_sum,
     jackknife,
     mean_and_stderr,
     num_examples,
 )
-from ._noise import _data, _moments, _operator, _sigma_matrix, _sigma_matvec, check_num_matvecs, lanczos_operator
 from ._hessian import hessian_matvec as _hvp
-from ._problem import Problem
+from ._noise import _data, _moments, _operator, _sigma_matrix, _sigma_matvec, check_num_matvecs, lanczos_operator
 
 
 def hvp(problem: Problem, params: PyTree, v: PyTree, batch: PyTree | None = None, chunk_size: int | None = None) -> PyTree:

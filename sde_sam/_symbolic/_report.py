@@ -11,7 +11,7 @@ import os
 
 import sympy as sp
 
-from ._symbolic import (
+from ._derive import (
     Derivation,
     Setting,
     atomic_write_bytes,
@@ -104,7 +104,7 @@ def report_markdown(
     """The Markdown report: one section per variant (``variants``: name -> Variant; default every variant of
     :func:`~sde_sam.symbolic.variants_for` on ``setting``, default ``Setting(dim=1, n=2, batch_size=2)``).
     ``errors``: optional name -> comparison errors (from :func:`~sde_sam.symbolic.compare`)."""
-    from ._symbolic_check import variants_for
+    from ._check import variants_for
 
     setting = Setting(dim=1, n=2, batch_size=2, replace=True) if setting is None else setting
     variants = variants_for(setting.dim) if variants is None else variants

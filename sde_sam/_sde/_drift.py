@@ -25,14 +25,14 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._problems._problem import Problem
+from .._problems._sampler import Sampler
+from .._training._runner import check_sampler
+from .._variants._perturbation import freeze_mask
+from .._variants._variant import Variant
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, expectation
 from ._closed_form import drift_distribution as drift_distribution
 from ._closed_form import expected_norm
-from ._perturbation import freeze_mask
-from ._problem import Problem
-from ._runner import check_sampler
-from ._sampler import Sampler
-from ._variants import Variant
 
 Params = PyTree
 

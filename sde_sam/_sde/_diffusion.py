@@ -33,11 +33,11 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._problems._problem import Problem
+from .._problems._sampler import Sampler
+from .._variants._variant import Variant
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, tree_weighted_sum
 from ._drift import sde_state
-from ._problem import Problem
-from ._sampler import Sampler
-from ._variants import Variant
 
 DIFFUSIONS = ("leading", "first_order", "empirical", "none")
 

@@ -35,14 +35,14 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import PyTree
 
-from . import _networks, _problems
-from . import variants as _variants
-from ._io import load_result, provenance, save_result
-from ._observables import BUILTIN, observables
-from ._problem import Problem, tree_norm_sq
+from .. import variants as _variants
+from .._estimators._observables import BUILTIN, observables
+from .._io import load_result, provenance, save_result
+from .._problems import _builtin, _networks
+from .._problems._problem import Problem, tree_norm_sq
+from .._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
+from .._variants._variant import Variant
 from ._runner import Runs, run_discrete
-from ._sampler import UniformSubset, WithoutReplacement, WithReplacement
-from ._variants import Variant
 
 OBSERVABLES = (
     "loss",
@@ -208,7 +208,7 @@ def build_problem(config: TrainConfig) -> Problem:
     if config.problem == "digits_mlp":
         if "hidden" in kw and isinstance(kw["hidden"], list):
             kw["hidden"] = tuple(kw["hidden"])
-        return _problems.digits_mlp(**kw)
+        return _builtin.digits_mlp(**kw)
     return _networks.digits_cnn(**kw)
 
 
@@ -279,25 +279,25 @@ class Estimators:
         return WithReplacement(self.batch_size) if self.with_replacement else WithoutReplacement(self.batch_size)
 
     def trace_sigma(self, problem, params):
-        from . import noise
+        from .. import noise
 
         if self.batch_norm:  # no per-example loss: covariance of batch gradients / c(B) (DESIGN §4)
             return noise.trace_sigma_minibatch(problem, params, self.sampler, self.key, self.minibatch_batches).value
         return noise.trace_sigma(problem, params, chunk_size=self.chunk_size)
 
     def lambda_max(self, problem, params):
-        from . import curvature
+        from .. import curvature
 
         k = min(self.lanczos_matvecs, problem.dim)
         return curvature.top_eigenvalues(problem, params, 1, self.key, num_matvecs=k).values[0]
 
     def trace_hessian(self, problem, params):
-        from . import curvature
+        from .. import curvature
 
         return curvature.trace_hessian(problem, params, self.key, num_probes=self.hutchinson_probes).value
 
     def batch_grad_norm(self, problem, params):
-        from . import noise
+        from .. import noise
 
         m = min(self.m or self.batch_size, problem.num_examples)
         return noise.expected_batch_grad_norm(problem, params, WithoutReplacement(m), self.key,

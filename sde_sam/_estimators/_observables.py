@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
-from ._problem import Problem, tree_norm_sq
+from .._problems._problem import Problem, tree_norm_sq
 
 Observable = Callable[[Problem, PyTree], Float[Array, ""]]
 

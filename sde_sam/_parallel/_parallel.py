@@ -36,14 +36,14 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
-from ._io import save_result, to_jsonable
-from ._observables import Record
-from ._runner import Runs, check_positive
-from ._runner import run_discrete as _run_discrete
-from ._sde_model import SDEModel
+from .._estimators._observables import Record
+from .._io import save_result, to_jsonable
+from .._sde._sde_model import SDEModel
+from .._sde._simulate import Paths, _resolve_grid, _simulate_jit, check_model_and_record, simulation_config
+from .._sde._simulate import simulate as _simulate
+from .._training._runner import Runs, check_positive
+from .._training._runner import run_discrete as _run_discrete
 from ._sharding import check_mesh, run_blocked
-from ._simulate import Paths, _resolve_grid, _simulate_jit, check_model_and_record, simulation_config
-from ._simulate import simulate as _simulate
 
 ENV = {
     "coordinator": ("SDE_SAM_COORDINATOR", "JAX_COORDINATOR_ADDRESS"),

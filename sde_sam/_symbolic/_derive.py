@@ -116,7 +116,7 @@ def spec_of(variant, dim: int) -> Spec:
 
     A mask is resolved against the parameter pytree ``{"x1": .., "x2": ..}``. RW-SAM needs ``score="exact"``
     (the finite-difference score draws a random vector and has no finite symbolic expectation)."""
-    from ._variants import Variant, resolve_mask
+    from .._variants._variant import Variant, resolve_mask
 
     if isinstance(variant, Spec):
         return variant

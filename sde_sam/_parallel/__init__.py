@@ -1,0 +1,1 @@
+"""Scaling out: meshes, sharded paths and runs, streaming moments over processes."""

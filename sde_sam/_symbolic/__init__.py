@@ -1,0 +1,1 @@
+"""Sympy derivations of drift and diffusion, their numeric checks and the report (DESIGN §5)."""

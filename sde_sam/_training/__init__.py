@@ -1,0 +1,1 @@
+"""Discrete runs, recorded training of small networks, timing and the demo (DESIGN §2, §6.3)."""
