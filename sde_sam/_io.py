@@ -90,8 +90,8 @@ def save_result(path: str | os.PathLike, arrays: Mapping[str, Any] | None, meta:
             raise ValueError(f"array names must be non-empty strings without '/', got {name!r}")
     json_path, npz_path = result_paths(path)
     if arrays:
-        np_arrays = {k: np.asarray(v) for k, v in arrays.items()}
-        _atomic_write(npz_path, lambda fh: np.savez(fh, **np_arrays))
+        np_arrays: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+        _atomic_write(npz_path, lambda fh: np.savez(fh, *(), **np_arrays))
     doc = dict(to_jsonable(dict(meta)))
     doc["arrays"] = sorted(arrays)
     text = json.dumps(doc, indent=1, sort_keys=False, allow_nan=False)
@@ -119,8 +119,9 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
 def provenance() -> dict[str, Any]:
     """Versions (jax, jaxlib, numpy, sde_sam, python), device (``jax.devices()[0]`` kind and platform, count)
     and the UTC time: the block every saved record carries."""
+    from importlib.metadata import version
+
     import jax
-    import jaxlib
 
     from . import __version__
 
@@ -128,13 +129,13 @@ def provenance() -> dict[str, Any]:
     return {
         "versions": {
             "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__,
+            "jaxlib": version("jaxlib"),
             "numpy": np.__version__,
             "sde_sam": __version__,
             "python": platform.python_version(),
         },
         "device": {"kind": dev.device_kind, "platform": dev.platform, "count": jax.device_count()},
         "host": {"machine": platform.machine(), "cpu_count": os.cpu_count()},
-        "x64": bool(jax.config.jax_enable_x64),
-        "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "x64": bool(jax.config.read("jax_enable_x64")),
+        "utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

@@ -31,9 +31,13 @@ def _simulate(args) -> int:
     from ._sde._sde_model import sde_model
     from ._sde._simulate import simulate
 
-    makers = {"quadratic": problems.quadratic, "linear_regression": problems.linear_regression,
-              "sharp_flat_basins": problems.sharp_flat_basins, "teacher_student": problems.teacher_student,
-              "breast_cancer_logistic": problems.breast_cancer_logistic}
+    makers = {
+        "quadratic": problems.quadratic,
+        "linear_regression": problems.linear_regression,
+        "sharp_flat_basins": problems.sharp_flat_basins,
+        "teacher_student": problems.teacher_student,
+        "breast_cancer_logistic": problems.breast_cancer_logistic,
+    }
     problem = makers[args.problem]()
     kw = {} if args.variant == "sgd" else {"rho": args.rho}
     if args.variant.startswith("m-"):
@@ -41,21 +45,43 @@ def _simulate(args) -> int:
     variant = variants.get(args.variant, **kw)
     kind = UniformSubset if args.uniform_subset else WithReplacement if args.with_replacement else WithoutReplacement
     sampler = kind(args.batch_size)
-    model = sde_model(problem, variant, sampler, eta=args.eta, diffusion=args.diffusion, order=args.order,
-                      drift=args.drift, num_samples=args.num_samples)
-    paths = simulate(model, t1=args.t1, num_paths=args.paths, key=jr.key(args.seed),
-                     record=observables("loss", "grad_norm_sq", every=args.every))
+    model = sde_model(
+        problem,
+        variant,
+        sampler,
+        eta=args.eta,
+        diffusion=args.diffusion,
+        order=args.order,
+        drift=args.drift,
+        num_samples=args.num_samples,
+    )
+    paths = simulate(
+        model,
+        t1=args.t1,
+        num_paths=args.paths,
+        key=jr.key(args.seed),
+        record=observables("loss", "grad_norm_sq", every=args.every),
+    )
     mean, se = paths.mean("loss"), paths.stderr("loss")
-    print(f"{variant.name} SDE on {problem.name}: {args.paths} paths, t1={args.t1}, dt={paths.dt:g}, "
-          f"diverged {paths.num_diverged}, {paths.wall_time_s:.2f} s")
+    print(
+        f"{variant.name} SDE on {problem.name}: {args.paths} paths, t1={args.t1}, dt={paths.dt:g}, "
+        f"diverged {paths.num_diverged}, {paths.wall_time_s:.2f} s"
+    )
     print(f"{'t':>8}{'E loss':>14}{'stderr':>12}")
-    for t, m, s in zip(paths.times, mean, se):
+    for t, m, s in zip(paths.times, mean, se, strict=True):
         print(f"{t:>8.3g}{m:>14.6g}{s:>12.2g}")
     if args.out:
-        path = save_result(args.out, {"times": paths.times, "loss": paths.values["loss"],
-                                      "grad_norm_sq": paths.values["grad_norm_sq"]},
-                           {"kind": "sde_paths", "config": paths.config, "seed": args.seed, "provenance": provenance(),
-                            "mean_loss": np.asarray(mean)})
+        path = save_result(
+            args.out,
+            {"times": paths.times, "loss": paths.values["loss"], "grad_norm_sq": paths.values["grad_norm_sq"]},
+            {
+                "kind": "sde_paths",
+                "config": paths.config,
+                "seed": args.seed,
+                "provenance": provenance(),
+                "mean_loss": np.asarray(mean),
+            },
+        )
         print(f"wrote {path}")
     return 0
 
@@ -66,13 +92,23 @@ def _train(args) -> int:
     kw = {} if args.variant == "sgd" else {"rho": args.rho}
     if args.variant.startswith("m-"):
         kw["micro_batch_size"] = args.m
-    config = train.TrainConfig(problem=args.problem, problem_kwargs={"hidden": args.hidden} if args.problem == "digits_mlp"
-                               else {}, variant=args.variant, variant_kwargs=kw, batch_size=args.batch_size,
-                               eta=args.eta, steps=args.steps, every=args.every, seeds=tuple(range(args.seeds)),
-                               observables=tuple(args.observables.split(",")))
+    config = train.TrainConfig(
+        problem=args.problem,
+        problem_kwargs={"hidden": args.hidden} if args.problem == "digits_mlp" else {},
+        variant=args.variant,
+        variant_kwargs=kw,
+        batch_size=args.batch_size,
+        eta=args.eta,
+        steps=args.steps,
+        every=args.every,
+        seeds=tuple(range(args.seeds)),
+        observables=tuple(args.observables.split(",")),
+    )
     rec = train.record(config)
-    print(f"{config.variant} on {config.problem}: {len(config.seeds)} seeds, {config.steps} steps, "
-          f"diverged {rec.meta['num_diverged']}")
+    print(
+        f"{config.variant} on {config.problem}: {len(config.seeds)} seeds, {config.steps} steps, "
+        f"diverged {rec.meta['num_diverged']}"
+    )
     names = list(rec.values)
     print(f"{'step':>6}" + "".join(f"{n:>16}" for n in names))
     for j, s in enumerate(rec.steps):
@@ -99,22 +135,35 @@ def build_parser() -> argparse.ArgumentParser:
     for register in _plugin_commands():  # commands of installed packages (the reproduction pipeline: analysis.cli)
         register(sub)
     sim = sub.add_parser("simulate", help="simulate one variant's SDE and print E[loss] over time")
-    sim.add_argument("--problem", default="linear_regression",
-                     choices=("quadratic", "linear_regression", "sharp_flat_basins", "teacher_student",
-                              "breast_cancer_logistic"))
+    sim.add_argument(
+        "--problem",
+        default="linear_regression",
+        choices=("quadratic", "linear_regression", "sharp_flat_basins", "teacher_student", "breast_cancer_logistic"),
+    )
     sim.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
     sim.add_argument("--rho", type=float, default=0.05)
     sim.add_argument("--m", type=int, default=1, help="micro-batch size of m-variants")
     sim.add_argument("--batch-size", type=int, default=8)
     smp = sim.add_mutually_exclusive_group()
     smp.add_argument("--with-replacement", action="store_true", help="i.i.d. batch indices (default: shuffled epochs)")
-    smp.add_argument("--uniform-subset", action="store_true",
-                     help="a fresh uniform subset each step, the sampler the SDE models exactly (default: shuffled epochs)")
-    sim.add_argument("--drift", default="general", choices=("general", "closed_form", "expected"),
-                     help="general: first order in rho; closed_form: DESIGN 3.1 formulas; expected: E[G], exact in rho "
-                          "(default: %(default)s)")
-    sim.add_argument("--num-samples", type=int, default=256,
-                     help="Monte Carlo batches per drift/diffusion evaluation when not enumerable (default: %(default)s)")
+    smp.add_argument(
+        "--uniform-subset",
+        action="store_true",
+        help="a fresh uniform subset each step, the sampler the SDE models exactly (default: shuffled epochs)",
+    )
+    sim.add_argument(
+        "--drift",
+        default="general",
+        choices=("general", "closed_form", "expected"),
+        help="general: first order in rho; closed_form: DESIGN 3.1 formulas; expected: E[G], exact in rho "
+        "(default: %(default)s)",
+    )
+    sim.add_argument(
+        "--num-samples",
+        type=int,
+        default=256,
+        help="Monte Carlo batches per drift/diffusion evaluation when not enumerable (default: %(default)s)",
+    )
     sim.add_argument("--eta", type=float, default=0.05)
     sim.add_argument("--t1", type=float, default=2.0)
     sim.add_argument("--paths", type=int, default=256)
@@ -157,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sde-sam {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nsde-sam {args.command}: interrupted; finished stages are kept and a rerun resumes from them",
-              file=sys.stderr)
+        print(
+            f"\nsde-sam {args.command}: interrupted; finished stages are kept and a rerun resumes from them",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -16,7 +16,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sde_sam.parallel_cli", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sde_sam.parallel_cli", description=(__doc__ or "").splitlines()[0])
     g = p.add_argument_group("distributed runtime (default: SDE_SAM_* / JAX_* environment, else one process)")
     g.add_argument("--coordinator", help="host:port of process 0's coordinator")
     g.add_argument("--num-processes", type=int)
@@ -40,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--every", type=int, default=1)
     s.add_argument("--quantiles", default="", help="comma-separated levels, e.g. 0.1,0.5,0.9")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--per-path", action="store_true",
-                   help="also simulate all paths at once over the mesh and save them (values.<name>)")
+    s.add_argument(
+        "--per-path",
+        action="store_true",
+        help="also simulate all paths at once over the mesh and save them (values.<name>)",
+    )
     s.add_argument("--out", help="result path (process 0 writes <out>.json and <out>.npz)")
     return p
 
@@ -50,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ._parallel import _parallel as par
 
-    par.initialize(args.coordinator, args.num_processes, args.process_id,
-                   cpu_collectives=None if args.cpu_collectives == "none" else args.cpu_collectives)
+    par.initialize(
+        args.coordinator,
+        args.num_processes,
+        args.process_id,
+        cpu_collectives=None if args.cpu_collectives == "none" else args.cpu_collectives,
+    )
     import jax
     import jax.random as jr
 
@@ -59,22 +66,44 @@ def main(argv: list[str] | None = None) -> int:
 
     problem = getattr(ss.problems, args.problem)(**json.loads(args.problem_kw))
     variant = ss.variants.get(args.variant, **json.loads(args.variant_kw))
-    model = ss.sde_model(problem, variant, ss.WithReplacement(args.batch_size), eta=args.eta,
-                         diffusion=args.diffusion, drift=args.drift)
+    model = ss.sde_model(
+        problem, variant, ss.WithReplacement(args.batch_size), eta=args.eta, diffusion=args.diffusion, drift=args.drift
+    )
     record = ss.observables(*[r for r in args.record.split(",") if r], every=args.every)
     levels = tuple(float(q) for q in args.quantiles.split(",") if q)
     mesh = par.make_mesh()
-    moments = par.simulate_moments(model, t1=args.t1, num_paths=args.num_paths, chunk_paths=args.chunk_paths,
-                                   paths_per_block=args.paths_per_block, key=jr.key(args.seed), record=record,
-                                   quantiles=levels, mesh=mesh)
+    moments = par.simulate_moments(
+        model,
+        t1=args.t1,
+        num_paths=args.num_paths,
+        chunk_paths=args.chunk_paths,
+        paths_per_block=args.paths_per_block,
+        key=jr.key(args.seed),
+        record=record,
+        quantiles=levels,
+        mesh=mesh,
+    )
     extra = {}
     if args.per_path:
-        paths = par.simulate(model, t1=args.t1, num_paths=args.num_paths, key=jr.key(args.seed), record=record,
-                             mesh=mesh, paths_per_block=args.paths_per_block)
+        paths = par.simulate(
+            model,
+            t1=args.t1,
+            num_paths=args.num_paths,
+            key=jr.key(args.seed),
+            record=record,
+            mesh=mesh,
+            paths_per_block=args.paths_per_block,
+        )
         extra = {f"values.{k}": v for k, v in paths.values.items()}
-    summary = dict(process=jax.process_index(), processes=jax.process_count(), devices=jax.device_count(),
-                   count=moments.count, num_diverged=moments.num_diverged, wall_time_s=moments.wall_time_s,
-                   mean={k: v.tolist() for k, v in moments.mean.items()})
+    summary = {
+        "process": jax.process_index(),
+        "processes": jax.process_count(),
+        "devices": jax.device_count(),
+        "count": moments.count,
+        "num_diverged": moments.num_diverged,
+        "wall_time_s": moments.wall_time_s,
+        "mean": {k: v.tolist() for k, v in moments.mean.items()},
+    }
     if args.out and par.is_main_process():
         summary["out"] = str(par.save(args.out, moments, arrays=extra))
     if par.is_main_process():

@@ -1,4 +1,7 @@
-"""Real training of small networks, recorded with versions and device (DESIGN §6.3); see :mod:`sde_sam._training._train`."""
+"""Real training of small networks, recorded with versions and device (DESIGN §6.3).
+
+See :mod:`sde_sam._training._train`.
+"""
 
 from ._problems._networks import BatchNormProblem as BatchNormProblem
 from ._problems._networks import digits_cnn as digits_cnn

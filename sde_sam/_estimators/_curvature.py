@@ -35,7 +35,9 @@ from ._hessian import hessian_matvec as _hvp
 from ._noise import _data, _moments, _operator, _sigma_matrix, _sigma_matvec, check_num_matvecs, lanczos_operator
 
 
-def hvp(problem: Problem, params: PyTree, v: PyTree, batch: PyTree | None = None, chunk_size: int | None = None) -> PyTree:
+def hvp(
+    problem: Problem, params: PyTree, v: PyTree, batch: PyTree | None = None, chunk_size: int | None = None
+) -> PyTree:
     """``H v`` (``H = hess f`` over ``batch``, default all data) by forward-over-reverse, chunk by chunk (DESIGN §4)."""
     check_chunk_size(chunk_size)
     problem.check_params(v, "v")
@@ -147,7 +149,9 @@ def spectral_density(
         num = check_positive_int("grid", grid)
         grid = jnp.linspace(jnp.min(nodes) - 3 * sigma, jnp.max(nodes) + 3 * sigma, num)
     grid = jnp.asarray(grid, flat.dtype)
-    kernel = jnp.exp(-0.5 * jnp.square((grid[None, None, :] - nodes[..., None]) / sigma)) / (sigma * math.sqrt(2 * math.pi))
+    kernel = jnp.exp(-0.5 * jnp.square((grid[None, None, :] - nodes[..., None]) / sigma)) / (
+        sigma * math.sqrt(2 * math.pi)
+    )
     per_probe = jnp.sum(weights[..., None] * kernel, axis=1)
     est = mean_and_stderr(per_probe)
     return SpectralDensity(grid, est.value, est.stderr, nodes, weights)
@@ -172,9 +176,11 @@ def _slq(problem, params, data, key, num_probes, num_matvecs, chunk_size):
 class Alignment(NamedTuple):
     """How ``Sigma``, ``H`` and the empirical Fisher ``F = (1/n) sum_i g_i g_i^T = Sigma + g g^T`` line up (DESIGN §4).
 
-    ``cosine``: ``tr(Sigma H) / (||Sigma||_F ||H||_F)``; ``trace_ratio``: ``tr Sigma / tr H``; ``overlap``: ``||U_S^T U_H||_F^2 / k``
+    ``cosine``: ``tr(Sigma H) / (||Sigma||_F ||H||_F)``; ``trace_ratio``: ``tr Sigma / tr H``;
+    ``overlap``: ``||U_S^T U_H||_F^2 / k``
     for the top-``k`` eigenvectors (1 when the eigenspaces coincide, about ``k/d`` at random); ``trace_sigma``,
-    ``trace_hessian``, ``trace_fisher``; ``fisher_cosine``: cosine of ``Sigma`` and ``F``; ``fisher_hessian_cosine``: cosine
+    ``trace_hessian``, ``trace_fisher``; ``fisher_cosine``: cosine of ``Sigma`` and ``F``;
+    ``fisher_hessian_cosine``: cosine
     of ``F`` and ``H``. Stochastic entries are :class:`Estimate` (stderr ``0`` when computed exactly).
     """
 
@@ -193,16 +199,19 @@ def _cos(tr_ab, fa2, fb2):
 
 
 def _from_parts(tr_s, tr_h, s2, h2, sh, gsg, ghg, g2):
-    """All alignment numbers from ``tr Sigma, tr H, ||Sigma||^2, ||H||^2, tr(Sigma H), g^T Sigma g, g^T H g, ||g||^2``."""
+    """All alignment numbers from ``tr Sigma, tr H, ||Sigma||^2, ||H||^2, tr(Sigma H), g^T Sigma g, g^T H g,
+    ||g||^2``."""
     f2 = s2 + 2 * gsg + g2**2
-    return jnp.array([
-        _cos(sh, s2, h2),
-        tr_s / tr_h,
-        tr_h,
-        tr_s + g2,
-        _cos(s2 + gsg, s2, f2),
-        _cos(sh + ghg, f2, h2),
-    ])
+    return jnp.array(
+        [
+            _cos(sh, s2, h2),
+            tr_s / tr_h,
+            tr_h,
+            tr_s + g2,
+            _cos(s2 + gsg, s2, f2),
+            _cos(sh + ghg, f2, h2),
+        ]
+    )
 
 
 def alignment(
@@ -221,7 +230,8 @@ def alignment(
     ``method="exact"`` forms ``Sigma`` and ``H`` densely (small ``d``); ``method="stochastic"`` is matrix-free:
     ``tr(Sigma H)``, ``||Sigma||_F^2``, ``||H||_F^2``, ``tr H`` as Rademacher averages of ``(Sigma z)^T (H z)``,
     ``||Sigma z||^2``, ``||H z||^2``, ``z^T H z`` over ``num_probes`` shared probes (stderr of the ratios by
-    the delete-one jackknife), ``tr Sigma``, ``g^T Sigma g``, ``g^T H g`` exact, and the top-``k`` eigenvectors by Lanczos.
+    the delete-one jackknife), ``tr Sigma``, ``g^T Sigma g``, ``g^T H g`` exact, and the top-``k`` eigenvectors by
+    Lanczos.
     ``"auto"``: exact when ``d <= 500``.
     """
     d = problem.dim
@@ -237,8 +247,14 @@ def alignment(
         hess = 0.5 * (hess + hess.T)
         g = ravel_pytree(problem.full_grad(params, chunk_size))[0]
         parts = _from_parts(
-            jnp.trace(sigma), jnp.trace(hess), jnp.sum(sigma**2), jnp.sum(hess**2), jnp.sum(sigma * hess),
-            g @ sigma @ g, g @ hess @ g, g @ g,
+            jnp.trace(sigma),
+            jnp.trace(hess),
+            jnp.sum(sigma**2),
+            jnp.sum(hess**2),
+            jnp.sum(sigma * hess),
+            g @ sigma @ g,
+            g @ hess @ g,
+            g @ g,
         )
         us = jnp.linalg.eigh(sigma)[1][:, ::-1][:, :k]
         uh = jnp.linalg.eigh(hess)[1][:, ::-1][:, :k]

@@ -72,7 +72,9 @@ def chunked_sum(fn: Callable[[PyTree], PyTree], data: PyTree, chunk_size: int | 
     if chunk_size is None or chunk_size >= n:
         return fn(data)
     num_full, rest = divmod(n, chunk_size)
-    head = jax.tree_util.tree_map(lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data)
+    head = jax.tree_util.tree_map(
+        lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data
+    )
     first = jax.tree_util.tree_map(lambda a: a[0], head)
     init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first))
 
@@ -122,4 +124,4 @@ def mean_and_stderr(samples: Array, axis: int = 0) -> Estimate:
     return Estimate(jnp.mean(samples, axis=axis), jnp.std(samples, axis=axis, ddof=1) / jnp.sqrt(num))
 
 
-__all__ = ["Estimate", "Eigs", "Problem"]
+__all__ = ["Eigs", "Estimate", "Problem"]

@@ -17,6 +17,7 @@ from ._estimate import chunked_sum, num_examples
 def hessian_matvec(problem, params, v, data, chunk_size):
     """``H v`` with ``H`` the mean Hessian of ``problem`` over ``data`` (forward-over-reverse, ``chunk_size`` examples
     at a time)."""
+
     def fn(chunk):
         grad = jax.grad(lambda p: jnp.sum(problem.example_losses(p, chunk)))
         return jax.jvp(grad, (params,), (v,))[1]

@@ -90,7 +90,9 @@ def _moments(problem: Problem, params: PyTree, data: PyTree, chunk_size: int | N
         _, g, ss = stats(data)
         return g, ss
     num_full, rest = divmod(n, chunk_size)
-    head = jax.tree_util.tree_map(lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data)
+    head = jax.tree_util.tree_map(
+        lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data
+    )
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
     d = sum(np.size(a) for a in jax.tree_util.tree_leaves(params))
     init = (jnp.asarray(0.0, dtype), jnp.zeros(d, dtype), jnp.asarray(0.0, dtype))
@@ -206,7 +208,9 @@ def sigma_top_eigs(
             raise ValueError(f"`oversample` must be an integer >= 0, got {oversample!r}")
         return _randomized_sigma_eigh(problem, params, data, key, k, min(d, k + oversample), num_iters, chunk_size)
     if method == "lanczos":
-        return lanczos_operator(problem, params, data, key, "sigma", k, check_num_matvecs(num_matvecs, k, d), chunk_size)
+        return lanczos_operator(
+            problem, params, data, key, "sigma", k, check_num_matvecs(num_matvecs, k, d), chunk_size
+        )
     raise ValueError(f"`method` must be 'randomized' or 'lanczos', got {method!r}")
 
 
@@ -241,7 +245,8 @@ def check_num_matvecs(num_matvecs, k: int, d: int) -> int:
 
 def lanczos_top(mv, flat, k: int, key: PRNGKeyArray, num_matvecs: int) -> Eigs:
     """Top-``k`` (largest algebraic) Ritz pairs of a symmetric flat operator ``mv`` by Lanczos with full
-    reorthogonalisation over ``num_matvecs`` products (``matfree.decomp.tridiag_sym`` + ``matfree.eig.eigh_partial``)."""
+    reorthogonalisation over ``num_matvecs`` products (``matfree.decomp.tridiag_sym`` +
+    ``matfree.eig.eigh_partial``)."""
     from matfree import decomp, eig
 
     eigh = eig.eigh_partial(decomp.tridiag_sym(int(num_matvecs), custom_vjp=False))
@@ -298,7 +303,8 @@ def trace_sigma_minibatch(
 
     - ``use_full_grad=True``: ``(1/K) sum_j ||g_{gamma_j} - g||^2 / c(m)`` (``g`` by one full-batch pass), stderr
       ``std/sqrt(K)``;
-    - ``use_full_grad=False``: the unbiased sample variance ``(1/(K-1)) sum_j ||g_{gamma_j} - gbar||^2 / c(m)``, stderr by
+    - ``use_full_grad=False``: the unbiased sample variance ``(1/(K-1)) sum_j ||g_{gamma_j} - gbar||^2 / c(m)``,
+      stderr by
       the delete-one jackknife (needs ``K >= 3``).
 
     ``chunk_size``: batches evaluated at once (memory ``chunk_size * m * d``).
@@ -497,12 +503,12 @@ def tail_index_from_samples(
     if num_bootstrap < 2:
         raise ValueError("`num_bootstrap` must be >= 2")
     if method == "stable":
-        block = int(math.isqrt(k)) if block is None else block
+        block = math.isqrt(k) if block is None else block
         if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not 2 <= block <= k // 2:
             raise ValueError(f"`block` must be an integer in [2, K/2={k // 2}], got {block!r}")
         inv = functools.partial(_inv_alpha_stable, block=int(block))
     elif method == "hill":
-        num_tail = int(math.isqrt(k)) if num_tail is None else num_tail
+        num_tail = math.isqrt(k) if num_tail is None else num_tail
         if isinstance(num_tail, bool) or not isinstance(num_tail, (int, np.integer)) or not 1 <= num_tail < k:
             raise ValueError(f"`num_tail` must be an integer in [1, K-1={k - 1}], got {num_tail!r}")
         inv = functools.partial(_inv_alpha_hill, num_tail=int(num_tail))

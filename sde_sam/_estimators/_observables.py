@@ -42,11 +42,11 @@ class Record:
     every: int = 1
 
     def evaluate(self, problem: Problem, params: PyTree) -> dict[str, Array]:
-        return {name: jnp.asarray(fn(problem, params)) for name, fn in zip(self.names, self.fns)}
+        return {name: jnp.asarray(fn(problem, params)) for name, fn in zip(self.names, self.fns, strict=True)}
 
     def check(self, problem: Problem) -> None:
         """Evaluate shapes once, so an observable the problem can't support fails before a long run."""
-        for name, fn in zip(self.names, self.fns):
+        for name, fn in zip(self.names, self.fns, strict=True):
             try:
                 out = jax.eval_shape(fn, problem, problem.init_params)
             except ValueError as err:

@@ -65,7 +65,7 @@ def _as_int(name: str, value: Any, low: int) -> int:
         out = int(value)
     except (TypeError, ValueError):
         raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}") from None
-    if isinstance(value, bool) or isinstance(value, float) or out < low:
+    if isinstance(value, (bool, float)) or out < low:
         raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}")
     return out
 
@@ -88,9 +88,9 @@ def initialize(
     ``None`` to leave JAX's setting) is the CPU backend's cross-process collectives implementation.
     """
     coordinator = _from_env("coordinator") if coordinator is None else coordinator
-    num_processes = _from_env("num_processes") if num_processes is None else num_processes
-    process_id = _from_env("process_id") if process_id is None else process_id
-    given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
+    procs: str | int | None = _from_env("num_processes") if num_processes is None else num_processes
+    pid: str | int | None = _from_env("process_id") if process_id is None else process_id
+    given = {"coordinator": coordinator, "num_processes": procs, "process_id": pid}
     if all(v is None for v in given.values()):
         return False
     missing = [k for k, v in given.items() if v is None]
@@ -101,19 +101,25 @@ def initialize(
         )
     if not isinstance(coordinator, str) or ":" not in coordinator:
         raise ValueError(f"`coordinator` must be 'host:port', got {coordinator!r}")
-    num_processes = _as_int("num_processes", num_processes, 1)
-    process_id = _as_int("process_id", process_id, 0)
+    num_processes = _as_int("num_processes", procs, 1)
+    process_id = _as_int("process_id", pid, 0)
     if process_id >= num_processes:
-        raise ValueError(f"`process_id` must be in [0, {num_processes - 1}] (num_processes={num_processes}), "
-                         f"got {process_id}")
+        raise ValueError(
+            f"`process_id` must be in [0, {num_processes - 1}] (num_processes={num_processes}), got {process_id}"
+        )
     if cpu_collectives is not None:
         if cpu_collectives not in ("gloo", "mpi"):
             raise ValueError(f"`cpu_collectives` must be 'gloo', 'mpi' or None, got {cpu_collectives!r}")
         jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if jax.distributed.is_initialized():
         return True
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-                               local_device_ids=local_device_ids, initialization_timeout=int(timeout_s))
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        local_device_ids=local_device_ids,
+        initialization_timeout=int(timeout_s),
+    )
     return True
 
 
@@ -145,10 +151,18 @@ def launch_local(
     procs: list[subprocess.Popen] = []
     try:
         for pid in range(num_processes):
-            argv = [*command, "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes),
-                    "--process-id", str(pid)]
-            procs.append(subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
+            argv = [
+                *command,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                str(num_processes),
+                "--process-id",
+                str(pid),
+            ]
+            procs.append(
+                subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
         deadline = time.monotonic() + timeout
         outs = [p.communicate(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
     finally:
@@ -156,10 +170,12 @@ def launch_local(
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)
+    ]
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "paths") -> Mesh:
+def make_mesh(devices: Sequence[Any] | None = None, axis_name: str = "paths") -> Mesh:
     """A 1-D mesh over ``devices`` (default: every device of every process, ``jax.devices()``)."""
     devices = jax.devices() if devices is None else list(devices)
     if len(devices) == 0 or not all(isinstance(d, jax.Device) for d in devices):
@@ -292,8 +308,10 @@ def simulate_moments(
     if paths_per_block is not None:
         check_positive("paths_per_block", paths_per_block, integer=True)
         if chunk % (mesh.size * paths_per_block):
-            raise ValueError(f"`chunk_paths`={chunk} must be a multiple of devices * paths_per_block = "
-                             f"{mesh.size} * {paths_per_block}")
+            raise ValueError(
+                f"`chunk_paths`={chunk} must be a multiple of devices * paths_per_block = "
+                f"{mesh.size} * {paths_per_block}"
+            )
     dt, steps = _resolve_grid(model.eta, t1, dt, record.every)
     problem = model.problem
     if init_params is not None:
@@ -319,20 +337,32 @@ def simulate_moments(
     kept = {name: [] for name in record.names}
     for c in range(num_chunks):
         lo = c * chunk
-        part = key_data[lo:lo + chunk]
+        part = key_data[lo : lo + chunk]
         n_valid = part.shape[0]
         if n_valid < chunk:
             part = np.concatenate([part, np.repeat(part[:1], chunk - n_valid, axis=0)])
         keys = jr.wrap_key_data(jnp.asarray(part), impl=impl)
-        args = (model, problem.init_params, keys, num_segments, record.every, float(dt), record, False,
-                float(divergence_threshold), int(block))
-        cnt, ndiv, means, m2s, samples, keep = run_blocked(_simulate_jit, args, 2, mesh=mesh, block=block,
-                                                           reduce=stats, reduce_args=(jnp.asarray(n_valid),))
+        args = (
+            model,
+            problem.init_params,
+            keys,
+            num_segments,
+            record.every,
+            float(dt),
+            record,
+            False,
+            float(divergence_threshold),
+            int(block),
+        )
+        cnt, ndiv, means, m2s, samples, keep = run_blocked(
+            _simulate_jit, args, 2, mesh=mesh, block=block, reduce=stats, reduce_args=(jnp.asarray(n_valid),)
+        )
         cnt = int(cnt)
         num_div += int(ndiv)
         for name in record.names:
-            _, mean[name], m2[name] = _merge(n_tot, mean[name], m2[name], cnt, means[name].astype(np.float64),
-                                             m2s[name].astype(np.float64))
+            _, mean[name], m2[name] = _merge(
+                n_tot, mean[name], m2[name], cnt, means[name].astype(np.float64), m2s[name].astype(np.float64)
+            )
             if levels:
                 kept[name].append(samples[name][keep])
         n_tot += cnt
@@ -345,8 +375,9 @@ def simulate_moments(
         for name in record.names:
             sample = np.concatenate(kept[name]).astype(np.float64)
             q_count = sample.shape[0]
-            qs[name] = np.quantile(sample, levels, axis=0) if q_count else np.full((len(levels), num_segments + 1),
-                                                                                   np.nan)
+            qs[name] = (
+                np.quantile(sample, levels, axis=0) if q_count else np.full((len(levels), num_segments + 1), np.nan)
+            )
     steps_arr = np.arange(num_segments + 1) * record.every
     return Moments(
         steps=steps_arr,
@@ -361,10 +392,19 @@ def simulate_moments(
         count=n_tot,
         num_paths=int(num_paths),
         num_diverged=num_div,
-        config=simulation_config(model, dt=dt, t1=t1, steps=steps, num_paths=num_paths, every=record.every,
-                                 divergence_threshold=divergence_threshold, chunk_paths=int(chunk),
-                                 paths_per_block=int(block), devices=int(mesh.size),
-                                 processes=int(jax.process_count())),
+        config=simulation_config(
+            model,
+            dt=dt,
+            t1=t1,
+            steps=steps,
+            num_paths=num_paths,
+            every=record.every,
+            divergence_threshold=divergence_threshold,
+            chunk_paths=int(chunk),
+            paths_per_block=int(block),
+            devices=int(mesh.size),
+            processes=int(jax.process_count()),
+        ),
         wall_time_s=wall,
     )
 
@@ -396,11 +436,22 @@ def save(
         raise TypeError(f"`result` must be a Moments or Runs, got {type(result).__name__}")
     if not is_main_process():
         return None
-    info = dict(config=result.config, wall_time_s=result.wall_time_s, processes=jax.process_count(),
-                devices=jax.device_count(), backend=jax.default_backend(), jax=jax.__version__)
+    info = {
+        "config": result.config,
+        "wall_time_s": result.wall_time_s,
+        "processes": jax.process_count(),
+        "devices": jax.device_count(),
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+    }
     if isinstance(result, Moments):
-        info |= dict(count=result.count, num_paths=result.num_paths, num_diverged=result.num_diverged,
-                     quantile_levels=result.quantile_levels, quantile_stride=result.quantile_stride,
-                     quantile_count=result.quantile_count)
+        info |= {
+            "count": result.count,
+            "num_paths": result.num_paths,
+            "num_diverged": result.num_diverged,
+            "quantile_levels": result.quantile_levels,
+            "quantile_stride": result.quantile_stride,
+            "quantile_count": result.quantile_count,
+        }
     arrays = result_arrays(result) | {k: np.asarray(v) for k, v in (arrays or {}).items()}
     return save_result(path, arrays, to_jsonable(info | dict(meta or {})))

@@ -33,9 +33,10 @@ def check_mesh(mesh: Any, name: str = "mesh") -> str:
     return mesh.axis_names[0]
 
 
-def global_array(mesh: Mesh, host: Any, spec: PS = PS()) -> jax.Array:
+def global_array(mesh: Mesh, host: Any, spec: PS | None = None) -> jax.Array:
     """A global array on ``mesh`` laid out by ``spec``, built from ``host`` (the same on every process)."""
     host = np.asarray(host)
+    spec = PS() if spec is None else spec
     return jax.make_array_from_callback(host.shape, NamedSharding(mesh, spec), lambda idx: host[idx])
 
 
@@ -65,15 +66,15 @@ def _split_args(args: tuple, keys_index: int):
     rest[keys_index] = None
     leaves, treedef = jax.tree_util.tree_flatten(rest)
     mask = tuple(_is_array(leaf) for leaf in leaves)
-    dynamic = [leaf for leaf, m in zip(leaves, mask) if m]
-    static = tuple(None if m else leaf for leaf, m in zip(leaves, mask))
+    dynamic = [leaf for leaf, m in zip(leaves, mask, strict=True) if m]
+    static = tuple(None if m else leaf for leaf, m in zip(leaves, mask, strict=True))
     return dynamic, (treedef, mask, static)
 
 
 def _merge(dynamic, spec):
     treedef, mask, static = spec
     it = iter(dynamic)
-    return treedef.unflatten([next(it) if m else s for m, s in zip(mask, static)])
+    return treedef.unflatten([next(it) if m else s for m, s in zip(mask, static, strict=True)])
 
 
 def _build(fn, spec, keys_index, impl, block, mesh, reduce):
@@ -95,8 +96,9 @@ def _build(fn, spec, keys_index, impl, block, mesh, reduce):
     if reduce is None:
         return jax.jit(body)
     out_shardings = None if mesh is None else NamedSharding(mesh, PS())
-    return jax.jit(lambda dynamic, key_data, *extra: reduce(body(dynamic, key_data), *extra),
-                   out_shardings=out_shardings)
+    return jax.jit(
+        lambda dynamic, key_data, *extra: reduce(body(dynamic, key_data), *extra), out_shardings=out_shardings
+    )
 
 
 _build_cached = functools.lru_cache(maxsize=64)(_build)

@@ -30,7 +30,7 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
     if not 0 <= test_fraction < 1:
         raise ValueError(f"`test_fraction` must be in [0, 1), got {test_fraction!r}")
     perm = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test_fraction))
+    n_test = round(n * test_fraction)
     return perm[n_test:], perm[:n_test]
 
 
@@ -104,11 +104,11 @@ def breast_cancer_logistic(l2: float = 0.0, test_fraction: float = 0.2, seed: in
     from sklearn.datasets import load_breast_cancer
 
     _check_nonneg("l2", l2)
-    ds = load_breast_cancer()
-    train, test = _split(ds.data.shape[0], test_fraction, seed)
-    mu, sd = ds.data[train].mean(axis=0), ds.data[train].std(axis=0)
-    a = (ds.data - mu) / sd
-    y = 2.0 * ds.target - 1.0
+    features, target = (np.asarray(v) for v in load_breast_cancer(return_X_y=True))
+    train, test = _split(features.shape[0], test_fraction, seed)
+    mu, sd = features[train].mean(axis=0), features[train].std(axis=0)
+    a = (features - mu) / sd
+    y = 2.0 * target - 1.0
 
     def loss_fn(p, ex):
         margin = ex["y"] * (jnp.dot(ex["a"], p["w"]) + p["b"])
@@ -211,12 +211,21 @@ def in_sharp_basin(x, barrier: float = 0.0) -> jax.Array:
 
 
 def teacher_student(
-    n: int = 256, input_dim: int = 8, teacher_width: int = 2, student_width: int = 4, label_noise: float = 0.1,
+    n: int = 256,
+    input_dim: int = 8,
+    teacher_width: int = 2,
+    student_width: int = 4,
+    label_noise: float = 0.1,
     seed: int = 0,
 ) -> Problem:
     """Two-layer tanh networks: ``y_i = v*^T tanh(W* a_i) + noise``, student ``v^T tanh(W a)``, square loss
     ``f_i = (1/2)(v^T tanh(W a_i) - y_i)^2``; ``a_i ~ N(0, I)``; student initialised at small random weights."""
-    for name, v in (("n", n), ("input_dim", input_dim), ("teacher_width", teacher_width), ("student_width", student_width)):
+    for name, v in (
+        ("n", n),
+        ("input_dim", input_dim),
+        ("teacher_width", teacher_width),
+        ("student_width", student_width),
+    ):
         _check_int(name, v)
     _check_nonneg("label_noise", label_noise)
     rng = np.random.default_rng(seed)
@@ -247,10 +256,10 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0, label_noise: fl
 
     if not 0 <= label_noise <= 1:
         raise ValueError(f"`label_noise` must be a fraction in [0, 1], got {label_noise!r}")
-    ds = load_digits()
-    train, test = _split(ds.data.shape[0], test_fraction, seed)
-    x = (ds.data / 16.0).astype(np.float32)
-    y = ds.target.astype(np.int32)
+    images, labels = (np.asarray(v) for v in load_digits(return_X_y=True))
+    train, test = _split(images.shape[0], test_fraction, seed)
+    x = (images / 16.0).astype(np.float32)
+    y = labels.astype(np.int32)
     y_train = y[train].copy()
     if label_noise > 0:
         rng = np.random.default_rng(seed + 1)

@@ -121,21 +121,26 @@ class BatchNormProblem(Problem):
     variant's step are training-mode BatchNorm; ``full_loss``/``full_grad``/``accuracy`` use all training data
     (chunking is ignored: BatchNorm statistics need the whole set); the test set uses training statistics."""
 
+    @property
+    def _losses(self) -> _BatchLosses:
+        assert isinstance(self.loss_fn, _BatchLosses)
+        return self.loss_fn
+
     def example_losses(self, params, batch):
-        return self.loss_fn.batch(params, batch)
+        return self._losses.batch(params, batch)
 
     def full_loss(self, params, chunk_size=None):
-        return jnp.mean(self.loss_fn.batch(params, self.data))
+        return jnp.mean(self._losses.batch(params, self.data))
 
     def test_loss(self, params):
         if self.test_data is None:
             raise ValueError(f"problem {self.name!r} has no test_data")
-        return jnp.mean(self.loss_fn.batch(params, self.test_data, self.data["image"]))
+        return jnp.mean(self._losses.batch(params, self.test_data, self.data["image"]))
 
     def accuracy(self, params, data=None):
         if data is None:
-            return jnp.mean(self.loss_fn.correct(params, self.data))
-        return jnp.mean(self.loss_fn.correct(params, data, self.data["image"]))
+            return jnp.mean(self._losses.correct(params, self.data))
+        return jnp.mean(self._losses.correct(params, data, self.data["image"]))
 
 
 def digits_cnn(
@@ -175,8 +180,14 @@ def digits_cnn(
     name = f"digits_cnn_{'x'.join(map(str, channels))}_{norm}" + (f"_noise{label_noise:g}" if label_noise else "")
     if norm == "batch":
         losses = _BatchLosses(net)
-        return BatchNormProblem(losses, train, params, name, lambda p, ex: losses.correct(
-            p, jax.tree_util.tree_map(lambda a: a[None], ex))[0], test)
+        return BatchNormProblem(
+            losses,
+            train,
+            params,
+            name,
+            lambda p, ex: losses.correct(p, jax.tree_util.tree_map(lambda a: a[None], ex))[0],
+            test,
+        )
 
     def loss_fn(p, ex):
         return softmax_cross_entropy(net(p, ex["image"][None])[0], ex["label"])
@@ -193,4 +204,3 @@ def is_batch_norm_problem(problem: Problem) -> bool:
 
 
 __all__ = ["NORMS", "BatchNormProblem", "digits_cnn", "is_batch_norm_problem"]
-

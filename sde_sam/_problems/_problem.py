@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
@@ -104,7 +105,7 @@ class Problem:
         example = jax.tree_util.tree_map(lambda a: a[0], self.data)
         try:
             out = jax.eval_shape(self.loss_fn, self.init_params, example)
-        except Exception as err:  # noqa: BLE001 - re-raised with context
+        except Exception as err:
             raise TypeError(
                 f"`loss_fn(init_params, example)` failed on the first example: {err}. Check that "
                 "`init_params` matches the structure `loss_fn` expects."
@@ -161,7 +162,7 @@ class Problem:
         got = jax.tree_util.tree_structure(params)
         if want != got:
             raise ValueError(f"`{argname}` has pytree structure {got}, expected {want} (that of init_params)")
-        for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(self.init_params)):
+        for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(self.init_params), strict=True):
             if np.shape(a) != np.shape(b):
                 raise ValueError(f"`{argname}` has a leaf of shape {np.shape(a)}, expected {np.shape(b)}")
 
@@ -226,7 +227,9 @@ def _chunked_map(fn: Callable[[PyTree], PyTree], data: PyTree, chunk_size: int |
     if chunk_size is None or chunk_size >= n:
         return fn(data)
     num_full, rest = divmod(n, chunk_size)
-    head = jax.tree_util.tree_map(lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data)
+    head = jax.tree_util.tree_map(
+        lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data
+    )
     out = jax.lax.map(fn, head)
     out = jax.tree_util.tree_map(lambda a: a.reshape(num_full * chunk_size, *a.shape[2:]), out)
     if rest:
@@ -242,7 +245,9 @@ def _chunked_mean(fn: Callable[[PyTree], Array], data: PyTree, chunk_size: int |
     if chunk_size is None or chunk_size >= n:
         return jnp.mean(fn(data))
     num_full, rest = divmod(n, chunk_size)
-    head = jax.tree_util.tree_map(lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data)
+    head = jax.tree_util.tree_map(
+        lambda a: a[: num_full * chunk_size].reshape(num_full, chunk_size, *a.shape[1:]), data
+    )
     total = jnp.sum(jax.lax.map(lambda b: jnp.sum(fn(b)), head))
     if rest:
         total = total + jnp.sum(fn(jax.tree_util.tree_map(lambda a: a[num_full * chunk_size :], data)))
@@ -251,12 +256,13 @@ def _chunked_mean(fn: Callable[[PyTree], Array], data: PyTree, chunk_size: int |
 
 def tree_dot(a: PyTree, b: PyTree) -> Array:
     """``<a, b>`` summed over all leaves."""
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    return jnp.asarray(sum(jnp.vdot(x, y) for x, y in pairs))
 
 
 def tree_norm_sq(a: PyTree) -> Array:
     """``||a||^2`` over all leaves."""
-    return sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(a))
+    return jnp.asarray(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(a)))
 
 
 def tree_axpy(alpha: Any, x: PyTree, y: PyTree) -> PyTree:

@@ -120,8 +120,14 @@ def expectation(fn, dist: BatchDistribution, key: PRNGKeyArray | None = None, ch
         chunk_mean = jax.tree_util.tree_map(lambda v: wsum(v, w) / jnp.maximum(nb, 1.0).astype(v.dtype), vals)
         delta = jax.tree_util.tree_map(jnp.subtract, chunk_mean, mean)
         m2 = jax.tree_util.tree_map(
-            lambda acc, v, mb, dl: acc + wsum(jnp.square(v - mb[None]), w) + jnp.square(dl) * (count * frac).astype(v.dtype),
-            m2, vals, chunk_mean, delta)
+            lambda acc, v, mb, dl: (
+                acc + wsum(jnp.square(v - mb[None]), w) + jnp.square(dl) * (count * frac).astype(v.dtype)
+            ),
+            m2,
+            vals,
+            chunk_mean,
+            delta,
+        )
         mean = jax.tree_util.tree_map(lambda mu, dl: mu + dl * frac.astype(dl.dtype), mean, delta)
         return (s1, new_count, mean, m2), None
 

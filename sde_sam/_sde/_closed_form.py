@@ -40,8 +40,13 @@ def drift_distribution(problem, variant, sampler, *, key, num_samples, max_enume
     """The batch distribution the drift expectation of ``variant`` runs over (DESIGN §3.1): batches of the rule's
     expectation size; Monte Carlo (over batches and the rule's own draws jointly) when the rule draws random numbers."""
     return batch_distribution(
-        sampler.replace, problem.num_examples, variant.rule.expectation_batch_size(sampler.batch_size), key=key,
-        num_samples=num_samples, max_enumeration=max_enumeration, force_monte_carlo=variant.rule.needs_monte_carlo,
+        sampler.replace,
+        problem.num_examples,
+        variant.rule.expectation_batch_size(sampler.batch_size),
+        key=key,
+        num_samples=num_samples,
+        max_enumeration=max_enumeration,
+        force_monte_carlo=variant.rule.needs_monte_carlo,
         dtype=dtype,
     )
 
@@ -103,7 +108,7 @@ def scatter_rows(dist: BatchDistribution, coeff: Array, U: Array, n: int) -> Arr
 
 def _masked(variant, params):
     P = flat_mask(variant.mask, params)
-    return (lambda v: v) if P is None else (lambda v: v * P)  # noqa: E731
+    return (lambda v: v) if P is None else (lambda v: v * P)
 
 
 def _linear_scale(variant, problem, params):
@@ -133,8 +138,15 @@ def _quadratic_regularizer_drift(variant, problem, sampler, params, w_mean: floa
 def _distribution(variant, problem, sampler, params, key, num_samples, max_enumeration):
     key = jr.key(0) if key is None else key
     dist_key, sample_key = jr.split(key)
-    dist = drift_distribution(problem, variant, sampler, key=dist_key, num_samples=num_samples,
-                              max_enumeration=max_enumeration, dtype=_dtype(params))
+    dist = drift_distribution(
+        problem,
+        variant,
+        sampler,
+        key=dist_key,
+        num_samples=num_samples,
+        max_enumeration=max_enumeration,
+        dtype=_dtype(params),
+    )
     return dist, sample_key
 
 
@@ -144,7 +156,7 @@ def full_rule(rule, variant, problem, sampler, params, *, key, num_samples, max_
     masked = _masked(variant, params)
     flat_of = lambda t: ravel_pytree(t)[0]  # noqa: E731
     unit = variant.normalization.unit
-    coef = None if unit else 0.5 * variant.rho * _linear_scale(variant, problem, params)
+    coef = 0.0 if unit else 0.5 * variant.rho * _linear_scale(variant, problem, params)
 
     def reg(p):
         pg = masked(flat_of(problem.full_grad(p)))

@@ -71,12 +71,20 @@ def leading_sample(
     num_samples: int = NUM_SAMPLES,
     max_enumeration: int = MAX_ENUMERATION,
 ) -> Params:
-    """A draw with covariance ``Cov_xi[G_0]`` of the rho-free update (DESIGN §3.2, leading order): ``(c(B) Sigma)^{1/2} z``
+    """A draw with covariance ``Cov_xi[G_0]`` of the rho-free update (DESIGN §3.2, leading order):
+    ``(c(B) Sigma)^{1/2} z``
     when ``G_0`` is the batch gradient (``variant=None`` means so), else the empirical factor of ``variant`` at
     ``rho = 0`` (RW-SAM with weights in the descent; ``num_samples``/``max_enumeration`` as there)."""
     if variant is not None and not variant.descent_is_batch_gradient:
-        return empirical_sample(problem, variant.replace(rho=0.0), sampler, params, key, num_samples=num_samples,
-                                max_enumeration=max_enumeration)
+        return empirical_sample(
+            problem,
+            variant.replace(rho=0.0),
+            sampler,
+            params,
+            key,
+            num_samples=num_samples,
+            max_enumeration=max_enumeration,
+        )
     n = problem.num_examples
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
     c = sampler.factor(sampler.batch_size, n)
@@ -89,7 +97,9 @@ def first_order_supported(variant: Variant) -> bool:
     return (not variant.perturbs) or variant.rule.supports_first_order_noise(variant)
 
 
-def first_order_sample(problem: Problem, variant: Variant, sampler: Sampler, params: Params, key: PRNGKeyArray) -> Params:
+def first_order_sample(
+    problem: Problem, variant: Variant, sampler: Sampler, params: Params, key: PRNGKeyArray
+) -> Params:
     """The first-order diffusion factor applied to ``(c(B) Sigma)^{1/2} z`` (DESIGN §3.2; the rule's hook:
     ``(I + rho s H P)`` for the batch rule under a linear normalization, the identity for SGD and n-USAM)."""
     z = leading_sample(problem, sampler, params, key)
@@ -118,8 +128,16 @@ def empirical_sample(
     dist_key, grad_key, z_key = jr.split(key, 3)
     # With k > 1 micro-batches the update depends on the partition of the batch: sample ordered batches.
     force = k > 1 or variant.rule.needs_monte_carlo
-    dist = batch_distribution(sampler.replace, n, B, key=dist_key, num_samples=num_samples,
-                              max_enumeration=max_enumeration, force_monte_carlo=force, dtype=dtype)
+    dist = batch_distribution(
+        sampler.replace,
+        n,
+        B,
+        key=dist_key,
+        num_samples=num_samples,
+        max_enumeration=max_enumeration,
+        force_monte_carlo=force,
+        dtype=dtype,
+    )
     state = sde_state(problem, variant, params)
 
     def update(idx, r):
@@ -131,10 +149,7 @@ def empirical_sample(
     z = jr.normal(z_key, (num,), dtype)
     mean = tree_weighted_sum(dist.probs, Gs)
     centred = jax.tree_util.tree_map(lambda a, m: a - m[None], Gs, mean)
-    if dist.exact:
-        coeff = jnp.sqrt(dist.probs) * z
-    else:
-        coeff = z / math.sqrt(max(num - 1, 1))
+    coeff = jnp.sqrt(dist.probs) * z if dist.exact else z / math.sqrt(max(num - 1, 1))
     return tree_weighted_sum(coeff, centred)
 
 

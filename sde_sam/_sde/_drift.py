@@ -91,12 +91,19 @@ def expected_drift(
     leafwise standard error (zeros when exact). Same batches as :func:`general_drift` for the same key.
     """
     return _mean_over_batches(
-        problem, variant, sampler, params, lambda st, batch, k: variant.gradient(problem, params, st, batch, k)[0],
-        key=key, num_samples=num_samples, max_enumeration=max_enumeration, return_stderr=return_stderr)
+        problem,
+        variant,
+        sampler,
+        params,
+        lambda st, batch, k: variant.gradient(problem, params, st, batch, k)[0],
+        key=key,
+        num_samples=num_samples,
+        max_enumeration=max_enumeration,
+        return_stderr=return_stderr,
+    )
 
 
-def _mean_over_batches(problem, variant, sampler, params, update, *, key, num_samples, max_enumeration,
-                       return_stderr):
+def _mean_over_batches(problem, variant, sampler, params, update, *, key, num_samples, max_enumeration, return_stderr):
     """``E[update(state, batch, key)]`` (an update at ``params``) over the drift's batch distribution: the
     full-data value when the update is linear in the batch (SGD: ``g``; n-SAM: its full-data step), else exact
     by enumeration or Monte Carlo (with stderr)."""
@@ -108,8 +115,15 @@ def _mean_over_batches(problem, variant, sampler, params, update, *, key, num_sa
     state = sde_state(problem, variant, params)
     key = jr.key(0) if key is None else key
     dist_key, sample_key = jr.split(key)
-    dist = drift_distribution(problem, variant, sampler, key=dist_key, num_samples=num_samples,
-                              max_enumeration=max_enumeration, dtype=_dtype(params))
+    dist = drift_distribution(
+        problem,
+        variant,
+        sampler,
+        key=dist_key,
+        num_samples=num_samples,
+        max_enumeration=max_enumeration,
+        dtype=_dtype(params),
+    )
     b, err = expectation(lambda idx, k: update(state, problem.take(idx), k), dist, sample_key)
     return (b, err) if return_stderr else b
 
@@ -164,8 +178,16 @@ def general_drift(
     the leafwise Monte Carlo standard error (zeros when exact).
     """
     return _mean_over_batches(
-        problem, variant, sampler, params, lambda st, batch, k: linearized_update(problem, variant, params, st, batch, k),
-        key=key, num_samples=num_samples, max_enumeration=max_enumeration, return_stderr=return_stderr)
+        problem,
+        variant,
+        sampler,
+        params,
+        lambda st, batch, k: linearized_update(problem, variant, params, st, batch, k),
+        key=key,
+        num_samples=num_samples,
+        max_enumeration=max_enumeration,
+        return_stderr=return_stderr,
+    )
 
 
 # -- closed forms ---------------------------------------------------------------------------------------------
@@ -193,8 +215,15 @@ def expected_micro_batch_grad_norm(
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
     check_sampler(sampler, problem)
     n = problem.num_examples
-    dist = batch_distribution(sampler.replace, n, micro_batch_size, key=key, num_samples=num_samples,
-                              max_enumeration=max_enumeration, dtype=_dtype(params))
+    dist = batch_distribution(
+        sampler.replace,
+        n,
+        micro_batch_size,
+        key=key,
+        num_samples=num_samples,
+        max_enumeration=max_enumeration,
+        dtype=_dtype(params),
+    )
     value, per = expected_norm(problem, params, dist, freeze_mask(mask))
     if dist.exact:
         return value, jnp.zeros_like(value)
@@ -229,11 +258,14 @@ def closed_form_drift(
     _check(problem, variant, sampler)
     if not variant.perturbs:
         return problem.full_grad(params)
-    b = variant.rule.closed_form_drift(variant, problem, sampler, params, key=key, num_samples=num_samples,
-                                       max_enumeration=max_enumeration)
+    b = variant.rule.closed_form_drift(
+        variant, problem, sampler, params, key=key, num_samples=num_samples, max_enumeration=max_enumeration
+    )
     if b is None:
-        raise ValueError(f"`drift`='closed_form' is not available for variant {variant.name!r} (no formula for its rule "
-                         f"{type(variant.rule).__name__}, normalization and preconditioner); use drift='general' or 'expected'")
+        raise ValueError(
+            f"`drift`='closed_form' is not available for variant {variant.name!r} (no formula for its rule "
+            f"{type(variant.rule).__name__}, normalization and preconditioner); use drift='general' or 'expected'"
+        )
     return b
 
 

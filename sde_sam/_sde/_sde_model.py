@@ -53,7 +53,7 @@ class SDEModel:
         names = [f.name for f in dataclasses.fields(cls) if f.name != "problem"]
         obj = object.__new__(cls)
         object.__setattr__(obj, "problem", children[0])
-        for name, value in zip(names, aux):
+        for name, value in zip(names, aux, strict=True):
             object.__setattr__(obj, name, value)
         return obj
 
@@ -62,8 +62,15 @@ class SDEModel:
         """``b(x)`` to first order in ``eta`` (DESIGN §3.1): first order in ``rho`` (``"general"``, ``"closed_form"``)
         or exact in ``rho`` (``"expected"``, the mean step ``E_xi[G]``)."""
         fn = _DRIFT_FNS[self.drift_kind]
-        return fn(self.problem, self.variant, self.sampler, params, key=key, num_samples=self.num_samples,
-                  max_enumeration=self.max_enumeration)
+        return fn(
+            self.problem,
+            self.variant,
+            self.sampler,
+            params,
+            key=key,
+            num_samples=self.num_samples,
+            max_enumeration=self.max_enumeration,
+        )
 
     def drift(self, params: Params, key: PRNGKeyArray | None = None) -> Params:
         """``b(x)``, or ``b + (eta/2)(Db) b`` when ``order == 2`` (DESIGN §3.3)."""
@@ -74,13 +81,27 @@ class SDEModel:
     def diffusion_sample(self, params: Params, key: PRNGKeyArray) -> Params:
         """One draw of ``S(x)^{1/2} z``, ``z ~ N(0, I)`` (DESIGN §3.2; see :mod:`sde_sam._sde._diffusion`)."""
         if self.diffusion == "leading":
-            return _diffusion.leading_sample(self.problem, self.sampler, params, key, self.variant,
-                                             num_samples=self.num_samples, max_enumeration=self.max_enumeration)
+            return _diffusion.leading_sample(
+                self.problem,
+                self.sampler,
+                params,
+                key,
+                self.variant,
+                num_samples=self.num_samples,
+                max_enumeration=self.max_enumeration,
+            )
         if self.diffusion == "first_order":
             return _diffusion.first_order_sample(self.problem, self.variant, self.sampler, params, key)
         if self.diffusion == "empirical":
-            return _diffusion.empirical_sample(self.problem, self.variant, self.sampler, params, key,
-                                               num_samples=self.num_samples, max_enumeration=self.max_enumeration)
+            return _diffusion.empirical_sample(
+                self.problem,
+                self.variant,
+                self.sampler,
+                params,
+                key,
+                num_samples=self.num_samples,
+                max_enumeration=self.max_enumeration,
+            )
         return _diffusion.zero_sample(params)
 
     @property
@@ -142,12 +163,14 @@ def sde_model(
         )
     if diffusion == "first_order" and not _diffusion.first_order_supported(variant):
         raise ValueError(
-            f"`diffusion`='first_order' is defined for SGD, n-USAM/n-SAM, random-direction SAM and the batch rule under a "
-            f"linear normalization (USAM, m-USAM, USAM-ON, DNSAM); variant {variant.name!r} needs diffusion='empirical' "
+            f"`diffusion`='first_order' is defined for SGD, n-USAM/n-SAM, random-direction SAM and the batch rule "
+            f"under a linear normalization (USAM, m-USAM, USAM-ON, DNSAM); variant {variant.name!r} needs "
+            f"diffusion='empirical' "
             f"or 'leading'"
         )
-    return SDEModel(problem, variant, sampler, float(eta), diffusion, int(order), drift, int(num_samples),
-                    int(max_enumeration))
+    return SDEModel(
+        problem, variant, sampler, float(eta), diffusion, int(order), drift, int(num_samples), int(max_enumeration)
+    )
 
 
 _DRIFT_FNS = {

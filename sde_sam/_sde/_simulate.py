@@ -1,4 +1,4 @@
-"""Euler–Maruyama paths of an :class:`SDEModel` (DESIGN §3, §6): one jitted ``lax.scan``, paths vmapped.
+"""Euler-Maruyama paths of an :class:`SDEModel` (DESIGN §3, §6): one jitted ``lax.scan``, paths vmapped.
 
 Scheme, on the grid ``t_j = j * dt``::
 
@@ -65,29 +65,34 @@ def check_model_and_record(model, record) -> Record:
 
 def simulation_config(model: SDEModel, *, dt, t1, steps, num_paths, every, divergence_threshold, **extra) -> dict:
     """The configuration block every simulation result carries (model, grid, ensemble size)."""
-    return dict(
-        problem=model.problem.name,
-        variant=model.variant.config(),
-        sampler=type(model.sampler).__name__,
-        batch_size=model.sampler.batch_size,
-        eta=model.eta,
-        dt=dt,
-        t1=float(t1),
-        steps=int(steps),
-        num_paths=int(num_paths),
-        every=every,
-        diffusion=model.diffusion,
-        order=model.order,
-        drift=model.drift_kind,
-        divergence_threshold=float(divergence_threshold),
-    ) | extra
+    return {
+        "problem": model.problem.name,
+        "variant": model.variant.config(),
+        "sampler": type(model.sampler).__name__,
+        "batch_size": model.sampler.batch_size,
+        "eta": model.eta,
+        "dt": dt,
+        "t1": float(t1),
+        "steps": int(steps),
+        "num_paths": int(num_paths),
+        "every": every,
+        "diffusion": model.diffusion,
+        "order": model.order,
+        "drift": model.drift_kind,
+        "divergence_threshold": float(divergence_threshold),
+    } | extra
 
 
 def _resolve_grid(eta: float, t1, dt, every: int) -> tuple[float, int]:
     if dt is None:
         dt = eta
     check_positive("dt", dt)
-    if isinstance(t1, bool) or not isinstance(t1, (int, float, np.integer, np.floating)) or not math.isfinite(t1) or t1 < 0:
+    if (
+        isinstance(t1, bool)
+        or not isinstance(t1, (int, float, np.integer, np.floating))
+        or not math.isfinite(t1)
+        or t1 < 0
+    ):
         raise ValueError(f"`t1` must be a finite number in [0, inf), got {t1!r}")
     ratio = eta / dt
     r = round(ratio)
@@ -122,7 +127,7 @@ def simulate(
     divergence_threshold: float = 1e12,
     paths_per_block: int | None = None,
 ) -> Paths:
-    """Simulate ``num_paths`` Euler–Maruyama paths of ``model`` on ``[0, t1]`` (see the module docstring).
+    """Simulate ``num_paths`` Euler-Maruyama paths of ``model`` on ``[0, t1]`` (see the module docstring).
 
     Arguments:
         t1: final SDE time (``t = k * eta`` after ``k`` discrete steps).
@@ -164,13 +169,20 @@ def simulate(
 
     path_keys = jr.split(key, num_paths)
     num_segments = steps // record.every
-    args = (model, problem.init_params, path_keys, num_segments, record.every, float(dt), record, bool(save_paths),
-            float(divergence_threshold), int(block))
+    args = (
+        model,
+        problem.init_params,
+        path_keys,
+        num_segments,
+        record.every,
+        float(dt),
+        record,
+        bool(save_paths),
+        float(divergence_threshold),
+        int(block),
+    )
     start = time.perf_counter()
-    if mesh is None:
-        out = _simulate_jit(*args)
-    else:
-        out = _simulate_sharded(mesh, *args)
+    out = _simulate_jit(*args) if mesh is None else _simulate_sharded(mesh, *args)
     out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
     values, div, div_step, final, saved = out
@@ -182,9 +194,16 @@ def simulate(
         diverged=np.asarray(div),
         diverged_step=np.asarray(div_step),
         final_params=final,
-        config=simulation_config(model, dt=dt, t1=t1, steps=steps, num_paths=num_paths, every=record.every,
-                                 divergence_threshold=divergence_threshold,
-                                 devices=1 if mesh is None else int(mesh.size)),
+        config=simulation_config(
+            model,
+            dt=dt,
+            t1=t1,
+            steps=steps,
+            num_paths=num_paths,
+            every=record.every,
+            divergence_threshold=divergence_threshold,
+            devices=1 if mesh is None else int(mesh.size),
+        ),
         wall_time_s=wall,
         dt=dt,
         paths=saved if save_paths else None,

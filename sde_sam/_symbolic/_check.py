@@ -39,7 +39,7 @@ EXTRACTION_RADIUS = 1.0
 EXTRACTION_NODES = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _twin_loss(dim: int):
     """The cubic per-example loss of DESIGN §5 in ``jax.numpy`` (written independently of sympy)."""
     if dim == 1:
@@ -67,7 +67,7 @@ def twin_problem(dim: int, coeffs: dict, x) -> Problem:
     missing = set(COEFFICIENTS[dim]) - set(coeffs)
     if missing:
         raise ValueError(f"`coeffs` lacks {sorted(missing)}; a {dim}-D twin needs {COEFFICIENTS[dim]}")
-    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dtype = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
     data = {k: jnp.asarray(np.asarray(coeffs[k], np.float64), dtype) for k in COEFFICIENTS[dim]}
     x = np.asarray(x, np.float64).reshape(dim)
     params = {name: jnp.asarray(x[j], dtype) for j, name in enumerate(param_names(dim))}
@@ -98,8 +98,11 @@ def _flat(tree, dim) -> jnp.ndarray:
 
 
 def _ordered_batches(setting: Setting) -> np.ndarray:
-    it = (itertools.product(range(setting.n), repeat=setting.batch_size) if setting.replace
-          else itertools.permutations(range(setting.n), setting.batch_size))
+    it = (
+        itertools.product(range(setting.n), repeat=setting.batch_size)
+        if setting.replace
+        else itertools.permutations(range(setting.n), setting.batch_size)
+    )
     return np.array(list(it), dtype=np.int32)
 
 
@@ -139,7 +142,9 @@ def numeric_fn(variant: Variant, setting: Setting, discrete: bool = True, sde: b
             out["discrete_mean"], out["discrete_cov"] = _moments(problem, params, variant, setting, rows)
         if sde and sde_module is not None:
             out["general_drift"] = _flat(sde_module.general_drift(problem, variant, sampler, params), setting.dim)
-            out["closed_form_drift"] = _flat(sde_module.closed_form_drift(problem, variant, sampler, params), setting.dim)
+            out["closed_form_drift"] = _flat(
+                sde_module.closed_form_drift(problem, variant, sampler, params), setting.dim
+            )
         return out
 
     return fn
@@ -165,7 +170,7 @@ def compare(
     def record(key, a, b):
         errors[key] = max(errors.get(key, 0.0), rel_err(a, b))
 
-    kw = dict(sigma=1.0, lam=1.0) | variant.rule.symbolic_parameters()
+    kw = {"sigma": 1.0, "lam": 1.0} | variant.rule.symbolic_parameters()
     rho = variant.rho
     radii = [t * EXTRACTION_RADIUS for t in EXTRACTION_NODES]
     with jax.enable_x64(True):
@@ -175,7 +180,7 @@ def compare(
             x, coeffs = random_instance(setting, rng)
             problem = twin_problem(setting.dim, coeffs, x)
             params = problem.init_params
-            sym = lambda name, r=rho: lambdified(der, name)(x, coeffs, rho=r, **kw)  # noqa: E731
+            sym = lambda name, r=rho, x=x, coeffs=coeffs: lambdified(der, name)(x, coeffs, rho=r, **kw)  # noqa: E731
             out = {} if main is None else {k: np.asarray(v) for k, v in main(problem, params).items()}
             if "discrete_mean" in out:
                 record("discrete_mean", out["discrete_mean"], sym("drift_exact").ravel())
@@ -197,7 +202,9 @@ def compare(
     return errors
 
 
-def variants_for(dim: int, rho: float = 0.5, micro_batch_size: int = 1, sigma: float = 0.7, lam: float = 0.8) -> dict[str, Variant]:
+def variants_for(
+    dim: int, rho: float = 0.5, micro_batch_size: int = 1, sigma: float = 0.7, lam: float = 0.8
+) -> dict[str, Variant]:
     """Every variant the symbolic module covers, on the ``dim``-D twin (SAM-ON masks ``x2`` in 2-D)."""
     from .. import variants as V
 
@@ -250,7 +257,9 @@ def compare_expression(
             x, coeffs = random_instance(setting, rng)
             problem = twin_problem(setting.dim, coeffs, x)
             out = np.asarray(fn(problem, problem.init_params)[kind])
-            ref = f(x, coeffs, rho=variant.rho, **(dict(sigma=1.0, lam=1.0) | variant.rule.symbolic_parameters())).ravel()
+            ref = f(
+                x, coeffs, rho=variant.rho, **({"sigma": 1.0, "lam": 1.0} | variant.rule.symbolic_parameters())
+            ).ravel()
             worst = max(worst, rel_err(out, ref))
     return worst
 

@@ -30,13 +30,13 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import sympy as sp
 
 #: Bump to invalidate on-disk caches when the derivation changes.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 #: Environment variable naming a default on-disk cache directory (unset: in-process cache only).
 CACHE_ENV = "SDE_SAM_SYMBOLIC_CACHE"
 
@@ -76,7 +76,9 @@ class Setting:
         if not isinstance(self.replace, bool):
             raise TypeError(f"`replace` must be a bool, got {type(self.replace).__name__}")
         if not self.replace and self.batch_size > self.n:
-            raise ValueError(f"`batch_size`={self.batch_size} exceeds n={self.n}: without replacement it must be in [1, {self.n}]")
+            raise ValueError(
+                f"`batch_size`={self.batch_size} exceeds n={self.n}: without replacement it must be in [1, {self.n}]"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +129,14 @@ def spec_of(variant, dim: int) -> Spec:
     fields = variant.rule.symbolic_spec(variant)
     normalize = variant.normalization.symbolic
     if fields is None or normalize is None or variant.preconditioner is not None:
-        raise ValueError(f"variant {variant.name!r} has no symbolic derivation (rule {type(variant.rule).__name__}, "
-                         f"normalization {type(variant.normalization).__name__}, preconditioner {variant.preconditioner!r})")
+        raise ValueError(
+            f"variant {variant.name!r} has no symbolic derivation (rule {type(variant.rule).__name__}, "
+            f"normalization {type(variant.normalization).__name__}, preconditioner {variant.preconditioner!r})"
+        )
     mask = None
     if variant.mask is not None:
-        tree = resolve_mask(variant.mask, {k: 0.0 for k in param_names(dim)})
+        tree = resolve_mask(variant.mask, dict.fromkeys(param_names(dim), 0.0))
+        assert tree is not None
         mask = tuple(bool(tree[k]) for k in param_names(dim))
     return Spec(variant.name, normalize=normalize, mask=mask, **fields)
 
@@ -139,7 +144,9 @@ def spec_of(variant, dim: int) -> Spec:
 # -- batches and sampling factors (DESIGN §1) --------------------------------------------------------------
 
 
-def batch_distribution(n: int, size: int, replace: bool, ordered: bool = False) -> tuple[tuple[tuple[int, ...], sp.Rational], ...]:
+def batch_distribution(
+    n: int, size: int, replace: bool, ordered: bool = False
+) -> tuple[tuple[tuple[int, ...], sp.Expr], ...]:
     """All size-``size`` batches of ``range(n)`` with their exact probabilities (``sympy.Rational``).
 
     ``ordered``: ordered tuples (needed when micro-batches split the batch by position); otherwise multisets
@@ -167,7 +174,7 @@ def batch_distribution(n: int, size: int, replace: bool, ordered: bool = False) 
     return tuple((r, sp.Rational(1, len(rows))) for r in rows)
 
 
-def sampling_factor_formula(b: int, n: int, replace: bool) -> sp.Rational:
+def sampling_factor_formula(b: int, n: int, replace: bool) -> sp.Expr:
     """``c(b) = 1/b`` with replacement, ``(n - b)/(b (n - 1))`` without (DESIGN §1; ``0`` when ``n = 1``)."""
     if replace:
         return sp.Rational(1, b)
@@ -176,7 +183,7 @@ def sampling_factor_formula(b: int, n: int, replace: bool) -> sp.Rational:
     return sp.Rational(n - b, b * (n - 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sampling_factor_by_enumeration(b: int, n: int, replace: bool) -> sp.Rational:
     """``c(b)`` derived, not assumed: ``Var[mean over a batch of v] / Sigma`` for symbolic values ``v_1..v_n``
     over all ordered batches of size ``b`` (the ratio cancels to a number; DESIGN §1). Needs ``n >= 2``."""
@@ -226,12 +233,18 @@ def loss_expression(dim: int, x: Sequence[sp.Expr], c: dict[str, sp.Expr]) -> sp
         return c["a"] * x1**2 / 2 + c["b"] * x1 + c["c"] * x1**3 / 6
     x1, x2 = x
     return (
-        c["a11"] * x1**2 / 2 + c["a12"] * x1 * x2 + c["a22"] * x2**2 / 2 + c["b1"] * x1 + c["b2"] * x2
-        + c["c1"] * x1**3 / 6 + c["c2"] * x2**3 / 6 + c["e"] * x1**2 * x2 / 2
+        c["a11"] * x1**2 / 2
+        + c["a12"] * x1 * x2
+        + c["a22"] * x2**2 / 2
+        + c["b1"] * x1
+        + c["b2"] * x2
+        + c["c1"] * x1**3 / 6
+        + c["c2"] * x2**3 / 6
+        + c["e"] * x1**2 * x2 / 2
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def symbols(dim: int, n: int) -> Symbols:
     """The symbolic twin problem: ``n`` cubic per-example losses in ``dim`` coordinates (all symbols real)."""
     Setting(dim=dim, n=n, batch_size=1)
@@ -248,8 +261,13 @@ def symbols(dim: int, n: int) -> Symbols:
 # -- the one-step update ---------------------------------------------------------------------------------------
 
 
+def _entries(v: sp.MatrixBase) -> list[sp.Expr]:
+    """The entries of a matrix in row-major order."""
+    return [cast(sp.Expr, v[j]) for j in range(v.rows * v.cols)]
+
+
 def _norm(v: sp.Matrix) -> sp.Expr:
-    return sp.Abs(v[0]) if v.shape[0] == 1 else sp.sqrt(sum(e**2 for e in v))
+    return sp.Abs(v[0]) if v.shape[0] == 1 else sp.sqrt(sp.Add(*[e**2 for e in _entries(v)]))
 
 
 def _normalize(v: sp.Matrix) -> sp.Matrix:
@@ -263,7 +281,7 @@ def _normalize(v: sp.Matrix) -> sp.Matrix:
 def _mask(spec: Spec, v: sp.Matrix) -> sp.Matrix:
     if spec.mask is None:
         return v
-    return sp.Matrix([e if m else sp.Integer(0) for e, m in zip(v, spec.mask)])
+    return sp.Matrix([e if m else sp.Integer(0) for e, m in zip(_entries(v), spec.mask, strict=True)])
 
 
 def _mean(vs: Sequence[sp.Matrix]) -> sp.Matrix:
@@ -281,10 +299,12 @@ def _gibbs_weights(sy: Symbols, idx: Sequence[int]) -> list[sp.Expr]:
 
 
 def _shifted(sy: Symbols, grad: sp.Matrix, eps: sp.Matrix) -> sp.Matrix:
-    return grad.subs({xj: xj + ej for xj, ej in zip(sy.x, eps)}, simultaneous=True)
+    return grad.subs({xj: xj + ej for xj, ej in zip(sy.x, _entries(eps), strict=True)}, simultaneous=True)
 
 
-def update_terms(spec: Spec, sy: Symbols, idx: Sequence[int], micro: int, order: int = 2) -> tuple[sp.Matrix, list[sp.Matrix]]:
+def update_terms(
+    spec: Spec, sy: Symbols, idx: Sequence[int], micro: int, order: int = 2
+) -> tuple[sp.Matrix, list[sp.Matrix]]:
     """``G(x; batch)`` exactly in ``rho`` and its Taylor coefficients ``[G_0, .., G_order]`` (DESIGN §2):
     ``G = (1/k) sum_j grad f_{gamma_j}(x + rho N(P d_j))``, micro-batches the consecutive size-``micro``
     chunks of ``idx``.
@@ -312,21 +332,21 @@ def update_terms(spec: Spec, sy: Symbols, idx: Sequence[int], micro: int, order:
         else:  # reweighted
             weights = _gibbs_weights(sy, chunk)
             d = sp.zeros(dim, 1)
-            for w, i in zip(weights, chunk):
+            for w, i in zip(weights, chunk, strict=True):
                 d = d + w * sy.grads[i]
         u = _mask(spec, d)
         if spec.normalize == "full":  # DNSAM: the full-gradient norm
             u = u / _norm(_mask(spec, g_full))
         elif spec.normalize:
             u = _normalize(u)
-        shifted = [_shifted(sy, sy.grads[i], sy.rho * U) for i in chunk]
+        shifted = [_shifted(sy, sy.grads[i], cast(sp.Matrix, sy.rho * U)) for i in chunk]
         if weights is not None and spec.weights_in_descent:
             t = sp.zeros(dim, 1)
-            for w, s in zip(weights, shifted):
+            for w, s in zip(weights, shifted, strict=True):
                 t = t + w * s
         else:
             t = _mean(shifted)
-        at_u = dict(zip(U, u))
+        at_u = dict(zip(_entries(U), _entries(u), strict=True))
         exact.append(t.xreplace(at_u))
         terms.append([c.xreplace(at_u) for c in _taylor(t, sy.rho, order)])
     return _mean(exact), [_mean([tj[r] for tj in terms]) for r in range(order + 1)]
@@ -354,7 +374,7 @@ def _grad(expr: sp.Expr, x) -> sp.Matrix:
 
 
 def _sq(v: sp.Matrix) -> sp.Expr:
-    return sum(e**2 for e in v)
+    return sp.Add(*[e**2 for e in _entries(v)])
 
 
 def sigma_matrix(sy: Symbols) -> sp.Matrix:
@@ -396,7 +416,9 @@ def closed_form(spec: Spec, setting: Setting, sy: Symbols) -> tuple[sp.Matrix, s
         R = (_sq(Pg) + sampling_factor_formula(m, n, setting.replace) * tr_PSP) / 2
         return g, _grad(R, x), R
     if spec.rule == "batch":  # E || P g_m || over size-m micro-batches of the sampler
-        R = sum(p * _norm(P * _mean([sy.grads[i] for i in r])) for r, p in batch_distribution(n, m, setting.replace))
+        R = sp.Add(
+            *[p * _norm(P * _mean([sy.grads[i] for i in r])) for r, p in batch_distribution(n, m, setting.replace)]
+        )
         return g, _grad(R, x), R
     if spec.rule == "friendly" and not spec.normalize:
         R = ((1 - sy.sigma) * _sq(Pg) + sampling_factor_formula(B, n, setting.replace) * tr_PSP) / 2
@@ -411,12 +433,12 @@ def closed_form(spec: Spec, setting: Setting, sy: Symbols) -> tuple[sp.Matrix, s
             continue
         w = _gibbs_weights(sy, r)  # reweighted
         d_w = zero
-        for wq, i in zip(w, r):
+        for wq, i in zip(w, r, strict=True):
             d_w = d_w + wq * sy.grads[i]
         u = P * d_w
         u = _normalize(u) if spec.normalize else u
         if spec.weights_in_descent:
-            for wq, i in zip(w, r):
+            for wq, i in zip(w, r, strict=True):
                 b0 = b0 + p * wq * sy.grads[i]
                 b1 = b1 + p * wq * sy.hessians[i] * u
         else:
@@ -453,8 +475,8 @@ class Derivation:
     regularizer: sp.Expr | None
     sigma: sp.Matrix
     hessian: sp.Matrix
-    factor: sp.Rational
-    micro_factor: sp.Rational
+    factor: sp.Expr
+    micro_factor: sp.Expr
 
     @property
     def symbols(self) -> Symbols:
@@ -478,7 +500,18 @@ class Derivation:
 _LAMBDIFIED: dict = {}
 
 #: Names accepted by :func:`lambdified`.
-EXPRESSIONS = ("first_order_drift", "drift_exact", "diffusion_exact", "b0", "b1", "b2", "S0", "S1", "closed_b0", "closed_b1")
+EXPRESSIONS = (
+    "first_order_drift",
+    "drift_exact",
+    "diffusion_exact",
+    "b0",
+    "b1",
+    "b2",
+    "S0",
+    "S1",
+    "closed_b0",
+    "closed_b1",
+)
 
 
 def expression(der: Derivation, name: str):
@@ -501,7 +534,8 @@ def expression(der: Derivation, name: str):
 
 
 def lambdified(der: Derivation, name: str) -> Callable[..., np.ndarray]:
-    """The named expression of ``der`` lambdified (cached per spec, setting and name); see :meth:`Derivation.numeric`."""
+    """The named expression of ``der`` lambdified (cached per spec, setting and name); see
+    :meth:`Derivation.numeric`."""
     key = (der.spec, der.setting, name)
     if key not in _LAMBDIFIED:
         _LAMBDIFIED[key] = numeric(der.setting, expression(der, name))
@@ -552,8 +586,18 @@ def _derive(spec: Spec, setting: Setting) -> Derivation:
     cb0, cb1, R = closed_form(spec, setting, sy)
     H = _mean(list(sy.hessians))
     return Derivation(
-        spec, setting, tuple(b), mean_exact, (S0, S1), cov, (cb0, cb1), R, sigma_matrix(sy), H,
-        sampling_factor_formula(B, n, setting.replace), sampling_factor_formula(micro, n, setting.replace),
+        spec,
+        setting,
+        tuple(b),
+        mean_exact,
+        (S0, S1),
+        cov,
+        (cb0, cb1),
+        R,
+        sigma_matrix(sy),
+        H,
+        sampling_factor_formula(B, n, setting.replace),
+        sampling_factor_formula(micro, n, setting.replace),
     )
 
 
@@ -589,14 +633,16 @@ def _derive_cached(spec: Spec, setting: Setting, cache_dir: str | None) -> Deriv
                 out = pickle.load(fh)
             if isinstance(out, Derivation) and out.spec == spec and out.setting == setting:
                 return out
-        except Exception:  # noqa: BLE001 - a corrupt or stale cache file is simply recomputed
+        except Exception:
             pass
     out = _derive(spec, setting)
     atomic_write_bytes(path, pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
     return out
 
 
-def derive(variant: Any, setting: Setting | None = None, *, cache_dir: str | os.PathLike | None = None, **setting_kw) -> Derivation:
+def derive(
+    variant: Any, setting: Setting | None = None, *, cache_dir: str | os.PathLike | None = None, **setting_kw
+) -> Derivation:
     """Derive drift and diffusion of ``variant`` (a :class:`~sde_sam.variants.Variant` or a :class:`Spec`) on
     ``setting`` (or ``Setting(**setting_kw)``), DESIGN §5.
 
@@ -625,7 +671,7 @@ def is_zero(expr, method: str = "random", points: int = 3, seed: int = 0) -> boo
     ``method="expand"``: ``sympy.expand`` to the zero polynomial. ``"random"``: exact rational evaluation at
     ``points`` random points with entries in ``{-10^6..10^6}/997`` (Schwartz-Zippel: a nonzero polynomial of
     degree ``D`` vanishes there with probability at most ``(D / 2e6)^points``), much faster in 2-D."""
-    items = list(expr) if isinstance(expr, sp.MatrixBase) else [expr]
+    items = _entries(expr) if isinstance(expr, sp.MatrixBase) else [expr]
     if method == "expand":
         return all(sp.expand(e) == 0 for e in items)
     if method != "random":
@@ -633,7 +679,7 @@ def is_zero(expr, method: str = "random", points: int = 3, seed: int = 0) -> boo
     free = sorted(set().union(*(sp.sympify(e).free_symbols for e in items)), key=str)
     rng = np.random.default_rng(seed)
     for _ in range(points):
-        at = {s: sp.Rational(int(rng.integers(-10**6, 10**6 + 1)), 997) for s in free}
+        at = {s: sp.Rational(int(rng.integers(-(10**6), 10**6 + 1)), 997) for s in free}
         if any(sp.sympify(e).xreplace(at) != 0 for e in items):
             return False
     return True
@@ -662,7 +708,9 @@ def identities(der: Derivation, method: str = "random") -> dict[str, bool | None
     if poly and der.spec.rule in ("batch", "friendly"):
         P = mask_matrix(der.spec, der.setting.dim)
         S1_formula = der.factor * (der.hessian * P * der.sigma + der.sigma * P * der.hessian)
-        out["first_order_diffusion_equal_hessians"] = is_zero((der.diffusion[1] - S1_formula).xreplace(equal_hessians(sy)), method)
+        out["first_order_diffusion_equal_hessians"] = is_zero(
+            (der.diffusion[1] - S1_formula).xreplace(equal_hessians(sy)), method
+        )
     else:
         out["first_order_diffusion_equal_hessians"] = None
     if der.spec.normalize == "full":  # DNSAM (Compagnoni et al. 2023), times ||P g|| to make both sides polynomial
@@ -671,10 +719,12 @@ def identities(der: Derivation, method: str = "random") -> dict[str, bool | None
         eq = equal_hessians(sy)
         ng = _norm(P * g)
         out["dnsam_drift_equal_hessians"] = is_zero(
-            (sp.expand(ng * der.drift[1]) - der.hessian * P * g).xreplace(eq), method)
+            (sp.expand(ng * der.drift[1]) - der.hessian * P * g).xreplace(eq), method
+        )
         S1_formula = der.factor * (der.hessian * P * der.sigma + der.sigma * P * der.hessian)
         out["dnsam_diffusion_equal_hessians"] = is_zero(
-            (sp.expand(ng * der.diffusion[1]) - S1_formula).xreplace(eq), method)
+            (sp.expand(ng * der.diffusion[1]) - S1_formula).xreplace(eq), method
+        )
     return out
 
 
@@ -685,5 +735,5 @@ def equal_hessians(sy: Symbols) -> dict[sp.Symbol, sp.Expr]:
         if name.startswith("a"):
             sub.update({s: sp.Symbol(name, real=True) for s in syms})
         elif name.startswith(("c", "e")):
-            sub.update({s: 0 for s in syms})
+            sub.update(dict.fromkeys(syms, 0))
     return sub

@@ -28,14 +28,29 @@ _CLOSED = {
     ("batch", "full"): r"b = g + \tfrac{\rho}{\|P g\|}\nabla\tfrac12\big(\|P g\|^2 + c(m)\,\mathrm{tr}(P\Sigma P)\big)",
     ("full", False): r"b = \nabla\big[f + \tfrac{\rho}{2}\|P g\|^2\big]",
     ("full", True): r"b = \nabla\big[f + \rho\|P g\|\big]",
-    ("friendly", False): r"b = \nabla\big[f + \tfrac{\rho}{2}\big((1-\sigma)\|P g\|^2 + c(B)\,\mathrm{tr}(P\Sigma P)\big)\big]",
-    ("friendly", True): r"b = g + \rho\,\mathbb{E}\big[H_\gamma \tfrac{P(g_\gamma - \sigma g)}{\|P(g_\gamma - \sigma g)\|}\big]",
+    (
+        "friendly",
+        False,
+    ): r"b = \nabla\big[f + \tfrac{\rho}{2}\big((1-\sigma)\|P g\|^2 + c(B)\,\mathrm{tr}(P\Sigma P)\big)\big]",
+    (
+        "friendly",
+        True,
+    ): r"b = g + \rho\,\mathbb{E}\big[H_\gamma \tfrac{P(g_\gamma - \sigma g)}{\|P(g_\gamma - \sigma g)\|}\big]",
     ("reweighted", False): r"b = g + \rho\,\mathbb{E}[H_\gamma P d_w],\quad d_w = \textstyle\sum_{i\in\gamma} w_i g_i",
-    ("reweighted", True): r"b = g + \rho\,\mathbb{E}\big[H_\gamma \tfrac{P d_w}{\|P d_w\|}\big],\quad d_w = \textstyle\sum_{i\in\gamma} w_i g_i",
+    ("reweighted", True): (
+        r"b = g + \rho\,\mathbb{E}\big[H_\gamma \tfrac{P d_w}{\|P d_w\|}\big],"
+        r"\quad d_w = \textstyle\sum_{i\in\gamma} w_i g_i"
+    ),
 }
 _CLOSED_DESCENT = {
-    False: r"b = \mathbb{E}\big[\textstyle\sum_i w_i g_i\big] + \rho\,\mathbb{E}\big[\textstyle\sum_i w_i H_i P d_w\big]",
-    True: r"b = \mathbb{E}\big[\textstyle\sum_i w_i g_i\big] + \rho\,\mathbb{E}\big[\textstyle\sum_i w_i H_i \tfrac{P d_w}{\|P d_w\|}\big]",
+    False: (
+        r"b = \mathbb{E}\big[\textstyle\sum_i w_i g_i\big]"
+        r" + \rho\,\mathbb{E}\big[\textstyle\sum_i w_i H_i P d_w\big]"
+    ),
+    True: (
+        r"b = \mathbb{E}\big[\textstyle\sum_i w_i g_i\big]"
+        r" + \rho\,\mathbb{E}\big[\textstyle\sum_i w_i H_i \tfrac{P d_w}{\|P d_w\|}\big]"
+    ),
 }
 
 
@@ -44,7 +59,7 @@ def jets(der: Derivation) -> dict:
     if der.setting.dim != 1:
         raise ValueError("jet notation is defined for dim=1 derivations")
     sy = symbols(1, der.setting.n)
-    sub = {sy.x[0]: 0}
+    sub: dict[sp.Basic, sp.Basic] = {sy.x[0]: sp.Integer(0)}
     for src, dst in (("a", "h"), ("b", "g"), ("c", "t")):
         for i, s in enumerate(sy.coeffs[src]):
             sub[s] = sp.Symbol(f"{dst}_{i + 1}", real=True)
@@ -67,31 +82,47 @@ def variant_markdown(der: Derivation, errors: dict[str, float] | None = None) ->
     sampler = "with replacement" if st.replace else "without replacement"
     m = spec.micro_batch_size or st.batch_size
     lines = [f"### {spec.name}", ""]
-    lines.append(f"Setting: d = {st.dim}, n = {st.n}, B = {st.batch_size}" + (f", m = {m}" if spec.micro_batch_size else "")
-                 + f", {sampler}; c(B) = {der.factor}, c(m) = {der.micro_factor}.")
+    lines.append(
+        f"Setting: d = {st.dim}, n = {st.n}, B = {st.batch_size}"
+        + (f", m = {m}" if spec.micro_batch_size else "")
+        + f", {sampler}; c(B) = {der.factor}, c(m) = {der.micro_factor}."
+    )
     lines.append("")
     if spec.rule == "reweighted" and spec.weights_in_descent:
-        closed = _CLOSED_DESCENT[spec.normalize]
+        closed = _CLOSED_DESCENT[bool(spec.normalize)]
     else:
         closed = _CLOSED[(spec.rule, spec.normalize if spec.rule != "none" else False)]
     lines += ["Closed form (DESIGN §3.1):", "", f"$$ {closed} $$", ""]
     show = lambda e: _latex(e.xreplace(sub) if sub else e)  # noqa: E731
     b0, b1, b2 = der.drift
     lines += ["Derived drift, $b = b_0 + \\rho\\, b_1 + O(\\rho^2)$:", ""]
-    lines += [f"$$ b_0 = {show(b0[0] if st.dim == 1 else b0)} $$", "", f"$$ b_1 = {show(b1[0] if st.dim == 1 else b1)} $$", ""]
+    lines += [
+        f"$$ b_0 = {show(b0[0] if st.dim == 1 else b0)} $$",
+        "",
+        f"$$ b_1 = {show(b1[0] if st.dim == 1 else b1)} $$",
+        "",
+    ]
     if spec.name in ("USAM",):
         lines += [f"$$ b_2 = {show(b2[0] if st.dim == 1 else b2)} $$", ""]
     S0, S1 = der.diffusion
     lines += ["Derived diffusion, $S = S_0 + \\rho\\, S_1 + O(\\rho^2)$:", ""]
-    lines += [f"$$ S_0 = {show(S0[0, 0] if st.dim == 1 else S0)} $$", "", f"$$ S_1 = {show(S1[0, 0] if st.dim == 1 else S1)} $$", ""]
+    lines += [
+        f"$$ S_0 = {show(S0[0, 0] if st.dim == 1 else S0)} $$",
+        "",
+        f"$$ S_1 = {show(S1[0, 0] if st.dim == 1 else S1)} $$",
+        "",
+    ]
     ids = identities(der)
     status = {True: "holds (sympy)", False: "FAILS", None: "not polynomial: checked numerically"}
     shown = {k: v for k, v in ids.items() if v is not None or k in ("closed_form", "terminates")}
     lines.append("Identities: " + "; ".join(f"{k.replace('_', ' ')}: {status[v]}" for k, v in shown.items()) + ".")
     lines.append("")
     if errors:
-        lines.append("Largest relative errors against the code (float64): "
-                     + ", ".join(f"{k} {v:.1e}" for k, v in sorted(errors.items())) + ".")
+        lines.append(
+            "Largest relative errors against the code (float64): "
+            + ", ".join(f"{k} {v:.1e}" for k, v in sorted(errors.items()))
+            + "."
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -122,8 +153,11 @@ def report_markdown(
     body = []
     for name, variant in variants.items():
         der = derive(variant, setting)
-        body.append(variant_markdown(der, None if errors is None else errors.get(name)).replace(
-            f"### {der.spec.name}", f"### {name}", 1))
+        body.append(
+            variant_markdown(der, None if errors is None else errors.get(name)).replace(
+                f"### {der.spec.name}", f"### {name}", 1
+            )
+        )
     return "\n".join(head + body)
 
 

@@ -31,25 +31,29 @@ def demo_variants(rho: float = 0.05, micro_batch_size: int = 16) -> list:
     ]
 
 
-def run_demo(steps: int = 200, batch_size: int = 128, eta: float = 0.1, num_runs: int = 2, seed: int = 0,
-             progress: bool = True) -> list[dict]:
+def run_demo(
+    steps: int = 200, batch_size: int = 128, eta: float = 0.1, num_runs: int = 2, seed: int = 0, progress: bool = True
+) -> list[dict]:
     """Train the digits MLP with every variant and return one row per variant."""
     problem = problems.digits_mlp(hidden=64, seed=seed)
     sampler = WithoutReplacement(batch_size)
     record = observables("loss", "accuracy", "test_accuracy", every=steps)
     rows = []
     for variant in tqdm(demo_variants(), desc="variants", disable=not progress):
-        runs = run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs, key=jr.key(seed),
-                            record=record)
-        rows.append(dict(
-            variant=variant.name,
-            rho=variant.rho,
-            final_loss=float(runs.mean("loss")[-1]),
-            train_accuracy=float(runs.mean("accuracy")[-1]),
-            test_accuracy=float(runs.mean("test_accuracy")[-1]),
-            ms_per_step=1e3 * time_per_step(problem, variant, sampler, repeats=5, steps=20),
-            diverged=runs.num_diverged,
-        ))
+        runs = run_discrete(
+            problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs, key=jr.key(seed), record=record
+        )
+        rows.append(
+            {
+                "variant": variant.name,
+                "rho": variant.rho,
+                "final_loss": float(runs.mean("loss")[-1]),
+                "train_accuracy": float(runs.mean("accuracy")[-1]),
+                "test_accuracy": float(runs.mean("test_accuracy")[-1]),
+                "ms_per_step": 1e3 * time_per_step(problem, variant, sampler, repeats=5, steps=20),
+                "diverged": runs.num_diverged,
+            }
+        )
     return rows
 
 
@@ -58,6 +62,8 @@ def format_table(rows: list[dict]) -> str:
     sgd = rows[0]["ms_per_step"]
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['variant']:<28}{r['rho']:>6.2g}{r['final_loss']:>9.4f}{r['train_accuracy']:>11.3f}"
-                     f"{r['test_accuracy']:>10.3f}{r['ms_per_step']:>9.2f}{r['ms_per_step'] / sgd:>7.2f}")
+        lines.append(
+            f"{r['variant']:<28}{r['rho']:>6.2g}{r['final_loss']:>9.4f}{r['train_accuracy']:>11.3f}"
+            f"{r['test_accuracy']:>10.3f}{r['ms_per_step']:>9.2f}{r['ms_per_step'] / sgd:>7.2f}"
+        )
     return "\n".join(lines)

@@ -39,7 +39,7 @@ def resolve_dtype(dtype) -> Any:
     dtype = jnp.dtype(dtype)
     if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
         raise ValueError(f"`dtype` must be float32 or float64, got {dtype}")
-    if dtype == jnp.dtype("float64") and not jax.config.jax_enable_x64:
+    if dtype == jnp.dtype("float64") and not jax.config.read("jax_enable_x64"):
         raise ValueError("`dtype`=float64 needs `jax.config.update('jax_enable_x64', True)` before any JAX work")
     return dtype
 
@@ -183,8 +183,19 @@ def run_discrete(
     start = time.perf_counter()
     if schedule is not None and not callable(schedule):
         raise TypeError(f"`schedule` must be None or a callable step -> learning-rate multiplier, got {schedule!r}")
-    run_args = (problem, variant, sampler, record, jnp.asarray(eta, dtype), num_segments, run_keys,
-                float(divergence_threshold), schedule, bool(save_params), svag)
+    run_args = (
+        problem,
+        variant,
+        sampler,
+        record,
+        jnp.asarray(eta, dtype),
+        num_segments,
+        run_keys,
+        float(divergence_threshold),
+        schedule,
+        bool(save_params),
+        svag,
+    )
     if mesh is None and runs_per_block is None:
         out = _run(*run_args)
     else:  # run keys are argument 6 of _run
@@ -204,18 +215,18 @@ def run_discrete(
         diverged=np.asarray(div),
         diverged_step=np.asarray(div_step),
         final_params=final,
-        config=dict(
-            problem=problem.name,
-            variant=variant.config(),
-            sampler=type(sampler).__name__,
-            batch_size=sampler.batch_size,
-            eta=float(eta),
-            steps=int(steps),
-            num_runs=int(num_runs),
-            every=record.every,
-            dtype=str(dtype),
-            divergence_threshold=float(divergence_threshold),
-        )
+        config={
+            "problem": problem.name,
+            "variant": variant.config(),
+            "sampler": type(sampler).__name__,
+            "batch_size": sampler.batch_size,
+            "eta": float(eta),
+            "steps": int(steps),
+            "num_runs": int(num_runs),
+            "every": record.every,
+            "dtype": str(dtype),
+            "divergence_threshold": float(divergence_threshold),
+        }
         | ({} if svag == 1 else {"svag": svag})
         | ({} if schedule is None else {"schedule": repr(schedule)})
         | {"devices": 1 if mesh is None else int(mesh.size)},
@@ -225,8 +236,9 @@ def run_discrete(
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10))
-def _run(problem, variant, sampler, record, eta, num_segments, run_keys, threshold, schedule=None, save_params=False,
-         svag=1):
+def _run(
+    problem, variant, sampler, record, eta, num_segments, run_keys, threshold, schedule=None, save_params=False, svag=1
+):
     n = problem.num_examples
     inner = record.every * svag  # steps per recording interval
     step_eta = eta if svag == 1 else eta / svag
@@ -234,7 +246,7 @@ def _run(problem, variant, sampler, record, eta, num_segments, run_keys, thresho
     def one_run(run_key):
         sample_key, variant_key = jr.split(run_key)
         params0 = problem.init_params
-        svag_keys = jr.split(sample_key) if svag > 1 else None  # SVAG's two independent batch streams
+        svag_keys = jr.split(sample_key)  # SVAG's two independent batch streams (unused when svag == 1)
 
         def update(params, vstate, k):
             if svag == 1:

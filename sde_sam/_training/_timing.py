@@ -20,6 +20,7 @@ def median_time(fn, *args, repeats: int = 7, number: int = 10) -> float:
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
+        out = None
         for _ in range(number):
             out = fn(*args)
         jax.block_until_ready(out)
@@ -70,8 +71,12 @@ def time_per_step(problem: Problem, variant: Variant, sampler: Sampler, repeats:
     variant.check(sampler.batch_size, problem.num_examples)
     params = problem.init_params
     batches = stacked_batches(problem, sampler, steps)
-    return median_time(scan_fn(problem, variant), params, variant.init(params), batches, jr.key(1),
-                       repeats=repeats, number=1) / steps
+    return (
+        median_time(
+            scan_fn(problem, variant), params, variant.init(params), batches, jr.key(1), repeats=repeats, number=1
+        )
+        / steps
+    )
 
 
 def serial_m_sam_scan_fn(problem: Problem, rho: float, micro_batch_size: int, eta: float = 0.05):
@@ -118,11 +123,17 @@ def interleaved_times(calls: dict, repeats: int, steps: int) -> dict[str, list[f
 
 def median_ratio(samples: dict[str, list[float]], name: str, reference: str) -> float:
     """Median over rounds of the per-round time ratio ``name / reference``."""
-    return statistics.median(a / b for a, b in zip(samples[name], samples[reference]))
+    return statistics.median(a / b for a, b in zip(samples[name], samples[reference], strict=True))
 
 
-def variant_calls(problem: Problem, variants: dict[str, Variant], sampler: Sampler, steps: int,
-                  serial_micro_batch_sizes=(), rho: float = 0.05) -> dict:
+def variant_calls(
+    problem: Problem,
+    variants: dict[str, Variant],
+    sampler: Sampler,
+    steps: int,
+    serial_micro_batch_sizes=(),
+    rho: float = 0.05,
+) -> dict:
     """Zero-argument calls running ``steps`` steps of each variant in one jitted scan (plus serial m-SAM for
     each micro-batch size in ``serial_micro_batch_sizes``), for :func:`interleaved_times`."""
     params = problem.init_params

@@ -81,7 +81,11 @@ class Schedule:
     def __post_init__(self):
         if self.kind not in SCHEDULES:
             raise ValueError(f"`schedule` kind must be one of {SCHEDULES}, got {self.kind!r}")
-        if isinstance(self.total_steps, bool) or not isinstance(self.total_steps, (int, np.integer)) or self.total_steps < 1:
+        if (
+            isinstance(self.total_steps, bool)
+            or not isinstance(self.total_steps, (int, np.integer))
+            or self.total_steps < 1
+        ):
             raise ValueError(f"`total_steps` must be a positive integer, got {self.total_steps!r}")
         if not (isinstance(self.final, (int, float)) and 0 <= self.final <= 1):
             raise ValueError(f"`final` (cosine floor) must be in [0, 1], got {self.final!r}")
@@ -167,8 +171,15 @@ class TrainConfig:
             raise ValueError(f"unknown observable(s) {unknown}; valid: {', '.join(OBSERVABLES)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("batch_size", "steps", "every", "lanczos_matvecs", "hutchinson_probes", "norm_batches",
-                     "minibatch_batches"):
+        for name in (
+            "batch_size",
+            "steps",
+            "every",
+            "lanczos_matvecs",
+            "hutchinson_probes",
+            "norm_batches",
+            "minibatch_batches",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
@@ -265,9 +276,16 @@ class Estimators:
     @classmethod
     def of(cls, config: TrainConfig, variant: Variant, problem: Problem) -> Estimators:
         return cls(
-            config.lanczos_matvecs, config.hutchinson_probes, config.norm_batches, config.minibatch_batches,
-            config.chunk_size, config.estimator_seed, config.batch_size, config.with_replacement,
-            _networks.is_batch_norm_problem(problem), micro_batch_size(variant, config.batch_size, problem.num_examples),
+            config.lanczos_matvecs,
+            config.hutchinson_probes,
+            config.norm_batches,
+            config.minibatch_batches,
+            config.chunk_size,
+            config.estimator_seed,
+            config.batch_size,
+            config.with_replacement,
+            _networks.is_batch_norm_problem(problem),
+            micro_batch_size(variant, config.batch_size, problem.num_examples),
         )
 
     @property
@@ -300,8 +318,9 @@ class Estimators:
         from .. import noise
 
         m = min(self.m or self.batch_size, problem.num_examples)
-        return noise.expected_batch_grad_norm(problem, params, WithoutReplacement(m), self.key,
-                                              self.norm_batches).value.value
+        return noise.expected_batch_grad_norm(
+            problem, params, WithoutReplacement(m), self.key, self.norm_batches
+        ).value.value
 
     @staticmethod
     def distance(problem, params):
@@ -342,7 +361,7 @@ def evaluate(
     ref = jax.tree_util.tree_leaves(problem.init_params)[0]
     leaf = jax.tree_util.tree_leaves(params)[0]
     lead = leaf.shape[: leaf.ndim - ref.ndim]
-    flat = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[len(lead):]), params)
+    flat = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[len(lead) :]), params)
     out = {}
     for name in names:
         vals = _evaluate_points(est.for_name(name), name, problem, flat, batch)
@@ -402,7 +421,7 @@ class TrainRecord:
     def load(cls, path) -> TrainRecord:
         arrays, meta = load_result(path)
         config = TrainConfig.from_dict(meta["config"])
-        values = {k[len("value__"):]: v for k, v in arrays.items() if k.startswith("value__")}
+        values = {k[len("value__") :]: v for k, v in arrays.items() if k.startswith("value__")}
         return cls(config, arrays["steps"], values, arrays["diverged"].astype(bool), meta)
 
 
@@ -462,8 +481,15 @@ def record(
         problem = dataclasses.replace(problem, init_params=init_params)
     names = config.observables
     rec = est.record(names, config.every) if inline else observables("loss", every=config.every)
-    kw = dict(eta=config.eta, steps=config.steps, key=run_keys(config.seeds), record=rec,
-              schedule=build_schedule(config), save_params=not inline or save_params, mesh=mesh)
+    kw = {
+        "eta": config.eta,
+        "steps": config.steps,
+        "key": run_keys(config.seeds),
+        "record": rec,
+        "schedule": build_schedule(config),
+        "save_params": not inline or save_params,
+        "mesh": mesh,
+    }
     wall0 = time.perf_counter()
     runs: Runs = run_discrete(problem, variant, sampler, **kw)
     train_wall = time.perf_counter() - wall0
@@ -498,7 +524,11 @@ def record(
         "provenance": provenance(),
     }
     return TrainRecord(
-        config, runs.steps, values, runs.diverged, meta,
+        config,
+        runs.steps,
+        values,
+        runs.diverged,
+        meta,
         init_params=start_params if keep_params or save_params else None,
         final_params=runs.final_params if keep_params or save_params else None,
         saved_params=runs.saved_params if save_params else None,
@@ -515,17 +545,22 @@ def step_time(
     variant = build_variant(config)
     sampler = build_sampler(config)
     rec = observables("loss", every=steps)
-    kw = dict(eta=config.eta, steps=steps, key=run_keys(config.seeds), record=rec)
+    kw = {"eta": config.eta, "steps": steps, "key": run_keys(config.seeds), "record": rec}
     run_discrete(problem, variant, sampler, **kw)  # compile
     times = np.asarray([run_discrete(problem, variant, sampler, **kw).wall_time_s / steps for _ in range(repeats)])
-    return {"median_s": float(np.median(times)), "min_s": float(times.min()), "max_s": float(times.max()),
-            "repeats": int(repeats), "steps_per_repeat": int(steps), "num_seeds": len(config.seeds)}
+    return {
+        "median_s": float(np.median(times)),
+        "min_s": float(times.min()),
+        "max_s": float(times.max()),
+        "repeats": int(repeats),
+        "steps_per_repeat": int(steps),
+        "num_seeds": len(config.seeds),
+    }
 
 
 __all__ = [
     "OBSERVABLES",
     "Estimators",
-    "evaluate",
     "Schedule",
     "TrainConfig",
     "TrainRecord",
@@ -533,6 +568,7 @@ __all__ = [
     "build_sampler",
     "build_schedule",
     "build_variant",
+    "evaluate",
     "micro_batch_size",
     "record",
     "run_keys",

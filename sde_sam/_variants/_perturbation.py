@@ -66,7 +66,9 @@ def freeze_mask(mask):
     leaves, treedef = jax.tree_util.tree_flatten(mask)
     for leaf in leaves:
         if np.ndim(leaf) != 0 or np.asarray(leaf).dtype != np.bool_:
-            raise TypeError("`mask` must be a predicate on parameter paths or a pytree of Python booleans (one per leaf)")
+            raise TypeError(
+                "`mask` must be a predicate on parameter paths or a pytree of Python booleans (one per leaf)"
+            )
     return ("pytree", treedef, tuple(bool(b) for b in leaves))
 
 
@@ -175,7 +177,9 @@ class ParameterScale(AbstractPreconditioner):
     c: float = 0.01
 
     def __post_init__(self):
-        if not (isinstance(self.c, (int, float)) and not isinstance(self.c, bool) and math.isfinite(self.c) and self.c > 0):
+        if not (
+            isinstance(self.c, (int, float)) and not isinstance(self.c, bool) and math.isfinite(self.c) and self.c > 0
+        ):
             raise ValueError(f"`c` must be a finite number in (0, inf), got {self.c!r}")
 
     def __call__(self, params):

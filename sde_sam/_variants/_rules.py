@@ -44,7 +44,11 @@ class Directions(NamedTuple):
 
 def check_number(name, value, lower=0.0, upper=None, upper_open=False, lower_open=False):
     """Raise unless ``value`` is a finite real in the stated range (the message names ``name`` and the range)."""
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = (
+        isinstance(value, (int, float, np.floating, np.integer))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
     ok = ok and (value > lower if lower_open else value >= lower)
     ok = ok and (upper is None or (value < upper if upper_open else value <= upper))
     if not ok:
@@ -121,7 +125,9 @@ class AbstractRule(abc.ABC):
         return state
 
     @abc.abstractmethod
-    def directions(self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray) -> Directions:
+    def directions(
+        self, problem: Problem, params: PyTree, state: PyTree, batch: PyTree, key: PRNGKeyArray
+    ) -> Directions:
         """The directions ``d_j`` (leading axis ``k``), descent weights, new state and batch loss at ``x``."""
 
     # -- optional SDE hooks ------------------------------------------------------------------------------------
@@ -181,7 +187,8 @@ class NoAscent(AbstractRule):
 
 @dataclasses.dataclass(frozen=True)
 class BatchGradient(AbstractRule):
-    """``d_j = g_{gamma_j}(x)``, the gradient of micro-batch ``j`` (size ``m``; ``None``: the whole batch, ``k = 1``)."""
+    """``d_j = g_{gamma_j}(x)``, the gradient of micro-batch ``j`` (size ``m``; ``None``: the whole batch,
+    ``k = 1``)."""
 
     micro_batch_size: int | None = None
 
@@ -306,9 +313,9 @@ def rademacher_like(key: PRNGKeyArray, params: PyTree) -> PyTree:
     total = sum(sizes)
     words = jr.bits(key, (-(-total // 32),), dtype=jnp.uint32)
     bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-    signs = 2.0 * bits.reshape(-1)[:total] - 1.0
+    signs = 2.0 * bits.reshape(-1)[:total].astype(jnp.float32) - 1.0
     out, start = [], 0
-    for leaf, size in zip(leaves, sizes):
+    for leaf, size in zip(leaves, sizes, strict=True):
         out.append(signs[start : start + size].reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
         start += size
     return jax.tree_util.tree_unflatten(treedef, out)
@@ -350,7 +357,9 @@ class Reweighted(AbstractRule):
         or the exact ``||g_i(x)||``."""
         if self.score == "exact":
             g = problem.per_example_grads(params, batch)
-            return jnp.sqrt(sum(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), axis=1) for a in jax.tree_util.tree_leaves(g)))
+            return jnp.sqrt(
+                sum(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), axis=1) for a in jax.tree_util.tree_leaves(g))
+            )
         z = rademacher_like(key, params)
         shifted = jax.tree_util.tree_map(lambda a, zz: a + self.fd_delta * zz, params, z)
         return jnp.abs(problem.example_losses(shifted, batch) - losses) / self.fd_delta
@@ -383,7 +392,8 @@ def normal_like(key: PRNGKeyArray, params: PyTree) -> PyTree:
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jr.split(key, len(leaves))
     return jax.tree_util.tree_unflatten(
-        treedef, [jr.normal(k, jnp.shape(a), jnp.result_type(a)) for k, a in zip(keys, leaves)])
+        treedef, [jr.normal(k, jnp.shape(a), jnp.result_type(a)) for k, a in zip(keys, leaves, strict=True)]
+    )
 
 
 @dataclasses.dataclass(frozen=True)

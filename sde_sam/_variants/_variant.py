@@ -79,8 +79,8 @@ class Variant:
 
     name: str
     rho: float = 0.0
-    rule: AbstractRule = BatchGradient()
-    normalization: AbstractNormalization = UnitNorm()
+    rule: AbstractRule = dataclasses.field(default_factory=BatchGradient)
+    normalization: AbstractNormalization = dataclasses.field(default_factory=UnitNorm)
     mask: Any = None
     preconditioner: AbstractPreconditioner | None = None
 
@@ -90,17 +90,22 @@ class Variant:
             raise TypeError(f"`rule` must be a sde_sam.variants.AbstractRule, got {type(self.rule).__name__}")
         if not isinstance(self.normalization, AbstractNormalization):
             raise TypeError(
-                f"`normalization` must be a sde_sam.variants.AbstractNormalization, got {type(self.normalization).__name__}")
+                "`normalization` must be a sde_sam.variants.AbstractNormalization, "
+                f"got {type(self.normalization).__name__}"
+            )
         if self.preconditioner is not None and not isinstance(self.preconditioner, AbstractPreconditioner):
-            raise TypeError(f"`preconditioner` must be a sde_sam.variants.AbstractPreconditioner or None, "
-                            f"got {type(self.preconditioner).__name__}")
+            raise TypeError(
+                f"`preconditioner` must be a sde_sam.variants.AbstractPreconditioner or None, "
+                f"got {type(self.preconditioner).__name__}"
+            )
         object.__setattr__(self, "mask", freeze_mask(self.mask))
 
     # -- static properties -----------------------------------------------------------------------
     @property
     def perturbs(self) -> bool:
         """False when the step is plain SGD: no ascent, or ``rho = 0`` (except a rule whose rho-free update is not
-        the batch gradient, e.g. RW-SAM with weights in the descent: ``sum_i p_i g_i`` differs from SGD at ``rho = 0``)."""
+        the batch gradient, e.g. RW-SAM with weights in the descent: ``sum_i p_i g_i`` differs from SGD at
+        ``rho = 0``)."""
         if not self.rule.ascends:
             return False
         return self.rho > 0 or not self.rule.descent_is_batch_gradient
@@ -127,14 +132,14 @@ class Variant:
 
     def config(self) -> dict:
         """A JSON-friendly description of the parts (recorded with every result)."""
-        return dict(
-            name=self.name,
-            rho=float(self.rho),
-            rule=self.rule.config(),
-            normalization=type(self.normalization).__name__,
-            mask=repr(self.mask),
-            preconditioner=None if self.preconditioner is None else repr(self.preconditioner),
-        )
+        return {
+            "name": self.name,
+            "rho": float(self.rho),
+            "rule": self.rule.config(),
+            "normalization": type(self.normalization).__name__,
+            "mask": repr(self.mask),
+            "preconditioner": None if self.preconditioner is None else repr(self.preconditioner),
+        }
 
     # -- the step ----------------------------------------------------------------------------------
     def init(self, params: PyTree) -> PyTree:
@@ -308,8 +313,12 @@ def rw_usam(
     weights_in_descent: bool = False,
 ) -> Variant:
     """RW-USAM: RW-SAM without the normalization."""
-    return Variant("RW-USAM", rho=rho, rule=Reweighted(inverse_temperature, fd_delta, score, weights_in_descent),
-                   normalization=Identity())
+    return Variant(
+        "RW-USAM",
+        rho=rho,
+        rule=Reweighted(inverse_temperature, fd_delta, score, weights_in_descent),
+        normalization=Identity(),
+    )
 
 
 def asam(rho: float, c: float = 0.01, micro_batch_size: int | None = None) -> Variant:
@@ -320,8 +329,9 @@ def asam(rho: float, c: float = 0.01, micro_batch_size: int | None = None) -> Va
 def asam_on(rho: float, mask: Callable[[str], bool] | PyTree | None = None, c: float = 0.01) -> Variant:
     """ASAM-ON (Mueller et al. 2023, their default): ASAM on the masked (normalization) parameters only,
     ``eps = rho M T^2 g_gamma / ||M T g_gamma||``."""
-    return Variant("ASAM-ON", rho=rho, mask=is_normalization_param if mask is None else mask,
-                   preconditioner=ParameterScale(c))
+    return Variant(
+        "ASAM-ON", rho=rho, mask=is_normalization_param if mask is None else mask, preconditioner=ParameterScale(c)
+    )
 
 
 def dnsam(rho: float) -> Variant:
@@ -333,8 +343,12 @@ def dnsam(rho: float) -> Variant:
 def random_sam(rho: float, normalize: bool = True) -> Variant:
     """Random-direction SAM: ``G = g_gamma(x + rho z/||z||)``, ``z ~ N(0, I)`` afresh each step (``normalize=False``:
     ``x + rho z``); a control for whether the gradient direction of the ascent matters."""
-    return Variant("random-SAM" if normalize else "random-USAM", rho=rho, rule=RandomDirection(),
-                   normalization=UnitNorm() if normalize else Identity())
+    return Variant(
+        "random-SAM" if normalize else "random-USAM",
+        rho=rho,
+        rule=RandomDirection(),
+        normalization=UnitNorm() if normalize else Identity(),
+    )
 
 
 _FACTORIES: dict[str, Callable[..., Variant]] = {
