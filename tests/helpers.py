@@ -145,3 +145,11 @@ def exact_mean_update(pr, variant, sampler, x):
     state = ss.sde.sde_state(pr, variant, x)
     fn = jax.jit(jax.vmap(lambda idx: ravel_pytree(variant.gradient(pr, x, state, pr.take(idx), jr.key(0))[0])[0]))
     return np.mean(np.asarray(fn(jnp.asarray(rows))), axis=0)
+
+
+#: What a call with an argument of the wrong *type* raises: the library's own ``ValueError`` naming the argument, or,
+#: when the suite runs with jaxtyping's runtime checks on the package (README's test command), the checker's
+#: ``TypeCheckError``, which names the parameter and the expected type before the library's check is reached.
+from jaxtyping import TypeCheckError  # noqa: E402
+
+WRONG_TYPE = (ValueError, TypeCheckError)

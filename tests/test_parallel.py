@@ -9,6 +9,7 @@ import sys
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import WRONG_TYPE
 
 import sde_sam as ss
 from sde_sam._parallel import _parallel
@@ -189,7 +190,7 @@ def test_run_discrete_bad_runs_per_block():
 )
 def test_simulate_moments_bad_input(kw, match):
     args = dict(t1=0.1, num_paths=8, key=jr.key(0), record=("loss",)) | kw
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(WRONG_TYPE if match == "mesh" else ValueError, match=match):
         ss.parallel.simulate_moments(MODEL, **args)
 
 

@@ -476,7 +476,7 @@ def _inv_alpha_hill(x: Array, num_tail: int) -> Array:
 
 
 def tail_index_from_samples(
-    samples: Float[Array, "K D"],
+    samples: Float[Array | np.ndarray, "K D"],
     key: PRNGKeyArray,
     *,
     method: str = "stable",

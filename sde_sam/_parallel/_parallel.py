@@ -135,7 +135,7 @@ def is_main_process() -> bool:
 
 
 def launch_local(
-    command: Sequence[str], num_processes: int = 2, *, env: dict | None = None, cwd=None, timeout: float = 600.0
+    command: Sequence[str], num_processes: int = 2, *, env: dict | None = None, cwd=None, timeout: float | int = 600.0
 ) -> list[subprocess.CompletedProcess]:
     """Run ``command`` as ``num_processes`` processes of one distributed job on this machine.
 

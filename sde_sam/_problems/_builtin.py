@@ -61,9 +61,9 @@ def quadratic(
     u = rng.uniform(-1, 1, (n, d))
     u -= u.mean(axis=0)  # exact: mean_i s_ij = 1, so the mean Hessian is diag(spectrum)
     s = 1.0 + hessian_noise * u / max(1.0, np.abs(u).max())
-    h = jnp.asarray(spectrum, jnp.float32)
 
-    def loss_fn(x, ex):
+    def loss_fn(x, ex):  # the spectrum in the parameters' dtype (float64 twins keep it exact)
+        h = jnp.asarray(spectrum, jnp.result_type(x))
         return 0.5 * jnp.sum(h * ex["scale"] * jnp.square(x - ex["center"]))
 
     data = {"center": jnp.asarray(z, jnp.float32), "scale": jnp.asarray(s, jnp.float32)}

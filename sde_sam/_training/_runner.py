@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from jaxtyping import Array, Key, PRNGKeyArray, PyTree
 
 from .._estimators._observables import Record
 from .._parallel._sharding import check_mesh, run_blocked
@@ -110,7 +110,7 @@ def run_discrete(
     eta: float,
     steps: int,
     num_runs: int | None = None,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray | Key[Array, " runs"],
     record: Record,
     dtype=jnp.float32,
     init_params: PyTree | None = None,

@@ -104,7 +104,7 @@ class Schedule:
             frac = jnp.clip(k / self.total_steps, 0.0, 1.0)
             return self.final + (1 - self.final) * 0.5 * (1 + jnp.cos(jnp.pi * frac))
         count = sum((k >= m).astype(jnp.int32) for m in self.milestones) if self.milestones else jnp.asarray(0)
-        return jnp.asarray(self.gamma, jnp.float32) ** count
+        return jnp.asarray(self.gamma, jnp.float32) ** jnp.asarray(count).astype(jnp.float32)
 
     def values(self, steps) -> np.ndarray:
         """``s(k)`` at the given steps (numpy)."""
@@ -114,7 +114,7 @@ class Schedule:
 # -- configuration -------------------------------------------------------------------------------------
 
 
-def _freeze(d: Mapping | None) -> tuple:
+def _freeze(d: Mapping | tuple | None) -> tuple:
     if d is None:
         return ()
     if isinstance(d, tuple):
