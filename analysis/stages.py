@@ -300,7 +300,7 @@ def stage_escape(cfg: dict) -> dict:
                                key=jr.key(cfg["seed"] + i), record=rec)
         d = runs.values["outside"]
         arrays[f"discrete__{i}"] = d
-        row = {"index": i, "m": v.micro_batch_size or 0, "discrete": stats(d),
+        row = {"index": i, "m": getattr(v.rule, "micro_batch_size", None) or 0, "discrete": stats(d),
                "diverged": {"discrete": int(runs.num_diverged)}, "models": {}}
         for j, (drift, diffusion) in enumerate(models):
             model = ss.sde_model(problem, v, sampler, eta=cfg["eta"], diffusion=diffusion, drift=drift,
