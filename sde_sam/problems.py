@@ -1,5 +1,7 @@
 """Finite-sum problems: the :class:`Problem` container and built-in problems (DESIGN §1)."""
 
+from ._problems._adapters import from_equinox as from_equinox
+from ._problems._adapters import from_flax as from_flax
 from ._problems._builtin import breast_cancer_logistic as breast_cancer_logistic
 from ._problems._builtin import digits_mlp as digits_mlp
 from ._problems._builtin import in_sharp_basin as in_sharp_basin

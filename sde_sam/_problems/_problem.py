@@ -95,7 +95,14 @@ class Problem:
         check_finite(self.data, "data")
         if not jax.tree_util.tree_leaves(self.init_params):
             raise ValueError("`init_params` is empty: it must hold at least one floating array")
-        for leaf in jax.tree_util.tree_leaves(self.init_params):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(self.init_params)[0]:
+            if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, float)):
+                raise TypeError(
+                    f"`init_params` leaves must be floating arrays, got a {type(leaf).__name__} at "
+                    f"{path_name(path) or '(root)'}; a model object from a library goes through its adapter: "
+                    "ss.problems.from_equinox(loss, data, module) or "
+                    "ss.problems.from_flax(loss, data, model[, variables])"
+                )
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
                 raise TypeError(f"`init_params` leaves must be floating arrays, got dtype {jnp.result_type(leaf)}")
         check_finite(self.init_params, "init_params")

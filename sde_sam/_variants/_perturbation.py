@@ -48,6 +48,8 @@ def safe_inverse_norm(v: PyTree, eps: float = NORM_EPS) -> Float[Array, ""]:
 def is_normalization_param(path: str) -> bool:
     """Default SAM-ON predicate: a leaf whose path mentions a normalization layer (``norm``, ``ln``, ``bn``)."""
     parts = [p.lower() for p in path.split("/")]
+    if len(parts) > 1 and parts[-1] == "value":  # flax nnx: a Variable's array sits under "value"
+        parts = parts[:-1]
     return any("norm" in p or p.startswith(("ln", "bn", "gn")) for p in parts[:-1]) and parts[-1] in (
         "scale",
         "bias",
