@@ -114,7 +114,7 @@ def multisets(n: int, size: int, replace: bool = True) -> tuple[np.ndarray, np.n
 def is_affine(variant, problem: ss.Problem | None = None) -> bool:
     """Whether the update of ``variant`` is affine in the (augmented) state ``z = (x, state)`` with coefficients that
     depend on the batch only, on linear regression (default: ``split_linear_regression()``): checked numerically from
-    the variant's own step (Jacobians at two points and two keys agree), so it holds for any rule."""
+    the variant's own step (Jacobians at far-apart points and other keys agree), so it holds for any rule."""
     problem = split_linear_regression(n=8, d=3, head=1) if problem is None else problem
     counts = np.zeros((1, problem.num_examples))
     for i in range(variant.rule.expectation_batch_size(problem.num_examples)):
@@ -147,7 +147,11 @@ def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
     """Per batch (rows of ``counts``, multiplicities) ``(U, u)`` with ``z' = z + U z + u`` in float64, shapes
     ``(N, D, D)``, ``(N, D)``, for ``z = (x, state)`` (F-USAM's EMA: ``D = 2d``): read off the variant's own step by
     ``jax.jacfwd`` at ``z = 0``; raises :class:`_NotAffine` unless the step is affine in ``z`` and draws no random
-    numbers (Jacobian and offset equal at a second point and under a second key)."""
+    numbers (Jacobian and offset equal at three far-apart points, each under another key). A normalization that is
+    not linear (``v/||v||``) is refused without evaluation: on one example it is piecewise affine, on more not."""
+    if variant.perturbs and not variant.normalization.linear:
+        raise _NotAffine(f"variant {variant.name!r} is not affine on linear regression (its normalization "
+                         f"{type(variant.normalization).__name__} is not linear): no exact moment recursion")
     data = linear_data(problem)
     rows = [np.repeat(np.arange(data.n), np.asarray(c, int)) for c in counts]
     idx = np.stack(rows)
@@ -175,13 +179,17 @@ def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
             return jax.vmap(one)(jnp.asarray(idx))
 
         U, w0 = coefficients(jnp.zeros(D), jax.random.key(0))
-        z1 = jnp.asarray(np.random.default_rng(3).standard_normal(D))
-        U1, w1 = coefficients(z1, jax.random.key(1))
-        U, u, U1, w1 = (np.asarray(a, np.float64) for a in (U, w0, U1, w1))
-    scale = 1.0 + np.max(np.abs(U)) + np.max(np.abs(u))
-    if np.max(np.abs(U1 - U)) > 1e-9 * scale or np.max(np.abs(w1 - (u + U @ np.asarray(z1)))) > 1e-9 * scale * (1 + np.max(np.abs(np.asarray(z1)))):
-        raise _NotAffine(f"variant {variant.name!r} is not affine on linear regression (normalized, reweighted or "
-                         "random): no exact moment recursion")
+        U, u = np.asarray(U, np.float64), np.asarray(w0, np.float64)
+        # three far-apart points (entries of size ~10): a normalized direction is piecewise affine on linear
+        # regression (one example: sign(a_i . x - y_i) a_i/|a_i|), so nearby points could all miss its kinks
+        rng = np.random.default_rng(3)
+        for i in range(3):
+            z = 10.0 * rng.standard_normal(D)
+            Ui, wi = (np.asarray(a, np.float64) for a in coefficients(jnp.asarray(z), jax.random.key(i + 1)))
+            scale = (1.0 + np.max(np.abs(U)) + np.max(np.abs(u))) * (1.0 + np.max(np.abs(z)))
+            if np.max(np.abs(Ui - U)) > 1e-9 * scale or np.max(np.abs(wi - (u + U @ z))) > 1e-9 * scale:
+                raise _NotAffine(f"variant {variant.name!r} is not affine on linear regression (normalized, "
+                                 "reweighted or random): no exact moment recursion")
     return U, u
 
 

@@ -230,3 +230,14 @@ def test_diffusion_ablation_tells_the_right_diffusion_from_the_ode():
     assert sgd["slopes"]["leading"] > 1.8 and 0.9 < sgd["slopes"]["none"] < 1.2 and sgd["ratio"]["leading"][-1] > 20
     assert usam["slopes"]["leading"] < 1.4 and usam["ratio"]["leading"][-1] < 3
     assert usam["best"] == "empirical" and usam["slopes"]["empirical"] > 1.8
+
+
+def test_is_affine_tells_the_affine_variants_from_the_rest():
+    """The exact moment recursion applies to exactly the unnormalized batch/full/friendly rules (read off each
+    variant's own step). m-SAM with m = 1 is only piecewise affine on linear regression (one example's normalized
+    gradient is sign(residual) a_i/|a_i|), DNSAM's 1/||g||, RW weights and random directions are not affine at all."""
+    got = {k for k, v in wo.variants_for(0.2, masked=True).items() if lm.is_affine(v)}
+    assert got == {"SGD", "USAM", "n-USAM", "m-USAM", "F-USAM", "USAM-ON"}
+    V = ss.variants
+    for v in (V.dnsam(0.2), V.random_sam(0.2, normalize=False), V.rw_usam(0.2, score="exact"), V.m_sam(0.2, 1)):
+        assert not lm.is_affine(v), v.name
