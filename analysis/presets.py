@@ -23,7 +23,7 @@ QUICK = {
                       noise_batches=32, top_k=3, observables=["loss", "trace_sigma"]),
     "sgn": dict(seed=0, problem="digits_mlp", problem_kwargs={"hidden": 8}, batch_size=32, eta=0.1, steps=100,
                 every=50, k=5, probes=8, tail_batches=128),
-    "timing": dict(hidden=256, batch_size=128, steps=20, repeats=5, ms=[16], serial_k=[2], paths=8),
+    "timing": dict(hidden=256, batch_size=128, steps=20, repeats=5, ms=[16], serial_k=[2], paths=8, cost="xla_flops"),
     "symbolic": dict(setting="default"),
     "fidelity": dict(
         escape=dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=8, eta=0.05, steps=120, every=10,
@@ -77,7 +77,8 @@ FULL = {
                       noise_batches=512, top_k=5, observables=["loss", "trace_sigma"]),
     "sgn": dict(seed=0, problem="digits_mlp", problem_kwargs={"hidden": 64}, batch_size=64, eta=0.1, steps=2000,
                 every=250, k=10, probes=64, tail_batches=2048),
-    "timing": dict(hidden=256, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64),
+    "timing": dict(hidden=256, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64,
+                   cost="xla_flops"),
     "symbolic": dict(setting="default"),
     # the escape problem is 1-D (SAM-ON's mask would be everything: SAM); digits: the rungs that matter there
     "fidelity": dict(

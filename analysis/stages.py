@@ -397,7 +397,9 @@ def stage_sgn(cfg: dict) -> dict:
 
 def stage_timing(cfg: dict) -> dict:
     """Median time per step of every variant (one jitted scan, rounds interleaved as in benchmarks/variants.py),
-    the serial m-SAM (its micro-batches one after another, each a SAM step) and the SDE simulator."""
+    the serial m-SAM (its micro-batches one after another, each a SAM step) and the SDE simulator; beside it XLA's
+    flop and byte counts of one compiled step (hardware-independent), for the variants and the serial form."""
+    from sde_sam._training._cost import compiled_cost, serial_m_sam_step_cost, step_cost
     from sde_sam._training._timing import interleaved_times, median_ratio, variant_calls
 
     problem = ss.problems.digits_mlp(hidden=cfg["hidden"])
@@ -418,10 +420,21 @@ def stage_timing(cfg: dict) -> dict:
             lambda model=model, rec=rec: ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0),
                                                      record=rec).final_params)
     samples = interleaved_times(calls, cfg["repeats"], steps)
-    rows = {name: {"ms_per_step": 1e3 * statistics.median(s), "vs_SGD": median_ratio(samples, name, "SGD"),
-                   "vs_SAM": median_ratio(samples, name, "SAM")} for name, s in samples.items()}
+    costs = {name: step_cost(problem, v, B) for name, v in variants.items()}
+    costs |= {f"serial m-SAM (k={k})": serial_m_sam_step_cost(problem, rho, B // k, B) for k in cfg["serial_k"]}
+    forward = compiled_cost(problem.batch_loss, problem.init_params, problem.take(jnp.arange(B))).flops
+    rows = {}
+    for name, s in samples.items():
+        q25, q75 = np.percentile(1e3 * np.asarray(s), [25, 75])
+        rows[name] = {"ms_per_step": 1e3 * statistics.median(s), "ms_q25": float(q25), "ms_q75": float(q75),
+                      "vs_SGD": median_ratio(samples, name, "SGD"), "vs_SAM": median_ratio(samples, name, "SAM")}
+        if name in costs:
+            c = costs[name]
+            rows[name] |= {"flops": c.flops, "bytes": c.bytes_accessed, "flops_vs_SAM": c.flops / costs["SAM"].flops}
     return {"data": {"problem": problem.name, "d": problem.dim, "B": B, "steps_per_call": steps,
-                     "repeats": cfg["repeats"], "device": str(jax.devices()[0]), "rows": rows}}
+                     "repeats": cfg["repeats"], "device": str(jax.devices()[0]), "platform": jax.default_backend(),
+                     "forward_flops_vs_SAM": forward / costs["SAM"].flops,
+                     "rw_sam_extra_forwards": (costs["RW-SAM"].flops - costs["SAM"].flops) / forward, "rows": rows}}
 
 
 # -- symbolic drifts for the report (DESIGN §5) --------------------------------------------------------------

@@ -15,6 +15,12 @@ class Row:
     expected: str
     tolerance: str
     passed: bool
+    #: False for a comparison this device cannot make (reported "N/A", never a FAIL, not counted either way).
+    applicable: bool = True
+
+    @property
+    def status(self) -> str:
+        return "N/A" if not self.applicable else "PASS" if self.passed else "FAIL"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +32,8 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        return bool(self.rows) and all(r.passed for r in self.rows)
+        rows = [r for r in self.rows if r.applicable]
+        return bool(rows) and all(r.passed for r in rows)
 
     @property
     def status(self) -> str:
@@ -34,12 +41,12 @@ class CheckResult:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "claim": self.claim, "status": self.status, "note": self.note,
-                "rows": [dataclasses.asdict(r) | {"status": "PASS" if r.passed else "FAIL"} for r in self.rows]}
+                "rows": [dataclasses.asdict(r) | {"status": r.status} for r in self.rows]}
 
     def format(self) -> str:
         lines = [f"[{self.status}] {self.id}: {self.claim}"]
         for r in self.rows:
-            lines.append(f"    {'PASS' if r.passed else 'FAIL'}  {r.what}: measured {r.measured}; expected {r.expected}"
+            lines.append(f"    {r.status:4s}  {r.what}: measured {r.measured}; expected {r.expected}"
                          f" (tolerance {r.tolerance})")
         if self.note:
             lines.append(f"    note: {self.note}")

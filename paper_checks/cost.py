@@ -1,20 +1,36 @@
-"""C7: RW-SAM's cost per step is within 1.2x of SAM; m-SAM's serial form (k = 2 micro-batches) about 2x."""
+"""C7: RW-SAM costs at most 1.2x SAM per step; serial m-SAM costs what SAM costs in operations (its ~2x on a GPU is
+wall time: the k micro-batch passes run one after another instead of in one wide pass).
+
+Hardware-independent rows compare XLA's flop counts of one compiled step; the paper's wall-time ratios are checked
+only on a GPU and reported "N/A" (not measurable on this device) elsewhere, never as a FAIL.
+"""
 
 from ._base import CheckResult, Row
 
 ID, STAGES = "C7", ("timing",)
-CLAIM = "RW-SAM cost per step <= 1.2x SAM; serial m-SAM about 2x SAM"
-RW_MAX, SERIAL, SERIAL_TOL = 1.2, 2.0, 0.5
+CLAIM = "RW-SAM cost per step <= 1.2x SAM; serial m-SAM = SAM in flops, about 2x SAM in GPU wall time"
+RW_MAX, SERIAL_FLOPS, SERIAL_FLOPS_TOL, SERIAL, SERIAL_TOL = 1.2, 1.0, 0.1, 2.0, 0.5
 
 
 def evaluate(results: dict) -> CheckResult:
-    d = results["timing"]["rows"]
-    rows = [Row("RW-SAM / SAM time per step", f"{d['RW-SAM']['vs_SAM']:.3f}", f"<= {RW_MAX}", "upper bound",
-                d["RW-SAM"]["vs_SAM"] <= RW_MAX)]
-    serial = d.get("serial m-SAM (k=2)")
-    if serial is not None:
-        rows.append(Row("serial m-SAM (k=2) / SAM", f"{serial['vs_SAM']:.3f}", f"{SERIAL}", f"±{SERIAL_TOL}",
-                        abs(serial["vs_SAM"] - SERIAL) <= SERIAL_TOL))
     t = results["timing"]
-    return CheckResult(ID, CLAIM, tuple(rows), f"{t['problem']} (d={t['d']}), B={t['B']}, {t['device']}; medians "
-                       f"of {t['repeats']} interleaved rounds; the paper's 2x is for a GPU")
+    d = t["rows"]
+    gpu = t.get("platform", "cpu") == "gpu"
+    rw, serial = d["RW-SAM"], d.get("serial m-SAM (k=2)")
+    rows = [Row("RW-SAM / SAM flops per step", f"{rw['flops_vs_SAM']:.3f}", f"<= {RW_MAX} (one extra forward: ~7/6)",
+                "upper bound", rw["flops_vs_SAM"] <= RW_MAX)]
+    if serial is not None:
+        rows.append(Row("serial m-SAM (k=2) / SAM flops per step", f"{serial['flops_vs_SAM']:.3f}", f"{SERIAL_FLOPS}",
+                        f"±{SERIAL_FLOPS_TOL}", abs(serial["flops_vs_SAM"] - SERIAL_FLOPS) <= SERIAL_FLOPS_TOL))
+    na = "" if gpu else f" (not measurable on this device: {t['device']})"
+    rows.append(Row("RW-SAM / SAM GPU wall time per step" + na, f"{rw['vs_SAM']:.3f}", f"<= {RW_MAX}", "upper bound",
+                    rw["vs_SAM"] <= RW_MAX, applicable=gpu))
+    if serial is not None:
+        rows.append(Row("serial m-SAM (k=2) / SAM GPU wall time" + na, f"{serial['vs_SAM']:.3f}", f"{SERIAL}",
+                        f"±{SERIAL_TOL}", abs(serial["vs_SAM"] - SERIAL) <= SERIAL_TOL, applicable=gpu))
+    why = ""
+    if "forward_flops_vs_SAM" in t:
+        why = (f"; one forward pass is {t['forward_flops_vs_SAM']:.3f} of SAM's flops here (7/6 assumes a backward of "
+               f"two forwards, i.e. 1/6), and RW-SAM adds {t['rw_sam_extra_forwards']:.2f} forward passes")
+    return CheckResult(ID, CLAIM, tuple(rows), f"{t['problem']} (d={t['d']}), B={t['B']}, {t['device']}; flops: XLA "
+                       f"cost analysis of one compiled step; wall: medians of {t['repeats']} interleaved rounds" + why)

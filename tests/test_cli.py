@@ -177,8 +177,8 @@ def _good_data():
                                   "trace_sigma_area": {"mean": 2 * v, "stderr": 0.1, "num_seeds": 4}} for k, v in
                               {"SGD": 10.0, "SAM": 8.0, "m-SAM (m=B)": 8.0, "m-SAM (m=8)": 7.0, "m-SAM (m=1)": 5.0,
                                "RW-SAM": 5.5}.items()}},
-        "timing": {"problem": "p", "d": 10, "B": 64, "device": "cpu", "repeats": 3, "rows": {
-            "RW-SAM": {"vs_SAM": 1.1}, "serial m-SAM (k=2)": {"vs_SAM": 2.1}}},
+        "timing": {"problem": "p", "d": 10, "B": 64, "device": "cpu", "platform": "cpu", "repeats": 3, "rows": {
+            "RW-SAM": {"vs_SAM": 1.1, "flops_vs_SAM": 1.17}, "serial m-SAM (k=2)": {"vs_SAM": 2.1, "flops_vs_SAM": 1.0}}},
     }
 
 
@@ -189,7 +189,7 @@ WRONG = {
     "C4": lambda d: d["weak_order"]["linreg_exact"]["SGD|order1"].update(slope=0.5),
     "C5": lambda d: d["escape"]["rows"]["m-SAM (m=8)"]["discrete"].update(time_avg=0.95),
     "C6": lambda d: d["training"]["rows"]["RW-SAM"]["trace_sigma_final"].update(mean=9.0),
-    "C7": lambda d: d["timing"]["rows"]["RW-SAM"].update(vs_SAM=1.5),
+    "C7": lambda d: d["timing"]["rows"]["RW-SAM"].update(flops_vs_SAM=1.5),
     "C8": lambda d: d["drift"]["f_usam_grad_norm_coefficient"]["values"].update({"1.0": 0.5}),
     "C9": lambda d: d["drift"]["sam_on"].update(max_unmasked_perturbation=1e-3),
     "C10": lambda d: d["fidelity"]["escape"]["variants"]["SAM"]["models"]["expected/leading/o1"]["levels"][0]["gaps"]
@@ -254,3 +254,18 @@ def test_each_check_passes_on_good_and_fails_on_wrong_values(cid, capsys):
     assert bad.status == "FAIL"
     text = bad.format()
     assert "FAIL" in text and "measured" in text and "expected" in text and "tolerance" in text
+
+
+def test_c7_wall_time_rows_count_only_on_a_gpu():
+    """On a CPU record the paper's GPU wall-time ratios are "N/A" whatever they are (the flop rows decide); on a GPU
+    record a serial m-SAM that costs what SAM costs in wall time fails the check."""
+    from paper_checks import cost
+
+    data = _good_data()
+    data["timing"]["rows"]["serial m-SAM (k=2)"]["vs_SAM"] = 0.8  # a CPU runs the serial form at SAM's cost
+    res = cost.evaluate(data)
+    assert res.status == "PASS", res.format()
+    assert [r.status for r in res.rows] == ["PASS", "PASS", "N/A", "N/A"], res.format()
+    data["timing"]["platform"] = "gpu"
+    res = cost.evaluate(data)
+    assert res.status == "FAIL" and [r.status for r in res.rows] == ["PASS", "PASS", "PASS", "FAIL"], res.format()
