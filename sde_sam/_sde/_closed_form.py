@@ -135,7 +135,9 @@ def _quadratic_regularizer_drift(variant, problem, sampler, params, w_mean: floa
     return jax.grad(objective)(params)
 
 
-def _distribution(variant, problem, sampler, params, key, num_samples, max_enumeration):
+def drift_batches(variant, problem, sampler, params, key, num_samples, max_enumeration):
+    """``(distribution, sample_key)`` from ``key`` (``None``: ``jr.key(0)``): the first half of the split draws the
+    Monte Carlo batches, the second the per-batch keys (the same batches for every drift given one key)."""
     key = jr.key(0) if key is None else key
     dist_key, sample_key = jr.split(key)
     dist = drift_distribution(
@@ -172,7 +174,7 @@ def batch_rule(rule, variant, problem, sampler, params, *, key, num_samples, max
         return _quadratic_regularizer_drift(variant, problem, sampler, params, 1.0)
     if not variant.normalization.unit:
         return None
-    dist, _ = _distribution(variant, problem, sampler, params, key, num_samples, max_enumeration)
+    dist, _ = drift_batches(variant, problem, sampler, params, key, num_samples, max_enumeration)
 
     def objective(p):  # normalized: g + rho grad E||P g_m||
         value, _ = expected_norm(problem, p, dist, variant.mask)
@@ -188,17 +190,21 @@ def _normalized_rows(variant, problem, params, U):
     return U if isinstance(s, float) and s == 1.0 else U * s
 
 
+def _per_example_setup(variant, problem, params, dist):
+    """``(mask, n, rho, G, g, s, unravel)``: per-example gradients ``G`` (n, d), their mean ``g``, batch size ``s``."""
+    G = flat_example_grads(problem, params)
+    _, unravel = ravel_pytree(params)
+    n, s = problem.num_examples, dist.indices.shape[1]
+    return _masked(variant, params), n, variant.rho, G, jnp.mean(G, axis=0), s, unravel
+
+
 def friendly_rule(rule, variant, problem, sampler, params, *, key, num_samples, max_enumeration):
     if variant.preconditioner is not None or not (variant.normalization.linear or variant.normalization.unit):
         return None
     if variant.normalization.linear:
         return _quadratic_regularizer_drift(variant, problem, sampler, params, 1.0 - rule.sigma)
-    dist, _ = _distribution(variant, problem, sampler, params, key, num_samples, max_enumeration)
-    masked, n, rho = _masked(variant, params), problem.num_examples, variant.rho
-    G = flat_example_grads(problem, params)
-    g = jnp.mean(G, axis=0)
-    s = dist.indices.shape[1]
-    _, unravel = ravel_pytree(params)
+    dist, _ = drift_batches(variant, problem, sampler, params, key, num_samples, max_enumeration)
+    masked, n, rho, G, g, s, unravel = _per_example_setup(variant, problem, params, dist)
     # normalized F-SAM: g + rho E[H_gamma N(P(g_gamma - sigma g))]
     U = normalize_rows(masked(micro_mean_weights(dist, n) @ G - rule.sigma * g))
     coeff = jnp.broadcast_to(dist.probs[:, None] / s, dist.indices.shape)
@@ -209,12 +215,8 @@ def friendly_rule(rule, variant, problem, sampler, params, *, key, num_samples, 
 def reweighted_rule(rule, variant, problem, sampler, params, *, key, num_samples, max_enumeration):
     if variant.preconditioner is not None or not (variant.normalization.linear or variant.normalization.unit):
         return None
-    dist, sample_key = _distribution(variant, problem, sampler, params, key, num_samples, max_enumeration)
-    masked, n, rho = _masked(variant, params), problem.num_examples, variant.rho
-    G = flat_example_grads(problem, params)
-    g = jnp.mean(G, axis=0)
-    s = dist.indices.shape[1]
-    _, unravel = ravel_pytree(params)
+    dist, sample_key = drift_batches(variant, problem, sampler, params, key, num_samples, max_enumeration)
+    masked, n, rho, G, g, s, unravel = _per_example_setup(variant, problem, params, dist)
 
     def weights_of(idx, r):  # the rule's own score, one key per batch as in general_drift
         batch = problem.take(idx)

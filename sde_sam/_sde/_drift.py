@@ -31,8 +31,8 @@ from .._training._runner import check_sampler
 from .._variants._perturbation import freeze_mask
 from .._variants._variant import Variant
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, expectation
+from ._closed_form import drift_batches, expected_norm
 from ._closed_form import drift_distribution as drift_distribution
-from ._closed_form import expected_norm
 
 Params = PyTree
 
@@ -113,17 +113,7 @@ def _mean_over_batches(problem, variant, sampler, params, update, *, key, num_sa
         b = update(variant.init(params), problem.data, jr.key(0))
         return (b, zeros(b)) if return_stderr else b
     state = sde_state(problem, variant, params)
-    key = jr.key(0) if key is None else key
-    dist_key, sample_key = jr.split(key)
-    dist = drift_distribution(
-        problem,
-        variant,
-        sampler,
-        key=dist_key,
-        num_samples=num_samples,
-        max_enumeration=max_enumeration,
-        dtype=_dtype(params),
-    )
+    dist, sample_key = drift_batches(variant, problem, sampler, params, key, num_samples, max_enumeration)
     b, err = expectation(lambda idx, k: update(state, problem.take(idx), k), dist, sample_key)
     return (b, err) if return_stderr else b
 
