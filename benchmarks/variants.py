@@ -4,7 +4,8 @@ Each timed call runs ``--steps`` steps inside one jitted ``lax.scan`` (the runne
 dispatch). Rounds are interleaved across variants (each round times every variant once) and each ratio is
 the median over rounds of the per-round ratio, so drifting machine load cancels. "serial m-SAM" is m-SAM as
 the original implementation runs it: the micro-batches one after another (a scan), each a SAM step.
-Last printed line: one JSON object of the ratios.
+Beside the times: XLA's flop and byte counts of one compiled step (hardware-independent), and their ratio to SAM.
+Last printed line: one JSON object of the ratios (times, and ``*_vs_sam_flops``).
 
     python benchmarks/variants.py [--repeats 7] [--steps 50]
 """
@@ -16,6 +17,7 @@ import json
 import statistics
 
 import sde_sam as ss
+from sde_sam._training._cost import serial_m_sam_step_cost, step_cost
 from sde_sam._training._timing import interleaved_times, median_ratio, variant_calls
 
 
@@ -44,12 +46,18 @@ def main():
 
     print(f"digits MLP (d = {problem.dim}), B = {B}: medians over {args.repeats} interleaved rounds, "
           f"{args.steps} steps per timed call")
-    print(f"{'variant':<28}{'ms/step':>9}{'x SGD':>8}{'x SAM':>8}")
+    costs = {name: step_cost(problem, v, B) for name, v in variants.items()}
+    costs |= {f"serial m-SAM (m={m})": serial_m_sam_step_cost(problem, rho, m, B) for m in (16, 64)}
+    print(f"{'variant':<28}{'ms/step':>9}{'x SGD':>8}{'x SAM':>8}{'MFLOP':>9}{'MB':>8}{'flops x SAM':>13}")
     for name in samples:
+        c = costs[name]
         print(f"{key(name):<28}{1e3 * statistics.median(samples[name]):>9.3f}"
-              f"{median_ratio(samples, name, 'sgd'):>8.2f}{median_ratio(samples, name, 'sam'):>8.2f}")
+              f"{median_ratio(samples, name, 'sgd'):>8.2f}{median_ratio(samples, name, 'sam'):>8.2f}"
+              f"{c.flops / 1e6:>9.2f}{c.bytes_accessed / 1e6:>8.2f}{c.flops / costs['sam'].flops:>13.3f}")
     out = {f"{key(n)}_vs_sgd": round(median_ratio(samples, n, "sgd"), 3) for n in samples if n != "sgd"}
     out.update({f"{key(n)}_vs_sam": round(median_ratio(samples, n, "sam"), 3) for n in samples if n not in ("sgd", "sam")})
+    out.update({f"{key(n)}_vs_sam_flops": round(costs[n].flops / costs["sam"].flops, 3) for n in samples
+                if n not in ("sgd", "sam")})
     print(json.dumps(out))
 
 
