@@ -120,7 +120,7 @@ def is_affine(variant, problem: ss.Problem | None = None) -> bool:
     for i in range(variant.rule.expectation_batch_size(problem.num_examples)):
         counts[0, i % problem.num_examples] += 1
     try:
-        _increments(problem, variant, counts, 1.0)
+        _unit_increments(problem, variant, counts)
     except _NotAffine:
         return False
     return True
@@ -143,9 +143,26 @@ def _check_sampler(sampler, variant, n):
                      "epoch (batch_size > n/2) and no micro-batches, for the exact moment recursion")
 
 
+#: Unit-step coefficients per (problem, variant, batches): every eta of a study reuses one derivation (one compile).
+_UNIT_INCREMENTS: dict = {}
+
+
 def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
+    """``(U, u)`` of :func:`_unit_increments` at learning rate ``eta``: the parameter rows (the first ``d``) scale with
+    ``eta``, the state rows (F-USAM's EMA) do not."""
+    key = (id(problem), problem.name, variant, counts.shape, counts.tobytes())
+    if key not in _UNIT_INCREMENTS:
+        _UNIT_INCREMENTS[key] = (problem, _unit_increments(problem, variant, counts))  # the problem kept alive with its id
+    _, (U, u, d) = _UNIT_INCREMENTS[key]
+    U, u = U.copy(), u.copy()
+    U[:, :d, :] *= eta
+    u[:, :d] *= eta
+    return U, u
+
+
+def _unit_increments(problem: ss.Problem, variant, counts: np.ndarray):
     """Per batch (rows of ``counts``, multiplicities) ``(U, u)`` with ``z' = z + U z + u`` in float64, shapes
-    ``(N, D, D)``, ``(N, D)``, for ``z = (x, state)`` (F-USAM's EMA: ``D = 2d``): read off the variant's own step by
+    ``(N, D, D)``, ``(N, D)`` at ``eta = 1``, and ``d``, for ``z = (x, state)`` (F-USAM's EMA: ``D = 2d``): read off the variant's own step by
     ``jax.jacfwd`` at ``z = 0``; raises :class:`_NotAffine` unless the step is affine in ``z`` and draws no random
     numbers (Jacobian and offset equal at three far-apart points, each under another key). A normalization that is
     not linear (``v/||v||``) is refused without evaluation: on one example it is piecewise affine, on more not."""
@@ -168,7 +185,7 @@ def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
             x = unravel(z[:d])
             state = sunravel(z[d:]) if sflat0.size else state0
             G, new_state, _ = variant.gradient(twin, x, state, twin.take(row), key)
-            dx = -eta * ravel_pytree(G)[0]
+            dx = -ravel_pytree(G)[0]
             return jnp.concatenate([dx, ravel_pytree(new_state)[0] - z[d:]]) if sflat0.size else dx
 
         D = d + sflat0.size
@@ -190,7 +207,7 @@ def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
             if np.max(np.abs(Ui - U)) > 1e-9 * scale or np.max(np.abs(wi - (u + U @ z))) > 1e-9 * scale:
                 raise _NotAffine(f"variant {variant.name!r} is not affine on linear regression (normalized, "
                                  "reweighted or random): no exact moment recursion")
-    return U, u
+    return U, u, d
 
 
 @dataclasses.dataclass(frozen=True)
