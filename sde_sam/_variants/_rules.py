@@ -31,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem
+from .._sde import _closed_form
 
 
 class Directions(NamedTuple):
@@ -158,12 +159,6 @@ class AbstractRule(abc.ABC):
         return {"type": type(self).__name__, **fields}
 
 
-def _closed_forms():
-    from .._sde import _closed_form
-
-    return _closed_form
-
-
 @dataclasses.dataclass(frozen=True)
 class NoAscent(AbstractRule):
     """No ascent: ``G = g_gamma(x)`` (SGD)."""
@@ -224,7 +219,7 @@ class BatchGradient(AbstractRule):
         return Directions(grads, None, state, jnp.mean(losses))
 
     def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return _closed_forms().batch_rule(self, variant, problem, sampler, params, **kw)
+        return _closed_form.batch_rule(self, variant, problem, sampler, params, **kw)
 
     def supports_first_order_noise(self, variant):
         return variant.normalization.linear and variant.preconditioner is None
@@ -232,7 +227,7 @@ class BatchGradient(AbstractRule):
     def first_order_noise(self, variant, problem, params, z):
         if not self.supports_first_order_noise(variant):
             return None
-        return _closed_forms().hessian_corrected_noise(variant, problem, params, z)
+        return _closed_form.hessian_corrected_noise(variant, problem, params, z)
 
     def symbolic_spec(self, variant):
         return {"rule": "batch", "micro_batch_size": self.micro_batch_size}
@@ -251,7 +246,7 @@ class FullGradient(AbstractRule):
         return Directions(_add_axis(problem.full_grad(params)), None, state, _nan_like(params))
 
     def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return _closed_forms().full_rule(self, variant, problem, sampler, params, **kw)
+        return _closed_form.full_rule(self, variant, problem, sampler, params, **kw)
 
     def supports_first_order_noise(self, variant):
         return True
@@ -293,7 +288,7 @@ class Friendly(AbstractRule):
         return Directions(_add_axis(d), None, new_mu, loss)
 
     def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return _closed_forms().friendly_rule(self, variant, problem, sampler, params, **kw)
+        return _closed_form.friendly_rule(self, variant, problem, sampler, params, **kw)
 
     def symbolic_spec(self, variant):
         return {"rule": "friendly"}
@@ -376,7 +371,7 @@ class Reweighted(AbstractRule):
         return Directions(_add_axis(d), descent, state, jnp.mean(losses))
 
     def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return _closed_forms().reweighted_rule(self, variant, problem, sampler, params, **kw)
+        return _closed_form.reweighted_rule(self, variant, problem, sampler, params, **kw)
 
     def symbolic_spec(self, variant):
         if self.score != "exact":
