@@ -116,6 +116,15 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
     return arrays, meta
 
 
+def key_config(key) -> dict[str, Any]:
+    """A JSON-able description of a typed PRNG key (or array of keys): ``{"impl": ..., "data": [...]}``.
+
+    ``jax.random.wrap_key_data(np.asarray(d["data"], np.uint32), impl=d["impl"])`` rebuilds it."""
+    import jax.random as jr
+
+    return {"impl": str(jr.key_impl(key)), "data": np.asarray(jr.key_data(key)).tolist()}
+
+
 def provenance() -> dict[str, Any]:
     """Versions (jax, jaxlib, numpy, sde_sam, python), device (``jax.devices()[0]`` kind and platform, count)
     and the UTC time: the block every saved record carries."""

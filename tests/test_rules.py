@@ -198,14 +198,14 @@ def test_asam_has_no_closed_form_and_says_so():
 
 
 def _readme_rule():
-    """Execute README's user-rule block as a user would; returns its namespace (``SignAscent``, ``variant``)."""
+    """Execute the user-rule block of docs/variants.md as a user would; returns its namespace (``SignAscent``, ``variant``)."""
     import os
     import re
 
-    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "variants.md")).read()
     block = re.search(r"<!-- user-rule -->\n```python\n(.*?)```", text, re.S).group(1)
     namespace: dict = {}
-    exec(compile(block, "README.md:user-rule", "exec"), namespace)  # noqa: S102
+    exec(compile(block, "docs/variants.md:user-rule", "exec"), namespace)  # noqa: S102
     return namespace
 
 

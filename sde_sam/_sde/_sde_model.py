@@ -140,7 +140,8 @@ def sde_model(
         drift: ``"general"`` (the general first-order rule), ``"closed_form"`` (DESIGN §3.1 formulas;
             cheaper for large problems: USAM/m-USAM need no expectation), or ``"expected"`` (the mean step
             ``E_xi[G]`` with no expansion in ``rho``; with ``diffusion="empirical"`` the moment-matching SME).
-        num_samples, max_enumeration: Monte Carlo size and enumeration limit of batch expectations.
+        num_samples: Monte Carlo size of batch expectations that are not enumerated.
+        max_enumeration: largest batch support that is enumerated exactly.
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")

@@ -28,9 +28,10 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
-from .._estimators._observables import Record, observables
+from .._estimators._observables import Record
+from .._io import key_config
 from .._parallel._sharding import run_blocked
-from .._training._runner import Runs, check_positive, diverged
+from .._training._runner import Runs, as_record, check_key, check_positive, diverged
 from ._sde_model import SDEModel, step_keys
 
 
@@ -56,11 +57,7 @@ def check_model_and_record(model, record) -> Record:
     """Validate ``model``; accept ``record`` as a :class:`Record` or a sequence of observable names."""
     if not isinstance(model, SDEModel):
         raise TypeError(f"`model` must come from sde_sam.sde_model(...), got {type(model).__name__}")
-    if not isinstance(record, Record):
-        if isinstance(record, str) or not isinstance(record, Sequence):
-            raise TypeError("`record` must be a sde_sam.observables(...) Record or a sequence of observable names")
-        record = observables(*record)
-    return record
+    return as_record(record)
 
 
 def simulation_config(model: SDEModel, *, dt, t1, steps, num_paths, every, divergence_threshold, **extra) -> dict:
@@ -146,6 +143,7 @@ def simulate(
     """
     record = check_model_and_record(model, record)
     check_positive("num_paths", num_paths, integer=True)
+    check_key(key)
     check_positive("divergence_threshold", divergence_threshold)
     dt, steps = _resolve_grid(model.eta, t1, dt, record.every)
     problem = model.problem
@@ -203,6 +201,8 @@ def simulate(
             every=record.every,
             divergence_threshold=divergence_threshold,
             devices=1 if mesh is None else int(mesh.size),
+            key=key_config(key),
+            paths_per_block=int(block),
         ),
         wall_time_s=wall,
         dt=dt,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -14,7 +17,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Key, PRNGKeyArray, PyTree
 
-from .._estimators._observables import Record
+from .._estimators._observables import Record, observables
+from .._io import key_config, load_result, provenance, save_result
 from .._parallel._sharding import check_mesh, run_blocked
 from .._problems._problem import Problem, tree_norm_sq
 from .._problems._sampler import Sampler, check_is_sampler
@@ -42,6 +46,29 @@ def resolve_dtype(dtype) -> Any:
     if dtype == jnp.dtype("float64") and not jax.config.read("jax_enable_x64"):
         raise ValueError("`dtype`=float64 needs `jax.config.update('jax_enable_x64', True)` before any JAX work")
     return dtype
+
+
+def check_key(key: Any, name: str = "key") -> None:
+    """Raise ``TypeError`` unless ``key`` is one typed PRNG key (``jax.random.key(seed)``)."""
+    ok = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0
+    if not ok:
+        raise TypeError(f"`{name}` must be one typed PRNG key, jax.random.key(seed); got {_describe(key)}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, jax.Array | np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return type(value).__name__
+
+
+def as_record(record: Record | Sequence[str]) -> Record:
+    """``record`` as a :class:`Record`: a record is kept, a sequence of observable names becomes
+    ``observables(*names)`` (recorded at every step)."""
+    if isinstance(record, Record):
+        return record
+    if isinstance(record, str) or not isinstance(record, Sequence):
+        raise TypeError("`record` must be a sde_sam.observables(...) Record or a sequence of observable names")
+    return observables(*record)
 
 
 def check_sampler(sampler: Sampler, problem: Problem) -> None:
@@ -95,11 +122,69 @@ class Runs:
         return self._kept(name).mean(axis=0)
 
     def stderr(self, name: str) -> np.ndarray:
-        """Monte Carlo standard error of :meth:`mean` (``std / sqrt(R_kept)``; 0 for one run)."""
+        """Monte Carlo standard error of :meth:`mean`, ``std / sqrt(R_kept)`` (two-pass, ``ddof=1``).
+
+        Raises ``ValueError`` when fewer than 2 runs are kept: one run has no standard error."""
         kept = self._kept(name)
         if kept.shape[0] < 2:
-            return np.zeros(kept.shape[1])
+            raise ValueError(
+                f"a standard error needs at least 2 non-diverged runs; {kept.shape[0]} of {self.num_runs} kept "
+                f"(pass `num_runs` >= 2)"
+            )
         return kept.std(axis=0, ddof=1) / np.sqrt(kept.shape[0])
+
+    _TREES = ("final_params", "saved_params", "paths")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``<path>.json`` (config with key and seed, provenance, wall time) and ``<path>.npz`` (every
+        array, parameter leaves included), each atomically; returns the JSON path. :meth:`load` reads it."""
+        arrays: dict[str, Any] = {"steps": self.steps, "times": self.times, "diverged": self.diverged}
+        arrays["diverged_step"] = self.diverged_step
+        arrays |= {f"value.{name}": v for name, v in self.values.items()}
+        trees: dict[str, list[str]] = {}
+        for field in self._TREES:
+            tree = getattr(self, field, None)
+            if tree is None:
+                continue
+            leaves = jax.tree_util.tree_leaves_with_path(tree)
+            trees[field] = [jax.tree_util.keystr(p) for p, _ in leaves]
+            arrays |= {f"{field}.{i}": np.asarray(leaf) for i, (_, leaf) in enumerate(leaves)}
+        scalars = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), float)
+        }
+        meta = {"kind": type(self).__name__, "config": self.config, "scalars": scalars, "trees": trees}
+        return save_result(path, arrays, meta | {"provenance": provenance()})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, like: PyTree | None = None) -> Runs:
+        """Read a result written by :meth:`save`. Parameter pytrees come back in the structure of ``like``
+        (e.g. ``problem.init_params``) when given, else as a dict from parameter path to array."""
+        arrays, meta = load_result(path)
+        if meta.get("kind") != cls.__name__:
+            raise ValueError(f"{path} holds a {meta.get('kind')!r} result, not {cls.__name__}")
+        values = {k.removeprefix("value."): v for k, v in arrays.items() if k.startswith("value.")}
+        fields: dict[str, Any] = {}
+        for field, names in meta["trees"].items():
+            leaves = [arrays[f"{field}.{i}"] for i in range(len(names))]
+            if like is None:
+                fields[field] = dict(zip(names, leaves, strict=True))
+            else:
+                treedef = jax.tree_util.tree_structure(like)
+                if treedef.num_leaves != len(leaves):
+                    raise ValueError(f"`like` has {treedef.num_leaves} leaves; the saved {field} has {len(leaves)}")
+                fields[field] = jax.tree_util.tree_unflatten(treedef, leaves)
+        fields.setdefault("final_params", None)
+        keep = {f.name for f in dataclasses.fields(cls)}
+        return cls(
+            steps=arrays["steps"],
+            times=arrays["times"],
+            values=values,
+            diverged=arrays["diverged"],
+            diverged_step=arrays["diverged_step"],
+            config=meta["config"],
+            **{k: v for k, v in meta["scalars"].items() if k in keep},
+            **fields,
+        )
 
 
 def run_discrete(
@@ -111,7 +196,7 @@ def run_discrete(
     steps: int,
     num_runs: int | None = None,
     key: PRNGKeyArray | Key[Array, " runs"],
-    record: Record,
+    record: Record | Sequence[str] = ("loss",),
     dtype=jnp.float32,
     init_params: PyTree | None = None,
     divergence_threshold: float = 1e12,
@@ -146,8 +231,7 @@ def run_discrete(
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
     if not isinstance(variant, Variant):
         raise TypeError(f"`variant` must be a sde_sam.variants.Variant, got {type(variant).__name__}")
-    if not isinstance(record, Record):
-        raise TypeError("`record` must come from sde_sam.observables(...)")
+    record = as_record(record)
     check_positive("eta", eta)
     check_positive("steps", steps, integer=True)
     key = jnp.asarray(key)
@@ -226,6 +310,8 @@ def run_discrete(
             "every": record.every,
             "dtype": str(dtype),
             "divergence_threshold": float(divergence_threshold),
+            "key": key_config(key),
+            "runs_per_block": runs_per_block,
         }
         | ({} if svag == 1 else {"svag": svag})
         | ({} if schedule is None else {"schedule": repr(schedule)})
