@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._cli_support import HelpFormatter, check_output, positive_int, run, seeds
+
 
 def _demo(args) -> int:
     from ._training._demo import format_table, run_demo
@@ -38,6 +40,7 @@ def _simulate(args) -> int:
         "teacher_student": problems.teacher_student,
         "breast_cancer_logistic": problems.breast_cancer_logistic,
     }
+    check_output(args.out)
     problem = makers[args.problem]()
     kw = {} if args.variant == "sgd" else {"rho": args.rho}
     if args.variant.startswith("m-"):
@@ -61,6 +64,8 @@ def _simulate(args) -> int:
         num_paths=args.paths,
         key=jr.key(args.seed),
         record=observables("loss", "grad_norm_sq", every=args.every),
+        paths_per_block=args.paths_per_block,
+        progress=not args.no_progress,
     )
     mean, se = paths.mean("loss"), paths.stderr("loss")
     print(
@@ -89,6 +94,8 @@ def _simulate(args) -> int:
 def _train(args) -> int:
     from . import train
 
+    check_output(args.out)
+    every = args.every if args.every is not None else (50 if args.steps % 50 == 0 else args.steps)
     kw = {} if args.variant == "sgd" else {"rho": args.rho}
     if args.variant.startswith("m-"):
         kw["micro_batch_size"] = args.m
@@ -100,8 +107,8 @@ def _train(args) -> int:
         batch_size=args.batch_size,
         eta=args.eta,
         steps=args.steps,
-        every=args.every,
-        seeds=tuple(range(args.seeds)),
+        every=every,
+        seeds=args.seeds,
         observables=tuple(args.observables.split(",")),
     )
     rec = train.record(config)
@@ -129,21 +136,28 @@ def _plugin_commands():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sde-sam", description="SAM variants, their SDEs, estimators and checks.")
+    parser = argparse.ArgumentParser(
+        prog="sde-sam", description="SAM variants, their SDEs, estimators and checks.", formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     for register in _plugin_commands():  # commands of installed packages (the reproduction pipeline: analysis.cli)
         register(sub)
-    sim = sub.add_parser("simulate", help="simulate one variant's SDE and print E[loss] over time")
+    sim = sub.add_parser(
+        "simulate", help="simulate one variant's SDE and print E[loss] over time", formatter_class=HelpFormatter
+    )
     sim.add_argument(
         "--problem",
         default="linear_regression",
         choices=("quadratic", "linear_regression", "sharp_flat_basins", "teacher_student", "breast_cancer_logistic"),
+        help="built-in problem",
     )
     sim.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
-    sim.add_argument("--rho", type=float, default=0.05)
-    sim.add_argument("--m", type=int, default=1, help="micro-batch size of m-variants")
-    sim.add_argument("--batch-size", type=int, default=8)
+    sim.add_argument("--rho", type=float, default=0.05, help="perturbation radius")
+    sim.add_argument(
+        "--m", "--micro-batch-size", dest="m", type=positive_int, default=1, help="micro-batch size of m-variants"
+    )
+    sim.add_argument("--batch-size", type=positive_int, default=8, help="batch size B")
     smp = sim.add_mutually_exclusive_group()
     smp.add_argument("--with-replacement", action="store_true", help="i.i.d. batch indices (default: shuffled epochs)")
     smp.add_argument(
@@ -155,44 +169,62 @@ def build_parser() -> argparse.ArgumentParser:
         "--drift",
         default="general",
         choices=("general", "closed_form", "expected"),
-        help="general: first order in rho; closed_form: DESIGN 3.1 formulas; expected: E[G], exact in rho "
-        "(default: %(default)s)",
+        help="general: first order in rho; closed_form: DESIGN 3.1 formulas; expected: E[G], exact in rho",
     )
     sim.add_argument(
         "--num-samples",
-        type=int,
+        type=positive_int,
         default=256,
-        help="Monte Carlo batches per drift/diffusion evaluation when not enumerable (default: %(default)s)",
+        help="Monte Carlo batches per drift/diffusion evaluation when the batches are not enumerable",
     )
-    sim.add_argument("--eta", type=float, default=0.05)
-    sim.add_argument("--t1", type=float, default=2.0)
-    sim.add_argument("--paths", type=int, default=256)
-    sim.add_argument("--every", type=int, default=10)
-    sim.add_argument("--diffusion", default="leading", choices=("leading", "first_order", "empirical", "none"))
-    sim.add_argument("--order", type=int, default=1, choices=(1, 2))
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--out", default=None, help="write OUT.json + OUT.npz")
+    sim.add_argument("--eta", type=float, default=0.05, help="learning rate of the modelled method")
+    sim.add_argument("--t1", type=float, default=2.0, help="final SDE time (t = steps * eta)")
+    sim.add_argument("--paths", type=positive_int, default=256, help="number of paths")
+    sim.add_argument(
+        "--paths-per-block", type=positive_int, default=None, help="paths advanced together (default: all at once)"
+    )
+    sim.add_argument("--every", type=positive_int, default=10, help="record every this many SDE steps")
+    sim.add_argument(
+        "--diffusion", default="leading", choices=("leading", "first_order", "empirical", "none"), help="diffusion"
+    )
+    sim.add_argument("--order", type=int, default=1, choices=(1, 2), help="order of the SME drift")
+    sim.add_argument("--seed", type=int, default=0, help="PRNG seed (jax.random.key(seed))")
+    sim.add_argument("--out", default=None, help="write OUT.json + OUT.npz (checked before any work)")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     sim.set_defaults(func=_simulate)
 
-    tr = sub.add_parser("train", help="train a small network with one variant over seeds and print the record")
-    tr.add_argument("--problem", default="digits_mlp", choices=("digits_mlp", "digits_cnn"))
-    tr.add_argument("--hidden", type=int, default=32)
-    tr.add_argument("--variant", default="sam")
-    tr.add_argument("--rho", type=float, default=0.05)
-    tr.add_argument("--m", type=int, default=4)
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--eta", type=float, default=0.1)
-    tr.add_argument("--steps", type=int, default=200)
-    tr.add_argument("--every", type=int, default=50)
-    tr.add_argument("--seeds", type=int, default=2)
-    tr.add_argument("--observables", default="loss,accuracy,trace_sigma")
-    tr.add_argument("--out", default=None, help="write OUT.json + OUT.npz")
+    tr = sub.add_parser(
+        "train",
+        help="train a small network with one variant over seeds and print the record",
+        formatter_class=HelpFormatter,
+    )
+    tr.add_argument("--problem", default="digits_mlp", choices=("digits_mlp", "digits_cnn"), help="network")
+    tr.add_argument("--hidden", type=positive_int, default=32, help="hidden width of digits_mlp")
+    tr.add_argument("--variant", default="sam", help="variant name")
+    tr.add_argument("--rho", type=float, default=0.05, help="perturbation radius")
+    tr.add_argument(
+        "--m", "--micro-batch-size", dest="m", type=positive_int, default=4, help="micro-batch size of m-variants"
+    )
+    tr.add_argument("--batch-size", type=positive_int, default=64, help="batch size B")
+    tr.add_argument("--eta", type=float, default=0.1, help="learning rate")
+    tr.add_argument("--steps", type=positive_int, default=200, help="training steps")
+    tr.add_argument(
+        "--every",
+        type=positive_int,
+        default=None,
+        help="record every this many steps (default: 50, or --steps when 50 does not divide it)",
+    )
+    tr.add_argument("--seeds", type=seeds, default=(0, 1), help="a count (4: seeds 0..3) or a list (0,1,7)")
+    tr.add_argument("--observables", default="loss,accuracy,trace_sigma", help="comma-separated names")
+    tr.add_argument("--out", default=None, help="write OUT.json + OUT.npz (checked before any work)")
     tr.set_defaults(func=_train)
 
-    demo = sub.add_parser("demo", help="train the digits MLP with every variant and print a table")
-    demo.add_argument("--steps", type=int, default=200, help="training steps per variant (default 200)")
-    demo.add_argument("--runs", type=int, default=2, help="independent runs per variant (default 2)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser(
+        "demo", help="train the digits MLP with every variant and print a table", formatter_class=HelpFormatter
+    )
+    demo.add_argument("--steps", type=positive_int, default=200, help="training steps per variant")
+    demo.add_argument("--runs", type=positive_int, default=2, help="independent runs per variant")
+    demo.add_argument("--seed", type=int, default=0, help="PRNG seed")
     demo.set_defaults(func=_demo)
     return parser
 
@@ -200,17 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as e:
-        print(f"sde-sam {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            f"\nsde-sam {args.command}: interrupted; finished stages are kept and a rerun resumes from them",
-            file=sys.stderr,
-        )
-        return 130
+    return run(f"sde-sam {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

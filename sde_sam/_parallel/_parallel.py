@@ -35,6 +35,7 @@ import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
+from tqdm.auto import tqdm
 
 from .._estimators._observables import Record
 from .._io import save_result, to_jsonable
@@ -279,6 +280,7 @@ def simulate_moments(
     quantiles: Sequence[float] = (),
     quantile_paths: int = 4096,
     divergence_threshold: float = 1e12,
+    progress: bool = True,
 ) -> Moments:
     """Mean, variance and standard error of each observable at each recorded time over ``num_paths`` paths.
 
@@ -289,12 +291,17 @@ def simulate_moments(
     ``num_paths`` (apart from 8 bytes of key per path). Diverged paths are counted, not averaged in.
 
     ``quantiles``: levels in ``[0, 1]`` estimated from a fixed subset of at most ``~quantile_paths`` paths
-    (every ``quantile_stride``-th path; exact when ``num_paths <= quantile_paths``).
+    (every ``quantile_stride``-th path; exact when ``num_paths <= quantile_paths``). ``progress``: a bar over
+    the chunks (tqdm, on stderr) once the call runs longer than 2 seconds.
     ``paths_per_block``: paths vmapped together on a device (default: the whole per-device chunk); with the
     same value :func:`sde_sam.simulate` gives the same per-path values bit for bit.
     """
     record = check_model_and_record(model, record)
     check_positive("num_paths", num_paths, integer=True)
+    if num_paths < 2:
+        raise ValueError(
+            f"`num_paths` must be at least 2 (a variance and standard error need 2 paths), got {num_paths}"
+        )
     chunk = min(num_paths, 65536) if chunk_paths is None else chunk_paths
     check_positive("chunk_paths", chunk, integer=True)
     chunk = min(chunk, num_paths)
@@ -335,7 +342,8 @@ def simulate_moments(
     mean = {name: np.zeros(num_segments + 1) for name in record.names}
     m2 = {name: np.zeros(num_segments + 1) for name in record.names}
     kept = {name: [] for name in record.names}
-    for c in range(num_chunks):
+    bar = tqdm(range(num_chunks), desc="moments (chunks)", delay=2.0, leave=False, disable=not progress)
+    for c in bar:
         lo = c * chunk
         part = key_data[lo : lo + chunk]
         n_valid = part.shape[0]
@@ -367,9 +375,9 @@ def simulate_moments(
                 kept[name].append(samples[name][keep])
         n_tot += cnt
     wall = time.perf_counter() - start
-    if n_tot == 0:
-        raise ValueError(f"all {num_paths} paths diverged: no moment can be formed")
-    var = {k: (v / (n_tot - 1) if n_tot > 1 else np.zeros_like(v)) for k, v in m2.items()}
+    if n_tot < 2:
+        raise ValueError(f"{num_paths - n_tot} of {num_paths} paths diverged: a variance needs at least 2 kept paths")
+    var = {k: v / (n_tot - 1) for k, v in m2.items()}
     qs, q_count = {}, 0
     if levels:
         for name in record.names:

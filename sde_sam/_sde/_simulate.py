@@ -31,6 +31,8 @@ from jaxtyping import PRNGKeyArray, PyTree
 from .._estimators._observables import Record
 from .._io import key_config
 from .._parallel._sharding import run_blocked
+from .._progress import progress_bar, report, stride
+from .._progress import total as progress_total
 from .._training._runner import Runs, as_record, check_key, check_positive, diverged
 from ._sde_model import SDEModel, step_keys
 
@@ -123,6 +125,7 @@ def simulate(
     mesh: Mesh | None = None,
     divergence_threshold: float = 1e12,
     paths_per_block: int | None = None,
+    progress: bool = True,
 ) -> Paths:
     """Simulate ``num_paths`` Euler-Maruyama paths of ``model`` on ``[0, t1]`` (see the module docstring).
 
@@ -140,6 +143,7 @@ def simulate(
             Default: all paths of a device at once. Each path's arithmetic depends only on its key and the
             block size, so runs with the same ``paths_per_block`` are bit-identical on any number of
             devices (with a different block size, XLA may order a matmul differently: ~1 ulp).
+        progress: show a progress bar (tqdm, on stderr) when the call runs longer than 2 seconds.
     """
     record = check_model_and_record(model, record)
     check_positive("num_paths", num_paths, integer=True)
@@ -180,8 +184,10 @@ def simulate(
         int(block),
     )
     start = time.perf_counter()
-    out = _simulate_jit(*args) if mesh is None else _simulate_sharded(mesh, *args)
-    out = jax.block_until_ready(out)
+    steps_total = progress_total(num_segments, record.every, num_paths // block)
+    with progress_bar(steps_total, f"simulate {model.variant.name}", enabled=progress) as bar:
+        out = _simulate_jit(*args, bar) if mesh is None else _simulate_sharded(mesh, *args, bar)
+        out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
     values, div, div_step, final, saved = out
     steps_arr = np.arange(num_segments + 1) * record.every
@@ -221,7 +227,7 @@ def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt: floa
     return jax.tree_util.tree_map(lambda p, bb, zz: p - dt * bb + noise_scale * zz, params, b, z)
 
 
-def _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block):
+def _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block, bar=None):
     problem = model.problem
 
     def one_path(path_key):
@@ -239,6 +245,7 @@ def _paths(model, params0, path_keys, num_segments, every, dt, record, save_path
 
         def segment(carry, _):
             carry, _ = jax.lax.scan(step, carry, None, length=every)
+            carry = (*carry[:3], report(bar, carry[3], stride(num_segments, every)))  # progress
             obs = observe(carry[0], carry[1])
             return carry, (obs, carry[0] if save_paths else None)
 
@@ -261,7 +268,9 @@ _STATIC = ("num_segments", "every", "dt", "record", "save_paths", "threshold", "
 _simulate_jit = jax.jit(_paths, static_argnames=_STATIC)
 
 
-def _simulate_sharded(mesh, model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block):
+def _simulate_sharded(
+    mesh, model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block, bar=None
+):
     """The path axis split over ``mesh`` (one or several processes), ``block`` paths at a time per device."""
-    args = (model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block)
+    args = (model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block, bar)
     return run_blocked(_simulate_jit, args, 2, mesh=mesh, block=block)

@@ -22,6 +22,8 @@ from .._io import key_config, load_result, provenance, save_result
 from .._parallel._sharding import check_mesh, run_blocked
 from .._problems._problem import Problem, tree_norm_sq
 from .._problems._sampler import Sampler, check_is_sampler
+from .._progress import progress_bar, report, stride
+from .._progress import total as progress_total
 from .._sde._svag import check_svag, svag_gradient
 from .._variants._variant import Variant
 
@@ -205,6 +207,7 @@ def run_discrete(
     mesh=None,
     runs_per_block: int | None = None,
     svag: int = 1,
+    progress: bool = True,
 ) -> Runs:
     """Run ``x_{k+1} = x_k - eta * G(x_k; xi_k)`` (DESIGN §2) for ``num_runs`` independent runs.
 
@@ -226,6 +229,7 @@ def run_discrete(
     ``G_l = a G(x; xi_1) + b G(x; xi_2)`` from two independent batches, ``steps * l`` steps of ``eta / l``,
     recorded at the same times ``k * eta`` (``Runs.steps`` counts steps of ``eta``). As ``l`` grows the runs
     approach the SDE with drift ``E[G]`` and diffusion ``Cov[G]``. ``l = 1`` is the plain method.
+    ``progress``: a progress bar (tqdm, on stderr) when the call runs longer than 2 seconds.
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
@@ -280,12 +284,18 @@ def run_discrete(
         bool(save_params),
         svag,
     )
-    if mesh is None and runs_per_block is None:
-        out = _run(*run_args)
-    else:  # run keys are argument 6 of _run
-        out = run_blocked(_run, run_args, 6, mesh=mesh, block=runs_per_block)
-        out = jax.tree_util.tree_map(jnp.asarray, out)
-    out = jax.block_until_ready(out)
+    devices = 1 if mesh is None else int(mesh.size)
+    per_device = math.ceil(num_runs / devices)
+    blocks = devices * math.ceil(per_device / (per_device if runs_per_block is None else runs_per_block))
+    steps_total = progress_total(num_segments, record.every * svag, blocks)
+    with progress_bar(steps_total, f"run {variant.name}", enabled=progress) as bar:
+        run_args = (*run_args, bar)
+        if mesh is None and runs_per_block is None:
+            out = _run(*run_args)
+        else:  # run keys are argument 6 of _run
+            out = run_blocked(_run, run_args, 6, mesh=mesh, block=runs_per_block)
+            out = jax.tree_util.tree_map(jnp.asarray, out)
+        out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
     values, div, div_step, final, saved = out
     div_step = np.asarray(div_step)
@@ -323,7 +333,18 @@ def run_discrete(
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10))
 def _run(
-    problem, variant, sampler, record, eta, num_segments, run_keys, threshold, schedule=None, save_params=False, svag=1
+    problem,
+    variant,
+    sampler,
+    record,
+    eta,
+    num_segments,
+    run_keys,
+    threshold,
+    schedule=None,
+    save_params=False,
+    svag=1,
+    bar=None,
 ):
     n = problem.num_examples
     inner = record.every * svag  # steps per recording interval
@@ -364,6 +385,7 @@ def _run(
 
         def segment(carry, _):
             carry, _ = jax.lax.scan(step, carry, None, length=inner)
+            carry = (*carry[:4], report(bar, carry[4], stride(num_segments, inner)))  # progress
             return carry, (observe(carry[0], carry[2]), carry[0] if save_params else None)
 
         init = (params0, variant.init(params0), jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0))

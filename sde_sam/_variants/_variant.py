@@ -13,6 +13,7 @@ frozen dataclass holding these parts; :meth:`Variant.gradient` is the single pur
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -374,8 +375,18 @@ NAMES = tuple(_FACTORIES)
 
 
 def get(name: str, **kwargs) -> Variant:
-    """A variant by name (case-insensitive, ``_`` or ``-``): ``get("m-sam", rho=0.05, micro_batch_size=4)``."""
+    """A variant by name (case-insensitive, ``_`` or ``-``): ``get("m-sam", rho=0.05, micro_batch_size=4)``.
+
+    ``m`` is accepted as an alias of ``micro_batch_size`` (the CLI's name), not both at once."""
     key = str(name).lower().replace("_", "-")
     if key not in _FACTORIES:
         raise ValueError(f"unknown variant {name!r}; valid names: {', '.join(NAMES)}")
-    return _FACTORIES[key](**kwargs)
+    if "m" in kwargs:
+        if "micro_batch_size" in kwargs:
+            raise TypeError("pass `micro_batch_size` or its alias `m`, not both")
+        kwargs["micro_batch_size"] = kwargs.pop("m")
+    try:
+        return _FACTORIES[key](**kwargs)
+    except TypeError as err:
+        params = list(inspect.signature(_FACTORIES[key]).parameters)
+        raise TypeError(f"variant {key!r} takes {', '.join(params) or 'no arguments'}; {err}") from None

@@ -1,0 +1,86 @@
+"""What every command line of the package shares: argument types, output checks and one exit path.
+
+A user error (bad value, unwritable output) ends in one line on stderr and exit status 2, never a traceback;
+Ctrl-C ends in exit status 130 with the finished work kept (results are written atomically as they finish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every option's default (options without help text get one that names it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS, False) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``: a count (``4`` is seeds 0..3) or a comma-separated list (``0,1,7``)."""
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return tuple(range(count))
+        values = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive count (4 = seeds 0..3) or a comma-separated list of seeds (0,1,7), got {text!r}"
+        ) from None
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be distinct non-negative integers, got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def check_output(path: str | os.PathLike | None, name: str = "--out") -> None:
+    """Make sure results can be written at ``path`` (its folder exists or can be made, and is writable),
+    before any computation; raise ``ValueError`` naming ``name`` otherwise."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and target.is_dir():
+        raise ValueError(f"`{name}` {str(path)!r} is a directory; give a file path prefix (OUT.json, OUT.npz)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise ValueError(f"`{name}` {str(path)!r} cannot be written: {err.strerror or err}") from None
+
+
+def run(prog: str, func: Callable[[], int]) -> int:
+    """Run a command: user errors as one line and status 2; Ctrl-C as status 130 without a traceback.
+
+    On Ctrl-C the process leaves through :func:`os._exit` after flushing its streams, so the interpreter does not
+    tear down while XLA's threads still run (which can crash it); whatever finished was already written."""
+    try:
+        return func()
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; finished results are kept and a rerun resumes from them", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
