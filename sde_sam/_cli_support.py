@@ -60,6 +60,9 @@ def check_output(path: str | os.PathLike | None, name: str = "--out") -> None:
     target = Path(path)
     if target.exists() and target.is_dir():
         raise ValueError(f"`{name}` {str(path)!r} is a directory; give a file path prefix (OUT.json, OUT.npz)")
+    for folder in target.parents:
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"`{name}` {str(path)!r} cannot be written: {str(folder)!r} is a file, not a folder")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"):

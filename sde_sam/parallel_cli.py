@@ -14,32 +14,38 @@ import argparse
 import json
 import sys
 
+from ._cli_support import HelpFormatter, check_output, run
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sde_sam.parallel_cli", description=(__doc__ or "").splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m sde_sam.parallel_cli",
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=HelpFormatter,
+    )
     g = p.add_argument_group("distributed runtime (default: SDE_SAM_* / JAX_* environment, else one process)")
     g.add_argument("--coordinator", help="host:port of process 0's coordinator")
-    g.add_argument("--num-processes", type=int)
-    g.add_argument("--process-id", type=int)
+    g.add_argument("--num-processes", type=int, help="number of processes of the run")
+    g.add_argument("--process-id", type=int, help="this process's index, 0 .. num_processes - 1")
     g.add_argument("--cpu-collectives", default="gloo", help="CPU cross-process collectives (gloo|mpi|none)")
     m = p.add_argument_group("model")
     m.add_argument("--problem", default="linear_regression", help="a sde_sam.problems factory")
     m.add_argument("--problem-kw", default='{"n": 32, "d": 4, "seed": 0}', help="JSON keyword arguments")
     m.add_argument("--variant", default="sam", help="a sde_sam.variants name")
     m.add_argument("--variant-kw", default='{"rho": 0.05}', help="JSON keyword arguments")
-    m.add_argument("--batch-size", type=int, default=4)
-    m.add_argument("--eta", type=float, default=0.05)
-    m.add_argument("--diffusion", default="leading")
-    m.add_argument("--drift", default="general")
+    m.add_argument("--batch-size", type=int, default=4, help="batch size B (WithReplacement)")
+    m.add_argument("--eta", type=float, default=0.05, help="learning rate of the modelled method")
+    m.add_argument("--diffusion", default="leading", help="leading | first_order | empirical | none")
+    m.add_argument("--drift", default="general", help="general | closed_form | expected")
     s = p.add_argument_group("simulation")
-    s.add_argument("--t1", type=float, default=1.0)
-    s.add_argument("--num-paths", type=int, default=1024)
-    s.add_argument("--chunk-paths", type=int)
-    s.add_argument("--paths-per-block", type=int)
+    s.add_argument("--t1", type=float, default=1.0, help="final SDE time")
+    s.add_argument("--num-paths", type=int, default=1024, help="number of paths (at least 2)")
+    s.add_argument("--chunk-paths", type=int, help="paths per chunk (memory bound; default min(num_paths, 65536))")
+    s.add_argument("--paths-per-block", type=int, help="paths vmapped together on a device")
     s.add_argument("--record", default="loss,param_norm_sq", help="comma-separated observable names")
-    s.add_argument("--every", type=int, default=1)
+    s.add_argument("--every", type=int, default=1, help="record every this many SDE steps")
     s.add_argument("--quantiles", default="", help="comma-separated levels, e.g. 0.1,0.5,0.9")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="PRNG seed (jax.random.key(seed))")
     s.add_argument(
         "--per-path",
         action="store_true",
@@ -51,8 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run("python -m sde_sam.parallel_cli", lambda: _main(args))
+
+
+def _main(args) -> int:
     from ._parallel import _parallel as par
 
+    check_output(args.out)
     par.initialize(
         args.coordinator,
         args.num_processes,
@@ -64,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import sde_sam as ss
 
-    problem = getattr(ss.problems, args.problem)(**json.loads(args.problem_kw))
+    factory = getattr(ss.problems, args.problem, None)
+    if args.problem.startswith("_") or not callable(factory):
+        raise ValueError(f"`--problem` {args.problem!r} is not a sde_sam.problems factory")
+    problem = factory(**json.loads(args.problem_kw))
     variant = ss.variants.get(args.variant, **json.loads(args.variant_kw))
     model = ss.sde_model(
         problem, variant, ss.WithReplacement(args.batch_size), eta=args.eta, diffusion=args.diffusion, drift=args.drift

@@ -27,6 +27,7 @@ from ._estimate import (
     check_chunk_size,
     check_k,
     check_positive_int,
+    checks_params,
     jackknife,
     mean_and_stderr,
     num_examples,
@@ -35,6 +36,7 @@ from ._hessian import hessian_matvec as _hvp
 from ._noise import _data, _moments, _operator, _sigma_matrix, _sigma_matvec, check_num_matvecs, lanczos_operator
 
 
+@checks_params
 def hvp(
     problem: Problem, params: PyTree, v: PyTree, batch: PyTree | None = None, chunk_size: int | None = None
 ) -> PyTree:
@@ -61,6 +63,7 @@ def hutchinson(
     return mean_and_stderr(vals)
 
 
+@checks_params
 def trace_hessian(
     problem: Problem,
     params: PyTree,
@@ -82,6 +85,7 @@ def _trace_hessian(problem, params, data, key, num_probes, chunk_size):
     return hutchinson(lambda v: _hvp(problem, params, v, data, chunk_size), params, key, num_probes)
 
 
+@checks_params
 def top_eigenvalues(
     problem: Problem,
     params: PyTree,
@@ -113,6 +117,7 @@ class SpectralDensity(NamedTuple):
     weights: Float[Array, "P m"]
 
 
+@checks_params
 def spectral_density(
     problem: Problem,
     params: PyTree,
@@ -214,6 +219,7 @@ def _from_parts(tr_s, tr_h, s2, h2, sh, gsg, ghg, g2):
     )
 
 
+@checks_params
 def alignment(
     problem: Problem,
     params: PyTree,

@@ -3,6 +3,8 @@ checks, chunked reductions over examples and flat views of parameter pytrees."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -13,6 +15,26 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
 from .._problems._problem import Problem, _validate_chunk_size
+
+
+def checks_params(fn: Callable) -> Callable:
+    """Decorate a public estimator ``fn(problem, params, ...)``: ``problem`` must be a :class:`~sde_sam.Problem`
+    and ``params`` (and a direction ``v``, where the estimator takes one) must have the structure and shapes of
+    ``problem.init_params``; otherwise a ``TypeError``/``ValueError`` names the argument (never an XLA error)."""
+
+    takes_v = list(inspect.signature(fn).parameters)[2:3] == ["v"]
+
+    @functools.wraps(fn)
+    def checked(problem, params, *args, **kwargs):
+        if not isinstance(problem, Problem):
+            raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
+        problem.check_params(params, "params")
+        v = kwargs.get("v", args[0] if takes_v and args else None)
+        if v is not None:
+            problem.check_params(v, "v")
+        return fn(problem, params, *args, **kwargs)
+
+    return checked
 
 
 class Estimate(NamedTuple):

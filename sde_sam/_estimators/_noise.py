@@ -29,6 +29,7 @@ from ._estimate import (
     check_k,
     check_positive_int,
     check_sampler,
+    checks_params,
     chunked_sum,
     flat_matvec,
     flat_rows,
@@ -47,6 +48,7 @@ def _data(problem: Problem, batch: PyTree | None) -> PyTree:
 # -- per-example gradients and exact moments -------------------------------------------------------------
 
 
+@checks_params
 def per_example_grads(
     problem: Problem, params: PyTree, batch: PyTree | None = None, chunk_size: int | None = None, flat: bool = False
 ) -> PyTree:
@@ -109,6 +111,7 @@ def _moments(problem: Problem, params: PyTree, data: PyTree, chunk_size: int | N
     return g, ss
 
 
+@checks_params
 def trace_sigma(
     problem: Problem, params: PyTree, batch: PyTree | None = None, chunk_size: int | None = None
 ) -> Float[Array, ""]:
@@ -145,6 +148,7 @@ def _sigma_matvec(problem, params, v, data, chunk_size):
     return _weighted_grad(problem, params, w, data, chunk_size)
 
 
+@checks_params
 def sigma_matvec(
     problem: Problem, params: PyTree, v: PyTree, batch: PyTree | None = None, chunk_size: int | None = None
 ) -> PyTree:
@@ -170,6 +174,7 @@ def _sigma_matrix(problem, params, data, chunk_size):
     return chunked_sum(outer, data, chunk_size) / num_examples(data)
 
 
+@checks_params
 def sigma_matrix(
     problem: Problem, params: PyTree, batch: PyTree | None = None, chunk_size: int | None = None
 ) -> Float[Array, "d d"]:
@@ -178,6 +183,7 @@ def sigma_matrix(
     return _sigma_matrix(problem, params, _data(problem, batch), chunk_size)
 
 
+@checks_params
 def sigma_top_eigs(
     problem: Problem,
     params: PyTree,
@@ -286,6 +292,7 @@ def _batch_grads(problem, params, sampler, keys, chunk_size, fn=None):
     return jax.lax.map(one, keys, batch_size=chunk_size)
 
 
+@checks_params
 def trace_sigma_minibatch(
     problem: Problem,
     params: PyTree,
@@ -317,6 +324,8 @@ def trace_sigma_minibatch(
     c = sampler.factor(sampler.batch_size, n)
     if c == 0:
         raise ValueError(f"c(m) = 0 for m = n = {n} without replacement: the full batch carries no noise")
+    if use_full_grad and num_batches < 2:
+        raise ValueError(f"`num_batches` must be >= 2 for a standard error, got {num_batches}")
     if not use_full_grad and num_batches < 3:
         raise ValueError(f"`num_batches` must be >= 3 without the full gradient (jackknife), got {num_batches}")
     return _trace_sigma_minibatch(problem, params, sampler, key, num_batches, use_full_grad, chunk_size, c)
@@ -340,6 +349,7 @@ def _trace_sigma_minibatch(problem, params, sampler, key, num_batches, use_full_
     return Estimate(value / c, stderr / c)
 
 
+@checks_params
 def variance_sharpness(
     problem: Problem, params: PyTree, rho: float, sampler: Sampler, chunk_size: int | None = None
 ) -> Float[Array, ""]:
@@ -369,6 +379,7 @@ def _grad_trace_sigma(problem, params, data, chunk_size):
     return jax.tree_util.tree_map(lambda a: a / n, chunked_sum(fn, data, chunk_size))
 
 
+@checks_params
 def grad_trace_sigma(
     problem: Problem, params: PyTree, batch: PyTree | None = None, chunk_size: int | None = None
 ) -> PyTree:
@@ -388,6 +399,7 @@ class BatchGradNorm(NamedTuple):
     grad: Estimate
 
 
+@checks_params
 def expected_batch_grad_norm(
     problem: Problem,
     params: PyTree,
@@ -428,6 +440,7 @@ def _expected_batch_grad_norm(problem, params, sampler, key, num_batches, chunk_
 # -- shape of the noise ----------------------------------------------------------------------------------
 
 
+@checks_params
 def projected_noise(
     problem: Problem,
     params: PyTree,
@@ -523,6 +536,7 @@ def tail_index_from_samples(
     return Estimate(alpha(x), jnp.std(boots, ddof=1))
 
 
+@checks_params
 def tail_index(
     problem: Problem,
     params: PyTree,
@@ -592,6 +606,7 @@ def gaussianity_from_samples(
     )
 
 
+@checks_params
 def gaussianity(
     problem: Problem,
     params: PyTree,

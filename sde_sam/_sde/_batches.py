@@ -58,6 +58,8 @@ def batch_distribution(
     (``key`` required; ``None`` means the fixed ``jr.key(0)``, i.e. common random numbers).
     """
     _check_count("num_samples", num_samples)
+    if num_samples < 2:
+        raise ValueError(f"`num_samples` must be at least 2 (one Monte Carlo batch has no spread), got {num_samples}")
     _check_count("max_enumeration", max_enumeration)
     if not replace and size > n:
         raise ValueError(f"batch size {size} exceeds n={n}: without replacement it must be in [1, {n}]")

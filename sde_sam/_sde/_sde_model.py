@@ -156,6 +156,8 @@ def sde_model(
     if isinstance(order, bool) or order not in (1, 2):
         raise ValueError(f"`order` must be 1 or 2, got {order!r}")
     check_positive("num_samples", num_samples, integer=True)
+    if num_samples < 2:
+        raise ValueError(f"`num_samples` must be at least 2 (one Monte Carlo batch has no spread), got {num_samples}")
     check_positive("max_enumeration", max_enumeration, integer=True)
     if order == 2 and not variant.differentiable_update:
         raise ValueError(
