@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,7 @@ _BARS: dict[int, tqdm] = {}
 _IDS = itertools.count(1)
 
 
-def _advance(bar_id: np.ndarray, amount: np.ndarray) -> np.ndarray:
+def _advance(bar_id: Any, amount: Any) -> np.ndarray:
     bar = _BARS.get(int(np.ravel(bar_id)[0]))
     if bar is not None:
         bar.update(int(np.ravel(amount)[0]))

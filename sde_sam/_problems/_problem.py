@@ -117,8 +117,13 @@ class Problem:
                 f"`loss_fn(init_params, example)` failed on the first example: {err}. Check that "
                 "`init_params` matches the structure `loss_fn` expects."
             ) from err
-        if out.shape != ():
-            raise TypeError(f"`loss_fn` must return a scalar per example, got shape {out.shape}")
+        if not isinstance(out, jax.ShapeDtypeStruct):
+            raise TypeError(
+                f"`loss_fn` must return one scalar array per example, got a {type(out).__name__} "
+                "(return the loss alone; e.g. `lambda p, ex: loss_and_aux(p, ex)[0]`)"
+            )
+        if out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
+            raise TypeError(f"`loss_fn` must return a floating scalar per example, got shape {out.shape} {out.dtype}")
 
     # -- pytree protocol -------------------------------------------------------------------------
     def tree_flatten(self):
@@ -148,7 +153,13 @@ class Problem:
         return ravel_pytree(self.init_params if params is None else params)
 
     def with_dtype(self, dtype) -> Problem:
-        """The same problem with floating data and parameters cast to ``dtype``."""
+        """The same problem with floating data and parameters cast to ``dtype`` (float32 or float64; float64
+        needs ``jax.config.update("jax_enable_x64", True)``, else a ``ValueError`` rather than a silent float32)."""
+        dtype = jnp.dtype(dtype)
+        if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
+            raise ValueError(f"`dtype` must be float32 or float64, got {dtype}")
+        if dtype == jnp.dtype("float64") and not jax.config.read("jax_enable_x64"):
+            raise ValueError("`dtype`=float64 needs `jax.config.update('jax_enable_x64', True)` before any JAX work")
 
         def cast(a):
             a = jnp.asarray(a)

@@ -43,7 +43,7 @@ def _check(problem, variant, sampler):
     if not isinstance(variant, Variant):
         raise TypeError(f"`variant` must be a sde_sam.variants.Variant, got {type(variant).__name__}")
     check_sampler(sampler, problem)
-    variant.check(sampler.batch_size, problem.num_examples)
+    variant.check(sampler.batch_size, problem.num_examples, problem.init_params)
 
 
 def sde_state(problem: Problem, variant: Variant, params: Params) -> PyTree:

@@ -128,6 +128,7 @@ def sde_model(
     *,
     num_samples: int = NUM_SAMPLES,
     max_enumeration: int = MAX_ENUMERATION,
+    dtype=None,
 ) -> SDEModel:
     """The SDE ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` of ``variant`` (DESIGN §3).
 
@@ -142,11 +143,15 @@ def sde_model(
             ``E_xi[G]`` with no expansion in ``rho``; with ``diffusion="empirical"`` the moment-matching SME).
         num_samples: Monte Carlo size of batch expectations that are not enumerated.
         max_enumeration: largest batch support that is enumerated exactly.
+        dtype: ``float32`` or ``float64`` (with ``jax_enable_x64``): the problem is cast to it, as
+            :func:`sde_sam.run_discrete` does; ``None`` keeps the problem's own dtype.
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
     if not isinstance(variant, Variant):
         raise TypeError(f"`variant` must be a sde_sam.variants.Variant, got {type(variant).__name__}")
+    if dtype is not None:
+        problem = problem.with_dtype(dtype)
     _drift._check(problem, variant, sampler)
     check_positive("eta", eta)
     if diffusion not in _diffusion.DIFFUSIONS:

@@ -256,7 +256,7 @@ def run_discrete(
     if runs_per_block is not None:
         check_positive("runs_per_block", runs_per_block, integer=True)
     check_sampler(sampler, problem)
-    variant.check(sampler.batch_size, problem.num_examples)
+    variant.check(sampler.batch_size, problem.num_examples, problem.init_params)
     svag = check_svag(svag)
     if steps % record.every:
         raise ValueError(f"`steps`={steps} must be a multiple of record.every={record.every}")

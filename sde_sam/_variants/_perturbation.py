@@ -21,6 +21,7 @@ import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .._problems._problem import Problem, path_name, tree_norm_sq
+from .._typing import Real
 
 #: Floor of the norm in ``N(v) = v / max(||v||, NORM_EPS)``: a zero direction gives ``eps = 0``, never NaN.
 NORM_EPS = 1e-12
@@ -176,7 +177,7 @@ class ParameterScale(AbstractPreconditioner):
     """ASAM's ``T(x) = |x| + c`` (Kwon et al. 2021; ``c`` their ``eta``, default ``0.01``): with
     :class:`UnitNorm`, ``eps = rho T^2 d / ||T d||``."""
 
-    c: float = 0.01
+    c: Real = 0.01
 
     def __post_init__(self):
         if not (

@@ -32,6 +32,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem
 from .._sde import _closed_form
+from .._typing import Real
 
 
 class Directions(NamedTuple):
@@ -43,8 +44,9 @@ class Directions(NamedTuple):
     loss: Float[Array, ""]  # batch loss at x (NaN for rules that never evaluate it)
 
 
-def check_number(name, value, lower=0.0, upper=None, upper_open=False, lower_open=False):
-    """Raise unless ``value`` is a finite real in the stated range (the message names ``name`` and the range)."""
+def check_number(name, value, lower=0.0, upper=None, upper_open=False, lower_open=False) -> float:
+    """``value`` as a Python float; raise unless it is a finite real in the stated range (numpy scalars are
+    accepted; the message names ``name`` and the range)."""
     ok = (
         isinstance(value, (int, float, np.floating, np.integer))
         and not isinstance(value, bool)
@@ -56,6 +58,7 @@ def check_number(name, value, lower=0.0, upper=None, upper_open=False, lower_ope
         lo = f"({lower:g}" if lower_open else f"[{lower:g}"
         rng = f"{lo}, inf)" if upper is None else f"{lo}, {upper:g}{')' if upper_open else ']'}"
         raise ValueError(f"`{name}` must be a finite number in {rng}, got {value!r}")
+    return float(value)
 
 
 def _add_axis(t):
@@ -265,12 +268,12 @@ class Friendly(AbstractRule):
 
     stateful: ClassVar[bool] = True
 
-    sigma: float = 1.0
-    ema_decay: float = 0.9
+    sigma: Real = 1.0
+    ema_decay: Real = 0.9
 
     def __post_init__(self):
-        check_number("sigma", self.sigma, upper=1.0)
-        check_number("ema_decay", self.ema_decay, upper=1.0, upper_open=True)
+        object.__setattr__(self, "sigma", check_number("sigma", self.sigma, upper=1.0))
+        object.__setattr__(self, "ema_decay", check_number("ema_decay", self.ema_decay, upper=1.0, upper_open=True))
 
     def init(self, params):
         return jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -322,14 +325,14 @@ class Reweighted(AbstractRule):
     ``p = softmax(lambda s)`` of per-example scores ``s_i``; ``weights_in_descent`` selects the reading in which
     the descent is ``sum_i p_i grad f_i(x + eps)`` too."""
 
-    inverse_temperature: float = 1.0
-    fd_delta: float = 1e-3
+    inverse_temperature: Real = 1.0
+    fd_delta: Real = 1e-3
     score: str = "finite_difference"
     weights_in_descent: bool = False
 
     def __post_init__(self):
-        check_number("inverse_temperature", self.inverse_temperature)
-        check_number("fd_delta", self.fd_delta, lower_open=True)
+        object.__setattr__(self, "inverse_temperature", check_number("inverse_temperature", self.inverse_temperature))
+        object.__setattr__(self, "fd_delta", check_number("fd_delta", self.fd_delta, lower_open=True))
         if self.score not in SCORES:
             raise ValueError(f"`score` must be 'finite_difference' or 'exact', got {self.score!r}")
         if not isinstance(self.weights_in_descent, bool):

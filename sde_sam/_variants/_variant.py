@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem, tree_norm_sq
+from .._typing import Real
 from ._perturbation import (
     NORM_EPS as NORM_EPS,
 )
@@ -79,14 +80,16 @@ class Variant:
     """
 
     name: str
-    rho: float = 0.0
+    rho: Real = 0.0
     rule: AbstractRule = dataclasses.field(default_factory=BatchGradient)
     normalization: AbstractNormalization = dataclasses.field(default_factory=UnitNorm)
     mask: Any = None
     preconditioner: AbstractPreconditioner | None = None
+    #: A mask that selects no parameter turns the variant into SGD; refused unless this is set.
+    allow_empty_mask: bool = False
 
     def __post_init__(self):
-        check_number("rho", self.rho)
+        object.__setattr__(self, "rho", check_number("rho", self.rho))
         if not isinstance(self.rule, AbstractRule):
             raise TypeError(f"`rule` must be a sde_sam.variants.AbstractRule, got {type(self.rule).__name__}")
         if not isinstance(self.normalization, AbstractNormalization):
@@ -127,9 +130,18 @@ class Variant:
         """``k``: ``B / m`` for micro-batches (raises when ``m`` does not divide ``B``), else ``1``."""
         return self.rule.num_micro_batches(batch_size)
 
-    def check(self, batch_size: int, n: int) -> None:
-        """Validate against a sampler's batch size ``B`` and the problem's ``n``."""
+    def check(self, batch_size: int, n: int, params: PyTree | None = None) -> None:
+        """Validate against a sampler's batch size ``B``, the problem's ``n`` and (when given) its parameters: a
+        mask that selects none of them is refused unless ``allow_empty_mask`` (the step would be SGD's)."""
         self.num_micro_batches(batch_size)
+        if params is not None and self.mask is not None and not self.allow_empty_mask:
+            selected = jax.tree_util.tree_leaves(resolve_mask(self.mask, params))
+            if not any(selected):
+                raise ValueError(
+                    f"the mask of {self.name} selects none of the {len(selected)} parameter leaves, so it would "
+                    "run plain SGD (the default SAM-ON mask selects normalization-layer scales and biases); pass "
+                    "a mask that selects some parameters, or allow_empty_mask=True"
+                )
 
     def config(self) -> dict:
         """A JSON-friendly description of the parts (recorded with every result)."""
@@ -240,65 +252,72 @@ def sgd() -> Variant:
     return Variant("SGD", rho=0.0, rule=NoAscent())
 
 
-def usam(rho: float) -> Variant:
+def usam(rho: Real) -> Variant:
     """USAM (Andriushchenko & Flammarion 2022): ``G = g_gamma(x + rho g_gamma(x))``."""
     return Variant("USAM", rho=rho, normalization=Identity())
 
 
-def sam(rho: float) -> Variant:
+def sam(rho: Real) -> Variant:
     """SAM (Foret et al. 2021): ``G = g_gamma(x + rho g_gamma/||g_gamma||)``."""
     return Variant("SAM", rho=rho)
 
 
-def n_usam(rho: float) -> Variant:
+def n_usam(rho: Real) -> Variant:
     """n-USAM: full-data ascent direction, ``G = g_gamma(x + rho g(x))``."""
     return Variant("n-USAM", rho=rho, rule=FullGradient(), normalization=Identity())
 
 
-def n_sam(rho: float) -> Variant:
+def n_sam(rho: Real) -> Variant:
     """n-SAM: ``G = g_gamma(x + rho g(x)/||g(x)||)`` (Andriushchenko & Flammarion 2022)."""
     return Variant("n-SAM", rho=rho, rule=FullGradient())
 
 
-def m_usam(rho: float, micro_batch_size: int) -> Variant:
+def m_usam(rho: Real, micro_batch_size: int) -> Variant:
     """m-USAM: ``G = (1/k) sum_j g_{gamma_j}(x + rho g_{gamma_j}(x))``, micro-batches of size ``m``."""
     return Variant("m-USAM", rho=rho, rule=BatchGradient(micro_batch_size), normalization=Identity())
 
 
-def m_sam(rho: float, micro_batch_size: int) -> Variant:
+def m_sam(rho: Real, micro_batch_size: int) -> Variant:
     """m-SAM (Foret et al. 2021, m-sharpness): one normalized ascent per micro-batch, all at once (vmap)."""
     return Variant("m-SAM", rho=rho, rule=BatchGradient(micro_batch_size))
 
 
-def f_sam(rho: float, sigma: float = 1.0, ema_decay: float = 0.9) -> Variant:
+def f_sam(rho: Real, sigma: Real = 1.0, ema_decay: Real = 0.9) -> Variant:
     """F-SAM (Li et al. 2024): ``d = g_gamma - sigma mu_{k-1}``, ``mu_k = lambda mu_{k-1} + (1-lambda) g_gamma``,
     ``mu_0 = 0`` (so the first step uses ``g_gamma``); ``ema_decay`` is the paper's ``lambda``."""
     return Variant("F-SAM", rho=rho, rule=Friendly(sigma, ema_decay))
 
 
-def f_usam(rho: float, sigma: float = 1.0, ema_decay: float = 0.9) -> Variant:
+def f_usam(rho: Real, sigma: Real = 1.0, ema_decay: Real = 0.9) -> Variant:
     """F-USAM: F-SAM without the normalization."""
     return Variant("F-USAM", rho=rho, rule=Friendly(sigma, ema_decay), normalization=Identity())
 
 
-def sam_on(rho: float, mask: Callable[[str], bool] | PyTree | None = None, normalize: bool = True) -> Variant:
+def sam_on(
+    rho: Real,
+    mask: Callable[[str], bool] | PyTree | None = None,
+    normalize: bool = True,
+    allow_empty_mask: bool = False,
+) -> Variant:
     """SAM-ON (Mueller et al. 2023): perturb only the masked coordinates; norm over them alone.
 
     ``mask``: a predicate on parameter paths (``"layer_norm_0/scale"``) or a pytree of booleans; default
-    :func:`is_normalization_param` (normalization-layer scale and bias).
+    :func:`is_normalization_param` (normalization-layer scale and bias). A mask that selects no parameter of the
+    problem is refused when the variant is run, unless ``allow_empty_mask``.
     """
     return Variant(
         "SAM-ON" if normalize else "USAM-ON",
         rho=rho,
         normalization=UnitNorm() if normalize else Identity(),
         mask=is_normalization_param if mask is None else mask,
+        allow_empty_mask=allow_empty_mask,
     )
 
 
 def rw_sam(
-    rho: float,
-    inverse_temperature: float = 1.0,
-    fd_delta: float = 1e-3,
+    rho: Real,
+    inverse_temperature: Real = 1.0,
+    fd_delta: Real = 1e-3,
     score: str = "finite_difference",
     weights_in_descent: bool = False,
 ) -> Variant:
@@ -307,9 +326,9 @@ def rw_sam(
 
 
 def rw_usam(
-    rho: float,
-    inverse_temperature: float = 1.0,
-    fd_delta: float = 1e-3,
+    rho: Real,
+    inverse_temperature: Real = 1.0,
+    fd_delta: Real = 1e-3,
     score: str = "finite_difference",
     weights_in_descent: bool = False,
 ) -> Variant:
@@ -322,12 +341,12 @@ def rw_usam(
     )
 
 
-def asam(rho: float, c: float = 0.01, micro_batch_size: int | None = None) -> Variant:
+def asam(rho: Real, c: Real = 0.01, micro_batch_size: int | None = None) -> Variant:
     """ASAM (Kwon et al. 2021): ``eps = rho T^2 g_gamma / ||T g_gamma||`` with ``T = |x| + c`` elementwise."""
     return Variant("ASAM", rho=rho, rule=BatchGradient(micro_batch_size), preconditioner=ParameterScale(c))
 
 
-def asam_on(rho: float, mask: Callable[[str], bool] | PyTree | None = None, c: float = 0.01) -> Variant:
+def asam_on(rho: Real, mask: Callable[[str], bool] | PyTree | None = None, c: Real = 0.01) -> Variant:
     """ASAM-ON (Mueller et al. 2023, their default): ASAM on the masked (normalization) parameters only,
     ``eps = rho M T^2 g_gamma / ||M T g_gamma||``."""
     return Variant(
@@ -335,13 +354,13 @@ def asam_on(rho: float, mask: Callable[[str], bool] | PyTree | None = None, c: f
     )
 
 
-def dnsam(rho: float) -> Variant:
+def dnsam(rho: Real) -> Variant:
     """DNSAM (Compagnoni et al. 2023): the batch direction normalized by the full-gradient norm,
     ``G = g_gamma(x + rho g_gamma(x)/||g(x)||)``."""
     return Variant("DNSAM", rho=rho, normalization=FullGradientNorm())
 
 
-def random_sam(rho: float, normalize: bool = True) -> Variant:
+def random_sam(rho: Real, normalize: bool = True) -> Variant:
     """Random-direction SAM: ``G = g_gamma(x + rho z/||z||)``, ``z ~ N(0, I)`` afresh each step (``normalize=False``:
     ``x + rho z``); a control for whether the gradient direction of the ascent matters."""
     return Variant(
