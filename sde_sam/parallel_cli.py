@@ -79,6 +79,8 @@ def _main(args) -> int:
     if args.problem.startswith("_") or not callable(factory):
         raise ValueError(f"`--problem` {args.problem!r} is not a sde_sam.problems factory")
     problem = factory(**json.loads(args.problem_kw))
+    if not isinstance(problem, ss.Problem):
+        raise ValueError(f"`--problem` {args.problem!r} did not build a sde_sam.Problem")
     variant = ss.variants.get(args.variant, **json.loads(args.variant_kw))
     model = ss.sde_model(
         problem, variant, ss.WithReplacement(args.batch_size), eta=args.eta, diffusion=args.diffusion, drift=args.drift

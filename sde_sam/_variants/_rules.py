@@ -297,7 +297,7 @@ class Friendly(AbstractRule):
         return {"rule": "friendly"}
 
     def symbolic_parameters(self):
-        return {"sigma": self.sigma}
+        return {"sigma": float(self.sigma)}
 
 
 SCORES = ("finite_difference", "exact")
@@ -382,7 +382,7 @@ class Reweighted(AbstractRule):
         return {"rule": "reweighted", "weights_in_descent": self.weights_in_descent}
 
     def symbolic_parameters(self):
-        return {"lam": self.inverse_temperature}
+        return {"lam": float(self.inverse_temperature)}
 
 
 def normal_like(key: PRNGKeyArray, params: PyTree) -> PyTree:

@@ -112,7 +112,7 @@ class Variant:
         ``rho = 0``)."""
         if not self.rule.ascends:
             return False
-        return self.rho > 0 or not self.rule.descent_is_batch_gradient
+        return bool(self.rho > 0) or not self.rule.descent_is_batch_gradient
 
     @property
     def descent_is_batch_gradient(self) -> bool:
