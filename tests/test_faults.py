@@ -147,3 +147,9 @@ def test_fuzz_factories_and_runner(problem, rho, m, eta, steps):
     except (*WRONG_TYPE, TypeError):
         return
     assert np.all(np.isfinite(runs.values["loss"][~runs.diverged]))
+
+
+def test_problem_repr_is_short():
+    problem = ss.problems.digits_mlp(hidden=8)
+    text = repr(problem)
+    assert len(text) < 120 and "n=1438" in text and "d=626" in text

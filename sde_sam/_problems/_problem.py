@@ -137,6 +137,13 @@ class Problem:
         loss_fn, name, accuracy_fn = aux
         return cls(loss_fn, data, init_params, name, accuracy_fn, test_data, _validate=False)
 
+    def __repr__(self) -> str:
+        """Short: name, sizes and dtype, never the dataset."""
+        leaves = jax.tree_util.tree_leaves(self.init_params)
+        dtype = leaves[0].dtype if leaves else "none"
+        test = "" if self.test_data is None else f", test={_leading_size(self.test_data, 'test_data')}"
+        return f"Problem({self.name!r}, n={self.num_examples}, d={self.dim}, {len(leaves)} leaves, {dtype}{test})"
+
     # -- sizes -----------------------------------------------------------------------------------
     @property
     def num_examples(self) -> int:
