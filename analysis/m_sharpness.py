@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sde_sam import train
-from sde_sam._io import provenance, result_paths, save_result, to_jsonable
+from sde_sam._io import provenance, quarantine, result_paths, save_result, to_jsonable
 
 PAPER_REFERENCE = {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79}
 
@@ -89,7 +89,8 @@ def recorded(config: train.TrainConfig, path: Path, log, *, start=None, fresh: b
         try:
             rec = train.TrainRecord.load(path)
         except (OSError, ValueError, KeyError) as err:
-            log(f"  {path}: unreadable ({err}); recomputing")
+            moved = quarantine(path)
+            log(f"  {path}: unreadable ({err}); recomputing (kept as {', '.join(p.name for p in moved)})")
         else:
             if rec.config == config and rec.meta.get("start") == start:
                 log(f"  {config.label or config.variant}: reusing {result_paths(path)[0]}")

@@ -5,7 +5,7 @@ git revision, via :func:`sde_sam._io.save_result`) and found again by a hash of 
 A finished stage is loaded, never recomputed; an interrupted run therefore resumes at the first stage without
 a result. A cache file that cannot be read, or whose stored checksums disagree with its contents, is reported
 (one line naming the file and the reason) and the stage is recomputed; the bad files are kept beside it with
-the suffix ``.corrupt`` so nothing is lost.
+the suffix ``.<time>-<pid>-<i>.corrupt`` (unique, so a second corruption never overwrites the first).
 """
 
 from __future__ import annotations
@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from sde_sam._io import load_result, provenance, result_paths, save_result, to_jsonable
+from sde_sam._io import (
+    arrays_checksum,
+    load_result,
+    provenance,
+    quarantine,
+    result_paths,
+    save_result,
+    to_jsonable,
+)
 
 __all__ = ["CacheCorrupted", "Stage", "StageResult", "config_hash", "git_revision", "run_stage", "stage_path"]
 
@@ -70,16 +78,6 @@ def stage_path(out: str | os.PathLike, stage: Stage) -> Path:
     return Path(out) / "stages" / f"{stage.name}-{config_hash(stage.name, stage.config)[:12]}"
 
 
-def arrays_checksum(arrays: Mapping[str, Any]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of ``arrays`` (order independent)."""
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        a = np.ascontiguousarray(np.asarray(arrays[k]))
-        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def data_checksum(data: Any) -> str:
     return hashlib.sha256(json.dumps(to_jsonable(data), sort_keys=True).encode()).hexdigest()
 
@@ -114,16 +112,6 @@ def load_stage(path: Path, name: str) -> StageResult:
     return StageResult(name, meta["data"], arrays, meta, json_path, True, float(meta.get("wall_s", 0.0)))
 
 
-def _quarantine(path: Path) -> list[Path]:
-    moved = []
-    for p in result_paths(path):
-        if p.exists():
-            target = p.with_name(p.name + ".corrupt")
-            os.replace(p, target)
-            moved.append(target)
-    return moved
-
-
 def run_stage(stage: Stage, out: str | os.PathLike, *, log: Callable[[str], None] = print,
               force: bool = False) -> StageResult:
     """The result of ``stage``: loaded from ``out`` when a trusted one exists, else computed and saved atomically."""
@@ -132,7 +120,7 @@ def run_stage(stage: Stage, out: str | os.PathLike, *, log: Callable[[str], None
         try:
             return load_stage(path, stage.name)
         except CacheCorrupted as e:
-            moved = _quarantine(path)
+            moved = quarantine(path)
             log(f"warning: cache of stage {stage.name!r} is corrupted: {e}; recomputing "
                 f"(bad files kept as {', '.join(p.name for p in moved)})")
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from analysis.pipeline import Stage, git_revision, run_stage
 from analysis.presets import preset
-from sde_sam._io import provenance, to_jsonable
+from sde_sam._io import atomic_write_bytes, provenance, to_jsonable
 
 STAGE_DESCRIPTIONS = {
     "drift": "exact expected steps vs closed-form drifts (small smooth problem, float64)",
@@ -166,9 +166,7 @@ def reproduce(mode: str = "quick", only: str | None = None, out: str | os.PathLi
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_bytes(path, text.encode())  # a unique temporary name: concurrent writers never collide
 
 
 def write_report(out: Path, report: dict) -> Path:

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 import jax
@@ -36,6 +35,7 @@ import scipy.optimize
 import scipy.stats
 
 import sde_sam as ss
+from sde_sam._io import atomic_write_bytes
 from analysis import linreg_moments as lm
 
 NAMES = ("loss", "param_norm_sq")
@@ -500,18 +500,8 @@ def table(results: dict) -> str:
 
 
 def write_json(path: str, obj) -> None:
-    """Write ``obj`` as JSON atomically (temporary file in the same folder, then ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, default=float)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as JSON atomically (unique temporary file in the same folder, mode 0644, then ``os.replace``)."""
+    atomic_write_bytes(path, json.dumps(obj, indent=1, default=float).encode())
 
 
 def main(argv=None) -> int:

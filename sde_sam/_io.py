@@ -10,18 +10,31 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
 import platform
 import tempfile
+import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["load_result", "provenance", "result_paths", "save_result", "to_jsonable"]
+__all__ = [
+    "CorruptResult",
+    "arrays_checksum",
+    "atomic_write_bytes",
+    "load_result",
+    "provenance",
+    "quarantine",
+    "result_paths",
+    "save_result",
+    "to_jsonable",
+]
 
 
 def result_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -75,6 +88,42 @@ def _atomic_write(target: Path, write) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a uniquely named temporary file in the same folder (so concurrent
+    writers never share one), fsynced, mode 0644, then :func:`os.replace`."""
+    _atomic_write(Path(path), lambda fh: fh.write(data))
+
+
+class CorruptResult(ValueError):
+    """A result on disk that cannot be trusted: unreadable, not a JSON object, or its arrays fail their checksum."""
+
+
+def arrays_checksum(arrays: Mapping[str, Any]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``arrays`` (order independent)."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(np.asarray(arrays[k]))
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def quarantine(path: str | os.PathLike) -> list[Path]:
+    """Move the files of the result at ``path`` aside as ``<name>.<time>-<pid>-<i>.corrupt`` (never overwriting an
+    earlier quarantined copy) and return where they went."""
+    moved = []
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    for p in result_paths(path):
+        if not p.exists():
+            continue
+        i = 0
+        while (target := p.with_name(f"{p.name}.{stamp}-{i}.corrupt")).exists():
+            i += 1
+        os.replace(p, target)
+        moved.append(target)
+    return moved
+
+
 def save_result(path: str | os.PathLike, arrays: Mapping[str, Any] | None, meta: Mapping[str, Any]) -> Path:
     """Write ``meta`` as ``<path>.json`` and ``arrays`` (name -> array) as ``<path>.npz``, each atomically
     (temporary file in the same folder + :func:`os.replace`). Returns the JSON path.
@@ -94,25 +143,41 @@ def save_result(path: str | os.PathLike, arrays: Mapping[str, Any] | None, meta:
         _atomic_write(npz_path, lambda fh: np.savez(fh, *(), **np_arrays))
     doc = dict(to_jsonable(dict(meta)))
     doc["arrays"] = sorted(arrays)
+    doc["arrays_sha256"] = arrays_checksum(arrays)
     text = json.dumps(doc, indent=1, sort_keys=False, allow_nan=False)
     _atomic_write(json_path, lambda fh: fh.write(text.encode()))
     return json_path
 
 
 def load_result(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``(arrays, meta)`` of a result written by :func:`save_result`."""
+    """``(arrays, meta)`` of a result written by :func:`save_result`.
+
+    Raises ``FileNotFoundError`` when there is none and :class:`CorruptResult` (a ``ValueError``) when it cannot be
+    trusted: unreadable JSON or npz, JSON that is not an object, missing arrays, or arrays that fail the checksum
+    stored beside them."""
     json_path, npz_path = result_paths(path)
     if not json_path.exists():
         raise FileNotFoundError(f"no result at {json_path}")
-    meta = json.loads(json_path.read_text())
+    try:
+        meta = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptResult(f"{json_path} is not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise CorruptResult(f"{json_path} holds a JSON {type(meta).__name__}, not an object")
     names = meta.get("arrays", [])
     arrays: dict[str, np.ndarray] = {}
     if names:
-        with np.load(npz_path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        try:
+            with np.load(npz_path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+            raise CorruptResult(f"{npz_path} is unreadable ({type(err).__name__}: {err})") from err
         missing = sorted(set(names) - set(arrays))
         if missing:
-            raise ValueError(f"{npz_path} lacks arrays {missing} listed in {json_path}")
+            raise CorruptResult(f"{npz_path} lacks arrays {missing} listed in {json_path}")
+    stored = meta.get("arrays_sha256")
+    if stored is not None and stored != arrays_checksum(arrays):
+        raise CorruptResult(f"{npz_path}: the arrays fail their checksum (the file was changed or truncated)")
     return arrays, meta
 
 

@@ -102,8 +102,12 @@ def _corrupt_change_array(json_path, npz_path):
     np.savez(npz_path, **arrays)
 
 
+def _corrupt_json_not_an_object(json_path, npz_path):
+    json_path.write_text("[]")
+
+
 @pytest.mark.parametrize("corrupt", [_corrupt_truncate_npz, _corrupt_garble_json, _corrupt_change_data,
-                                     _corrupt_change_array])
+                                     _corrupt_change_array, _corrupt_json_not_an_object])
 def test_corrupted_cache_is_reported_and_recomputed(tmp_path, corrupt):
     c = Counter()
     stage = Stage("first", c.stage("first"), {"seed": 1})
@@ -118,6 +122,28 @@ def test_corrupted_cache_is_reported_and_recomputed(tmp_path, corrupt):
     np.testing.assert_array_equal(res.arrays["x"], good.arrays["x"])
     assert list(tmp_path.glob("stages/*.corrupt"))  # the bad files are kept, nothing is lost
     assert run_stage(stage, tmp_path, log=messages.append).cached and len(messages) == 1
+
+
+def test_a_second_corruption_keeps_the_first(tmp_path):
+    c = Counter()
+    stage = Stage("first", c.stage("first"), {"seed": 1})
+    for _ in range(2):
+        run_stage(stage, tmp_path, log=lambda m: None)
+        json_path, _ = _io.result_paths(stage_path(tmp_path, stage))
+        json_path.write_text("[]")
+    run_stage(stage, tmp_path, log=lambda m: None)
+    assert len(list(tmp_path.glob("stages/*.json.*.corrupt"))) == 2  # unique names: nothing overwritten
+
+
+def test_records_carry_a_checksum(tmp_path):
+    path = _io.save_result(tmp_path / "r", {"x": np.arange(4.0)}, {"seed": 0})
+    assert len(json.loads(path.read_text())["arrays_sha256"]) == 64
+    np.savez(tmp_path / "r.npz", x=np.arange(4.0) + 1)  # valid npz, wrong contents
+    with pytest.raises(_io.CorruptResult, match="checksum"):
+        _io.load_result(tmp_path / "r")
+    (tmp_path / "r.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(_io.CorruptResult, match="unreadable"):
+        _io.load_result(tmp_path / "r")
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):

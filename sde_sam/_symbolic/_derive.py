@@ -28,12 +28,13 @@ import itertools
 import math
 import os
 import pickle
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
 import sympy as sp
+
+from .._io import atomic_write_bytes
 
 #: Bump to invalidate on-disk caches when the derivation changes.
 CACHE_VERSION = "2"
@@ -604,22 +605,6 @@ def _derive(spec: Spec, setting: Setting) -> Derivation:
 def _cache_key(spec: Spec, setting: Setting) -> str:
     text = repr((CACHE_VERSION, sp.__version__, dataclasses.astuple(spec), dataclasses.astuple(setting)))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory, then ``os.replace``)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 @functools.lru_cache(maxsize=256)

@@ -11,10 +11,10 @@ import os
 
 import sympy as sp
 
+from .._io import atomic_write_bytes
 from ._derive import (
     Derivation,
     Setting,
-    atomic_write_bytes,
     derive,
     identities,
     symbols,
