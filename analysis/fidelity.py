@@ -41,7 +41,7 @@ import numpy as np
 import sde_sam as ss
 from analysis.presets import preset
 from sde_sam import train
-from sde_sam._io import load_result, provenance, result_paths, save_result, to_jsonable
+from sde_sam._io import load_result, provenance, quarantine, result_paths, save_result, to_jsonable
 from sde_sam._sde._diffusion import first_order_supported
 
 #: |z| below which a model "tracks" the discrete runs on an observable (C10).
@@ -379,7 +379,8 @@ def _previous(path: Path, cfg: dict, log) -> dict:
     try:
         _, prev = load_result(path)
     except (OSError, ValueError) as err:
-        log(f"{result_paths(path)[0]} unreadable ({err}); starting afresh")
+        moved = quarantine(path)
+        log(f"{result_paths(path)[0]} unreadable ({err}); starting afresh (kept as {[p.name for p in moved]})")
         return {}
     if not isinstance(prev, dict) or prev.get("config") != to_jsonable(cfg):
         return {}

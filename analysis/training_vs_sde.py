@@ -32,7 +32,7 @@ import numpy as np
 
 import sde_sam as ss
 from sde_sam import train
-from sde_sam._io import load_result, provenance, result_paths, save_result, to_jsonable
+from sde_sam._io import load_result, provenance, quarantine, result_paths, save_result, to_jsonable
 
 PRESETS = {
     "tiny": dict(problem=("digits_mlp", {"hidden": 8}), variants=(("SGD", "sgd", {}),), batch_size=32, eta=0.1,
@@ -154,7 +154,8 @@ def _previous(out: Path | None, cfg: dict, log) -> dict:
     try:
         _, prev = load_result(out / "training_vs_sde")
     except (OSError, ValueError) as err:
-        log(f"{out / 'training_vs_sde.json'} unreadable ({err}); starting afresh")
+        moved = quarantine(out / "training_vs_sde")
+        log(f"{out / 'training_vs_sde.json'} unreadable ({err}); starting afresh (kept as {[p.name for p in moved]})")
         return {}
     if prev.get("preset_config") != to_jsonable(cfg):
         return {}
