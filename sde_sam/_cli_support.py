@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,11 +74,45 @@ def check_output(path: str | os.PathLike | None, name: str = "--out") -> None:
         raise ValueError(f"`{name}` {str(path)!r} cannot be written: {err.strerror or err}") from None
 
 
+def _interrupted(prog: str) -> None:
+    print(f"\n{prog}: interrupted; finished results are kept and a rerun resumes from them", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _watch_interrupts(prog: str, grace_s: float = 2.0) -> None:
+    """Make Ctrl-C prompt even while the main thread waits inside a compiled computation.
+
+    Python runs its SIGINT handler only when the main thread returns to the interpreter, which a long XLA call
+    does not do. The signal is also written to a wakeup fd by Python's C-level handler; a daemon thread waits on it
+    and, if the main thread has not left within ``grace_s``, ends the process itself."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except ValueError:  # not the main thread of the main interpreter
+        return
+
+    def watch() -> None:
+        while True:
+            data = os.read(read_fd, 64)
+            if signal.SIGINT in data:
+                time.sleep(grace_s)  # let the main thread's KeyboardInterrupt path run first
+                _interrupted(prog)
+
+    threading.Thread(target=watch, name="sde-sam-interrupt", daemon=True).start()
+
+
 def run(prog: str, func: Callable[[], int]) -> int:
     """Run a command: user errors as one line and status 2; Ctrl-C as status 130 without a traceback.
 
     On Ctrl-C the process leaves through :func:`os._exit` after flushing its streams, so the interpreter does not
-    tear down while XLA's threads still run (which can crash it); whatever finished was already written."""
+    tear down while XLA's threads still run (which can crash it), and it does so within about 2 seconds even in the
+    middle of a compiled computation; whatever finished was already written (atomically)."""
+    _watch_interrupts(prog)
     try:
         return func()
     except (ValueError, TypeError, KeyError, OSError) as err:
@@ -83,7 +120,5 @@ def run(prog: str, func: Callable[[], int]) -> int:
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; finished results are kept and a rerun resumes from them", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+        _interrupted(prog)
+        raise  # not reached: _interrupted leaves the process

@@ -111,7 +111,7 @@ def test_every_variant_runs_on_the_user_problem():
         kwargs = {} if name == "sgd" else {"rho": 0.05}
         if name.startswith("m-"):
             kwargs["micro_batch_size"] = 2
-        if name == "sam-on":
+        if name in ("sam-on", "asam-on"):
             kwargs["mask"] = lambda path: path == "offset"  # the NamedTuple field
         runs = _run(problem, ss.variants.get(name, **kwargs), jr.key(0), num_runs=2, steps=10)
         assert runs.num_diverged == 0 and np.all(np.isfinite(runs.mean("loss"))), name

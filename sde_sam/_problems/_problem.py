@@ -123,7 +123,10 @@ class Problem:
                 "(return the loss alone; e.g. `lambda p, ex: loss_and_aux(p, ex)[0]`)"
             )
         if out.shape != () or not jnp.issubdtype(out.dtype, jnp.floating):
-            raise TypeError(f"`loss_fn` must return a floating scalar per example, got shape {out.shape} {out.dtype}")
+            raise TypeError(
+                f"`loss_fn` must return a scalar per example (a floating array of shape ()), got shape {out.shape} "
+                f"{out.dtype}"
+            )
 
     # -- pytree protocol -------------------------------------------------------------------------
     def tree_flatten(self):
