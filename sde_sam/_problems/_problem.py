@@ -18,6 +18,16 @@ Example = PyTree
 LossFn = Callable[[Params, Example], Float[Array, ""]]
 
 
+def resolve_dtype(dtype) -> Any:
+    """``float32`` or ``float64``; ``float64`` only when ``jax_enable_x64`` is on (else a clear error)."""
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
+        raise ValueError(f"`dtype` must be float32 or float64, got {dtype}")
+    if dtype == jnp.dtype("float64") and not jax.config.read("jax_enable_x64"):
+        raise ValueError("`dtype`=float64 needs `jax.config.update('jax_enable_x64', True)` before any JAX work")
+    return dtype
+
+
 def _leading_size(data: PyTree, argname: str) -> int:
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
@@ -165,11 +175,7 @@ class Problem:
     def with_dtype(self, dtype) -> Problem:
         """The same problem with floating data and parameters cast to ``dtype`` (float32 or float64; float64
         needs ``jax.config.update("jax_enable_x64", True)``, else a ``ValueError`` rather than a silent float32)."""
-        dtype = jnp.dtype(dtype)
-        if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
-            raise ValueError(f"`dtype` must be float32 or float64, got {dtype}")
-        if dtype == jnp.dtype("float64") and not jax.config.read("jax_enable_x64"):
-            raise ValueError("`dtype`=float64 needs `jax.config.update('jax_enable_x64', True)` before any JAX work")
+        dtype = resolve_dtype(dtype)
 
         def cast(a):
             a = jnp.asarray(a)

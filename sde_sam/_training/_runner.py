@@ -20,7 +20,7 @@ from jaxtyping import Array, Key, PRNGKeyArray, PyTree
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result
 from .._parallel._sharding import check_mesh, run_blocked
-from .._problems._problem import Problem, tree_norm_sq
+from .._problems._problem import Problem, resolve_dtype, tree_norm_sq
 from .._problems._sampler import Sampler, check_is_sampler
 from .._progress import progress_bar, report, stride
 from .._progress import total as progress_total
@@ -38,16 +38,6 @@ def check_positive(name: str, value: Any, integer: bool = False) -> None:
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
     if not (ok and math.isfinite(value) and value > 0):
         raise ValueError(f"`{name}` must be a finite number in (0, inf), got {value!r}")
-
-
-def resolve_dtype(dtype) -> Any:
-    """``float32`` by default; ``float64`` only when ``jax_enable_x64`` is on (else a clear error)."""
-    dtype = jnp.dtype(dtype)
-    if dtype not in (jnp.dtype("float32"), jnp.dtype("float64")):
-        raise ValueError(f"`dtype` must be float32 or float64, got {dtype}")
-    if dtype == jnp.dtype("float64") and not jax.config.read("jax_enable_x64"):
-        raise ValueError("`dtype`=float64 needs `jax.config.update('jax_enable_x64', True)` before any JAX work")
-    return dtype
 
 
 def check_key(key: Any, name: str = "key") -> None:
