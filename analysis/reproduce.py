@@ -7,6 +7,7 @@ check table and the symbolic drifts (:mod:`sde_sam.symbolic`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -116,7 +117,28 @@ def reproduce(mode: str = "quick", only: str | None = None, out: str | os.PathLi
               log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Run the stages needed by ``only`` (default all), then the checks and figures; write the report.
 
-    Returns the report dict (also written to ``out/report.json``)."""
+    Returns the report dict (also written to ``out/report.json``). ``progress=False`` also silences the
+    library's own bars inside the stages (``TQDM_DISABLE=1`` for the duration of the call)."""
+    if progress:
+        return _reproduce(mode, only, out, log, progress)
+    with _quiet_library():
+        return _reproduce(mode, only, out, log, progress)
+
+
+@contextlib.contextmanager
+def _quiet_library():
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+def _reproduce(mode: str, only: str | None, out, log: Callable[[str], None], progress: bool) -> dict:
     ids = parse_only(only)
     out = check_out_dir(out)
     figures, checks = registry()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -9,20 +10,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from sde_sam._io import atomic_write_bytes  # noqa: E402
+
 plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "axes.grid": True, "grid.alpha": 0.3, "font.size": 10,
                      "axes.titlesize": 11, "legend.fontsize": 8, "legend.framealpha": 0.85})
 
 
 def save(fig, out: str | Path, name: str) -> list[Path]:
-    """Write ``out/name.png`` and ``out/name.pdf``; returns both paths."""
+    """Write ``out/name.png`` and ``out/name.pdf`` atomically (rendered in memory, then one unique temporary
+    file each, renamed into place); returns both paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     fig.tight_layout()
     for p in paths:
-        tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
-        fig.savefig(tmp)
-        tmp.replace(p)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=p.suffix[1:])
+        atomic_write_bytes(p, buf.getvalue())
     plt.close(fig)
     return paths
 

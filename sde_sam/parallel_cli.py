@@ -117,6 +117,8 @@ def _main(args) -> int:
         "devices": jax.device_count(),
         "count": moments.count,
         "num_diverged": moments.num_diverged,
+        "seed": args.seed,
+        "key": moments.config["key"],
         "wall_time_s": moments.wall_time_s,
         "mean": {k: v.tolist() for k, v in moments.mean.items()},
     }

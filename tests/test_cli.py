@@ -269,3 +269,14 @@ def test_c7_wall_time_rows_count_only_on_a_gpu():
     data["timing"]["platform"] = "gpu"
     res = cost.evaluate(data)
     assert res.status == "FAIL" and [r.status for r in res.rows] == ["PASS", "PASS", "PASS", "FAIL"], res.format()
+
+
+def test_reproduce_no_progress_silences_library_bars_and_restores_the_environment(monkeypatch):
+    from analysis import reproduce as R
+
+    seen = []
+    monkeypatch.setattr(R, "_reproduce", lambda *a, **k: seen.append(os.environ.get("TQDM_DISABLE")) or {})
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    R.reproduce("quick", progress=False)
+    R.reproduce("quick", progress=True)
+    assert seen == ["1", None] and "TQDM_DISABLE" not in os.environ

@@ -12,6 +12,7 @@ import pytest
 from helpers import WRONG_TYPE
 
 import sde_sam as ss
+from sde_sam._io import key_config
 from sde_sam._parallel import _parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -253,6 +254,8 @@ def test_two_processes_equal_one_process(tmp_path, ref):
     outs = [(p.stdout, p.stderr) for p in procs]
     summary = json.loads(outs[0][0].strip().splitlines()[-1])
     assert summary["processes"] == 2 and summary["devices"] == 2 and summary["count"] == 20
+    assert summary["seed"] == 4 and summary["key"] == key_config(jr.key(4))  # the key rebuilds the run
+    assert json.loads((tmp_path / "moments.json").read_text())["config"]["key"] == summary["key"]
     assert not [line for line in outs[1][0].splitlines() if line.startswith("{")]  # only process 0 reports
     with np.load(str(out) + ".npz") as f:
         for name in REC.names:

@@ -82,3 +82,17 @@ def test_simulate_refuses_a_raw_key(problem):
     model = ss.sde_model(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.05)
     with pytest.raises(TypeError, match="`key`"):
         ss.simulate(model, t1=0.1, key=jnp.zeros(2, jnp.uint32))
+
+
+def test_figures_are_written_atomically_with_mode_0644(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from figures._common import save
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    paths = save(fig, tmp_path, "fig")
+    assert [p.name for p in paths] == ["fig.png", "fig.pdf"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.pdf", "fig.png"]  # no temporary file left behind
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in paths)

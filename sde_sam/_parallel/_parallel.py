@@ -38,11 +38,11 @@ from jaxtyping import PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from .._estimators._observables import Record
-from .._io import save_result, to_jsonable
+from .._io import key_config, save_result, to_jsonable
 from .._sde._sde_model import SDEModel
 from .._sde._simulate import Paths, _resolve_grid, _simulate_jit, check_model_and_record, simulation_config
 from .._sde._simulate import simulate as _simulate
-from .._training._runner import Runs, check_positive
+from .._training._runner import Runs, check_key, check_positive
 from .._training._runner import run_discrete as _run_discrete
 from ._sharding import check_mesh, run_blocked
 
@@ -297,6 +297,7 @@ def simulate_moments(
     same value :func:`sde_sam.simulate` gives the same per-path values bit for bit.
     """
     record = check_model_and_record(model, record)
+    check_key(key)
     check_positive("num_paths", num_paths, integer=True)
     if num_paths < 2:
         raise ValueError(
@@ -342,7 +343,8 @@ def simulate_moments(
     mean = {name: np.zeros(num_segments + 1) for name in record.names}
     m2 = {name: np.zeros(num_segments + 1) for name in record.names}
     kept = {name: [] for name in record.names}
-    bar = tqdm(range(num_chunks), desc="moments (chunks)", delay=2.0, leave=False, disable=not progress)
+    quiet = {} if progress else {"disable": True}  # `disable` left unset so that TQDM_DISABLE=1 also silences it
+    bar = tqdm(range(num_chunks), desc="moments (chunks)", delay=2.0, leave=False, **quiet)
     for c in bar:
         lo = c * chunk
         part = key_data[lo : lo + chunk]
@@ -412,6 +414,7 @@ def simulate_moments(
             paths_per_block=int(block),
             devices=int(mesh.size),
             processes=int(jax.process_count()),
+            key=key_config(key),
         ),
         wall_time_s=wall,
     )
