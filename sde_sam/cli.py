@@ -57,6 +57,7 @@ def _simulate(args) -> int:
         order=args.order,
         drift=args.drift,
         num_samples=args.num_samples,
+        drift_rtol=args.drift_rtol,
     )
     paths = simulate(
         model,
@@ -174,8 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--num-samples",
         type=positive_int,
-        default=256,
-        help="Monte Carlo batches per drift/diffusion evaluation when the batches are not enumerable",
+        default=None,
+        help="Monte Carlo batches per drift evaluation when the batches are not enumerable "
+        "(default: sized so the drift's standard error is --drift-rtol of its norm at the start)",
+    )
+    sim.add_argument(
+        "--drift-rtol",
+        type=float,
+        default=0.01,
+        help="target standard error of the Monte Carlo drift relative to its norm (when --num-samples is unset)",
     )
     sim.add_argument("--eta", type=float, default=0.05, help="learning rate of the modelled method")
     sim.add_argument("--t1", type=float, default=2.0, help="final SDE time (t = steps * eta)")

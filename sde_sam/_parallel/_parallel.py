@@ -343,8 +343,10 @@ def simulate_moments(
     mean = {name: np.zeros(num_segments + 1) for name in record.names}
     m2 = {name: np.zeros(num_segments + 1) for name in record.names}
     kept = {name: [] for name in record.names}
-    quiet = {} if progress else {"disable": True}  # `disable` left unset so that TQDM_DISABLE=1 also silences it
-    bar = tqdm(range(num_chunks), desc="moments (chunks)", delay=2.0, leave=False, **quiet)
+    bar_kw: dict[str, Any] = {"desc": "moments (chunks)", "delay": 2.0, "leave": False}
+    if not progress:  # `disable` is left unset otherwise, so that TQDM_DISABLE=1 also silences the bar
+        bar_kw["disable"] = True
+    bar = tqdm(range(num_chunks), **bar_kw)
     for c in bar:
         lo = c * chunk
         part = key_data[lo : lo + chunk]

@@ -40,6 +40,11 @@ def _check_count(name, value):
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
 
 
+def support_size(replace: bool, n: int, size: int) -> int:
+    """Number of distinct batches: ``C(n + size - 1, size)`` multisets or ``C(n, size)`` subsets."""
+    return math.comb(n + size - 1, size) if replace else math.comb(n, size)
+
+
 def batch_distribution(
     replace: bool,
     n: int,
@@ -63,7 +68,7 @@ def batch_distribution(
     _check_count("max_enumeration", max_enumeration)
     if not replace and size > n:
         raise ValueError(f"batch size {size} exceeds n={n}: without replacement it must be in [1, {n}]")
-    count = math.comb(n + size - 1, size) if replace else math.comb(n, size)
+    count = support_size(replace, n, size)
     if count <= max_enumeration and not force_monte_carlo:
         if replace:
             rows = np.array(list(itertools.combinations_with_replacement(range(n), size)), dtype=np.int32)
@@ -79,8 +84,34 @@ def batch_distribution(
     if replace:
         rows = jax.vmap(lambda k: jr.randint(k, (size,), 0, n))(keys)
     else:
-        rows = jax.vmap(lambda k: jr.permutation(k, n)[:size])(keys)
+        rows = jax.vmap(lambda k: uniform_subset(k, n, size))(keys)
     return BatchDistribution(rows.astype(jnp.int32), jnp.full((num_samples,), 1.0 / num_samples, dtype), False)
+
+
+#: Largest subset drawn by Floyd's algorithm (``O(size^2)``); larger ones take a prefix of a permutation.
+FLOYD_MAX = 64
+
+
+def uniform_subset(key: PRNGKeyArray, n: int, size: int) -> Int[Array, " size"]:
+    """A uniformly random size-``size`` subset of ``range(n)`` in uniformly random order.
+
+    Floyd's algorithm (Bentley & Floyd, CACM 1987: for ``j = n - size, ..., n - 1`` draw ``t`` in ``[0, j]``
+    and keep ``j`` if ``t`` was already kept, else ``t``), then a shuffle of the ``size`` kept indices: ``O(size^2)``
+    work instead of the ``O(n log n)`` of a permutation of ``range(n)``, which dominated a Monte Carlo drift
+    with small micro-batches (12 ms of permutations per path-step at ``n = 256``, 256 samples). Sizes above
+    :data:`FLOYD_MAX` take the first ``size`` entries of ``jr.permutation(key, n)``.
+    """
+    if size > FLOYD_MAX:
+        return jr.permutation(key, n)[:size].astype(jnp.int32)
+    keys = jr.split(key, size + 1)
+
+    def body(i, kept):
+        j = n - size + i
+        t = jr.randint(keys[i], (), 0, j + 1, dtype=jnp.int32)
+        return kept.at[i].set(jnp.where(jnp.any(kept == t), j, t))
+
+    kept = jax.lax.fori_loop(0, size, body, jnp.full((size,), -1, jnp.int32))
+    return jr.permutation(keys[size], kept)
 
 
 def expectation(fn, dist: BatchDistribution, key: PRNGKeyArray | None = None, chunk: int = CHUNK):

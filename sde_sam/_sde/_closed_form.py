@@ -73,10 +73,11 @@ def normalize_rows(v: Array) -> Array:
     return v / jnp.maximum(safe_norm(v), 1e-12)[..., None]
 
 
-def micro_mean_weights(dist: BatchDistribution, n: int) -> Array:
-    """``W[r, i]`` = multiplicity of example ``i`` in batch ``r`` divided by the batch size."""
-    size = dist.indices.shape[1]
-    return jax.vmap(lambda row: jnp.zeros(n, dist.probs.dtype).at[row].add(1.0 / size))(dist.indices)
+def batch_means(dist: BatchDistribution, G: Float[Array, "n d"]) -> Float[Array, "N d"]:
+    """Row ``r``: the mean of ``G`` over the examples of batch ``r`` (with multiplicity), by a gather of the
+    ``N * s`` rows it needs (``O(N s d)``; a dense ``N x n`` weight matrix cost ``O(N n d)``, 5x the whole
+    drift at ``n = 256``, ``s = 2``)."""
+    return jnp.mean(G[dist.indices], axis=1)
 
 
 def expected_norm(problem, params, dist, mask):
@@ -85,7 +86,7 @@ def expected_norm(problem, params, dist, mask):
     P = flat_mask(mask, params)
     if P is not None:
         G = G * P
-    norms = safe_norm(micro_mean_weights(dist, problem.num_examples) @ G)
+    norms = safe_norm(batch_means(dist, G))
     return jnp.dot(dist.probs, norms), norms
 
 
@@ -206,7 +207,7 @@ def friendly_rule(rule, variant, problem, sampler, params, *, key, num_samples, 
     dist, _ = drift_batches(variant, problem, sampler, params, key, num_samples, max_enumeration)
     masked, n, rho, G, g, s, unravel = _per_example_setup(variant, problem, params, dist)
     # normalized F-SAM: g + rho E[H_gamma N(P(g_gamma - sigma g))]
-    U = normalize_rows(masked(micro_mean_weights(dist, n) @ G - rule.sigma * g))
+    U = normalize_rows(masked(batch_means(dist, G) - rule.sigma * g))
     coeff = jnp.broadcast_to(dist.probs[:, None] / s, dist.indices.shape)
     hv = example_hvp_sum(problem, params, scatter_rows(dist, coeff, U, n))
     return jax.tree_util.tree_map(lambda a, b: a + rho * b, unravel(g), hv)

@@ -30,7 +30,7 @@ from .._problems._sampler import Sampler
 from .._training._runner import check_sampler
 from .._variants._perturbation import freeze_mask
 from .._variants._variant import Variant
-from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, expectation
+from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, expectation, support_size
 from ._closed_form import drift_batches, expected_norm
 from ._closed_form import drift_distribution as drift_distribution
 
@@ -65,6 +65,17 @@ def _linear_in_batch(variant: Variant) -> bool:
     return not variant.perturbs or variant.rule.linear_in_batch
 
 
+def drift_is_exact(problem: Problem, variant: Variant, sampler: Sampler, max_enumeration: int) -> bool:
+    """Whether the drift's expectation is exact (linear in the batch, or its support enumerated) rather than
+    Monte Carlo (a support above ``max_enumeration`` batches, or a rule that draws random numbers)."""
+    if _linear_in_batch(variant):
+        return True
+    if variant.rule.needs_monte_carlo:
+        return False
+    size = expectation_batch_size(variant, sampler)
+    return support_size(sampler.replace, problem.num_examples, size) <= max_enumeration
+
+
 # -- exact in rho ---------------------------------------------------------------------------------------------
 
 
@@ -90,12 +101,17 @@ def expected_drift(
     ``num_samples`` fresh batches drawn from ``key`` (``None``: ``jr.key(0)``); ``return_stderr`` adds the
     leafwise standard error (zeros when exact). Same batches as :func:`general_drift` for the same key.
     """
+
+    def update(st, batch, k, centred):
+        G = variant.gradient(problem, params, st, batch, k)[0]
+        return jax.tree_util.tree_map(jnp.subtract, G, problem.batch_grad(params, batch)) if centred else G
+
     return _mean_over_batches(
         problem,
         variant,
         sampler,
         params,
-        lambda st, batch, k: variant.gradient(problem, params, st, batch, k)[0],
+        update,
         key=key,
         num_samples=num_samples,
         max_enumeration=max_enumeration,
@@ -106,15 +122,22 @@ def expected_drift(
 def _mean_over_batches(problem, variant, sampler, params, update, *, key, num_samples, max_enumeration, return_stderr):
     """``E[update(state, batch, key)]`` (an update at ``params``) over the drift's batch distribution: the
     full-data value when the update is linear in the batch (SGD: ``g``; n-SAM: its full-data step), else exact
-    by enumeration or Monte Carlo (with stderr)."""
+    by enumeration, else Monte Carlo with the batch gradient as control variate:
+    ``E[G] = g + E[G - g_batch]`` (``E[g_batch] = g`` exactly for uniform batches), so only the perturbation's
+    part of the update is sampled and the standard error is that part's (18 % -> 3.7 % of ``||b||`` for m-SAM,
+    m = 2, rho = 0.1 on ``linear_regression()`` at 256 samples). ``update(state, batch, key, centred)``."""
     _check(problem, variant, sampler)
     zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)  # noqa: E731
     if _linear_in_batch(variant):
-        b = update(variant.init(params), problem.data, jr.key(0))
+        b = update(variant.init(params), problem.data, jr.key(0), False)
         return (b, zeros(b)) if return_stderr else b
     state = sde_state(problem, variant, params)
     dist, sample_key = drift_batches(variant, problem, sampler, params, key, num_samples, max_enumeration)
-    b, err = expectation(lambda idx, k: update(state, problem.take(idx), k), dist, sample_key)
+    if dist.exact:
+        b, err = expectation(lambda idx, k: update(state, problem.take(idx), k, False), dist, sample_key)
+    else:
+        c, err = expectation(lambda idx, k: update(state, problem.take(idx), k, True), dist, sample_key)
+        b = jax.tree_util.tree_map(jnp.add, problem.full_grad(params), c)
     return (b, err) if return_stderr else b
 
 
@@ -122,13 +145,24 @@ def _mean_over_batches(problem, variant, sampler, params, update, *, key, num_sa
 
 
 def linearized_update(
-    problem: Problem, variant: Variant, params: Params, state: PyTree, batch: PyTree, key: PRNGKeyArray
+    problem: Problem,
+    variant: Variant,
+    params: Params,
+    state: PyTree,
+    batch: PyTree,
+    key: PRNGKeyArray,
+    centred: bool = False,
 ) -> Params:
     """``(1/k) sum_j (grad L_j(x) + rho H_{L_j}(x) T N(T M d_j))`` for one batch: the update ``G`` of
     :meth:`Variant.gradient` linearized in ``rho`` (``L_j`` the micro-batch mean or the descent-weighted
-    sum); each term is one ``jax.jvp`` of ``grad L_j`` (DESIGN §3.1)."""
+    sum); each term is one ``jax.jvp`` of ``grad L_j`` (DESIGN §3.1).
+
+    ``centred``: return ``G - g_batch`` (``g_batch`` the batch's plain mean gradient), the Monte Carlo part of
+    the drift once its exact mean ``E[g_batch] = g`` is split off (:func:`_mean_over_batches`). Without descent
+    weights this is ``(rho/k) sum_j H_j N(.)`` and the micro-batch gradients are never formed."""
     if not variant.perturbs:
-        return problem.batch_grad(params, batch)
+        g = problem.batch_grad(params, batch)
+        return jax.tree_util.tree_map(jnp.zeros_like, g) if centred else g
     d, descent_weights, _, _ = variant.unit_perturbations(problem, params, state, batch, key)
     k = jax.tree_util.tree_leaves(d)[0].shape[0]
     B = jax.tree_util.tree_leaves(batch)[0].shape[0]
@@ -142,11 +176,21 @@ def linearized_update(
         g, hv = jax.jvp(jax.grad(loss_fn), (params,), (d_j,))
         return jax.tree_util.tree_map(lambda a, b: a + variant.rho * b, g, hv)
 
+    if descent_weights is None and centred:  # the mean of the micro-batch gradients is g_batch: only H_j N(.) left
+
+        def hvp(d_j, batch_j):
+            grad_j = jax.grad(lambda p: jnp.mean(problem.example_losses(p, batch_j)))
+            return jax.tree_util.tree_map(lambda b: variant.rho * b, jax.jvp(grad_j, (params,), (d_j,))[1])
+
+        return jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), jax.vmap(hvp)(d, micro))
     if descent_weights is None:
         terms = jax.vmap(lambda dj, bj: term(dj, bj, None))(d, micro)
     else:
         terms = jax.vmap(term)(d, micro, descent_weights.astype(_dtype(params)))
-    return jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), terms)
+    mean = jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), terms)
+    if centred:
+        return jax.tree_util.tree_map(jnp.subtract, mean, problem.batch_grad(params, batch))
+    return mean
 
 
 def general_drift(
@@ -172,7 +216,7 @@ def general_drift(
         variant,
         sampler,
         params,
-        lambda st, batch, k: linearized_update(problem, variant, params, st, batch, k),
+        lambda st, batch, k, centred: linearized_update(problem, variant, params, st, batch, k, centred),
         key=key,
         num_samples=num_samples,
         max_enumeration=max_enumeration,

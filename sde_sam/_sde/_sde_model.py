@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import PRNGKeyArray, PyTree
 
@@ -13,9 +15,14 @@ from .._problems._sampler import Sampler
 from .._training._runner import check_positive
 from .._variants._variant import Variant
 from . import _diffusion, _drift
-from ._batches import MAX_ENUMERATION, NUM_SAMPLES
+from ._batches import CHUNK, MAX_ENUMERATION, NUM_SAMPLES
 
 DRIFTS = ("general", "closed_form", "expected")
+#: Default target of a sized Monte Carlo drift: its standard error over ``||b(x0)||``.
+DRIFT_RTOL = 0.01
+#: Batches of the pilot that sizes a Monte Carlo drift, and the most it is given.
+PILOT_SAMPLES = 256
+MAX_SAMPLES = 16384
 
 Params = PyTree
 
@@ -43,6 +50,9 @@ class SDEModel:
     drift_kind: str = "general"
     num_samples: int = NUM_SAMPLES
     max_enumeration: int = MAX_ENUMERATION
+    diffusion_samples: int = NUM_SAMPLES
+    drift_rtol: float | None = None
+    drift_rel_stderr: float | None = None
 
     def tree_flatten(self):
         aux = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "problem")
@@ -87,7 +97,7 @@ class SDEModel:
                 params,
                 key,
                 self.variant,
-                num_samples=self.num_samples,
+                num_samples=self.diffusion_samples,
                 max_enumeration=self.max_enumeration,
             )
         if self.diffusion == "first_order":
@@ -99,7 +109,7 @@ class SDEModel:
                 self.sampler,
                 params,
                 key,
-                num_samples=self.num_samples,
+                num_samples=self.diffusion_samples,
                 max_enumeration=self.max_enumeration,
             )
         return _diffusion.zero_sample(params)
@@ -112,7 +122,10 @@ class SDEModel:
     def replace(self, **changes) -> SDEModel:
         """A copy with some fields changed (validated again through :func:`sde_model`)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.drift_rtol is not None:  # a sized Monte Carlo drift is sized again for the changed model
+            fields["num_samples"] = None
         fields.update(changes)
+        fields.pop("drift_rel_stderr")
         drift = fields.pop("drift_kind")
         return sde_model(fields.pop("problem"), fields.pop("variant"), fields.pop("sampler"), drift=drift, **fields)
 
@@ -126,8 +139,10 @@ def sde_model(
     order: int = 1,
     drift: str = "general",
     *,
-    num_samples: int = NUM_SAMPLES,
+    num_samples: int | None = None,
     max_enumeration: int = MAX_ENUMERATION,
+    drift_rtol: float | None = DRIFT_RTOL,
+    diffusion_samples: int | None = None,
     dtype=None,
 ) -> SDEModel:
     """The SDE ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` of ``variant`` (DESIGN §3).
@@ -141,8 +156,13 @@ def sde_model(
         drift: ``"general"`` (the general first-order rule), ``"closed_form"`` (DESIGN §3.1 formulas;
             cheaper for large problems: USAM/m-USAM need no expectation), or ``"expected"`` (the mean step
             ``E_xi[G]`` with no expansion in ``rho``; with ``diffusion="empirical"`` the moment-matching SME).
-        num_samples: Monte Carlo size of batch expectations that are not enumerated.
+        num_samples: Monte Carlo size of the drift's batch expectation when it is not enumerated. ``None``
+            (default): sized by :func:`monte_carlo_size` so that the drift's standard error at
+            ``problem.init_params`` is ``drift_rtol`` of its norm (64 to 16,384 batches; unused when exact).
         max_enumeration: largest batch support that is enumerated exactly.
+        drift_rtol: target standard error of a sized Monte Carlo drift relative to ``||b(x0)||`` (default 1 %).
+        diffusion_samples: Monte Carlo size of the ``"empirical"`` diffusion and of RW-SAM's ``"leading"`` one
+            (default ``num_samples`` when that is given, else 256).
         dtype: ``float32`` or ``float64`` (with ``jax_enable_x64``): the problem is cast to it, as
             :func:`sde_sam.run_discrete` does; ``None`` keeps the problem's own dtype.
     """
@@ -160,10 +180,16 @@ def sde_model(
         raise ValueError(f"`drift` must be one of {DRIFTS}, got {drift!r}")
     if isinstance(order, bool) or order not in (1, 2):
         raise ValueError(f"`order` must be 1 or 2, got {order!r}")
-    check_positive("num_samples", num_samples, integer=True)
-    if num_samples < 2:
-        raise ValueError(f"`num_samples` must be at least 2 (one Monte Carlo batch has no spread), got {num_samples}")
+    for name, value in (("num_samples", num_samples), ("diffusion_samples", diffusion_samples)):
+        if value is not None:
+            check_positive(name, value, integer=True)
+            if value < 2:
+                raise ValueError(f"`{name}` must be at least 2 (one Monte Carlo batch has no spread), got {value}")
     check_positive("max_enumeration", max_enumeration, integer=True)
+    if num_samples is None and drift_rtol is None:
+        raise ValueError("give `num_samples` or `drift_rtol` (the target that sizes the Monte Carlo drift)")
+    if drift_rtol is not None and num_samples is None:
+        check_positive("drift_rtol", drift_rtol)
     if order == 2 and not variant.differentiable_update:
         raise ValueError(
             f"`order`=2 needs the derivative of the drift, which is not defined for variant {variant.name!r} "
@@ -176,9 +202,65 @@ def sde_model(
             f"diffusion='empirical' "
             f"or 'leading'"
         )
+    diffusion_samples = diffusion_samples or num_samples or NUM_SAMPLES
+    rtol, rel = None, None
+    if num_samples is None:
+        assert drift_rtol is not None  # checked above
+        rtol = float(drift_rtol)
+        num_samples, rel = monte_carlo_size(problem, variant, sampler, drift, max_enumeration, rtol)
     return SDEModel(
-        problem, variant, sampler, float(eta), diffusion, int(order), drift, int(num_samples), int(max_enumeration)
+        problem,
+        variant,
+        sampler,
+        float(eta),
+        diffusion,
+        int(order),
+        drift,
+        int(num_samples),
+        int(max_enumeration),
+        int(diffusion_samples),
+        rtol,
+        rel,
     )
+
+
+def monte_carlo_size(
+    problem: Problem, variant: Variant, sampler: Sampler, drift: str, max_enumeration: int, rtol: float
+) -> tuple[int, float | None]:
+    """``(num_samples, predicted relative stderr)`` of a Monte Carlo drift sized to ``rtol``; ``(256, None)``
+    when the drift is exact (no Monte Carlo to size).
+
+    A pilot of :data:`PILOT_SAMPLES` batches (fixed key ``jr.key(0)``) at ``problem.init_params`` estimates
+    the standard error ``s`` of the drift estimator (the ``"expected"`` mean step, else the general
+    first-order rule, whose control-variate form the closed forms share); the size is
+    ``N = PILOT * (||s|| / (rtol ||b||))^2`` rounded up to a multiple of 64 and clipped to [64, 16384]
+    (``||s||`` the root sum of squares of the leafwise errors). The target holds at the start; along a
+    path the spread changes with ``x`` (the recorded estimate is the start's)."""
+    if _drift.drift_is_exact(problem, variant, sampler, max_enumeration):
+        return NUM_SAMPLES, None
+    fn = _drift.expected_drift if drift == "expected" else _drift.general_drift
+    b, err = fn(
+        problem,
+        variant,
+        sampler,
+        problem.init_params,
+        key=jr.key(0),
+        num_samples=PILOT_SAMPLES,
+        max_enumeration=max_enumeration,
+        return_stderr=True,
+    )
+    b_norm = float(_tree_norm(b))
+    err_norm = float(_tree_norm(err))
+    if not (math.isfinite(b_norm) and math.isfinite(err_norm)) or b_norm == 0.0:
+        return MAX_SAMPLES, None  # no relative target at a stationary (or broken) start: the most samples
+    need = PILOT_SAMPLES * (err_norm / (rtol * b_norm)) ** 2
+    size = int(min(MAX_SAMPLES, max(CHUNK, CHUNK * math.ceil(need / CHUNK))))
+    return size, err_norm / b_norm * math.sqrt(PILOT_SAMPLES / size)
+
+
+def _tree_norm(tree: PyTree) -> jax.Array:
+    """``sqrt(sum of squares)`` over every leaf of ``tree``."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree_util.tree_leaves(tree)))
 
 
 _DRIFT_FNS = {

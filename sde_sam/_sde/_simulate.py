@@ -78,6 +78,10 @@ def simulation_config(model: SDEModel, *, dt, t1, steps, num_paths, every, diver
         "diffusion": model.diffusion,
         "order": model.order,
         "drift": model.drift_kind,
+        "num_samples": model.num_samples,
+        "drift_rtol": model.drift_rtol,
+        "drift_rel_stderr": model.drift_rel_stderr,
+        "diffusion_samples": model.diffusion_samples,
         "divergence_threshold": float(divergence_threshold),
     } | extra
 
