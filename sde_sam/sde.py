@@ -25,4 +25,5 @@ from ._sde._sde_model import sde_model as sde_model
 from ._sde._sde_model import step_keys as step_keys
 from ._sde._simulate import Paths as Paths
 from ._sde._simulate import em_step as em_step
+from ._sde._simulate import path_step_flops as path_step_flops
 from ._sde._simulate import simulate as simulate

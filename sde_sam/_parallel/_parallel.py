@@ -37,10 +37,18 @@ from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
+from .._blocks import default_block
 from .._estimators._observables import Record
 from .._io import key_config, save_result, to_jsonable
 from .._sde._sde_model import SDEModel
-from .._sde._simulate import Paths, _resolve_grid, _simulate_jit, check_model_and_record, simulation_config
+from .._sde._simulate import (
+    Paths,
+    _resolve_grid,
+    _simulate_jit,
+    check_model_and_record,
+    path_step_flops,
+    simulation_config,
+)
 from .._sde._simulate import simulate as _simulate
 from .._training._runner import Runs, check_key, check_positive
 from .._training._runner import run_discrete as _run_discrete
@@ -293,7 +301,8 @@ def simulate_moments(
     ``quantiles``: levels in ``[0, 1]`` estimated from a fixed subset of at most ``~quantile_paths`` paths
     (every ``quantile_stride``-th path; exact when ``num_paths <= quantile_paths``). ``progress``: a bar over
     the chunks (tqdm, on stderr) once the call runs longer than 2 seconds.
-    ``paths_per_block``: paths vmapped together on a device (default: the whole per-device chunk); with the
+    ``paths_per_block``: paths vmapped together on a device (default: :mod:`sde_sam._blocks`'s rule on the
+    per-device chunk, as :func:`sde_sam.simulate`); with the
     same value :func:`sde_sam.simulate` gives the same per-path values bit for bit.
     """
     record = check_model_and_record(model, record)
@@ -335,7 +344,10 @@ def simulate_moments(
     impl = jr.key_impl(key)
     num_chunks = math.ceil(num_paths / chunk)
     block = paths_per_block
-    if block is None:
+    if block is None and chunk % mesh.size == 0:  # the rule of sde_sam._blocks on each device's share
+        size = problem.num_examples * problem.dim
+        block = default_block(chunk // mesh.size, size, lambda: path_step_flops(model, dt))
+    elif block is None:
         block = math.ceil(chunk / mesh.size)
 
     start = time.perf_counter()

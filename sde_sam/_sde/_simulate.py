@@ -28,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 
+from .._blocks import compiled_flops, default_block
 from .._estimators._observables import Record
 from .._io import key_config
 from .._parallel._sharding import run_blocked
@@ -144,7 +145,9 @@ def simulate(
             (``num_paths`` must be a multiple of its size). Results equal the single-device ones bit for bit.
         divergence_threshold: a path diverges when ``||x||^2`` exceeds it or turns non-finite.
         paths_per_block: paths advanced together (vmapped); blocks run one after another (``lax.map``).
-            Default: all paths of a device at once. Each path's arithmetic depends only on its key and the
+            Default: from the problem size and the device (:mod:`sde_sam._blocks`: about ``4e8`` flops of
+            work per block and step on a CPU, at most 512 paths; every path at once for small calls),
+            recorded as ``config["paths_per_block"]``. Each path's arithmetic depends only on its key and the
             block size, so runs with the same ``paths_per_block`` are bit-identical on any number of
             devices (with a different block size, XLA may order a matmul differently: ~1 ulp).
         progress: show a progress bar (tqdm, on stderr) when the call runs longer than 2 seconds.
@@ -166,7 +169,10 @@ def simulate(
         if num_paths % mesh.size:
             raise ValueError(f"`num_paths`={num_paths} must be a multiple of the mesh size {mesh.size}")
     per_device = num_paths // (1 if mesh is None else mesh.size)
-    block = per_device if paths_per_block is None else paths_per_block
+    if paths_per_block is None:
+        block = default_block(per_device, problem.num_examples * problem.dim, lambda: path_step_flops(model, dt))
+    else:
+        block = paths_per_block
     check_positive("paths_per_block", block, integer=True)
     if per_device % block:
         raise ValueError(
@@ -218,6 +224,13 @@ def simulate(
         dt=dt,
         paths=saved if save_paths else None,
     )
+
+
+def path_step_flops(model: SDEModel, dt: float) -> float:
+    """XLA's flop count of one Euler-Maruyama step of one path (compiled, not run)."""
+    x = jax.tree_util.tree_map(lambda a: a[None], model.problem.init_params)
+    keys = jr.split(jr.key(0), 1)
+    return compiled_flops(lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, dt))(xs, ks), model, x, keys)
 
 
 def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt: float) -> PyTree:

@@ -17,6 +17,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Key, PRNGKeyArray, PyTree
 
+from .._blocks import compiled_flops, default_block
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result
 from .._parallel._sharding import check_mesh, run_blocked
@@ -214,7 +215,8 @@ def run_discrete(
     ``mesh``: a 1-D :class:`jax.sharding.Mesh` (e.g. :func:`sde_sam.parallel.make_mesh`, devices of one or
     several processes); the run axis is split over its devices (padded to a multiple of their number) and
     every process gets all runs back. ``runs_per_block``: runs advanced together (vmapped) on a device,
-    blocks one after another. Runs with the same ``runs_per_block`` are bit-identical on any mesh.
+    blocks one after another (default: :mod:`sde_sam._blocks`'s rule; recorded in ``config``).
+    Runs with the same ``runs_per_block`` are bit-identical on any mesh.
     ``svag``: ``l >= 2`` runs SVAG (:mod:`sde_sam._sde._svag`; Li, Malladi & Arora 2021) instead of the method:
     ``G_l = a G(x; xi_1) + b G(x; xi_2)`` from two independent batches, ``steps * l`` steps of ``eta / l``,
     recorded at the same times ``k * eta`` (``Runs.steps`` counts steps of ``eta``). As ``l`` grows the runs
@@ -276,6 +278,14 @@ def run_discrete(
     )
     devices = 1 if mesh is None else int(mesh.size)
     per_device = math.ceil(num_runs / devices)
+    if runs_per_block is None:  # the rule of sde_sam._blocks (every run at once for small calls)
+        block = default_block(
+            per_device,
+            problem.num_examples * problem.dim,
+            lambda: run_step_flops(problem, variant, sampler),
+            divides=False,
+        )
+        runs_per_block = None if block == per_device else block
     blocks = devices * math.ceil(per_device / (per_device if runs_per_block is None else runs_per_block))
     steps_total = progress_total(num_segments, record.every * svag, blocks)
     with progress_bar(steps_total, f"run {variant.name}", enabled=progress) as bar:
@@ -311,7 +321,7 @@ def run_discrete(
             "dtype": str(dtype),
             "divergence_threshold": float(divergence_threshold),
             "key": key_config(key),
-            "runs_per_block": runs_per_block,
+            "runs_per_block": per_device if runs_per_block is None else int(runs_per_block),
         }
         | ({} if svag == 1 else {"svag": svag})
         | ({} if schedule is None else {"schedule": repr(schedule)})
@@ -319,6 +329,17 @@ def run_discrete(
         wall_time_s=wall,
         saved_params=saved if save_params else None,
     )
+
+
+def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> float:
+    """XLA's flop count of one discrete step ``G(x; xi)`` of one run on a batch of the sampler's size."""
+    idx = jnp.arange(sampler.batch_size) % problem.num_examples
+    state = variant.init(problem.init_params)
+
+    def step(pr, params, key):
+        return variant.gradient(pr, params, state, pr.take(idx), key)[0]
+
+    return compiled_flops(step, problem, problem.init_params, jr.key(0))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10))
