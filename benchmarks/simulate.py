@@ -21,6 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
@@ -125,7 +126,8 @@ def diffrax_run(model, paths, steps, dense: bool):
         return jax.vmap(one)(keys)
 
     keys = jr.split(jr.key(0), paths)
-    return lambda: run(keys)
+    compiled = run.lower(keys).compile()  # ahead of time: a timed call never includes compilation
+    return lambda: compiled(keys)
 
 
 def interleaved(fns, repeats):
@@ -144,6 +146,8 @@ def interleaved(fns, repeats):
 
 def bench_problem(tag, problem, paths, steps, repeats, dense_paths, dense_steps, dense_repeats, results, ratios,
                   dense_warmup=True):
+    """``dense_warmup=False``: the dense case is timed on its first call (it is compiled ahead of time, so the
+    time excludes compilation either way; the warm-up only repeats minutes of ``eigh`` work)."""
     model = make_model(problem)
     ps = paths * steps
     fns = dict(ours=ours(model, paths, steps), bare=bare(model, paths, steps),
@@ -153,13 +157,82 @@ def bench_problem(tag, problem, paths, steps, repeats, dense_paths, dense_steps,
                                dense_warmup) / (dense_paths * dense_steps)
     results[tag] = dict(d=problem.dim, n=problem.num_examples, paths=paths, steps=steps, repeats=repeats,
                         dense_paths=dense_paths, dense_steps=dense_steps, dense_repeats=dense_repeats,
-                        dense_includes_compile=not dense_warmup,
+                        dense_includes_compile=False, dense_warmed_up=dense_warmup,
                         us_per_path_step={k: 1e6 * v for k, v in t.items()})
     ratios[f"ours_vs_diffrax_dense_{tag}"] = t["diffrax_dense"] / t["ours"]
     ratios[f"ours_vs_diffrax_best_{tag}"] = t["diffrax_best"] / t["ours"]
     ratios[f"ours_vs_python_loop_{tag}"] = t["python_loop"] / t["ours"]
     ratios[f"ours_over_bare_{tag}"] = t["ours"] / t["bare"]
     print(tag, json.dumps(results[tag]), flush=True)
+
+
+def sweep_blocks(model, paths, steps, blocks, repeats):
+    """Per path-step seconds of ``ss.simulate`` with each explicit block and with the default, timed
+    round-robin; returns (times by block, default time, the default block)."""
+    rec = ss.observables("loss", every=steps)
+    kw = dict(t1=model.eta * steps, num_paths=paths, key=jr.key(0), record=rec, progress=False)
+    default_block = ss.simulate(model, **kw).config["paths_per_block"]
+    fns = {b: (lambda b=b: ss.simulate(model, paths_per_block=b, **kw).final_params) for b in blocks}
+    fns["default"] = lambda: ss.simulate(model, **kw).final_params
+    t = {k: v / (paths * steps) for k, v in interleaved(fns, repeats).items()}
+    return {b: t[b] for b in blocks}, t["default"], default_block
+
+
+def bench_default_block(results, ratios, repeats, quick):
+    """``default_block_vs_best_<case>``: the default block's time over the best of a sweep (target <= 1.3)."""
+    cases = {
+        "linreg": (ss.problems.linear_regression(n=512, d=64), ss.variants.n_sam(0.05), ss.WithReplacement(32),
+                   1024, 20, (16, 64, 256, 512, 1024)),
+        "linreg_musam": (ss.problems.linear_regression(), ss.variants.m_usam(0.05, micro_batch_size=4),
+                         ss.WithReplacement(16), 1024, 20, (16, 64, 256, 512, 1024)),
+        "digits": (ss.problems.digits_mlp(), ss.variants.n_sam(0.05), ss.WithReplacement(32), 16, 4,
+                   (1, 2, 4, 8, 16)),
+    }
+    if quick:
+        cases = {"linreg": (ss.problems.linear_regression(n=512, d=64), ss.variants.n_sam(0.05),
+                            ss.WithReplacement(32), 64, 4, (8, 64))}
+    for tag, (problem, variant, sampler, paths, steps, blocks) in cases.items():
+        model = ss.sde_model(problem, variant, sampler, eta=0.05, drift="closed_form")
+        by_block, t_default, block = sweep_blocks(model, paths, steps, blocks, repeats)
+        best = min(by_block, key=by_block.get)
+        results[f"default_block_{tag}"] = dict(
+            d=problem.dim, n=problem.num_examples, paths=paths, steps=steps, default_block=block, best_block=best,
+            us_per_path_step={str(k): 1e6 * v for k, v in by_block.items()} | {"default": 1e6 * t_default})
+        ratios[f"default_block_vs_best_{tag}"] = t_default / by_block[best]
+        print(f"default_block_{tag}", json.dumps(results[f"default_block_{tag}"]), flush=True)
+
+
+def bench_monte_carlo_drift(results, ratios, repeats, quick):
+    """m-SAM (m = 2, rho = 0.1, ``WithoutReplacement(8)``, ``linear_regression()``): a path-step with the general
+    drift against one with the closed form, both at the size the 1 % target gives (``general_vs_closed_form_drift``,
+    target <= 3), and the weak error the Monte Carlo drift adds: on ``linear_regression(n=32, d=4)`` (496
+    micro-batches, enumerable) the same paths (same keys) with the exact drift and with a forced Monte Carlo
+    one; the paired difference of E[loss(t1)] with its standard error."""
+    pr = ss.problems.linear_regression()
+    variant, sampler = ss.variants.m_sam(0.1, micro_batch_size=2), ss.WithoutReplacement(8)
+    general = ss.sde_model(pr, variant, sampler, eta=0.05)
+    closed = ss.sde_model(pr, variant, sampler, eta=0.05, drift="closed_form", num_samples=general.num_samples)
+    paths, steps = (16, 2) if quick else (64, 10)
+    rec = ss.observables("loss", every=steps)
+    kw = dict(t1=0.05 * steps, num_paths=paths, key=jr.key(0), record=rec, progress=False)
+    fns = {"general": lambda: ss.simulate(general, **kw).final_params,
+           "closed_form": lambda: ss.simulate(closed, **kw).final_params}
+    t = {k: v / (paths * steps) for k, v in interleaved(fns, repeats).items()}
+    small = ss.problems.linear_regression(n=32, d=4)
+    exact = ss.sde_model(small, variant, sampler, eta=0.05)
+    mc = ss.sde_model(small, variant, sampler, eta=0.05, max_enumeration=1)  # forced Monte Carlo, sized to 1 %
+    n_paths = 256 if quick else 4096
+    kw = dict(t1=1.0, num_paths=n_paths, key=jr.key(1), record=ss.observables("loss", every=20), progress=False)
+    loss_exact = ss.simulate(exact, **kw).values["loss"][:, -1]
+    diff = ss.simulate(mc, **kw).values["loss"][:, -1] - loss_exact
+    results["monte_carlo_drift"] = dict(
+        num_samples=general.num_samples, predicted_rel_stderr=general.drift_rel_stderr, paths=paths, steps=steps,
+        us_per_path_step={k: 1e6 * v for k, v in t.items()},
+        weak_error=dict(num_samples=mc.num_samples, paths=n_paths, t1=1.0, mean_loss_exact=float(loss_exact.mean()),
+                        sde_stderr=float(loss_exact.std(ddof=1) / np.sqrt(n_paths)),
+                        paired_difference=float(diff.mean()), paired_stderr=float(diff.std(ddof=1) / np.sqrt(n_paths))))
+    ratios["general_vs_closed_form_drift"] = t["general"] / t["closed_form"]
+    print("monte_carlo_drift", json.dumps(results["monte_carlo_drift"]), flush=True)
 
 
 def memory_demo(results, hidden=(300, 256), paths=4, steps=10):
@@ -190,8 +263,10 @@ def memory_demo(results, hidden=(300, 256), paths=4, steps=10):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (smoke run)")
+    ap.add_argument("--tiny", action="store_true", help="linear regression only, smallest sizes (the CPU test)")
     args = ap.parse_args()
+    args.quick = args.quick or args.tiny
     r = 1 if args.quick else args.repeats
     results, ratios = {"device": str(jax.devices()[0]), "jax": jax.__version__}, {}
     start = time.perf_counter()
@@ -199,15 +274,21 @@ def main():
     # The dense d x d diffrax cases are far slower (eigh of a d x d matrix per path-step): they run fewer
     # path-steps and repeats (per path-step times are compared). Digits (d = 4938): 1 path x 1 step, one
     # timed call that includes compilation (seconds, against minutes of eigh work).
-    if args.quick:
+    if args.tiny:
+        bench_problem("linreg", lin, 4, 4, r, 4, 4, r, results, ratios)
+    elif args.quick:
         bench_problem("linreg", lin, 8, 20, r, 8, 20, r, results, ratios)
     else:
         bench_problem("linreg", lin, 128, 200, r, 16, 20, 3, results, ratios)
-    digits = ss.problems.digits_mlp()
-    bench_problem("digits", digits, 4 if args.quick else 8, 5 if args.quick else 10, r, 1, 1, 1, results, ratios,
-                  dense_warmup=False)
-    mem = memory_demo(results)
-    ratios["memory_peak_rss_over_d_squared_mlp1e5"] = mem["peak_rss_bytes"] / mem["d_squared_float32_bytes"]
+    if not args.tiny:
+        digits = ss.problems.digits_mlp()
+        bench_problem("digits", digits, 4 if args.quick else 8, 5 if args.quick else 10, r, 1, 1, 1, results,
+                      ratios, dense_warmup=False)
+    bench_default_block(results, ratios, r, args.quick)
+    bench_monte_carlo_drift(results, ratios, r, args.quick)
+    if not args.tiny:
+        mem = memory_demo(results)
+        ratios["memory_peak_rss_over_d_squared_mlp1e5"] = mem["peak_rss_bytes"] / mem["d_squared_float32_bytes"]
     results["total_s"] = time.perf_counter() - start
     print(json.dumps(results))
     print(json.dumps({k: round(v, 4) for k, v in ratios.items()}))

@@ -230,7 +230,8 @@ def path_step_flops(model: SDEModel, dt: float) -> float:
     """XLA's flop count of one Euler-Maruyama step of one path (compiled, not run)."""
     x = jax.tree_util.tree_map(lambda a: a[None], model.problem.init_params)
     keys = jr.split(jr.key(0), 1)
-    return compiled_flops(lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, dt))(xs, ks), model, x, keys)
+    step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, dt))(xs, ks)  # noqa: E731
+    return compiled_flops(step, model, x, keys, cache_key=("em_step", float(dt)))
 
 
 def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt: float) -> PyTree:

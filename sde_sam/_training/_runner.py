@@ -339,7 +339,7 @@ def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> floa
     def step(pr, params, key):
         return variant.gradient(pr, params, state, pr.take(idx), key)[0]
 
-    return compiled_flops(step, problem, problem.init_params, jr.key(0))
+    return compiled_flops(step, problem, problem.init_params, jr.key(0), cache_key=("run_step", variant, sampler))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10))
