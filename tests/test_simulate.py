@@ -67,7 +67,7 @@ def test_matches_diffrax_euler_with_same_increments():
             G = jax.vmap(jax.grad(pr.loss_fn), in_axes=(None, 0))(x, pr.data)
             return jnp.sqrt(eta * c / 6) * (G - G.mean(0)).T
 
-        ts = jnp.arange(steps + 1) * eta
+        ts = jnp.arange(steps + 1, dtype=jnp.float64) * eta
 
         @jax.jit
         def diffrax_path(path_key):
