@@ -19,6 +19,7 @@ from ._variants._rules import FullGradient as FullGradient
 from ._variants._rules import NoAscent as NoAscent
 from ._variants._rules import RandomDirection as RandomDirection
 from ._variants._rules import Reweighted as Reweighted
+from ._variants._rules import effective_sample_size as effective_sample_size
 from ._variants._variant import NAMES as NAMES
 from ._variants._variant import NORM_EPS as NORM_EPS
 from ._variants._variant import StepOutput as StepOutput

@@ -235,3 +235,75 @@ def test_rw_sam_weighted_descent_at_zero_rho_is_the_weighted_gradient():
     p /= p.sum()
     got = jax_G(V.rw_sam(0.0, inverse_temperature=lam, score="exact", weights_in_descent=True), problem, IDX)[0]
     np.testing.assert_allclose(got, p @ gi, rtol=1e-10)
+
+
+# -- RW-SAM scores: probes, relative scores, effective sample size ---------------------------------------------
+
+
+def _rw_batch(n=256):
+    pr = ss.problems.digits_mlp(hidden=16)
+    return pr, pr.take(jnp.arange(n))
+
+
+def test_rw_score_correlation_with_gradient_norm_rises_with_probes():
+    """The finite-difference score is about ``|z . g_i|`` (plus ``(delta/2) z^T H_i z``); for Rademacher ``z``,
+    ``E|z . g| ~ sqrt(2/pi) ||g||`` with variance ``(1 - 2/pi) ||g||^2``, so the mean over ``P`` probes has
+    ``corr(s, ||g||) ~ (1 + (pi/2 - 1) E||g||^2 / (P Var||g||))^{-1/2}``. Measured on 256 examples of a digits
+    MLP at its initialisation: the correlation rises from 1 to 16 probes, and at 16 probes is within 0.15 of the
+    prediction (the sampling error of a correlation over 256 examples is about 0.05)."""
+    pr, batch = _rw_batch()
+    x = pr.init_params
+    norms = np.asarray(jnp.sqrt(sum(jnp.sum(a.reshape(a.shape[0], -1) ** 2, 1)
+                                    for a in jax.tree_util.tree_leaves(pr.per_example_grads(x, batch)))))
+    losses = pr.example_losses(x, batch)
+    corr = {}
+    for probes in (1, 16):
+        rule = ss.variants.rw_sam(0.05, num_probes=probes).rule
+        s = np.asarray(rule.scores(pr, x, batch, losses, jr.key(3)))
+        corr[probes] = np.corrcoef(s, norms)[0, 1]
+    predicted = (1 + (np.pi / 2 - 1) * np.mean(norms**2) / (16 * np.var(norms))) ** -0.5
+    assert corr[16] > corr[1] + 0.1, corr
+    assert abs(corr[16] - predicted) < 0.15, (corr, predicted)
+
+
+def test_rw_one_probe_is_the_unchanged_stream_and_relative_scores_are_scale_free():
+    pr, batch = _rw_batch(64)
+    x = pr.init_params
+    losses = pr.example_losses(x, batch)
+    one = ss.variants.rw_sam(0.05).rule
+    explicit = ss.variants.rw_sam(0.05, num_probes=1).rule
+    np.testing.assert_array_equal(one.scores(pr, x, batch, losses, jr.key(1)),
+                                  explicit.scores(pr, x, batch, losses, jr.key(1)))
+    rel = ss.variants.rw_sam(0.05, inverse_temperature=3.0, relative_scores=True).rule
+    w = rel.reweighting(pr, x, batch, losses, jr.key(1))
+    s = np.asarray(one.scores(pr, x, batch, losses, jr.key(1)), np.float64)
+    want = np.exp(3.0 * s / s.mean())
+    np.testing.assert_allclose(np.asarray(w), want / want.sum(), rtol=1e-4)
+    # scaling the loss by 10 scales raw scores by 10 (weights change) but leaves relative weights unchanged
+    scaled = ss.Problem(lambda p, ex: 10.0 * pr.loss_fn(p, ex), pr.data, pr.init_params, name="scaled")
+    w10 = rel.reweighting(scaled, x, batch, scaled.example_losses(x, batch), jr.key(1))
+    np.testing.assert_allclose(np.asarray(w10), np.asarray(w), rtol=2e-3, atol=1e-7)
+    raw = ss.variants.rw_sam(0.05, inverse_temperature=3.0).rule
+    w_raw = raw.reweighting(pr, x, batch, losses, jr.key(1))
+    w_raw10 = raw.reweighting(scaled, x, batch, scaled.example_losses(x, batch), jr.key(1))
+    assert np.max(np.abs(np.asarray(w_raw10) - np.asarray(w_raw))) > 1e-3
+
+
+def test_effective_sample_size_is_kish_formula():
+    pr, batch = _rw_batch(64)
+    x = pr.init_params
+    for lam in (0.0, 1.0, 30.0):
+        rule = ss.variants.rw_sam(0.05, inverse_temperature=lam, relative_scores=True).rule
+        ess = float(rule.effective_sample_size(pr, x, batch, jr.key(2)))
+        p = np.asarray(rule.reweighting(pr, x, batch, pr.example_losses(x, batch), jr.key(2)), np.float64)
+        np.testing.assert_allclose(ess, 1.0 / np.sum(p**2), rtol=1e-5)
+        assert 1.0 - 1e-6 <= ess <= 64 + 1e-3
+        if lam == 0.0:
+            np.testing.assert_allclose(ess, 64.0, rtol=1e-5)
+    assert float(ss.variants.effective_sample_size(jnp.asarray([1.0, 0.0, 0.0]))) == 1.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_rw_num_probes_must_be_a_positive_integer(bad):
+    with pytest.raises((ValueError, TypeError), match="num_probes"):  # TypeError: the runtime type check
+        ss.variants.rw_sam(0.05, num_probes=bad)

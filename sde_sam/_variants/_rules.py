@@ -323,20 +323,32 @@ def rademacher_like(key: PRNGKeyArray, params: PyTree) -> PyTree:
 class Reweighted(AbstractRule):
     """RW-SAM (Luo et al. 2025; reference/RW-SAM.md): ascent along ``sum_i p_i g_i`` with Gibbs weights
     ``p = softmax(lambda s)`` of per-example scores ``s_i``; ``weights_in_descent`` selects the reading in which
-    the descent is ``sum_i p_i grad f_i(x + eps)`` too."""
+    the descent is ``sum_i p_i grad f_i(x + eps)`` too.
+
+    ``num_probes``: the finite-difference score averaged over that many Rademacher probes (one forward pass
+    each; ``1`` is the paper's one-probe score). ``relative_scores``: scores divided by their batch mean before
+    the softmax, so ``lambda`` means the same at any loss scale (``False``, the default, is the paper's literal
+    reading, ``softmax(lambda s)`` of the raw scores)."""
 
     inverse_temperature: Real = 1.0
     fd_delta: Real = 1e-3
     score: str = "finite_difference"
     weights_in_descent: bool = False
+    num_probes: int = 1
+    relative_scores: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "inverse_temperature", check_number("inverse_temperature", self.inverse_temperature))
         object.__setattr__(self, "fd_delta", check_number("fd_delta", self.fd_delta, lower_open=True))
         if self.score not in SCORES:
             raise ValueError(f"`score` must be 'finite_difference' or 'exact', got {self.score!r}")
-        if not isinstance(self.weights_in_descent, bool):
-            raise TypeError(f"`weights_in_descent` must be a bool, got {type(self.weights_in_descent).__name__}")
+        for name in ("weights_in_descent", "relative_scores"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be a bool, got {type(getattr(self, name)).__name__}")
+        probes = self.num_probes
+        if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 1:
+            raise ValueError(f"`num_probes` must be a positive integer, got {probes!r}")
+        object.__setattr__(self, "num_probes", int(probes))
 
     @property
     def needs_monte_carlo(self):
@@ -358,13 +370,30 @@ class Reweighted(AbstractRule):
             return jnp.sqrt(
                 sum(jnp.sum(jnp.square(a.reshape(a.shape[0], -1)), axis=1) for a in jax.tree_util.tree_leaves(g))
             )
-        z = rademacher_like(key, params)
-        shifted = jax.tree_util.tree_map(lambda a, zz: a + self.fd_delta * zz, params, z)
-        return jnp.abs(problem.example_losses(shifted, batch) - losses) / self.fd_delta
+
+        def one_probe(k):
+            z = rademacher_like(k, params)
+            shifted = jax.tree_util.tree_map(lambda a, zz: a + self.fd_delta * zz, params, z)
+            return jnp.abs(problem.example_losses(shifted, batch) - losses) / self.fd_delta
+
+        if self.num_probes == 1:  # the probe drawn from the step's key itself (the one-probe stream unchanged)
+            return one_probe(key)
+        return jnp.mean(jax.vmap(one_probe)(jr.split(key, self.num_probes)), axis=0)
 
     def reweighting(self, problem, params, batch, losses, key) -> Array:
-        """Gibbs weights ``p_i = softmax(lambda * s_i)`` over the batch (computed stably)."""
-        return jax.nn.softmax(self.inverse_temperature * self.scores(problem, params, batch, losses, key))
+        """Gibbs weights ``p_i = softmax(lambda * s_i)`` over the batch (computed stably); with
+        ``relative_scores`` the scores are ``s_i / mean_j s_j`` (all-zero scores give uniform weights)."""
+        s = self.scores(problem, params, batch, losses, key)
+        if self.relative_scores:
+            mean = jnp.mean(s)
+            s = jnp.where(mean > 0, s / jnp.where(mean > 0, mean, 1.0), jnp.zeros_like(s))
+        return jax.nn.softmax(self.inverse_temperature * s)
+
+    def effective_sample_size(self, problem, params, batch, key) -> Array:
+        """``1 / sum_i p_i^2`` of the step's Gibbs weights on ``batch`` (``B`` for uniform weights, 1 when one
+        example takes all the mass)."""
+        losses = problem.example_losses(params, batch)
+        return effective_sample_size(self.reweighting(problem, params, batch, losses, key))
 
     def directions(self, problem, params, state, batch, key):
         losses, vjp = jax.vjp(lambda p: problem.example_losses(p, batch), params)
@@ -379,10 +408,17 @@ class Reweighted(AbstractRule):
     def symbolic_spec(self, variant):
         if self.score != "exact":
             raise ValueError("RW-SAM is derived symbolically with the exact score only: use `score='exact'`")
+        if self.relative_scores:
+            raise ValueError("RW-SAM is derived symbolically with raw scores only: use `relative_scores=False`")
         return {"rule": "reweighted", "weights_in_descent": self.weights_in_descent}
 
     def symbolic_parameters(self):
         return {"lam": float(self.inverse_temperature)}
+
+
+def effective_sample_size(weights: Float[Array, " B"]) -> Float[Array, ""]:
+    """Kish's effective sample size ``1 / sum_i p_i^2`` of normalized weights ``p`` (in ``[1, B]``)."""
+    return 1.0 / jnp.sum(jnp.square(weights))
 
 
 def normal_like(key: PRNGKeyArray, params: PyTree) -> PyTree:

@@ -320,9 +320,13 @@ def rw_sam(
     fd_delta: Real = 1e-3,
     score: str = "finite_difference",
     weights_in_descent: bool = False,
+    num_probes: int = 1,
+    relative_scores: bool = False,
 ) -> Variant:
-    """RW-SAM (Luo et al. 2025; reference/RW-SAM.md): ascent along ``sum_i p_i g_i``, ``p = softmax(lambda s)``."""
-    return Variant("RW-SAM", rho=rho, rule=Reweighted(inverse_temperature, fd_delta, score, weights_in_descent))
+    """RW-SAM (Luo et al. 2025; reference/RW-SAM.md): ascent along ``sum_i p_i g_i``, ``p = softmax(lambda s)``
+    (``num_probes``, ``relative_scores``: see :class:`~sde_sam.variants.Reweighted`)."""
+    rule = Reweighted(inverse_temperature, fd_delta, score, weights_in_descent, num_probes, relative_scores)
+    return Variant("RW-SAM", rho=rho, rule=rule)
 
 
 def rw_usam(
@@ -331,14 +335,12 @@ def rw_usam(
     fd_delta: Real = 1e-3,
     score: str = "finite_difference",
     weights_in_descent: bool = False,
+    num_probes: int = 1,
+    relative_scores: bool = False,
 ) -> Variant:
     """RW-USAM: RW-SAM without the normalization."""
-    return Variant(
-        "RW-USAM",
-        rho=rho,
-        rule=Reweighted(inverse_temperature, fd_delta, score, weights_in_descent),
-        normalization=Identity(),
-    )
+    rule = Reweighted(inverse_temperature, fd_delta, score, weights_in_descent, num_probes, relative_scores)
+    return Variant("RW-USAM", rho=rho, rule=rule, normalization=Identity())
 
 
 def asam(rho: Real, c: Real = 0.01, micro_batch_size: int | None = None) -> Variant:
