@@ -159,9 +159,10 @@ def test_monte_carlo_drift_uses_the_exact_gradient_as_control_variate():
                                    return_stderr=True)
     mc, err = _flat(mc), _flat(err)
     dist, sample_key = drift_batches(v, pr, sampler, x, key, 400, 3)
-    plain = np.stack([_flat(ss.sde.linearized_update(pr, v, x, (), pr.take(idx), jr.fold_in(sample_key, r)))
-                      for r, idx in enumerate(dist.indices)])
-    batch_g = np.stack([_flat(pr.batch_grad(x, pr.take(idx))) for idx in dist.indices])
+    rows = jnp.arange(dist.indices.shape[0])
+    plain = np.asarray(jax.vmap(lambda idx, r: ravel_pytree(ss.sde.linearized_update(
+        pr, v, x, (), pr.take(idx), jr.fold_in(sample_key, r)))[0])(dist.indices, rows))
+    batch_g = np.asarray(jax.vmap(lambda idx: ravel_pytree(pr.batch_grad(x, pr.take(idx)))[0])(dist.indices))
     centred = plain - batch_g
     np.testing.assert_allclose(mc, _flat(pr.full_grad(x)) + centred.mean(0), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(err, centred.std(0, ddof=1) / np.sqrt(400), rtol=1e-8)
