@@ -28,6 +28,7 @@ from ._sde._sde_model import SDEModel as SDEModel
 from ._sde._sde_model import sde_model as sde_model
 from ._sde._simulate import Paths as Paths
 from ._sde._simulate import simulate as simulate
+from ._training._momentum import Momentum as Momentum
 from ._training._runner import Runs as Runs
 from ._training._runner import run_discrete as run_discrete
 from ._variants._optax import with_optax as with_optax

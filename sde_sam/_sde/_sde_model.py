@@ -12,6 +12,7 @@ from jaxtyping import PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem
 from .._problems._sampler import Sampler
+from .._training._momentum import Momentum, as_momentum
 from .._training._runner import check_positive
 from .._variants._variant import Variant
 from . import _diffusion, _drift
@@ -53,6 +54,7 @@ class SDEModel:
     diffusion_samples: int = NUM_SAMPLES
     drift_rtol: float | None = None
     drift_rel_stderr: float | None = None
+    momentum: Momentum | None = None
 
     def tree_flatten(self):
         aux = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "problem")
@@ -124,6 +126,8 @@ class SDEModel:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.drift_rtol is not None:  # a sized Monte Carlo drift is sized again for the changed model
             fields["num_samples"] = None
+        if self.momentum is not None:  # eta is stored rescaled: hand back the method's own step
+            fields["eta"] = self.eta / self.momentum.time_scale
         fields.update(changes)
         fields.pop("drift_rel_stderr")
         drift = fields.pop("drift_kind")
@@ -143,6 +147,7 @@ def sde_model(
     max_enumeration: int = MAX_ENUMERATION,
     drift_rtol: float | None = DRIFT_RTOL,
     diffusion_samples: int | None = None,
+    momentum: Momentum | float | None = None,
     dtype=None,
 ) -> SDEModel:
     """The SDE ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` of ``variant`` (DESIGN §3).
@@ -163,6 +168,10 @@ def sde_model(
         drift_rtol: target standard error of a sized Monte Carlo drift relative to ``||b(x0)||`` (default 1 %).
         diffusion_samples: Monte Carlo size of the ``"empirical"`` diffusion and of RW-SAM's ``"leading"`` one
             (default ``num_samples`` when that is given, else 256).
+        momentum: the method runs with heavy-ball or Nesterov momentum ``beta`` (:class:`~sde_sam.Momentum`, or a
+            number): the model is the rescaled-learning-rate SDE, that of the plain method with step
+            ``eta / (1 - beta)`` (Li, Tai & E), whose time ``t = k eta / (1 - beta)`` is ``Runs.times`` of
+            ``run_discrete(..., momentum=...)``. ``model.eta`` is the rescaled step.
         dtype: ``float32`` or ``float64`` (with ``jax_enable_x64``): the problem is cast to it, as
             :func:`sde_sam.run_discrete` does; ``None`` keeps the problem's own dtype.
     """
@@ -174,6 +183,9 @@ def sde_model(
         problem = problem.with_dtype(dtype)
     _drift._check(problem, variant, sampler)
     check_positive("eta", eta)
+    momentum = as_momentum(momentum)
+    if momentum is not None:
+        eta = eta * momentum.time_scale
     if diffusion not in _diffusion.DIFFUSIONS:
         raise ValueError(f"`diffusion` must be one of {_diffusion.DIFFUSIONS}, got {diffusion!r}")
     if drift not in DRIFTS:
@@ -221,6 +233,7 @@ def sde_model(
         int(diffusion_samples),
         rtol,
         rel,
+        momentum,
     )
 
 

@@ -65,26 +65,30 @@ def check_model_and_record(model, record) -> Record:
 
 def simulation_config(model: SDEModel, *, dt, t1, steps, num_paths, every, divergence_threshold, **extra) -> dict:
     """The configuration block every simulation result carries (model, grid, ensemble size)."""
-    return {
-        "problem": model.problem.name,
-        "variant": model.variant.config(),
-        "sampler": type(model.sampler).__name__,
-        "batch_size": model.sampler.batch_size,
-        "eta": model.eta,
-        "dt": dt,
-        "t1": float(t1),
-        "steps": int(steps),
-        "num_paths": int(num_paths),
-        "every": every,
-        "diffusion": model.diffusion,
-        "order": model.order,
-        "drift": model.drift_kind,
-        "num_samples": model.num_samples,
-        "drift_rtol": model.drift_rtol,
-        "drift_rel_stderr": model.drift_rel_stderr,
-        "diffusion_samples": model.diffusion_samples,
-        "divergence_threshold": float(divergence_threshold),
-    } | extra
+    return (
+        {
+            "problem": model.problem.name,
+            "variant": model.variant.config(),
+            "sampler": type(model.sampler).__name__,
+            "batch_size": model.sampler.batch_size,
+            "eta": model.eta,
+            "dt": dt,
+            "t1": float(t1),
+            "steps": int(steps),
+            "num_paths": int(num_paths),
+            "every": every,
+            "diffusion": model.diffusion,
+            "order": model.order,
+            "drift": model.drift_kind,
+            "num_samples": model.num_samples,
+            "drift_rtol": model.drift_rtol,
+            "drift_rel_stderr": model.drift_rel_stderr,
+            "diffusion_samples": model.diffusion_samples,
+            "divergence_threshold": float(divergence_threshold),
+        }
+        | ({} if model.momentum is None else {"momentum": model.momentum.config()})
+        | extra
+    )
 
 
 def _resolve_grid(eta: float, t1, dt, every: int) -> tuple[float, int]:

@@ -27,6 +27,7 @@ from .._progress import progress_bar, report, stride
 from .._progress import total as progress_total
 from .._sde._svag import check_svag, svag_gradient
 from .._variants._variant import Variant
+from ._momentum import Momentum, as_momentum
 
 
 def check_positive(name: str, value: Any, integer: bool = False) -> None:
@@ -198,6 +199,7 @@ def run_discrete(
     mesh=None,
     runs_per_block: int | None = None,
     svag: int = 1,
+    momentum: Momentum | float | None = None,
     progress: bool = True,
 ) -> Runs:
     """Run ``x_{k+1} = x_k - eta * G(x_k; xi_k)`` (DESIGN §2) for ``num_runs`` independent runs.
@@ -221,8 +223,12 @@ def run_discrete(
     ``G_l = a G(x; xi_1) + b G(x; xi_2)`` from two independent batches, ``steps * l`` steps of ``eta / l``,
     recorded at the same times ``k * eta`` (``Runs.steps`` counts steps of ``eta``). As ``l`` grows the runs
     approach the SDE with drift ``E[G]`` and diffusion ``Cov[G]``. ``l = 1`` is the plain method.
+    ``momentum``: a :class:`~sde_sam.Momentum` (or a number, heavy-ball ``beta``) on the variant's update; its
+    buffer is part of each run's state. Then ``Runs.times`` are ``k eta / (1 - beta)``, the time of the
+    rescaled-learning-rate SDE (``sde_model(..., momentum=...)``), so runs and paths compare at equal times.
     ``progress``: a progress bar (tqdm, on stderr) when the call runs longer than 2 seconds.
     """
+    momentum = as_momentum(momentum)
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a sde_sam.Problem, got {type(problem).__name__}")
     if not isinstance(variant, Variant):
@@ -275,6 +281,7 @@ def run_discrete(
         schedule,
         bool(save_params),
         svag,
+        momentum,
     )
     devices = 1 if mesh is None else int(mesh.size)
     per_device = math.ceil(num_runs / devices)
@@ -304,7 +311,7 @@ def run_discrete(
     steps_arr = np.arange(num_segments + 1) * record.every
     return Runs(
         steps=steps_arr,
-        times=steps_arr * float(eta),
+        times=steps_arr * float(eta) * (1.0 if momentum is None else momentum.time_scale),
         values={k: np.asarray(v) for k, v in values.items()},
         diverged=np.asarray(div),
         diverged_step=np.asarray(div_step),
@@ -325,6 +332,7 @@ def run_discrete(
         }
         | ({} if svag == 1 else {"svag": svag})
         | ({} if schedule is None else {"schedule": repr(schedule)})
+        | ({} if momentum is None else {"momentum": momentum.config()})
         | {"devices": 1 if mesh is None else int(mesh.size)},
         wall_time_s=wall,
         saved_params=saved if save_params else None,
@@ -342,7 +350,7 @@ def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> floa
     return compiled_flops(step, problem, problem.init_params, jr.key(0), cache_key=("run_step", variant, sampler))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10))
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10, 11))
 def _run(
     problem,
     variant,
@@ -355,6 +363,7 @@ def _run(
     schedule=None,
     save_params=False,
     svag=1,
+    momentum=None,
     bar=None,
 ):
     n = problem.num_examples
@@ -375,10 +384,16 @@ def _run(
             return svag_gradient(problem, variant, svag, params, vstate, batches, vkeys)
 
         def step(carry, _):
-            params, vstate, is_div, div_step, k = carry
+            params, vstate, is_div, div_step, k, buf = carry
             G, new_vstate, _ = update(params, vstate, k)
             k_method = k if svag == 1 else k // svag  # the schedule runs on the method's steps
             eta_k = step_eta if schedule is None else step_eta * jnp.asarray(schedule(k_method), eta.dtype)
+            new_buf = buf
+            if momentum is not None:  # v <- beta v + G; heavy ball steps along v, Nesterov along G + beta v
+                beta = jnp.asarray(momentum.beta, eta.dtype)
+                new_buf = jax.tree_util.tree_map(lambda v, g: beta * v + g, buf, G)
+                nesterov = jax.tree_util.tree_map(lambda g, v: g + beta * v, G, new_buf)
+                G = nesterov if momentum.nesterov else new_buf
             new_params = jax.tree_util.tree_map(lambda p, g: p - eta_k * g, params, G)
             now_div = diverged(new_params, threshold) & ~is_div
             keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(is_div | now_div, b, a), new, old)  # noqa: E731
@@ -388,6 +403,7 @@ def _run(
                 is_div | now_div,
                 jnp.where(now_div, k + 1, div_step),
                 k + 1,
+                keep(new_buf, buf),
             ), None
 
         def observe(params, is_div):
@@ -396,10 +412,11 @@ def _run(
 
         def segment(carry, _):
             carry, _ = jax.lax.scan(step, carry, None, length=inner)
-            carry = (*carry[:4], report(bar, carry[4], stride(num_segments, inner)))  # progress
+            carry = (*carry[:4], report(bar, carry[4], stride(num_segments, inner)), carry[5])  # progress
             return carry, (observe(carry[0], carry[2]), carry[0] if save_params else None)
 
-        init = (params0, variant.init(params0), jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0))
+        buf0 = () if momentum is None else jax.tree_util.tree_map(jnp.zeros_like, params0)
+        init = (params0, variant.init(params0), jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0), buf0)
         first = observe(params0, jnp.asarray(False))
         carry, (rest, saved) = jax.lax.scan(segment, init, None, length=num_segments)
         values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}

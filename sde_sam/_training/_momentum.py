@@ -1,0 +1,50 @@
+"""Momentum for every variant in the discrete runner, and its first-order SDE (the rescaled learning rate)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Momentum:
+    """Heavy-ball momentum on a variant's update ``G``: ``v <- beta v + G``, ``x <- x - eta v`` (Polyak), or
+    with ``nesterov=True`` ``x <- x - eta (G + beta v)`` (the form of ``optax.sgd(nesterov=True)`` and PyTorch);
+    the buffer ``v`` starts at 0 and is part of the runner's state.
+
+    To first order in ``eta`` (``beta`` fixed), either form follows the SDE of the plain method with step
+    ``eta / (1 - beta)`` in the time ``t = k eta / (1 - beta)`` (Li, Tai & E 2017, 2019: the rescaled-learning-rate
+    model; the Nesterov correction is of higher order). Valid once ``k`` is well past the buffer's relaxation
+    time ``1 / (1 - beta)`` steps (the buffer starts at 0) and while ``eta / (1 - beta)`` is small.
+    """
+
+    beta: float
+    nesterov: bool = False
+
+    def __post_init__(self):
+        b = self.beta
+        if isinstance(b, bool) or not isinstance(b, (int, float, np.integer, np.floating)) or not math.isfinite(b):
+            raise ValueError(f"`beta` must be a number in [0, 1), got {b!r}")
+        if not 0.0 <= float(b) < 1.0:
+            raise ValueError(f"`beta` must be in [0, 1), got {b!r}")
+        if not isinstance(self.nesterov, bool):
+            raise TypeError(f"`nesterov` must be a bool, got {type(self.nesterov).__name__}")
+        object.__setattr__(self, "beta", float(b))
+
+    @property
+    def time_scale(self) -> float:
+        """``1 / (1 - beta)``: one step advances the rescaled SDE by ``eta / (1 - beta)``."""
+        return 1.0 / (1.0 - self.beta)
+
+    def config(self) -> dict:
+        return {"beta": self.beta, "nesterov": self.nesterov}
+
+
+def as_momentum(momentum: Momentum | float | None) -> Momentum | None:
+    """``None`` (or 0) for none, a number for heavy-ball ``beta``, or a :class:`Momentum`."""
+    if momentum is None or isinstance(momentum, Momentum):
+        return momentum
+    m = Momentum(momentum)
+    return None if m.beta == 0.0 else m
