@@ -6,11 +6,10 @@ import dataclasses
 import math
 
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import PRNGKeyArray, PyTree
 
-from .._problems._problem import Problem
+from .._problems._problem import Problem, tree_norm_sq
 from .._problems._sampler import Sampler
 from .._training._momentum import Momentum, as_momentum
 from .._training._runner import check_positive
@@ -262,18 +261,13 @@ def monte_carlo_size(
         max_enumeration=max_enumeration,
         return_stderr=True,
     )
-    b_norm = float(_tree_norm(b))
-    err_norm = float(_tree_norm(err))
+    b_norm = math.sqrt(float(tree_norm_sq(b)))
+    err_norm = math.sqrt(float(tree_norm_sq(err)))
     if not (math.isfinite(b_norm) and math.isfinite(err_norm)) or b_norm == 0.0:
         return MAX_SAMPLES, None  # no relative target at a stationary (or broken) start: the most samples
     need = PILOT_SAMPLES * (err_norm / (rtol * b_norm)) ** 2
     size = int(min(MAX_SAMPLES, max(CHUNK, CHUNK * math.ceil(need / CHUNK))))
     return size, err_norm / b_norm * math.sqrt(PILOT_SAMPLES / size)
-
-
-def _tree_norm(tree: PyTree) -> jax.Array:
-    """``sqrt(sum of squares)`` over every leaf of ``tree``."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree_util.tree_leaves(tree)))
 
 
 _DRIFT_FNS = {
