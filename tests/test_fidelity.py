@@ -69,6 +69,7 @@ def test_rungs_can_be_restricted_by_label():
     assert len(fd._rungs(ss.variants.sam(0.1), cfg | {"rungs": None})) == 4
 
 
+@pytest.mark.slow  # 20-45 s; run by CI's slow pass (.ci/run), keeping the default suite under 10 minutes
 def test_an_interrupted_study_resumes_from_its_finished_variants(tmp_path, monkeypatch):
     """The CLI saves after every variant; interrupted in the training part, a rerun into the same folder reuses the
     finished escape variant (study_variant not called for it again) and ends with the same escape result."""

@@ -188,6 +188,7 @@ def test_m_sharpness_reuses_only_records_of_the_same_config(tmp_path, monkeypatc
     assert len(calls) == 4
 
 
+@pytest.mark.slow  # 20-45 s; run by CI's slow pass (.ci/run), keeping the default suite under 10 minutes
 def test_training_vs_sde_resumes_after_an_interruption(tmp_path, monkeypatch):
     from analysis import training_vs_sde as tvs
 

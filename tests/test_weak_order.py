@@ -205,6 +205,7 @@ def test_m_sweep_extended_sde_beats_ablated():
     assert ratios == sorted(ratios, reverse=True), ratios  # the variance term matters more for smaller m
 
 
+@pytest.mark.slow  # 20-45 s; run by CI's slow pass (.ci/run), keeping the default suite under 10 minutes
 def test_eta_rho_exact_identifies_the_product_form():
     """Exact moments, 4 x 4 grid: USAM's weak error is first order in eta at every rho with a rho-dependent constant
     (err = eta (a + b rho) within 10 %); the two-parameter fit C1 eta^a + C2 rho^b is not identified and is flagged."""
