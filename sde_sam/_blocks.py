@@ -22,6 +22,8 @@ from collections.abc import Callable, Hashable
 import jax
 import jax.numpy as jnp
 
+from ._training._cost import compiled_cost
+
 #: Work per block and step (flops), and the largest block, on a CPU and on an accelerator.
 WORK_FLOPS = {"cpu": 4e8, "accelerator": 1e12}
 MAX_BLOCK = {"cpu": 512, "accelerator": 65536}
@@ -34,11 +36,16 @@ def _kind() -> str:
 
 
 def compiled_flops(fn: Callable, *args, cache_key: Hashable | None = None) -> float:
-    """XLA's flop count of ``jax.jit(fn)(*args)`` (compiled, not run); 0 when the backend gives none.
+    """XLA's flop count of ``jax.jit(fn)(*args)`` (:func:`~sde_sam._training._cost.compiled_cost`), kept per
+    ``cache_key`` (see :func:`cached_flops`)."""
+    return cached_flops(cache_key, args, lambda: compiled_cost(fn, *args).flops)
 
-    The count depends only on the program, so it is kept per ``cache_key`` plus the backend and the
-    structure, shapes and dtypes of ``args`` (a compilation costs 0.3-2 s; a second call with the same
-    model costs nothing). ``cache_key=None``, or arguments whose structure cannot be hashed, are not cached."""
+
+def cached_flops(cache_key: Hashable | None, args: tuple, count: Callable[[], float]) -> float:
+    """``count()``, kept per ``cache_key`` plus the backend and the structure, shapes and dtypes of ``args``: the
+    count depends only on the program, and a compilation costs 0.3-2 s, so a second call with the same model costs
+    nothing. ``cache_key=None``, or arguments whose structure cannot be hashed, are not cached. NaN (no count from
+    the backend) makes :func:`target_block` return the largest block."""
     key = None
     if cache_key is not None:
         leaves, treedef = jax.tree_util.tree_flatten(args)
@@ -49,10 +56,7 @@ def compiled_flops(fn: Callable, *args, cache_key: Hashable | None = None) -> fl
             key, hit = None, None
         if hit is not None:
             return hit
-    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-    if isinstance(cost, list):  # older jax: one dict per computation
-        cost = cost[0] if cost else {}
-    flops = float((cost or {}).get("flops", 0.0) or 0.0)
+    flops = float(count())
     if key is not None:
         if len(_FLOPS) >= 256:
             _FLOPS.clear()

@@ -17,7 +17,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Key, PRNGKeyArray, PyTree
 
-from .._blocks import compiled_flops, default_block
+from .._blocks import cached_flops, default_block
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result
 from .._parallel._sharding import check_mesh, run_blocked
@@ -27,6 +27,7 @@ from .._progress import progress_bar, report, stride
 from .._progress import total as progress_total
 from .._sde._svag import check_svag, svag_gradient
 from .._variants._variant import Variant
+from ._cost import step_cost
 from ._momentum import Momentum, as_momentum
 
 
@@ -340,14 +341,10 @@ def run_discrete(
 
 
 def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> float:
-    """XLA's flop count of one discrete step ``G(x; xi)`` of one run on a batch of the sampler's size."""
-    idx = jnp.arange(sampler.batch_size) % problem.num_examples
-    state = variant.init(problem.init_params)
-
-    def step(pr, params, key):
-        return variant.gradient(pr, params, state, pr.take(idx), key)[0]
-
-    return compiled_flops(step, problem, problem.init_params, jr.key(0), cache_key=("run_step", variant, sampler))
+    """XLA's flop count of one discrete step ``G(x; xi)`` of one run on a batch of the sampler's size
+    (:func:`~sde_sam._training._cost.step_cost`, kept per program)."""
+    count = lambda: step_cost(problem, variant, sampler.batch_size).flops  # noqa: E731
+    return cached_flops(("run_step", variant, sampler), (problem,), count)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10, 11))
