@@ -7,6 +7,7 @@ from ._estimators._estimate import Estimate as Estimate
 from ._estimators._noise import BatchGradNorm as BatchGradNorm
 from ._estimators._noise import Gaussianity as Gaussianity
 from ._estimators._noise import expected_batch_grad_norm as expected_batch_grad_norm
+from ._estimators._noise import expected_effective_sample_size as expected_effective_sample_size
 from ._estimators._noise import gaussianity as gaussianity
 from ._estimators._noise import gaussianity_from_samples as gaussianity_from_samples
 from ._estimators._noise import grad_trace_sigma as grad_trace_sigma

@@ -217,3 +217,19 @@ def test_training_vs_sde_resumes_after_an_interruption(tmp_path, monkeypatch):
     assert calls[3:] == ["SGD", "SAM"]
     with pytest.raises(ValueError, match="unknown preset"):
         tvs.run("huge")
+
+
+def test_effective_sample_size_is_recorded_along_training():
+    """The ``effective_sample_size`` observable of an RW-SAM run is the estimator's value at the recorded
+    parameters (the estimator is checked against numpy in tests/test_variants.py), below ``B`` and at least 1."""
+    cfg = train.TrainConfig(variant="rw-sam", variant_kwargs={"rho": 0.05, "inverse_temperature": 3.0},
+                            observables=("loss", "effective_sample_size"), **TINY)
+    problem = train.build_problem(cfg)
+    rec = train.record(cfg, problem=problem, save_params=True)
+    ess = rec.values["effective_sample_size"]
+    assert ess.shape == (2, 3) and np.all((ess >= 1.0) & (ess < cfg.batch_size))
+    params = jax.tree_util.tree_map(lambda a: a[1, -1], rec.saved_params)
+    want = ss.noise.expected_effective_sample_size(train.build_variant(cfg), problem, params,
+                                                   ss.WithoutReplacement(cfg.batch_size),
+                                                   jr.key(cfg.estimator_seed), cfg.norm_batches)
+    np.testing.assert_allclose(ess[1, -1], float(want.value), rtol=1e-5)

@@ -307,3 +307,34 @@ def test_effective_sample_size_is_kish_formula():
 def test_rw_num_probes_must_be_a_positive_integer(bad):
     with pytest.raises((ValueError, TypeError), match="num_probes"):  # TypeError: the runtime type check
         ss.variants.rw_sam(0.05, num_probes=bad)
+
+
+def test_expected_effective_sample_size_against_numpy():
+    """``noise.expected_effective_sample_size`` is the mean over drawn batches of ``1 / sum p_i^2`` with
+    ``p = softmax(lambda ||g_i||)`` (exact score, gradients by numpy); ``B`` exactly for a rule without weights."""
+    problem = make_problem()
+    x = problem.init_params
+    xf = flat(x)
+    sampler = ss.WithoutReplacement(B)
+    key = jr.key(4)
+    lam = 2.0
+    rw = V.rw_sam(0.1, inverse_temperature=lam, score="exact")
+    got = ss.noise.expected_effective_sample_size(rw, problem, x, sampler, key, num_batches=6)
+    ess = []
+    for k in jr.split(key, 6):  # the estimator's batch draws: one key per batch, its first half draws the batch
+        idx = np.asarray(jr.choice(jr.split(k)[0], N, (B,), replace=False))
+        s = np.linalg.norm(np_grads(xf, idx), axis=1)
+        p = np.exp(lam * (s - s.max()))
+        p /= p.sum()
+        ess.append(1.0 / np.sum(p**2))
+    ess = np.asarray(ess)
+    np.testing.assert_allclose(float(got.value), ess.mean(), rtol=1e-10)
+    np.testing.assert_allclose(float(got.stderr), ess.std(ddof=1) / np.sqrt(6), rtol=1e-8)
+    assert ess.min() < B - 0.5  # the weights are far from uniform here, so the check is not B == B
+    flat_ = ss.noise.expected_effective_sample_size(V.sam(0.1), problem, x, sampler, key, num_batches=4)
+    assert float(flat_.value) == B and float(flat_.stderr) == 0.0
+    with pytest.raises(ValueError, match="num_batches"):
+        ss.noise.expected_effective_sample_size(rw, problem, x, sampler, key, num_batches=1)
+    with pytest.raises(TypeError, match="rule"):
+        ss.noise.expected_effective_sample_size("rw-sam", problem, x, sampler, key)
+

@@ -422,6 +422,38 @@ def expected_batch_grad_norm(
     return _expected_batch_grad_norm(problem, params, sampler, key, num_batches, chunk_size)
 
 
+def expected_effective_sample_size(
+    rule,
+    problem: Problem,
+    params: PyTree,
+    sampler: Sampler,
+    key: PRNGKeyArray,
+    num_batches: int = 32,
+) -> Estimate:
+    """Monte Carlo ``E_gamma[1 / sum_i p_i^2]``: the mean over batches drawn by ``sampler`` of Kish's effective
+    sample size of the weights ``rule`` (a perturbation rule, or a variant: its rule) puts on a batch's examples
+    (RW-SAM's Gibbs weights; ``B`` for rules that weigh examples alike). Stderr ``std/sqrt(K)``."""
+    rule = getattr(rule, "rule", rule)
+    if not callable(getattr(rule, "effective_sample_size", None)):
+        raise TypeError(f"`rule` must be a perturbation rule or a variant, got {type(rule).__name__}")
+    check_sampler(sampler, problem.num_examples)
+    num_batches = check_positive_int("num_batches", num_batches)
+    if num_batches < 2:
+        raise ValueError("`num_batches` must be >= 2 for a standard error")
+    return _expected_effective_sample_size(rule, problem, params, sampler, key, num_batches)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 5))
+def _expected_effective_sample_size(rule, problem, params, sampler, key, num_batches):
+    n = problem.num_examples
+
+    def one(k):
+        k_batch, k_rule = jr.split(k)
+        return rule.effective_sample_size(problem, params, problem.take(_draw(sampler, k_batch, n)), k_rule)
+
+    return mean_and_stderr(jax.lax.map(one, jr.split(key, num_batches)))
+
+
 @functools.partial(jax.jit, static_argnums=(2, 4, 5))
 def _expected_batch_grad_norm(problem, params, sampler, key, num_batches, chunk_size):
     n = problem.num_examples

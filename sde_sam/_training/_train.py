@@ -12,7 +12,10 @@ Observables (names in :data:`OBSERVABLES`), all at the full training set unless 
 mini-batch estimator ``E||g_gamma - g||^2 / c(B)``), ``lambda_max`` (top Hessian eigenvalue, Lanczos,
 ``sde_sam.curvature.top_eigenvalues``), ``trace_hessian`` (Hutchinson, ``sde_sam.curvature.trace_hessian``),
 ``batch_grad_norm`` (``E||g_m||`` over micro-batches of the variant's size ``m``: ``micro_batch_size``, else
-``B``; ``n`` for n-SAM; ``sde_sam.noise.expected_batch_grad_norm``) and ``distance`` (``||x - x_0||``).
+``B``; ``n`` for n-SAM; ``sde_sam.noise.expected_batch_grad_norm``), ``distance`` (``||x - x_0||``) and
+``effective_sample_size`` (Kish's ``1 / sum_i p_i^2`` of the weights the variant's rule puts on a batch, mean
+over ``norm_batches`` batches: RW-SAM's Gibbs weights; ``B`` for every other rule;
+``sde_sam.noise.expected_effective_sample_size``).
 Stochastic estimators use a fixed key at every recorded point (common random numbers across steps, seeds and
 variants), so differences along a trajectory are not blurred by fresh estimator noise.
 
@@ -55,6 +58,7 @@ OBSERVABLES = (
     "trace_hessian",
     "batch_grad_norm",
     "distance",
+    "effective_sample_size",
 )
 DEFAULT_OBSERVABLES = OBSERVABLES
 PROBLEMS = ("digits_mlp", "digits_cnn")
@@ -272,6 +276,7 @@ class Estimators:
     with_replacement: bool = False
     batch_norm: bool = False
     m: int | None = None
+    rule: Any = None
 
     @classmethod
     def of(cls, config: TrainConfig, variant: Variant, problem: Problem) -> Estimators:
@@ -286,6 +291,7 @@ class Estimators:
             config.with_replacement,
             _networks.is_batch_norm_problem(problem),
             micro_batch_size(variant, config.batch_size, problem.num_examples),
+            variant.rule,
         )
 
     @property
@@ -322,6 +328,13 @@ class Estimators:
             problem, params, WithoutReplacement(m), self.key, self.norm_batches
         ).value.value
 
+    def effective_sample_size(self, problem, params):
+        from .. import noise
+
+        return noise.expected_effective_sample_size(
+            self.rule, problem, params, self.sampler, self.key, self.norm_batches
+        ).value
+
     @staticmethod
     def distance(problem, params):
         diff = jax.tree_util.tree_map(jnp.subtract, params, problem.init_params)
@@ -334,15 +347,18 @@ class Estimators:
         return BUILTIN[name]
 
     def for_name(self, name: str) -> Estimators:
-        """The settings ``name`` depends on (``m`` dropped unless it is ``batch_grad_norm``), for compile reuse."""
-        return self if name == "batch_grad_norm" else dataclasses.replace(self, m=None)
+        """The settings ``name`` depends on (``m`` dropped unless it is ``batch_grad_norm``, the rule unless it is
+        ``effective_sample_size``), for compile reuse."""
+        keep = {"m": self.m if name == "batch_grad_norm" else None,
+                "rule": self.rule if name == "effective_sample_size" else None}
+        return dataclasses.replace(self, **keep)
 
     def record(self, names: Sequence[str], every: int):
         """An inline :func:`sde_sam.observables` record of ``names`` (evaluated inside the training scan)."""
         return observables(every=every, **{name: self.function(name) for name in names})
 
 
-_ESTIMATED = ("trace_sigma", "lambda_max", "trace_hessian", "batch_grad_norm", "distance")
+_ESTIMATED = ("trace_sigma", "lambda_max", "trace_hessian", "batch_grad_norm", "distance", "effective_sample_size")
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))

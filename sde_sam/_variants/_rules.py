@@ -134,6 +134,14 @@ class AbstractRule(abc.ABC):
     ) -> Directions:
         """The directions ``d_j`` (leading axis ``k``), descent weights, new state and batch loss at ``x``."""
 
+    def effective_sample_size(
+        self, problem: Problem, params: PyTree, batch: PyTree, key: PRNGKeyArray
+    ) -> Float[Array, ""]:
+        """Kish's effective sample size ``1 / sum_i p_i^2`` of the weights the step puts on the examples of
+        ``batch``: ``B`` for a rule that weighs every example alike (every rule but :class:`Reweighted`)."""
+        size = jax.tree_util.tree_leaves(batch)[0].shape[0]
+        return jnp.asarray(size, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
+
     # -- optional SDE hooks ------------------------------------------------------------------------------------
     def closed_form_drift(self, variant, problem, sampler, params, *, key, num_samples, max_enumeration):
         """The first-order drift from a formula (DESIGN §3.1), or ``None`` when the rule has none."""
