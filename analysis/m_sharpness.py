@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -42,17 +43,17 @@ PRESETS = {
     "quick": dict(problems=(("digits_mlp", {"hidden": 32}),), batch_size=64, eta=0.1, rho=0.05, steps=300,
                   every=100, seeds=(0, 1, 2, 3), ms=(64, 32, 16, 8, 4, 1), escape_ms=(64, 8, 1), pre_batch=1024,
                   pre_steps=400, pre_eta=0.05, escape_steps=200, escape_every=50, label_noise=0.0, timing_repeats=1,
-                  bn_cnn=False),
+                  bn_cnn=False, rw_ess=(0.5, 0.1)),
     # The GroupNorm CNN is ~20x slower per step than the MLP on CPU (m = 1 ~300x: one convolution per example),
     # so it trains for fewer steps and seeds, with RW-SAM at lambda = 1 only, no timing rerun and no escape run.
     "full": dict(problems=(("digits_mlp", {"hidden": 64}),
                            ("digits_cnn", {"norm": "group"},
                             dict(steps=400, every=100, seeds=(0, 1, 2, 3), rw_temperatures=(1.0,), timing_repeats=0,
-                                 escape=False))),
+                                 escape=False, rw_ess=()))),
                  batch_size=64, eta=0.1, rho=0.05, steps=3000, every=250, seeds=tuple(range(8)),
                  ms=(64, 32, 16, 8, 4, 1), escape_ms=(64, 16, 4, 1), pre_batch=1024, pre_steps=3000, pre_eta=0.025,
                  escape_steps=1000, escape_every=100, label_noise=0.2, timing_repeats=1,
-                 rw_temperatures=(0.1, 0.3, 1.0, 3.0),
+                 rw_temperatures=(0.1, 0.3, 1.0, 3.0), rw_ess=(0.5, 0.1),
                  bn_cnn=dict(steps=400, every=100, seeds=(0, 1, 2, 3))),
 }
 
@@ -75,6 +76,78 @@ def variant_specs(batch_size: int, rho: float, ms, rw_temperatures=(1.0,)) -> li
         ("SAM-ON", "sam-on", {"rho": rho}),
     ]
     return specs
+
+
+#: RW-SAM scores of the study (DESIGN §2; issue: the score must measure what it claims): the exact ``||g_i||``,
+#: the paper's one-probe finite difference, and its mean over 4 Rademacher probes.
+RW_SCORES = (("exact", {"score": "exact"}), ("1 probe", {"num_probes": 1}), ("4 probes", {"num_probes": 4}))
+
+
+def ess_of_temperature(scores: np.ndarray, lam: float) -> float:
+    """Mean over batches (rows of ``scores``) of Kish's ``1 / sum_i p_i^2`` with ``p = softmax(lam * s)``."""
+    z = lam * (scores - scores.max(axis=1, keepdims=True))
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return float(np.mean(1.0 / np.sum(p * p, axis=1)))
+
+
+def temperature_for_ess(scores: np.ndarray, fraction: float, *, iters: int = 80) -> float:
+    """The ``lambda >= 0`` at which the mean effective sample size over the batches of ``scores`` is
+    ``fraction * B`` (bisection on ``log lambda``; the Gibbs weights' ESS falls monotonically with ``lambda``)."""
+    B = scores.shape[1]
+    if not 1.0 / B < fraction <= 1.0:
+        raise ValueError(f"`fraction` must be in (1/B, 1] = ({1 / B:.3g}, 1], got {fraction!r}")
+    target = fraction * B
+    lo, hi = 1e-6, 1.0
+    while ess_of_temperature(scores, hi) > target:
+        hi *= 4.0
+        if hi > 1e12:
+            raise ValueError(f"no lambda reaches an effective sample size of {target:.3g}: the scores are (nearly) equal")
+    for _ in range(iters):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if ess_of_temperature(scores, mid) > target else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def batch_scores(problem, rule_kwargs: dict, batch_size: int, *, num_batches: int = 64, seed: int = 0) -> np.ndarray:
+    """``(num_batches, B)`` RW-SAM scores at the problem's initial point on batches drawn without replacement,
+    divided by their batch mean (the relative reading, which the study uses), one probe key per batch."""
+    import jax
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    from sde_sam import variants
+
+    rule = variants.rw_sam(0.05, relative_scores=True, **rule_kwargs).rule
+    x, n = problem.init_params, problem.num_examples
+
+    def one(key):
+        kb, kp = jr.split(key)
+        batch = problem.take(jr.choice(kb, n, (batch_size,), replace=False))
+        s = rule.scores(problem, x, batch, problem.example_losses(x, batch), kp)
+        return s / jnp.mean(s)
+
+    return np.asarray(jax.jit(jax.vmap(one))(jr.split(jr.key(seed), num_batches)), np.float64)
+
+
+def rw_study_specs(problem, batch_size: int, rho: float, ess_fractions, log) -> tuple[list, dict]:
+    """The RW-SAM study's ``(label, factory, kwargs)`` rows and their calibration: for each score of
+    :data:`RW_SCORES` and each target ``ess_fractions`` (of ``B``), the ``lambda`` giving that mean effective
+    sample size at the initial point (relative scores), in both readings (weights in the ascent only; also in the
+    descent)."""
+    specs, calib = [], {}
+    for score_label, kw in RW_SCORES:
+        scores = batch_scores(problem, kw, batch_size)
+        for frac in ess_fractions:
+            lam = temperature_for_ess(scores, frac)
+            for reading, extra in (("ascent", {}), ("weighted descent", {"weights_in_descent": True})):
+                label = f"RW-SAM [{score_label}, ESS {100 * frac:g}%, {reading}]"
+                specs.append((label, "rw-sam", {"rho": rho, "inverse_temperature": lam, "relative_scores": True,
+                                                **kw, **extra}))
+                calib[label] = {"score": score_label, "ess_target": frac, "reading": reading, "lambda": lam,
+                                "ess_at_init": ess_of_temperature(scores, lam) / batch_size}
+            log(f"  RW-SAM {score_label}: lambda {lam:.4g} gives ESS {100 * frac:g}% of B at the initial point")
+    return specs, calib
 
 
 def _slug(label: str) -> str:
@@ -125,12 +198,15 @@ def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: P
     base = train.TrainConfig(
         problem=problem_name, problem_kwargs=problem_kwargs, batch_size=cfg["batch_size"], eta=cfg["eta"],
         steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"],
-        observables=("loss", "accuracy", "test_accuracy", "trace_sigma"),
+        observables=("loss", "accuracy", "test_loss", "test_accuracy", "trace_sigma", "effective_sample_size"),
     )
     problem = train.build_problem(base)
-    rows = {}
+    rows, settings = {}, {}
     if specs is None:
         specs = variant_specs(cfg["batch_size"], cfg["rho"], cfg["ms"], cfg.get("rw_temperatures", (1.0,)))
+        if cfg.get("rw_ess"):
+            study, settings = rw_study_specs(problem, cfg["batch_size"], cfg["rho"], cfg["rw_ess"], log)
+            specs = specs + study
     for label, name, kw in specs:
         config = base.replace(variant=name, variant_kwargs=kw, label=label)
         t0 = time.perf_counter()
@@ -141,6 +217,9 @@ def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: P
             "trace_sigma_area": _area(rec, "trace_sigma"),
             "loss_final": _final(rec, "loss"),
             "test_accuracy_final": _final(rec, "test_accuracy"),
+            "test_loss_final": _final(rec, "test_loss"),
+            "ess_fraction_final": _over_seeds(rec.kept("effective_sample_size")[:, -1] / cfg["batch_size"]),
+            **({"rw_setting": settings[label]} if label in settings else {}),
             "trace_sigma_mean_curve": rec.mean("trace_sigma").tolist(),
             "steps": rec.steps.tolist(),
             "time_per_step_s": rec.meta["time_per_step_s"],

@@ -7,7 +7,11 @@ Every comparison is a difference of means over seeds with its standard error ``s
   resolved;
 * "falls faster": the same on the area under the ``tr Sigma`` curve (its time average over the recorded steps
   after the start, per seed);
-* RW-SAM close to small-m m-SAM: the m-SAM closest to RW-SAM in final ``tr Sigma`` has m < B.
+* RW-SAM close to small-m m-SAM: the m-SAM closest to RW-SAM in final ``tr Sigma`` has m < B;
+* the RW-SAM study (where the preset runs it: ``rw_ess``): for each score (exact ``||g_i||``, one probe, four
+  probes), each ``lambda`` calibrated to an effective sample size of 50 % / 10 % of ``B`` at the initial point
+  (relative scores) and each reading, one row: SAM - it resolved (``z > 2``) and its closest m-SAM has m < B;
+  the note gives the setting closest to small-m m-SAM and the test accuracies.
 
 The paper's Table 6 values (SGD 572.39 / SAM 198.40 / RW-SAM 177.79, ResNet on CIFAR) are quoted as the
 reference ordering; ours are measured on the digits MLP, so only the ordering is compared."""
@@ -60,5 +64,22 @@ def evaluate(results: dict) -> CheckResult:
         diff, se, z = _z(final[rw], final[closest])
         rows.append(Row(f"m-SAM closest to {rw} in final tr Sigma", f"{closest} ({rw} - it: {fmt(diff, se)})",
                         "a small m (m < B)", "m < B", _m(closest, B) < B))
+    study = {k: v for k, v in rows_in.items() if "rw_setting" in v}
+    note = "; the RW-SAM study (calibrated lambda, three scores) runs in the full preset and analysis.m_sharpness"
+    if study:
+        smallest = msam[-1]
+        for label, v in study.items():
+            diff, se, z = _z(final["SAM"], v["trace_sigma_final"])
+            closest = min(msam, key=lambda k: abs(final[k]["mean"] - v["trace_sigma_final"]["mean"]))
+            acc = v["test_accuracy_final"]
+            rows.append(Row(f"{label} (lambda {v['rw_setting']['lambda']:.3g}, final ESS "
+                            f"{100 * v['ess_fraction_final']['mean']:.0f}% of B)",
+                            f"SAM - it {fmt(diff, se)} (z {z:+.1f}); closest {closest}; test acc {fmt(acc['mean'], acc['stderr'])}",
+                            "SAM - it > 0, closest m < B", f"z > {Z:g}", z > Z and _m(closest, B) < B))
+        best = min(study, key=lambda k: abs(study[k]["trace_sigma_final"]["mean"] - final[smallest]["mean"]))
+        note = (f"; RW-SAM study: closest to {smallest} in final tr Sigma is {best} "
+                f"({fmt(study[best]['trace_sigma_final']['mean'], study[best]['trace_sigma_final']['stderr'])} vs "
+                f"{fmt(final[smallest]['mean'], final[smallest]['stderr'])}); SAM test acc "
+                f"{fmt(rows_in['SAM']['test_accuracy_final']['mean'], rows_in['SAM']['test_accuracy_final']['stderr'])}")
     return CheckResult(ID, CLAIM, tuple(rows), f"digits MLP, B={B}, eta={d['eta']}, rho={d['rho']}; means ± s.e. "
-                       f"over {seeds if seeds else '?'} seeds; z = difference / s.e.")
+                       f"over {seeds if seeds else '?'} seeds; z = difference / s.e." + note)

@@ -220,6 +220,25 @@ def test_c6_fails_when_the_ordering_is_not_resolved():
     assert CHECKS["C6"].evaluate(data).status == "FAIL"
 
 
+def test_c6_rw_study_rows_pass_and_fail_for_the_right_reason():
+    """A study row passes when SAM - it is resolved and its closest m-SAM is small-m; it fails when its final
+    tr Sigma is SAM's (not resolved) and when it is closest to m = B."""
+    data = _good_data()
+    rows = data["training"]["rows"]
+    for k in ("SAM", "RW-SAM"):
+        rows[k]["test_accuracy_final"] = {"mean": 0.9, "stderr": 0.01}
+    label = "RW-SAM [exact, ESS 10%, ascent]"
+    rows[label] = {"trace_sigma_final": {"mean": 5.2, "stderr": 0.1, "num_seeds": 4},
+                   "trace_sigma_area": {"mean": 10.0, "stderr": 0.1, "num_seeds": 4},
+                   "test_accuracy_final": {"mean": 0.91, "stderr": 0.01}, "ess_fraction_final": {"mean": 0.12},
+                   "rw_setting": {"lambda": 3.0, "ess_target": 0.1}}
+    res = CHECKS["C6"].evaluate(data)
+    assert res.status == "PASS" and any(label in r.what for r in res.rows) and label in res.note
+    rows[label]["trace_sigma_final"].update(mean=8.1)  # SAM - it = -0.1: unresolved, and closest to m = B
+    res = CHECKS["C6"].evaluate(data)
+    assert res.status == "FAIL" and [r for r in res.rows if label in r.what and not r.passed]
+
+
 def test_c5_fails_when_no_model_reproduces_the_ordering():
     """The discrete ordering holds, but the best model's pair difference is off by 10 s.e.: FAIL, naming it."""
     data = _good_data()
