@@ -349,8 +349,10 @@ class Estimators:
     def for_name(self, name: str) -> Estimators:
         """The settings ``name`` depends on (``m`` dropped unless it is ``batch_grad_norm``, the rule unless it is
         ``effective_sample_size``), for compile reuse."""
-        keep = {"m": self.m if name == "batch_grad_norm" else None,
-                "rule": self.rule if name == "effective_sample_size" else None}
+        keep = {
+            "m": self.m if name == "batch_grad_norm" else None,
+            "rule": self.rule if name == "effective_sample_size" else None,
+        }
         return dataclasses.replace(self, **keep)
 
     def record(self, names: Sequence[str], every: int):
