@@ -24,6 +24,7 @@ retrains).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import time
@@ -150,6 +151,18 @@ def rw_study_specs(problem, batch_size: int, rho: float, ess_fractions, log) -> 
     return specs, calib
 
 
+@functools.lru_cache(maxsize=16)
+def _shared(problem: str, kwargs_json: str):
+    return train.build_problem(train.TrainConfig(problem=problem, problem_kwargs=json.loads(kwargs_json)))
+
+
+def shared_problem(config: train.TrainConfig):
+    """The problem of ``config``, one object per (name, kwargs) in this process: jitted programs are keyed on
+    the problem's loss function, so the analyses that train the same model (the training and generalization
+    stages of ``reproduce``) reuse each other's compilations."""
+    return _shared(config.problem, json.dumps(to_jsonable(dict(config.problem_kwargs)), sort_keys=True))
+
+
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
 
@@ -200,7 +213,7 @@ def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: P
         steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"],
         observables=("loss", "accuracy", "test_loss", "test_accuracy", "trace_sigma", "effective_sample_size"),
     )
-    problem = train.build_problem(base)
+    problem = shared_problem(base)
     rows, settings = {}, {}
     if specs is None:
         specs = variant_specs(cfg["batch_size"], cfg["rho"], cfg["ms"], cfg.get("rw_temperatures", (1.0,)))

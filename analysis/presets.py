@@ -23,6 +23,12 @@ QUICK = {
                       noise_batches=32, top_k=3, observables=["loss", "trace_sigma"]),
     "sgn": dict(seed=0, problem="digits_mlp", problem_kwargs={"hidden": 8}, batch_size=32, eta=0.1, steps=100,
                 every=50, k=5, probes=8, tail_batches=128),
+    # the model, batch, steps and seeds of the training stage above: run after it in one process, the compiled
+    # programs of the variants both train are reused (analysis.m_sharpness.shared_problem); RW-SAM: the RW-SAM
+    # study's setting of highest test accuracy (analysis.generalization.RW_SETTING)
+    "generalization": dict(models=[["digits_mlp", {"hidden": 8}, {}]], noise=[0.0, 0.2, 0.4], batch_size=32,
+                           eta=0.1, rho=0.05, steps=100, every=25, seeds=[0, 1, 2, 3], ms=[32, 16, 4, 1],
+                           rw=dict(score="4 probes", ess=0.5, reading="ascent")),
     "timing": dict(hidden=256, batch_size=128, steps=20, repeats=5, ms=[16], serial_k=[2], paths=8, cost="xla_flops"),
     "symbolic": dict(setting="default"),
     "fidelity": dict(
@@ -78,6 +84,13 @@ FULL = {
                       noise_batches=512, top_k=5, observables=["loss", "trace_sigma"]),
     "sgn": dict(seed=0, problem="digits_mlp", problem_kwargs={"hidden": 64}, batch_size=64, eta=0.1, steps=2000,
                 every=250, k=10, probes=64, tail_batches=2048),
+    # the GroupNorm CNN is ~20x slower per step than the MLP on a CPU (m = 1 much more: one convolution per
+    # example): its rows train shorter, over 4 seeds, and say that a GPU settles them (benchmarks/gpu_session.sh)
+    "generalization": dict(models=[["digits_mlp", {"hidden": 64}, {}],
+                                   ["digits_cnn", {"norm": "group"},
+                                    dict(steps=300, every=150, seeds=[0, 1, 2, 3], gpu_settles=True)]],
+                           noise=[0.0, 0.2, 0.4], batch_size=64, eta=0.1, rho=0.05, steps=3000, every=1000,
+                           seeds=list(range(8)), ms=[64, 16, 4, 1], rw=dict(score="4 probes", ess=0.5, reading="ascent")),
     "timing": dict(hidden=256, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64,
                    cost="xla_flops"),
     "symbolic": dict(setting="default"),

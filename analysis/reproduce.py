@@ -30,6 +30,7 @@ STAGE_DESCRIPTIONS = {
     "eta_rho": "weak-error map over (eta, rho)",
     "escape": "escape from the sharp basin, discrete and each SDE model",
     "training": "tr Sigma per variant along real training (analysis.m_sharpness)",
+    "generalization": "test accuracy and loss under label noise per variant (analysis.generalization)",
     "train_sde": "training against the SDE prediction (analysis.training_vs_sde)",
     "sgn": "noise structure along training: spectra, alignment, tail index",
     "timing": "cost per step of every variant and of the simulator",

@@ -346,6 +346,19 @@ def stage_training(cfg: dict) -> dict:
                      "rho": cfg["rho"]}}
 
 
+def stage_generalization(cfg: dict) -> dict:
+    """C11, F10: test accuracy and test loss per variant at each label-noise level
+    (:func:`analysis.generalization.run`; after the training stage, whose compiled programs it reuses)."""
+    import tempfile
+    from pathlib import Path
+
+    from analysis import generalization as gen
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = gen.run(cfg, Path(tmp), log=lambda s: None)
+    return {"data": res}
+
+
 def stage_train_sde(cfg: dict) -> dict:
     """F2: real training against the SDE prediction of ``tr Sigma`` (:func:`analysis.training_vs_sde.run`)."""
     from analysis import training_vs_sde as tvs

@@ -15,6 +15,9 @@
    cosine with the full-rank ``Sigma`` is limited by ``K``; as a reference for what sampling error alone allows, the
    same statistics between two independent ``K``-batch estimates ``C``, ``C'`` are reported alongside). Computed densely from Gram matrices (small networks).
 
+With ``momentum`` in the preset (``{"momentum": beta, "nesterov": bool}``; preset ``momentum``: heavy ball at
+``beta = 0.9``) the runs use momentum and the SDE is the rescaled-learning-rate model (:class:`sde_sam.Momentum`).
+
 ``python -m analysis.training_vs_sde --preset quick --out DIR`` writes ``DIR/training_vs_sde.json`` and the
 records of every run under ``DIR/records``.
 """
@@ -52,6 +55,9 @@ PRESETS = {
                  batch_size=64, eta=0.1, steps=1000, every=200, seeds=tuple(range(16)), paths=16, num_samples=16,
                  noise_batches=512, top_k=10, observables=train.OBSERVABLES),
 }
+# heavy-ball momentum 0.9 at eta = 0.01: the rescaled step eta / (1 - beta) = 0.1 and the horizon t = 20 of the quick
+# preset, so the two compare the SDE's first-order model with and without momentum at equal SDE step and time
+PRESETS["momentum"] = dict(PRESETS["quick"], eta=0.01, momentum={"momentum": 0.9, "nesterov": False})
 
 
 def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +181,9 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
     # batches of one epoch dependent); a preset can ask for epochs with "uniform_subset": False
     base = train.TrainConfig(problem=pname, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
                              steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"], observables=cfg["observables"],
-                             uniform_subset=cfg.get("uniform_subset", True))
+                             uniform_subset=cfg.get("uniform_subset", True),
+                             **{k: v for k, v in dict(cfg.get("momentum") or {}).items()
+                                if k in ("momentum", "nesterov")})
     problem = train.build_problem(base)
     sampler = train.build_sampler(base)
     result = {"preset": preset if isinstance(preset, str) else "custom", "preset_config": cfg, "variants": {},
@@ -190,10 +198,12 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
         rec = train.record(config, problem=problem, save_params=True)
         t_train = time.perf_counter() - t0
         variant = train.build_variant(config)
+        # with momentum beta: the rescaled-learning-rate SDE (step eta / (1 - beta), in time k eta / (1 - beta))
         model = ss.sde_model(problem, variant, sampler, eta=config.eta, diffusion="leading", order=1,
-                             num_samples=cfg["num_samples"])
+                             num_samples=cfg["num_samples"], momentum=train.build_momentum(config))
         t0 = time.perf_counter()
-        paths = ss.simulate(model, t1=config.steps * config.eta, num_paths=cfg["paths"], key=jr.key(10_000),
+        paths = ss.simulate(model, t1=float(train.sde_time(config, config.steps)), num_paths=cfg["paths"],
+                            key=jr.key(10_000),
                             record=ss.observables("loss", every=config.every), save_paths=True)
         est = train.Estimators.of(config, variant, problem)
         sde_vals = train.evaluate(est, config.observables, problem, paths.paths)

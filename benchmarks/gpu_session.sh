@@ -11,6 +11,10 @@
 #   3. m_sharpness/                the m-sharpness trajectories (preset full without the escape study; tiny)
 #   4. variants.txt                per-step cost of every variant (benchmarks/variants.py)
 #   5. simulate.txt                the simulator benchmark (benchmarks/simulate.py)
+#   6. generalization/             C11's GroupNorm-CNN rows (analysis.generalization, preset full, the CNN only;
+#                                  on a CPU they train short and say so; tiny: the tiny preset)
+# STEPS="device generalization" bash benchmarks/gpu_session.sh OUT runs only the named steps (to split a session
+# over device calls of at most 10 minutes each).
 # SUMMARY.md lists each step's exit status, time and last line (the JSON of ratios for the benchmarks).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +26,14 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 
 if [ "$size" = tiny ]; then
   tvs=(--preset tiny); msh=(--preset tiny --skip-escape); var=(--hidden 8 --steps 2 --repeats 1); sim=(--tiny)
-  limits=(60 120 120 120 180)
+  gen=(--preset tiny)
+  limits=(60 120 120 120 180 180)
 else
   tvs=(--preset full); msh=(--preset full --skip-escape); var=(--repeats 5); sim=(--repeats 3)
-  limits=(60 200 200 60 120)
+  gen=(--preset full --model digits_cnn)
+  limits=(60 200 200 60 120 240)
 fi
+steps=${STEPS:-device training_vs_sde m_sharpness variants simulate generalization}
 
 summary="$out/SUMMARY.md"
 printf '# GPU session (%s)\n\n| step | exit | seconds | last line |\n|---|---|---|---|\n' "$(date -u +%FT%TZ)" > "$summary"
@@ -34,6 +41,7 @@ printf '# GPU session (%s)\n\n| step | exit | seconds | last line |\n|---|---|--
 step() {  # step NAME LIMIT LOG COMMAND...
   local name=$1 limit=$2 log=$3
   shift 3
+  case " $steps " in *" $name "*) ;; *) return 0 ;; esac
   local t0=$SECONDS rc
   timeout "$limit" "$@" > "$log" 2>&1
   rc=$?
@@ -52,5 +60,7 @@ step m_sharpness "${limits[2]}" "$out/m_sharpness.log" \
   "$py" -m analysis.m_sharpness "${msh[@]}" --out "$out/m_sharpness"
 step variants "${limits[3]}" "$out/variants.txt" "$py" benchmarks/variants.py "${var[@]}"
 step simulate "${limits[4]}" "$out/simulate.txt" "$py" benchmarks/simulate.py "${sim[@]}"
+step generalization "${limits[5]}" "$out/generalization.log" \
+  "$py" -m analysis.generalization "${gen[@]}" --out "$out/generalization"
 
 echo "results: $out (summary: $summary)"

@@ -7,6 +7,7 @@ from . import (
                escape,
                f_sam,
                fidelity,
+               generalization,
                sam_on,
                trace_sigma_order,
                variance_coefficient,
@@ -14,4 +15,4 @@ from . import (
 )
 
 CHECKS = {m.ID: m for m in (drift_order, variance_coefficient, batch_grad_norm, weak_order, escape,
-                            trace_sigma_order, cost, f_sam, sam_on, fidelity)}
+                            trace_sigma_order, cost, f_sam, sam_on, fidelity, generalization)}

@@ -11,6 +11,7 @@ from ._training._train import Estimators as Estimators
 from ._training._train import Schedule as Schedule
 from ._training._train import TrainConfig as TrainConfig
 from ._training._train import TrainRecord as TrainRecord
+from ._training._train import build_momentum as build_momentum
 from ._training._train import build_problem as build_problem
 from ._training._train import build_sampler as build_sampler
 from ._training._train import build_schedule as build_schedule

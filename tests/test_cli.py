@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis import presets as _presets
@@ -112,8 +113,8 @@ def test_reproduce_quick_full_run(tmp_path):
                        timeout=3600)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert sorted(c["id"] for c in report["checks"]) == sorted(f"C{i}" for i in range(1, 11))
-    assert sorted(f["id"] for f in report["figures"]) == [f"F{i}" for i in range(1, 10)]
+    assert sorted(c["id"] for c in report["checks"]) == sorted(f"C{i}" for i in range(1, 12))
+    assert sorted(f["id"] for f in report["figures"]) == sorted(f"F{i}" for i in range(1, 11))
     assert not any(f.get("error") for f in report["figures"])
     assert all(c["status"] in ("PASS", "FAIL") for c in report["checks"])
 
@@ -128,6 +129,19 @@ def _esc(time_avg, index=None):
 
 def _gap(z):
     return {"max_abs_z": z}
+
+
+def _gen_rows(levels: dict) -> dict:
+    """Rows of the generalization stage: per label, per-seed final test accuracies ``mean + jitter``."""
+    jitter = np.array([0.004, -0.002, 0.001, -0.003])
+    out = {}
+    for p, accs in levels.items():
+        out[p] = {}
+        for i, (k, a) in enumerate(accs.items()):
+            per = a + np.roll(jitter, i) * 0.5 + jitter
+            out[p][k] = {"test_accuracy_final": {"mean": float(per.mean()), "stderr": float(per.std(ddof=1) / 2),
+                                                 "num_seeds": 4, "per_seed": per.tolist()}}
+    return out
 
 
 def _good_data():
@@ -177,6 +191,14 @@ def _good_data():
                                   "trace_sigma_area": {"mean": 2 * v, "stderr": 0.1, "num_seeds": 4}} for k, v in
                               {"SGD": 10.0, "SAM": 8.0, "m-SAM (m=B)": 8.0, "m-SAM (m=8)": 7.0, "m-SAM (m=1)": 5.0,
                                "RW-SAM": 5.5}.items()}},
+        "generalization": {"models": {"digits_mlp_8": {
+            "config": {"batch_size": 32, "steps": 100, "seeds": [0, 1, 2, 3]}, "gpu_settles": False,
+            "rw_calibration": {"0.0": {"score": "4 probes", "reading": "ascent", "ess": 0.5, "lambda": 2.0}},
+            "rows": _gen_rows({
+                "0.0": {"SGD": 0.89, "SAM": 0.90, "m-SAM (m=16)": 0.91, "m-SAM (m=4)": 0.92, "m-SAM (m=1)": 0.93,
+                        "RW-SAM": 0.93, "F-SAM": 0.90, "SAM-ON": 0.90},
+                "0.4": {"SGD": 0.65, "SAM": 0.70, "m-SAM (m=16)": 0.74, "m-SAM (m=4)": 0.78, "m-SAM (m=1)": 0.82,
+                        "RW-SAM": 0.82, "F-SAM": 0.70, "SAM-ON": 0.69}})}}},
         "timing": {"problem": "p", "d": 10, "B": 64, "device": "cpu", "platform": "cpu", "repeats": 3, "rows": {
             "RW-SAM": {"vs_SAM": 1.1, "flops_vs_SAM": 1.17}, "serial m-SAM (k=2)": {"vs_SAM": 2.1, "flops_vs_SAM": 1.0}}},
     }
@@ -192,6 +214,8 @@ WRONG = {
     "C7": lambda d: d["timing"]["rows"]["RW-SAM"].update(flops_vs_SAM=1.5),
     "C8": lambda d: d["drift"]["f_usam_grad_norm_coefficient"]["values"].update({"1.0": 0.5}),
     "C9": lambda d: d["drift"]["sam_on"].update(max_unmasked_perturbation=1e-3),
+    "C11": lambda d: d["generalization"]["models"]["digits_mlp_8"]["rows"]["0.4"]["m-SAM (m=1)"][
+        "test_accuracy_final"].update(per_seed=[0.60, 0.61, 0.59, 0.60], mean=0.60),
     "C10": lambda d: d["fidelity"]["escape"]["variants"]["SAM"]["models"]["expected/leading/o1"]["levels"][0]["gaps"]
     ["loss"].update(max_abs_z=3.5),
 }
@@ -299,3 +323,21 @@ def test_reproduce_no_progress_silences_library_bars_and_restores_the_environmen
     R.reproduce("quick", progress=False)
     R.reproduce("quick", progress=True)
     assert seen == ["1", None] and "TQDM_DISABLE" not in os.environ
+
+
+def test_c11_rows_fail_for_the_right_reason():
+    """C11 on constructed values: RW-SAM far below small-m m-SAM fails only its match row; equal gains at both noise
+    levels fail only the two gain rows; the good values pass every row."""
+    data = _good_data()
+    res = CHECKS["C11"].evaluate(data)
+    assert res.status == "PASS" and len(res.rows) == 8, res.format()
+    data["generalization"]["models"]["digits_mlp_8"]["rows"]["0.0"]["RW-SAM"]["test_accuracy_final"].update(
+        per_seed=[0.80, 0.81, 0.80, 0.79], mean=0.80)
+    failed = [r.what for r in CHECKS["C11"].evaluate(data).rows if not r.passed]
+    assert len(failed) == 1 and "RW-SAM - best small-m" in failed[0], failed
+    data = _good_data()
+    rows = data["generalization"]["models"]["digits_mlp_8"]["rows"]
+    for k in rows["0.4"]:  # the same gains at 40 % as at 0 %
+        rows["0.4"][k] = rows["0.0"][k]
+    failed = [r.what for r in CHECKS["C11"].evaluate(data).rows if not r.passed]
+    assert len(failed) == 2 and all("gain" in w for w in failed), failed

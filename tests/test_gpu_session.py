@@ -21,7 +21,7 @@ def test_gpu_session_script_runs_tiny_on_cpu(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"results: {out}" in r.stdout
     summary = (out / "SUMMARY.md").read_text()
-    for step in ("device", "training_vs_sde", "m_sharpness", "variants", "simulate"):
+    for step in ("device", "training_vs_sde", "m_sharpness", "variants", "simulate", "generalization"):
         row = next(line for line in summary.splitlines() if line.startswith(f"| {step} |"))
         assert row.split("|")[2].strip() == "0", (step, row, r.stdout)
     device = json.loads((out / "device.json").read_text())
@@ -31,3 +31,4 @@ def test_gpu_session_script_runs_tiny_on_cpu(tmp_path):
         assert ratios and all(isinstance(v, (int, float)) for v in ratios.values())
     assert json.loads((out / "simulate.txt").read_text().strip().splitlines()[-1])["general_vs_closed_form_drift"] > 0
     assert any((out / "training_vs_sde").iterdir()) and any((out / "m_sharpness").iterdir())
+    assert (out / "generalization" / "generalization.json").exists()

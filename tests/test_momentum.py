@@ -106,3 +106,28 @@ def test_momentum_weak_error_of_the_rescaled_sde_shrinks_with_eta(variant):
         gaps.append(abs(runs.mean("loss")[-1] - paths.mean("loss")[-1]))
     slope = np.polyfit(np.log([0.04, 0.02, 0.01]), np.log(gaps), 1)[0]
     assert slope > 0.8 and gaps[2] < 0.2 * gaps[0], (gaps, slope)
+
+
+def test_train_config_momentum_runs_the_runners_momentum_and_rescales_the_times():
+    """``TrainConfig(momentum=beta)`` trains exactly what ``run_discrete(..., momentum=Momentum(beta))`` does, and
+    its recorded times are ``k eta / (1 - beta)``; a bad ``beta`` or Nesterov without momentum is refused."""
+    from sde_sam import train
+
+    cfg = train.TrainConfig(problem="digits_mlp", problem_kwargs={"hidden": 4}, variant="sam",
+                            variant_kwargs={"rho": 0.05}, batch_size=16, eta=0.01, steps=6, every=3, seeds=(0, 1),
+                            observables=("loss",), momentum=0.9, nesterov=True)
+    problem = train.build_problem(cfg)
+    rec = train.record(cfg, problem=problem, keep_params=True)
+    runs = ss.run_discrete(problem, ss.variants.sam(0.05), ss.WithoutReplacement(16), eta=0.01, steps=6,
+                           key=train.run_keys((0, 1)), record=ss.observables("loss", every=3),
+                           momentum=ss.Momentum(0.9, nesterov=True))
+    for a, b in zip(jax.tree_util.tree_leaves(rec.final_params), jax.tree_util.tree_leaves(runs.final_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(rec.times, [0.0, 0.3, 0.6], rtol=1e-12)
+    np.testing.assert_allclose(rec.times, runs.times, rtol=1e-12)
+    plain = train.record(cfg.replace(momentum=0.0, nesterov=False), problem=problem, keep_params=True)
+    assert not np.allclose(np.asarray(plain.final_params["dense_0"]["w"]), np.asarray(rec.final_params["dense_0"]["w"]))
+    with pytest.raises(ValueError, match="beta"):
+        cfg.replace(momentum=1.0)
+    with pytest.raises(ValueError, match="nesterov"):
+        cfg.replace(momentum=0.0)

@@ -45,6 +45,7 @@ from .._problems import _builtin, _networks
 from .._problems._problem import Problem, tree_norm_sq
 from .._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
 from .._variants._variant import Variant
+from ._momentum import Momentum
 from ._runner import Runs, run_discrete
 
 OBSERVABLES = (
@@ -157,6 +158,10 @@ class TrainConfig:
     minibatch_batches: int = 32
     chunk_size: int | None = 512
     estimator_seed: int = 12345
+    #: heavy-ball momentum ``beta`` in [0, 1) on the variant's update (0: none); ``nesterov``: Nesterov's form
+    #: (:class:`~sde_sam.Momentum`); the recorded times are then ``k eta / (1 - beta)``, the rescaled SDE's.
+    momentum: float = 0.0
+    nesterov: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "problem_kwargs", _freeze(self.problem_kwargs))
@@ -195,6 +200,9 @@ class TrainConfig:
             raise ValueError(f"`steps`={self.steps} must be a multiple of `every`={self.every}")
         if self.with_replacement and self.uniform_subset:
             raise ValueError("`with_replacement` and `uniform_subset` exclude each other: pick one sampler")
+        Momentum(self.momentum, self.nesterov)  # validates beta in [0, 1) and nesterov a bool
+        if self.nesterov and not self.momentum:
+            raise ValueError("`nesterov=True` needs `momentum` > 0 (Nesterov's form of a momentum beta)")
 
     @property
     def name(self) -> str:
@@ -443,13 +451,20 @@ class TrainRecord:
         return cls(config, arrays["steps"], values, arrays["diverged"].astype(bool), meta)
 
 
+def build_momentum(config: TrainConfig) -> Momentum | None:
+    """The config's :class:`~sde_sam.Momentum`, or ``None`` without momentum."""
+    return Momentum(config.momentum, config.nesterov) if config.momentum else None
+
+
 def sde_time(config: TrainConfig, steps) -> np.ndarray:
-    """SDE time of discrete step ``k``: ``sum_{j<k} eta_j`` (``k * eta`` for a constant schedule)."""
+    """SDE time of discrete step ``k``: ``sum_{j<k} eta_j`` (``k * eta`` for a constant schedule), times
+    ``1 / (1 - beta)`` with momentum (the rescaled-learning-rate SDE's time)."""
     steps = np.asarray(steps)
     sched = build_schedule(config)
+    scale = 1.0 / (1.0 - config.momentum)
     if sched is None:
-        return steps * config.eta
-    cum = np.concatenate([[0.0], np.cumsum(sched.values(np.arange(int(steps.max()))))]) * config.eta
+        return steps * config.eta * scale
+    cum = np.concatenate([[0.0], np.cumsum(sched.values(np.arange(int(steps.max()))))]) * config.eta * scale
     return cum[steps]
 
 
@@ -507,6 +522,7 @@ def record(
         "schedule": build_schedule(config),
         "save_params": not inline or save_params,
         "mesh": mesh,
+        "momentum": build_momentum(config),
     }
     wall0 = time.perf_counter()
     runs: Runs = run_discrete(problem, variant, sampler, **kw)
@@ -563,7 +579,13 @@ def step_time(
     variant = build_variant(config)
     sampler = build_sampler(config)
     rec = observables("loss", every=steps)
-    kw = {"eta": config.eta, "steps": steps, "key": run_keys(config.seeds), "record": rec}
+    kw = {
+        "eta": config.eta,
+        "steps": steps,
+        "key": run_keys(config.seeds),
+        "record": rec,
+        "momentum": build_momentum(config),
+    }
     run_discrete(problem, variant, sampler, **kw)  # compile
     times = np.asarray([run_discrete(problem, variant, sampler, **kw).wall_time_s / steps for _ in range(repeats)])
     return {
