@@ -71,8 +71,9 @@ def test_c11_fails_on_real_training_where_small_m_trains_worse_by_construction(t
     cfg = dict(gen.PRESETS["tiny"], rho=0.5, noise=(0.0,), seeds=(0, 1, 2, 3), steps=40, every=20)
     res = gen.run(cfg, tmp_path, log=lambda s: None)
     rows = CHECKS["C11"].evaluate({"generalization": res}).rows
-    by = {r.what.split("] ")[1].split(" (")[0]: r for r in rows}
-    assert not by["test accuracy as m shrinks"].passed and not by["m-SAM (m=1) - SAM test accuracy"].passed, rows
+    shrink = next(r for r in rows if "test accuracy as m shrinks" in r.what)
+    small = next(r for r in rows if "m-SAM (m=1) - SAM test accuracy" in r.what)
+    assert not shrink.passed and not small.passed, rows
     acc = res["models"]["digits_mlp_8"]["rows"]["0.0"]
     assert acc["m-SAM (m=1)"]["test_accuracy_final"]["mean"] < acc["SAM"]["test_accuracy_final"]["mean"]
     logs = []
