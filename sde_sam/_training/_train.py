@@ -463,9 +463,9 @@ def sde_time(config: TrainConfig, steps) -> np.ndarray:
     sched = build_schedule(config)
     scale = 1.0 / (1.0 - config.momentum)
     if sched is None:
-        return steps * config.eta * scale
+        return np.asarray(steps * config.eta * scale)
     cum = np.concatenate([[0.0], np.cumsum(sched.values(np.arange(int(steps.max()))))]) * config.eta * scale
-    return cum[steps]
+    return np.asarray(cum[steps])
 
 
 def run_keys(seeds: Sequence[int]):
