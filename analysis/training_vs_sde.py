@@ -201,33 +201,49 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
         # with momentum beta: the rescaled-learning-rate SDE (step eta / (1 - beta), in time k eta / (1 - beta))
         model = ss.sde_model(problem, variant, sampler, eta=config.eta, diffusion="leading", order=1,
                              num_samples=cfg["num_samples"], momentum=train.build_momentum(config))
+        momentum = train.build_momentum(config)
         t0 = time.perf_counter()
+        # with momentum every SDE step is saved, so that the SDE can also be read at the warm-up-corrected time
+        # of each recorded step (Momentum.elapsed_steps: the run lags by beta / (1 - beta) steps)
+        every = config.every if momentum is None else 1
         paths = ss.simulate(model, t1=float(train.sde_time(config, config.steps)), num_paths=cfg["paths"],
-                            key=jr.key(10_000),
-                            record=ss.observables("loss", every=config.every), save_paths=True)
+                            key=jr.key(10_000), record=ss.observables("loss", every=every), save_paths=True)
         est = train.Estimators.of(config, variant, problem)
-        sde_vals = train.evaluate(est, config.observables, problem, paths.paths)
+        readings = {"comparison": rec.steps}
+        if momentum is not None:
+            readings["comparison_warmup"] = np.rint(momentum.elapsed_steps(rec.steps)).astype(int)
+        comps = {}
+        for key_, at in readings.items():
+            idx = np.searchsorted(paths.steps, at)
+            if not np.array_equal(paths.steps[np.minimum(idx, len(paths.steps) - 1)], at) or (
+                key_ == "comparison" and not np.allclose(paths.times[idx], rec.times)
+            ):
+                raise AssertionError("SDE and training grids differ")
+            picked = jax.tree_util.tree_map(lambda a: a[:, idx], paths.paths)
+            sde_vals = train.evaluate(est, config.observables, problem, picked)
+            if paths.num_diverged:
+                after = paths.diverged[:, None] & (at[None, :] >= paths.diverged_step[:, None])
+                sde_vals = {k: np.where(after, np.nan, v) for k, v in sde_vals.items()}
+            comps[key_] = {name_: compare(rec.values[name_], sde_vals[name_]) for name_ in config.observables}
+            if key_ == "comparison":
+                saved_vals = sde_vals
         t_sde = time.perf_counter() - t0
-        if paths.num_diverged:
-            after = paths.diverged[:, None] & (paths.steps[None, :] >= paths.diverged_step[:, None])
-            sde_vals = {k: np.where(after, np.nan, v) for k, v in sde_vals.items()}
-        if not np.allclose(paths.times, rec.times):
-            raise AssertionError("SDE and training grids differ")
-        comp = {name_: compare(rec.values[name_], sde_vals[name_]) for name_ in config.observables}
+        comp = comps["comparison"]
+        sde_vals = saved_vals
         t0 = time.perf_counter()
         seed0 = jax.tree_util.tree_map(lambda a: a[0], rec.saved_params)
         noise = noise_along(problem, sampler, seed0, jr.key(20_000), cfg["noise_batches"], cfg["top_k"])
         t_noise = time.perf_counter() - t0
         result["variants"][label] = {
             "config": config.to_dict(), "times": rec.times.tolist(), "steps": rec.steps.tolist(),
-            "comparison": comp, "noise": noise,
+            **comps, "noise": noise,
             "num_diverged": {"train": rec.meta["num_diverged"], "sde": paths.num_diverged},
             "wall_s": {"train": t_train, "sde": t_sde, "noise": t_noise},
         }
         if out is not None:
             rec.save(out / "records" / f"train__{label.replace(' ', '_')}")
             save_result(out / "records" / f"sde__{label.replace(' ', '_')}",
-                        {"steps": paths.steps} | {f"value__{k}": v for k, v in sde_vals.items()},
+                        {"steps": rec.steps} | {f"value__{k}": v for k, v in sde_vals.items()},
                         {"kind": "sde_paths", "config": paths.config, "wall_time_s": paths.wall_time_s,
                          "provenance": provenance()})
         if out is not None:
@@ -236,6 +252,9 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
         for name_, c in comp.items():
             log(f"  {name_:14s} final train {c['train_mean'][-1]:10.4f} ± {c['train_band95'][-1]:.4f}"
                 f"  SDE {c['sde_mean'][-1]:10.4f} ± {c['sde_band95'][-1]:.4f}"
+                f"  rel. gap final {c['final_relative_gap']:.3f} max {c['max_relative_gap']:.3f}  max|z| {c['max_abs_z']:.2f}")
+        for name_, c in comps.get("comparison_warmup", {}).items():
+            log(f"  {name_:14s} warm-up-corrected time: SDE {c['sde_mean'][-1]:10.4f} ± {c['sde_band95'][-1]:.4f}"
                 f"  rel. gap final {c['final_relative_gap']:.3f} max {c['max_relative_gap']:.3f}  max|z| {c['max_abs_z']:.2f}")
         r = np.asarray(noise["trace_ratio_measured_over_predicted"])
         log(f"  noise trace measured/predicted along training: {np.array2string(r, precision=3)}"

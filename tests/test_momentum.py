@@ -131,3 +131,24 @@ def test_train_config_momentum_runs_the_runners_momentum_and_rescales_the_times(
         cfg.replace(momentum=1.0)
     with pytest.raises(ValueError, match="nesterov"):
         cfg.replace(momentum=0.0)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_elapsed_steps_is_the_displacement_of_optax_momentum_under_a_constant_gradient(nesterov):
+    """Under a constant gradient ``G`` the momentum runner moves ``eta / (1 - beta) * elapsed_steps(k) * G``:
+    checked against optax's own heavy-ball / Nesterov SGD (an independent implementation of the same update)."""
+    import optax
+
+    beta, eta, g = 0.9, 0.1, jnp.array([1.0, -2.0])
+    mom = ss.Momentum(beta, nesterov=nesterov)
+    opt = optax.sgd(eta, momentum=beta, nesterov=nesterov)
+    x, state = jnp.zeros(2), opt.init(jnp.zeros(2))
+    for k in range(1, 31):
+        upd, state = opt.update(g, state, x)
+        x = optax.apply_updates(x, upd)
+        want = -eta / (1.0 - beta) * float(mom.elapsed_steps(k)) * g
+        np.testing.assert_allclose(np.asarray(x), np.asarray(want), rtol=1e-12)
+    # the lag c / (1 - beta) steps once beta^k is negligible; a plain k would be off by it
+    assert abs(400 - float(mom.elapsed_steps(400)) - (beta**2 if nesterov else beta) / (1 - beta)) < 1e-9
+    with pytest.raises(ValueError, match="`k`"):
+        mom.elapsed_steps(-1)

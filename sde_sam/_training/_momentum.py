@@ -38,6 +38,21 @@ class Momentum:
         """``1 / (1 - beta)``: one step advances the rescaled SDE by ``eta / (1 - beta)``."""
         return 1.0 / (1.0 - self.beta)
 
+    def elapsed_steps(self, k):
+        """Steps the rescaled SDE has advanced after ``k`` steps from a zero buffer:
+        ``k - c (1 - beta^k) / (1 - beta)`` with ``c = beta`` (heavy ball) or ``beta^2`` (Nesterov).
+
+        Under a constant update ``G`` the runner moves ``eta / (1 - beta)`` times this many ``G`` (the sum of the
+        buffer ``v_j = G (1 - beta^j) / (1 - beta)``), so the run lags the rescaled SDE by
+        ``c / (1 - beta)`` steps once ``beta^k`` is small: time ``eta / (1 - beta) * elapsed_steps(k)`` is the
+        SDE time of step ``k`` with the warm-up of the buffer accounted for (DESIGN §3, momentum).
+        """
+        k = np.asarray(k, dtype=float)
+        if np.any(k < 0):
+            raise ValueError(f"`k` must be >= 0, got {k.min()}")
+        c = self.beta**2 if self.nesterov else self.beta
+        return k - c * (1.0 - self.beta**k) / (1.0 - self.beta)
+
     def config(self) -> dict:
         return {"beta": self.beta, "nesterov": self.nesterov}
 
