@@ -73,6 +73,7 @@ def _same_everywhere(adapted: ss.Problem, hand: ss.Problem):
     np.testing.assert_allclose(pa.values["loss"], ph.values["loss"], rtol=1e-4)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_equinox_mlp_equals_the_hand_written_network():
     data = _data()
     model = eqx.nn.MLP(DIN, 1, H, 1, activation=jnp.tanh, key=jr.key(0))
@@ -110,6 +111,7 @@ class _Net(nnx.Module):
         return self.l2(jnp.tanh(self.l1(x)))
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_flax_nnx_module_equals_the_hand_written_network():
     data = _data()
     model = _Net(nnx.Rngs(0))
@@ -125,6 +127,7 @@ class _Linen(linen.Module):
         return linen.Dense(1, name="out")(h)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_flax_linen_module_equals_the_hand_written_network():
     data = _data()
     model = _Linen()

@@ -8,6 +8,7 @@ import sde_sam as ss
 from sde_sam._training._cost import compiled_cost, serial_m_sam_step_cost, step_cost
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_flop_ratios_follow_the_number_of_passes():
     """SAM is two gradient evaluations (SGD one): SAM/SGD flops in [1.9, 2.1]. RW-SAM adds one forward pass (its score
     at ``x + delta z``) plus O(d + B) for the probe and the weights: between 1 and 1.5 forward passes more than SAM.

@@ -10,6 +10,7 @@ import sde_sam as ss
 from analysis import fidelity as fd
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_ladder_has_the_defined_rungs_only():
     full = {r.label for r in fd.ladder(ss.variants.usam(0.1))}
     assert full == {f"{d}/{s}/o{o}" for d in ("general", "expected") for s in ("leading", "first_order", "empirical")
@@ -40,6 +41,7 @@ def test_gap_statistics_by_hand_with_diverged_rows_left_out():
     np.testing.assert_allclose(g["max_abs_z"], z_t.max(), rtol=1e-12)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_tiny_escape_study_runs_and_tables_render():
     cfg = {"escape": fd.PRESETS["tiny"]["escape"], "training": None}
     res = fd.run(cfg, log=lambda s: None)

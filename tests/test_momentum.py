@@ -108,6 +108,7 @@ def test_momentum_weak_error_of_the_rescaled_sde_shrinks_with_eta(variant):
     assert slope > 0.8 and gaps[2] < 0.2 * gaps[0], (gaps, slope)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_train_config_momentum_runs_the_runners_momentum_and_rescales_the_times():
     """``TrainConfig(momentum=beta)`` trains exactly what ``run_discrete(..., momentum=Momentum(beta))`` does, and
     its recorded times are ``k eta / (1 - beta)``; a bad ``beta`` or Nesterov without momentum is refused."""

@@ -20,7 +20,9 @@ BUILDERS = {
 }
 
 
-@pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "digits_mlp" else n for n in BUILDERS]  # digits_mlp: slow pass
+)
 def test_builtin_problem_losses_and_chunked_per_example_grads(name):
     problem = BUILDERS[name]()
     x = problem.init_params

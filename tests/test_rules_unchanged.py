@@ -7,6 +7,7 @@ import platform
 
 import jax
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(__file__)
 
@@ -20,6 +21,7 @@ def _recorder():
     return module
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_builtin_variants_are_bit_identical_to_the_trajectories_recorded_before_the_redesign():
     """Final parameters and recorded losses of 17 built-in variant settings (3 runs, 12 steps, float32) equal the
     file recorded by ``tests/data/record_trajectories.py`` on the code before the rule redesign. Bit for bit on the

@@ -105,6 +105,7 @@ def test_float64_on_request():
     assert _run(problem, ss.variants.sam(0.1), jr.key(0)).values["loss"].dtype == np.float32
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_every_variant_runs_on_the_user_problem():
     problem = user_problem()
     for name in ss.variants.NAMES:

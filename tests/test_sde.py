@@ -170,6 +170,7 @@ def test_monte_carlo_drift_uses_the_exact_gradient_as_control_variate():
     assert np.all(np.abs(mc - exact) < 4 * err), (mc, exact, err)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_monte_carlo_size_meets_its_target_with_fresh_batches():
     """The sized drift (default ``num_samples=None``, ``drift_rtol=0.01``): at the size chosen, a fresh set of
     batches (another key) has a standard error within 1.5 x the target (the pilot's own estimate of the

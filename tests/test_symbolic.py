@@ -257,7 +257,7 @@ def test_bad_arguments_raise():
         sym.compare_expression(sp.Matrix([0]), V.sgd(), sym.Setting(), kind="drift")
 
 
-@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("dim", [1, pytest.param(2, marks=pytest.mark.slow)])  # dim 2: slow pass
 def test_dnsam_derivation_gives_compagnonis_drift_and_diffusion_with_equal_hessians(dim):
     """DNSAM's derived ``b_1`` is ``H P g/||P g||`` and ``S_1`` is ``c(B)(H Sigma + Sigma H)/||P g||`` once every
     per-example Hessian is equal (Compagnoni et al. 2023); with unequal Hessians ``b_1`` differs from that form."""

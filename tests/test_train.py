@@ -104,6 +104,7 @@ def test_schedule_in_runner_matches_manual_steps():
     np.testing.assert_allclose(cos.values(k), 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * k / 10)), rtol=1e-6)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_group_norm_cnn_is_per_example_and_batch_norm_is_not():
     gn = train.digits_cnn(channels=(4, 8), norm="group", groups=2)
     batch = gn.take(jnp.arange(5))
@@ -219,6 +220,7 @@ def test_training_vs_sde_resumes_after_an_interruption(tmp_path, monkeypatch):
         tvs.run("huge")
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_effective_sample_size_is_recorded_along_training():
     """The ``effective_sample_size`` observable of an RW-SAM run is the estimator's value at the recorded
     parameters (the estimator is checked against numpy in tests/test_variants.py), below ``B`` and at least 1."""

@@ -245,6 +245,7 @@ def _rw_batch(n=256):
     return pr, pr.take(jnp.arange(n))
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_rw_score_correlation_with_gradient_norm_rises_with_probes():
     """The finite-difference score is about ``|z . g_i|`` (plus ``(delta/2) z^T H_i z``); for Rademacher ``z``,
     ``E|z . g| ~ sqrt(2/pi) ||g||`` with variance ``(1 - 2/pi) ||g||^2``, so the mean over ``P`` probes has

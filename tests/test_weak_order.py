@@ -220,6 +220,7 @@ def test_eta_rho_exact_identifies_the_product_form():
         wo.eta_rho_exact(wo.linreg_problem(), ss.WithReplacement(2), (0.1, 0.05, 0.025), (0.2, 0.1, 0.05, 0.025), t1=1.0)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_diffusion_ablation_tells_the_right_diffusion_from_the_ode():
     """tr Cov[x_t] weak error by exact moments: for SGD the leading diffusion is right, so the ODE/SDE ratio grows
     like 1/eta (SDE slope ~2, ODE slope ~1); for USAM at rho = 0.2 the leading diffusion misses the O(rho) part of
