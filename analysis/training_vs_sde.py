@@ -199,9 +199,9 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
         t_train = time.perf_counter() - t0
         variant = train.build_variant(config)
         # with momentum beta: the rescaled-learning-rate SDE (step eta / (1 - beta), in time k eta / (1 - beta))
-        model = ss.sde_model(problem, variant, sampler, eta=config.eta, diffusion="leading", order=1,
-                             num_samples=cfg["num_samples"], momentum=train.build_momentum(config))
         momentum = train.build_momentum(config)
+        model = ss.sde_model(problem, variant, sampler, eta=config.eta, diffusion="leading", order=1,
+                             num_samples=cfg["num_samples"], momentum=momentum)
         t0 = time.perf_counter()
         # with momentum every SDE step is saved, so that the SDE can also be read at the warm-up-corrected time
         # of each recorded step (Momentum.elapsed_steps: the run lags by beta / (1 - beta) steps)
@@ -212,7 +212,7 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
         readings = {"comparison": rec.steps}
         if momentum is not None:
             readings["comparison_warmup"] = np.rint(momentum.elapsed_steps(rec.steps)).astype(int)
-        comps = {}
+        comps, vals = {}, {}
         for key_, at in readings.items():
             idx = np.searchsorted(paths.steps, at)
             if not np.array_equal(paths.steps[np.minimum(idx, len(paths.steps) - 1)], at) or (
@@ -225,11 +225,9 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
                 after = paths.diverged[:, None] & (at[None, :] >= paths.diverged_step[:, None])
                 sde_vals = {k: np.where(after, np.nan, v) for k, v in sde_vals.items()}
             comps[key_] = {name_: compare(rec.values[name_], sde_vals[name_]) for name_ in config.observables}
-            if key_ == "comparison":
-                saved_vals = sde_vals
+            vals[key_] = sde_vals
         t_sde = time.perf_counter() - t0
-        comp = comps["comparison"]
-        sde_vals = saved_vals
+        comp, sde_vals = comps["comparison"], vals["comparison"]
         t0 = time.perf_counter()
         seed0 = jax.tree_util.tree_map(lambda a: a[0], rec.saved_params)
         noise = noise_along(problem, sampler, seed0, jr.key(20_000), cfg["noise_batches"], cfg["top_k"])

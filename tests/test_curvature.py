@@ -26,6 +26,7 @@ def test_hvp_matches_dense_hessian(chunk_size):
     np.testing.assert_allclose(got, H @ v, atol=1e-10)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_trace_hessian_unbiased_with_calibrated_stderr():
     """30 independent 8-probe estimates: their mean is within 4 standard errors of the dense tr H, each single
     estimate within 4 of its own reported stderr, and their spread matches the reported stderr."""
@@ -92,6 +93,7 @@ def _dense_alignment(pr, k):
     }
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_alignment_exact_and_stochastic():
     pr = _teacher()
     want = _dense_alignment(pr, 3)

@@ -42,6 +42,7 @@ def test_momentum_step_equals_a_hand_written_numpy_step(nesterov):
     assert runs.config["momentum"] == {"beta": 0.9, "nesterov": nesterov}
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_momentum_applies_to_every_variant_and_zero_is_the_plain_method():
     pr, sampler = _linreg(), ss.WithReplacement(4)
     kw = dict(eta=0.05, steps=6, num_runs=2, key=jr.key(0), dtype=jnp.float64, progress=False)

@@ -164,6 +164,7 @@ def test_new_variant_drifts_against_enumeration(variant):
     np.testing.assert_allclose(general, minus + variant.rho * b1, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_random_direction_drift_and_mean_step():
     """The first-order drift of random-direction SAM is ``g`` (general and closed form); the Monte Carlo mean step
     ``E[G]`` differs from ``g`` only at ``O(rho^2)`` and is unbiased against 4000 independent discrete steps."""
@@ -229,6 +230,7 @@ def test_user_rule_discrete_step_and_optax_match_numpy():
     assert np.all(np.isfinite(runs.values["loss"])) and runs.values["loss"].shape == (2, 3)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_user_rule_sde_drifts_and_empirical_diffusion():
     """General drift = ``d/d rho`` of the enumerated mean step (1e-6); expected drift = that mean (1e-10); the
     empirical diffusion's ``E||S^{1/2} z||^2`` over 3000 draws equals the enumerated ``tr Cov[G]`` within 5 s.e."""

@@ -144,6 +144,7 @@ def test_general_drift_monte_carlo_stderr():
     assert np.all(np.abs(mc - exact) < 4 * err), (mc, exact, err)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_monte_carlo_drift_uses_the_exact_gradient_as_control_variate():
     """m-SAM (m = 2) on n = 12: the Monte Carlo drift is ``g + mean_r [G_r - g_batch_r]``. Its standard error
     equals numpy's over the same 400 centred samples and is under a third of the plain mean's (the spread of

@@ -52,6 +52,7 @@ def test_record_shards_seeds_over_a_mesh(sam_record):
         np.testing.assert_allclose(sharded.values[name], rec.values[name], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_recorded_trace_sigma_matches_dense(sam_record):
     cfg, problem, rec = sam_record
     for r in range(2):

@@ -234,6 +234,7 @@ def test_diffusion_ablation_tells_the_right_diffusion_from_the_ode():
     assert usam["best"] == "empirical" and usam["slopes"]["empirical"] > 1.8
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_is_affine_tells_the_affine_variants_from_the_rest():
     """The exact moment recursion applies to exactly the unnormalized batch/full/friendly rules (read off each
     variant's own step). m-SAM with m = 1 is only piecewise affine on linear regression (one example's normalized
