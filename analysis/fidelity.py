@@ -14,6 +14,10 @@ model's; plus SVAG (Li, Malladi & Arora 2021) at ``l`` in ``svag`` (``l = 1`` is
 discrete process with the SDE's moments whose distance from the discrete run measures the finite-learning-rate
 effect (the part of the gap no SDE can close).
 
+With ``momentum`` in a part's config (``{"beta": 0.9, "nesterov": false}``; preset ``momentum``) the discrete runs
+use heavy-ball (or Nesterov) momentum and every rung is the rescaled-learning-rate model of its variant (step
+``eta / (1 - beta)``, order 1), read at the runs' time and at the warm-up-corrected time; SVAG is skipped.
+
 Every gap is ``mean_model - mean_discrete`` of an observable, with standard error
 ``sqrt(se_model^2 + se_discrete^2)`` over independent paths and runs, at the final recorded time and as the
 time average over the recorded grid (per-path averages, so its standard error is exact). Diverged paths
@@ -132,23 +136,52 @@ def _variant(spec):
     return label, ss.variants.get(name, **kw)
 
 
+def _at(paths, idx: np.ndarray):
+    """``paths`` at the recorded indices ``idx`` only (values and saved parameters)."""
+    import jax
+
+    return dataclasses.replace(paths, steps=paths.steps[idx], times=paths.times[idx],
+                               values={k: v[:, idx] for k, v in paths.values.items()},
+                               paths=jax.tree_util.tree_map(lambda a: a[:, idx], paths.paths))
+
+
 def study_variant(problem, variant, sampler, *, eta, steps, every, observe, num_runs, num_paths, key, rungs,
-                  svag=(1,), max_refine=2, key_observable, stat="time_avg", num_samples=16, log=print) -> dict:
+                  svag=(1,), max_refine=2, key_observable, stat="time_avg", num_samples=16, momentum=None,
+                  log=print) -> dict:
     """The error budget of one variant: the discrete runs, SVAG at each ``l``, and each rung at each ``dt``.
 
     ``observe(kind, out) -> {name: (N, T) array}`` turns a :class:`~sde_sam.Runs` / :class:`~sde_sam.Paths`
     into observable arrays (diverged rows NaN); ``key_observable``/``stat`` decide when a refinement has
-    converged (the change of that gap within 2 of its combined standard errors)."""
+    converged (the change of that gap within 2 of its combined standard errors).
+
+    ``momentum`` (a :class:`~sde_sam.Momentum`): the discrete runs use it and every rung is its
+    rescaled-learning-rate model (step ``eta / (1 - beta)``, first order only), read at the runs' time
+    ``k eta / (1 - beta)`` (``gaps``) and at the warm-up-corrected time ``eta / (1 - beta) * elapsed_steps(k)``
+    (``gaps_warmup``, :meth:`~sde_sam.Momentum.elapsed_steps`). SVAG of a momentum method is not defined here:
+    ``l > 1`` is skipped and said so."""
+    if momentum is not None and any(r.order != 1 for r in rungs):
+        raise ValueError("with `momentum` the rungs must be first order: the rescaled-learning-rate model is a "
+                         "first-order SDE (its second-order correction is not that of the plain method)")
     k_disc, k_svag, k_sde = jr.split(key, 3)
     t0 = time.perf_counter()
     runs = ss.run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs, key=k_disc,
-                           record=ss.observables("loss", every=every), save_params=True)
+                           record=ss.observables("loss", every=every), save_params=True, momentum=momentum)
     disc = observe("runs", runs)
     out = {"discrete": {"diverged": runs.num_diverged, "wall_s": time.perf_counter() - t0,
                         "final": {n: _mean_se(_kept(v)[:, -1]) for n, v in disc.items()}},
            "svag": {}, "models": {}}
+    # with momentum, record every SDE step of eta / (1 - beta) and read the plain and the warm-up-corrected times
+    sde_every = every if momentum is None else 1
+    plain = np.asarray(runs.steps)
+    warm = None if momentum is None else np.rint(momentum.elapsed_steps(plain)).astype(int)
+    if momentum is not None:
+        out["momentum"] = momentum.config() | {"warmup_steps": warm.tolist()}
     for l in svag:  # noqa: E741
         if l == 1:
+            continue
+        if momentum is not None:
+            out["svag_skipped"] = "SVAG of a momentum method is not defined here"
+            log(f"    SVAG l={l}: skipped (momentum)")
             continue
         t0 = time.perf_counter()
         sv = ss.run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs,
@@ -161,21 +194,32 @@ def study_variant(problem, variant, sampler, *, eta, steps, every, observe, num_
         log(f"    SVAG l={l:<2d} {key_observable} {stat} gap {g['gap']:+.4f} ± {g['stderr']:.4f} (z {g['z']:+.1f})")
     for rung in rungs:
         model = ss.sde_model(problem, variant, sampler, eta=eta, diffusion=rung.diffusion, order=rung.order,
-                             drift=rung.drift, num_samples=num_samples)
+                             drift=rung.drift, num_samples=num_samples, momentum=momentum)
+        h = model.eta  # the SDE time of one step (eta / (1 - beta) with momentum)
         levels, prev = [], None
         for r in range(max_refine + 1):
             refine = 2**r
             t0 = time.perf_counter()
-            paths = ss.simulate(model, t1=steps * eta, dt=eta / refine, num_paths=num_paths, key=k_sde,
-                                record=ss.observables("loss", every=every * refine), save_paths=True)
-            vals = observe("paths", paths)
+            paths = ss.simulate(model, t1=steps * h, dt=h / refine, num_paths=num_paths, key=k_sde,
+                                record=ss.observables("loss", every=sde_every * refine), save_paths=True)
+            if momentum is None:
+                vals = observe("paths", paths)
+            else:
+                vals = observe("paths", _at(paths, plain))
+                vals_w = observe("paths", _at(paths, warm))
             gaps = {n: gap(vals[n], disc[n]) for n in disc}
-            level = {"refine": refine, "dt": eta / refine, "gaps": gaps, "diverged": paths.num_diverged,
+            level = {"refine": refine, "dt": h / refine, "gaps": gaps, "diverged": paths.num_diverged,
                      "wall_s": time.perf_counter() - t0}
+            if momentum is not None:
+                level["gaps_warmup"] = {n: gap(vals_w[n], disc[n]) for n in disc}
             levels.append(level)
             g = gaps[key_observable][stat]
-            log(f"    {rung.label:30s} dt=eta/{refine:<2d} {key_observable} {stat} gap {g['gap']:+.4f} ± "
+            log(f"    {rung.label:30s} dt=h/{refine:<2d} {key_observable} {stat} gap {g['gap']:+.4f} ± "
                 f"{g['stderr']:.4f} (z {g['z']:+.1f}) [{level['wall_s']:.1f} s]")
+            if momentum is not None:
+                gw = level["gaps_warmup"][key_observable][stat]
+                log(f"    {'  at the warm-up-corrected time':37s} {key_observable} {stat} gap {gw['gap']:+.4f} ± "
+                    f"{gw['stderr']:.4f} (z {gw['z']:+.1f})")
             if prev is not None:
                 # converged when the change is within 2 combined standard errors (the levels share path keys, so
                 # the change's own standard error is smaller: this stops early rather than late)
@@ -202,6 +246,13 @@ def budget_rows(res: dict, key_observable: str, stat: str = "time_avg") -> list[
         rows.append({"model": label, "dt": f"eta/{last['refine']}", "gap": g1["gap"], "stderr": g1["stderr"],
                      "z": float(g1["z"]), "gap_at_eta": g0["gap"], "stderr_at_eta": g0["stderr"],
                      "tracks": _tracks(last["gaps"]), "refinement_removes": removed, "diverged": last["diverged"]})
+        if "gaps_warmup" in last:  # momentum: the same paths read at the warm-up-corrected time
+            w0, w1 = first["gaps_warmup"][key_observable][stat], last["gaps_warmup"][key_observable][stat]
+            removed = (abs(w0["gap"]) - abs(w1["gap"])) / abs(w0["gap"]) if w0["gap"] != 0 else 0.0
+            rows.append({"model": f"{label}, warm-up time", "dt": f"eta/{last['refine']}", "gap": w1["gap"],
+                         "stderr": w1["stderr"], "z": float(w1["z"]), "gap_at_eta": w0["gap"],
+                         "stderr_at_eta": w0["stderr"], "tracks": _tracks(last["gaps_warmup"]),
+                         "refinement_removes": removed, "diverged": last["diverged"]})
     return rows
 
 
@@ -248,7 +299,7 @@ def escape(cfg: dict, log=print, done=None, on_variant=None) -> dict:
                             observe=observe, num_runs=cfg["num_runs"], num_paths=cfg["num_paths"],
                             key=jr.key(cfg["seed"] * 1000 + i), rungs=_rungs(variant, cfg), svag=cfg["svag"],
                             max_refine=cfg["max_refine"], key_observable="outside", num_samples=cfg["drift_samples"],
-                            log=log)
+                            momentum=_momentum(cfg), log=log)
         res["m"] = variant.rule.ascent_batch_size(cfg["batch_size"], cfg["n"])  # the m of the ascent gradient g_m
         res["wall_s"] = time.perf_counter() - t0
         result["variants"][label] = res
@@ -265,6 +316,12 @@ def _reuse(result: dict, done: dict | None, label: str, log) -> bool:
     result["variants"][label] = done[label]
     log(f"  {label}: reusing the result of an earlier run with the same config")
     return True
+
+
+def _momentum(cfg) -> ss.Momentum | None:
+    """``cfg["momentum"]`` (``{"beta": ..., "nesterov": ...}``) as a :class:`~sde_sam.Momentum`; absent: none."""
+    m = cfg.get("momentum")
+    return None if not m else ss.Momentum(**m)
 
 
 def _rungs(variant, cfg) -> list[Rung]:
@@ -307,7 +364,7 @@ def training(cfg: dict, log=print, done=None, on_variant=None) -> dict:
                             observe=observe, num_runs=cfg["num_runs"], num_paths=cfg["num_paths"],
                             key=jr.key(cfg["seed"] * 1000 + i), rungs=_rungs(variant, cfg), svag=cfg["svag"],
                             max_refine=cfg["max_refine"], key_observable=cfg["key_observable"], stat="final",
-                            num_samples=cfg["drift_samples"], log=log)
+                            num_samples=cfg["drift_samples"], momentum=_momentum(cfg), log=log)
         res["wall_s"] = time.perf_counter() - t0
         result["variants"][label] = res
         if on_variant is not None:
@@ -326,6 +383,18 @@ PRESETS = {
                       num_runs=3, num_paths=3, drift_samples=2, key_observable="loss", observables=["loss", "trace_sigma"],
                       variants=[["SAM", "sam", {"rho": 0.05}]], drifts=["expected"], diffusions=["leading"], orders=[1],
                       svag=[1], max_refine=0)),
+    # the full preset's training problem and SDE step under heavy-ball momentum 0.9: eta = 0.01, so the rescaled
+    # step eta / (1 - beta) = 0.1 and the horizon t = 20 equal the full preset's (a ladder with and without momentum)
+    "momentum": dict(
+        escape=None,
+        training=dict(seed=0, problem=["digits_mlp", {"hidden": 16}], batch_size=64, eta=0.01,
+                      momentum={"beta": 0.9, "nesterov": False}, steps=200, every=50, num_runs=16, num_paths=16,
+                      drift_samples=8, key_observable="loss",
+                      observables=["loss", "accuracy", "trace_sigma", "lambda_max"],
+                      variants=[["SGD", "sgd", {}], ["SAM", "sam", {"rho": 0.05}],
+                                ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}]],
+                      drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1], svag=[1],
+                      max_refine=1)),
     "quick": preset("quick")["fidelity"],
     "full": preset("full")["fidelity"],
 }

@@ -3,6 +3,7 @@
 import math
 
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import pytest
 
@@ -95,3 +96,41 @@ def test_an_interrupted_study_resumes_from_its_finished_variants(tmp_path, monke
     assert final["complete"] is True and "SAM" in final["training"]["variants"]
     assert final["escape"]["variants"]["m-SAM (m=1)"] == partial["escape"]["variants"]["m-SAM (m=1)"]
     assert set(res["escape"]["variants"]) == {"m-SAM (m=1)"}
+
+
+def _linear_loss(x, ex):  # f_i(x) = a_i . x: a constant gradient, where the warm-up correction is exact
+    return jnp.sum(ex["a"] * x)
+
+
+def test_momentum_ladder_reads_the_warmup_corrected_time():
+    """Constant gradient (f_i = a_i . x, full batch: no noise on either side) under heavy-ball momentum 0.9: the
+    runs move ``eta / (1 - beta) * elapsed_steps(k)`` gradients, the rescaled SDE (exact here) ``k eta / (1 - beta)``.
+    So the plain reading is ahead by ``beta (1 - beta^k) / (1 - beta)`` steps, the warm-up-corrected one only by
+    the rounding of that time to a recorded step (at most half a step); SVAG and order 2 are refused."""
+    a = jnp.linspace(0.5, 1.5, 8)[:, None]  # mean gradient 1
+    pr = ss.Problem(_linear_loss, {"a": a}, jnp.zeros(1), name="linear")
+    sampler = ss.UniformSubset(8)
+    mom, eta, every = ss.Momentum(0.9), 0.002, 20
+    h = eta / (1 - 0.9)
+
+    def observe(kind, out):
+        return {"x": np.asarray(out.saved_params if kind == "runs" else out.paths, np.float64)[..., 0]}
+
+    res = fd.study_variant(pr, ss.variants.sgd(), sampler, eta=eta, steps=200, every=every, observe=observe,
+                           num_runs=2, num_paths=2, key=jr.key(0), rungs=[fd.Rung("general", "leading", 1)],
+                           svag=(1, 2), max_refine=0, key_observable="x", stat="final", momentum=mom,
+                           log=lambda s: None)
+    assert "svag_skipped" in res and res["svag"] == {}
+    k = np.arange(0, 201, every)
+    assert res["momentum"]["warmup_steps"] == np.rint(k - 0.9 * (1 - 0.9**k) / 0.1).astype(int).tolist()
+    lvl = res["models"]["general/leading/o1"]["levels"][0]
+    assert lvl["dt"] == pytest.approx(h)
+    plain, warm = lvl["gaps"]["x"]["final"]["gap"], lvl["gaps_warmup"]["x"]["final"]["gap"]
+    assert plain == pytest.approx(-h * 0.9 * (1 - 0.9**200) / 0.1, rel=1e-3)  # x = -t on the SDE side
+    assert abs(warm) <= 0.5 * h + 1e-5
+    rows = fd.budget_rows(res, "x", "final")
+    assert [r["model"] for r in rows] == ["general/leading/o1", "general/leading/o1, warm-up time"]
+    with pytest.raises(ValueError, match="first order"):
+        fd.study_variant(pr, ss.variants.sgd(), sampler, eta=eta, steps=20, every=20, observe=observe,
+                         num_runs=1, num_paths=1, key=jr.key(0), rungs=[fd.Rung("general", "leading", 2)],
+                         key_observable="x", momentum=mom, log=lambda s: None)

@@ -63,6 +63,8 @@ def test_momentum_sde_model_rescales_the_step():
     assert model.eta == pytest.approx(0.5) and model.momentum == ss.Momentum(0.9)
     assert model.replace(eta=0.02).eta == pytest.approx(0.2)
     assert model.replace(diffusion="none").eta == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="first order"):  # the plain method's second-order drift is not momentum's
+        ss.sde_model(pr, ss.variants.sam(0.05), ss.WithReplacement(4), eta=0.05, order=2, momentum=0.9)
 
 
 def test_full_batch_heavy_ball_follows_the_rescaled_gradient_flow_to_first_order():

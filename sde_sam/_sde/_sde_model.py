@@ -156,7 +156,7 @@ def sde_model(
         diffusion: ``"leading"`` (``Cov[G_0]`` of the rho-free update: ``c(B) Sigma``, or ``Cov[sum_i w_i g_i]`` for
             RW-SAM with weights in the descent), ``"first_order"`` (``+ rho(H Sigma + Sigma H)``, unnormalized
             batch rule), ``"empirical"`` (``Cov_xi[G]`` of the perturbed update) or ``"none"``.
-        order: ``1`` (first-order SME) or ``2`` (drift ``b + (eta/2)(Db) b``).
+        order: ``1`` (first-order SME) or ``2`` (drift ``b + (eta/2)(Db) b``; not with ``momentum``).
         drift: ``"general"`` (the general first-order rule), ``"closed_form"`` (DESIGN §3.1 formulas;
             cheaper for large problems: USAM/m-USAM need no expectation), or ``"expected"`` (the mean step
             ``E_xi[G]`` with no expansion in ``rho``; with ``diffusion="empirical"`` the moment-matching SME).
@@ -201,6 +201,11 @@ def sde_model(
         raise ValueError("give `num_samples` or `drift_rtol` (the target that sizes the Monte Carlo drift)")
     if drift_rtol is not None and num_samples is None:
         check_positive("drift_rtol", drift_rtol)
+    if order == 2 and momentum is not None:
+        raise ValueError(
+            "`order`=2 with `momentum`: the rescaled-learning-rate model is first order (the second-order "
+            "correction of a momentum method is not the plain method's `(eta/2)(Db) b`); use order=1"
+        )
     if order == 2 and not variant.differentiable_update:
         raise ValueError(
             f"`order`=2 needs the derivative of the drift, which is not defined for variant {variant.name!r} "
