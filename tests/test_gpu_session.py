@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # six subprocess steps: 260 s alone on 2 cores, over 600 s while sharing them in CI
 def test_gpu_session_script_runs_tiny_on_cpu(tmp_path):
     out = tmp_path / "session"
     env = dict(os.environ, SIZE="tiny", PYTHON=sys.executable, JAX_PLATFORMS="cpu")

@@ -17,7 +17,10 @@ class Momentum:
     To first order in ``eta`` (``beta`` fixed), either form follows the SDE of the plain method with step
     ``eta / (1 - beta)`` in the time ``t = k eta / (1 - beta)`` (Li, Tai & E 2017, 2019: the rescaled-learning-rate
     model; the Nesterov correction is of higher order). Valid once ``k`` is well past the buffer's relaxation
-    time ``1 / (1 - beta)`` steps (the buffer starts at 0) and while ``eta / (1 - beta)`` is small.
+    time ``1 / (1 - beta)`` steps (the buffer starts at 0) and while that time is short against the fastest mode
+    of the rescaled SDE, ``(1 - beta) / (eta lambda_max)`` steps: ``eta lambda_max / (1 - beta)^2 << 1``. On a
+    quadratic, heavy ball is underdamped in the directions with ``eta lambda > (1 - sqrt(beta))^2`` (for
+    ``beta = 0.9``: ``eta lambda / (1 - beta)^2 > 0.26``) and contracts there by only ``sqrt(beta)`` per step.
     """
 
     beta: float
