@@ -11,8 +11,9 @@
 #   3. m_sharpness/                the m-sharpness trajectories (preset full without the escape study; tiny)
 #   4. variants.txt                per-step cost of every variant (benchmarks/variants.py)
 #   5. simulate.txt                the simulator benchmark (benchmarks/simulate.py)
-#   6. generalization/             C11's GroupNorm-CNN rows (analysis.generalization, preset full, the CNN only;
-#                                  on a CPU they train short and say so; tiny: the tiny preset)
+#   6. generalization/             C11's GroupNorm-CNN rows at the MLP's length, 3000 steps and 8 seeds
+#                                  (analysis.generalization, preset gpu; the CPU recording has 300 steps and 4
+#                                  seeds and says so; tiny: the tiny preset)
 # STEPS="device generalization" bash benchmarks/gpu_session.sh OUT runs only the named steps (to split a session
 # over device calls of at most 10 minutes each).
 # SUMMARY.md lists each step's exit status, time and last line (the JSON of ratios for the benchmarks).
@@ -31,7 +32,7 @@ if [ "$size" = tiny ]; then
   limits=(120 400 400 300 400 400)
 else
   tvs=(--preset full); msh=(--preset full --skip-escape); var=(--repeats 5); sim=(--repeats 3)
-  gen=(--preset full --model digits_cnn)
+  gen=(--preset gpu)
   limits=(60 200 200 60 120 240)
 fi
 steps=${STEPS:-device training_vs_sde m_sharpness variants simulate generalization}
