@@ -39,6 +39,7 @@ import math
 import time
 from pathlib import Path
 
+import jax
 import jax.random as jr
 import numpy as np
 
@@ -138,8 +139,6 @@ def _variant(spec):
 
 def _at(paths, idx: np.ndarray):
     """``paths`` at the recorded indices ``idx`` only (values and saved parameters)."""
-    import jax
-
     return dataclasses.replace(paths, steps=paths.steps[idx], times=paths.times[idx],
                                values={k: v[:, idx] for k, v in paths.values.items()},
                                paths=jax.tree_util.tree_map(lambda a: a[:, idx], paths.paths))
@@ -243,18 +242,23 @@ def budget_rows(res: dict, key_observable: str, stat: str = "time_avg") -> list[
     for label, m in res["models"].items():
         first, last = m["levels"][0], m["levels"][-1]
         g0, g1 = first["gaps"][key_observable][stat], last["gaps"][key_observable][stat]
-        removed = (abs(g0["gap"]) - abs(g1["gap"])) / abs(g0["gap"]) if g0["gap"] != 0 else 0.0
+        removed = _removed(g0, g1)
         rows.append({"model": label, "dt": f"{unit}/{last['refine']}", "gap": g1["gap"], "stderr": g1["stderr"],
                      "z": float(g1["z"]), "gap_at_eta": g0["gap"], "stderr_at_eta": g0["stderr"],
                      "tracks": _tracks(last["gaps"]), "refinement_removes": removed, "diverged": last["diverged"]})
         if "gaps_warmup" in last:  # momentum: the same paths read at the warm-up-corrected time
             w0, w1 = first["gaps_warmup"][key_observable][stat], last["gaps_warmup"][key_observable][stat]
-            removed = (abs(w0["gap"]) - abs(w1["gap"])) / abs(w0["gap"]) if w0["gap"] != 0 else 0.0
+            removed = _removed(w0, w1)
             rows.append({"model": f"{label}, warm-up time", "dt": f"{unit}/{last['refine']}", "gap": w1["gap"],
                          "stderr": w1["stderr"], "z": float(w1["z"]), "gap_at_eta": w0["gap"],
                          "stderr_at_eta": w0["stderr"], "tracks": _tracks(last["gaps_warmup"]),
                          "refinement_removes": removed, "diverged": last["diverged"]})
     return rows
+
+
+def _removed(coarse: dict, fine: dict) -> float:
+    """The share of the ``dt = eta`` gap that refining removes (negative when it moves the model away)."""
+    return (abs(coarse["gap"]) - abs(fine["gap"])) / abs(coarse["gap"]) if coarse["gap"] != 0 else 0.0
 
 
 def _tracks(gaps: dict) -> str:
