@@ -158,9 +158,9 @@ def study_variant(problem, variant, sampler, *, eta, steps, every, observe, num_
     ``k eta / (1 - beta)`` (``gaps``) and at the warm-up-corrected time ``eta / (1 - beta) * elapsed_steps(k)``
     (``gaps_warmup``, :meth:`~sde_sam.Momentum.elapsed_steps`). SVAG of a momentum method is not defined here:
     ``l > 1`` is skipped and said so."""
-    if momentum is not None and any(r.order != 1 for r in rungs):
-        raise ValueError("with `momentum` the rungs must be first order: the rescaled-learning-rate model is a "
-                         "first-order SDE (its second-order correction is not that of the plain method)")
+    # every model first: sde_model validates each rung (e.g. order 2 with momentum) before any run is made
+    models = {rung: ss.sde_model(problem, variant, sampler, eta=eta, diffusion=rung.diffusion, order=rung.order,
+                                 drift=rung.drift, num_samples=num_samples, momentum=momentum) for rung in rungs}
     k_disc, k_svag, k_sde = jr.split(key, 3)
     t0 = time.perf_counter()
     runs = ss.run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs, key=k_disc,
@@ -191,9 +191,7 @@ def study_variant(problem, variant, sampler, *, eta, steps, every, observe, num_
                                "wall_s": time.perf_counter() - t0}
         g = out["svag"][str(l)]["gaps"][key_observable][stat]
         log(f"    SVAG l={l:<2d} {key_observable} {stat} gap {g['gap']:+.4f} ± {g['stderr']:.4f} (z {g['z']:+.1f})")
-    for rung in rungs:
-        model = ss.sde_model(problem, variant, sampler, eta=eta, diffusion=rung.diffusion, order=rung.order,
-                             drift=rung.drift, num_samples=num_samples, momentum=momentum)
+    for rung, model in models.items():
         h = model.eta  # the SDE time of one step (eta / (1 - beta) with momentum)
         levels, prev = [], None
         for r in range(max_refine + 1):
