@@ -42,7 +42,7 @@ PRESETS = {
     "full": _presets.FULL["generalization"],
 }
 # what a GPU settles (benchmarks/gpu_session.sh): the full preset's GroupNorm CNN at the MLP's length (3000 steps)
-# and 8 seeds, where the CPU recording has 300 steps and 4 seeds; records resume, so a session that runs out of
+# and 8 seeds, where the CPU recording has 300 steps; records resume, so a session that runs out of
 # time goes on where it stopped when run again
 PRESETS["gpu"] = dict(PRESETS["full"], models=[["digits_cnn", {"norm": "group"},
                                                 dict(steps=3000, every=1000, seeds=list(range(8)))]])

@@ -12,8 +12,8 @@
 #   4. variants.txt                per-step cost of every variant (benchmarks/variants.py)
 #   5. simulate.txt                the simulator benchmark (benchmarks/simulate.py)
 #   6. generalization/             C11's GroupNorm-CNN rows at the MLP's length, 3000 steps and 8 seeds
-#                                  (analysis.generalization, preset gpu; the CPU recording has 300 steps and 4
-#                                  seeds and says so; tiny: the tiny preset)
+#                                  (analysis.generalization, preset gpu; the CPU recording has 300 steps and
+#                                  says so; tiny: the tiny preset)
 # STEPS="device generalization" bash benchmarks/gpu_session.sh OUT runs only the named steps (to split a session
 # over device calls of at most 10 minutes each).
 # SUMMARY.md lists each step's exit status, time and last line (the JSON of ratios for the benchmarks).
