@@ -13,4 +13,6 @@ from ._problems._builtin import sharp_flat_barrier as sharp_flat_barrier
 from ._problems._builtin import sharp_flat_basins as sharp_flat_basins
 from ._problems._builtin import softmax_cross_entropy as softmax_cross_entropy
 from ._problems._builtin import teacher_student as teacher_student
+from ._problems._micro_batch import AbstractMicroBatchGradient as AbstractMicroBatchGradient
+from ._problems._micro_batch import DenseLayerNormMLP as DenseLayerNormMLP
 from ._problems._problem import Problem as Problem

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from ._micro_batch import DenseLayerNormMLP
 from ._problem import Problem
 
 
@@ -320,4 +321,12 @@ def digits_mlp(
         return (jnp.argmax(logits_fn(p, ex["image"])) == ex["label"]).astype(jnp.float32)
 
     name = "digits_mlp_" + "x".join(map(str, widths)) + (f"_noise{label_noise:g}" if label_noise else "")
-    return Problem(loss_fn, train, params, name, accuracy_fn, test)
+    return Problem(
+        loss_fn,
+        train,
+        params,
+        name,
+        accuracy_fn,
+        test,
+        micro_batch_gradient=DenseLayerNormMLP(num_hidden, layer_norm, softmax_cross_entropy),
+    )

@@ -13,6 +13,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PyTree
 
+from ._micro_batch import AbstractMicroBatchGradient
+
 Params = PyTree
 Example = PyTree
 LossFn = Callable[[Params, Example], Float[Array, ""]]
@@ -83,6 +85,9 @@ class Problem:
         name: a label used in records and reports.
         accuracy_fn: optional ``accuracy_fn(params, example) -> 0/1`` for classification problems.
         test_data: optional held-out examples (same structure as ``data``).
+        micro_batch_gradient: optional exact, faster form of the m-SAM/m-USAM step for a network whose layers
+            the problem knows (:class:`sde_sam.problems.AbstractMicroBatchGradient`; ``digits_mlp`` sets one);
+            ``None``: the generic form. ``dataclasses.replace(problem, micro_batch_gradient=None)`` turns it off.
 
     The problem is a pytree (``data``, ``init_params``, ``test_data`` are its leaves), so it can be
     passed through ``jax.jit`` without being baked into the compiled program as constants.
@@ -94,11 +99,19 @@ class Problem:
     name: str = "custom"
     accuracy_fn: Callable[[Params, Example], Array] | None = None
     test_data: PyTree | None = None
+    micro_batch_gradient: AbstractMicroBatchGradient | None = None
     _validate: bool = True
 
     def __post_init__(self):
         if not self._validate:
             return
+        if self.micro_batch_gradient is not None and not isinstance(
+            self.micro_batch_gradient, AbstractMicroBatchGradient
+        ):
+            raise TypeError(
+                "`micro_batch_gradient` must be a sde_sam.problems.AbstractMicroBatchGradient or None, "
+                f"got {type(self.micro_batch_gradient).__name__}"
+            )
         if not callable(self.loss_fn):
             raise TypeError(f"`loss_fn` must be callable loss_fn(params, example) -> scalar, got {type(self.loss_fn)}")
         _leading_size(self.data, "data")
@@ -141,14 +154,14 @@ class Problem:
     # -- pytree protocol -------------------------------------------------------------------------
     def tree_flatten(self):
         children = (self.data, self.init_params, self.test_data)
-        aux = (self.loss_fn, self.name, self.accuracy_fn)
+        aux = (self.loss_fn, self.name, self.accuracy_fn, self.micro_batch_gradient)
         return children, aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         data, init_params, test_data = children
-        loss_fn, name, accuracy_fn = aux
-        return cls(loss_fn, data, init_params, name, accuracy_fn, test_data, _validate=False)
+        loss_fn, name, accuracy_fn, micro_batch_gradient = aux
+        return cls(loss_fn, data, init_params, name, accuracy_fn, test_data, micro_batch_gradient, _validate=False)
 
     def __repr__(self) -> str:
         """Short: name, sizes and dtype, never the dataset."""

@@ -119,6 +119,12 @@ class AbstractNormalization(abc.ABC):
         """``s(x)`` with ``N(v) = s(x) v`` (only when :attr:`linear`)."""
         raise TypeError(f"{type(self).__name__} is not linear in its argument")
 
+    def scale_of_norm_sq(self, sq: Float[Array, " k"]) -> Float[Array, " k"] | None:
+        """``s_j`` with ``N(v_j) = s_j v_j`` when ``s_j`` is a function of ``||v_j||^2`` alone (then a problem's
+        own micro-batch form can run the step, :class:`sde_sam.problems.AbstractMicroBatchGradient`);
+        ``None`` otherwise."""
+        return None
+
 
 @dataclasses.dataclass(frozen=True)
 class Identity(AbstractNormalization):
@@ -133,6 +139,9 @@ class Identity(AbstractNormalization):
     def linear_scale(self, problem, params, mask_tree):
         return 1.0
 
+    def scale_of_norm_sq(self, sq):
+        return jnp.ones_like(sq)
+
 
 @dataclasses.dataclass(frozen=True)
 class UnitNorm(AbstractNormalization):
@@ -143,6 +152,10 @@ class UnitNorm(AbstractNormalization):
 
     def __call__(self, v, problem, params, mask_tree):
         return jax.vmap(safe_normalize)(v)
+
+    def scale_of_norm_sq(self, sq):  # safe_normalize's scale
+        norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+        return 1.0 / jnp.maximum(norm, NORM_EPS)
 
 
 @dataclasses.dataclass(frozen=True)

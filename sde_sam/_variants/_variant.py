@@ -204,6 +204,11 @@ class Variant:
             zero = jnp.zeros((), dtype=loss.dtype)
             return g, self.rule.advance(problem, params, state, batch, key), StepOutput(loss, zero)
 
+        own_form = self._problem_micro_batch_form(problem, params, batch)
+        if own_form is not None:
+            G, loss, norm = own_form()
+            return G, state, StepOutput(loss, norm)
+
         eps, descent_weights, new_state, out = self.perturbations(problem, params, state, batch, key)
         k = jax.tree_util.tree_leaves(eps)[0].shape[0]
         B = jax.tree_util.tree_leaves(batch)[0].shape[0]
@@ -227,6 +232,32 @@ class Variant:
 
         G = jax.grad(perturbed_loss)(params)
         return G, new_state, out
+
+    def _problem_micro_batch_form(
+        self, problem: Problem, params: PyTree, batch: PyTree
+    ) -> Callable[[], tuple[PyTree, Array, Array]] | None:
+        """The problem's own exact form of this step (:class:`sde_sam.problems.AbstractMicroBatchGradient`), as a
+        call returning ``(G, loss, mean direction norm)``, when the step is the plain micro-batch rule with
+        ``k > 1``, no mask, no preconditioner and a normalization whose scale is a function of ``||g_j||``
+        (m-SAM, m-USAM), and the form says it is the cheaper one here; else ``None`` (the generic form)."""
+        form, rule, normalization = problem.micro_batch_gradient, self.rule, self.normalization
+        if form is None or type(rule) is not BatchGradient or not isinstance(rule, BatchGradient):
+            return None
+        m = rule.micro_batch_size
+        if m is None or self.mask is not None or self.preconditioner is not None:
+            return None
+        if normalization.scale_of_norm_sq(jnp.ones(1)) is None:
+            return None
+        B = jax.tree_util.tree_leaves(batch)[0].shape[0]
+        if rule.num_micro_batches(B) == 1 or not form.applies(params, m):
+            return None
+
+        def scale(sq):
+            s = normalization.scale_of_norm_sq(sq)
+            assert s is not None
+            return self.rho * s
+
+        return lambda: form(params, batch, m, scale)
 
     def replace(self, **changes) -> Variant:
         """A copy with some fields changed (validated again); a name that is not a field of the variant but of its
