@@ -39,7 +39,7 @@ def test_low_rank_form_equals_the_generic_step(hidden, variant):
     """G, the batch loss and the mean direction norm equal the generic form's (float64, 1e-12), at a point away
     from the initialisation (a few SGD steps) so that every LayerNorm gradient is nonzero."""
     fast, generic = _problems(hidden)
-    assert fast.micro_batch_gradient.applies(fast.init_params, variant.rule.micro_batch_size)
+    assert fast.micro_batch_gradient.applies(fast.loss_fn, fast.init_params, variant.rule.micro_batch_size)
     params, sgd = fast.init_params, jax.jit(fast.batch_grad)
     for s in range(3):
         params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, sgd(params, _batch(fast, 64, s)))
@@ -77,8 +77,8 @@ class _Counting(ss.problems.AbstractMicroBatchGradient):
         self.calls += 1
         return self.inner(params, batch, micro_batch_size, scale)
 
-    def applies(self, params, micro_batch_size):
-        return self.inner.applies(params, micro_batch_size)
+    def applies(self, loss_fn, params, micro_batch_size):
+        return self.inner.applies(loss_fn, params, micro_batch_size)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_the_form_applies_while_the_gram_terms_cost_at_most_the_layers():
     for hidden, last in ((64, 23), (256, 32)):
         p = ss.problems.digits_mlp(hidden=hidden)
         form = p.micro_batch_gradient
-        assert form.applies(p.init_params, last) and not form.applies(p.init_params, last + 1)
+        assert form.applies(p.loss_fn, p.init_params, last) and not form.applies(p.loss_fn, p.init_params, last + 1)
 
 
 def test_run_discrete_trajectories_agree_with_the_generic_form():
@@ -122,6 +122,19 @@ def test_run_discrete_trajectories_agree_with_the_generic_form():
     b = ss.run_discrete(generic, V.m_sam(0.2, 4), ss.WithoutReplacement(32), **kw)
     for x, y in zip(_leaves(a.final_params), _leaves(b.final_params), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-11)
+
+
+def test_a_replaced_loss_runs_the_generic_form():
+    """A problem built from digits_mlp with another ``loss_fn`` (here twice the loss) must not take the MLP's form,
+    which knows only the original loss: its step is the generic one on the new loss."""
+    fast, _ = _problems(8)
+    doubled = dataclasses.replace(fast, loss_fn=lambda p, ex: 2.0 * fast.loss_fn(p, ex))
+    counting = _Counting(fast.micro_batch_gradient)
+    problem = dataclasses.replace(doubled, micro_batch_gradient=counting)
+    v, batch = V.m_sam(0.1, 4), _batch(fast)
+    G, _, out = jax.jit(lambda p, b: v.gradient(problem, p, (), b, jr.key(0)))(fast.init_params, batch)
+    assert counting.calls == 0
+    np.testing.assert_allclose(float(out.loss), 2.0 * float(fast.batch_loss(fast.init_params, batch)), rtol=1e-12)
 
 
 def test_a_problem_refuses_a_form_of_the_wrong_type():

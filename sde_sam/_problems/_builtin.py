@@ -328,5 +328,5 @@ def digits_mlp(
         name,
         accuracy_fn,
         test,
-        micro_batch_gradient=DenseLayerNormMLP(num_hidden, layer_norm, softmax_cross_entropy),
+        micro_batch_gradient=DenseLayerNormMLP(num_hidden, layer_norm, softmax_cross_entropy, loss_fn),
     )

@@ -40,8 +40,9 @@ class AbstractMicroBatchGradient(abc.ABC):
     ) -> tuple[PyTree, Float[Array, ""], Float[Array, ""]]:
         """``(G, f_gamma(x), mean_j ||g_j||)`` for ``eps_j = c_j g_j`` with ``c = scale(||g_j||^2)``."""
 
-    def applies(self, params: PyTree, micro_batch_size: int) -> bool:
-        """Whether this form is the cheaper one at ``micro_batch_size`` (decided from shapes, at trace time)."""
+    def applies(self, loss_fn: Callable, params: PyTree, micro_batch_size: int) -> bool:
+        """Whether this form computes the step of a problem with per-example loss ``loss_fn`` and is the cheaper
+        one at ``micro_batch_size`` (decided from shapes, at trace time)."""
         return True
 
 
@@ -58,17 +59,21 @@ class DenseLayerNormMLP(AbstractMicroBatchGradient):
     """The low-rank form for :func:`sde_sam.problems.digits_mlp`'s network: ``num_hidden`` blocks
     ``dense_i -> layer_norm_i -> relu``, then ``dense_out``, softmax cross-entropy on ``batch["label"]``
     (parameters ``dense_i/{w,b}``, ``layer_norm_i/{scale,bias}``, ``dense_out/{w,b}``); ``layer_norm(z, p)`` and
-    ``loss(logits, label)`` are the network's own functions."""
+    ``loss(logits, label)`` are the network's own functions; ``loss_fn`` is the problem's per-example loss the form
+    was derived from (a problem whose ``loss_fn`` was replaced runs the generic form)."""
 
     num_hidden: int
     layer_norm: Callable = dataclasses.field(repr=False)
     loss: Callable = dataclasses.field(repr=False)
+    loss_fn: Callable = dataclasses.field(repr=False)
 
-    def applies(self, params, micro_batch_size):
+    def applies(self, loss_fn, params, micro_batch_size):
         """The Gram terms add ``m (w_in + w_out)`` multiply-adds per example and dense layer to the layer's
         ``w_in w_out``: the form is used while they add at most as much as the layers cost (``m <= 23`` for
         ``digits_mlp(64)``, ``m <= 32`` for ``digits_mlp(256)``); above, the ``k = B / m`` copies are few and
         the generic form is faster (docs/performance.md)."""
+        if loss_fn is not self.loss_fn:
+            return False
         shapes = [params[n]["w"].shape for n in [f"dense_{i}" for i in range(self.num_hidden)] + ["dense_out"]]
         return micro_batch_size * sum(a + b for a, b in shapes) <= sum(a * b for a, b in shapes)
 

@@ -249,7 +249,7 @@ class Variant:
         if normalization.scale_of_norm_sq(jnp.ones(1)) is None:
             return None
         B = jax.tree_util.tree_leaves(batch)[0].shape[0]
-        if rule.num_micro_batches(B) == 1 or not form.applies(params, m):
+        if rule.num_micro_batches(B) == 1 or not form.applies(problem.loss_fn, params, m):
             return None
 
         def scale(sq):
