@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import jax
@@ -27,20 +28,21 @@ from .._typing import Real
 NORM_EPS = 1e-12
 
 
+def inverse_norm_of_sq(sq: Array, eps: float = NORM_EPS) -> Array:
+    """``1 / max(sqrt(sq), eps)`` elementwise, from squared norms (``0``-safe, differentiable away from 0)."""
+    norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+    return 1.0 / jnp.maximum(norm, eps)
+
+
 def safe_normalize(v: PyTree, eps: float = NORM_EPS) -> PyTree:
     """``v / max(||v||, eps)`` over the whole pytree (``||v||`` the Euclidean norm of all leaves)."""
-    sq = tree_norm_sq(v)
-    safe_sq = jnp.where(sq > 0, sq, 1.0)
-    norm = jnp.where(sq > 0, jnp.sqrt(safe_sq), 0.0)
-    scale = 1.0 / jnp.maximum(norm, eps)
+    scale = inverse_norm_of_sq(tree_norm_sq(v), eps)
     return jax.tree_util.tree_map(lambda a: a * scale.astype(a.dtype), v)
 
 
 def safe_inverse_norm(v: PyTree, eps: float = NORM_EPS) -> Float[Array, ""]:
     """``1 / max(||v||, eps)`` (``0``-safe, differentiable away from ``v = 0``)."""
-    sq = tree_norm_sq(v)
-    norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
-    return 1.0 / jnp.maximum(norm, eps)
+    return inverse_norm_of_sq(tree_norm_sq(v), eps)
 
 
 # -- the mask M --------------------------------------------------------------------------------------------
@@ -119,9 +121,9 @@ class AbstractNormalization(abc.ABC):
         """``s(x)`` with ``N(v) = s(x) v`` (only when :attr:`linear`)."""
         raise TypeError(f"{type(self).__name__} is not linear in its argument")
 
-    def scale_of_norm_sq(self, sq: Float[Array, " k"]) -> Float[Array, " k"] | None:
-        """``s_j`` with ``N(v_j) = s_j v_j`` when ``s_j`` is a function of ``||v_j||^2`` alone (then a problem's
-        own micro-batch form can run the step, :class:`sde_sam.problems.AbstractMicroBatchGradient`);
+    def norm_sq_scale(self) -> Callable[[Float[Array, " k"]], Float[Array, " k"]] | None:
+        """``||v_j||^2 -> s_j`` with ``N(v_j) = s_j v_j`` when ``s_j`` is a function of ``||v_j||^2`` alone (then a
+        problem's own micro-batch form can run the step, :class:`sde_sam.problems.AbstractMicroBatchGradient`);
         ``None`` otherwise."""
         return None
 
@@ -139,8 +141,8 @@ class Identity(AbstractNormalization):
     def linear_scale(self, problem, params, mask_tree):
         return 1.0
 
-    def scale_of_norm_sq(self, sq):
-        return jnp.ones_like(sq)
+    def norm_sq_scale(self):
+        return jnp.ones_like
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,9 +155,8 @@ class UnitNorm(AbstractNormalization):
     def __call__(self, v, problem, params, mask_tree):
         return jax.vmap(safe_normalize)(v)
 
-    def scale_of_norm_sq(self, sq):  # safe_normalize's scale
-        norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
-        return 1.0 / jnp.maximum(norm, NORM_EPS)
+    def norm_sq_scale(self):  # safe_normalize's scale
+        return inverse_norm_of_sq
 
 
 @dataclasses.dataclass(frozen=True)

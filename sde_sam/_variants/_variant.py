@@ -244,20 +244,13 @@ class Variant:
         if form is None or type(rule) is not BatchGradient or not isinstance(rule, BatchGradient):
             return None
         m = rule.micro_batch_size
-        if m is None or self.mask is not None or self.preconditioner is not None:
-            return None
-        if normalization.scale_of_norm_sq(jnp.ones(1)) is None:
+        norm_sq_scale = normalization.norm_sq_scale()
+        if m is None or self.mask is not None or self.preconditioner is not None or norm_sq_scale is None:
             return None
         B = jax.tree_util.tree_leaves(batch)[0].shape[0]
         if rule.num_micro_batches(B) == 1 or not form.applies(problem.loss_fn, params, m):
             return None
-
-        def scale(sq):
-            s = normalization.scale_of_norm_sq(sq)
-            assert s is not None
-            return self.rho * s
-
-        return lambda: form(params, batch, m, scale)
+        return lambda: form(params, batch, m, lambda sq: self.rho * norm_sq_scale(sq))
 
     def replace(self, **changes) -> Variant:
         """A copy with some fields changed (validated again); a name that is not a field of the variant but of its
