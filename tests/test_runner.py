@@ -38,10 +38,11 @@ def test_vmap_over_runs_equals_a_loop_over_runs():
             np.testing.assert_allclose(together.values[name][r], alone.values[name][0], rtol=1e-5, atol=1e-6)
 
 
-def test_records_match_a_direct_replay_of_the_steps():
-    """The recorded loss at step k equals f(x_k) from a Python replay of the same batches and keys."""
+@pytest.mark.parametrize("variant", [ss.variants.sam(0.1), ss.variants.rw_sam(0.1)], ids=["SAM", "RW-SAM"])
+def test_records_match_a_direct_replay_of_the_steps(variant):
+    """The recorded loss at step k equals f(x_k) from a Python replay of the same batches and keys (RW-SAM draws
+    its probe from the step key ``fold_in(variant_key, k)``, which the runner derives per segment)."""
     problem = user_problem()
-    variant = ss.variants.sam(0.1)
     sampler = ss.WithReplacement(4)
     key = jr.key(3)
     runs = _run(problem, variant, key[None], num_runs=1, steps=10, every=5, sampler=sampler)

@@ -12,6 +12,7 @@ from jaxtyping import PyTree
 from .._problems._problem import Problem
 from .._problems._sampler import Sampler
 from .._variants._variant import Variant
+from ._runner import step_keys_of
 
 
 def median_time(fn, *args, repeats: int = 7, number: int = 10) -> float:
@@ -45,14 +46,15 @@ def scan_fn(problem: Problem, variant: Variant, eta: float = 0.05):
 
     @jax.jit
     def run(params: PyTree, state: PyTree, batches: PyTree, key):
-        def body(carry, batch_and_k):
+        def body(carry, batch_and_key):
             params, state = carry
-            batch, k = batch_and_k
-            G, state, _ = variant.gradient(problem, params, state, batch, jr.fold_in(key, k))
+            batch, step_key = batch_and_key
+            G, state, _ = variant.gradient(problem, params, state, batch, step_key)
             return (jax.tree_util.tree_map(lambda p, g: p - eta * g, params, G), state), None
 
         num = jax.tree_util.tree_leaves(batches)[0].shape[0]
-        (params, _), _ = jax.lax.scan(body, (params, state), (batches, jax.numpy.arange(num)))
+        step_keys = step_keys_of(key, jax.numpy.arange(num))  # as the runner derives them
+        (params, _), _ = jax.lax.scan(body, (params, state), (batches, step_keys))
         return params
 
     return run

@@ -33,6 +33,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from .._problems._problem import Problem
 from .._sde import _closed_form
 from .._typing import Real
+from ._once import computed_once
 
 
 class Directions(NamedTuple):
@@ -313,18 +314,24 @@ SCORES = ("finite_difference", "exact")
 
 def rademacher_like(key: PRNGKeyArray, params: PyTree) -> PyTree:
     """A Rademacher (+-1) pytree shaped like ``params``: one random bit per coordinate, 32 coordinates per
-    32-bit word drawn (32x fewer PRNG evaluations than one draw per coordinate)."""
+    32-bit word drawn (32x fewer PRNG evaluations than one draw per coordinate); bit ``t`` of the stream is
+    coordinate ``t`` of the leaves flattened in order."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     sizes = [int(np.size(leaf)) for leaf in leaves]
     total = sum(sizes)
     words = jr.bits(key, (-(-total // 32),), dtype=jnp.uint32)
-    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-    signs = 2.0 * bits.reshape(-1)[:total].astype(jnp.float32) - 1.0
-    out, start = [], 0
-    for leaf, size in zip(leaves, sizes, strict=True):
-        out.append(signs[start : start + size].reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
-        start += size
-    return jax.tree_util.tree_unflatten(treedef, out)
+
+    def unpack(words):
+        bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+        signs = 2.0 * bits.reshape(-1)[:total].astype(jnp.float32) - 1.0
+        out, start = [], 0
+        for leaf, size in zip(leaves, sizes, strict=True):
+            out.append(signs[start : start + size].reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
+            start += size
+        return tuple(out)
+
+    # unpacked once: XLA:CPU would otherwise redo the unpacking in every consumer that broadcasts a leaf
+    return jax.tree_util.tree_unflatten(treedef, list(computed_once(unpack, words)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,46 @@
+"""Evaluate a cheap function of random bits once, into buffers, on XLA:CPU.
+
+XLA fuses a cheap elementwise producer into each of its consumers. When a consumer broadcasts the producer's
+result (a bias or a LayerNorm scale added to every row of a batch), the producer is recomputed for every row.
+For RW-SAM's Rademacher probe (bits unpacked from 32-bit words with index arithmetic, then ``x + delta z``),
+that recomputation cost 0.3-0.5x a whole SAM step on the digits MLP (docs/performance.md). A conditional's
+outputs are buffers: ``lax.cond(p, fn, fn, words)``, both branches ``fn``, computes ``fn(words)`` once whatever
+``p`` is. ``p`` compares the data with a constant, so the compiler cannot fold the conditional away; under
+``vmap`` (``custom_vmap``) it is taken from the first element, so the conditional stays one instead of
+becoming a ``select`` of both branches. Values are those of ``fn(words)`` bit for bit. Only the CPU lowering
+takes this path (``lax.platform_dependent``): on a GPU a conditional would read its predicate on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PyTree, UInt32
+
+_ANY_WORD = np.uint32(0x9E3779B9)  # the predicate's constant; either outcome gives the same result
+
+
+def _cond_once(fn: Callable[[Array], PyTree]) -> Callable[[Array], PyTree]:
+    @jax.custom_batching.custom_vmap
+    def once(words):
+        return jax.lax.cond(jnp.ravel(words)[0] == _ANY_WORD, fn, fn, words)
+
+    @once.def_vmap
+    def _batched(axis_size, in_batched, words):
+        del axis_size
+        (batched,) = in_batched
+        out = _cond_once(jax.vmap(fn))(words) if batched else once(words)
+        return out, jax.tree_util.tree_map(lambda _: batched, out)
+
+    return once
+
+
+def computed_once(fn: Callable[[Array], PyTree], words: UInt32[Array, "*shape"]) -> PyTree:
+    """``fn(words)`` for uint32 ``words``, computed once into buffers that XLA:CPU does not re-derive inside
+    each consumer (module docstring); identical values on every platform."""
+    if jnp.result_type(words) != jnp.uint32:
+        raise TypeError(f"`words` must be uint32, got {jnp.result_type(words)}")
+    return jax.lax.platform_dependent(words, cpu=_cond_once(fn), default=fn)

@@ -1,0 +1,91 @@
+"""``computed_once`` (variants/_once.py): the values of ``fn(words)`` bit for bit, under jit and (nested) vmap,
+computed inside one conditional on CPU (the mechanism that keeps XLA from re-deriving them in each consumer); and
+the Rademacher probe built on it, against an independent unpacking of the same random words."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import sde_sam as ss
+from sde_sam._variants._once import computed_once
+
+
+def _unpack(words):
+    bits = (words[..., :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    flat = (2.0 * bits.astype(jnp.float32) - 1.0).reshape(*words.shape[:-1], -1)
+    return flat[..., :40], flat[..., 40:].reshape(*words.shape[:-1], 2, 12)
+
+
+def _equal(a, b):
+    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    return all(np.array_equal(x, y) for x, y in pairs)
+
+
+def _words(shape):
+    return jr.bits(jr.key(0), shape, dtype=jnp.uint32)
+
+
+@pytest.mark.parametrize("transform", ["eager", "jit", "vmap", "vmap of vmap"])
+def test_values_are_those_of_fn(transform):
+    once = lambda w: computed_once(_unpack, w)  # noqa: E731
+    if transform == "eager":
+        words, got = _words((2,)), once(_words((2,)))
+    elif transform == "jit":
+        words, got = _words((2,)), jax.jit(once)(_words((2,)))
+    elif transform == "vmap":
+        words = _words((5, 2))
+        got = jax.jit(jax.vmap(once))(words)
+    else:
+        words = _words((3, 4, 2))
+        got = jax.jit(jax.vmap(jax.vmap(once)))(words)
+    assert _equal(got, _unpack(words))
+
+
+def test_a_word_equal_to_the_predicate_constant_gives_the_same_values():
+    """The predicate's constant as the first word takes the other branch: same function, same values."""
+    from sde_sam._variants._once import _ANY_WORD
+
+    words = jnp.array([_ANY_WORD, 12345], dtype=jnp.uint32)
+    assert _equal(jax.jit(lambda w: computed_once(_unpack, w))(words), _unpack(words))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_cpu_program_computes_fn_inside_one_conditional(batched):
+    """The mechanism itself: a conditional survives in the compiled CPU program, also under vmap (where a plain
+    ``lax.cond`` on a batched predicate would become a ``select`` and XLA would fuse the unpacking into its
+    consumers again)."""
+    fn = lambda w: computed_once(_unpack, w)  # noqa: E731
+    words = _words((4, 2)) if batched else _words((2,))
+    hlo = jax.jit(jax.vmap(fn) if batched else fn).lower(words).compile().as_text()
+    if jax.default_backend() == "cpu":
+        assert "conditional(" in hlo
+    plain = jax.jit(jax.vmap(_unpack) if batched else _unpack).lower(words).compile().as_text()
+    assert "conditional(" not in plain  # the check can fail: the plain unpacking has none
+
+
+def test_refuses_words_that_are_not_uint32():
+    # the message names the argument (under the test suite's jaxtyping hook, its type check does)
+    with pytest.raises(TypeError, match="words"):
+        computed_once(_unpack, jnp.zeros(2, jnp.int32))
+
+
+def test_rademacher_probe_is_bit_t_of_the_word_stream_in_leaf_order():
+    """Independent of the package: numpy unpacks ``jr.bits(key, (ceil(d/32),))``; coordinate ``t`` of the leaves
+    flattened in order is ``+1`` where bit ``t % 32`` of word ``t // 32`` is set, else ``-1``."""
+    params = ss.problems.digits_mlp().init_params
+    leaves = jax.tree_util.tree_leaves(params)
+    d = sum(a.size for a in leaves)
+    key = jr.key(11)
+    words = np.asarray(jr.bits(key, (-(-d // 32),), dtype=jnp.uint32))
+    t = np.arange(d)
+    expected = np.where((words[t // 32] >> (t % 32)) & 1, 1.0, -1.0)
+    for got in (ss.variants.rademacher_like(key, params), jax.jit(ss.variants.rademacher_like)(key, params)):
+        np.testing.assert_array_equal(np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(got)]), expected)
+    batched = jax.jit(jax.vmap(ss.variants.rademacher_like, (0, None)))(jr.split(key, 3), params)
+    for r, k in enumerate(jr.split(key, 3)):
+        one = ss.variants.rademacher_like(k, params)
+        assert _equal(jax.tree_util.tree_map(lambda a, r=r: a[r], batched), one)
