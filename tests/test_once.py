@@ -53,18 +53,28 @@ def test_a_word_equal_to_the_predicate_constant_gives_the_same_values():
     assert _equal(jax.jit(lambda w: computed_once(_unpack, w))(words), _unpack(words))
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_cpu_program_computes_fn_inside_one_conditional(batched):
-    """The mechanism itself: a conditional survives in the compiled CPU program, also under vmap (where a plain
-    ``lax.cond`` on a batched predicate would become a ``select`` and XLA would fuse the unpacking into its
-    consumers again)."""
-    fn = lambda w: computed_once(_unpack, w)  # noqa: E731
-    words = _words((4, 2)) if batched else _words((2,))
-    hlo = jax.jit(jax.vmap(fn) if batched else fn).lower(words).compile().as_text()
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_cpu_program_computes_fn_inside_one_conditional(depth):
+    """The mechanism itself: a conditional survives in the compiled CPU program, also under (nested) vmap, where
+    a plain ``lax.cond`` on a batched predicate would become a ``select`` and XLA would fuse the unpacking into
+    its consumers again."""
+
+    def nest(f):
+        for _ in range(depth):
+            f = jax.vmap(f)
+        return f
+
+    words = _words((3, 4, 2)[2 - depth :])
+    hlo = jax.jit(nest(lambda w: computed_once(_unpack, w))).lower(words).compile().as_text()
     if jax.default_backend() == "cpu":
         assert "conditional(" in hlo
-    plain = jax.jit(jax.vmap(_unpack) if batched else _unpack).lower(words).compile().as_text()
+    plain = jax.jit(nest(_unpack)).lower(words).compile().as_text()
     assert "conditional(" not in plain  # the check can fail: the plain unpacking has none
+
+
+def test_no_words_gives_fn_of_no_words():
+    got = jax.jit(lambda w: computed_once(lambda x: x.astype(jnp.float32) + 1.0, w))(jnp.zeros(0, jnp.uint32))
+    assert got.shape == (0,)
 
 
 def test_refuses_words_that_are_not_uint32():

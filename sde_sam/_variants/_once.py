@@ -43,4 +43,6 @@ def computed_once(fn: Callable[[Array], PyTree], words: UInt32[Array, "*shape"])
     each consumer (module docstring); identical values on every platform."""
     if jnp.result_type(words) != jnp.uint32:
         raise TypeError(f"`words` must be uint32, got {jnp.result_type(words)}")
+    if jnp.size(words) == 0:  # no word to take the predicate from (and nothing to unpack)
+        return fn(words)
     return jax.lax.platform_dependent(words, cpu=_cond_once(fn), default=fn)
