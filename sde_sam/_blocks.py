@@ -12,16 +12,33 @@ where ``flops`` is XLA's count for one compiled step of one path (``cost_analysi
 about ``WORK_FLOPS`` of work per step. Small calls (per-device count x examples x parameters below
 :data:`SMALL`) skip the count (one compilation of one step) and take every path at once, as before.
 Values are bit-identical for a given block; the block used is recorded in each result's config.
+
+**Calibration.** No rule in the problem's size predicts the block on a CPU: on 2 cores, with 2048 paths, the
+best block of a sweep is 2048 for n-SAM on a 512 x 64 linear regression (the rule's 512: 1.5x slower) but 128
+for m-USAM on the same problem and for USAM on a 128 x 128 one (the rule's 512: 5.6x and 5.8x slower), with
+per-path flops, bytes and temporaries of the same order in all three (``docs/performance.md``). So calls with
+more than :data:`CALIBRATE_FLOPS` of work (all paths and steps) time the candidate blocks
+:func:`candidate_blocks` around the rule's block, a few short compiled runs each
+(:func:`calibrated_block`), and take the fastest. The choice is kept for the process per program, paths and
+machine, and on disk in the folder named by ``SDE_SAM_BLOCK_CACHE`` (if set), so that every later call on the
+machine takes the same block and gives the same bits; a block differs by ~1 ulp between block sizes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import platform
+import statistics
+import time
 from collections.abc import Callable, Hashable
 
 import jax
 import jax.numpy as jnp
 
+from ._io import atomic_write_bytes
 from ._training._cost import compiled_cost
 
 #: Work per block and step (flops), and the largest block, on a CPU and on an accelerator.
@@ -29,6 +46,15 @@ WORK_FLOPS = {"cpu": 4e8, "accelerator": 1e12}
 MAX_BLOCK = {"cpu": 512, "accelerator": 65536}
 #: Calls with per-device count x num_examples x dim below this take every path at once without a count.
 SMALL = 2**20
+#: Calls with more work than this (flops of one path-step x paths per device x steps) calibrate their block.
+CALIBRATE_FLOPS = {"cpu": 1e12, "accelerator": 1e16}
+#: Work of one timed run of a candidate block (flops), and the number of timed runs (after one warm-up).
+TIMING_FLOPS = {"cpu": 1e8, "accelerator": 1e12}
+TIMING_REPEATS = 3
+#: Environment variable naming a folder where calibrated blocks are kept (unset: in-process only).
+CACHE_ENV = "SDE_SAM_BLOCK_CACHE"
+#: Bump when the calibration changes, so that blocks kept on disk are chosen again.
+CALIBRATION_VERSION = "1"
 
 
 def _kind() -> str:
@@ -100,3 +126,120 @@ def default_block(per_device: int, size: int, flops: Callable[[], float], divide
         return largest_divisor_at_most(per_device, limit)
     blocks = math.ceil(per_device / limit)
     return math.ceil(per_device / blocks)
+
+
+def worth_calibrating(total_flops: float) -> bool:
+    """Whether a call of ``total_flops`` (all paths and steps) is long enough to time its candidate blocks: the
+    calibration costs a few compilations (seconds), the wrong block up to ~6x the call (module docstring)."""
+    return total_flops > CALIBRATE_FLOPS[_kind()]
+
+
+def candidate_blocks(per_device: int, rule_block: int) -> tuple[int, ...]:
+    """The blocks timed by :func:`calibrated_block`: the largest divisors of ``per_device`` at most
+    ``rule_block * 2**k`` for ``k = -3, ..., 3`` (the best block of every benchmarked case lies in that range)."""
+    limits = [max(1, int(rule_block * 2.0**k)) for k in range(-3, 4)]
+    return tuple(sorted({largest_divisor_at_most(per_device, min(per_device, limit)) for limit in limits}))
+
+
+def timing_steps(block: int, flops_per_item: float) -> int:
+    """Steps of one timed run of ``block`` items: about :data:`TIMING_FLOPS` of work, between 2 and 64."""
+    if not flops_per_item > 0:
+        return 8
+    return int(min(64, max(2, math.ceil(TIMING_FLOPS[_kind()] / (block * flops_per_item)))))
+
+
+def seconds_per_item_step(run: Callable[[], object], block: int, steps: int) -> float:
+    """Median wall seconds of ``run()`` (one warm-up call first) over ``block * steps``."""
+    jax.block_until_ready(run())
+    times = []
+    for _ in range(TIMING_REPEATS):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / (block * steps)
+
+
+def machine_fingerprint() -> str:
+    """What the calibrated block depends on besides the program: JAX version, backend, devices, CPU."""
+    devices = jax.local_devices()
+    return repr(
+        (
+            jax.__version__,
+            jax.default_backend(),
+            devices[0].device_kind if devices else "",
+            len(devices),
+            os.cpu_count(),
+            platform.machine(),
+            platform.processor(),
+        )
+    )
+
+
+_CALIBRATED: dict[str, int] = {}
+
+
+def calibrated_block(
+    per_device: int,
+    rule_block: int,
+    time_block: Callable[[int], float],
+    program: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    on_candidate: Callable[[int, float], object] | None = None,
+) -> int:
+    """The fastest of :func:`candidate_blocks` ``(per_device, rule_block)`` by ``time_block(block)`` (seconds
+    per path-step; a non-finite time drops the candidate).
+
+    ``program``: text identifying the computation (the lowered step); with it the choice is kept for this
+    process and machine, and on disk in ``cache_dir`` (default: the ``SDE_SAM_BLOCK_CACHE`` folder, if set;
+    one atomically written JSON file per key, with the timings), so a later call takes the same block without
+    timing. ``on_candidate(block, seconds)`` is called after each timing (progress)."""
+    if per_device < 1:
+        raise ValueError(f"`per_device` must be a positive integer, got {per_device!r}")
+    key = path = None
+    if program is not None:
+        text = repr((CALIBRATION_VERSION, machine_fingerprint(), per_device, rule_block, program))
+        key = hashlib.sha256(text.encode()).hexdigest()[:32]
+        if key in _CALIBRATED:
+            return _CALIBRATED[key]
+        cache_dir = (os.environ.get(CACHE_ENV) or None) if cache_dir is None else cache_dir
+        if cache_dir is not None:
+            path = os.path.join(os.fspath(cache_dir), f"block-{key}.json")
+            kept = _read_kept(path, per_device)
+            if kept is not None:
+                _CALIBRATED[key] = kept
+                return kept
+    times = {}
+    for block in candidate_blocks(per_device, rule_block):
+        seconds = float(time_block(block))
+        if math.isfinite(seconds) and seconds > 0:
+            times[block] = seconds
+        if on_candidate is not None:
+            on_candidate(block, seconds)
+    best = min(times, key=times.__getitem__) if times else largest_divisor_at_most(per_device, rule_block)
+    if key is not None:
+        _CALIBRATED[key] = best
+        if path is not None:
+            record = {
+                "block": best,
+                "per_device": per_device,
+                "rule_block": rule_block,
+                "seconds_per_path_step": {str(b): t for b, t in times.items()},
+                "machine": machine_fingerprint(),
+                "version": CALIBRATION_VERSION,
+            }
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+    return best
+
+
+def _read_kept(path: str, per_device: int) -> int | None:
+    """The block kept in ``path``, or ``None`` when there is none or it cannot be trusted (unreadable, not a
+    divisor of ``per_device``): the calibration then runs again and rewrites it."""
+    try:
+        with open(path) as fh:
+            block = json.load(fh)["block"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(block, int) and not isinstance(block, bool) and 1 <= block <= per_device and per_device % block == 0:
+        return block
+    return None

@@ -189,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--t1", type=float, default=2.0, help="final SDE time (t = steps * eta)")
     sim.add_argument("--paths", type=positive_int, default=256, help="number of paths")
     sim.add_argument(
-        "--paths-per-block", type=positive_int, default=None, help="paths advanced together (default: all at once)"
+        "--paths-per-block",
+        type=lambda text: text if text in ("rule", "calibrate") else positive_int(text),
+        default=None,
+        help="paths advanced together: a positive integer, 'rule' or 'calibrate' (default: the rule, calibrated "
+        "for long calls; see sde_sam.simulate)",
     )
     sim.add_argument("--every", type=positive_int, default=10, help="record every this many SDE steps")
     sim.add_argument(

@@ -27,7 +27,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,6 @@ from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
-from .._blocks import default_block
 from .._estimators._observables import Record
 from .._io import key_config, save_result, to_jsonable
 from .._sde._sde_model import SDEModel
@@ -45,8 +44,9 @@ from .._sde._simulate import (
     Paths,
     _resolve_grid,
     _simulate_jit,
+    check_block_choice,
     check_model_and_record,
-    path_step_flops,
+    simulation_block,
     simulation_config,
 )
 from .._sde._simulate import simulate as _simulate
@@ -284,7 +284,7 @@ def simulate_moments(
     dt: float | None = None,
     init_params: PyTree | None = None,
     mesh: Mesh | None = None,
-    paths_per_block: int | None = None,
+    paths_per_block: int | Literal["rule", "calibrate"] | None = None,
     quantiles: Sequence[float] = (),
     quantile_paths: int = 4096,
     divergence_threshold: float = 1e12,
@@ -301,8 +301,8 @@ def simulate_moments(
     ``quantiles``: levels in ``[0, 1]`` estimated from a fixed subset of at most ``~quantile_paths`` paths
     (every ``quantile_stride``-th path; exact when ``num_paths <= quantile_paths``). ``progress``: a bar over
     the chunks (tqdm, on stderr) once the call runs longer than 2 seconds.
-    ``paths_per_block``: paths vmapped together on a device (default: :mod:`sde_sam._blocks`'s rule on the
-    per-device chunk, as :func:`sde_sam.simulate`); with the
+    ``paths_per_block``: paths vmapped together on a device (default, ``"rule"`` and ``"calibrate"``: as
+    :func:`sde_sam.simulate`, on the per-device chunk, the calibration counting the work of all chunks); with the
     same value :func:`sde_sam.simulate` gives the same per-path values bit for bit.
     """
     record = check_model_and_record(model, record)
@@ -322,13 +322,13 @@ def simulate_moments(
         raise ValueError(f"`quantiles` must be levels in [0, 1], got {tuple(quantiles)!r}")
     mesh = make_mesh() if mesh is None else mesh
     check_mesh(mesh)
-    if paths_per_block is not None:
-        check_positive("paths_per_block", paths_per_block, integer=True)
-        if chunk % (mesh.size * paths_per_block):
-            raise ValueError(
-                f"`chunk_paths`={chunk} must be a multiple of devices * paths_per_block = "
-                f"{mesh.size} * {paths_per_block}"
-            )
+    check_block_choice(paths_per_block)
+    choice = paths_per_block if isinstance(paths_per_block, str) else None
+    explicit = None if paths_per_block is None or isinstance(paths_per_block, str) else int(paths_per_block)
+    if explicit is not None and chunk % (mesh.size * explicit):
+        raise ValueError(
+            f"`chunk_paths`={chunk} must be a multiple of devices * paths_per_block = {mesh.size} * {paths_per_block}"
+        )
     dt, steps = _resolve_grid(model.eta, t1, dt, record.every)
     problem = model.problem
     if init_params is not None:
@@ -343,11 +343,12 @@ def simulate_moments(
     key_data = np.asarray(jr.key_data(jr.split(key, num_paths)))
     impl = jr.key_impl(key)
     num_chunks = math.ceil(num_paths / chunk)
-    block = paths_per_block
-    if block is None and chunk % mesh.size == 0:  # the rule of sde_sam._blocks on each device's share
-        size = problem.num_examples * problem.dim
-        block = default_block(chunk // mesh.size, size, lambda: path_step_flops(model, dt))
-    elif block is None:
+    if explicit is not None:
+        block = explicit
+    elif chunk % mesh.size == 0:  # sde_sam._blocks on each device's share
+        work = num_chunks * (chunk // mesh.size)
+        block = simulation_block(model, dt, chunk // mesh.size, steps, choice, progress, work_paths=work)
+    else:
         block = math.ceil(chunk / mesh.size)
 
     start = time.perf_counter()

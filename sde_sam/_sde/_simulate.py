@@ -20,6 +20,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,19 @@ import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
+from tqdm.auto import tqdm
 
-from .._blocks import compiled_flops, default_block
+from .._blocks import (
+    SMALL,
+    calibrated_block,
+    compiled_flops,
+    default_block,
+    largest_divisor_at_most,
+    seconds_per_item_step,
+    target_block,
+    timing_steps,
+    worth_calibrating,
+)
 from .._estimators._observables import Record
 from .._io import key_config
 from .._parallel._sharding import run_blocked
@@ -133,7 +145,7 @@ def simulate(
     save_paths: bool = False,
     mesh: Mesh | None = None,
     divergence_threshold: float = 1e12,
-    paths_per_block: int | None = None,
+    paths_per_block: int | Literal["rule", "calibrate"] | None = None,
     progress: bool = True,
 ) -> Paths:
     """Simulate ``num_paths`` Euler-Maruyama paths of ``model`` on ``[0, t1]`` (see the module docstring).
@@ -149,9 +161,12 @@ def simulate(
             (``num_paths`` must be a multiple of its size). Results equal the single-device ones bit for bit.
         divergence_threshold: a path diverges when ``||x||^2`` exceeds it or turns non-finite.
         paths_per_block: paths advanced together (vmapped); blocks run one after another (``lax.map``).
-            Default: from the problem size and the device (:mod:`sde_sam._blocks`: about ``4e8`` flops of
-            work per block and step on a CPU, at most 512 paths; every path at once for small calls),
-            recorded as ``config["paths_per_block"]``. Each path's arithmetic depends only on its key and the
+            Default (``None``): every path at once for small calls; calls with more than ``1e12`` flops of
+            work on a CPU time the candidate blocks and take the fastest (``"calibrate"``: always; kept per
+            process, and on disk in the folder ``SDE_SAM_BLOCK_CACHE`` names, if set, so later calls on the
+            machine take the same block); the others take the flop rule (``"rule"``: always; about ``4e8``
+            flops of work per block and step on a CPU, at most 512 paths). See :mod:`sde_sam._blocks`. The
+            block is recorded as ``config["paths_per_block"]``. Each path's arithmetic depends only on its key and the
             block size, so runs with the same ``paths_per_block`` are bit-identical on any number of
             devices (with a different block size, XLA may order a matmul differently: ~1 ulp).
         progress: show a progress bar (tqdm, on stderr) when the call runs longer than 2 seconds.
@@ -173,11 +188,11 @@ def simulate(
         if num_paths % mesh.size:
             raise ValueError(f"`num_paths`={num_paths} must be a multiple of the mesh size {mesh.size}")
     per_device = num_paths // (1 if mesh is None else mesh.size)
-    if paths_per_block is None:
-        block = default_block(per_device, problem.num_examples * problem.dim, lambda: path_step_flops(model, dt))
+    check_block_choice(paths_per_block)
+    if paths_per_block is None or isinstance(paths_per_block, str):
+        block = simulation_block(model, dt, per_device, steps, paths_per_block, progress)
     else:
         block = paths_per_block
-    check_positive("paths_per_block", block, integer=True)
     if per_device % block:
         raise ValueError(
             f"`paths_per_block`={paths_per_block} must divide the paths per device ({per_device} = num_paths / devices)"
@@ -236,6 +251,78 @@ def path_step_flops(model: SDEModel, dt: float) -> float:
     keys = jr.split(jr.key(0), 1)
     step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, dt))(xs, ks)  # noqa: E731
     return compiled_flops(step, model, x, keys, cache_key=("em_step", float(dt)))
+
+
+BLOCK_CHOICES = ("rule", "calibrate")
+
+
+def check_block_choice(paths_per_block: object) -> None:
+    """``paths_per_block`` is ``None``, ``"rule"``, ``"calibrate"`` or a positive integer."""
+    if isinstance(paths_per_block, str) and paths_per_block not in BLOCK_CHOICES:
+        raise ValueError(
+            f"`paths_per_block` must be a positive integer, None, 'rule' or 'calibrate', got {paths_per_block!r}"
+        )
+    if not isinstance(paths_per_block, str) and paths_per_block is not None:
+        check_positive("paths_per_block", paths_per_block, integer=True)
+
+
+def simulation_block(
+    model: SDEModel,
+    dt: float,
+    per_device: int,
+    steps: int,
+    choice: str | None,
+    progress: bool = False,
+    work_paths: int | None = None,
+) -> int:
+    """The block of paths for ``per_device`` paths of ``steps`` steps (:mod:`sde_sam._blocks`); ``work_paths``:
+    the paths per device the call advances with this block in all (default ``per_device``; more for chunks).
+
+    ``choice``: ``"rule"`` (the flop rule), ``"calibrate"`` (time the candidates), ``None`` (the rule for calls
+    with less than :data:`~sde_sam._blocks.CALIBRATE_FLOPS` of work, else calibrate; every path at once for
+    small calls)."""
+    size = model.problem.num_examples * model.problem.dim
+    if choice is None and per_device * size < SMALL:
+        return per_device
+    flops = path_step_flops(model, dt)
+    if choice == "rule" or (choice is None and not worth_calibrating(flops * (work_paths or per_device) * steps)):
+        return default_block(per_device, size, lambda: flops)
+    rule = largest_divisor_at_most(per_device, min(per_device, target_block(flops)))  # the flop rule's block
+    bar = tqdm(desc="calibrate paths_per_block", delay=2.0, leave=False, disable=not progress, unit="block")
+    with bar:
+        return calibrated_block(
+            per_device,
+            rule,
+            lambda block: time_paths(model, dt, block, flops),
+            program=step_program(model, dt),
+            on_candidate=lambda block, seconds: bar.update(1),
+        )
+
+
+def step_program(model: SDEModel, dt: float) -> str:
+    """The lowered text of one Euler-Maruyama step of one path: identifies the computation (shapes, dtypes,
+    variant, drift, diffusion), not the data."""
+    x = jax.tree_util.tree_map(lambda a: a[None], model.problem.init_params)
+    keys = jr.split(jr.key(0), 1)
+    step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, dt))(xs, ks)  # noqa: E731
+    return jax.jit(step).lower(model, x, keys).as_text()
+
+
+def time_paths(model: SDEModel, dt: float, block: int, flops: float) -> float:
+    """Seconds per path-step of ``block`` paths advanced together by a compiled scan of
+    :func:`~sde_sam._blocks.timing_steps` Euler-Maruyama steps (compilation excluded)."""
+    steps = timing_steps(block, flops)
+    x = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (block, *jnp.shape(a))), model.problem.init_params)
+    keys = jr.split(jr.key(0), block)
+
+    def run(m, xs, ks):
+        def body(xs, j):
+            return jax.vmap(lambda p, k: em_step(m, p, k, j, dt))(xs, ks), None
+
+        return jax.lax.scan(body, xs, jnp.arange(steps))[0]
+
+    compiled = jax.jit(run).lower(model, x, keys).compile()
+    return seconds_per_item_step(lambda: compiled(model, x, keys), block, steps)
 
 
 def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt: float) -> PyTree:
