@@ -122,10 +122,7 @@ def default_block(per_device: int, size: int, flops: Callable[[], float], divide
     if per_device * size < SMALL:
         return per_device
     limit = min(per_device, target_block(flops()))
-    if divides:
-        return largest_divisor_at_most(per_device, limit)
-    blocks = math.ceil(per_device / limit)
-    return math.ceil(per_device / blocks)
+    return largest_divisor_at_most(per_device, limit) if divides else balanced_block(per_device, limit)
 
 
 def worth_calibrating(total_flops: float) -> bool:
@@ -134,11 +131,18 @@ def worth_calibrating(total_flops: float) -> bool:
     return total_flops > CALIBRATE_FLOPS[_kind()]
 
 
-def candidate_blocks(per_device: int, rule_block: int) -> tuple[int, ...]:
+def balanced_block(n: int, limit: int) -> int:
+    """The block of equal blocks (the last one padded) of ``n`` items with blocks of at most ``limit``."""
+    return math.ceil(n / math.ceil(n / max(1, min(n, limit))))
+
+
+def candidate_blocks(per_device: int, rule_block: int, divides: bool = True) -> tuple[int, ...]:
     """The blocks timed by :func:`calibrated_block`: the largest divisors of ``per_device`` at most
-    ``rule_block * 2**k`` for ``k = -3, ..., 3`` (the best block of every benchmarked case lies in that range)."""
-    limits = [max(1, int(rule_block * 2.0**k)) for k in range(-3, 4)]
-    return tuple(sorted({largest_divisor_at_most(per_device, min(per_device, limit)) for limit in limits}))
+    ``rule_block * 2**k`` for ``k = -3, ..., 3`` (the best block of every benchmarked case lies in that range);
+    with ``divides=False``, the balanced blocks (:func:`balanced_block`) at most those limits."""
+    limits = [max(1, min(per_device, int(rule_block * 2.0**k))) for k in range(-3, 4)]
+    pick = largest_divisor_at_most if divides else balanced_block
+    return tuple(sorted({pick(per_device, limit) for limit in limits}))
 
 
 def timing_steps(block: int, flops_per_item: float) -> int:
@@ -185,6 +189,7 @@ def calibrated_block(
     program: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     on_candidate: Callable[[int, float], object] | None = None,
+    divides: bool = True,
 ) -> int:
     """The fastest of :func:`candidate_blocks` ``(per_device, rule_block)`` by ``time_block(block)`` (seconds
     per path-step; a non-finite time drops the candidate).
@@ -192,30 +197,32 @@ def calibrated_block(
     ``program``: text identifying the computation (the lowered step); with it the choice is kept for this
     process and machine, and on disk in ``cache_dir`` (default: the ``SDE_SAM_BLOCK_CACHE`` folder, if set;
     one atomically written JSON file per key, with the timings), so a later call takes the same block without
-    timing. ``on_candidate(block, seconds)`` is called after each timing (progress)."""
+    timing. ``on_candidate(block, seconds)`` is called after each timing (progress). ``divides``: as in
+    :func:`candidate_blocks` (``False`` for padded runs)."""
     if per_device < 1:
         raise ValueError(f"`per_device` must be a positive integer, got {per_device!r}")
     key = path = None
     if program is not None:
-        text = repr((CALIBRATION_VERSION, machine_fingerprint(), per_device, rule_block, program))
+        text = repr((CALIBRATION_VERSION, machine_fingerprint(), per_device, rule_block, divides, program))
         key = hashlib.sha256(text.encode()).hexdigest()[:32]
         if key in _CALIBRATED:
             return _CALIBRATED[key]
         cache_dir = (os.environ.get(CACHE_ENV) or None) if cache_dir is None else cache_dir
         if cache_dir is not None:
             path = os.path.join(os.fspath(cache_dir), f"block-{key}.json")
-            kept = _read_kept(path, per_device)
+            kept = _read_kept(path, per_device, divides)
             if kept is not None:
                 _CALIBRATED[key] = kept
                 return kept
     times = {}
-    for block in candidate_blocks(per_device, rule_block):
+    for block in candidate_blocks(per_device, rule_block, divides):
         seconds = float(time_block(block))
         if math.isfinite(seconds) and seconds > 0:
             times[block] = seconds
         if on_candidate is not None:
             on_candidate(block, seconds)
-    best = min(times, key=times.__getitem__) if times else largest_divisor_at_most(per_device, rule_block)
+    fallback = largest_divisor_at_most if divides else balanced_block
+    best = min(times, key=times.__getitem__) if times else fallback(per_device, rule_block)
     if key is not None:
         _CALIBRATED[key] = best
         if path is not None:
@@ -232,14 +239,19 @@ def calibrated_block(
     return best
 
 
-def _read_kept(path: str, per_device: int) -> int | None:
-    """The block kept in ``path``, or ``None`` when there is none or it cannot be trusted (unreadable, not a
-    divisor of ``per_device``): the calibration then runs again and rewrites it."""
+def _read_kept(path: str, per_device: int, divides: bool = True) -> int | None:
+    """The block kept in ``path``, or ``None`` when there is none or it cannot be trusted (unreadable, out of
+    range, not a divisor of ``per_device`` when ``divides``): the calibration then runs again and rewrites it."""
     try:
         with open(path) as fh:
             block = json.load(fh)["block"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if isinstance(block, int) and not isinstance(block, bool) and 1 <= block <= per_device and per_device % block == 0:
+    if (
+        isinstance(block, int)
+        and not isinstance(block, bool)
+        and 1 <= block <= per_device
+        and (not divides or per_device % block == 0)
+    ):
         return block
     return None

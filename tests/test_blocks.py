@@ -154,3 +154,30 @@ def test_paths_per_block_bad_values_name_the_argument(bad):
     model = ss.sde_model(pr, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1)
     with pytest.raises(WRONG_TYPE, match="paths_per_block"):
         ss.simulate(model, t1=0.2, num_paths=4, key=jr.key(0), paths_per_block=bad, progress=False)
+
+
+def test_balanced_candidates_for_padded_runs():
+    # 1000 runs, rule 100: limits 12, 25, 50, 100, 200, 400, 800 give equal blocks of ceil(1000 / ceil(1000 / limit))
+    assert _blocks.candidate_blocks(1000, 100, divides=False) == (12, 25, 50, 100, 200, 334, 500)
+    assert _blocks.balanced_block(130, 100) == 65 and _blocks.balanced_block(7, 100) == 7
+
+
+def test_run_discrete_calibrate_equals_the_explicit_block(tmp_path, monkeypatch):
+    """``runs_per_block="calibrate"``: the recorded block is a balanced candidate, the runs equal a run with that
+    block bit for bit, and the choice is kept on disk; a bad string names the argument."""
+    monkeypatch.setenv(_blocks.CACHE_ENV, str(tmp_path))
+    monkeypatch.setitem(_blocks.TIMING_FLOPS, "cpu", 1e6)
+    _blocks._CALIBRATED.clear()
+    pr = ss.problems.linear_regression(n=64, d=8)
+    kw = dict(eta=0.05, steps=6, num_runs=12, key=jr.key(2), record=ss.observables("loss", every=3), progress=False)
+    got = ss.run_discrete(pr, ss.variants.sam(0.05), ss.WithReplacement(8), runs_per_block="calibrate", **kw)
+    block = got.config["runs_per_block"]
+    rule = _blocks.balanced_block(12, _blocks.target_block(run_step_flops(pr, ss.variants.sam(0.05),
+                                                                            ss.WithReplacement(8))))
+    assert block in _blocks.candidate_blocks(12, rule, divides=False)
+    ref = ss.run_discrete(pr, ss.variants.sam(0.05), ss.WithReplacement(8), runs_per_block=block, **kw)
+    np.testing.assert_array_equal(got.values["loss"], ref.values["loss"])
+    (kept,) = tmp_path.iterdir()
+    assert json.loads(kept.read_text())["block"] == block
+    with pytest.raises(WRONG_TYPE, match="runs_per_block"):
+        ss.run_discrete(pr, ss.variants.sam(0.05), ss.WithReplacement(8), runs_per_block="fast", **kw)

@@ -49,6 +49,17 @@ def step_cost(problem: Problem, variant: Variant, batch_size: int) -> Cost:
     return compiled_cost(step, params, variant.init(params), _batch(problem, batch_size), jr.key(0))
 
 
+def step_program(problem: Problem, variant: Variant, batch_size: int) -> str:
+    """The lowered text of the step :func:`step_cost` counts: identifies the computation, not the data."""
+    params = problem.init_params
+
+    def step(p, state, batch, key):
+        return variant.gradient(problem, p, state, batch, key)[0]
+
+    lowered = jax.jit(step).lower(params, variant.init(params), _batch(problem, batch_size), jr.key(0))
+    return lowered.as_text()
+
+
 def serial_m_sam_step_cost(problem: Problem, rho: float, micro_batch_size: int, batch_size: int) -> Cost:
     """The cost of one serial m-SAM step: ``k = B/m`` SAM gradients on the micro-batches one after another (a Python
     loop, so XLA counts every one), averaged."""

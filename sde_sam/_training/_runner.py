@@ -9,15 +9,26 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Int, Key, PRNGKeyArray, PyTree
+from tqdm.auto import tqdm
 
-from .._blocks import cached_flops, default_block
+from .._blocks import (
+    SMALL,
+    balanced_block,
+    cached_flops,
+    calibrated_block,
+    default_block,
+    seconds_per_item_step,
+    target_block,
+    timing_steps,
+    worth_calibrating,
+)
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result
 from .._parallel._sharding import check_mesh, run_blocked
@@ -27,7 +38,7 @@ from .._progress import progress_bar, report, stride
 from .._progress import total as progress_total
 from .._sde._svag import check_svag, svag_gradient
 from .._variants._variant import Variant
-from ._cost import step_cost
+from ._cost import step_cost, step_program
 from ._momentum import Momentum, as_momentum
 
 
@@ -198,7 +209,7 @@ def run_discrete(
     schedule=None,
     save_params: bool = False,
     mesh=None,
-    runs_per_block: int | None = None,
+    runs_per_block: int | Literal["rule", "calibrate"] | None = None,
     svag: int = 1,
     momentum: Momentum | float | None = None,
     progress: bool = True,
@@ -218,7 +229,8 @@ def run_discrete(
     ``mesh``: a 1-D :class:`jax.sharding.Mesh` (e.g. :func:`sde_sam.parallel.make_mesh`, devices of one or
     several processes); the run axis is split over its devices (padded to a multiple of their number) and
     every process gets all runs back. ``runs_per_block``: runs advanced together (vmapped) on a device,
-    blocks one after another (default: :mod:`sde_sam._blocks`'s rule; recorded in ``config``).
+    blocks one after another (default, ``"rule"``, ``"calibrate"``: as ``paths_per_block`` of
+    :func:`sde_sam.simulate`, the calibration timing short runs of the candidate blocks; recorded in ``config``).
     Runs with the same ``runs_per_block`` are bit-identical on any mesh.
     ``svag``: ``l >= 2`` runs SVAG (:mod:`sde_sam._sde._svag`; Li, Malladi & Arora 2021) instead of the method:
     ``G_l = a G(x; xi_1) + b G(x; xi_2)`` from two independent batches, ``steps * l`` steps of ``eta / l``,
@@ -252,7 +264,11 @@ def run_discrete(
     check_positive("divergence_threshold", divergence_threshold)
     if mesh is not None:
         check_mesh(mesh)
-    if runs_per_block is not None:
+    if isinstance(runs_per_block, str) and runs_per_block not in ("rule", "calibrate"):
+        raise ValueError(
+            f"`runs_per_block` must be a positive integer, None, 'rule' or 'calibrate', got {runs_per_block!r}"
+        )
+    if runs_per_block is not None and not isinstance(runs_per_block, str):
         check_positive("runs_per_block", runs_per_block, integer=True)
     check_sampler(sampler, problem)
     variant.check(sampler.batch_size, problem.num_examples, problem.init_params)
@@ -286,13 +302,8 @@ def run_discrete(
     )
     devices = 1 if mesh is None else int(mesh.size)
     per_device = math.ceil(num_runs / devices)
-    if runs_per_block is None:  # the rule of sde_sam._blocks (every run at once for small calls)
-        block = default_block(
-            per_device,
-            problem.num_examples * problem.dim,
-            lambda: run_step_flops(problem, variant, sampler),
-            divides=False,
-        )
+    if runs_per_block is None or isinstance(runs_per_block, str):  # sde_sam._blocks
+        block = _default_runs_block(run_args, per_device, steps * svag, runs_per_block, progress)
         runs_per_block = None if block == per_device else block
     blocks = devices * math.ceil(per_device / (per_device if runs_per_block is None else runs_per_block))
     steps_total = progress_total(num_segments, record.every * svag, blocks)
@@ -338,6 +349,39 @@ def run_discrete(
         wall_time_s=wall,
         saved_params=saved if save_params else None,
     )
+
+
+def _default_runs_block(run_args: tuple, per_device: int, steps: int, choice: str | None, progress: bool) -> int:
+    """The block of runs (as :func:`sde_sam._sde._simulate.simulation_block`, padded blocks): every run at once for
+    small calls, the flop rule for calls of less than ``CALIBRATE_FLOPS`` of work, else the fastest candidate of
+    short timed runs of :func:`_run` (``steps``: all steps of a run, SVAG's included)."""
+    problem, variant, sampler = run_args[:3]
+    size = problem.num_examples * problem.dim
+    if choice is None and per_device * size < SMALL:
+        return per_device
+    flops = run_step_flops(problem, variant, sampler)
+    if choice == "rule" or (choice is None and not worth_calibrating(flops * per_device * steps)):
+        return default_block(per_device, size, lambda: flops, divides=False)
+    eta, run_keys, threshold, schedule, svag, momentum = (run_args[i] for i in (4, 6, 7, 8, 10, 11))
+
+    def time_block(block: int) -> float:
+        k = timing_steps(block, flops * svag)
+        record = observables("loss", every=k)
+        keys = run_keys[:block]
+        run = lambda: _run(problem, variant, sampler, record, eta, 1, keys, threshold, schedule, False, svag, momentum)  # noqa: E731
+        return seconds_per_item_step(run, block, k)
+
+    program = repr((step_program(problem, variant, sampler.batch_size), sampler, svag, momentum, schedule))
+    bar = tqdm(desc="calibrate runs_per_block", delay=2.0, leave=False, disable=not progress, unit="block")
+    with bar:
+        return calibrated_block(
+            per_device,
+            balanced_block(per_device, target_block(flops)),
+            time_block,
+            program=program,
+            on_candidate=lambda block, seconds: bar.update(1),
+            divides=False,
+        )
 
 
 def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> float:
