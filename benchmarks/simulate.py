@@ -224,6 +224,44 @@ def bench_default_block(results, ratios, repeats, quick):
         print(f"default_block_{tag}", json.dumps(results[f"default_block_{tag}"]), flush=True)
 
 
+def bench_runs_block(results, ratios, repeats, quick):
+    """``default_runs_block_vs_best_<case>``: ``ss.run_discrete``'s default ``runs_per_block`` of a long call
+    (calibrated) over the best of a sweep of explicit blocks (target <= 1.3), timed round-robin;
+    ``rule_runs_block_vs_best_<case>``: the flop rule's block (what short calls take)."""
+    cases = {
+        "linreg_nsam": (ss.problems.linear_regression(n=512, d=64), ss.variants.n_sam(0.05), ss.WithReplacement(32),
+                        1024, 40, (16, 64, 128, 256, 512, 1024)),
+        "digits_sam": (ss.problems.digits_mlp(), ss.variants.sam(0.05), ss.WithReplacement(32), 64, 10,
+                       (4, 8, 16, 32, 64)),
+    }
+    if quick:
+        cases = {"linreg_nsam": (ss.problems.linear_regression(n=512, d=64), ss.variants.n_sam(0.05),
+                                 ss.WithReplacement(32), 64, 4, (8, 64))}
+    for tag, (problem, variant, sampler, runs, steps, blocks) in cases.items():
+        rec = ss.observables("loss", every=steps)
+        kw = dict(eta=0.05, steps=steps, num_runs=runs, key=jr.key(0), record=rec, progress=False)
+        start = time.perf_counter()
+        chosen = {"default": ss.run_discrete(problem, variant, sampler, runs_per_block="calibrate", **kw)
+                  .config["runs_per_block"]}
+        calibration_s = time.perf_counter() - start
+        chosen["rule"] = ss.run_discrete(problem, variant, sampler, runs_per_block="rule", **kw).config["runs_per_block"]
+        chosen = {k: runs if v is None else v for k, v in chosen.items()}
+        fns = {b: (lambda b=b: ss.run_discrete(problem, variant, sampler, runs_per_block=b, **kw).values["loss"])
+               for b in blocks}
+        for name, b in chosen.items():
+            fns[name] = lambda b=b: ss.run_discrete(problem, variant, sampler, runs_per_block=b, **kw).values["loss"]
+        t = {k: v / (runs * steps) for k, v in interleaved(fns, repeats).items()}
+        best = min(blocks, key=t.get)
+        t_best = min(t[best], t["default"], t["rule"])
+        results[f"runs_block_{tag}"] = dict(
+            d=problem.dim, n=problem.num_examples, runs=runs, steps=steps, default_block=chosen["default"],
+            rule_block=chosen["rule"], best_block=best, calibration_s=calibration_s,
+            us_per_run_step={str(k): 1e6 * v for k, v in t.items()})
+        ratios[f"rule_runs_block_vs_best_{tag}"] = t["rule"] / t_best
+        ratios[f"default_runs_block_vs_best_{tag}"] = t["default"] / t_best
+        print(f"runs_block_{tag}", json.dumps(results[f"runs_block_{tag}"]), flush=True)
+
+
 def bench_monte_carlo_drift(results, ratios, repeats, quick):
     """m-SAM (m = 2, rho = 0.1, ``WithoutReplacement(8)``, ``linear_regression()``): a path-step with the general
     drift against one with the closed form, both at the size the 1 % target gives (``general_vs_closed_form_drift``,
@@ -307,6 +345,7 @@ def main():
         bench_problem("digits", digits, 4 if args.quick else 8, 5 if args.quick else 10, r, 1, 1, 1, results,
                       ratios, dense_warmup=False)
     bench_default_block(results, ratios, r, args.quick)
+    bench_runs_block(results, ratios, r, args.quick)
     bench_monte_carlo_drift(results, ratios, r, args.quick)
     if not args.tiny:
         mem = memory_demo(results)
