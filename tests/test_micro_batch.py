@@ -80,6 +80,10 @@ class _Counting(ss.problems.AbstractMicroBatchGradient):
     def applies(self, loss_fn, params, micro_batch_size):
         return self.inner.applies(loss_fn, params, micro_batch_size)
 
+    def reweighted_gradient(self, params, batch, weights_of):
+        self.calls += 1
+        return self.inner.reweighted_gradient(params, batch, weights_of)
+
 
 @pytest.mark.parametrize(
     "variant, used",
@@ -92,11 +96,13 @@ class _Counting(ss.problems.AbstractMicroBatchGradient):
         (V.m_sam(0.1, 4).replace(mask=lambda path: path.startswith("dense_out")), False),  # a mask
         (V.m_sam(0.1, 4).replace(normalization=ss.variants.FullGradientNorm()), False),  # scale not of ||g_j||
         (V.dnsam(0.1), False),
-        (V.rw_sam(0.1), False),
+        (V.rw_sam(0.1), False),  # the finite-difference score
+        (V.rw_sam(0.1, score="exact"), True),
+        (V.rw_sam(0.1, score="exact", weights_in_descent=True), True),
     ],
     ids=lambda x: getattr(x, "name", str(x)),
 )
-def test_the_form_is_used_exactly_for_the_plain_micro_batch_rule(variant, used):
+def test_the_form_is_used_exactly_for_the_plain_micro_batch_rule_and_exact_rw_sam(variant, used):
     fast, _ = _problems(8)
     counting = _Counting(fast.micro_batch_gradient)
     problem = dataclasses.replace(fast, micro_batch_gradient=counting)
@@ -141,3 +147,50 @@ def test_a_problem_refuses_a_form_of_the_wrong_type():
     p = ss.problems.digits_mlp(hidden=8)
     with pytest.raises(TypeError, match="micro_batch_gradient"):
         dataclasses.replace(p, micro_batch_gradient=lambda *a: None)
+
+
+@pytest.mark.parametrize(
+    "hidden, variant",
+    [
+        (8, V.rw_sam(0.1, score="exact")),
+        (8, V.rw_sam(0.1, score="exact", weights_in_descent=True)),
+        ((8, 6), V.rw_sam(0.2, score="exact", relative_scores=True, inverse_temperature=3.0)),
+    ],
+    ids=["one-layer", "one-layer-weighted-descent", "two-layers-relative-scores"],
+)
+def test_rw_sam_exact_score_form_equals_per_example_gradients(hidden, variant):
+    """RW-SAM with the exact score ``||g_i||``: the MLP's form (``||a_i||^2 ||delta_i||^2`` per dense layer and
+    ``A^T diag(p) Delta``) gives the step of the generic per-example gradients (float64, 1e-10), with weights far
+    from uniform (so a wrong score changes G), at a point where every LayerNorm gradient is nonzero."""
+    fast, generic = _problems(hidden)
+    params, sgd = fast.init_params, jax.jit(fast.batch_grad)
+    for s in range(3):
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, sgd(params, _batch(fast, 64, s)))
+    batch = _batch(fast)
+    rule = variant.rule
+    g = generic.per_example_grads(params, batch)
+    norms = jnp.sqrt(sum(jnp.sum(jnp.square(a.reshape(32, -1)), 1) for a in jax.tree_util.tree_leaves(g)))
+    weights = np.asarray(rule.weights_of_scores(norms))
+    assert 1.0 / np.sum(weights**2) < 0.9 * 32, weights  # the effective sample size is well below B
+    G1, _, out1 = jax.jit(lambda p, b: variant.gradient(fast, p, (), b, jr.key(0)))(params, batch)
+    G2, _, out2 = jax.jit(lambda p, b: variant.gradient(generic, p, (), b, jr.key(0)))(params, batch)
+    for a, b in zip(_leaves(G1), _leaves(G2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(float(out1.loss), float(out2.loss), rtol=1e-12)
+    np.testing.assert_allclose(float(out1.direction_norm), float(out2.direction_norm), rtol=1e-10)
+
+
+def test_rw_sam_exact_score_runs_agree_with_the_generic_form():
+    """Whole RW-SAM runs (exact score, float64, 20 steps, 2 runs) end at the same parameters to rounding; a
+    replaced loss does not take the form."""
+    fast, generic = _problems(8)
+    v = V.rw_sam(0.2, score="exact")
+    kw = dict(eta=0.2, steps=20, num_runs=2, key=jr.key(3), dtype=jnp.float64)
+    a = ss.run_discrete(fast, v, ss.WithoutReplacement(32), **kw)
+    b = ss.run_discrete(generic, v, ss.WithoutReplacement(32), **kw)
+    for x, y in zip(_leaves(a.final_params), _leaves(b.final_params), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-11)
+    counting = _Counting(fast.micro_batch_gradient)
+    doubled = dataclasses.replace(fast, loss_fn=lambda p, ex: 2.0 * fast.loss_fn(p, ex), micro_batch_gradient=counting)
+    jax.eval_shape(lambda p: v.gradient(doubled, p, (), _batch(fast), jr.key(0)), fast.init_params)
+    assert counting.calls == 0

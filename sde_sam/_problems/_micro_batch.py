@@ -12,6 +12,9 @@ parameters. For a dense layer ``z = a W + b`` the micro-batch gradient is a sum 
 ``m x m`` Gram matrices in place of ``k`` weight copies; the same flops as SAM's two passes plus ``O(B m w)``.
 Biases and LayerNorm parameters are per-micro-batch vectors. The result equals the generic form up to rounding
 (tests/test_micro_batch.py); the generic form stays the reference and runs for every other problem.
+
+The same per-example inputs and signals give RW-SAM's exact score ``||g_i||`` and its weighted ascent
+``sum_i p_i g_i`` without per-example gradients (:meth:`AbstractMicroBatchGradient.reweighted_gradient`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ class AbstractMicroBatchGradient(abc.ABC):
         scale: Callable[[Float[Array, " k"]], Float[Array, " k"]],
     ) -> tuple[PyTree, Float[Array, ""], Float[Array, ""]]:
         """``(G, f_gamma(x), mean_j ||g_j||)`` for ``eps_j = c_j g_j`` with ``c = scale(||g_j||^2)``."""
+
+    def reweighted_gradient(
+        self,
+        params: PyTree,
+        batch: PyTree,
+        weights_of: Callable[[Float[Array, " B"]], Float[Array, " B"]],
+    ) -> tuple[Float[Array, " B"], PyTree, Float[Array, " B"]] | None:
+        """RW-SAM's ascent with the exact score (reference/RW-SAM.md): ``(f_i(x), sum_i p_i g_i(x), p)`` with
+        ``p = weights_of(||g_i(x)||^2)``, without forming per-example gradients; ``None`` (the default): no such
+        form, and the generic one (per-example gradients) runs."""
+        return None
 
     def applies(self, loss_fn: Callable, params: PyTree, micro_batch_size: int) -> bool:
         """Whether this form computes the step of a problem with per-example loss ``loss_fn`` and is the cheaper
@@ -77,15 +91,19 @@ class DenseLayerNormMLP(AbstractMicroBatchGradient):
         shapes = [params[n]["w"].shape for n in [f"dense_{i}" for i in range(self.num_hidden)] + ["dense_out"]]
         return micro_batch_size * sum(a + b for a, b in shapes) <= sum(a * b for a, b in shapes)
 
-    def __call__(self, params, batch, micro_batch_size, scale):
+    def _names(self) -> tuple[list[str], list[str]]:
+        return [f"dense_{i}" for i in range(self.num_hidden)] + ["dense_out"], [
+            f"layer_norm_{i}" for i in range(self.num_hidden)
+        ]
+
+    def _signals(self, params: PyTree, batch: PyTree) -> tuple[list, list, list, Array]:
+        """One pass at ``x``: every dense layer's inputs ``a_i`` and signals ``delta_i = d f_i / d z_i``, the
+        per-example LayerNorm gradients, and the per-example losses ``f_i(x)``."""
         images, labels = batch["image"], batch["label"]
-        B, m = images.shape[0], micro_batch_size
-        k, L = B // m, self.num_hidden
-        dense = [f"dense_{i}" for i in range(L)] + ["dense_out"]
-        norms = [f"layer_norm_{i}" for i in range(L)]
+        B, L = images.shape[0], self.num_hidden
+        dense, norms = self._names()
         example_loss = jax.vmap(self.loss)
 
-        # the ascent at x: the inputs a_i and signals delta_i of every dense layer, per-example LayerNorm grads
         def summed(taps, lns):
             a, inputs = images, []
             for i in range(L):
@@ -99,6 +117,30 @@ class DenseLayerNormMLP(AbstractMicroBatchGradient):
         taps = [jnp.zeros((B, params[n]["b"].shape[0]), params[n]["b"].dtype) for n in dense]
         lns = [jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (B, *v.shape)), params[n]) for n in norms]
         (deltas, ln_grads), (inputs, ell) = jax.grad(summed, argnums=(0, 1), has_aux=True)(taps, lns)
+        return inputs, deltas, ln_grads, ell
+
+    def reweighted_gradient(self, params, batch, weights_of):
+        """``g_i^W = a_i^T delta_i``, so ``||g_i||^2 = sum_layers ||a_i||^2 ||delta_i||^2 + ||delta_i||^2`` plus the
+        LayerNorm terms, and ``sum_i p_i g_i^W = A^T diag(p) Delta``: SAM's ascent pass plus ``O(B w)``."""
+        inputs, deltas, ln_grads, ell = self._signals(params, batch)
+        dense, norms = self._names()
+        terms = [jnp.sum(jnp.square(a), 1) * jnp.sum(jnp.square(d), 1) for a, d in zip(inputs, deltas, strict=True)]
+        terms += [jnp.sum(jnp.square(d), 1) for d in deltas]
+        terms += [jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), 1) for g in jax.tree_util.tree_leaves(ln_grads)]
+        p = weights_of(jnp.sum(jnp.stack(terms), axis=0)).astype(ell.dtype)  # ||g_i||^2, [B]
+        d = {n: {"w": a.T @ (p[:, None] * s), "b": p @ s} for n, a, s in zip(dense, inputs, deltas, strict=True)}
+        weighted = lambda g: jnp.tensordot(p, g, 1)  # noqa: E731  sum_i p_i g_i over the leading axis
+        d |= {n: jax.tree_util.tree_map(weighted, t) for n, t in zip(norms, ln_grads, strict=True)}
+        return ell, d, p
+
+    def __call__(self, params, batch, micro_batch_size, scale):
+        images, labels = batch["image"], batch["label"]
+        B, m = images.shape[0], micro_batch_size
+        k, L = B // m, self.num_hidden
+        dense, norms = self._names()
+        example_loss = jax.vmap(self.loss)
+        # the ascent at x: the inputs a_i and signals delta_i of every dense layer, per-example LayerNorm grads
+        inputs, deltas, ln_grads, ell = self._signals(params, batch)
 
         A = [_per_micro(a, k) for a in inputs]
         D = [_per_micro(d, k) for d in deltas]

@@ -398,7 +398,10 @@ class Reweighted(AbstractRule):
     def reweighting(self, problem, params, batch, losses, key) -> Array:
         """Gibbs weights ``p_i = softmax(lambda * s_i)`` over the batch (computed stably); with
         ``relative_scores`` the scores are ``s_i / mean_j s_j`` (all-zero scores give uniform weights)."""
-        s = self.scores(problem, params, batch, losses, key)
+        return self.weights_of_scores(self.scores(problem, params, batch, losses, key))
+
+    def weights_of_scores(self, s: Float[Array, " B"]) -> Float[Array, " B"]:
+        """``softmax(lambda * s)``, of ``s / mean(s)`` with ``relative_scores``."""
         if self.relative_scores:
             mean = jnp.mean(s)
             s = jnp.where(mean > 0, s / jnp.where(mean > 0, mean, 1.0), jnp.zeros_like(s))
@@ -411,9 +414,17 @@ class Reweighted(AbstractRule):
         return effective_sample_size(self.reweighting(problem, params, batch, losses, key))
 
     def directions(self, problem, params, state, batch, key):
-        losses, vjp = jax.vjp(lambda p: problem.example_losses(p, batch), params)
-        weights = jax.lax.stop_gradient(self.reweighting(problem, params, batch, losses, key))
-        (d,) = vjp(weights.astype(losses.dtype))
+        form, out = problem.micro_batch_gradient, None
+        if self.score == "exact" and form is not None and form.applies(problem.loss_fn, params, 1):
+            # the problem's own form: ||g_i|| and sum_i p_i g_i from the layers' per-example inputs and signals
+            weights_of = lambda sq: jax.lax.stop_gradient(self.weights_of_scores(jnp.sqrt(sq)))  # noqa: E731
+            out = form.reweighted_gradient(params, batch, weights_of)
+        if out is not None:
+            losses, d, weights = out
+        else:
+            losses, vjp = jax.vjp(lambda p: problem.example_losses(p, batch), params)
+            weights = jax.lax.stop_gradient(self.reweighting(problem, params, batch, losses, key))
+            (d,) = vjp(weights.astype(losses.dtype))
         descent = weights[None] if self.weights_in_descent else None
         return Directions(_add_axis(d), descent, state, jnp.mean(losses))
 
