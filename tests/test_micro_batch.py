@@ -30,6 +30,24 @@ def _leaves(t):
     return [np.asarray(a) for a in jax.tree_util.tree_leaves(t)]
 
 
+def _moved_point(problem):
+    """Three SGD steps from the initialisation: every LayerNorm gradient is nonzero there."""
+    params, sgd = problem.init_params, jax.jit(problem.batch_grad)
+    for s in range(3):
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, sgd(params, _batch(problem, 64, s)))
+    return params
+
+
+def _assert_same_step(variant, fast, generic, params, batch):
+    """G, the batch loss and the mean direction norm of the two forms agree (float64, 1e-10)."""
+    G1, _, out1 = jax.jit(lambda p, b: variant.gradient(fast, p, (), b, jr.key(0)))(params, batch)
+    G2, _, out2 = jax.jit(lambda p, b: variant.gradient(generic, p, (), b, jr.key(0)))(params, batch)
+    for a, b in zip(_leaves(G1), _leaves(G2), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(float(out1.loss), float(out2.loss), rtol=1e-12)
+    np.testing.assert_allclose(float(out1.direction_norm), float(out2.direction_norm), rtol=1e-10)
+
+
 @pytest.mark.parametrize(
     "hidden, variant",
     [(8, V.m_sam(0.1, 1)), (8, V.m_usam(0.2, 2)), ((8, 6), V.m_sam(0.5, 4))],
@@ -40,16 +58,8 @@ def test_low_rank_form_equals_the_generic_step(hidden, variant):
     from the initialisation (a few SGD steps) so that every LayerNorm gradient is nonzero."""
     fast, generic = _problems(hidden)
     assert fast.micro_batch_gradient.applies(fast.loss_fn, fast.init_params, variant.rule.micro_batch_size)
-    params, sgd = fast.init_params, jax.jit(fast.batch_grad)
-    for s in range(3):
-        params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, sgd(params, _batch(fast, 64, s)))
-    batch = _batch(fast)
-    G1, _, out1 = jax.jit(lambda p, b: variant.gradient(fast, p, (), b, jr.key(0)))(params, batch)
-    G2, _, out2 = jax.jit(lambda p, b: variant.gradient(generic, p, (), b, jr.key(0)))(params, batch)
-    for a, b in zip(_leaves(G1), _leaves(G2), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(float(out1.loss), float(out2.loss), rtol=1e-12)
-    np.testing.assert_allclose(float(out1.direction_norm), float(out2.direction_norm), rtol=1e-10)
+    params, batch = _moved_point(fast), _batch(fast)
+    _assert_same_step(variant, fast, generic, params, batch)
 
 
 def test_low_rank_form_differentiates_like_the_generic_step():
@@ -120,12 +130,13 @@ def test_the_form_applies_while_the_gram_terms_cost_at_most_the_layers():
         assert form.applies(p.loss_fn, p.init_params, last) and not form.applies(p.loss_fn, p.init_params, last + 1)
 
 
-def test_run_discrete_trajectories_agree_with_the_generic_form():
+@pytest.mark.parametrize("variant", [V.m_sam(0.2, 4), V.rw_sam(0.2, score="exact")], ids=lambda v: v.name)
+def test_run_discrete_trajectories_agree_with_the_generic_form(variant):
     """Whole runs (float64, 20 steps, 2 runs) end at the same parameters to rounding."""
     fast, generic = _problems(8)
     kw = dict(eta=0.2, steps=20, num_runs=2, key=jr.key(3), dtype=jnp.float64)
-    a = ss.run_discrete(fast, V.m_sam(0.2, 4), ss.WithoutReplacement(32), **kw)
-    b = ss.run_discrete(generic, V.m_sam(0.2, 4), ss.WithoutReplacement(32), **kw)
+    a = ss.run_discrete(fast, variant, ss.WithoutReplacement(32), **kw)
+    b = ss.run_discrete(generic, variant, ss.WithoutReplacement(32), **kw)
     for x, y in zip(_leaves(a.final_params), _leaves(b.final_params), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-11)
 
@@ -137,10 +148,11 @@ def test_a_replaced_loss_runs_the_generic_form():
     doubled = dataclasses.replace(fast, loss_fn=lambda p, ex: 2.0 * fast.loss_fn(p, ex))
     counting = _Counting(fast.micro_batch_gradient)
     problem = dataclasses.replace(doubled, micro_batch_gradient=counting)
-    v, batch = V.m_sam(0.1, 4), _batch(fast)
-    G, _, out = jax.jit(lambda p, b: v.gradient(problem, p, (), b, jr.key(0)))(fast.init_params, batch)
-    assert counting.calls == 0
-    np.testing.assert_allclose(float(out.loss), 2.0 * float(fast.batch_loss(fast.init_params, batch)), rtol=1e-12)
+    batch = _batch(fast)
+    for v in (V.m_sam(0.1, 4), V.rw_sam(0.1, score="exact")):
+        G, _, out = jax.jit(lambda p, b, v=v: v.gradient(problem, p, (), b, jr.key(0)))(fast.init_params, batch)
+        assert counting.calls == 0
+        np.testing.assert_allclose(float(out.loss), 2.0 * float(fast.batch_loss(fast.init_params, batch)), rtol=1e-12)
 
 
 def test_a_problem_refuses_a_form_of_the_wrong_type():
@@ -163,34 +175,10 @@ def test_rw_sam_exact_score_form_equals_per_example_gradients(hidden, variant):
     ``A^T diag(p) Delta``) gives the step of the generic per-example gradients (float64, 1e-10), with weights far
     from uniform (so a wrong score changes G), at a point where every LayerNorm gradient is nonzero."""
     fast, generic = _problems(hidden)
-    params, sgd = fast.init_params, jax.jit(fast.batch_grad)
-    for s in range(3):
-        params = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, sgd(params, _batch(fast, 64, s)))
-    batch = _batch(fast)
+    params, batch = _moved_point(fast), _batch(fast)
     rule = variant.rule
     g = generic.per_example_grads(params, batch)
     norms = jnp.sqrt(sum(jnp.sum(jnp.square(a.reshape(32, -1)), 1) for a in jax.tree_util.tree_leaves(g)))
     weights = np.asarray(rule.weights_of_scores(norms))
     assert 1.0 / np.sum(weights**2) < 0.9 * 32, weights  # the effective sample size is well below B
-    G1, _, out1 = jax.jit(lambda p, b: variant.gradient(fast, p, (), b, jr.key(0)))(params, batch)
-    G2, _, out2 = jax.jit(lambda p, b: variant.gradient(generic, p, (), b, jr.key(0)))(params, batch)
-    for a, b in zip(_leaves(G1), _leaves(G2), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(float(out1.loss), float(out2.loss), rtol=1e-12)
-    np.testing.assert_allclose(float(out1.direction_norm), float(out2.direction_norm), rtol=1e-10)
-
-
-def test_rw_sam_exact_score_runs_agree_with_the_generic_form():
-    """Whole RW-SAM runs (exact score, float64, 20 steps, 2 runs) end at the same parameters to rounding; a
-    replaced loss does not take the form."""
-    fast, generic = _problems(8)
-    v = V.rw_sam(0.2, score="exact")
-    kw = dict(eta=0.2, steps=20, num_runs=2, key=jr.key(3), dtype=jnp.float64)
-    a = ss.run_discrete(fast, v, ss.WithoutReplacement(32), **kw)
-    b = ss.run_discrete(generic, v, ss.WithoutReplacement(32), **kw)
-    for x, y in zip(_leaves(a.final_params), _leaves(b.final_params), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-11)
-    counting = _Counting(fast.micro_batch_gradient)
-    doubled = dataclasses.replace(fast, loss_fn=lambda p, ex: 2.0 * fast.loss_fn(p, ex), micro_batch_gradient=counting)
-    jax.eval_shape(lambda p: v.gradient(doubled, p, (), _batch(fast), jr.key(0)), fast.init_params)
-    assert counting.calls == 0
+    _assert_same_step(variant, fast, generic, params, batch)
