@@ -37,6 +37,7 @@ from collections.abc import Callable, Hashable
 
 import jax
 import jax.numpy as jnp
+from tqdm.auto import tqdm
 
 from ._io import atomic_write_bytes
 from ._training._cost import compiled_cost
@@ -255,3 +256,39 @@ def _read_kept(path: str, per_device: int, divides: bool = True) -> int | None:
     ):
         return block
     return None
+
+
+def chosen_block(
+    per_device: int,
+    size: int,
+    work: int,
+    choice: str | None,
+    flops: Callable[[], float],
+    time_block: Callable[[int, float], float],
+    program: Callable[[], str],
+    *,
+    divides: bool = True,
+    progress: bool = False,
+    desc: str = "calibrate block",
+) -> int:
+    """The block of ``per_device`` items (paths or runs) of problem ``size`` (examples x parameters) for a call of
+    ``work`` item-steps per device. ``choice``: ``"rule"`` (:func:`default_block`), ``"calibrate"`` (the fastest
+    of :func:`calibrated_block`'s candidates by ``time_block(block, flops)``, kept per ``program()``), ``None``
+    (every item at once for small calls, the rule below :data:`CALIBRATE_FLOPS` of work, else calibrate)."""
+    if choice is None and per_device * size < SMALL:
+        return per_device
+    f = flops()
+    if choice == "rule" or (choice is None and not worth_calibrating(f * work)):
+        return default_block(per_device, size, lambda: f, divides=divides)
+    limit = min(per_device, target_block(f))  # the flop rule's block
+    rule = largest_divisor_at_most(per_device, limit) if divides else balanced_block(per_device, limit)
+    bar = tqdm(desc=desc, delay=2.0, leave=False, disable=not progress, unit="block")
+    with bar:
+        return calibrated_block(
+            per_device,
+            rule,
+            lambda block: time_block(block, f),
+            program=program(),
+            on_candidate=lambda block, seconds: bar.update(1),
+            divides=divides,
+        )

@@ -88,7 +88,7 @@ class DenseLayerNormMLP(AbstractMicroBatchGradient):
         the generic form is faster (docs/performance.md)."""
         if loss_fn is not self.loss_fn:
             return False
-        shapes = [params[n]["w"].shape for n in [f"dense_{i}" for i in range(self.num_hidden)] + ["dense_out"]]
+        shapes = [params[n]["w"].shape for n in self._names()[0]]
         return micro_batch_size * sum(a + b for a, b in shapes) <= sum(a * b for a, b in shapes)
 
     def _names(self) -> tuple[list[str], list[str]]:

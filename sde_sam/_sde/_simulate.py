@@ -28,18 +28,12 @@ import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
-from tqdm.auto import tqdm
 
 from .._blocks import (
-    SMALL,
-    calibrated_block,
+    chosen_block,
     compiled_flops,
-    default_block,
-    largest_divisor_at_most,
     seconds_per_item_step,
-    target_block,
     timing_steps,
-    worth_calibrating,
 )
 from .._estimators._observables import Record
 from .._io import key_config
@@ -281,22 +275,17 @@ def simulation_block(
     ``choice``: ``"rule"`` (the flop rule), ``"calibrate"`` (time the candidates), ``None`` (the rule for calls
     with less than :data:`~sde_sam._blocks.CALIBRATE_FLOPS` of work, else calibrate; every path at once for
     small calls)."""
-    size = model.problem.num_examples * model.problem.dim
-    if choice is None and per_device * size < SMALL:
-        return per_device
-    flops = path_step_flops(model, dt)
-    if choice == "rule" or (choice is None and not worth_calibrating(flops * (work_paths or per_device) * steps)):
-        return default_block(per_device, size, lambda: flops)
-    rule = largest_divisor_at_most(per_device, min(per_device, target_block(flops)))  # the flop rule's block
-    bar = tqdm(desc="calibrate paths_per_block", delay=2.0, leave=False, disable=not progress, unit="block")
-    with bar:
-        return calibrated_block(
-            per_device,
-            rule,
-            lambda block: time_paths(model, dt, block, flops),
-            program=step_program(model, dt),
-            on_candidate=lambda block, seconds: bar.update(1),
-        )
+    return chosen_block(
+        per_device,
+        model.problem.num_examples * model.problem.dim,
+        (work_paths or per_device) * steps,
+        choice,
+        lambda: path_step_flops(model, dt),
+        lambda block, flops: time_paths(model, dt, block, flops),
+        lambda: step_program(model, dt),
+        progress=progress,
+        desc="calibrate paths_per_block",
+    )
 
 
 def step_program(model: SDEModel, dt: float) -> str:

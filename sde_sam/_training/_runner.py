@@ -16,18 +16,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Int, Key, PRNGKeyArray, PyTree
-from tqdm.auto import tqdm
 
 from .._blocks import (
-    SMALL,
-    balanced_block,
     cached_flops,
-    calibrated_block,
-    default_block,
+    chosen_block,
     seconds_per_item_step,
-    target_block,
     timing_steps,
-    worth_calibrating,
 )
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result
@@ -356,32 +350,27 @@ def _default_runs_block(run_args: tuple, per_device: int, steps: int, choice: st
     small calls, the flop rule for calls of less than ``CALIBRATE_FLOPS`` of work, else the fastest candidate of
     short timed runs of :func:`_run` (``steps``: all steps of a run, SVAG's included)."""
     problem, variant, sampler = run_args[:3]
-    size = problem.num_examples * problem.dim
-    if choice is None and per_device * size < SMALL:
-        return per_device
-    flops = run_step_flops(problem, variant, sampler)
-    if choice == "rule" or (choice is None and not worth_calibrating(flops * per_device * steps)):
-        return default_block(per_device, size, lambda: flops, divides=False)
     eta, run_keys, threshold, schedule, svag, momentum = (run_args[i] for i in (4, 6, 7, 8, 10, 11))
 
-    def time_block(block: int) -> float:
+    def time_block(block: int, flops: float) -> float:
         k = timing_steps(block, flops * svag)
         record = observables("loss", every=k)
         keys = run_keys[:block]
         run = lambda: _run(problem, variant, sampler, record, eta, 1, keys, threshold, schedule, False, svag, momentum)  # noqa: E731
         return seconds_per_item_step(run, block, k)
 
-    program = repr((step_program(problem, variant, sampler.batch_size), sampler, svag, momentum, schedule))
-    bar = tqdm(desc="calibrate runs_per_block", delay=2.0, leave=False, disable=not progress, unit="block")
-    with bar:
-        return calibrated_block(
-            per_device,
-            balanced_block(per_device, target_block(flops)),
-            time_block,
-            program=program,
-            on_candidate=lambda block, seconds: bar.update(1),
-            divides=False,
-        )
+    return chosen_block(
+        per_device,
+        problem.num_examples * problem.dim,
+        per_device * steps,
+        choice,
+        lambda: run_step_flops(problem, variant, sampler),
+        time_block,
+        lambda: repr((step_program(problem, variant, sampler.batch_size), sampler, svag, momentum, schedule)),
+        divides=False,
+        progress=progress,
+        desc="calibrate runs_per_block",
+    )
 
 
 def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> float:
