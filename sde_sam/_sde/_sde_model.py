@@ -7,6 +7,7 @@ import math
 
 import jax
 import jax.random as jr
+from jax.typing import DTypeLike
 from jaxtyping import PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem, tree_norm_sq
@@ -147,7 +148,7 @@ def sde_model(
     drift_rtol: float | None = DRIFT_RTOL,
     diffusion_samples: int | None = None,
     momentum: Momentum | float | None = None,
-    dtype=None,
+    dtype: DTypeLike | None = None,
 ) -> SDEModel:
     """The SDE ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` of ``variant`` (DESIGN §3).
 
