@@ -18,7 +18,7 @@ best block of a sweep is 2048 for n-SAM on a 512 x 64 linear regression (the rul
 for m-USAM on the same problem and for USAM on a 128 x 128 one (the rule's 512: 5.6x and 5.8x slower), with
 per-path flops, bytes and temporaries of the same order in all three (``docs/performance.md``). So calls with
 more than :data:`CALIBRATE_FLOPS` of work (all paths and steps) time the candidate blocks
-:func:`candidate_blocks` around the rule's block, a few short compiled runs each
+:func:`candidate_blocks` around the rule's block (rule/32 .. 8x rule), a few short compiled runs each
 (:func:`calibrated_block`), and take the fastest. The choice is kept for the process per program, paths and
 machine, and on disk in the folder named by ``SDE_SAM_BLOCK_CACHE`` (if set), so that every later call on the
 machine takes the same block and gives the same bits; a block differs by ~1 ulp between block sizes.
@@ -52,10 +52,14 @@ CALIBRATE_FLOPS = {"cpu": 1e12, "accelerator": 1e16}
 #: Work of one timed run of a candidate block (flops), and the number of timed runs (after one warm-up).
 TIMING_FLOPS = {"cpu": 1e8, "accelerator": 1e12}
 TIMING_REPEATS = 3
+#: Octaves ``k`` of the candidate blocks ``rule * 2**k`` (:func:`candidate_blocks`). The range reaches further
+#: below the rule than above it: the best block of a held-out case (512 x 64 m-USAM, 1024 paths) was a 32nd of
+#: the rule's 512 on 2 CPU cores, and calibration over rule/8 .. 8x rule picked a block 1.58x slower than it.
+CANDIDATE_OCTAVES = tuple(range(-5, 4))
 #: Environment variable naming a folder where calibrated blocks are kept (unset: in-process only).
 CACHE_ENV = "SDE_SAM_BLOCK_CACHE"
 #: Bump when the calibration changes, so that blocks kept on disk are chosen again.
-CALIBRATION_VERSION = "1"
+CALIBRATION_VERSION = "2"
 
 
 def _kind() -> str:
@@ -139,9 +143,9 @@ def balanced_block(n: int, limit: int) -> int:
 
 def candidate_blocks(per_device: int, rule_block: int, divides: bool = True) -> tuple[int, ...]:
     """The blocks timed by :func:`calibrated_block`: the largest divisors of ``per_device`` at most
-    ``rule_block * 2**k`` for ``k = -3, ..., 3`` (the best block of every benchmarked case lies in that range);
-    with ``divides=False``, the balanced blocks (:func:`balanced_block`) at most those limits."""
-    limits = [max(1, min(per_device, int(rule_block * 2.0**k))) for k in range(-3, 4)]
+    ``rule_block * 2**k`` for ``k`` in :data:`CANDIDATE_OCTAVES` (rule/32 .. 8x rule); with ``divides=False``,
+    the balanced blocks (:func:`balanced_block`) at most those limits."""
+    limits = [max(1, min(per_device, int(rule_block * 2.0**k))) for k in CANDIDATE_OCTAVES]
     pick = largest_divisor_at_most if divides else balanced_block
     return tuple(sorted({pick(per_device, limit) for limit in limits}))
 

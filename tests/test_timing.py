@@ -24,3 +24,15 @@ def test_interleaved_times_and_ratios():
     samples = interleaved_times(calls, repeats=3, steps=2)
     assert set(samples) == {"a", "b"} and all(len(s) == 3 and min(s) > 0 for s in samples.values())
     assert median_ratio(samples, "a", "a") == 1.0
+
+
+def test_interleaved_times_rotates_the_order():
+    # every call takes every position once over n rounds (a fixed order biases the call timed after another one)
+    log = []
+    calls = {name: (lambda name=name: log.append(name) or jax.numpy.ones(1)) for name in "abc"}
+    interleaved_times(calls, repeats=3, steps=1)
+    timed = log[3:]  # after the three warm-up calls
+    rounds = [timed[i : i + 3] for i in range(0, 9, 3)]
+    assert rounds == [list("abc"), list("bca"), list("cab")]
+    for position in range(3):
+        assert {r[position] for r in rounds} == set("abc")

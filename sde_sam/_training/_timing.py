@@ -111,14 +111,21 @@ def serial_m_sam_scan_fn(problem: Problem, rho: float, micro_batch_size: int, et
 
 def interleaved_times(calls: dict, repeats: int, steps: int) -> dict[str, list[float]]:
     """Seconds per step of each zero-argument call (one call = ``steps`` steps), timed round-robin ``repeats``
-    times (every call once per round, after one warm-up), so that drifting machine load hits all alike."""
+    times (every call once per round, after one warm-up), so that drifting machine load hits all alike.
+
+    Round ``r`` starts at call ``r mod n`` (the order rotates), so over ``n`` rounds every call takes every
+    position once. A fixed order is biased: on 2 CPU cores the call timed second in each round of the
+    ``benchmarks/variants.py`` set ran 9-13 % slower than an identical program timed later in the round
+    (docs/performance.md), which had read as an overhead of SAM's step."""
     for call in calls.values():
         jax.block_until_ready(call())
-    samples = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
+    names = list(calls)
+    samples = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            jax.block_until_ready(call())
+            jax.block_until_ready(calls[name]())
             samples[name].append((time.perf_counter() - start) / steps)
     return samples
 
