@@ -2,12 +2,13 @@
 
 Each timed call runs ``--steps`` steps inside one jitted ``lax.scan`` (the runner's per-step cost, no Python
 dispatch). Rounds are interleaved across variants (each round times every variant once) and each ratio is
-the median over rounds of the per-round ratio, so drifting machine load cancels. "serial m-SAM" is m-SAM as
+the median over rounds of the per-round ratio, so drifting machine load cancels; each round takes a fresh
+random order (seeded), so no call is always timed in the same place or after the same call. "serial m-SAM" is m-SAM as
 the original implementation runs it: the micro-batches one after another (a scan), each a SAM step.
 Beside the times: XLA's flop and byte counts of one compiled step (hardware-independent), and their ratio to SAM.
 Last printed line: one JSON object of the ratios (times, and ``*_vs_sam_flops``).
 
-    python benchmarks/variants.py [--repeats 7] [--steps 50]
+    python benchmarks/variants.py [--repeats 21] [--steps 50] [--hidden 64]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sde_sam._training._timing import interleaved_times, median_ratio, variant_c
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--hidden", type=int, default=64)
     args = parser.parse_args()

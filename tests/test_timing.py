@@ -26,13 +26,20 @@ def test_interleaved_times_and_ratios():
     assert median_ratio(samples, "a", "a") == 1.0
 
 
-def test_interleaved_times_rotates_the_order():
-    # every call takes every position once over n rounds (a fixed order biases the call timed after another one)
-    log = []
-    calls = {name: (lambda name=name: log.append(name) or jax.numpy.ones(1)) for name in "abc"}
-    interleaved_times(calls, repeats=3, steps=1)
-    timed = log[3:]  # after the three warm-up calls
-    rounds = [timed[i : i + 3] for i in range(0, 9, 3)]
-    assert rounds == [list("abc"), list("bca"), list("cab")]
-    for position in range(3):
-        assert {r[position] for r in rounds} == set("abc")
+def test_interleaved_times_shuffles_the_order_reproducibly():
+    # every round times every call once, in an order drawn from the seed, so that neither a call's position nor
+    # the call timed before it is fixed (a fixed order biases the call timed after a given one)
+    def rounds_of(seed):
+        log = []
+        calls = {name: (lambda name=name: log.append(name) or jax.numpy.ones(1)) for name in "abcd"}
+        samples = interleaved_times(calls, repeats=12, steps=1, seed=seed)
+        assert all(len(s) == 12 for s in samples.values())
+        timed = log[4:]  # after the four warm-up calls
+        return [tuple(timed[i : i + 4]) for i in range(0, 48, 4)]
+
+    rounds = rounds_of(0)
+    assert all(sorted(r) == list("abcd") for r in rounds)
+    assert rounds == rounds_of(0) and rounds != rounds_of(1)
+    assert len({r[0] for r in rounds}) > 1 and len({r[1] for r in rounds}) > 1
+    before_b = {r[r.index("b") - 1] for r in rounds if r.index("b") > 0}
+    assert len(before_b) > 1

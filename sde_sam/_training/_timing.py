@@ -7,6 +7,7 @@ import time
 
 import jax
 import jax.random as jr
+import numpy as np
 from jaxtyping import PyTree
 
 from .._problems._problem import Problem
@@ -109,21 +110,23 @@ def serial_m_sam_scan_fn(problem: Problem, rho: float, micro_batch_size: int, et
     return run
 
 
-def interleaved_times(calls: dict, repeats: int, steps: int) -> dict[str, list[float]]:
-    """Seconds per step of each zero-argument call (one call = ``steps`` steps), timed round-robin ``repeats``
-    times (every call once per round, after one warm-up), so that drifting machine load hits all alike.
+def interleaved_times(calls: dict, repeats: int, steps: int, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per step of each zero-argument call (one call = ``steps`` steps), timed in ``repeats`` rounds (every
+    call once per round, after one warm-up), so that drifting machine load hits all alike.
 
-    Round ``r`` starts at call ``r mod n`` (the order rotates), so over ``n`` rounds every call takes every
-    position once. A fixed order is biased: on 2 CPU cores the call timed second in each round of the
-    ``benchmarks/variants.py`` set ran 9-13 % slower than an identical program timed later in the round
-    (docs/performance.md), which had read as an overhead of SAM's step."""
+    Each round times the calls in a fresh random order (``numpy.random.default_rng(seed)``, so the orders are
+    reproducible): a call's position and the call timed just before it change from round to round. A fixed order
+    is biased: on 2 CPU cores the call timed right after SGD in the ``benchmarks/variants.py`` set ran 9-13 %
+    slower than an identical program timed elsewhere in the round (docs/performance.md), which had read as an
+    overhead of SAM's step."""
     for call in calls.values():
         jax.block_until_ready(call())
     names = list(calls)
+    rng = np.random.default_rng(seed)
     samples = {name: [] for name in names}
-    for r in range(repeats):
-        shift = r % len(names) if names else 0
-        for name in names[shift:] + names[:shift]:
+    for _ in range(repeats):
+        for i in rng.permutation(len(names)):
+            name = names[i]
             start = time.perf_counter()
             jax.block_until_ready(calls[name]())
             samples[name].append((time.perf_counter() - start) / steps)
