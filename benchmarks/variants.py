@@ -3,8 +3,8 @@
 Each timed call runs ``--steps`` steps inside one jitted ``lax.scan`` (the runner's per-step cost, no Python
 dispatch). Rounds are interleaved across variants (each round times every variant once) and each ratio is
 the median over rounds of the per-round ratio, so drifting machine load cancels; each round takes a fresh
-random order (seeded), so no call is always timed in the same place or after the same call. "serial m-SAM" is m-SAM as
-the original implementation runs it: the micro-batches one after another (a scan), each a SAM step.
+random order (seeded), so no call is always timed in the same place or after the same call. "serial m-SAM" is
+m-SAM as the original implementation runs it: the micro-batches one after another (a scan), each a SAM step.
 Beside the times: XLA's flop and byte counts of one compiled step (hardware-independent), and their ratio to SAM.
 Last printed line: one JSON object of the ratios (times, and ``*_vs_sam_flops``).
 
