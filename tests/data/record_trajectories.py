@@ -1,12 +1,14 @@
 """Record the discrete trajectories of every built-in variant on a fixed problem and seed.
 
 ``python tests/data/record_trajectories.py OUT.npz`` writes one array of final parameters (float32 runs of 12 steps,
-3 runs, shuffled epochs of size 4) and the recorded losses per variant, with the versions they were made with.
-``tests/test_rules.py`` compares the current code against the file recorded before the perturbation-rule redesign.
+3 runs, shuffled epochs of size 4) and the recorded losses per variant, with what they were made with (JAX version,
+architecture, host CPU: :func:`platform_of`). ``tests/test_rules_unchanged.py`` compares the current code against
+the files recorded with the code before the perturbation-rule redesign.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -39,6 +41,26 @@ def variants() -> dict:
     }
 
 
+def cpu_flags() -> str:
+    """A short hash of the host CPU's instruction-set flags (``/proc/cpuinfo``), or ``platform.processor()`` where
+    there is none. XLA:CPU compiles for the host's vector units, so a reduction may round differently on another
+    CPU of the same architecture (1-2 ulp in these trajectories between two x86_64 hosts)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = " ".join(sorted(set(line.split(":", 1)[1].split())))
+                    return hashlib.sha256(flags.encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def platform_of() -> list[str]:
+    """What a recording is bit-identical on: JAX version, architecture and host CPU flags."""
+    return [jax.__version__, platform.machine(), cpu_flags()]
+
+
 def record() -> dict:
     problem = user_problem()
     out = {}
@@ -53,5 +75,5 @@ def record() -> dict:
 
 if __name__ == "__main__":
     arrays = record()
-    arrays["versions"] = np.array([jax.__version__, platform.machine()])
+    arrays["versions"] = np.array(platform_of())
     np.savez(sys.argv[1], **arrays)
