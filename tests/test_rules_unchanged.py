@@ -44,6 +44,6 @@ def test_builtin_variants_are_bit_identical_to_the_trajectories_recorded_before_
             if same_platform:
                 np.testing.assert_array_equal(value, ref[key], err_msg=f"{key} ({os.path.basename(path)})")
             else:
-                np.testing.assert_allclose(value, ref[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} ({path})")
+                np.testing.assert_allclose(value, ref[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} ({os.path.basename(path)})")
     if exact == 0:
         warnings.warn(f"no recording made on this platform {here}: compared to float32 rounding only", stacklevel=1)
