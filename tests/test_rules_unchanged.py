@@ -36,14 +36,14 @@ def test_builtin_variants_are_bit_identical_to_the_trajectories_recorded_before_
     got = recorder.record()
     exact = 0
     for path in files:
-        ref = np.load(path)
+        ref, name = np.load(path), os.path.basename(path)
         assert sorted(got) == sorted(k for k in ref.files if k != "versions"), path
         same_platform = list(ref["versions"]) == here
         exact += same_platform
         for key, value in got.items():
             if same_platform:
-                np.testing.assert_array_equal(value, ref[key], err_msg=f"{key} ({os.path.basename(path)})")
+                np.testing.assert_array_equal(value, ref[key], err_msg=f"{key} ({name})")
             else:
-                np.testing.assert_allclose(value, ref[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} ({os.path.basename(path)})")
+                np.testing.assert_allclose(value, ref[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} ({name})")
     if exact == 0:
         warnings.warn(f"no recording made on this platform {here}: compared to float32 rounding only", stacklevel=1)
