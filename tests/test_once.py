@@ -99,3 +99,42 @@ def test_rademacher_probe_is_bit_t_of_the_word_stream_in_leaf_order():
     for r, k in enumerate(jr.split(key, 3)):
         one = ss.variants.rademacher_like(k, params)
         assert _equal(jax.tree_util.tree_map(lambda a, r=r: a[r], batched), one)
+
+
+def _shift(words, x):
+    a, b = _unpack(words)
+    return x[0] + 0.25 * a, x[1] + 0.25 * b
+
+
+@pytest.mark.parametrize("batched", ["neither", "words", "operands", "both"])
+def test_operands_enter_the_conditional_with_their_values(batched):
+    """``fn(words, *operands)`` bit for bit, inside one conditional on CPU, whichever of ``words`` and the operands
+    is batched (the probe's words are batched over probes while the parameters they shift are not)."""
+    words = _words((5, 2)) if batched in ("words", "both") else _words((2,))
+    lead = (5,) if batched in ("operands", "both") else ()
+    x = (jr.normal(jr.key(1), (*lead, 40)), jr.normal(jr.key(2), (*lead, 2, 12)))
+    axes = (0 if words.ndim == 2 else None, 0 if lead else None)
+    once, plain = (lambda w, x: computed_once(_shift, w, x)), _shift
+    if batched != "neither":
+        once, plain = jax.vmap(once, in_axes=axes), jax.vmap(plain, in_axes=axes)
+    assert _equal(jax.jit(once)(words, x), plain(words, x))
+    if jax.default_backend() == "cpu":
+        assert "conditional(" in jax.jit(once).lower(words, x).compile().as_text()
+
+
+def test_rademacher_shifted_is_params_plus_delta_z_bit_for_bit():
+    """The probe's shifted parameters equal ``params + delta * rademacher_like(key, params)`` exactly, under jit
+    and under vmap over keys (several probes), so RW-SAM's trajectories do not depend on which is formed."""
+    from sde_sam._variants._rules import rademacher_shifted
+
+    params = ss.problems.digits_mlp().init_params
+    key, delta = jr.key(5), 1e-3
+
+    def reference(k):
+        return jax.tree_util.tree_map(lambda a, z: a + delta * z, params, ss.variants.rademacher_like(k, params))
+
+    assert _equal(jax.jit(lambda k: rademacher_shifted(k, params, delta))(key), jax.jit(reference)(key))
+    keys = jr.split(key, 3)
+    got = jax.jit(jax.vmap(lambda k: rademacher_shifted(k, params, delta)))(keys)
+    assert _equal(got, jax.jit(jax.vmap(reference))(keys))
+    assert not _equal(got, jax.vmap(lambda k: params)(keys))  # the check can fail: the shift moves every leaf

@@ -7,8 +7,10 @@ that recomputation cost 0.3-0.5x a whole SAM step on the digits MLP (docs/perfor
 outputs are buffers: ``lax.cond(p, fn, fn, words)``, both branches ``fn``, computes ``fn(words)`` once whatever
 ``p`` is. ``p`` compares the data with a constant, so the compiler cannot fold the conditional away; under
 ``vmap`` (``custom_vmap``) it is taken from the first element, so the conditional stays one instead of
-becoming a ``select`` of both branches. Values are those of ``fn(words)`` bit for bit. Only the CPU lowering
-takes this path (``lax.platform_dependent``): on a GPU a conditional would read its predicate on the host.
+becoming a ``select`` of both branches. Values are those of ``fn(words)`` bit for bit. Further operands (the
+parameters ``x`` the probe shifts) enter the same conditional, so ``x + delta z`` is formed there as well, with no
+buffer of ``z`` in between. Only the CPU lowering takes this path (``lax.platform_dependent``): on a GPU a
+conditional would read its predicate on the host.
 """
 
 from __future__ import annotations
@@ -23,26 +25,29 @@ from jaxtyping import Array, PyTree, UInt32
 _ANY_WORD = np.uint32(0x9E3779B9)  # the predicate's constant; either outcome gives the same result
 
 
-def _cond_once(fn: Callable[[Array], PyTree]) -> Callable[[Array], PyTree]:
+def _cond_once(fn: Callable[..., PyTree]) -> Callable[..., PyTree]:
     @jax.custom_batching.custom_vmap
-    def once(words):
-        return jax.lax.cond(jnp.ravel(words)[0] == _ANY_WORD, fn, fn, words)
+    def once(words, *operands):
+        return jax.lax.cond(jnp.ravel(words)[0] == _ANY_WORD, fn, fn, words, *operands)
 
     @once.def_vmap
-    def _batched(axis_size, in_batched, words):
+    def _batched(axis_size, in_batched, words, *operands):
         del axis_size
-        (batched,) = in_batched
-        out = _cond_once(jax.vmap(fn))(words) if batched else once(words)
-        return out, jax.tree_util.tree_map(lambda _: batched, out)
+        if not any(jax.tree_util.tree_leaves(in_batched)):
+            out = once(words, *operands)
+            return out, jax.tree_util.tree_map(lambda _: False, out)
+        in_axes = jax.tree_util.tree_map(lambda b: 0 if b else None, tuple(in_batched))
+        out = _cond_once(jax.vmap(fn, in_axes=in_axes))(words, *operands)
+        return out, jax.tree_util.tree_map(lambda _: True, out)
 
     return once
 
 
-def computed_once(fn: Callable[[Array], PyTree], words: UInt32[Array, "*shape"]) -> PyTree:
-    """``fn(words)`` for uint32 ``words``, computed once into buffers that XLA:CPU does not re-derive inside
-    each consumer (module docstring); identical values on every platform."""
+def computed_once(fn: Callable[..., PyTree], words: UInt32[Array, "*shape"], *operands: PyTree) -> PyTree:
+    """``fn(words, *operands)`` for uint32 ``words``, computed once into buffers that XLA:CPU does not re-derive
+    inside each consumer (module docstring); identical values on every platform."""
     if jnp.result_type(words) != jnp.uint32:
         raise TypeError(f"`words` must be uint32, got {jnp.result_type(words)}")
     if jnp.size(words) == 0:  # no word to take the predicate from (and nothing to unpack)
-        return fn(words)
-    return jax.lax.platform_dependent(words, cpu=_cond_once(fn), default=fn)
+        return fn(words, *operands)
+    return jax.lax.platform_dependent(words, *operands, cpu=_cond_once(fn), default=fn)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -312,26 +313,43 @@ class Friendly(AbstractRule):
 SCORES = ("finite_difference", "exact")
 
 
+def _rademacher_words(key: PRNGKeyArray, leaves: Sequence) -> tuple[Array, list[int]]:
+    sizes = [int(np.size(leaf)) for leaf in leaves]
+    return jr.bits(key, (-(-sum(sizes) // 32),), dtype=jnp.uint32), sizes
+
+
+def _signs_of_words(words: Array, leaves: Sequence, sizes: Sequence[int]) -> list[Array]:
+    """Bit ``t`` of ``words`` as ``+-1`` (set: ``+1``), split into arrays shaped like ``leaves``."""
+    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    signs = 2.0 * bits.reshape(-1)[: sum(sizes)].astype(jnp.float32) - 1.0
+    out, start = [], 0
+    for leaf, size in zip(leaves, sizes, strict=True):
+        out.append(signs[start : start + size].reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
+        start += size
+    return out
+
+
 def rademacher_like(key: PRNGKeyArray, params: PyTree) -> PyTree:
     """A Rademacher (+-1) pytree shaped like ``params``: one random bit per coordinate, 32 coordinates per
     32-bit word drawn (32x fewer PRNG evaluations than one draw per coordinate); bit ``t`` of the stream is
     coordinate ``t`` of the leaves flattened in order."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    sizes = [int(np.size(leaf)) for leaf in leaves]
-    total = sum(sizes)
-    words = jr.bits(key, (-(-total // 32),), dtype=jnp.uint32)
-
-    def unpack(words):
-        bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-        signs = 2.0 * bits.reshape(-1)[:total].astype(jnp.float32) - 1.0
-        out, start = [], 0
-        for leaf, size in zip(leaves, sizes, strict=True):
-            out.append(signs[start : start + size].reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
-            start += size
-        return tuple(out)
-
+    words, sizes = _rademacher_words(key, leaves)
     # unpacked once: XLA:CPU would otherwise redo the unpacking in every consumer that broadcasts a leaf
-    return jax.tree_util.tree_unflatten(treedef, list(computed_once(unpack, words)))
+    signs = computed_once(lambda w: tuple(_signs_of_words(w, leaves, sizes)), words)
+    return jax.tree_util.tree_unflatten(treedef, list(signs))
+
+
+def rademacher_shifted(key: PRNGKeyArray, params: PyTree, delta: Real) -> PyTree:
+    """``params + delta * z`` with ``z = rademacher_like(key, params)``, bit for bit, formed in the same single
+    evaluation that unpacks ``z`` (one pass over the parameters instead of an unpacking and an addition)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    words, sizes = _rademacher_words(key, leaves)
+
+    def shift(w, leaves):
+        return tuple(a + delta * z for a, z in zip(leaves, _signs_of_words(w, leaves, sizes), strict=True))
+
+    return jax.tree_util.tree_unflatten(treedef, list(computed_once(shift, words, tuple(leaves))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,8 +405,7 @@ class Reweighted(AbstractRule):
             )
 
         def one_probe(k):
-            z = rademacher_like(k, params)
-            shifted = jax.tree_util.tree_map(lambda a, zz: a + self.fd_delta * zz, params, z)
+            shifted = rademacher_shifted(k, params, self.fd_delta)
             return jnp.abs(problem.example_losses(shifted, batch) - losses) / self.fd_delta
 
         if self.num_probes == 1:  # the probe drawn from the step's key itself (the one-probe stream unchanged)
