@@ -319,12 +319,16 @@ def _rademacher_words(key: PRNGKeyArray, leaves: Sequence) -> tuple[Array, list[
 
 
 def _signs_of_words(words: Array, leaves: Sequence, sizes: Sequence[int]) -> list[Array]:
-    """Bit ``t`` of ``words`` as ``+-1`` (set: ``+1``), split into arrays shaped like ``leaves``."""
-    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
-    signs = 2.0 * bits.reshape(-1)[: sum(sizes)].astype(jnp.float32) - 1.0
+    """Bit ``t`` of ``words`` as ``+-1`` (set: ``+1``), split into arrays shaped like ``leaves``. Each leaf unpacks
+    only the words its coordinates span (on XLA:CPU 3-4x faster than unpacking all words and slicing the
+    result: 20 against 34 us per step for d = 19 722 with the shift, docs/performance.md)."""
     out, start = [], 0
     for leaf, size in zip(leaves, sizes, strict=True):
-        out.append(signs[start : start + size].reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
+        first, last = start // 32, -(-(start + size) // 32)
+        bits = (words[first:last, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+        offset = start - 32 * first
+        signs = (2.0 * bits.astype(jnp.float32) - 1.0).reshape(-1)[offset : offset + size]
+        out.append(signs.reshape(jnp.shape(leaf)).astype(jnp.result_type(leaf)))
         start += size
     return out
 
