@@ -320,8 +320,8 @@ def _rademacher_words(key: PRNGKeyArray, leaves: Sequence) -> tuple[Array, list[
 
 def _signs_of_words(words: Array, leaves: Sequence, sizes: Sequence[int]) -> list[Array]:
     """Bit ``t`` of ``words`` as ``+-1`` (set: ``+1``), split into arrays shaped like ``leaves``. Each leaf unpacks
-    only the words its coordinates span (on XLA:CPU 3-4x faster than unpacking all words and slicing the
-    result: 20 against 34 us per step for d = 19 722 with the shift, docs/performance.md)."""
+    only the words its coordinates span, rather than slicing its signs out of all the unpacked words (on XLA:CPU
+    the shifted probe took 20 instead of 34 us per step at d = 19 722, docs/performance.md)."""
     out, start = [], 0
     for leaf, size in zip(leaves, sizes, strict=True):
         first, last = start // 32, -(-(start + size) // 32)
