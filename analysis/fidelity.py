@@ -47,7 +47,6 @@ import sde_sam as ss
 from analysis.presets import preset
 from sde_sam import train
 from sde_sam._io import load_result, provenance, quarantine, result_paths, save_result, to_jsonable
-from sde_sam._sde._diffusion import first_order_supported
 
 #: |z| below which a model "tracks" the discrete runs on an observable (C10).
 Z_TRACK = 3.0
@@ -68,19 +67,22 @@ class Rung:
 
 def ladder(variant, drifts=("general", "expected"), diffusions=("leading", "first_order", "empirical"),
            orders=(1, 2)) -> list[Rung]:
-    """The rungs defined for ``variant``. For a variant that does not perturb (SGD) every drift is ``g`` and
-    the leading diffusion is exact, so one drift and one diffusion stand for all."""
+    """The rungs defined for ``variant`` (each drift's and diffusion's ``supports``; order 2 where the update is
+    differentiable). For a variant that does not perturb (SGD) every drift is ``g`` and the leading diffusion is
+    exact, so one drift and one diffusion stand for all."""
     if not variant.perturbs:
-        drifts, diffusions = drifts[:1], tuple(d for d in diffusions if d == "leading") or diffusions[:1]
+        leading = tuple(d for d in diffusions if isinstance(ss.sde.as_diffusion(d), ss.sde.LeadingDiffusion))
+        drifts, diffusions = drifts[:1], leading or diffusions[:1]
     out = []
     for order in orders:
         if order == 2 and not variant.differentiable_update:
             continue
         for drift in drifts:
+            if not ss.sde.as_drift(drift).supports(variant):
+                continue
             for diffusion in diffusions:
-                if diffusion == "first_order" and not first_order_supported(variant):
-                    continue
-                out.append(Rung(drift, diffusion, order))
+                if ss.sde.as_diffusion(diffusion).supports(variant):
+                    out.append(Rung(drift, diffusion, order))
     return out
 
 

@@ -328,14 +328,16 @@ def sde_generator(model) -> np.ndarray:
     """``L`` with ``dv/dt = L v`` for ``v = (1, E X, vec E X X^T)`` of ``dX = -(K X - k) dt + sqrt(eta) S^{1/2} dW``
     (DESIGN §3.2): ``S = c(B) Sigma(x)`` (``"leading"``), ``Sigma(x) = (1/n) sum_i (D_i x - e_i)(D_i x - e_i)^T``;
     ``S = Cov_xi[G(x)]`` from the exact batch law (``"empirical"``); ``S = 0`` (``"none"``)."""
-    if model.diffusion not in ("leading", "empirical", "none"):
-        raise ValueError(f"the moment ODE supports diffusion 'leading', 'empirical' or 'none', not {model.diffusion!r}")
+    leading = isinstance(model.diffusion, ss.sde.LeadingDiffusion)
+    empirical = isinstance(model.diffusion, ss.sde.EmpiricalDiffusion)
+    if not (leading or empirical or isinstance(model.diffusion, ss.sde.NoDiffusion)):
+        raise ValueError(f"the moment ODE supports the leading, empirical or no diffusion, not {model.diffusion!r}")
     data = linear_data(model.problem)
     K, k = affine_drift(model)
     d, n = data.d, data.n
     Dm = np.einsum("ij,ik->ijk", data.A, data.A) - data.hessian  # D_i = a_i a_i^T - H
     e = data.A * data.y[:, None] - data.q  # e_i = a_i y_i - q
-    c = model.eta * model.noise_factor if model.diffusion == "leading" else 0.0
+    c = model.eta * model.noise_factor if leading else 0.0
     size = 1 + d + d * d
     L = np.zeros((size, size))
     I = np.eye(d)
@@ -348,7 +350,7 @@ def sde_generator(model) -> np.ndarray:
     cross -= c / n * (np.einsum("rai,rb->abi", Dm, e) + np.einsum("ra,rbi->abi", e, Dm))
     L[1 + d :, 1 : 1 + d] = cross.reshape(d * d, d)
     L[1 + d :, 0] = c / n * np.einsum("ra,rb->ab", e, e).reshape(-1)
-    if model.diffusion == "empirical":  # eta Cov_xi[G(x)], G = -(U x + u)/eta' for the exact batch law (eta' = 1)
+    if empirical:  # eta Cov_xi[G(x)], G = -(U x + u)/eta' for the exact batch law (eta' = 1)
         if model.variant.rule.stateful:
             raise ValueError("the moment ODE's empirical diffusion needs a state-free variant (not F-SAM/F-USAM)")
         EU, Eu, EUU, EUu, Euu = batch_moments(model.problem, model.variant, model.sampler, 1.0)

@@ -137,7 +137,7 @@ def test_dnsam_first_order_diffusion_is_compagnonis_factor():
 
     def sample(u):
         z = jax.tree_util.tree_map(lambda a: a * np.sqrt(c), _diffusion.sigma_sqrt_times(problem, x, u))
-        return v.rule.first_order_noise(v, problem, x, z)
+        return ss.sde.first_order_noise_of(v.rule, v, problem, x, z)
 
     M = np.asarray(jax.jacfwd(sample)(jnp.zeros(5)))
     rows = [r for r in __import__("itertools").combinations(range(5), 2)]

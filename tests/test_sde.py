@@ -439,3 +439,78 @@ def test_rw_sam_descent_leading_diffusion_is_cov_of_the_weighted_gradient():
     assert np.all(np.abs(cov - exact) < 5 * se + 1e-9), (cov, exact)
     c_sigma = sampler.factor(2, 5) * _dense_sigma(pr, x)
     assert np.max(np.abs(c_sigma - exact) / (se + 1e-12)) > 20  # the old c(B) Sigma is distinguishable
+
+
+# -- drift and diffusion as classes (DESIGN §3.4) ----------------------------------------------------------------
+
+
+def test_names_build_the_same_model_as_the_objects():
+    """The string aliases are the objects built with the flat options: equal models (so equal programs)."""
+    pr, sampler = ss.problems.linear_regression(n=12, d=3), ss.UniformSubset(4)
+    v = ss.variants.m_sam(0.1, micro_batch_size=2)
+    by_name = ss.sde_model(pr, v, sampler, drift="expected", diffusion="empirical", num_samples=128, max_enumeration=9)
+    by_object = ss.sde_model(
+        pr,
+        v,
+        sampler,
+        drift=ss.sde.ExpectedDrift(num_samples=128, max_enumeration=9),
+        diffusion=ss.sde.EmpiricalDiffusion(num_samples=128, max_enumeration=9),
+    )
+    assert by_name == by_object and by_name.num_samples == 128 and by_name.diffusion_samples == 128
+    assert by_name.drift_rtol is None  # an explicit size: no target sized it
+    sized = ss.sde_model(pr, v, sampler, drift="expected", max_enumeration=9)
+    choices = {"drift": ss.sde.ExpectedDrift(max_enumeration=9),
+               "diffusion": ss.sde.LeadingDiffusion(max_enumeration=9)}
+    assert sized == ss.sde_model(pr, v, sampler, **choices)  # the flat max_enumeration reaches both
+    assert sized.drift_rtol == 0.01 and sized.drift_kind.num_samples == sized.num_samples
+    assert isinstance(ss.sde_model(pr, v, sampler).diffusion, ss.sde.LeadingDiffusion)
+
+
+def test_options_beside_an_object_and_bad_choices_are_refused_with_the_argument_named():
+    pr, sampler, v = ss.problems.linear_regression(n=12, d=3), ss.UniformSubset(4), ss.variants.sam(0.1)
+    with pytest.raises(TypeError, match="num_samples"):
+        ss.sde_model(pr, v, sampler, drift=ss.sde.GeneralDrift(), num_samples=64)
+    with pytest.raises(TypeError, match="diffusion_samples"):
+        ss.sde_model(pr, v, sampler, diffusion=ss.sde.EmpiricalDiffusion(), diffusion_samples=64)
+    with pytest.raises(ValueError, match="`drift` must be one of"):
+        ss.sde_model(pr, v, sampler, drift="exact")
+    with pytest.raises(ValueError, match="`diffusion` must be one of"):
+        ss.sde_model(pr, v, sampler, diffusion="exact")
+    with pytest.raises(ValueError, match="num_samples"):
+        ss.sde.ExpectedDrift(num_samples=1)
+    with pytest.raises(ValueError, match="rtol"):
+        ss.sde.GeneralDrift(num_samples=None, rtol=None)
+    with pytest.raises(ValueError, match="max_enumeration"):
+        ss.sde.LeadingDiffusion(max_enumeration=0)
+
+
+@pytest.mark.parametrize("name", ss.variants.NAMES)
+def test_supports_says_exactly_where_a_choice_is_defined(name):
+    """``ClosedFormDrift().supports`` and ``FirstOrderDiffusion().supports`` agree with whether the formula exists:
+    the call succeeds where they say True and is refused where they say False (checked on the call itself, not on
+    the support tables)."""
+    pr, sampler = ss.problems.linear_regression(n=12, d=3), ss.UniformSubset(4)
+    kw = {"micro_batch_size": 2} if name.startswith("m-") else {}
+    if name.endswith("-on"):
+        kw["mask"] = lambda path: True  # linear regression has no normalization layer: perturb every parameter
+    v = ss.variants.get(name, **({"rho": 0.1} if name != "sgd" else {}), **kw)
+    x = pr.init_params
+    closed_ok = ss.sde.ClosedFormDrift().supports(v)
+    try:
+        b = ss.sde.closed_form_drift(pr, v, sampler, x)
+        assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(b))
+        ran = True
+    except ValueError as err:
+        assert "not available" in str(err)
+        ran = False
+    assert closed_ok == ran, name
+    first_ok = ss.sde.FirstOrderDiffusion().supports(v)
+    try:
+        ss.sde.first_order_sample(pr, v, sampler, x, jr.key(0))
+        ran = True
+    except ValueError as err:
+        assert "no first-order diffusion" in str(err)
+        ran = False
+    assert first_ok == ran, name
+    every = (ss.sde.GeneralDrift(), ss.sde.ExpectedDrift(), ss.sde.LeadingDiffusion(), ss.sde.EmpiricalDiffusion())
+    assert all(choice.supports(v) for choice in every)

@@ -98,7 +98,7 @@ def uniform_subset(key: PRNGKeyArray, n: int, size: int) -> Int[Array, " size"]:
     Floyd's algorithm (Bentley & Floyd, CACM 1987: for ``j = n - size, ..., n - 1`` draw ``t`` in ``[0, j]``
     and keep ``j`` if ``t`` was already kept, else ``t``), then a shuffle of the ``size`` kept indices: ``O(size^2)``
     work instead of the ``O(n log n)`` of a permutation of ``range(n)``, which dominated a Monte Carlo drift
-    with small micro-batches (12 ms of permutations per path-step at ``n = 256``, 256 samples). Sizes above
+    with small micro-batches (docs/sde.md). Sizes above
     :data:`FLOYD_MAX` take the first ``size`` entries of ``jr.permutation(key, n)``.
     """
     if size > FLOYD_MAX:

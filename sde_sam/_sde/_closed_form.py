@@ -1,6 +1,6 @@
 """Closed forms of the first-order drift and diffusion of the built-in rules (DESIGN §3.1, §3.2).
 
-Each rule's :meth:`~sde_sam.variants.AbstractRule.closed_form_drift` hook calls one function here, written with
+Dispatched on the rule's type by :func:`closed_form_of` (registered at the end of this module), written with
 per-example gradients (``P`` the SAM-ON mask, ``s`` the scale of a linear normalization: ``1`` for the identity,
 ``1/||P g||`` for DNSAM, held fixed under the gradient):
 
@@ -19,6 +19,8 @@ A variant with a preconditioner (ASAM) has no closed form here (``None``).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -27,6 +29,15 @@ from jaxtyping import Array, Float, PyTree
 
 from .._problems._problem import Problem
 from .._variants._perturbation import apply_mask, resolve_mask
+from .._variants._rules import (
+    AbstractRule,
+    BatchGradient,
+    Friendly,
+    FullGradient,
+    NoAscent,
+    RandomDirection,
+    Reweighted,
+)
 from ._batches import BatchDistribution, batch_distribution
 
 Params = PyTree
@@ -248,3 +259,80 @@ def hessian_corrected_noise(variant, problem: Problem, params: Params, z: Params
     if isinstance(s, float) and s == 1.0:
         return jax.tree_util.tree_map(lambda a, b: a + variant.rho * b, z, hv)
     return jax.tree_util.tree_map(lambda a, b: a + (variant.rho * s).astype(b.dtype) * b, z, hv)
+
+
+# -- dispatch on the rule's type (register your own rule's formulas here) ------------------------------------------
+
+
+@functools.singledispatch
+def closed_form_of(
+    rule: AbstractRule, variant, problem: Problem, sampler, params: Params, *, key, num_samples, max_enumeration
+) -> Params | None:
+    """The first-order drift of ``variant`` from a formula (DESIGN §3.1), dispatched on the type of its ``rule``;
+    ``None`` where the rule has none. Register a rule's formula with ``closed_form_of.register(MyRule)`` and say
+    where it is defined with ``has_closed_form.register(MyRule)``."""
+    return None
+
+
+@functools.singledispatch
+def has_closed_form(rule: AbstractRule, variant) -> bool:
+    """Whether :func:`closed_form_of` gives ``variant``'s drift (so ``ClosedFormDrift().supports(variant)``)."""
+    return False
+
+
+@functools.singledispatch
+def first_order_noise_of(rule: AbstractRule, variant, problem: Problem, params: Params, z: Params) -> Params | None:
+    """Given ``z = (c(B) Sigma)^{1/2} u``, a draw of the first-order diffusion factor (DESIGN §3.2), dispatched on
+    the type of the ``rule``; ``None`` where the rule has none (register with ``first_order_noise_of.register``
+    and :func:`has_first_order_noise`)."""
+    return None
+
+
+@functools.singledispatch
+def has_first_order_noise(rule: AbstractRule, variant) -> bool:
+    """Whether :func:`first_order_noise_of` is defined for ``variant`` (``FirstOrderDiffusion().supports``)."""
+    return False
+
+
+def _identity_noise(rule, variant, problem, params, z):
+    return z  # the rho term of G is deterministic (or symmetric) to first order
+
+
+def _always(rule, variant) -> bool:
+    return True
+
+
+def _no_preconditioner(rule, variant) -> bool:
+    return variant.preconditioner is None
+
+
+def _linear_or_unit(rule, variant) -> bool:
+    return _no_preconditioner(rule, variant) and (variant.normalization.linear or variant.normalization.unit)
+
+
+def _linear(rule, variant) -> bool:
+    return _no_preconditioner(rule, variant) and variant.normalization.linear
+
+
+def _batch_noise(rule, variant, problem, params, z):
+    return hessian_corrected_noise(variant, problem, params, z) if _linear(rule, variant) else None
+
+
+def _random_direction_drift(rule, variant, problem, sampler, params, **kw):
+    return problem.full_grad(params)  # E[H_gamma N(T M z)] = E[H_gamma] E[N(T M z)] = 0: z is symmetric
+
+
+for _rule, _drift_fn, _drift_defined, _noise_fn, _noise_defined in (
+    (NoAscent, None, None, _identity_noise, _always),
+    (BatchGradient, batch_rule, _linear_or_unit, _batch_noise, _linear),
+    (FullGradient, full_rule, _no_preconditioner, _identity_noise, _always),
+    (Friendly, friendly_rule, _linear_or_unit, None, None),
+    (Reweighted, reweighted_rule, _linear_or_unit, None, None),
+    (RandomDirection, _random_direction_drift, _always, _identity_noise, _always),
+):
+    if _drift_fn is not None:
+        closed_form_of.register(_rule, _drift_fn)
+        has_closed_form.register(_rule, _drift_defined)
+    if _noise_fn is not None:
+        first_order_noise_of.register(_rule, _noise_fn)
+        has_first_order_noise.register(_rule, _noise_defined)

@@ -26,7 +26,10 @@ The SDE is ``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW``; every sampler returns on
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -35,11 +38,11 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem
 from .._problems._sampler import Sampler
+from .._training._runner import check_positive
 from .._variants._variant import Variant
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, tree_weighted_sum
+from ._closed_form import first_order_noise_of, has_first_order_noise
 from ._drift import sde_state
-
-DIFFUSIONS = ("leading", "first_order", "empirical", "none")
 
 Params = PyTree
 
@@ -93,19 +96,20 @@ def leading_sample(
 
 
 def first_order_supported(variant: Variant) -> bool:
-    """Whether the variant's rule gives a first-order diffusion (the rule's hook)."""
-    return (not variant.perturbs) or variant.rule.supports_first_order_noise(variant)
+    """Whether the variant's rule gives a first-order diffusion (:func:`~sde_sam.sde.has_first_order_noise`)."""
+    return (not variant.perturbs) or has_first_order_noise(variant.rule, variant)
 
 
 def first_order_sample(
     problem: Problem, variant: Variant, sampler: Sampler, params: Params, key: PRNGKeyArray
 ) -> Params:
-    """The first-order diffusion factor applied to ``(c(B) Sigma)^{1/2} z`` (DESIGN §3.2; the rule's hook:
-    ``(I + rho s H P)`` for the batch rule under a linear normalization, the identity for SGD and n-USAM)."""
+    """The first-order diffusion factor applied to ``(c(B) Sigma)^{1/2} z`` (DESIGN §3.2; the rule's
+    :func:`~sde_sam.sde.first_order_noise_of`: ``(I + rho s H P)`` for the batch rule under a linear normalization,
+    the identity for SGD and n-USAM)."""
     z = leading_sample(problem, sampler, params, key)
     if not variant.perturbs:
         return z
-    out = variant.rule.first_order_noise(variant, problem, params, z)
+    out = first_order_noise_of(variant.rule, variant, problem, params, z)
     if out is None:
         raise ValueError(f"variant {variant.name!r} has no first-order diffusion; use 'leading' or 'empirical'")
     return out
@@ -155,3 +159,138 @@ def empirical_sample(
 
 def zero_sample(params: Params) -> Params:
     return jax.tree_util.tree_map(jnp.zeros_like, params)
+
+
+# -- the diffusion as a choice of the model (DESIGN §3.2, §3.4) -------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AbstractDiffusion(abc.ABC):
+    """The diffusion ``S(x)`` of an SDE model (DESIGN §3.2): one family member per way of sampling ``S^{1/2} z``.
+
+    A diffusion is called as ``diffusion(problem, variant, sampler, params, key) -> S^{1/2} z`` (a pytree like
+    the parameters, never a ``d x d`` matrix); :meth:`supports` says whether it is defined for a variant."""
+
+    #: The name in a result's configuration (and the string alias of :func:`sde_sam.sde_model`).
+    name: ClassVar[str]
+    #: ``S = 0``: the Euler-Maruyama step adds no noise.
+    vanishes: ClassVar[bool] = False
+
+    def supports(self, variant: Variant) -> bool:
+        """Whether this diffusion is defined for ``variant``."""
+        return True
+
+    @abc.abstractmethod
+    def __call__(
+        self, problem: Problem, variant: Variant, sampler: Sampler, params: Params, key: PRNGKeyArray
+    ) -> Params:
+        """One draw of ``S(x)^{1/2} z``, ``z ~ N(0, I)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _SampledDiffusion(AbstractDiffusion):
+    """A diffusion whose covariance may be a Monte Carlo one over ``num_samples`` batches (exact by enumeration
+    up to ``max_enumeration`` batches)."""
+
+    num_samples: int = NUM_SAMPLES
+    max_enumeration: int = MAX_ENUMERATION
+
+    def __post_init__(self):
+        check_positive("num_samples", self.num_samples, integer=True)
+        if self.num_samples < 2:
+            raise ValueError(
+                f"`num_samples` must be at least 2 (one Monte Carlo batch has no spread), got {self.num_samples}"
+            )
+        check_positive("max_enumeration", self.max_enumeration, integer=True)
+        object.__setattr__(self, "num_samples", int(self.num_samples))
+        object.__setattr__(self, "max_enumeration", int(self.max_enumeration))
+
+
+@dataclasses.dataclass(frozen=True)
+class LeadingDiffusion(_SampledDiffusion):
+    """``S = Cov_xi[G_0]`` of the rho-free update (:func:`leading_sample`): ``c(B) Sigma``, one VJP; for RW-SAM with
+    weights in the descent the empirical factor at ``rho = 0`` over ``num_samples`` batches. Every variant."""
+
+    name: ClassVar[str] = "leading"
+
+    def __call__(self, problem, variant, sampler, params, key):
+        return leading_sample(
+            problem,
+            sampler,
+            params,
+            key,
+            variant,
+            num_samples=self.num_samples,
+            max_enumeration=self.max_enumeration,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstOrderDiffusion(AbstractDiffusion):
+    """``S = c(B)(Sigma + rho(H P Sigma + Sigma P H))`` to first order in ``rho`` (:func:`first_order_sample`):
+    SGD, n-USAM/n-SAM, random-direction SAM and the batch rule under a linear normalization (USAM, m-USAM,
+    USAM-ON, DNSAM)."""
+
+    name: ClassVar[str] = "first_order"
+
+    def supports(self, variant):
+        return first_order_supported(variant)
+
+    def __call__(self, problem, variant, sampler, params, key):
+        return first_order_sample(problem, variant, sampler, params, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class EmpiricalDiffusion(_SampledDiffusion):
+    """``S = Cov_xi[G]`` of the perturbed update, no expansion in ``rho`` (:func:`empirical_sample`): exact when
+    enumerable, else over ``num_samples`` fresh batches per call. Every variant."""
+
+    name: ClassVar[str] = "empirical"
+
+    def __call__(self, problem, variant, sampler, params, key):
+        return empirical_sample(
+            problem,
+            variant,
+            sampler,
+            params,
+            key,
+            num_samples=self.num_samples,
+            max_enumeration=self.max_enumeration,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class NoDiffusion(AbstractDiffusion):
+    """``S = 0``: the gradient-flow ODE of the drift."""
+
+    name: ClassVar[str] = "none"
+    vanishes: ClassVar[bool] = True
+
+    def __call__(self, problem, variant, sampler, params, key):
+        return zero_sample(params)
+
+
+#: The diffusions by name: the string aliases of :func:`sde_sam.sde_model` (``diffusion="empirical"``).
+DIFFUSION_CLASSES: dict[str, type[AbstractDiffusion]] = {
+    cls.name: cls for cls in (LeadingDiffusion, FirstOrderDiffusion, EmpiricalDiffusion, NoDiffusion)
+}
+
+#: The names of the diffusions (the string aliases).
+DIFFUSIONS = tuple(DIFFUSION_CLASSES)
+
+
+def as_diffusion(diffusion: AbstractDiffusion | str, **options) -> AbstractDiffusion:
+    """``diffusion`` as an :class:`AbstractDiffusion`: an object as it is (no ``options``), a name (``"leading"``,
+    ``"first_order"``, ``"empirical"``, ``"none"``) as its class built with those of ``options`` it takes."""
+    if isinstance(diffusion, AbstractDiffusion):
+        if options:
+            raise TypeError(f"options {sorted(options)} go to the diffusion object itself, not beside {diffusion!r}")
+        return diffusion
+    if not isinstance(diffusion, str) or diffusion not in DIFFUSION_CLASSES:
+        raise ValueError(
+            f"`diffusion` must be one of {tuple(DIFFUSION_CLASSES)} or a sde_sam.sde.AbstractDiffusion "
+            f"(LeadingDiffusion(), EmpiricalDiffusion(), ...), got {diffusion!r}"
+        )
+    cls = DIFFUSION_CLASSES[diffusion]
+    taken = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in taken})

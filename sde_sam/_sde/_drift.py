@@ -20,18 +20,23 @@ F-SAM's EMA is modelled as tracking the full gradient, ``mu = g`` (DESIGN §3.1)
 
 from __future__ import annotations
 
+import abc
+import dataclasses
+import math
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._problems._problem import Problem
+from .._problems._problem import Problem, tree_norm_sq
 from .._problems._sampler import Sampler
-from .._training._runner import check_sampler
+from .._training._runner import check_positive, check_sampler
 from .._variants._perturbation import freeze_mask
 from .._variants._variant import Variant
-from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, expectation, support_size
-from ._closed_form import drift_batches, expected_norm
+from ._batches import CHUNK, MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, expectation, support_size
+from ._closed_form import closed_form_of, drift_batches, expected_norm, has_closed_form
 from ._closed_form import drift_distribution as drift_distribution
 
 Params = PyTree
@@ -124,8 +129,8 @@ def _mean_over_batches(problem, variant, sampler, params, update, *, key, num_sa
     full-data value when the update is linear in the batch (SGD: ``g``; n-SAM: its full-data step), else exact
     by enumeration, else Monte Carlo with the batch gradient as control variate:
     ``E[G] = g + E[G - g_batch]`` (``E[g_batch] = g`` exactly for uniform batches), so only the perturbation's
-    part of the update is sampled and the standard error is that part's (18 % -> 3.7 % of ``||b||`` for m-SAM,
-    m = 2, rho = 0.1 on ``linear_regression()`` at 256 samples). ``update(state, batch, key, centred)``."""
+    part of the update is sampled and the standard error is that part's (docs/sde.md measures the gain).
+    ``update(state, batch, key, centred)``."""
     _check(problem, variant, sampler)
     zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)  # noqa: E731
     if _linear_in_batch(variant):
@@ -274,7 +279,8 @@ def closed_form_drift(
     num_samples: int = NUM_SAMPLES,
     max_enumeration: int = MAX_ENUMERATION,
 ) -> Params:
-    """Drift by the closed forms of DESIGN §3.1 (the rule's hook; ``P`` the SAM-ON mask, identity without one):
+    """Drift by the closed forms of DESIGN §3.1 (:func:`~sde_sam.sde.closed_form_of` of the rule; ``P`` the SAM-ON
+    mask, identity without one):
 
     * SGD: ``g``; n-USAM / n-SAM: ``grad[f + (rho/2)||P g||^2]`` / ``grad[f + rho ||P g||]``;
     * USAM, m-USAM, USAM-ON: ``grad[f + (rho/2)(||P g||^2 + c(m) tr(P Sigma P))]`` (``m = B`` without micro-batches);
@@ -292,8 +298,15 @@ def closed_form_drift(
     _check(problem, variant, sampler)
     if not variant.perturbs:
         return problem.full_grad(params)
-    b = variant.rule.closed_form_drift(
-        variant, problem, sampler, params, key=key, num_samples=num_samples, max_enumeration=max_enumeration
+    b = closed_form_of(
+        variant.rule,
+        variant,
+        problem,
+        sampler,
+        params,
+        key=key,
+        num_samples=num_samples,
+        max_enumeration=max_enumeration,
     )
     if b is None:
         raise ValueError(
@@ -310,3 +323,184 @@ def second_order(drift_fn, params: Params, eta: float) -> Params:
     """``b + (eta/2) (Db) b`` (DESIGN §3.3): one ``jax.jvp`` of the drift along itself."""
     b, db_b = jax.jvp(drift_fn, (params,), (drift_fn(params),))
     return jax.tree_util.tree_map(lambda a, c: a + 0.5 * eta * c, b, db_b)
+
+
+# -- the drift as a choice of the model (DESIGN §3.4) ---------------------------------------------------------
+
+#: Default target of a sized Monte Carlo drift: its standard error over ``||b(x0)||``.
+DRIFT_RTOL = 0.01
+#: Batches of the pilot that sizes a Monte Carlo drift, and the most it is given.
+PILOT_SAMPLES = 256
+MAX_SAMPLES = 16384
+
+
+@dataclasses.dataclass(frozen=True)
+class AbstractDrift(abc.ABC):
+    """The drift ``b(x)`` of an SDE model (DESIGN §3.1, §3.4): one family member per way of computing it.
+
+    A drift is called as ``drift(problem, variant, sampler, params, key=None, return_stderr=False)``; its
+    batch expectation is exact by enumeration when the support has at most ``max_enumeration`` batches (or the
+    update is linear in the batch), else a Monte Carlo mean over ``num_samples`` batches. ``num_samples=None``
+    sizes that mean when the model is built (:meth:`sized`): the standard error at ``problem.init_params`` is
+    ``rtol`` of ``||b(x0)||``. :meth:`supports` says whether the drift is defined for a variant.
+
+    Arguments:
+        num_samples: Monte Carlo batches (at least 2), or ``None`` to size them by ``rtol``.
+        rtol: target relative standard error of a sized Monte Carlo drift (default 1 %).
+        max_enumeration: largest batch support that is enumerated exactly.
+    """
+
+    num_samples: int | None = None
+    rtol: float | None = DRIFT_RTOL
+    max_enumeration: int = MAX_ENUMERATION
+
+    #: The name in a result's configuration (and the string alias of :func:`sde_sam.sde_model`).
+    name: ClassVar[str]
+
+    def __post_init__(self):
+        if self.num_samples is not None:
+            check_positive("num_samples", self.num_samples, integer=True)
+            if self.num_samples < 2:
+                raise ValueError(
+                    f"`num_samples` must be at least 2 (one Monte Carlo batch has no spread), got {self.num_samples}"
+                )
+            object.__setattr__(self, "num_samples", int(self.num_samples))
+        elif self.rtol is None:
+            raise ValueError("give `num_samples` or `rtol` (the target that sizes the Monte Carlo drift)")
+        if self.rtol is not None:
+            check_positive("rtol", self.rtol)
+            object.__setattr__(self, "rtol", float(self.rtol))
+        check_positive("max_enumeration", self.max_enumeration, integer=True)
+        object.__setattr__(self, "max_enumeration", int(self.max_enumeration))
+
+    def supports(self, variant: Variant) -> bool:
+        """Whether this drift is defined for ``variant``."""
+        return True
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        problem: Problem,
+        variant: Variant,
+        sampler: Sampler,
+        params: Params,
+        key: PRNGKeyArray | None = None,
+        *,
+        return_stderr: bool = False,
+    ) -> Params | tuple[Params, Params]:
+        """``b(x)`` (with ``return_stderr``, also its leafwise Monte Carlo standard error)."""
+
+    def _pilot(self, problem, variant, sampler, params, key, num_samples) -> tuple[Params, Params]:
+        """The estimator whose spread sizes the Monte Carlo mean: the general first-order rule by default (its
+        control-variate form is the one the closed forms share)."""
+        return general_drift(
+            problem,
+            variant,
+            sampler,
+            params,
+            key=key,
+            num_samples=num_samples,
+            max_enumeration=self.max_enumeration,
+            return_stderr=True,
+        )  # pyright: ignore[reportReturnType]
+
+    def sized(self, problem: Problem, variant: Variant, sampler: Sampler) -> tuple[AbstractDrift, float | None]:
+        """``(drift, predicted relative stderr)`` with ``num_samples`` fixed.
+
+        Given ``num_samples``: the drift itself (``rtol`` dropped, it sized nothing) and ``None``. Exact drift:
+        ``num_samples`` = 256 (unused) and ``None``. Otherwise a pilot of :data:`PILOT_SAMPLES` batches (fixed key
+        ``jr.key(0)``) at ``problem.init_params`` estimates the standard error ``s`` of the drift estimator; the
+        size is ``N = PILOT * (||s|| / (rtol ||b||))^2`` rounded up to a multiple of 64 and clipped to
+        [64, 16384] (``||s||`` the root sum of squares of the leafwise errors). The target holds at the start;
+        along a path the spread changes with ``x``."""
+        if self.num_samples is not None:
+            return dataclasses.replace(self, rtol=None), None
+        assert self.rtol is not None  # __post_init__
+        if drift_is_exact(problem, variant, sampler, self.max_enumeration):
+            return dataclasses.replace(self, num_samples=NUM_SAMPLES), None
+        b, err = self._pilot(problem, variant, sampler, problem.init_params, jr.key(0), PILOT_SAMPLES)
+        b_norm = math.sqrt(float(tree_norm_sq(b)))
+        err_norm = math.sqrt(float(tree_norm_sq(err)))
+        if not (math.isfinite(b_norm) and math.isfinite(err_norm)) or b_norm == 0.0:
+            # no relative target at a stationary (or broken) start: the most samples
+            return dataclasses.replace(self, num_samples=MAX_SAMPLES), None
+        need = PILOT_SAMPLES * (err_norm / (self.rtol * b_norm)) ** 2
+        size = int(min(MAX_SAMPLES, max(CHUNK, CHUNK * math.ceil(need / CHUNK))))
+        return dataclasses.replace(self, num_samples=size), err_norm / b_norm * math.sqrt(PILOT_SAMPLES / size)
+
+    def _options(self) -> dict:
+        return {"num_samples": self.num_samples or NUM_SAMPLES, "max_enumeration": self.max_enumeration}
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneralDrift(AbstractDrift):
+    """The general first-order rule ``b = E[(1/k) sum_j (g_{gamma_j} + rho H_{gamma_j} N(M d_j))]``
+    (DESIGN §3.1; :func:`general_drift`). Defined for every variant."""
+
+    name: ClassVar[str] = "general"
+
+    def __call__(self, problem, variant, sampler, params, key=None, *, return_stderr=False):
+        return general_drift(problem, variant, sampler, params, key=key, return_stderr=return_stderr, **self._options())
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedFormDrift(AbstractDrift):
+    """The formulas of DESIGN §3.1 (:func:`closed_form_drift`): cheaper for large problems (USAM and m-USAM need no
+    expectation). Defined where the variant's rule has a formula."""
+
+    name: ClassVar[str] = "closed_form"
+
+    def supports(self, variant):
+        return (not variant.perturbs) or has_closed_form(variant.rule, variant)
+
+    def __call__(self, problem, variant, sampler, params, key=None, *, return_stderr=False):
+        if return_stderr:
+            raise ValueError("the closed-form drift reports no standard error; use GeneralDrift() for it")
+        return closed_form_drift(problem, variant, sampler, params, key=key, **self._options())
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpectedDrift(AbstractDrift):
+    """The mean step ``b = E_xi[G(x; xi)]`` with no expansion in ``rho`` (DESIGN §3.4; :func:`expected_drift`);
+    with :class:`~sde_sam.sde.EmpiricalDiffusion` the moment-matching SME that SVAG converges to. Defined for
+    every variant."""
+
+    name: ClassVar[str] = "expected"
+
+    def __call__(self, problem, variant, sampler, params, key=None, *, return_stderr=False):
+        return expected_drift(
+            problem, variant, sampler, params, key=key, return_stderr=return_stderr, **self._options()
+        )
+
+    def _pilot(self, problem, variant, sampler, params, key, num_samples):
+        return expected_drift(
+            problem,
+            variant,
+            sampler,
+            params,
+            key=key,
+            num_samples=num_samples,
+            max_enumeration=self.max_enumeration,
+            return_stderr=True,
+        )  # pyright: ignore[reportReturnType]
+
+
+#: The drifts by name: the string aliases of :func:`sde_sam.sde_model` (``drift="expected"``).
+DRIFT_CLASSES: dict[str, type[AbstractDrift]] = {
+    cls.name: cls for cls in (GeneralDrift, ClosedFormDrift, ExpectedDrift)
+}
+
+
+def as_drift(drift: AbstractDrift | str, **options) -> AbstractDrift:
+    """``drift`` as an :class:`AbstractDrift`: an object as it is (no ``options``), a name (``"general"``,
+    ``"closed_form"``, ``"expected"``) as its class built with ``options``."""
+    if isinstance(drift, AbstractDrift):
+        if options:
+            raise TypeError(f"options {sorted(options)} go to the drift object itself, not beside {drift!r}")
+        return drift
+    if not isinstance(drift, str) or drift not in DRIFT_CLASSES:
+        raise ValueError(
+            f"`drift` must be one of {tuple(DRIFT_CLASSES)} or a sde_sam.sde.AbstractDrift (GeneralDrift(), "
+            f"ExpectedDrift(), ...), got {drift!r}"
+        )
+    return DRIFT_CLASSES[drift](**options)

@@ -3,38 +3,54 @@
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+from typing import Any
 
 import jax
 import jax.random as jr
 from jax.typing import DTypeLike
 from jaxtyping import PRNGKeyArray, PyTree
 
-from .._problems._problem import Problem, tree_norm_sq
+from .._problems._problem import Problem
 from .._problems._sampler import Sampler
 from .._training._momentum import Momentum, as_momentum
 from .._training._runner import check_positive
 from .._variants._variant import Variant
-from . import _diffusion, _drift
-from ._batches import CHUNK, MAX_ENUMERATION, NUM_SAMPLES
+from . import _drift
+from ._batches import MAX_ENUMERATION, NUM_SAMPLES
+from ._diffusion import AbstractDiffusion, as_diffusion
+from ._drift import (
+    DRIFT_CLASSES,
+    DRIFT_RTOL,
+    AbstractDrift,
+    as_drift,
+)
+from ._drift import (
+    MAX_SAMPLES as MAX_SAMPLES,
+)
+from ._drift import (
+    PILOT_SAMPLES as PILOT_SAMPLES,
+)
 
-DRIFTS = ("general", "closed_form", "expected")
-#: Default target of a sized Monte Carlo drift: its standard error over ``||b(x0)||``.
-DRIFT_RTOL = 0.01
-#: Batches of the pilot that sizes a Monte Carlo drift, and the most it is given.
-PILOT_SAMPLES = 256
-MAX_SAMPLES = 16384
+#: The string aliases of the drifts (``drift="expected"``), in the order of the ladder.
+DRIFTS = tuple(DRIFT_CLASSES)
 
 Params = PyTree
 
 
-@jax.tree_util.register_pytree_node_class
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["problem"],
+    meta_fields=["variant", "sampler", "eta", "diffusion", "order", "drift_kind", "drift_rel_stderr", "momentum"],
+)
 @dataclasses.dataclass(frozen=True)
 class SDEModel:
     """``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` for ``variant`` on ``problem`` with batches from ``sampler``.
 
     Build it with :func:`sde_model`. The model is a pytree whose only leaves are the problem's arrays (so it
-    can be passed through ``jax.jit``); everything else is static configuration.
+    can be passed through ``jax.jit``); everything else is static configuration: the drift ``drift_kind``
+    (an :class:`~sde_sam.sde.AbstractDrift` with its Monte Carlo size fixed) and the ``diffusion``
+    (an :class:`~sde_sam.sde.AbstractDiffusion`).
 
     * :meth:`drift` ``(params, key=None) -> b(x)`` (DESIGN §3.1; with ``order=2`` the second-order SME drift
       ``b + (eta/2)(Db) b``, DESIGN §3.3). ``key`` is only used by Monte Carlo expectations; ``None`` means
@@ -46,43 +62,17 @@ class SDEModel:
     variant: Variant
     sampler: Sampler
     eta: float
-    diffusion: str = "leading"
-    order: int = 1
-    drift_kind: str = "general"
-    num_samples: int = NUM_SAMPLES
-    max_enumeration: int = MAX_ENUMERATION
-    diffusion_samples: int = NUM_SAMPLES
-    drift_rtol: float | None = None
+    diffusion: AbstractDiffusion
+    order: int
+    drift_kind: AbstractDrift
     drift_rel_stderr: float | None = None
     momentum: Momentum | None = None
 
-    def tree_flatten(self):
-        aux = tuple(getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "problem")
-        return (self.problem,), aux
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "problem"]
-        obj = object.__new__(cls)
-        object.__setattr__(obj, "problem", children[0])
-        for name, value in zip(names, aux, strict=True):
-            object.__setattr__(obj, name, value)
-        return obj
-
     # -- the two coefficients ------------------------------------------------------------------------
     def first_order_drift(self, params: Params, key: PRNGKeyArray | None = None) -> Params:
-        """``b(x)`` to first order in ``eta`` (DESIGN §3.1): first order in ``rho`` (``"general"``, ``"closed_form"``)
-        or exact in ``rho`` (``"expected"``, the mean step ``E_xi[G]``)."""
-        fn = _DRIFT_FNS[self.drift_kind]
-        return fn(
-            self.problem,
-            self.variant,
-            self.sampler,
-            params,
-            key=key,
-            num_samples=self.num_samples,
-            max_enumeration=self.max_enumeration,
-        )
+        """``b(x)`` to first order in ``eta`` (DESIGN §3.1): first order in ``rho`` (:class:`GeneralDrift`,
+        :class:`ClosedFormDrift`) or exact in ``rho`` (:class:`ExpectedDrift`, the mean step ``E_xi[G]``)."""
+        return self.drift_kind(self.problem, self.variant, self.sampler, params, key)
 
     def drift(self, params: Params, key: PRNGKeyArray | None = None) -> Params:
         """``b(x)``, or ``b + (eta/2)(Db) b`` when ``order == 2`` (DESIGN §3.3)."""
@@ -92,29 +82,28 @@ class SDEModel:
 
     def diffusion_sample(self, params: Params, key: PRNGKeyArray) -> Params:
         """One draw of ``S(x)^{1/2} z``, ``z ~ N(0, I)`` (DESIGN §3.2; see :mod:`sde_sam._sde._diffusion`)."""
-        if self.diffusion == "leading":
-            return _diffusion.leading_sample(
-                self.problem,
-                self.sampler,
-                params,
-                key,
-                self.variant,
-                num_samples=self.diffusion_samples,
-                max_enumeration=self.max_enumeration,
-            )
-        if self.diffusion == "first_order":
-            return _diffusion.first_order_sample(self.problem, self.variant, self.sampler, params, key)
-        if self.diffusion == "empirical":
-            return _diffusion.empirical_sample(
-                self.problem,
-                self.variant,
-                self.sampler,
-                params,
-                key,
-                num_samples=self.diffusion_samples,
-                max_enumeration=self.max_enumeration,
-            )
-        return _diffusion.zero_sample(params)
+        return self.diffusion(self.problem, self.variant, self.sampler, params, key)
+
+    # -- the drift's Monte Carlo options, read from ``drift_kind`` --------------------------------------
+    @property
+    def num_samples(self) -> int:
+        """Monte Carlo batches of the drift's expectation (unused where it is exact)."""
+        assert self.drift_kind.num_samples is not None  # sized by sde_model
+        return self.drift_kind.num_samples
+
+    @property
+    def drift_rtol(self) -> float | None:
+        """The target that sized ``num_samples``; ``None`` where ``num_samples`` was given."""
+        return self.drift_kind.rtol
+
+    @property
+    def max_enumeration(self) -> int:
+        return self.drift_kind.max_enumeration
+
+    @property
+    def diffusion_samples(self) -> int | None:
+        """Monte Carlo batches of a sampled diffusion; ``None`` for one that samples no batches."""
+        return getattr(self.diffusion, "num_samples", None)
 
     @property
     def noise_factor(self) -> float:
@@ -122,16 +111,69 @@ class SDEModel:
         return self.sampler.factor(self.sampler.batch_size, self.problem.num_examples)
 
     def replace(self, **changes) -> SDEModel:
-        """A copy with some fields changed (validated again through :func:`sde_model`)."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.drift_rtol is not None:  # a sized Monte Carlo drift is sized again for the changed model
-            fields["num_samples"] = None
-        if self.momentum is not None:  # eta is stored rescaled: hand back the method's own step
-            fields["eta"] = self.eta / self.momentum.time_scale
+        """A copy with some fields changed (validated again through :func:`sde_model`; ``drift`` and
+        ``diffusion`` as there). A drift sized by its ``rtol`` is sized again for the changed model."""
+        drift = self.drift_kind
+        if drift.rtol is not None:
+            drift = dataclasses.replace(drift, num_samples=None)
+        fields = {
+            "eta": self.eta / self.momentum.time_scale if self.momentum is not None else self.eta,
+            "diffusion": self.diffusion,
+            "order": self.order,
+            "drift": drift,
+            "momentum": self.momentum,
+        }
         fields.update(changes)
-        fields.pop("drift_rel_stderr")
-        drift = fields.pop("drift_kind")
-        return sde_model(fields.pop("problem"), fields.pop("variant"), fields.pop("sampler"), drift=drift, **fields)
+        return sde_model(
+            fields.pop("problem", self.problem),
+            fields.pop("variant", self.variant),
+            fields.pop("sampler", self.sampler),
+            **fields,
+        )
+
+
+def _resolve_drift(drift, num_samples, max_enumeration, drift_rtol) -> AbstractDrift:
+    """The drift object of :func:`sde_model`'s ``drift`` argument: an object as it is, or a name built with the
+    flat options (the same drift as the object with those options)."""
+    if isinstance(drift, AbstractDrift):
+        if num_samples is not None or max_enumeration is not None or drift_rtol is not _DEFAULT:
+            raise TypeError(
+                "`num_samples`, `max_enumeration` and `drift_rtol` are options of a drift given by name; with a "
+                f"drift object give them to it: {type(drift).__name__}(num_samples=..., rtol=..., max_enumeration=...)"
+            )
+        return drift
+    as_drift(drift)  # a clear error for a bad name, before the options are checked
+    rtol = DRIFT_RTOL if drift_rtol is _DEFAULT else drift_rtol
+    if num_samples is None and rtol is None:
+        raise ValueError("give `num_samples` or `drift_rtol` (the target that sizes the Monte Carlo drift)")
+    if num_samples is None:
+        check_positive("drift_rtol", rtol)
+    return as_drift(drift, num_samples=num_samples, rtol=rtol, max_enumeration=max_enumeration or MAX_ENUMERATION)
+
+
+def _resolve_diffusion(diffusion, num_samples, max_enumeration, diffusion_samples) -> AbstractDiffusion:
+    """The diffusion object of :func:`sde_model`'s ``diffusion`` argument: an object as it is, or a name built
+    with the flat options (``diffusion_samples``, else ``num_samples``, else 256)."""
+    if isinstance(diffusion, AbstractDiffusion):
+        if diffusion_samples is not None:
+            raise TypeError(
+                "`diffusion_samples` is an option of a diffusion given by name; with a diffusion object give it "
+                f"to it: {type(diffusion).__name__}(num_samples=...)"
+            )
+        return diffusion
+    return as_diffusion(
+        diffusion,
+        num_samples=diffusion_samples or num_samples or NUM_SAMPLES,
+        max_enumeration=max_enumeration or MAX_ENUMERATION,
+    )
+
+
+class _Default:
+    def __repr__(self):
+        return f"DRIFT_RTOL ({DRIFT_RTOL})"
+
+
+_DEFAULT: Any = _Default()
 
 
 def sde_model(
@@ -139,13 +181,13 @@ def sde_model(
     variant: Variant,
     sampler: Sampler,
     eta: float = 0.05,
-    diffusion: str = "leading",
+    diffusion: AbstractDiffusion | str = "leading",
     order: int = 1,
-    drift: str = "general",
+    drift: AbstractDrift | str = "general",
     *,
     num_samples: int | None = None,
-    max_enumeration: int = MAX_ENUMERATION,
-    drift_rtol: float | None = DRIFT_RTOL,
+    max_enumeration: int | None = None,
+    drift_rtol: float | None = _DEFAULT,
     diffusion_samples: int | None = None,
     momentum: Momentum | float | None = None,
     dtype: DTypeLike | None = None,
@@ -154,20 +196,26 @@ def sde_model(
 
     Arguments:
         eta: learning rate of the modelled discrete method (one step = ``eta`` units of SDE time).
-        diffusion: ``"leading"`` (``Cov[G_0]`` of the rho-free update: ``c(B) Sigma``, or ``Cov[sum_i w_i g_i]`` for
-            RW-SAM with weights in the descent), ``"first_order"`` (``+ rho(H Sigma + Sigma H)``, unnormalized
-            batch rule), ``"empirical"`` (``Cov_xi[G]`` of the perturbed update) or ``"none"``.
+        diffusion: an :class:`~sde_sam.sde.AbstractDiffusion`: :class:`~sde_sam.sde.LeadingDiffusion` (default;
+            ``Cov[G_0]`` of the rho-free update: ``c(B) Sigma``, or ``Cov[sum_i w_i g_i]`` for RW-SAM with weights
+            in the descent), :class:`~sde_sam.sde.FirstOrderDiffusion` (``+ rho(H Sigma + Sigma H)``, unnormalized
+            batch rule), :class:`~sde_sam.sde.EmpiricalDiffusion` (``Cov_xi[G]`` of the perturbed update) or
+            :class:`~sde_sam.sde.NoDiffusion`; or its name (``"leading"``, ``"first_order"``, ``"empirical"``,
+            ``"none"``), built with ``diffusion_samples`` and ``max_enumeration``.
         order: ``1`` (first-order SME) or ``2`` (drift ``b + (eta/2)(Db) b``; not with ``momentum``).
-        drift: ``"general"`` (the general first-order rule), ``"closed_form"`` (DESIGN §3.1 formulas;
-            cheaper for large problems: USAM/m-USAM need no expectation), or ``"expected"`` (the mean step
-            ``E_xi[G]`` with no expansion in ``rho``; with ``diffusion="empirical"`` the moment-matching SME).
-        num_samples: Monte Carlo size of the drift's batch expectation when it is not enumerated. ``None``
-            (default): sized by :func:`monte_carlo_size` so that the drift's standard error at
-            ``problem.init_params`` is ``drift_rtol`` of its norm (64 to 16,384 batches; unused when exact).
-        max_enumeration: largest batch support that is enumerated exactly.
-        drift_rtol: target standard error of a sized Monte Carlo drift relative to ``||b(x0)||`` (default 1 %).
-        diffusion_samples: Monte Carlo size of the ``"empirical"`` diffusion and of RW-SAM's ``"leading"`` one
-            (default ``num_samples`` when that is given, else 256).
+        drift: an :class:`~sde_sam.sde.AbstractDrift`: :class:`~sde_sam.sde.GeneralDrift` (default; the general
+            first-order rule), :class:`~sde_sam.sde.ClosedFormDrift` (DESIGN §3.1 formulas; cheaper for large
+            problems: USAM/m-USAM need no expectation) or :class:`~sde_sam.sde.ExpectedDrift` (the mean step
+            ``E_xi[G]`` with no expansion in ``rho``; with the empirical diffusion the moment-matching SME); or
+            its name (``"general"``, ``"closed_form"``, ``"expected"``), built with ``num_samples``,
+            ``drift_rtol`` and ``max_enumeration``. A drift with ``num_samples=None`` is sized here
+            (:meth:`AbstractDrift.sized`: 64 to 16,384 batches so that its standard error at
+            ``problem.init_params`` is ``rtol`` of its norm; unused when exact).
+        num_samples: with a drift by name, its Monte Carlo size (``None``: sized by ``drift_rtol``).
+        max_enumeration: with a drift or diffusion by name, the largest batch support enumerated exactly (4096).
+        drift_rtol: with a drift by name, the target of a sized Monte Carlo drift (default 1 %).
+        diffusion_samples: with a diffusion by name, the Monte Carlo size of the empirical diffusion and of
+            RW-SAM's leading one (default ``num_samples`` when that is given, else 256).
         momentum: the method runs with heavy-ball or Nesterov momentum ``beta`` (:class:`~sde_sam.Momentum`, or a
             number): the model is the rescaled-learning-rate SDE, that of the plain method with step
             ``eta / (1 - beta)`` (Li, Tai & E), whose time ``t = k eta / (1 - beta)`` is ``Runs.times`` of
@@ -186,22 +234,17 @@ def sde_model(
     momentum = as_momentum(momentum)
     if momentum is not None:
         eta = eta * momentum.time_scale
-    if diffusion not in _diffusion.DIFFUSIONS:
-        raise ValueError(f"`diffusion` must be one of {_diffusion.DIFFUSIONS}, got {diffusion!r}")
-    if drift not in DRIFTS:
-        raise ValueError(f"`drift` must be one of {DRIFTS}, got {drift!r}")
-    if isinstance(order, bool) or order not in (1, 2):
-        raise ValueError(f"`order` must be 1 or 2, got {order!r}")
     for name, value in (("num_samples", num_samples), ("diffusion_samples", diffusion_samples)):
         if value is not None:
             check_positive(name, value, integer=True)
             if value < 2:
                 raise ValueError(f"`{name}` must be at least 2 (one Monte Carlo batch has no spread), got {value}")
-    check_positive("max_enumeration", max_enumeration, integer=True)
-    if num_samples is None and drift_rtol is None:
-        raise ValueError("give `num_samples` or `drift_rtol` (the target that sizes the Monte Carlo drift)")
-    if drift_rtol is not None and num_samples is None:
-        check_positive("drift_rtol", drift_rtol)
+    if max_enumeration is not None:
+        check_positive("max_enumeration", max_enumeration, integer=True)
+    diffusion_obj = _resolve_diffusion(diffusion, num_samples, max_enumeration, diffusion_samples)
+    drift_obj = _resolve_drift(drift, num_samples, max_enumeration, drift_rtol)
+    if isinstance(order, bool) or order not in (1, 2):
+        raise ValueError(f"`order` must be 1 or 2, got {order!r}")
     if order == 2 and momentum is not None:
         raise ValueError(
             "`order`=2 with `momentum`: the rescaled-learning-rate model is first order (the second-order "
@@ -212,75 +255,32 @@ def sde_model(
             f"`order`=2 needs the derivative of the drift, which is not defined for variant {variant.name!r} "
             f"(its weights carry stop_gradient); use order=1"
         )
-    if diffusion == "first_order" and not _diffusion.first_order_supported(variant):
+    if not diffusion_obj.supports(variant):
         raise ValueError(
-            f"`diffusion`='first_order' is defined for SGD, n-USAM/n-SAM, random-direction SAM and the batch rule "
-            f"under a linear normalization (USAM, m-USAM, USAM-ON, DNSAM); variant {variant.name!r} needs "
-            f"diffusion='empirical' "
-            f"or 'leading'"
+            f"`diffusion`={diffusion_obj.name!r} ({diffusion_obj!r}) is not defined for variant {variant.name!r} "
+            "(its `supports` says so: "
+            "the first-order diffusion is defined for SGD, n-USAM/n-SAM, random-direction SAM and the batch rule "
+            "under a linear normalization, USAM, m-USAM, USAM-ON, DNSAM); use EmpiricalDiffusion() or "
+            "LeadingDiffusion()"
         )
-    diffusion_samples = diffusion_samples or num_samples or NUM_SAMPLES
-    rtol, rel = None, None
-    if num_samples is None:
-        assert drift_rtol is not None  # checked above
-        rtol = float(drift_rtol)
-        num_samples, rel = monte_carlo_size(problem, variant, sampler, drift, max_enumeration, rtol)
-    return SDEModel(
-        problem,
-        variant,
-        sampler,
-        float(eta),
-        diffusion,
-        int(order),
-        drift,
-        int(num_samples),
-        int(max_enumeration),
-        int(diffusion_samples),
-        rtol,
-        rel,
-        momentum,
-    )
+    if not drift_obj.supports(variant):
+        raise ValueError(
+            f"`drift`={drift_obj.name!r} ({type(drift_obj).__name__}) is not defined for variant {variant.name!r} "
+            "(no formula for its rule "
+            f"{type(variant.rule).__name__}, normalization and preconditioner); use GeneralDrift() or ExpectedDrift()"
+        )
+    drift_obj, rel = drift_obj.sized(problem, variant, sampler)
+    return SDEModel(problem, variant, sampler, float(eta), diffusion_obj, int(order), drift_obj, rel, momentum)
 
 
 def monte_carlo_size(
     problem: Problem, variant: Variant, sampler: Sampler, drift: str, max_enumeration: int, rtol: float
 ) -> tuple[int, float | None]:
-    """``(num_samples, predicted relative stderr)`` of a Monte Carlo drift sized to ``rtol``; ``(256, None)``
-    when the drift is exact (no Monte Carlo to size).
-
-    A pilot of :data:`PILOT_SAMPLES` batches (fixed key ``jr.key(0)``) at ``problem.init_params`` estimates
-    the standard error ``s`` of the drift estimator (the ``"expected"`` mean step, else the general
-    first-order rule, whose control-variate form the closed forms share); the size is
-    ``N = PILOT * (||s|| / (rtol ||b||))^2`` rounded up to a multiple of 64 and clipped to [64, 16384]
-    (``||s||`` the root sum of squares of the leafwise errors). The target holds at the start; along a
-    path the spread changes with ``x`` (the recorded estimate is the start's)."""
-    if _drift.drift_is_exact(problem, variant, sampler, max_enumeration):
-        return NUM_SAMPLES, None
-    fn = _drift.expected_drift if drift == "expected" else _drift.general_drift
-    b, err = fn(
-        problem,
-        variant,
-        sampler,
-        problem.init_params,
-        key=jr.key(0),
-        num_samples=PILOT_SAMPLES,
-        max_enumeration=max_enumeration,
-        return_stderr=True,
-    )
-    b_norm = math.sqrt(float(tree_norm_sq(b)))
-    err_norm = math.sqrt(float(tree_norm_sq(err)))
-    if not (math.isfinite(b_norm) and math.isfinite(err_norm)) or b_norm == 0.0:
-        return MAX_SAMPLES, None  # no relative target at a stationary (or broken) start: the most samples
-    need = PILOT_SAMPLES * (err_norm / (rtol * b_norm)) ** 2
-    size = int(min(MAX_SAMPLES, max(CHUNK, CHUNK * math.ceil(need / CHUNK))))
-    return size, err_norm / b_norm * math.sqrt(PILOT_SAMPLES / size)
-
-
-_DRIFT_FNS = {
-    "general": _drift.general_drift,
-    "closed_form": _drift.closed_form_drift,
-    "expected": _drift.expected_drift,
-}
+    """``(num_samples, predicted relative stderr)`` of the Monte Carlo drift named ``drift`` sized to ``rtol``
+    (:meth:`AbstractDrift.sized`); ``(256, None)`` when the drift is exact (no Monte Carlo to size)."""
+    sized, rel = DRIFT_CLASSES[drift](rtol=rtol, max_enumeration=max_enumeration).sized(problem, variant, sampler)
+    assert sized.num_samples is not None
+    return sized.num_samples, rel
 
 
 def step_keys(path_key: PRNGKeyArray, step) -> tuple[PRNGKeyArray, PRNGKeyArray]:

@@ -83,9 +83,9 @@ def simulation_config(model: SDEModel, *, dt, t1, steps, num_paths, every, diver
             "steps": int(steps),
             "num_paths": int(num_paths),
             "every": every,
-            "diffusion": model.diffusion,
+            "diffusion": model.diffusion.name,
             "order": model.order,
-            "drift": model.drift_kind,
+            "drift": model.drift_kind.name,
             "num_samples": model.num_samples,
             "drift_rtol": model.drift_rtol,
             "drift_rel_stderr": model.drift_rel_stderr,
@@ -319,7 +319,7 @@ def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt: floa
     drift_key, noise_key = step_keys(path_key, j)
     b = model.drift(params, drift_key)
     noise_scale = math.sqrt(model.eta * dt)
-    if model.diffusion == "none":
+    if model.diffusion.vanishes:
         return jax.tree_util.tree_map(lambda p, bb: p - dt * bb, params, b)
     z = model.diffusion_sample(params, noise_key)
     return jax.tree_util.tree_map(lambda p, bb, zz: p - dt * bb + noise_scale * zz, params, b, z)

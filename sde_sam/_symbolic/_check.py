@@ -32,6 +32,7 @@ from .._problems._problem import Problem
 from .._problems._sampler import WithoutReplacement, WithReplacement
 from .._variants._variant import Variant
 from ._derive import COEFFICIENTS, Setting, derive, lambdified, param_names
+from ._specs import symbolic_parameters_of
 
 #: Radii ``EXTRACTION_RADIUS * EXTRACTION_NODES`` at which the discrete moments are interpolated (never
 #: ``rho = 0``: the code's step switches to plain SGD there, which for weighted descent is not the limit).
@@ -170,7 +171,7 @@ def compare(
     def record(key, a, b):
         errors[key] = max(errors.get(key, 0.0), rel_err(a, b))
 
-    kw = {"sigma": 1.0, "lam": 1.0} | variant.rule.symbolic_parameters()
+    kw = {"sigma": 1.0, "lam": 1.0} | symbolic_parameters_of(variant.rule)
     rho = variant.rho
     radii = [t * EXTRACTION_RADIUS for t in EXTRACTION_NODES]
     with jax.enable_x64(True):
@@ -258,7 +259,7 @@ def compare_expression(
             problem = twin_problem(setting.dim, coeffs, x)
             out = np.asarray(fn(problem, problem.init_params)[kind])
             ref = f(
-                x, coeffs, rho=variant.rho, **({"sigma": 1.0, "lam": 1.0} | variant.rule.symbolic_parameters())
+                x, coeffs, rho=variant.rho, **({"sigma": 1.0, "lam": 1.0} | symbolic_parameters_of(variant.rule))
             ).ravel()
             worst = max(worst, rel_err(out, ref))
     return worst

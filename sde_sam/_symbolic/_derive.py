@@ -14,7 +14,7 @@ coefficients in ``rho`` give
   regularizer where there is one), so that ``b_1 - closed form`` can be reduced to ``0`` by ``sympy``.
 
 F-SAM's EMA is taken as tracking the full gradient, ``mu = g`` (DESIGN §3.1). RW-SAM uses the exact score
-``s_i = ||g_i||`` with Gibbs weights ``softmax(lambda s)`` over the batch (reference/RW-SAM.md).
+``s_i = ||g_i||`` with Gibbs weights ``softmax(lambda s)`` over the batch (docs/rw-sam.md).
 ``rho``, F-SAM's ``sigma`` and RW-SAM's ``lambda`` stay symbolic; derivations are cached in-process
 (``functools.lru_cache``) and optionally on disk (atomic pickle files keyed by a hash of the inputs).
 """
@@ -120,6 +120,7 @@ def spec_of(variant, dim: int) -> Spec:
     A mask is resolved against the parameter pytree ``{"x1": .., "x2": ..}``. RW-SAM needs ``score="exact"``
     (the finite-difference score draws a random vector and has no finite symbolic expectation)."""
     from .._variants._variant import Variant, resolve_mask
+    from ._specs import symbolic_spec_of
 
     if isinstance(variant, Spec):
         return variant
@@ -127,7 +128,7 @@ def spec_of(variant, dim: int) -> Spec:
         raise TypeError(f"`variant` must be a sde_sam.variants.Variant or a Spec, got {type(variant).__name__}")
     if not variant.perturbs:
         return Spec(variant.name, rule="none", normalize=False)
-    fields = variant.rule.symbolic_spec(variant)
+    fields = symbolic_spec_of(variant.rule, variant)
     normalize = variant.normalization.symbolic
     if fields is None or normalize is None or variant.preconditioner is not None:
         raise ValueError(

@@ -2,8 +2,10 @@
 
 A rule is a small frozen dataclass deriving from :class:`AbstractRule`. The discrete step, the SDE drifts
 (first order in ``rho`` and exact in ``rho``), the empirical diffusion, SVAG and the weak-order study need
-only :meth:`AbstractRule.directions` and the rule's static facts; a closed-form drift, a first-order
-diffusion and a sympy derivation are optional hooks a rule may provide. Built in:
+only :meth:`AbstractRule.directions` and the rule's static facts. A rule only steps: a closed-form drift, a
+first-order diffusion and a sympy derivation live in their own layers, dispatched on the rule's type
+(:func:`sde_sam.sde.closed_form_of`, :func:`sde_sam.sde.first_order_noise_of`,
+:func:`sde_sam.symbolic.symbolic_spec_of`). Built in:
 
 ==========================  =================================================  ==========================
 rule                        ``d_j``                                            variants
@@ -23,7 +25,7 @@ import abc
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +34,6 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem
-from .._sde import _closed_form
 from .._typing import Real
 from ._once import computed_once
 
@@ -144,28 +145,6 @@ class AbstractRule(abc.ABC):
         size = jax.tree_util.tree_leaves(batch)[0].shape[0]
         return jnp.asarray(size, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
 
-    # -- optional SDE hooks ------------------------------------------------------------------------------------
-    def closed_form_drift(self, variant, problem, sampler, params, *, key, num_samples, max_enumeration):
-        """The first-order drift from a formula (DESIGN §3.1), or ``None`` when the rule has none."""
-        return None
-
-    def first_order_noise(self, variant, problem: Problem, params: PyTree, z: PyTree) -> PyTree | None:
-        """Given ``z = (c(B) Sigma)^{1/2} u``, a draw of the first-order diffusion factor (DESIGN §3.2), or
-        ``None`` when the rule has no first-order diffusion."""
-        return None
-
-    def supports_first_order_noise(self, variant) -> bool:
-        return False
-
-    def symbolic_spec(self, variant) -> dict[str, Any] | None:
-        """The :class:`sde_sam.symbolic.Spec` fields of this rule (``rule``, ``micro_batch_size``,
-        ``weights_in_descent``), or ``None`` when sympy does not derive it."""
-        return None
-
-    def symbolic_parameters(self) -> dict[str, float]:
-        """Values of the symbols a derivation keeps (F-SAM's ``sigma``, RW-SAM's ``lam``)."""
-        return {}
-
     def config(self) -> dict:
         """A JSON-friendly description (the rule's class and fields)."""
         fields = dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
@@ -182,15 +161,6 @@ class NoAscent(AbstractRule):
     def directions(self, problem, params, state, batch, key):
         loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
         return Directions(_add_axis(jax.tree_util.tree_map(jnp.zeros_like, g)), None, state, loss)
-
-    def first_order_noise(self, variant, problem, params, z):
-        return z
-
-    def supports_first_order_noise(self, variant):
-        return True
-
-    def symbolic_spec(self, variant):
-        return {"rule": "none"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,20 +201,6 @@ class BatchGradient(AbstractRule):
         losses, grads = jax.vmap(jax.value_and_grad(problem.batch_loss), in_axes=(None, 0))(params, micro)
         return Directions(grads, None, state, jnp.mean(losses))
 
-    def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return _closed_form.batch_rule(self, variant, problem, sampler, params, **kw)
-
-    def supports_first_order_noise(self, variant):
-        return variant.normalization.linear and variant.preconditioner is None
-
-    def first_order_noise(self, variant, problem, params, z):
-        if not self.supports_first_order_noise(variant):
-            return None
-        return _closed_form.hessian_corrected_noise(variant, problem, params, z)
-
-    def symbolic_spec(self, variant):
-        return {"rule": "batch", "micro_batch_size": self.micro_batch_size}
-
 
 @dataclasses.dataclass(frozen=True)
 class FullGradient(AbstractRule):
@@ -257,18 +213,6 @@ class FullGradient(AbstractRule):
 
     def directions(self, problem, params, state, batch, key):
         return Directions(_add_axis(problem.full_grad(params)), None, state, _nan_like(params))
-
-    def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return _closed_form.full_rule(self, variant, problem, sampler, params, **kw)
-
-    def supports_first_order_noise(self, variant):
-        return True
-
-    def first_order_noise(self, variant, problem, params, z):
-        return z  # the rho term of G is deterministic to first order
-
-    def symbolic_spec(self, variant):
-        return {"rule": "full"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,15 +244,6 @@ class Friendly(AbstractRule):
         new_mu = jax.tree_util.tree_map(lambda mu, gi: self.ema_decay * mu + (1 - self.ema_decay) * gi, state, g)
         return Directions(_add_axis(d), None, new_mu, loss)
 
-    def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return _closed_form.friendly_rule(self, variant, problem, sampler, params, **kw)
-
-    def symbolic_spec(self, variant):
-        return {"rule": "friendly"}
-
-    def symbolic_parameters(self):
-        return {"sigma": float(self.sigma)}
-
 
 SCORES = ("finite_difference", "exact")
 
@@ -320,8 +255,8 @@ def _rademacher_words(key: PRNGKeyArray, leaves: Sequence) -> tuple[Array, list[
 
 def _signs_of_words(words: Array, leaves: Sequence, sizes: Sequence[int]) -> list[Array]:
     """Bit ``t`` of ``words`` as ``+-1`` (set: ``+1``), split into arrays shaped like ``leaves``. Each leaf unpacks
-    only the words its coordinates span, rather than slicing its signs out of all the unpacked words (on XLA:CPU
-    the shifted probe took 20 instead of 34 us per step at d = 19 722, docs/performance.md)."""
+    only the words its coordinates span, rather than slicing its signs out of all the unpacked words (cheaper on
+    XLA:CPU; the timings are in docs/performance.md)."""
     out, start = [], 0
     for leaf, size in zip(leaves, sizes, strict=True):
         first, last = start // 32, -(-(start + size) // 32)
@@ -358,7 +293,7 @@ def rademacher_shifted(key: PRNGKeyArray, params: PyTree, delta: Real) -> PyTree
 
 @dataclasses.dataclass(frozen=True)
 class Reweighted(AbstractRule):
-    """RW-SAM (Luo et al. 2025; reference/RW-SAM.md): ascent along ``sum_i p_i g_i`` with Gibbs weights
+    """RW-SAM (Luo et al. 2025; docs/rw-sam.md): ascent along ``sum_i p_i g_i`` with Gibbs weights
     ``p = softmax(lambda s)`` of per-example scores ``s_i``; ``weights_in_descent`` selects the reading in which
     the descent is ``sum_i p_i grad f_i(x + eps)`` too.
 
@@ -449,19 +384,6 @@ class Reweighted(AbstractRule):
         descent = weights[None] if self.weights_in_descent else None
         return Directions(_add_axis(d), descent, state, jnp.mean(losses))
 
-    def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return _closed_form.reweighted_rule(self, variant, problem, sampler, params, **kw)
-
-    def symbolic_spec(self, variant):
-        if self.score != "exact":
-            raise ValueError("RW-SAM is derived symbolically with the exact score only: use `score='exact'`")
-        if self.relative_scores:
-            raise ValueError("RW-SAM is derived symbolically with raw scores only: use `relative_scores=False`")
-        return {"rule": "reweighted", "weights_in_descent": self.weights_in_descent}
-
-    def symbolic_parameters(self):
-        return {"lam": float(self.inverse_temperature)}
-
 
 def effective_sample_size(weights: Float[Array, " B"]) -> Float[Array, ""]:
     """Kish's effective sample size ``1 / sum_i p_i^2`` of normalized weights ``p`` (in ``[1, B]``)."""
@@ -489,12 +411,3 @@ class RandomDirection(AbstractRule):
 
     def directions(self, problem, params, state, batch, key):
         return Directions(_add_axis(normal_like(key, params)), None, state, _nan_like(params))
-
-    def closed_form_drift(self, variant, problem, sampler, params, **kw):
-        return problem.full_grad(params)  # E[H_gamma N(T M z)] = E[H_gamma] E[N(T M z)] = 0: z is symmetric
-
-    def supports_first_order_noise(self, variant):
-        return True
-
-    def first_order_noise(self, variant, problem, params, z):
-        return z  # Cov[G] = c(B) Sigma + O(rho^2)
