@@ -1,6 +1,6 @@
 """``sde-sam reproduce``: every figure (F1–F10) and paper check (C1–C11) of DESIGN §8 from one command.
 
-Stages (``analysis.stages``) run through the cached pipeline (:mod:`sde_sam._pipeline`); figures (``figures/``) and
+Stages (``analysis.stages``) run through the cached pipeline (:mod:`analysis.pipeline`); figures (``figures/``) and
 checks (``paper_checks/``) read their results. The report ``report.md`` + ``report.json`` embeds the figures, the
 check table and the symbolic drifts (:mod:`sde_sam.symbolic`).
 """

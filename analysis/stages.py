@@ -2,7 +2,7 @@
 
 Stages reuse the library (``sde_sam``) and the analyses (:mod:`analysis.weak_order`, :mod:`analysis.m_sharpness`,
 :mod:`analysis.training_vs_sde`); the figures and checks only read their results. Presets (``quick``/``full``)
-are in :data:`PRESETS`; a stage's cache key is the hash of its config (``sde_sam._pipeline``).
+are in :data:`PRESETS`; a stage's cache key is the hash of its config (:mod:`analysis.pipeline`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The default block of paths (or runs) vmapped together, from the problem size and the device.
 
 Advancing every path at once is not the fastest on a CPU: the vmapped state and the per-path temporaries fall
-out of cache (measured on 2 CPU cores: 1024 m-USAM paths on ``linear_regression()`` ran 1.6x slower as one block
-than in blocks of 256; a digits-MLP path-step ran 1.3-1.5x slower in blocks of 8-16 than of 2-4), while blocks
-that are too small leave the vectorised kernels idle (one path at a time: 2-3.5x slower). The rule, measured
+out of cache, while blocks that are too small leave the vectorised kernels idle (the measurements are in
+``docs/performance.md``). The rule, measured
 by ``benchmarks/simulate.py`` (its ``default_block_vs_best`` rows compare it with the best block of a sweep):
 
     block = the largest divisor of the per-device count <= min(MAX_BLOCK, max(1, WORK_FLOPS / flops))
@@ -14,9 +13,8 @@ about ``WORK_FLOPS`` of work per step. Small calls (per-device count x examples 
 Values are bit-identical for a given block; the block used is recorded in each result's config.
 
 **Calibration.** No rule in the problem's size predicts the block on a CPU: on 2 cores, with 2048 paths, the
-best block of a sweep is 2048 for n-SAM on a 512 x 64 linear regression (the rule's 512: 1.5x slower) but 128
-for m-USAM on the same problem and for USAM on a 128 x 128 one (the rule's 512: 5.6x and 5.8x slower), with
-per-path flops, bytes and temporaries of the same order in all three (``docs/performance.md``). So calls with
+best block of a sweep differs by a factor of 16 between n-SAM and m-USAM on the same linear regression, with
+per-path flops, bytes and temporaries of the same order (``docs/performance.md``). So calls with
 more than :data:`CALIBRATE_FLOPS` of work (all paths and steps) time the candidate blocks
 :func:`candidate_blocks` around the rule's block (rule/32 .. 8x rule), a few short compiled runs each
 (:func:`calibrated_block`), and take the fastest. The choice is kept for the process per program, paths and
@@ -53,8 +51,8 @@ CALIBRATE_FLOPS = {"cpu": 1e12, "accelerator": 1e16}
 TIMING_FLOPS = {"cpu": 1e8, "accelerator": 1e12}
 TIMING_REPEATS = 3
 #: Octaves ``k`` of the candidate blocks ``rule * 2**k`` (:func:`candidate_blocks`). The range reaches further
-#: below the rule than above it: the best block of a held-out case (512 x 64 m-USAM, 1024 paths) was a 32nd of
-#: the rule's 512 on 2 CPU cores, and calibration over rule/8 .. 8x rule picked a block 1.58x slower than it.
+#: below the rule than above it: on a held-out case the best block was a 32nd of the rule's
+#: (docs/performance.md).
 CANDIDATE_OCTAVES = tuple(range(-5, 4))
 #: Environment variable naming a folder where calibrated blocks are kept (unset: in-process only).
 CACHE_ENV = "SDE_SAM_BLOCK_CACHE"

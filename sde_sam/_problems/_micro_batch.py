@@ -49,7 +49,7 @@ class AbstractMicroBatchGradient(abc.ABC):
         batch: PyTree,
         weights_of: Callable[[Float[Array, " B"]], Float[Array, " B"]],
     ) -> tuple[Float[Array, " B"], PyTree, Float[Array, " B"]] | None:
-        """RW-SAM's ascent with the exact score (reference/RW-SAM.md): ``(f_i(x), sum_i p_i g_i(x), p)`` with
+        """RW-SAM's ascent with the exact score (docs/rw-sam.md): ``(f_i(x), sum_i p_i g_i(x), p)`` with
         ``p = weights_of(||g_i(x)||^2)``, without forming per-example gradients; ``None`` (the default): no such
         form, and the generic one (per-example gradients) runs."""
         return None

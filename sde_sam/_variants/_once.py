@@ -3,7 +3,7 @@
 XLA fuses a cheap elementwise producer into each of its consumers. When a consumer broadcasts the producer's
 result (a bias or a LayerNorm scale added to every row of a batch), the producer is recomputed for every row.
 For RW-SAM's Rademacher probe (bits unpacked from 32-bit words with index arithmetic, then ``x + delta z``),
-that recomputation cost 0.3-0.5x a whole SAM step on the digits MLP (docs/performance.md). A conditional's
+that recomputation cost a large part of a SAM step on the digits MLP (docs/performance.md). A conditional's
 outputs are buffers: ``lax.cond(p, fn, fn, words)``, both branches ``fn``, computes ``fn(words)`` once whatever
 ``p`` is. ``p`` compares the data with a constant, so the compiler cannot fold the conditional away; under
 ``vmap`` (``custom_vmap``) it is taken from the first element, so the conditional stays one instead of

@@ -347,7 +347,7 @@ def rw_sam(
     num_probes: int = 1,
     relative_scores: bool = False,
 ) -> Variant:
-    """RW-SAM (Luo et al. 2025; reference/RW-SAM.md): ascent along ``sum_i p_i g_i``, ``p = softmax(lambda s)``
+    """RW-SAM (Luo et al. 2025; docs/rw-sam.md): ascent along ``sum_i p_i g_i``, ``p = softmax(lambda s)``
     (``num_probes``, ``relative_scores``: see :class:`~sde_sam.variants.Reweighted`)."""
     rule = Reweighted(inverse_temperature, fd_delta, score, weights_in_descent, num_probes, relative_scores)
     return Variant("RW-SAM", rho=rho, rule=rule)
