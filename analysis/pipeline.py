@@ -103,8 +103,10 @@ def load_stage(path: Path, name: str) -> StageResult:
         if isinstance(e, FileNotFoundError) and not json_path.exists():
             raise
         raise CacheCorrupted(f"{json_path.name}/{npz_path.name} unreadable ({type(e).__name__}: {e})") from e
-    if not isinstance(meta, dict) or "checksums" not in meta or "data" not in meta:
+    if not isinstance(meta, dict) or not isinstance(meta.get("checksums"), dict) or "data" not in meta:
         raise CacheCorrupted(f"{json_path.name} lacks its data or checksums")
+    if not isinstance(meta.get("wall_s", 0.0), (int, float)):
+        raise CacheCorrupted(f"{json_path.name}: its wall_s is not a number")
     if arrays_checksum(arrays) != meta["checksums"].get("arrays"):
         raise CacheCorrupted(f"{npz_path.name}: array checksum mismatch")
     if data_checksum(meta["data"]) != meta["checksums"].get("data"):

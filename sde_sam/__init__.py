@@ -6,6 +6,7 @@ method) and a *record* (observables to keep). See DESIGN §9 for the API sketch.
 
 __version__ = "0.1.0"
 
+from . import _early  # noqa: F401  first: a Ctrl-C while the command line imports ends it cleanly (status 130)
 from . import curvature as curvature
 from . import noise as noise
 from . import parallel as parallel

@@ -112,6 +112,8 @@ def run(prog: str, func: Callable[[], int]) -> int:
     On Ctrl-C the process leaves through :func:`os._exit` after flushing its streams, so the interpreter does not
     tear down while XLA's threads still run (which can crash it), and it does so within about 2 seconds even in the
     middle of a compiled computation; whatever finished was already written (atomically)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt (below)
     _watch_interrupts(prog)
     try:
         return func()

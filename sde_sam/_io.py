@@ -137,9 +137,15 @@ def save_result(path: str | os.PathLike, arrays: Mapping[str, Any] | None, meta:
     for name in arrays:
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"array names must be non-empty strings without '/', got {name!r}")
+    np_arrays: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    for name, a in np_arrays.items():
+        if a.dtype.hasobject:  # np.load refuses pickled objects: such a file could never be read back
+            raise TypeError(
+                f"array {name!r} holds Python objects (dtype object), which load_result cannot read back; "
+                "store numbers, booleans or strings (or put the value in `meta`)"
+            )
     json_path, npz_path = result_paths(path)
-    if arrays:
-        np_arrays: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    if np_arrays:
         _atomic_write(npz_path, lambda fh: np.savez(fh, *(), **np_arrays))
     doc = dict(to_jsonable(dict(meta)))
     doc["arrays"] = sorted(arrays)
@@ -165,6 +171,13 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
     if not isinstance(meta, dict):
         raise CorruptResult(f"{json_path} holds a JSON {type(meta).__name__}, not an object")
     names = meta.get("arrays", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CorruptResult(f'{json_path}: its "arrays" field must list array names, got {names!r}')
+    stored = meta.get("arrays_sha256")
+    if names and not isinstance(stored, str):
+        raise CorruptResult(
+            f'{json_path} lists arrays but has no "arrays_sha256" checksum: its .npz cannot be matched to it'
+        )
     arrays: dict[str, np.ndarray] = {}
     if names:
         try:
@@ -175,7 +188,6 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
         missing = sorted(set(names) - set(arrays))
         if missing:
             raise CorruptResult(f"{npz_path} lacks arrays {missing} listed in {json_path}")
-    stored = meta.get("arrays_sha256")
     if stored is not None and stored != arrays_checksum(arrays):
         raise CorruptResult(f"{npz_path}: the arrays fail their checksum (the file was changed or truncated)")
     return arrays, meta

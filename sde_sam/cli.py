@@ -28,7 +28,6 @@ def _simulate(args) -> int:
 
     from . import problems, variants
     from ._estimators._observables import observables
-    from ._io import provenance, save_result
     from ._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
     from ._sde._sde_model import sde_model
     from ._sde._simulate import simulate
@@ -68,27 +67,21 @@ def _simulate(args) -> int:
         paths_per_block=args.paths_per_block,
         progress=not args.no_progress,
     )
-    mean, se = paths.mean("loss"), paths.stderr("loss")
+    if args.out:  # first, so that nothing computed is lost to a table that cannot be formed
+        print(f"wrote {paths.save(args.out)} (read it with sde_sam.Paths.load)")
     print(
         f"{variant.name} SDE on {problem.name}: {args.paths} paths, t1={args.t1}, dt={paths.dt:g}, "
         f"diverged {paths.num_diverged}, {paths.wall_time_s:.2f} s"
     )
+    kept = paths.num_paths - paths.num_diverged
+    if kept == 0:
+        print("every path diverged: no mean to print")
+        return 0
+    mean = paths.mean("loss")
+    se = paths.stderr("loss") if kept >= 2 else np.full_like(mean, np.nan)  # one path has no standard error
     print(f"{'t':>8}{'E loss':>14}{'stderr':>12}")
     for t, m, s in zip(paths.times, mean, se, strict=True):
         print(f"{t:>8.3g}{m:>14.6g}{s:>12.2g}")
-    if args.out:
-        path = save_result(
-            args.out,
-            {"times": paths.times, "loss": paths.values["loss"], "grad_norm_sq": paths.values["grad_norm_sq"]},
-            {
-                "kind": "sde_paths",
-                "config": paths.config,
-                "seed": args.seed,
-                "provenance": provenance(),
-                "mean_loss": np.asarray(mean),
-            },
-        )
-        print(f"wrote {path}")
     return 0
 
 

@@ -106,8 +106,33 @@ def _corrupt_json_not_an_object(json_path, npz_path):
     json_path.write_text("[]")
 
 
+def _corrupt_checksums_null(json_path, npz_path):
+    meta = json.loads(json_path.read_text())
+    meta["checksums"] = None
+    json_path.write_text(json.dumps(meta))
+
+
+def _corrupt_checksums_string(json_path, npz_path):
+    meta = json.loads(json_path.read_text())
+    meta["checksums"] = "abc"
+    json_path.write_text(json.dumps(meta))
+
+
+def _corrupt_wall_not_a_number(json_path, npz_path):
+    meta = json.loads(json_path.read_text())
+    meta["wall_s"] = "slow"
+    json_path.write_text(json.dumps(meta))
+
+
+def _corrupt_sha_removed(json_path, npz_path):
+    meta = json.loads(json_path.read_text())
+    del meta["arrays_sha256"]
+    json_path.write_text(json.dumps(meta))
+
+
 @pytest.mark.parametrize("corrupt", [_corrupt_truncate_npz, _corrupt_garble_json, _corrupt_change_data,
-                                     _corrupt_change_array, _corrupt_json_not_an_object])
+                                     _corrupt_change_array, _corrupt_json_not_an_object, _corrupt_checksums_null,
+                                     _corrupt_checksums_string, _corrupt_wall_not_a_number, _corrupt_sha_removed])
 def test_corrupted_cache_is_reported_and_recomputed(tmp_path, corrupt):
     c = Counter()
     stage = Stage("first", c.stage("first"), {"seed": 1})

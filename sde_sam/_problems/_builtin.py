@@ -318,7 +318,7 @@ def digits_mlp(
         return softmax_cross_entropy(logits_fn(p, ex["image"]), ex["label"])
 
     def accuracy_fn(p, ex):
-        return (jnp.argmax(logits_fn(p, ex["image"])) == ex["label"]).astype(jnp.float32)
+        return (jnp.argmax(logits_fn(p, ex["image"])).astype(ex["label"].dtype) == ex["label"]).astype(jnp.float32)
 
     name = "digits_mlp_" + "x".join(map(str, widths)) + (f"_noise{label_noise:g}" if label_noise else "")
     return Problem(

@@ -193,7 +193,7 @@ def digits_cnn(
         return softmax_cross_entropy(net(p, ex["image"][None])[0], ex["label"])
 
     def accuracy_fn(p, ex):
-        return (jnp.argmax(net(p, ex["image"][None])[0]) == ex["label"]).astype(jnp.float32)
+        return (jnp.argmax(net(p, ex["image"][None])[0]).astype(ex["label"].dtype) == ex["label"]).astype(jnp.float32)
 
     return Problem(loss_fn, train, params, name, accuracy_fn, test)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,24 @@ def _leading_size(data: PyTree, argname: str) -> int:
     if n == 0:
         raise ValueError(f"`{argname}` is empty: it has 0 examples (need n >= 1)")
     return n
+
+
+#: Examples on which a new problem's loss and accuracy are evaluated at ``init_params``.
+CHECKED_EXAMPLES = 64
+
+
+def _check_like_data(test_data: PyTree, data: PyTree) -> None:
+    """``test_data`` has the structure of ``data`` and the same shape per example (else a ``ValueError``)."""
+    want, got = jax.tree_util.tree_structure(data), jax.tree_util.tree_structure(test_data)
+    if want != got:
+        raise ValueError(f"`test_data` has pytree structure {got}, expected {want} (that of `data`)")
+    flat = jax.tree_util.tree_flatten_with_path(data)[0]
+    for (path, a), b in zip(flat, jax.tree_util.tree_leaves(test_data), strict=True):
+        if np.shape(a)[1:] != np.shape(b)[1:]:
+            raise ValueError(
+                f"`test_data` leaf {jax.tree_util.keystr(path) or '<root>'} has examples of shape {np.shape(b)[1:]}, "
+                f"expected {np.shape(a)[1:]} (those of `data`)"
+            )
 
 
 def check_finite(tree: PyTree, argname: str) -> None:
@@ -132,6 +151,7 @@ class Problem:
         if self.test_data is not None:
             _leading_size(self.test_data, "test_data")
             check_finite(self.test_data, "test_data")
+            _check_like_data(self.test_data, self.data)
         example = jax.tree_util.tree_map(lambda a: a[0], self.data)
         try:
             out = jax.eval_shape(self.loss_fn, self.init_params, example)
@@ -150,6 +170,47 @@ class Problem:
                 f"`loss_fn` must return a scalar per example (a floating array of shape ()), got shape {out.shape} "
                 f"{out.dtype}"
             )
+        self._check_values_at_start()
+
+    def _check_values_at_start(self) -> None:
+        """The loss is finite and ``accuracy_fn`` a number in [0, 1] at ``init_params`` on the first
+        :data:`CHECKED_EXAMPLES` examples: a clear error at construction rather than runs that all diverge at step 0
+        or accuracies outside [0, 1] recorded silently."""
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((self.data, self.init_params))):
+            return
+        wide = [a for a in jax.tree_util.tree_leaves(self.init_params) if getattr(a, "dtype", None) == np.float64]
+        if wide and not jax.config.read("jax_enable_x64"):
+            warnings.warn(
+                "`init_params` holds float64 arrays but jax_enable_x64 is off: JAX runs them in float32 (the "
+                "problem prints float32). Enable x64 before any JAX work to run in float64.",
+                stacklevel=3,
+            )
+        m = min(self.num_examples, CHECKED_EXAMPLES)
+        head = jax.tree_util.tree_map(lambda a: jnp.asarray(a[:m]), self.data)  # the dtypes JAX runs
+        losses = np.asarray(self.example_losses(self.init_params, head))
+        if not np.all(np.isfinite(losses)):
+            i = int(np.flatnonzero(~np.isfinite(losses))[0])
+            raise ValueError(
+                f"`loss_fn` is not finite at `init_params`: example {i} gives {losses[i]} (every run would diverge "
+                "at step 0); check the loss and the initial parameters"
+            )
+        if self.accuracy_fn is None:
+            return
+        example = jax.tree_util.tree_map(lambda a: a[0], head)
+        try:
+            shape = jax.eval_shape(self.accuracy_fn, self.init_params, example)
+        except Exception as err:
+            raise TypeError(f"`accuracy_fn(init_params, example)` failed on the first example: {err}") from err
+        if not isinstance(shape, jax.ShapeDtypeStruct) or shape.shape != ():
+            got = shape.shape if isinstance(shape, jax.ShapeDtypeStruct) else type(shape).__name__
+            raise TypeError(f"`accuracy_fn` must return one number per example (shape ()), got {got}")
+        acc = np.asarray(jax.vmap(self.accuracy_fn, in_axes=(None, 0))(self.init_params, head), np.float64)
+        outside = ~(np.isfinite(acc) & (acc >= 0) & (acc <= 1))
+        if np.any(outside):
+            i = int(np.flatnonzero(outside)[0])
+            raise ValueError(
+                f"`accuracy_fn` must give a number in [0, 1] per example (1 = correct), got {acc[i]} for example {i}"
+            )
 
     # -- pytree protocol -------------------------------------------------------------------------
     def tree_flatten(self):
@@ -166,7 +227,7 @@ class Problem:
     def __repr__(self) -> str:
         """Short: name, sizes and dtype, never the dataset."""
         leaves = jax.tree_util.tree_leaves(self.init_params)
-        dtype = leaves[0].dtype if leaves else "none"
+        dtype = jax.dtypes.canonicalize_dtype(leaves[0].dtype) if leaves else "none"  # the dtype JAX runs
         test = "" if self.test_data is None else f", test={_leading_size(self.test_data, 'test_data')}"
         return f"Problem({self.name!r}, n={self.num_examples}, d={self.dim}, {len(leaves)} leaves, {dtype}{test})"
 

@@ -40,7 +40,7 @@ from .._io import key_config
 from .._parallel._sharding import run_blocked
 from .._progress import progress_bar, report, stride
 from .._progress import total as progress_total
-from .._training._runner import Runs, as_record, check_key, check_positive, diverged
+from .._training._runner import Runs, as_record, check_key, check_positive, diverged, observe_run
 from ._sde_model import SDEModel, step_keys
 
 
@@ -337,18 +337,15 @@ def _paths(model, params0, path_keys, num_segments, every, dt, record, save_path
             params = jax.tree_util.tree_map(lambda a, b: jnp.where(stop, b, a), new, params)
             return (params, stop, jnp.where(now_div, j + 1, div_step), j + 1), None
 
-        def observe(params, is_div):
-            vals = record.evaluate(problem, params)
-            return {name: jnp.where(is_div, jnp.nan, v) for name, v in vals.items()}
-
         def segment(carry, _):
             carry, _ = jax.lax.scan(step, carry, None, length=every)
             carry = (*carry[:3], report(bar, carry[3], stride(num_segments, every)))  # progress
-            obs = observe(carry[0], carry[1])
+            obs, now = observe_run(record, problem, carry[0], carry[1])
+            carry = (carry[0], carry[1] | now, jnp.where(now, carry[3], carry[2]), carry[3])
             return carry, (obs, carry[0] if save_paths else None)
 
-        init = (params0, jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0))
-        first = observe(params0, jnp.asarray(False))
+        first, bad0 = observe_run(record, problem, params0, jnp.asarray(False))
+        init = (params0, bad0, jnp.where(bad0, 0, -1), jnp.asarray(0))
         carry, (rest, saved) = jax.lax.scan(segment, init, None, length=num_segments)
         values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
         if save_paths:

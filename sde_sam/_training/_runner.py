@@ -76,10 +76,47 @@ def check_sampler(sampler: Sampler, problem: Problem) -> None:
     sampler.check(problem.num_examples)
 
 
+#: The reader of each kind of result the package writes (``meta["kind"]``); any other: ``sde_sam.load_result``.
+LOADERS = {
+    "Runs": "sde_sam.Runs.load",
+    "Paths": "sde_sam.Paths.load",
+    "train_record": "sde_sam.train.TrainRecord.load",
+}
+
+
 def diverged(params: PyTree, threshold: float) -> Array:
     """True when ``params`` holds a non-finite value or ``||x||^2 > threshold``."""
     sq = tree_norm_sq(params)
     return ~jnp.isfinite(sq) | (sq > threshold)
+
+
+def check_schedule(schedule, steps: int) -> None:
+    """The multipliers ``schedule(k)``, ``k < steps``, are finite and ``>= 0`` (a negative one would run gradient
+    ascent silently); evaluated once, before any compilation of the run."""
+    try:
+        values = np.asarray(jax.vmap(lambda k: jnp.asarray(schedule(k), jnp.float32))(jnp.arange(max(int(steps), 1))))
+    except Exception as err:
+        raise TypeError(f"`schedule(step)` failed on a traced integer step: {err}") from err
+    if values.shape != (max(int(steps), 1),):
+        raise TypeError(f"`schedule(step)` must return one number per step, got shape {values.shape[1:]}")
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"`schedule` must give a finite learning-rate multiplier >= 0 at every step, got {values[k]} at step {k}"
+        )
+
+
+def observe_run(record, problem, params: PyTree, is_div: Array) -> tuple[dict[str, Array], Array]:
+    """``(values, now_diverged)``: the recorded observables at ``params``, NaN for a diverged run. A run whose
+    observables are not all finite (a loss that turns NaN while the parameters stay finite) diverges here:
+    ``now_diverged`` is true and its values are NaN, so it is counted and never averaged in."""
+    vals = record.evaluate(problem, params)
+    bad = jnp.zeros((), bool)
+    for v in vals.values():
+        bad = bad | ~jnp.all(jnp.isfinite(v))
+    now = bad & ~is_div
+    return {name: jnp.where(is_div | bad, jnp.nan, v) for name, v in vals.items()}, now
 
 
 @dataclasses.dataclass
@@ -161,7 +198,9 @@ class Runs:
         (e.g. ``problem.init_params``) when given, else as a dict from parameter path to array."""
         arrays, meta = load_result(path)
         if meta.get("kind") != cls.__name__:
-            raise ValueError(f"{path} holds a {meta.get('kind')!r} result, not {cls.__name__}")
+            kind = meta.get("kind")
+            reader = LOADERS.get(kind, "sde_sam.load_result") if isinstance(kind, str) else "sde_sam.load_result"
+            raise ValueError(f"{path} holds a {kind!r} result, not {cls.__name__}: read it with {reader}")
         values = {k.removeprefix("value."): v for k, v in arrays.items() if k.startswith("value.")}
         fields: dict[str, Any] = {}
         for field, names in meta["trees"].items():
@@ -172,6 +211,12 @@ class Runs:
                 treedef = jax.tree_util.tree_structure(like)
                 if treedef.num_leaves != len(leaves):
                     raise ValueError(f"`like` has {treedef.num_leaves} leaves; the saved {field} has {len(leaves)}")
+                for name, want, got in zip(names, jax.tree_util.tree_leaves(like), leaves, strict=True):
+                    if np.shape(got)[-np.ndim(want) or len(np.shape(got)) :] != np.shape(want):
+                        raise ValueError(
+                            f"`like` does not match the saved {field}: leaf {name} has shape {np.shape(want)} in "
+                            f"`like`, but the saved leaf (with its leading run axes) has shape {np.shape(got)}"
+                        )
                 fields[field] = jax.tree_util.tree_unflatten(treedef, leaves)
         fields.setdefault("final_params", None)
         keep = {f.name for f in dataclasses.fields(cls)}
@@ -280,6 +325,8 @@ def run_discrete(
     start = time.perf_counter()
     if schedule is not None and not callable(schedule):
         raise TypeError(f"`schedule` must be None or a callable step -> learning-rate multiplier, got {schedule!r}")
+    if schedule is not None:
+        check_schedule(schedule, steps)
     run_args = (
         problem,
         variant,
@@ -440,10 +487,6 @@ def _run(
                 keep(new_buf, buf),
             ), None
 
-        def observe(params, is_div):
-            vals = record.evaluate(problem, params)
-            return {name: jnp.where(is_div, jnp.nan, v) for name, v in vals.items()}
-
         def segment(carry, _):
             # the variant's keys of the segment's steps, drawn together before its scan (same values as one
             # fold_in per step; a per-step key derivation inside the step costs RW-SAM ~0.1x a SAM step)
@@ -454,11 +497,13 @@ def _run(
                 vkeys = (step_keys_of(variant_key, 2 * steps), step_keys_of(variant_key, 2 * steps + 1))
             carry, _ = jax.lax.scan(step, carry, vkeys)
             carry = (*carry[:4], report(bar, carry[4], stride(num_segments, inner)), carry[5])  # progress
-            return carry, (observe(carry[0], carry[2]), carry[0] if save_params else None)
+            obs, now = observe_run(record, problem, carry[0], carry[2])
+            carry = (carry[0], carry[1], carry[2] | now, jnp.where(now, carry[4], carry[3]), *carry[4:])
+            return carry, (obs, carry[0] if save_params else None)
 
         buf0 = () if momentum is None else jax.tree_util.tree_map(jnp.zeros_like, params0)
-        init = (params0, variant.init(params0), jnp.asarray(False), jnp.asarray(-1), jnp.asarray(0), buf0)
-        first = observe(params0, jnp.asarray(False))
+        first, bad0 = observe_run(record, problem, params0, jnp.asarray(False))
+        init = (params0, variant.init(params0), bad0, jnp.where(bad0, 0, -1), jnp.asarray(0), buf0)
         carry, (rest, saved) = jax.lax.scan(segment, init, None, length=num_segments)
         values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
         if save_params:

@@ -446,6 +446,12 @@ class TrainRecord:
     @classmethod
     def load(cls, path) -> TrainRecord:
         arrays, meta = load_result(path)
+        if meta.get("kind") != "train_record":
+            from ._runner import LOADERS
+
+            kind = meta.get("kind")
+            reader = LOADERS.get(kind, "sde_sam.load_result") if isinstance(kind, str) else "sde_sam.load_result"
+            raise ValueError(f"{path} holds a {kind!r} result, not a TrainRecord: read it with {reader}")
         config = TrainConfig.from_dict(meta["config"])
         values = {k[len("value__") :]: v for k, v in arrays.items() if k.startswith("value__")}
         return cls(config, arrays["steps"], values, arrays["diverged"].astype(bool), meta)
