@@ -7,6 +7,7 @@ Ctrl-C ends in exit status 130 with the finished work kept (results are written 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -22,9 +23,42 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default not in (None, argparse.SUPPRESS, False) and "%(default)" not in text:
+        default = action.default
+        if (
+            default is not None
+            and default is not argparse.SUPPRESS
+            and default is not False
+            and "%(default)" not in text
+        ):
             text += " (default: %(default)s)"
         return text
+
+
+def json_object(option: str) -> Callable[[str], dict]:
+    """An argparse type: a JSON object, else an error that names ``option``."""
+
+    def parse(text: str) -> dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(f"{option} must be a JSON object, e.g. '{{\"n\": 32}}' ({err})") from None
+        if not isinstance(value, dict):
+            raise argparse.ArgumentTypeError(f"{option} must be a JSON object, got {text!r}")
+        return value
+
+    parse.__name__ = "JSON object"
+    return parse
+
+
+def levels(text: str) -> tuple[float, ...]:
+    """``--quantiles``: comma-separated levels in (0, 1)."""
+    try:
+        values = tuple(float(q) for q in text.split(",") if q.strip())
+    except ValueError:
+        values = (-1.0,)
+    if not all(0.0 < q < 1.0 for q in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated levels in (0, 1), e.g. 0.1,0.5,0.9; got {text!r}")
+    return values
 
 
 def seeds(text: str) -> tuple[int, ...]:

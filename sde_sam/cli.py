@@ -14,6 +14,21 @@ import sys
 from ._cli_support import HelpFormatter, check_output, positive_int, run, seeds
 
 
+def variant_options(args, default_m: int) -> dict:
+    """The variant's keyword arguments from ``--rho`` and ``--m``; an option the variant does not take is refused
+    (``--rho`` for SGD, ``--m`` for a variant without micro-batches) rather than ignored."""
+    name = str(args.variant).lower().replace("_", "-")
+    takes_m = name.startswith("m-")
+    if name == "sgd" and args.rho is not None:
+        raise ValueError("--rho does not apply to sgd (no perturbation)")
+    if not takes_m and args.m is not None:
+        raise ValueError(f"--m applies to the m-variants (m-sam, m-usam), not to {args.variant}")
+    kw = {} if name == "sgd" else {"rho": 0.05 if args.rho is None else args.rho}
+    if takes_m:
+        kw["micro_batch_size"] = default_m if args.m is None else args.m
+    return kw
+
+
 def _demo(args) -> int:
     from ._training._demo import format_table, run_demo
 
@@ -41,10 +56,7 @@ def _simulate(args) -> int:
     }
     check_output(args.out)
     problem = makers[args.problem]()
-    kw = {} if args.variant == "sgd" else {"rho": args.rho}
-    if args.variant.startswith("m-"):
-        kw["micro_batch_size"] = args.m
-    variant = variants.get(args.variant, **kw)
+    variant = variants.get(args.variant, **variant_options(args, default_m=1))
     kind = UniformSubset if args.uniform_subset else WithReplacement if args.with_replacement else WithoutReplacement
     sampler = kind(args.batch_size)
     model = sde_model(
@@ -90,9 +102,7 @@ def _train(args) -> int:
 
     check_output(args.out)
     every = args.every if args.every is not None else (50 if args.steps % 50 == 0 else args.steps)
-    kw = {} if args.variant == "sgd" else {"rho": args.rho}
-    if args.variant.startswith("m-"):
-        kw["micro_batch_size"] = args.m
+    kw = variant_options(args, default_m=4)
     config = train.TrainConfig(
         problem=args.problem,
         problem_kwargs={"hidden": args.hidden} if args.problem == "digits_mlp" else {},
@@ -105,7 +115,7 @@ def _train(args) -> int:
         seeds=args.seeds,
         observables=tuple(args.observables.split(",")),
     )
-    rec = train.record(config)
+    rec = train.record(config, progress=not args.no_progress)
     print(
         f"{config.variant} on {config.problem}: {len(config.seeds)} seeds, {config.steps} steps, "
         f"diverged {rec.meta['num_diverged']}"
@@ -147,9 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in problem",
     )
     sim.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
-    sim.add_argument("--rho", type=float, default=0.05, help="perturbation radius")
+    sim.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
     sim.add_argument(
-        "--m", "--micro-batch-size", dest="m", type=positive_int, default=1, help="micro-batch size of m-variants"
+        "--m",
+        "--micro-batch-size",
+        dest="m",
+        type=positive_int,
+        default=None,
+        help="micro-batch size of m-variants (default: 1; only for m-sam, m-usam)",
     )
     sim.add_argument("--batch-size", type=positive_int, default=8, help="batch size B")
     smp = sim.add_mutually_exclusive_group()
@@ -206,9 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--problem", default="digits_mlp", choices=("digits_mlp", "digits_cnn"), help="network")
     tr.add_argument("--hidden", type=positive_int, default=32, help="hidden width of digits_mlp")
     tr.add_argument("--variant", default="sam", help="variant name")
-    tr.add_argument("--rho", type=float, default=0.05, help="perturbation radius")
+    tr.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
     tr.add_argument(
-        "--m", "--micro-batch-size", dest="m", type=positive_int, default=4, help="micro-batch size of m-variants"
+        "--m",
+        "--micro-batch-size",
+        dest="m",
+        type=positive_int,
+        default=None,
+        help="micro-batch size of m-variants (default: 4; only for m-sam, m-usam)",
     )
     tr.add_argument("--batch-size", type=positive_int, default=64, help="batch size B")
     tr.add_argument("--eta", type=float, default=0.1, help="learning rate")
@@ -219,9 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="record every this many steps (default: 50, or --steps when 50 does not divide it)",
     )
-    tr.add_argument("--seeds", type=seeds, default=(0, 1), help="a count (4: seeds 0..3) or a list (0,1,7)")
+    tr.add_argument("--seeds", type=seeds, default="2", help="a count (4: seeds 0..3) or a list (0,1,7)")
     tr.add_argument("--observables", default="loss,accuracy,trace_sigma", help="comma-separated names")
     tr.add_argument("--out", default=None, help="write OUT.json + OUT.npz (checked before any work)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=_train)
 
     demo = sub.add_parser(

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from ._cli_support import HelpFormatter, check_output, run
+from ._cli_support import HelpFormatter, check_output, json_object, levels, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cpu-collectives", default="gloo", help="CPU cross-process collectives (gloo|mpi|none)")
     m = p.add_argument_group("model")
     m.add_argument("--problem", default="linear_regression", help="a sde_sam.problems factory")
-    m.add_argument("--problem-kw", default='{"n": 32, "d": 4, "seed": 0}', help="JSON keyword arguments")
+    m.add_argument(
+        "--problem-kw",
+        type=json_object("--problem-kw"),
+        default='{"n": 32, "d": 4, "seed": 0}',
+        help="JSON keyword arguments",
+    )
     m.add_argument("--variant", default="sam", help="a sde_sam.variants name")
-    m.add_argument("--variant-kw", default='{"rho": 0.05}', help="JSON keyword arguments")
+    m.add_argument(
+        "--variant-kw", type=json_object("--variant-kw"), default='{"rho": 0.05}', help="JSON keyword arguments"
+    )
     m.add_argument("--batch-size", type=int, default=4, help="batch size B (WithReplacement)")
     m.add_argument("--eta", type=float, default=0.05, help="learning rate of the modelled method")
     m.add_argument("--diffusion", default="leading", help="leading | first_order | empirical | none")
@@ -44,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--paths-per-block", type=int, help="paths vmapped together on a device")
     s.add_argument("--record", default="loss,param_norm_sq", help="comma-separated observable names")
     s.add_argument("--every", type=int, default=1, help="record every this many SDE steps")
-    s.add_argument("--quantiles", default="", help="comma-separated levels, e.g. 0.1,0.5,0.9")
+    s.add_argument("--quantiles", type=levels, default=(), help="comma-separated levels in (0, 1), e.g. 0.1,0.5,0.9")
     s.add_argument("--seed", type=int, default=0, help="PRNG seed (jax.random.key(seed))")
     s.add_argument(
         "--per-path",
@@ -78,15 +85,14 @@ def _main(args) -> int:
     factory = getattr(ss.problems, args.problem, None)
     if args.problem.startswith("_") or not callable(factory):
         raise ValueError(f"`--problem` {args.problem!r} is not a sde_sam.problems factory")
-    problem = factory(**json.loads(args.problem_kw))
+    problem = factory(**args.problem_kw)
     if not isinstance(problem, ss.Problem):
         raise ValueError(f"`--problem` {args.problem!r} did not build a sde_sam.Problem")
-    variant = ss.variants.get(args.variant, **json.loads(args.variant_kw))
+    variant = ss.variants.get(args.variant, **args.variant_kw)
     model = ss.sde_model(
         problem, variant, ss.WithReplacement(args.batch_size), eta=args.eta, diffusion=args.diffusion, drift=args.drift
     )
     record = ss.observables(*[r for r in args.record.split(",") if r], every=args.every)
-    levels = tuple(float(q) for q in args.quantiles.split(",") if q)
     mesh = par.make_mesh()
     moments = par.simulate_moments(
         model,
@@ -96,7 +102,7 @@ def _main(args) -> int:
         paths_per_block=args.paths_per_block,
         key=jr.key(args.seed),
         record=record,
-        quantiles=levels,
+        quantiles=args.quantiles,
         mesh=mesh,
     )
     extra = {}

@@ -190,3 +190,41 @@ def test_ctrl_c_while_the_command_line_imports_ends_cleanly():
     err = proc.stderr.decode()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# -- 12: unclear errors -----------------------------------------------------------------------------------------------
+
+
+def test_options_that_do_not_apply_are_refused(capsys):
+    assert cli.main(["simulate", "--variant", "sam", "--m", "2"]) == 2
+    assert "--m applies to the m-variants" in capsys.readouterr().err
+    assert cli.main(["simulate", "--variant", "sgd", "--rho", "0.1"]) == 2
+    assert "--rho does not apply to sgd" in capsys.readouterr().err
+
+
+def test_parallel_cli_errors_name_the_option(capsys):
+    from sde_sam import parallel_cli
+
+    for argv, option in ((["--quantiles", "abc"], "--quantiles"), (["--problem-kw", "{bad"], "--problem-kw"),
+                         (["--variant-kw", "[1]"], "--variant-kw")):
+        with pytest.raises(SystemExit):
+            parallel_cli.build_parser().parse_args(argv)
+        err = capsys.readouterr().err
+        assert option in err and "Traceback" not in err, err
+    assert parallel_cli.build_parser().parse_args(["--quantiles", "0.1,0.9"]).quantiles == (0.1, 0.9)
+
+
+def test_help_shows_defaults_of_zero_and_no_tuples():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    assert "(default: 0)" in " ".join(sub["simulate"].format_help().split())  # --seed 0 was hidden as False
+    train_help = " ".join(sub["train"].format_help().split())
+    assert "(0, 1)" not in train_help and "--no-progress" in train_help
+    assert sub["train"].parse_args(["--no-progress"]).seeds == (0, 1)
+
+
+def test_momentum_out_of_range_names_momentum():
+    problem = ss.problems.linear_regression(n=16, d=2)
+    with pytest.raises(ValueError, match="`momentum` must be a number in \\[0, 1\\)"):
+        ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1, steps=2, key=jr.key(0),
+                        momentum=1.0, progress=False)

@@ -64,5 +64,10 @@ def as_momentum(momentum: Momentum | float | None) -> Momentum | None:
     """``None`` (or 0) for none, a number for heavy-ball ``beta``, or a :class:`Momentum`."""
     if momentum is None or isinstance(momentum, Momentum):
         return momentum
-    m = Momentum(momentum)
+    try:
+        m = Momentum(momentum)
+    except ValueError:
+        raise ValueError(
+            f"`momentum` must be a number in [0, 1) (heavy-ball beta) or a sde_sam.Momentum, got {momentum!r}"
+        ) from None
     return None if m.beta == 0.0 else m

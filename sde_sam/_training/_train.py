@@ -489,6 +489,7 @@ def record(
     inline: bool = False,
     timing_repeats: int = 0,
     mesh=None,
+    progress: bool = True,
 ) -> TrainRecord:
     """Train every seed of ``config`` at once and record its observables (DESIGN §6.3).
 
@@ -504,7 +505,8 @@ def record(
     ``(R, T, ...)``); ``keep_params``: keep the initial and final parameters; ``timing_repeats``: run the
     identical (already compiled) training again that many times and store the median wall time per step in
     ``meta["time_per_step_s"]`` (all seeds together, observables at the recorded steps included); ``mesh``: a 1-D
-    device mesh (:func:`sde_sam.parallel.make_mesh`) to shard the seeds over (:func:`sde_sam.run_discrete`).
+    device mesh (:func:`sde_sam.parallel.make_mesh`) to shard the seeds over (:func:`sde_sam.run_discrete`);
+    ``progress``: the training's progress bar (as in :func:`sde_sam.run_discrete`).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}")
@@ -529,6 +531,7 @@ def record(
         "save_params": not inline or save_params,
         "mesh": mesh,
         "momentum": build_momentum(config),
+        "progress": progress,
     }
     wall0 = time.perf_counter()
     runs: Runs = run_discrete(problem, variant, sampler, **kw)
