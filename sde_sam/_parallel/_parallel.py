@@ -48,6 +48,7 @@ from .._sde._simulate import (
     check_model_and_record,
     simulation_block,
     simulation_config,
+    step_sizes,
 )
 from .._sde._simulate import simulate as _simulate
 from .._training._runner import Runs, check_key, check_positive
@@ -329,7 +330,7 @@ def simulate_moments(
         raise ValueError(
             f"`chunk_paths`={chunk} must be a multiple of devices * paths_per_block = {mesh.size} * {paths_per_block}"
         )
-    dt, steps = _resolve_grid(model.eta, t1, dt, record.every)
+    dt, steps = _resolve_grid(float(model.eta), t1, dt, record.every)
     problem = model.problem
     if init_params is not None:
         problem.check_params(init_params, "init_params")
@@ -368,12 +369,12 @@ def simulate_moments(
             part = np.concatenate([part, np.repeat(part[:1], chunk - n_valid, axis=0)])
         keys = jr.wrap_key_data(jnp.asarray(part), impl=impl)
         args = (
-            model,
+            model.traced(),
             problem.init_params,
             keys,
             num_segments,
             record.every,
-            float(dt),
+            step_sizes(model, dt),
             record,
             False,
             float(divergence_threshold),

@@ -319,7 +319,7 @@ def closed_form_drift(
 # -- second-order SME correction ------------------------------------------------------------------------------
 
 
-def second_order(drift_fn, params: Params, eta: float) -> Params:
+def second_order(drift_fn, params: Params, eta: float | Array) -> Params:
     """``b + (eta/2) (Db) b`` (DESIGN §3.3): one ``jax.jvp`` of the drift along itself."""
     b, db_b = jax.jvp(drift_fn, (params,), (drift_fn(params),))
     return jax.tree_util.tree_map(lambda a, c: a + 0.5 * eta * c, b, db_b)

@@ -7,6 +7,7 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 from jax.typing import DTypeLike
 from jaxtyping import PRNGKeyArray, PyTree
@@ -14,7 +15,7 @@ from jaxtyping import PRNGKeyArray, PyTree
 from .._problems._problem import Problem
 from .._problems._sampler import Sampler
 from .._training._momentum import Momentum, as_momentum
-from .._training._runner import check_positive
+from .._training._runner import check_positive, traced_hyperparameters
 from .._variants._variant import Variant
 from . import _drift
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES
@@ -40,15 +41,17 @@ Params = PyTree
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["problem"],
-    meta_fields=["variant", "sampler", "eta", "diffusion", "order", "drift_kind", "drift_rel_stderr", "momentum"],
+    data_fields=["problem", "variant", "eta"],
+    meta_fields=["sampler", "diffusion", "order", "drift_kind", "drift_rel_stderr", "momentum"],
 )
 @dataclasses.dataclass(frozen=True)
 class SDEModel:
     """``dX = -b(X) dt + sqrt(eta) S(X)^{1/2} dW`` for ``variant`` on ``problem`` with batches from ``sampler``.
 
-    Build it with :func:`sde_model`. The model is a pytree whose only leaves are the problem's arrays (so it
-    can be passed through ``jax.jit``); everything else is static configuration: the drift ``drift_kind``
+    Build it with :func:`sde_model`. The model is a pytree whose leaves are the problem's arrays, ``eta`` and the
+    variant's ``rho`` (so it can be passed through ``jax.jit``, and a compiled simulation serves every ``eta`` and
+    ``rho``); everything
+    else is static configuration: the drift ``drift_kind``
     (an :class:`~sde_sam.sde.AbstractDrift` with its Monte Carlo size fixed) and the ``diffusion``
     (an :class:`~sde_sam.sde.AbstractDiffusion`).
 
@@ -61,7 +64,7 @@ class SDEModel:
     problem: Problem
     variant: Variant
     sampler: Sampler
-    eta: float
+    eta: Any  # a float; inside JAX transformations an array (traced) or a placeholder
     diffusion: AbstractDiffusion
     order: int
     drift_kind: AbstractDrift
@@ -104,6 +107,14 @@ class SDEModel:
     def diffusion_samples(self) -> int | None:
         """Monte Carlo batches of a sampled diffusion; ``None`` for one that samples no batches."""
         return getattr(self.diffusion, "num_samples", None)
+
+    def traced(self) -> SDEModel:
+        """The model with ``eta`` and the variant's hyperparameters as arrays of the parameters' dtype, so that a
+        compiled simulation takes them as traced values (:func:`~sde_sam._training._runner.traced_hyperparameters`)."""
+        dtype = jax.tree_util.tree_leaves(self.problem.init_params)[0].dtype
+        return dataclasses.replace(
+            self, variant=traced_hyperparameters(self.variant, dtype), eta=jnp.asarray(self.eta, dtype)
+        )
 
     @property
     def noise_factor(self) -> float:

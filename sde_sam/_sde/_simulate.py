@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh
-from jaxtyping import PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._blocks import (
     chosen_block,
@@ -169,7 +169,7 @@ def simulate(
     check_positive("num_paths", num_paths, integer=True)
     check_key(key)
     check_positive("divergence_threshold", divergence_threshold)
-    dt, steps = _resolve_grid(model.eta, t1, dt, record.every)
+    dt, steps = _resolve_grid(float(model.eta), t1, dt, record.every)
     problem = model.problem
     if init_params is not None:
         problem.check_params(init_params, "init_params")
@@ -195,12 +195,12 @@ def simulate(
     path_keys = jr.split(key, num_paths)
     num_segments = steps // record.every
     args = (
-        model,
+        model.traced(),
         problem.init_params,
         path_keys,
         num_segments,
         record.every,
-        float(dt),
+        step_sizes(model, dt),
         record,
         bool(save_paths),
         float(divergence_threshold),
@@ -243,7 +243,8 @@ def path_step_flops(model: SDEModel, dt: float) -> float:
     """XLA's flop count of one Euler-Maruyama step of one path (compiled, not run)."""
     x = jax.tree_util.tree_map(lambda a: a[None], model.problem.init_params)
     keys = jr.split(jr.key(0), 1)
-    step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, dt))(xs, ks)  # noqa: E731
+    sizes = step_sizes(model, dt)
+    step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, *sizes))(xs, ks)  # noqa: E731
     return compiled_flops(step, model, x, keys, cache_key=("em_step", float(dt)))
 
 
@@ -293,7 +294,8 @@ def step_program(model: SDEModel, dt: float) -> str:
     variant, drift, diffusion), not the data."""
     x = jax.tree_util.tree_map(lambda a: a[None], model.problem.init_params)
     keys = jr.split(jr.key(0), 1)
-    step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, dt))(xs, ks)  # noqa: E731
+    sizes = step_sizes(model, dt)
+    step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, *sizes))(xs, ks)  # noqa: E731
     return jax.jit(step).lower(model, x, keys).as_text()
 
 
@@ -304,9 +306,11 @@ def time_paths(model: SDEModel, dt: float, block: int, flops: float) -> float:
     x = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (block, *jnp.shape(a))), model.problem.init_params)
     keys = jr.split(jr.key(0), block)
 
+    sizes = step_sizes(model, dt)
+
     def run(m, xs, ks):
         def body(xs, j):
-            return jax.vmap(lambda p, k: em_step(m, p, k, j, dt))(xs, ks), None
+            return jax.vmap(lambda p, k: em_step(m, p, k, j, *sizes))(xs, ks), None
 
         return jax.lax.scan(body, xs, jnp.arange(steps))[0]
 
@@ -314,11 +318,20 @@ def time_paths(model: SDEModel, dt: float, block: int, flops: float) -> float:
     return seconds_per_item_step(lambda: compiled(model, x, keys), block, steps)
 
 
-def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt: float) -> PyTree:
-    """``X - dt b(X) + sqrt(eta dt) S^{1/2} z`` for step ``j`` of the path with key ``path_key``."""
+def step_sizes(model: SDEModel, dt: float) -> tuple[Array, Array]:
+    """``(dt, sqrt(eta dt))`` as arrays of the parameters' dtype (``sqrt`` taken in double precision on the host):
+    traced by the compiled simulation, so one program serves every ``eta`` and ``dt``."""
+    dtype = jax.tree_util.tree_leaves(model.problem.init_params)[0].dtype
+    return jnp.asarray(dt, dtype), jnp.asarray(math.sqrt(float(model.eta) * dt), dtype)
+
+
+def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt, noise_scale=None) -> PyTree:
+    """``X - dt b(X) + sqrt(eta dt) S^{1/2} z`` for step ``j`` of the path with key ``path_key`` (``noise_scale``:
+    ``sqrt(eta dt)``, computed from the numbers ``model.eta`` and ``dt`` when not given)."""
     drift_key, noise_key = step_keys(path_key, j)
     b = model.drift(params, drift_key)
-    noise_scale = math.sqrt(model.eta * dt)
+    if noise_scale is None:
+        noise_scale = math.sqrt(model.eta * dt)
     if model.diffusion.vanishes:
         return jax.tree_util.tree_map(lambda p, bb: p - dt * bb, params, b)
     z = model.diffusion_sample(params, noise_key)
@@ -331,7 +344,7 @@ def _paths(model, params0, path_keys, num_segments, every, dt, record, save_path
     def one_path(path_key):
         def step(carry, _):
             params, is_div, div_step, j = carry
-            new = em_step(model, params, path_key, j, dt)
+            new = em_step(model, params, path_key, j, *dt)  # dt: (dt, sqrt(eta dt)), traced
             now_div = diverged(new, threshold) & ~is_div
             stop = is_div | now_div
             params = jax.tree_util.tree_map(lambda a, b: jnp.where(stop, b, a), new, params)
@@ -359,7 +372,7 @@ def _paths(model, params0, path_keys, num_segments, every, dt, record, save_path
     return jax.tree_util.tree_map(lambda a: a.reshape(num, *a.shape[2:]), out)
 
 
-_STATIC = ("num_segments", "every", "dt", "record", "save_paths", "threshold", "block")
+_STATIC = ("num_segments", "every", "record", "save_paths", "threshold", "block")
 _simulate_jit = jax.jit(_paths, static_argnames=_STATIC)
 
 

@@ -329,7 +329,7 @@ def run_discrete(
         check_schedule(schedule, steps)
     run_args = (
         problem,
-        variant,
+        traced_hyperparameters(variant, dtype),
         sampler,
         record,
         jnp.asarray(eta, dtype),
@@ -344,7 +344,7 @@ def run_discrete(
     devices = 1 if mesh is None else int(mesh.size)
     per_device = math.ceil(num_runs / devices)
     if runs_per_block is None or isinstance(runs_per_block, str):  # sde_sam._blocks
-        block = _default_runs_block(run_args, per_device, steps * svag, runs_per_block, progress)
+        block = _default_runs_block(run_args, variant, per_device, steps * svag, runs_per_block, progress)
         runs_per_block = None if block == per_device else block
     blocks = devices * math.ceil(per_device / (per_device if runs_per_block is None else runs_per_block))
     steps_total = progress_total(num_segments, record.every * svag, blocks)
@@ -392,18 +392,21 @@ def run_discrete(
     )
 
 
-def _default_runs_block(run_args: tuple, per_device: int, steps: int, choice: str | None, progress: bool) -> int:
+def _default_runs_block(
+    run_args: tuple, variant: Variant, per_device: int, steps: int, choice: str | None, progress: bool
+) -> int:
     """The block of runs (as :func:`sde_sam._sde._simulate.simulation_block`, padded blocks): every run at once for
     small calls, the flop rule for calls of less than ``CALIBRATE_FLOPS`` of work, else the fastest candidate of
-    short timed runs of :func:`_run` (``steps``: all steps of a run, SVAG's included)."""
-    problem, variant, sampler = run_args[:3]
+    short timed runs of :func:`_run` (``steps``: all steps of a run, SVAG's included). ``variant``: the variant
+    with its hyperparameters as numbers (the key of the kept flop counts and blocks)."""
+    problem, traced, sampler = run_args[:3]
     eta, run_keys, threshold, schedule, svag, momentum = (run_args[i] for i in (4, 6, 7, 8, 10, 11))
 
     def time_block(block: int, flops: float) -> float:
         k = timing_steps(block, flops * svag)
         record = observables("loss", every=k)
         keys = run_keys[:block]
-        run = lambda: _run(problem, variant, sampler, record, eta, 1, keys, threshold, schedule, False, svag, momentum)  # noqa: E731
+        run = lambda: _run(problem, traced, sampler, record, eta, 1, keys, threshold, schedule, False, svag, momentum)  # noqa: E731
         return seconds_per_item_step(run, block, k)
 
     return chosen_block(
@@ -432,7 +435,13 @@ def step_keys_of(key: PRNGKeyArray, steps: Int[Array, " steps"]) -> Key[Array, "
     return jax.vmap(lambda k: jr.fold_in(key, k))(steps)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 5, 7, 8, 9, 10, 11))
+def traced_hyperparameters(variant: Variant, dtype) -> Variant:
+    """``variant`` with its hyperparameters (``rho``) as arrays of ``dtype``: traced by a compiled run, so that a
+    sweep over them reuses one program (the values, and so the results, are those of the numbers)."""
+    return jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), variant)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 5, 7, 8, 9, 10, 11))
 def _run(
     problem,
     variant,

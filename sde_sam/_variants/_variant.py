@@ -65,10 +65,14 @@ class StepOutput(NamedTuple):
     direction_norm: Float[Array, ""]  # ||M d|| averaged over micro-batches
 
 
+@jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """A SAM-type method: ``eps_j = rho T N(T M d_j)`` (DESIGN §2). Build it with the factories below, or
     compose your own parts.
+
+    A variant is a pytree whose one leaf is ``rho`` (everything else, the sign of ``rho`` included, is static): a
+    compiled step takes ``rho`` as a traced value, so runs over a grid of ``rho`` share one program.
 
     Fields:
         name: display name (``"m-SAM"``...).
@@ -87,9 +91,12 @@ class Variant:
     preconditioner: AbstractPreconditioner | None = None
     #: A mask that selects no parameter turns the variant into SGD; refused unless this is set.
     allow_empty_mask: bool = False
+    #: ``rho > 0``, fixed at construction: static, so that ``rho`` itself can be traced.
+    rho_positive: bool = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "rho", check_number("rho", self.rho))
+        object.__setattr__(self, "rho_positive", bool(self.rho > 0))
         if not isinstance(self.rule, AbstractRule):
             raise TypeError(f"`rule` must be a sde_sam.variants.AbstractRule, got {type(self.rule).__name__}")
         if not isinstance(self.normalization, AbstractNormalization):
@@ -104,6 +111,20 @@ class Variant:
             )
         object.__setattr__(self, "mask", freeze_mask(self.mask))
 
+    # -- pytree: rho is the leaf -----------------------------------------------------------------
+    _STATIC = ("name", "rule", "normalization", "mask", "preconditioner", "allow_empty_mask", "rho_positive")
+
+    def tree_flatten(self):
+        return (self.rho,), tuple(getattr(self, name) for name in self._STATIC)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)  # no validation: rho may be a tracer here
+        object.__setattr__(obj, "rho", children[0])
+        for name, value in zip(cls._STATIC, aux, strict=True):
+            object.__setattr__(obj, name, value)
+        return obj
+
     # -- static properties -----------------------------------------------------------------------
     @property
     def perturbs(self) -> bool:
@@ -112,7 +133,7 @@ class Variant:
         ``rho = 0``)."""
         if not self.rule.ascends:
             return False
-        return bool(self.rho > 0) or not self.rule.descent_is_batch_gradient
+        return self.rho_positive or not self.rule.descent_is_batch_gradient
 
     @property
     def descent_is_batch_gradient(self) -> bool:
@@ -255,7 +276,7 @@ class Variant:
     def replace(self, **changes) -> Variant:
         """A copy with some fields changed (validated again); a name that is not a field of the variant but of its
         rule (``sigma``, ``micro_batch_size``, ...) changes the rule."""
-        own = {f.name for f in dataclasses.fields(self)}
+        own = {f.name for f in dataclasses.fields(self) if f.init}
         rule_changes = {k: changes.pop(k) for k in list(changes) if k not in own}
         if rule_changes:
             if not dataclasses.is_dataclass(self.rule):

@@ -1,0 +1,79 @@
+"""Hyperparameters as traced values: a sweep over eta and rho reuses one compiled program, with the values of a
+program compiled for each number."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import sde_sam as ss
+from sde_sam._training._runner import traced_hyperparameters
+
+
+class _Compiles:
+    """Counts XLA backend compilations (``jax.monitoring``) while active."""
+
+    def __init__(self):
+        self.count = 0
+        self.active = False
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event, duration, **kwargs):
+        if self.active and event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+
+COMPILES = _Compiles()
+
+
+def _count(fn):
+    COMPILES.count, COMPILES.active = 0, True
+    try:
+        fn()
+    finally:
+        COMPILES.active = False
+    return COMPILES.count
+
+
+@pytest.mark.parametrize("make", [lambda rho: ss.variants.sam(rho), lambda rho: ss.variants.m_sam(rho, 2)])
+def test_a_3x3_grid_compiles_no_more_than_its_first_point(make):
+    problem, sampler = ss.problems.linear_regression(n=32, d=3), ss.WithReplacement(4)
+    record = ss.observables("loss", every=5)
+
+    def run(eta, rho):
+        ss.run_discrete(problem, make(rho), sampler, eta=eta, steps=10, num_runs=2, key=jr.key(0), record=record,
+                        progress=False)
+        model = ss.sde_model(problem, make(rho), sampler, eta=eta, drift=ss.sde.GeneralDrift(num_samples=16))
+        ss.simulate(model, t1=10 * eta, num_paths=2, key=jr.key(1), record=record, progress=False)
+
+    first = _count(lambda: run(0.05, 0.05))
+    assert first > 0  # the counter sees compilations
+    rest = _count(lambda: [run(eta, rho) for eta in (0.02, 0.05, 0.1) for rho in (0.02, 0.05, 0.1)])
+    assert rest == 0
+
+
+def test_a_traced_rho_gives_the_bits_of_a_constant_rho():
+    """One SAM step with rho a Python constant of the compiled program against rho an argument of it."""
+    problem = ss.problems.digits_mlp(hidden=8)
+    variant = ss.variants.m_sam(0.05, 4)
+    batch = problem.take(jnp.arange(16))
+    x, key = problem.init_params, jr.key(3)
+    constant = jax.jit(lambda p: variant.gradient(problem, p, (), batch, key)[0])(x)
+    traced = jax.jit(lambda v, p: v.gradient(problem, p, (), batch, key)[0])(
+        traced_hyperparameters(variant, jnp.float32), x
+    )
+    for a, b in zip(jax.tree_util.tree_leaves(constant), jax.tree_util.tree_leaves(traced), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rho_zero_stays_sgd_under_tracing():
+    """Whether rho is zero is static: rho = 0 is SGD's program, not a perturbation of size 0."""
+    problem, sampler = ss.problems.linear_regression(n=32, d=3), ss.WithReplacement(4)
+    kw = dict(eta=0.05, steps=10, num_runs=2, key=jr.key(0), progress=False)
+    zero = ss.run_discrete(problem, ss.variants.sam(0.0), sampler, **kw)
+    sgd = ss.run_discrete(problem, ss.variants.sgd(), sampler, **kw)
+    np.testing.assert_array_equal(zero.values["loss"], sgd.values["loss"])
+    assert not ss.variants.sam(0.0).perturbs and ss.variants.sam(0.1).perturbs
