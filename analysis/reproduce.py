@@ -8,6 +8,7 @@ check table and the symbolic drifts (:mod:`sde_sam.symbolic`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -114,6 +115,65 @@ def set_device(device: str) -> None:
         raise ValueError(f"--device must be 'cpu' or 'gpu', got {device!r}")
 
 
+#: What :func:`compile_counter` has seen: programs handed to XLA (compiled, or read from the persistent cache) and
+#: their seconds, and the persistent cache's hits; programs compiled = ``count - cache_hits``.
+COMPILES = {"count": 0, "seconds": 0.0, "cache_hits": 0}
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        COMPILES["count"] += 1
+        COMPILES["seconds"] += duration
+
+
+def _on_event(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        COMPILES["cache_hits"] += 1
+
+
+@functools.cache
+def compile_counter() -> dict:
+    """Start counting XLA compilations (``jax.monitoring``) in this process; returns the live counts."""
+    import jax
+
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+    jax.monitoring.register_event_listener(_on_event)
+    return COMPILES
+
+
+_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                  "jax_persistent_cache_min_entry_size_bytes")
+
+
+def enable_compilation_cache(out: str | os.PathLike) -> Path:
+    """JAX's persistent compilation cache in ``out/jax_cache`` (the environment's ``JAX_COMPILATION_CACHE_DIR``
+    when set), every program kept: a rerun compiles nothing it compiled before. Returns the folder."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    folder = Path(os.environ.get("JAX_COMPILATION_CACHE_DIR") or Path(out) / "jax_cache")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in zip(_CACHE_OPTIONS, (str(folder), 0.0, 0), strict=True):
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()  # read the settings above even if something compiled before
+    return folder
+
+
+@contextlib.contextmanager
+def compilation_cache_in(out: str | os.PathLike):
+    """:func:`enable_compilation_cache` for the duration of a ``with`` block; the process's settings after it."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    old = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
+    try:
+        yield enable_compilation_cache(out)
+    finally:
+        for name, value in old.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
+
+
 def reproduce(mode: str = "quick", only: str | None = None, out: str | os.PathLike = "results",
               log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Run the stages needed by ``only`` (default all), then the checks and figures; write the report.
@@ -142,6 +202,12 @@ def _quiet_library():
 def _reproduce(mode: str, only: str | None, out, log: Callable[[str], None], progress: bool) -> dict:
     ids = parse_only(only)
     out = check_out_dir(out)
+    with compilation_cache_in(out):
+        return _reproduce_in(ids, out, mode, log, progress)
+
+
+def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progress: bool) -> dict:
+    counts = compile_counter()
     figures, checks = registry()
     stages = stages_for(ids, mode)
     t0, c0 = time.perf_counter(), _cpu()
@@ -150,6 +216,7 @@ def _reproduce(mode: str, only: str | None, out, log: Callable[[str], None], pro
     for st in bar:
         bar.set_postfix_str(st.name)
         c = _cpu()
+        n0, s0, h0 = counts["count"], counts["seconds"], counts["cache_hits"]
         try:
             res = run_stage(st, out, log=lambda m: tqdm.write(m) if progress else log(m))
         except ImportError as e:
@@ -159,7 +226,10 @@ def _reproduce(mode: str, only: str | None, out, log: Callable[[str], None], pro
             continue
         results[st.name], arrays[st.name] = res.data, res.arrays
         stage_rows.append({"stage": st.name, "cached": res.cached, "wall_s": round(res.wall_s, 2),
-                           "cpu_s": None if res.cached else round(_cpu() - c, 2), "path": str(res.path)})
+                           "cpu_s": None if res.cached else round(_cpu() - c, 2), "path": str(res.path),
+                           "compiles": (counts["count"] - n0) - (counts["cache_hits"] - h0),
+                           "compile_cache_hits": counts["cache_hits"] - h0,
+                           "compile_s": round(counts["seconds"] - s0, 2)})
     check_rows, fig_rows = [], []
     for i in ids:
         if i in checks:
@@ -221,9 +291,12 @@ def write_report(out: Path, report: dict) -> Path:
             pdf = [p for p in f["files"] if p.endswith(".pdf")][0]
             lines.append(f"![{f['id']}]({png})  ([PDF]({pdf}))")
         lines.append("")
-    lines += ["## Stages", "", "| stage | cached | wall s | CPU s | result |", "|---|---|---|---|---|"]
+    lines += ["## Stages", "",
+              "| stage | cached | wall s | CPU s | programs compiled | read from the compilation cache | compile s | result |",
+              "|---|---|---|---|---|---|---|---|"]
     for s in report["stages"]:
-        lines.append(f"| {s['stage']} | {s['cached']} | {s['wall_s']} | {s['cpu_s']} | `{Path(s['path']).name}` |")
+        lines.append(f"| {s['stage']} | {s['cached']} | {s['wall_s']} | {s['cpu_s']} | {s.get('compiles', '')} | "
+                     f"{s.get('compile_cache_hits', '')} | {s.get('compile_s', '')} | `{Path(s['path']).name}` |")
     lines += ["", "## Symbolic drifts (sympy, DESIGN §5)", ""]
     sym = report["symbolic"]
     lines.append(sym["markdown"] if sym.get("available") else f"_{sym['note']}_")

@@ -43,11 +43,12 @@ def test_a_3x3_grid_compiles_no_more_than_its_first_point(make):
     problem, sampler = ss.problems.linear_regression(n=32, d=3), ss.WithReplacement(4)
     record = ss.observables("loss", every=5)
 
-    def run(eta, rho):
+    def run(eta, rho):  # "rule" blocks: the flop count of the step is taken (and kept) as for a large problem
         ss.run_discrete(problem, make(rho), sampler, eta=eta, steps=10, num_runs=2, key=jr.key(0), record=record,
-                        progress=False)
+                        progress=False, runs_per_block="rule")
         model = ss.sde_model(problem, make(rho), sampler, eta=eta, drift=ss.sde.GeneralDrift(num_samples=16))
-        ss.simulate(model, t1=10 * eta, num_paths=2, key=jr.key(1), record=record, progress=False)
+        ss.simulate(model, t1=10 * eta, num_paths=2, key=jr.key(1), record=record, progress=False,
+                    paths_per_block="rule")
 
     first = _count(lambda: run(0.05, 0.05))
     assert first > 0  # the counter sees compilations

@@ -245,7 +245,7 @@ def path_step_flops(model: SDEModel, dt: float) -> float:
     keys = jr.split(jr.key(0), 1)
     sizes = step_sizes(model, dt)
     step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, *sizes))(xs, ks)  # noqa: E731
-    return compiled_flops(step, model, x, keys, cache_key=("em_step", float(dt)))
+    return compiled_flops(step, model, x, keys, cache_key="em_step")  # one program for every eta, rho and dt
 
 
 BLOCK_CHOICES = ("rule", "calibrate")
@@ -294,9 +294,8 @@ def step_program(model: SDEModel, dt: float) -> str:
     variant, drift, diffusion), not the data."""
     x = jax.tree_util.tree_map(lambda a: a[None], model.problem.init_params)
     keys = jr.split(jr.key(0), 1)
-    sizes = step_sizes(model, dt)
-    step = lambda m, xs, ks: jax.vmap(lambda p, k: em_step(m, p, k, 0, *sizes))(xs, ks)  # noqa: E731
-    return jax.jit(step).lower(model, x, keys).as_text()
+    step = lambda m, xs, ks, sz: jax.vmap(lambda p, k: em_step(m, p, k, 0, *sz))(xs, ks)  # noqa: E731
+    return jax.jit(step).lower(model, x, keys, step_sizes(model, dt)).as_text()  # eta, rho and dt as arguments
 
 
 def time_paths(model: SDEModel, dt: float, block: int, flops: float) -> float:

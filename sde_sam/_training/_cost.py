@@ -53,10 +53,11 @@ def step_program(problem: Problem, variant: Variant, batch_size: int) -> str:
     """The lowered text of the step :func:`step_cost` counts: identifies the computation, not the data."""
     params = problem.init_params
 
-    def step(p, state, batch, key):
-        return variant.gradient(problem, p, state, batch, key)[0]
+    def step(v, p, state, batch, key):
+        return v.gradient(problem, p, state, batch, key)[0]
 
-    lowered = jax.jit(step).lower(params, variant.init(params), _batch(problem, batch_size), jr.key(0))
+    # the variant as an argument: rho is traced, as in a run, so one text serves every rho
+    lowered = jax.jit(step).lower(variant, params, variant.init(params), _batch(problem, batch_size), jr.key(0))
     return lowered.as_text()
 
 

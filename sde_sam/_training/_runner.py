@@ -427,7 +427,8 @@ def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> floa
     """XLA's flop count of one discrete step ``G(x; xi)`` of one run on a batch of the sampler's size
     (:func:`~sde_sam._training._cost.step_cost`, kept per program)."""
     count = lambda: step_cost(problem, variant, sampler.batch_size).flops  # noqa: E731
-    return cached_flops(("run_step", variant, sampler), (problem,), count)
+    structure = jax.tree_util.tree_structure(variant)  # the program: rho is traced, so not part of the key
+    return cached_flops(("run_step", structure, sampler), (problem,), count)
 
 
 def step_keys_of(key: PRNGKeyArray, steps: Int[Array, " steps"]) -> Key[Array, " steps"]:
