@@ -390,10 +390,12 @@ class AbstractDrift(abc.ABC):
     ) -> Params | tuple[Params, Params]:
         """``b(x)`` (with ``return_stderr``, also its leafwise Monte Carlo standard error)."""
 
+    #: The estimator whose spread sizes the Monte Carlo mean: the general first-order rule by default (its
+    #: control-variate form is the one the closed forms share).
+    _pilot_estimator = staticmethod(general_drift)
+
     def _pilot(self, problem, variant, sampler, params, key, num_samples) -> tuple[Params, Params]:
-        """The estimator whose spread sizes the Monte Carlo mean: the general first-order rule by default (its
-        control-variate form is the one the closed forms share)."""
-        return general_drift(
+        return self._pilot_estimator(
             problem,
             variant,
             sampler,
@@ -467,22 +469,12 @@ class ExpectedDrift(AbstractDrift):
 
     name: ClassVar[str] = "expected"
 
+    _pilot_estimator = staticmethod(expected_drift)
+
     def __call__(self, problem, variant, sampler, params, key=None, *, return_stderr=False):
         return expected_drift(
             problem, variant, sampler, params, key=key, return_stderr=return_stderr, **self._options()
         )
-
-    def _pilot(self, problem, variant, sampler, params, key, num_samples):
-        return expected_drift(
-            problem,
-            variant,
-            sampler,
-            params,
-            key=key,
-            num_samples=num_samples,
-            max_enumeration=self.max_enumeration,
-            return_stderr=True,
-        )  # pyright: ignore[reportReturnType]
 
 
 #: The drifts by name: the string aliases of :func:`sde_sam.sde_model` (``drift="expected"``).
