@@ -72,7 +72,7 @@ def compiled_flops(fn: Callable, *args, cache_key: Hashable | None = None) -> fl
 
 def cached_flops(cache_key: Hashable | None, args: tuple, count: Callable[[], float]) -> float:
     """``count()``, kept per ``cache_key`` plus the backend and the structure, shapes and dtypes of ``args``: the
-    count depends only on the program, and a compilation costs 0.3-2 s, so a second call with the same model costs
+    count depends only on the program, and it costs a compilation, so a second call with the same model costs
     nothing. ``cache_key=None``, or arguments whose structure cannot be hashed, are not cached. NaN (no count from
     the backend) makes :func:`target_block` return the largest block."""
     key = None
@@ -130,7 +130,7 @@ def default_block(per_device: int, size: int, flops: Callable[[], float], divide
 
 def worth_calibrating(total_flops: float) -> bool:
     """Whether a call of ``total_flops`` (all paths and steps) is long enough to time its candidate blocks: the
-    calibration costs a few compilations (seconds), the wrong block up to ~6x the call (module docstring)."""
+    calibration costs a few compilations, the wrong block several times the call (docs/performance.md)."""
     return total_flops > CALIBRATE_FLOPS[_kind()]
 
 

@@ -86,8 +86,7 @@ def normalize_rows(v: Array) -> Array:
 
 def batch_means(dist: BatchDistribution, G: Float[Array, "n d"]) -> Float[Array, "N d"]:
     """Row ``r``: the mean of ``G`` over the examples of batch ``r`` (with multiplicity), by a gather of the
-    ``N * s`` rows it needs (``O(N s d)``; a dense ``N x n`` weight matrix cost ``O(N n d)``, 5x the whole
-    drift at ``n = 256``, ``s = 2``)."""
+    ``N * s`` rows it needs (``O(N s d)``, where a dense ``N x n`` weight matrix costs ``O(N n d)``)."""
     return jnp.mean(G[dist.indices], axis=1)
 
 

@@ -117,7 +117,7 @@ def interleaved_times(calls: dict, repeats: int, steps: int, seed: int = 0) -> d
     Each round times the calls in a fresh random order (``numpy.random.default_rng(seed)``, so the orders are
     reproducible): a call's position and the call timed just before it change from round to round. A fixed order
     is biased: on 2 CPU cores the call timed second in each round of the ``benchmarks/variants.py`` set, right
-    after SGD, ran 9-13 % slower than an identical program timed elsewhere in the round (docs/performance.md),
+    after SGD, ran slower than an identical program timed elsewhere in the round (docs/performance.md),
     which had read as an overhead of SAM's step."""
     for call in calls.values():
         jax.block_until_ready(call())
