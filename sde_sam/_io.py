@@ -124,6 +124,20 @@ def quarantine(path: str | os.PathLike) -> list[Path]:
     return moved
 
 
+#: The reader of each kind of result the package writes (``meta["kind"]``); any other: ``sde_sam.load_result``.
+LOADERS = {
+    "Runs": "sde_sam.Runs.load",
+    "Paths": "sde_sam.Paths.load",
+    "train_record": "sde_sam.train.TrainRecord.load",
+}
+
+
+def wrong_kind(path: str | os.PathLike, kind: object, expected: str) -> ValueError:
+    """The error of a loader that met a result of another ``kind``: it names the loader that reads that kind."""
+    reader = LOADERS.get(kind, "sde_sam.load_result") if isinstance(kind, str) else "sde_sam.load_result"
+    return ValueError(f"{path} holds a {kind!r} result, not {expected}: read it with {reader}")
+
+
 def save_result(path: str | os.PathLike, arrays: Mapping[str, Any] | None, meta: Mapping[str, Any]) -> Path:
     """Write ``meta`` as ``<path>.json`` and ``arrays`` (name -> array) as ``<path>.npz``, each atomically
     (temporary file in the same folder + :func:`os.replace`). Returns the JSON path.

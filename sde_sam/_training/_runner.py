@@ -24,7 +24,7 @@ from .._blocks import (
     timing_steps,
 )
 from .._estimators._observables import Record, observables
-from .._io import key_config, load_result, provenance, save_result
+from .._io import key_config, load_result, provenance, save_result, wrong_kind
 from .._parallel._sharding import check_mesh, run_blocked
 from .._problems._problem import Problem, resolve_dtype, tree_norm_sq
 from .._problems._sampler import Sampler, check_is_sampler
@@ -74,14 +74,6 @@ def as_record(record: Record | Sequence[str]) -> Record:
 def check_sampler(sampler: Sampler, problem: Problem) -> None:
     check_is_sampler(sampler)
     sampler.check(problem.num_examples)
-
-
-#: The reader of each kind of result the package writes (``meta["kind"]``); any other: ``sde_sam.load_result``.
-LOADERS = {
-    "Runs": "sde_sam.Runs.load",
-    "Paths": "sde_sam.Paths.load",
-    "train_record": "sde_sam.train.TrainRecord.load",
-}
 
 
 def diverged(params: PyTree, threshold: float) -> Array:
@@ -198,9 +190,7 @@ class Runs:
         (e.g. ``problem.init_params``) when given, else as a dict from parameter path to array."""
         arrays, meta = load_result(path)
         if meta.get("kind") != cls.__name__:
-            kind = meta.get("kind")
-            reader = LOADERS.get(kind, "sde_sam.load_result") if isinstance(kind, str) else "sde_sam.load_result"
-            raise ValueError(f"{path} holds a {kind!r} result, not {cls.__name__}: read it with {reader}")
+            raise wrong_kind(path, meta.get("kind"), cls.__name__)
         values = {k.removeprefix("value."): v for k, v in arrays.items() if k.startswith("value.")}
         fields: dict[str, Any] = {}
         for field, names in meta["trees"].items():

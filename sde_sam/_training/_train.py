@@ -40,7 +40,7 @@ from jaxtyping import PyTree
 
 from .. import variants as _variants
 from .._estimators._observables import BUILTIN, observables
-from .._io import load_result, provenance, save_result
+from .._io import load_result, provenance, save_result, wrong_kind
 from .._problems import _builtin, _networks
 from .._problems._problem import Problem, tree_norm_sq
 from .._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
@@ -447,11 +447,7 @@ class TrainRecord:
     def load(cls, path) -> TrainRecord:
         arrays, meta = load_result(path)
         if meta.get("kind") != "train_record":
-            from ._runner import LOADERS
-
-            kind = meta.get("kind")
-            reader = LOADERS.get(kind, "sde_sam.load_result") if isinstance(kind, str) else "sde_sam.load_result"
-            raise ValueError(f"{path} holds a {kind!r} result, not a TrainRecord: read it with {reader}")
+            raise wrong_kind(path, meta.get("kind"), "a TrainRecord")
         config = TrainConfig.from_dict(meta["config"])
         values = {k[len("value__") :]: v for k, v in arrays.items() if k.startswith("value__")}
         return cls(config, arrays["steps"], values, arrays["diverged"].astype(bool), meta)
