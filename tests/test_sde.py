@@ -514,3 +514,12 @@ def test_supports_says_exactly_where_a_choice_is_defined(name):
     assert first_ok == ran, name
     every = (ss.sde.GeneralDrift(), ss.sde.ExpectedDrift(), ss.sde.LeadingDiffusion(), ss.sde.EmpiricalDiffusion())
     assert all(choice.supports(v) for choice in every)
+
+
+def test_replace_takes_the_flat_options_of_the_model_it_copies():
+    pr, sampler, v = ss.problems.linear_regression(n=12, d=3), ss.UniformSubset(4), ss.variants.m_sam(0.1, 2)
+    model = ss.sde_model(pr, v, sampler, drift="expected", diffusion="empirical")
+    changed = model.replace(num_samples=96, diffusion_samples=32, max_enumeration=7)
+    assert changed == ss.sde_model(pr, v, sampler, drift=ss.sde.ExpectedDrift(num_samples=96, max_enumeration=7),
+                                   diffusion=ss.sde.EmpiricalDiffusion(num_samples=32, max_enumeration=7))
+    assert model.replace(eta=0.1).drift_kind == model.drift_kind  # sized again at the same start: same size

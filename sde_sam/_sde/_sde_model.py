@@ -123,13 +123,24 @@ class SDEModel:
 
     def replace(self, **changes) -> SDEModel:
         """A copy with some fields changed (validated again through :func:`sde_model`; ``drift`` and
-        ``diffusion`` as there). A drift sized by its ``rtol`` is sized again for the changed model."""
+        ``diffusion`` as there). A drift sized by its ``rtol`` is sized again for the changed model. The flat
+        options of :func:`sde_model` change the model's own drift and diffusion (``num_samples``, ``drift_rtol``,
+        ``max_enumeration``; ``diffusion_samples``) unless ``drift`` or ``diffusion`` is given anew."""
         drift = self.drift_kind
         if drift.rtol is not None:
             drift = dataclasses.replace(drift, num_samples=None)
+        diffusion = self.diffusion
+        if "drift" not in changes:
+            own = {"num_samples": "num_samples", "drift_rtol": "rtol", "max_enumeration": "max_enumeration"}
+            options = {own[k]: changes.pop(k) for k in list(changes) if k in own}
+            if "max_enumeration" in options and "diffusion" not in changes and hasattr(diffusion, "max_enumeration"):
+                diffusion = dataclasses.replace(diffusion, max_enumeration=options["max_enumeration"])
+            drift = dataclasses.replace(drift, **options) if options else drift
+        if "diffusion" not in changes and "diffusion_samples" in changes:
+            diffusion = dataclasses.replace(diffusion, num_samples=changes.pop("diffusion_samples"))
         fields = {
             "eta": self.eta / self.momentum.time_scale if self.momentum is not None else self.eta,
-            "diffusion": self.diffusion,
+            "diffusion": diffusion,
             "order": self.order,
             "drift": drift,
             "momentum": self.momentum,
