@@ -41,6 +41,7 @@ from .._problems._sampler import Sampler
 from .._training._runner import check_positive
 from .._variants._variant import Variant
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, tree_weighted_sum
+from ._choice import as_choice
 from ._closed_form import first_order_noise_of, has_first_order_noise
 from ._drift import sde_state
 
@@ -282,15 +283,5 @@ DIFFUSIONS = tuple(DIFFUSION_CLASSES)
 def as_diffusion(diffusion: AbstractDiffusion | str, **options) -> AbstractDiffusion:
     """``diffusion`` as an :class:`AbstractDiffusion`: an object as it is (no ``options``), a name (``"leading"``,
     ``"first_order"``, ``"empirical"``, ``"none"``) as its class built with those of ``options`` it takes."""
-    if isinstance(diffusion, AbstractDiffusion):
-        if options:
-            raise TypeError(f"options {sorted(options)} go to the diffusion object itself, not beside {diffusion!r}")
-        return diffusion
-    if not isinstance(diffusion, str) or diffusion not in DIFFUSION_CLASSES:
-        raise ValueError(
-            f"`diffusion` must be one of {tuple(DIFFUSION_CLASSES)} or a sde_sam.sde.AbstractDiffusion "
-            f"(LeadingDiffusion(), EmpiricalDiffusion(), ...), got {diffusion!r}"
-        )
-    cls = DIFFUSION_CLASSES[diffusion]
-    taken = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in options.items() if k in taken})
+    examples = "LeadingDiffusion(), EmpiricalDiffusion(), ..."
+    return as_choice(diffusion, AbstractDiffusion, DIFFUSION_CLASSES, "diffusion", examples, only_taken=True, **options)

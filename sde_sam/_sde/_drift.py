@@ -36,6 +36,7 @@ from .._training._runner import check_positive, check_sampler
 from .._variants._perturbation import freeze_mask
 from .._variants._variant import Variant
 from ._batches import CHUNK, MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, expectation, support_size
+from ._choice import as_choice
 from ._closed_form import closed_form_of, drift_batches, expected_norm, has_closed_form
 from ._closed_form import drift_distribution as drift_distribution
 
@@ -486,13 +487,5 @@ DRIFT_CLASSES: dict[str, type[AbstractDrift]] = {
 def as_drift(drift: AbstractDrift | str, **options) -> AbstractDrift:
     """``drift`` as an :class:`AbstractDrift`: an object as it is (no ``options``), a name (``"general"``,
     ``"closed_form"``, ``"expected"``) as its class built with ``options``."""
-    if isinstance(drift, AbstractDrift):
-        if options:
-            raise TypeError(f"options {sorted(options)} go to the drift object itself, not beside {drift!r}")
-        return drift
-    if not isinstance(drift, str) or drift not in DRIFT_CLASSES:
-        raise ValueError(
-            f"`drift` must be one of {tuple(DRIFT_CLASSES)} or a sde_sam.sde.AbstractDrift (GeneralDrift(), "
-            f"ExpectedDrift(), ...), got {drift!r}"
-        )
-    return DRIFT_CLASSES[drift](**options)
+    examples = "GeneralDrift(), ExpectedDrift(), ..."
+    return as_choice(drift, AbstractDrift, DRIFT_CLASSES, "drift", examples, only_taken=False, **options)
