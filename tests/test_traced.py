@@ -78,3 +78,15 @@ def test_rho_zero_stays_sgd_under_tracing():
     sgd = ss.run_discrete(problem, ss.variants.sgd(), sampler, **kw)
     np.testing.assert_array_equal(zero.values["loss"], sgd.values["loss"])
     assert not ss.variants.sam(0.0).perturbs and ss.variants.sam(0.1).perturbs
+
+
+def test_em_step_runs_with_a_model_passed_through_jit():
+    """A model handed to ``jax.jit`` has a traced ``eta``: ``em_step`` without ``noise_scale`` still runs (as in
+    ``benchmarks/simulate.py``'s Python loop), and equals the step with the numbers to float32 rounding."""
+    problem = ss.problems.linear_regression(n=16, d=2)
+    model = ss.sde_model(problem, ss.variants.sam(0.05), ss.WithReplacement(4), eta=0.1)
+    x, key = problem.init_params, jr.key(0)
+    traced = jax.jit(lambda m, p: ss.sde.em_step(m, p, key, 0, m.eta))(model, x)
+    plain = ss.sde.em_step(model, x, key, 0, model.eta)
+    for a, b in zip(jax.tree_util.tree_leaves(traced), jax.tree_util.tree_leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

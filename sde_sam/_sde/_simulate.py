@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -329,8 +330,9 @@ def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt, nois
     ``sqrt(eta dt)``, computed from the numbers ``model.eta`` and ``dt`` when not given)."""
     drift_key, noise_key = step_keys(path_key, j)
     b = model.drift(params, drift_key)
-    if noise_scale is None:
-        noise_scale = math.sqrt(model.eta * dt)
+    if noise_scale is None:  # from numbers in double precision; from traced values (a model passed to jit) in JAX
+        traced = isinstance(model.eta, jax.core.Tracer) or isinstance(dt, jax.core.Tracer)
+        noise_scale = jnp.sqrt(model.eta * dt) if traced else math.sqrt(model.eta * dt)
     if model.diffusion.vanishes:
         return jax.tree_util.tree_map(lambda p, bb: p - dt * bb, params, b)
     z = model.diffusion_sample(params, noise_key)
