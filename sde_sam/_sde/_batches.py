@@ -40,6 +40,14 @@ def _check_count(name, value):
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
 
 
+def check_spread(name: str, value: int) -> int:
+    """A Monte Carlo size ``value`` (already a positive integer) of at least 2, as an ``int``: one batch has no
+    spread, so no standard error."""
+    if value < 2:
+        raise ValueError(f"`{name}` must be at least 2 (one Monte Carlo batch has no spread), got {value}")
+    return int(value)
+
+
 def support_size(replace: bool, n: int, size: int) -> int:
     """Number of distinct batches: ``C(n + size - 1, size)`` multisets or ``C(n, size)`` subsets."""
     return math.comb(n + size - 1, size) if replace else math.comb(n, size)
@@ -63,8 +71,7 @@ def batch_distribution(
     (``key`` required; ``None`` means the fixed ``jr.key(0)``, i.e. common random numbers).
     """
     _check_count("num_samples", num_samples)
-    if num_samples < 2:
-        raise ValueError(f"`num_samples` must be at least 2 (one Monte Carlo batch has no spread), got {num_samples}")
+    check_spread("num_samples", num_samples)
     _check_count("max_enumeration", max_enumeration)
     if not replace and size > n:
         raise ValueError(f"batch size {size} exceeds n={n}: without replacement it must be in [1, {n}]")

@@ -40,7 +40,7 @@ from .._problems._problem import Problem
 from .._problems._sampler import Sampler
 from .._training._runner import check_positive
 from .._variants._variant import Variant
-from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, tree_weighted_sum
+from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, check_spread, tree_weighted_sum
 from ._choice import as_choice
 from ._closed_form import first_order_noise_of, has_first_order_noise
 from ._drift import sde_state
@@ -198,10 +198,7 @@ class _SampledDiffusion(AbstractDiffusion):
 
     def __post_init__(self):
         check_positive("num_samples", self.num_samples, integer=True)
-        if self.num_samples < 2:
-            raise ValueError(
-                f"`num_samples` must be at least 2 (one Monte Carlo batch has no spread), got {self.num_samples}"
-            )
+        check_spread("num_samples", self.num_samples)
         check_positive("max_enumeration", self.max_enumeration, integer=True)
         object.__setattr__(self, "num_samples", int(self.num_samples))
         object.__setattr__(self, "max_enumeration", int(self.max_enumeration))

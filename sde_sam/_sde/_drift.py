@@ -35,7 +35,15 @@ from .._problems._sampler import Sampler
 from .._training._runner import check_positive, check_sampler
 from .._variants._perturbation import freeze_mask
 from .._variants._variant import Variant
-from ._batches import CHUNK, MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, expectation, support_size
+from ._batches import (
+    CHUNK,
+    MAX_ENUMERATION,
+    NUM_SAMPLES,
+    batch_distribution,
+    check_spread,
+    expectation,
+    support_size,
+)
 from ._choice import as_choice
 from ._closed_form import closed_form_of, drift_batches, expected_norm, has_closed_form
 from ._closed_form import drift_distribution as drift_distribution
@@ -361,11 +369,7 @@ class AbstractDrift(abc.ABC):
     def __post_init__(self):
         if self.num_samples is not None:
             check_positive("num_samples", self.num_samples, integer=True)
-            if self.num_samples < 2:
-                raise ValueError(
-                    f"`num_samples` must be at least 2 (one Monte Carlo batch has no spread), got {self.num_samples}"
-                )
-            object.__setattr__(self, "num_samples", int(self.num_samples))
+            object.__setattr__(self, "num_samples", check_spread("num_samples", self.num_samples))
         elif self.rtol is None:
             raise ValueError("give `num_samples` or `rtol` (the target that sizes the Monte Carlo drift)")
         if self.rtol is not None:

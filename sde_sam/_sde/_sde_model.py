@@ -18,7 +18,7 @@ from .._training._momentum import Momentum, as_momentum
 from .._training._runner import check_positive, traced_hyperparameters
 from .._variants._variant import Variant
 from . import _drift
-from ._batches import MAX_ENUMERATION, NUM_SAMPLES
+from ._batches import MAX_ENUMERATION, NUM_SAMPLES, check_spread
 from ._diffusion import AbstractDiffusion, as_diffusion
 from ._drift import (
     DRIFT_CLASSES,
@@ -259,8 +259,7 @@ def sde_model(
     for name, value in (("num_samples", num_samples), ("diffusion_samples", diffusion_samples)):
         if value is not None:
             check_positive(name, value, integer=True)
-            if value < 2:
-                raise ValueError(f"`{name}` must be at least 2 (one Monte Carlo batch has no spread), got {value}")
+            check_spread(name, value)
     if max_enumeration is not None:
         check_positive("max_enumeration", max_enumeration, integer=True)
     diffusion_obj = _resolve_diffusion(diffusion, num_samples, max_enumeration, diffusion_samples)
