@@ -14,6 +14,7 @@ from . import problems as problems
 from . import sde as sde
 from . import symbolic as symbolic
 from . import train as train
+from . import validation as validation
 from . import variants as variants
 from ._estimators._observables import Record as Record
 from ._estimators._observables import observables as observables
@@ -33,3 +34,7 @@ from ._training._momentum import Momentum as Momentum
 from ._training._runner import Runs as Runs
 from ._training._runner import run_discrete as run_discrete
 from ._variants._optax import with_optax as with_optax
+from .validation import Validation as Validation
+from .validation import ValidityMap as ValidityMap
+from .validation import validate as validate
+from .validation import validity_map as validity_map

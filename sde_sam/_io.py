@@ -129,6 +129,8 @@ LOADERS = {
     "Runs": "sde_sam.Runs.load",
     "Paths": "sde_sam.Paths.load",
     "train_record": "sde_sam.train.TrainRecord.load",
+    "Validation": "sde_sam.Validation.load",
+    "ValidityMap": "sde_sam.ValidityMap.load",
 }
 
 
