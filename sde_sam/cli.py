@@ -1,6 +1,7 @@
 """The ``sde-sam`` command line (also ``python -m sde_sam``).
 
-``simulate`` and ``train`` run one SDE simulation or one recorded training; ``demo`` trains every variant on the
+``simulate`` and ``train`` run one SDE simulation or one recorded training; ``validate`` asks whether an SDE
+describes a variant on a built-in problem (:func:`sde_sam.validate`); ``demo`` trains every variant on the
 digits MLP. Installed packages add commands through the ``sde_sam.commands`` entry-point group (a callable that
 takes the subparsers object): the project's ``analysis.cli`` adds ``reproduce``, ``check`` and ``figures``, so the
 library itself never imports the reproduction pipeline.
@@ -94,6 +95,48 @@ def _simulate(args) -> int:
     print(f"{'t':>8}{'E loss':>14}{'stderr':>12}")
     for t, m, s in zip(paths.times, mean, se, strict=True):
         print(f"{t:>8.3g}{m:>14.6g}{s:>12.2g}")
+    return 0
+
+
+def _validate(args) -> int:
+    import jax.random as jr
+
+    from . import problems, train, variants
+    from ._estimators._observables import observables
+    from ._problems._sampler import UniformSubset
+    from ._validation._validate import validate
+    from ._validation._verdict import Tolerance
+
+    check_output(args.out)
+    makers = {
+        "quadratic": problems.quadratic,
+        "linear_regression": problems.linear_regression,
+        "sharp_flat_basins": problems.sharp_flat_basins,
+        "digits_mlp": lambda: train.build_problem(
+            train.TrainConfig(problem="digits_mlp", problem_kwargs={"hidden": 16})
+        ),
+    }
+    if args.steps % args.every:
+        raise ValueError(f"--every={args.every} must divide --steps={args.steps}")
+    problem = makers[args.problem]()
+    variant = variants.get(args.variant, **variant_options(args, default_m=1))
+    result = validate(
+        problem,
+        variant,
+        UniformSubset(args.batch_size),
+        eta=args.eta,
+        steps=args.steps,
+        num_runs=args.runs,
+        key=jr.key(args.seed),
+        record=observables(*args.observables.split(","), every=args.every),
+        max_refine=args.max_refine,
+        tolerance=Tolerance(relative=args.tolerance),
+        progress=not args.no_progress,
+        log=lambda line: print(line, flush=True),
+    )
+    if args.out:
+        print(f"wrote {result.save(args.out)} (read it with sde_sam.Validation.load)")
+    print(result)
     return 0
 
 
@@ -244,6 +287,34 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default=None, help="write OUT.json + OUT.npz (checked before any work)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=_train)
+
+    val = sub.add_parser(
+        "validate",
+        help="does an SDE describe a variant on a built-in problem? The ladder, SVAG and a verdict per observable",
+        formatter_class=HelpFormatter,
+    )
+    val.add_argument(
+        "--problem",
+        default="linear_regression",
+        choices=("quadratic", "linear_regression", "sharp_flat_basins", "digits_mlp"),
+        help="built-in problem (digits_mlp: hidden width 16)",
+    )
+    val.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
+    val.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
+    val.add_argument("--m", "--micro-batch-size", dest="m", type=positive_int, default=None,
+                     help="micro-batch size of m-variants (default: 1; only for m-sam, m-usam)")
+    val.add_argument("--batch-size", type=positive_int, default=8, help="batch size B (uniform subsets)")
+    val.add_argument("--eta", type=float, default=0.05, help="learning rate")
+    val.add_argument("--steps", type=positive_int, default=40, help="discrete steps")
+    val.add_argument("--every", type=positive_int, default=10, help="record every this many steps")
+    val.add_argument("--runs", type=positive_int, default=32, help="discrete runs, SVAG runs and SDE paths each")
+    val.add_argument("--observables", default="loss", help="comma-separated names (loss, accuracy, trace_sigma, ...)")
+    val.add_argument("--max-refine", type=int, default=2, help="halvings of dt at most per rung")
+    val.add_argument("--tolerance", type=float, default=0.05, help="tolerance relative to each observable's scale")
+    val.add_argument("--seed", type=int, default=0, help="PRNG seed (jax.random.key(seed))")
+    val.add_argument("--out", default=None, help="write OUT.json (checked before any work)")
+    val.add_argument("--no-progress", action="store_true", help="no progress bar")
+    val.set_defaults(func=_validate)
 
     demo = sub.add_parser(
         "demo", help="train the digits MLP with every variant and print a table", formatter_class=HelpFormatter

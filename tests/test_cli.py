@@ -199,8 +199,9 @@ def _good_data():
                         "RW-SAM": 0.93, "F-SAM": 0.90, "SAM-ON": 0.90},
                 "0.4": {"SGD": 0.65, "SAM": 0.70, "m-SAM (m=16)": 0.74, "m-SAM (m=4)": 0.78, "m-SAM (m=1)": 0.82,
                         "RW-SAM": 0.82, "F-SAM": 0.70, "SAM-ON": 0.69}})}}},
-        "timing": {"problem": "p", "d": 10, "B": 64, "device": "cpu", "platform": "cpu", "repeats": 3, "rows": {
-            "RW-SAM": {"vs_SAM": 1.1, "flops_vs_SAM": 1.17}, "serial m-SAM (k=2)": {"vs_SAM": 2.1, "flops_vs_SAM": 1.0}}},
+        "timing": {"problem": "p", "d": 10, "B": 64, "device": "cpu", "platform": "cpu", "repeats": 3,
+                   "forward_flops_vs_SAM": 0.222, "rw_sam_extra_forwards": 1.005, "rows": {
+            "RW-SAM": {"vs_SAM": 1.1, "flops_vs_SAM": 1.223}, "serial m-SAM (k=2)": {"vs_SAM": 2.1, "flops_vs_SAM": 1.0}}},
     }
 
 
@@ -211,7 +212,7 @@ WRONG = {
     "C4": lambda d: d["weak_order"]["linreg_exact"]["SGD|order1"].update(slope=0.5),
     "C5": lambda d: d["escape"]["rows"]["m-SAM (m=8)"]["discrete"].update(time_avg=0.95),
     "C6": lambda d: d["training"]["rows"]["RW-SAM"]["trace_sigma_final"].update(mean=9.0),
-    "C7": lambda d: d["timing"]["rows"]["RW-SAM"].update(flops_vs_SAM=1.5),
+    "C7": lambda d: d["timing"]["rows"]["RW-SAM"].update(flops_vs_SAM=1.2),  # SAM + 0.9 forward: not one pass
     "C8": lambda d: d["drift"]["f_usam_grad_norm_coefficient"]["values"].update({"1.0": 0.5}),
     "C9": lambda d: d["drift"]["sam_on"].update(max_unmasked_perturbation=1e-3),
     "C11": lambda d: d["generalization"]["models"]["digits_mlp_8"]["rows"]["0.4"]["m-SAM (m=1)"][
@@ -341,3 +342,18 @@ def test_c11_rows_fail_for_the_right_reason():
         rows["0.4"][k] = rows["0.0"][k]
     failed = [r.what for r in CHECKS["C11"].evaluate(data).rows if not r.passed]
     assert len(failed) == 2 and all("gain" in w for w in failed), failed
+
+
+def test_validate_command_prints_the_verdicts_and_saves_them(tmp_path, capsys):
+    """``sde-sam validate`` on a built-in problem: the verdict table, and a result Validation.load reads."""
+    import sde_sam as ss
+    from sde_sam.cli import main
+
+    out = tmp_path / "v"
+    assert main(["validate", "--problem", "quadratic", "--variant", "sgd", "--steps", "10", "--every", "5", "--runs",
+                 "4", "--max-refine", "0", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| loss |" in printed and "SVAG l=8" in printed
+    assert ss.Validation.load(out).config["variant"]["name"] == "SGD"
+    assert main(["validate", "--steps", "10", "--every", "3"]) != 0  # refused before any work
+    assert "--every=3 must divide --steps=10" in capsys.readouterr().err
