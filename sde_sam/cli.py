@@ -101,7 +101,7 @@ def _simulate(args) -> int:
 def _validate(args) -> int:
     import jax.random as jr
 
-    from . import problems, train, variants
+    from . import problems, variants
     from ._estimators._observables import observables
     from ._problems._sampler import UniformSubset
     from ._validation._validate import validate
@@ -112,9 +112,9 @@ def _validate(args) -> int:
         "quadratic": problems.quadratic,
         "linear_regression": problems.linear_regression,
         "sharp_flat_basins": problems.sharp_flat_basins,
-        "digits_mlp": lambda: train.build_problem(
-            train.TrainConfig(problem="digits_mlp", problem_kwargs={"hidden": 16})
-        ),
+        "digits_mlp": lambda: problems.digits_mlp(hidden=16),
+        "mnist1d_mlp": lambda: problems.mnist1d_mlp(hidden=32),
+        "mnist1d_cnn": problems.mnist1d_cnn,
     }
     if args.steps % args.every:
         raise ValueError(f"--every={args.every} must divide --steps={args.steps}")
@@ -148,7 +148,7 @@ def _train(args) -> int:
     kw = variant_options(args, default_m=4)
     config = train.TrainConfig(
         problem=args.problem,
-        problem_kwargs={"hidden": args.hidden} if args.problem == "digits_mlp" else {},
+        problem_kwargs={"hidden": args.hidden} if args.problem.endswith("_mlp") else {},
         variant=args.variant,
         variant_kwargs=kw,
         batch_size=args.batch_size,
@@ -261,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a small network with one variant over seeds and print the record",
         formatter_class=HelpFormatter,
     )
-    tr.add_argument("--problem", default="digits_mlp", choices=("digits_mlp", "digits_cnn"), help="network")
-    tr.add_argument("--hidden", type=positive_int, default=32, help="hidden width of digits_mlp")
+    tr.add_argument("--problem", default="digits_mlp", help="network",
+                    choices=("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn"))
+    tr.add_argument("--hidden", type=positive_int, default=32, help="hidden width of digits_mlp and mnist1d_mlp")
     tr.add_argument("--variant", default="sam", help="variant name")
     tr.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
     tr.add_argument(
@@ -296,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument(
         "--problem",
         default="linear_regression",
-        choices=("quadratic", "linear_regression", "sharp_flat_basins", "digits_mlp"),
-        help="built-in problem (digits_mlp: hidden width 16)",
+        choices=("quadratic", "linear_regression", "sharp_flat_basins", "digits_mlp", "mnist1d_mlp", "mnist1d_cnn"),
+        help="built-in problem (digits_mlp: hidden width 16; mnist1d_mlp: 32)",
     )
     val.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
     val.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")

@@ -15,4 +15,7 @@ from ._problems._builtin import softmax_cross_entropy as softmax_cross_entropy
 from ._problems._builtin import teacher_student as teacher_student
 from ._problems._micro_batch import AbstractMicroBatchGradient as AbstractMicroBatchGradient
 from ._problems._micro_batch import DenseLayerNormMLP as DenseLayerNormMLP
+from ._problems._mnist1d import load_mnist1d_split as load_mnist1d_split
+from ._problems._mnist1d import mnist1d_cnn as mnist1d_cnn
+from ._problems._mnist1d import mnist1d_mlp as mnist1d_mlp
 from ._problems._problem import Problem as Problem

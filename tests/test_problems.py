@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import pytest
 from helpers import float64, numpy_example_grads, user_problem
@@ -67,3 +68,29 @@ def test_digits_mlp_parameter_paths_and_accuracy():
     assert problem.num_examples + problem.test_data["label"].shape[0] == 1797
     acc = float(problem.accuracy(problem.init_params))
     assert 0.0 <= acc <= 0.3  # untrained: near chance
+
+
+def test_mnist1d_is_generated_offline_with_its_documented_sizes():
+    """4000 training and 1000 test signals of length 40, 10 classes; label noise flips about its fraction."""
+    train, test = ss.problems.load_mnist1d_split()
+    assert train["image"].shape == (4000, 40) and test["image"].shape == (1000, 40)
+    assert set(np.unique(np.asarray(train["label"]))) == set(range(10))
+    noisy, _ = ss.problems.load_mnist1d_split(label_noise=0.5)
+    changed = float(np.mean(np.asarray(noisy["label"]) != np.asarray(train["label"])))
+    assert 0.4 < changed < 0.5  # half are redrawn, a tenth of those land on their own label: 0.45 expected
+    with pytest.raises(ValueError, match="label_noise"):
+        ss.problems.load_mnist1d_split(label_noise=1.5)
+
+
+@pytest.mark.parametrize("make", [lambda: ss.problems.mnist1d_mlp(hidden=8), lambda: ss.problems.mnist1d_cnn((4, 4))])
+def test_mnist1d_networks_train(make):
+    problem = make()
+    assert problem.num_examples == 4000 and problem.test_data is not None
+    runs = ss.run_discrete(problem, ss.variants.sgd(), ss.UniformSubset(32), eta=0.1, steps=40, num_runs=2,
+                           key=jr.key(0), record=ss.observables("loss", every=40), progress=False)
+    assert runs.mean("loss")[-1] < runs.mean("loss")[0]
+
+
+def test_mnist1d_cnn_refuses_groups_that_do_not_divide_its_channels():
+    with pytest.raises(ValueError, match="`groups`=3"):
+        ss.problems.mnist1d_cnn((4, 8), groups=3)

@@ -292,14 +292,25 @@ def digits_mlp(
     """MLP with LayerNorm on scikit-learn's digits: ``dense_i -> layer_norm_i -> relu`` per hidden layer, then a
     ``dense_out`` layer, softmax cross-entropy. Parameters are named by path (``layer_norm_0/scale``...),
     so SAM-ON's default mask selects the LayerNorm scale and bias."""
+    widths = _widths(hidden)
+    train, test = load_digits_split(test_fraction, seed, label_noise)
+    name = "digits_mlp_" + "x".join(map(str, widths)) + (f"_noise{label_noise:g}" if label_noise else "")
+    return layer_norm_mlp(train, test, widths, seed, name)
+
+
+def _widths(hidden) -> tuple[int, ...]:
     widths = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
     if not widths:
         raise ValueError("`hidden` needs at least one layer width")
     for w in widths:
         _check_int("hidden", w)
-    train, test = load_digits_split(test_fraction, seed, label_noise)
+    return widths
+
+
+def layer_norm_mlp(train: dict, test: dict | None, widths: tuple[int, ...], seed: int, name: str) -> Problem:
+    """The MLP of :func:`digits_mlp` on any ``{"image": (n, d), "label": (n,)}`` data with 10 classes."""
     keys = jr.split(jr.key(seed), len(widths) + 1)
-    params, fan_in = {}, 64
+    params, fan_in = {}, int(train["image"].shape[1])
     for i, width in enumerate(widths):
         params[f"dense_{i}"] = _dense_init(keys[i], fan_in, width)
         params[f"layer_norm_{i}"] = {"scale": jnp.ones(width, jnp.float32), "bias": jnp.zeros(width, jnp.float32)}
@@ -320,7 +331,6 @@ def digits_mlp(
     def accuracy_fn(p, ex):
         return (jnp.argmax(logits_fn(p, ex["image"])).astype(ex["label"].dtype) == ex["label"]).astype(jnp.float32)
 
-    name = "digits_mlp_" + "x".join(map(str, widths)) + (f"_noise{label_noise:g}" if label_noise else "")
     return Problem(
         loss_fn,
         train,

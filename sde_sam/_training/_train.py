@@ -41,7 +41,7 @@ from jaxtyping import PyTree
 from .. import variants as _variants
 from .._estimators._observables import BUILTIN, observables
 from .._io import load_result, provenance, save_result, wrong_kind
-from .._problems import _builtin, _networks
+from .._problems import _builtin, _mnist1d, _networks
 from .._problems._problem import Problem, tree_norm_sq
 from .._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
 from .._variants._variant import Variant
@@ -62,7 +62,7 @@ OBSERVABLES = (
     "effective_sample_size",
 )
 DEFAULT_OBSERVABLES = OBSERVABLES
-PROBLEMS = ("digits_mlp", "digits_cnn")
+PROBLEMS = ("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn")
 SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -226,13 +226,13 @@ class TrainConfig:
 
 
 def build_problem(config: TrainConfig) -> Problem:
-    """The problem named by ``config`` (``digits_mlp`` or ``digits_cnn`` with its kwargs)."""
+    """The problem named by ``config`` (one of :data:`PROBLEMS`, with its kwargs)."""
     kw = dict(config.problem_kwargs)
-    if config.problem == "digits_mlp":
-        if "hidden" in kw and isinstance(kw["hidden"], list):
-            kw["hidden"] = tuple(kw["hidden"])
-        return _builtin.digits_mlp(**kw)
-    return _networks.digits_cnn(**kw)
+    for name in ("hidden", "channels"):
+        if isinstance(kw.get(name), list):
+            kw[name] = tuple(kw[name])
+    return {"digits_mlp": _builtin.digits_mlp, "digits_cnn": _networks.digits_cnn, "mnist1d_mlp": _mnist1d.mnist1d_mlp,
+            "mnist1d_cnn": _mnist1d.mnist1d_cnn}[config.problem](**kw)
 
 
 def build_variant(config: TrainConfig) -> Variant:
