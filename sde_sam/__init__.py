@@ -11,6 +11,7 @@ from . import curvature as curvature
 from . import noise as noise
 from . import parallel as parallel
 from . import problems as problems
+from . import quantities as quantities
 from . import sde as sde
 from . import symbolic as symbolic
 from . import train as train

@@ -304,7 +304,7 @@ def _widths(hidden) -> tuple[int, ...]:
         raise ValueError("`hidden` needs at least one layer width")
     for w in widths:
         _check_int("hidden", w)
-    return widths
+    return tuple(int(w) for w in widths)
 
 
 def layer_norm_mlp(train: dict, test: dict | None, widths: tuple[int, ...], seed: int, name: str) -> Problem:

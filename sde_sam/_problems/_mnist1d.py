@@ -24,7 +24,7 @@ def _generated(seed: int) -> tuple[np.ndarray, ...]:
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
-    args.seed = seed
+    args.seed = seed  # pyright: ignore[reportAttributeAccessIssue]
     d = make_dataset(args)
     return (np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int32), np.asarray(d["x_test"], np.float32),
             np.asarray(d["y_test"], np.int32))

@@ -176,6 +176,7 @@ def simulate(
         problem.check_params(init_params, "init_params")
         problem = dataclasses.replace(problem, init_params=init_params)  # validates (finite, matches loss_fn)
         model = dataclasses.replace(model, problem=problem)
+    record = record.bind(problem, model.variant, model.sampler)  # observables that take the variant get it here
     record.check(problem)
     if mesh is not None:
         if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:

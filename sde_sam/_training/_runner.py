@@ -309,6 +309,7 @@ def run_discrete(
         problem.check_params(init_params, "init_params")
         problem = dataclasses.replace(problem, init_params=init_params)  # validates (finite, matches loss_fn)
     problem = problem.with_dtype(dtype)
+    record = record.bind(problem, variant, sampler)  # observables that take the variant or sampler get them here
     record.check(problem)
 
     num_segments = steps // record.every

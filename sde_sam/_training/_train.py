@@ -39,10 +39,20 @@ import numpy as np
 from jaxtyping import PyTree
 
 from .. import variants as _variants
-from .._estimators._observables import BUILTIN, observables
+from .._estimators._observables import (
+    REGISTRY,
+    AbstractObservable,
+    BatchGradNorm,
+    EffectiveSampleSize,
+    LambdaMax,
+    TraceHessian,
+    TraceSigma,
+    TraceSigmaMinibatch,
+    observables,
+)
 from .._io import load_result, provenance, save_result, wrong_kind
 from .._problems import _builtin, _mnist1d, _networks
-from .._problems._problem import Problem, tree_norm_sq
+from .._problems._problem import Problem
 from .._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
 from .._variants._variant import Variant
 from ._momentum import Momentum
@@ -310,49 +320,21 @@ class Estimators:
     def sampler(self):
         return WithReplacement(self.batch_size) if self.with_replacement else WithoutReplacement(self.batch_size)
 
-    def trace_sigma(self, problem, params):
-        from .. import noise
-
-        if self.batch_norm:  # no per-example loss: covariance of batch gradients / c(B) (DESIGN §4)
-            return noise.trace_sigma_minibatch(problem, params, self.sampler, self.key, self.minibatch_batches).value
-        return noise.trace_sigma(problem, params, chunk_size=self.chunk_size)
-
-    def lambda_max(self, problem, params):
-        from .. import curvature
-
-        k = min(self.lanczos_matvecs, problem.dim)
-        return curvature.top_eigenvalues(problem, params, 1, self.key, num_matvecs=k).values[0]
-
-    def trace_hessian(self, problem, params):
-        from .. import curvature
-
-        return curvature.trace_hessian(problem, params, self.key, num_probes=self.hutchinson_probes).value
-
-    def batch_grad_norm(self, problem, params):
-        from .. import noise
-
-        m = min(self.m or self.batch_size, problem.num_examples)
-        return noise.expected_batch_grad_norm(
-            problem, params, WithoutReplacement(m), self.key, self.norm_batches
-        ).value.value
-
-    def effective_sample_size(self, problem, params):
-        from .. import noise
-
-        return noise.expected_effective_sample_size(
-            self.rule, problem, params, self.sampler, self.key, self.norm_batches
-        ).value
-
-    @staticmethod
-    def distance(problem, params):
-        diff = jax.tree_util.tree_map(jnp.subtract, params, problem.init_params)
-        return jnp.sqrt(tree_norm_sq(diff))
-
-    def function(self, name: str):
-        """The observable ``name`` as ``fn(problem, params) -> scalar``."""
-        if name in _ESTIMATED:
-            return getattr(self, name)
-        return BUILTIN[name]
+    def function(self, name: str) -> AbstractObservable:
+        """The observable ``name`` of the registry (:data:`sde_sam._estimators._observables.REGISTRY`) with these
+        settings: the estimator sizes, the fixed key, ``m``, the rule and the sampler."""
+        seed = self.estimator_seed
+        if name == "trace_sigma":
+            if self.batch_norm:  # no per-example loss: covariance of batch gradients / c(B) (DESIGN §4)
+                return TraceSigmaMinibatch(self.minibatch_batches, seed, self.sampler)
+            return TraceSigma(self.chunk_size)
+        settings = {
+            "lambda_max": lambda: LambdaMax(self.lanczos_matvecs, seed),
+            "trace_hessian": lambda: TraceHessian(self.hutchinson_probes, seed),
+            "batch_grad_norm": lambda: BatchGradNorm(self.m or self.batch_size, self.norm_batches, seed),
+            "effective_sample_size": lambda: EffectiveSampleSize(self.norm_batches, seed, self.rule, self.sampler),
+        }
+        return settings[name]() if name in settings else REGISTRY[name]
 
     def for_name(self, name: str) -> Estimators:
         """The settings ``name`` depends on (``m`` dropped unless it is ``batch_grad_norm``, the rule unless it is
@@ -368,7 +350,6 @@ class Estimators:
         return observables(every=every, **{name: self.function(name) for name in names})
 
 
-_ESTIMATED = ("trace_sigma", "lambda_max", "trace_hessian", "batch_grad_norm", "distance", "effective_sample_size")
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))
