@@ -82,6 +82,7 @@ def test_mnist1d_is_generated_offline_with_its_documented_sizes():
         ss.problems.load_mnist1d_split(label_noise=1.5)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 @pytest.mark.parametrize("make", [lambda: ss.problems.mnist1d_mlp(hidden=8), lambda: ss.problems.mnist1d_cnn((4, 4))])
 def test_mnist1d_networks_train(make):
     problem = make()

@@ -170,6 +170,7 @@ class SignAscent(ss.variants.AbstractRule):
         return ss.variants.Directions(d, None, state, loss)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_validate_takes_a_user_rule_on_an_equinox_model():
     eqx = pytest.importorskip("equinox")
     rng = np.random.default_rng(0)
@@ -202,6 +203,7 @@ def _map(etas, rhos, d=3, **kw):
                            record=ss.observables("loss", every=5), progress=False, **kw)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_a_3x3_map_compiles_no_more_programs_than_a_1x1_map(tmp_path):
     """Each on a problem of shapes not compiled before (d = 4 and d = 5), after a map on d = 2 has compiled the
     programs that do not depend on the shapes: both counts start equally cold."""
@@ -217,6 +219,7 @@ def test_a_3x3_map_compiles_no_more_programs_than_a_1x1_map(tmp_path):
     grid.plot().savefig(tmp_path / "map.png")
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_an_interrupted_map_resumes_from_its_saved_points(tmp_path):
     out = tmp_path / "map"
     seen = []
