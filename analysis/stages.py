@@ -314,9 +314,42 @@ def stage_escape(cfg: dict) -> dict:
             row["diverged"][name] = int(paths.num_diverged)
         rows[label] = row
     arrays["times"] = runs.times
-    return {"data": {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "rows": rows,
-                     "models": [f"{a}/{b}" for a, b in models], "eta": cfg["eta"], "rho": cfg["rho"],
-                     "B": cfg["batch_size"]}, "arrays": arrays}
+    data = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "rows": rows,
+            "models": [f"{a}/{b}" for a, b in models], "eta": cfg["eta"], "rho": cfg["rho"], "B": cfg["batch_size"]}
+    if cfg.get("map"):
+        data["map"] = escape_map(problem, sampler, rec, cfg, stats)
+    return {"data": data, "arrays": arrays}
+
+
+def escape_map(problem, sampler, rec, cfg: dict, stats) -> dict:
+    """C5 over its regime: at every ``eta`` of ``cfg["map"]["etas"]`` and ``rho = rho_lambda / sharp_curvature`` for
+    each ``rho_lambda`` of ``cfg["map"]["rho_lambdas"]``, the time-averaged fraction past the barrier of m-SAM at
+    each m (1, 2, 4, ..., B) from ``num_runs`` discrete runs of ``steps`` steps, and of the model ``cfg["map"]["model"]`` (drift,
+    diffusion) from as many paths. ``rho`` and ``eta`` are traced, so the map compiles one program per m and side.
+    The same keys at every point (common random numbers across the map)."""
+    mc = cfg["map"]
+    drift, diffusion = mc.get("model", ("expected", "leading"))
+    points = []
+    for eta in mc["etas"]:
+        for rl in mc["rho_lambdas"]:
+            rho = rl / cfg["sharp_curvature"]
+            rows = {}
+            for i, (label, v) in enumerate(escape_variants(rho, cfg["batch_size"]).items()):
+                m = getattr(v.rule, "micro_batch_size", None)
+                if m is None and label == "n-SAM":
+                    continue
+                runs = ss.run_discrete(problem, v, sampler, eta=eta, steps=mc["steps"], num_runs=mc["num_runs"],
+                                       key=jr.key(cfg["seed"] + i), record=rec, progress=False)
+                model = ss.sde_model(problem, v, sampler, eta=eta, diffusion=diffusion, drift=drift,
+                                     num_samples=cfg["drift_samples"])
+                paths = ss.simulate(model, t1=mc["steps"] * eta, num_paths=mc["num_runs"], key=jr.key(10_000 + i),
+                                    record=rec, progress=False)
+                rows[label] = {"m": m or cfg["batch_size"], "discrete": stats(runs.values["outside"]),
+                               "model": stats(paths.values["outside"]),
+                               "diverged": {"discrete": int(runs.num_diverged), "model": int(paths.num_diverged)}}
+            points.append({"eta": eta, "rho": rho, "rho_lambda": rl, "rows": rows})
+    return {"points": points, "model": f"{drift}/{diffusion}", "num_runs": mc["num_runs"], "steps": mc["steps"],
+            "theory_rho_lambda": mc["theory_rho_lambda"], "sharp_curvature": cfg["sharp_curvature"]}
 
 
 # -- the fidelity ladder (F9, C10) -------------------------------------------------------------------------------

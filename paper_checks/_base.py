@@ -17,10 +17,16 @@ class Row:
     passed: bool
     #: False for a comparison this device cannot make (reported "N/A", never a FAIL, not counted either way).
     applicable: bool = True
+    #: True where the runs cannot tell (no power): reported "INCONCLUSIVE", never a FAIL; the check cannot PASS.
+    inconclusive: bool = False
 
     @property
     def status(self) -> str:
-        return "N/A" if not self.applicable else "PASS" if self.passed else "FAIL"
+        if not self.applicable:
+            return "N/A"
+        if self.inconclusive:
+            return "INCONCLUSIVE"
+        return "PASS" if self.passed else "FAIL"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +39,15 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         rows = [r for r in self.rows if r.applicable]
-        return bool(rows) and all(r.passed for r in rows)
+        return bool(rows) and all(r.passed and not r.inconclusive for r in rows)
 
     @property
     def status(self) -> str:
-        return "PASS" if self.passed else "FAIL"
+        """FAIL when a row fails; else INCONCLUSIVE when a row cannot tell; else PASS."""
+        rows = [r for r in self.rows if r.applicable]
+        if any(not r.passed and not r.inconclusive for r in rows):
+            return "FAIL"
+        return "INCONCLUSIVE" if any(r.inconclusive for r in rows) else "PASS" if rows else "FAIL"
 
     def to_dict(self) -> dict:
         return {"id": self.id, "claim": self.claim, "status": self.status, "note": self.note,

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -357,3 +358,29 @@ def test_validate_command_prints_the_verdicts_and_saves_them(tmp_path, capsys):
     assert ss.Validation.load(out).config["variant"]["name"] == "SGD"
     assert main(["validate", "--steps", "10", "--every", "3"]) != 0  # refused before any work
     assert "--every=3 must divide --steps=10" in capsys.readouterr().err
+
+
+def _escape_map(inside_diff: float, se: float = 0.01) -> dict:
+    """A C5 map: one point inside the first-order regime (rho lambda = 0.25) whose m = 1 minus m = 8 difference is
+    ``inside_diff``, one outside (1.6) where m = 1 leaves later (reversed)."""
+    def row(m, ta):
+        stat = {"time_avg": ta, "time_avg_stderr": se / math.sqrt(2)}
+        return {"m": m, "discrete": stat, "model": dict(stat)}
+
+    return {"model": "expected/leading", "num_runs": 512, "steps": 240, "theory_rho_lambda": 0.5,
+            "sharp_curvature": 16.0, "points": [
+                {"eta": 0.05, "rho": 0.25 / 16, "rho_lambda": 0.25,
+                 "rows": {"m-SAM (m=1)": row(1, 0.3 + inside_diff), "SAM (m=B=8)": row(8, 0.3)}},
+                {"eta": 0.05, "rho": 0.1, "rho_lambda": 1.6,
+                 "rows": {"m-SAM (m=1)": row(1, 0.6), "SAM (m=B=8)": row(8, 0.7)}}]}
+
+
+@pytest.mark.parametrize(("inside_diff", "status"), [(0.1, "PASS"), (-0.1, "FAIL"), (0.005, "INCONCLUSIVE")])
+def test_c5_reads_the_claim_inside_its_regime(inside_diff, status):
+    """Inside rho lambda <= 0.5: m = 1 sooner by 10 s.e. passes, later by 10 s.e. fails, 0.5 s.e. cannot tell
+    (INCONCLUSIVE, never FAIL); the reversal outside the regime is reported, not failed."""
+    data = _good_data()
+    data["escape"]["map"] = _escape_map(inside_diff)
+    res = CHECKS["C5"].evaluate(data)
+    assert res.status == status, res.format()
+    assert "reversed from rho*lambda = 1.6" in res.format()
