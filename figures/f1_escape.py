@@ -37,4 +37,36 @@ def render(results: dict, arrays: dict, out) -> list:
     axes[0][0].set_ylim(-0.02, 1.02)
     axes[0][-1].legend(title="variant (band: ±1 s.e.)", loc="lower right")
     fig.suptitle(f"{TITLE} ({d['problem']}, {d['sampler']} B={d['B']}, eta={d['eta']}, rho={d['rho']})")
-    return save(fig, out, "F1_escape")
+    files = save(fig, out, "F1_escape")
+    if d.get("map"):
+        files += _map(d, out)
+    return files
+
+
+def _map(d: dict, out) -> list:
+    """The C5 map: m = 1 minus m = B in time-averaged fraction past the barrier, ± 3 s.e., against rho lambda_sharp,
+    per eta, discrete and the map's SDE; the first-order regime shaded."""
+    mp = d["map"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    limit = mp["theory_rho_lambda"]
+    ax.axvspan(0, limit, color="0.9", label=f"first-order regime (rho·lambda <= {limit:g})")
+    etas = sorted({p["eta"] for p in mp["points"]})
+    for c, eta in zip(colors(len(etas), "viridis"), etas, strict=True):
+        pts = sorted((p for p in mp["points"] if p["eta"] == eta), key=lambda p: p["rho_lambda"])
+        for side, ls in (("discrete", "-"), ("model", ":")):
+            x, y, e = [], [], []
+            for p in pts:
+                rows = sorted(p["rows"].values(), key=lambda r: r["m"])
+                a, b = rows[0][side], rows[-1][side]
+                x.append(p["rho_lambda"])
+                y.append(a["time_avg"] - b["time_avg"])
+                e.append(3 * float(np.hypot(a["time_avg_stderr"], b["time_avg_stderr"])))
+            ax.errorbar(x, y, yerr=e, color=c, ls=ls, marker="o" if side == "discrete" else "s", capsize=3,
+                        label=f"eta={eta:g}, {'discrete' if side == 'discrete' else 'SDE ' + mp['model']}")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("rho · lambda_sharp")
+    ax.set_ylabel("fraction past the barrier: m=1 minus m=B (±3 s.e.)")
+    ax.set_title(f"C5 over its regime ({mp['num_runs']} runs per point, {mp['steps']} steps)", fontsize=9)
+    ax.legend(fontsize=7)
+    return save(fig, out, "F1_escape_map")
