@@ -34,6 +34,10 @@ QUICK = {
                            rw=dict(score="4 probes", ess=0.5, reading="ascent")),
     "timing": dict(hidden=256, batch_size=128, steps=20, repeats=5, ms=[16], serial_k=[2], paths=8, cost="xla_flops"),
     "symbolic": dict(setting="default"),
+    "eta_map": dict(seed=0, problem=["digits_mlp", {"hidden": 8}], batch_size=32, etas=[0.025, 0.1], steps=40,
+                    every=20, num_runs=64, drift_samples=4, observables=["loss", "accuracy"],
+                    variants=[["SAM", "sam", {"rho": 0.05}]],
+                    rungs=[["general", "leading", 1], ["expected", "empirical", 1]], svag=[4, 8], max_refine=1),
     "fidelity": dict(
         escape=dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=8, eta=0.05, steps=120, every=10,
                     num_runs=128, num_paths=128, drift_samples=8,
@@ -100,6 +104,13 @@ FULL = {
     "timing": dict(hidden=256, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64,
                    cost="xla_flops"),
     "symbolic": dict(setting="default"),
+    "eta_map": dict(seed=0, problem=["digits_mlp", {"hidden": 16}], batch_size=64, etas=[0.0125, 0.025, 0.05, 0.1],
+                    steps=100, every=25, num_runs=16, drift_samples=8, observables=["loss", "accuracy", "trace_sigma"],
+                    variants=[["SAM", "sam", {"rho": 0.05}],
+                              ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}],
+                              ["RW-SAM", "rw-sam", {"rho": 0.05}]],
+                    rungs=[["general", "leading", 1], ["expected", "leading", 1], ["expected", "empirical", 1],
+                           ["expected", "empirical", 2]], svag=[2, 4, 8], max_refine=1),
     # the escape problem is 1-D (SAM-ON's mask would be everything: SAM); digits: the rungs that matter there
     "fidelity": dict(
         # B = 8 of n = 16 (as the escape stage): a full batch would make every variant deterministic

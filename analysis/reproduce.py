@@ -36,6 +36,7 @@ STAGE_DESCRIPTIONS = {
     "sgn": "noise structure along training: spectra, alignment, tail index",
     "timing": "cost per step of every variant and of the simulator",
     "fidelity": "error budget of every variant against the SDE model ladder and SVAG (analysis.fidelity)",
+    "eta_map": "verdicts of sde_sam.validity_map per variant over eta on digits training (C10)",
     "symbolic": "sympy drifts and diffusions of every variant (report section)",
 }
 

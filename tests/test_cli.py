@@ -384,3 +384,45 @@ def test_c5_reads_the_claim_inside_its_regime(inside_diff, status):
     res = CHECKS["C5"].evaluate(data)
     assert res.status == status, res.format()
     assert "reversed from rho*lambda = 1.6" in res.format()
+
+
+def _eta_map(kinds: list[str], svag: list[str]) -> dict:
+    """An eta map of one variant: at each eta the verdict on the loss and SVAG's agreement."""
+    points = [{"eta": eta, "verdicts": {"loss": {"kind": k, "rung": "general/leading/o1", "text": k}},
+               "svag": {"loss": {"agreement": a}}, "tau": {"loss": 0.1}, "compiles": 0}
+              for eta, k, a in zip((0.025, 0.05, 0.1), kinds, svag, strict=True)]
+    return {"problem": "digits_mlp_8", "batch_size": 32, "steps": 40, "num_runs": 64, "etas": [0.025, 0.05, 0.1],
+            "observables": ["loss"], "variants": {"SAM": {"points": points}}}
+
+
+@pytest.mark.parametrize(("kinds", "svag", "status"), [
+    (["tracked", "tracked", "outside the SDE regime"], ["tracks", "tracks", "departs"], "PASS"),
+    (["tracked", "model gap", "outside the SDE regime"], ["tracks", "tracks", "departs"], "FAIL"),
+    (["inconclusive", "inconclusive", "outside the SDE regime"], ["inconclusive", "inconclusive", "departs"],
+     "INCONCLUSIVE"),
+])
+def test_c10_reads_the_eta_map_inside_the_sde_regime(kinds, svag, status):
+    """A model gap where SVAG tracks fails; beyond the eta where SVAG departs nothing is asked; a map whose points
+    inside the regime are all undecided is INCONCLUSIVE, not FAIL."""
+    res = CHECKS["C10"].evaluate({"eta_map": _eta_map(kinds, svag)})
+    assert res.status == status, res.format()
+    assert "SVAG departs from eta = 0.1" in res.format()
+
+
+def test_c11_is_inconclusive_for_lack_of_power_and_fails_only_when_reversed():
+    """An undertrained quick run (SGD train accuracy 0.64) cannot test a generalization claim: INCONCLUSIVE, even
+    where a difference is reversed; trained (0.95), a gain of m = 1 over SAM reversed beyond 2 s.e. FAILs, and one
+    the seeds cannot resolve is INCONCLUSIVE with the seeds that would decide it."""
+    data = _good_data()
+    rows = data["generalization"]["models"]["digits_mlp_8"]["rows"]
+    rows["0.0"]["SGD"]["accuracy_final"] = {"mean": 0.64}
+    rows["0.4"]["m-SAM (m=1)"]["test_accuracy_final"].update(per_seed=[0.60, 0.61, 0.59, 0.60], mean=0.60)
+    res = CHECKS["C11"].evaluate(data)
+    assert res.status == "INCONCLUSIVE" and "undertrained" in res.format(), res.format()
+    rows["0.0"]["SGD"]["accuracy_final"] = {"mean": 0.95}
+    assert CHECKS["C11"].evaluate(data).status == "FAIL"
+    sam = rows["0.4"]["SAM"]["test_accuracy_final"]["per_seed"]
+    rows["0.4"]["m-SAM (m=1)"]["test_accuracy_final"].update(
+        per_seed=[a + d for a, d in zip(sam, (0.004, -0.003, 0.002, -0.001), strict=True)])
+    row = next(r for r in CHECKS["C11"].evaluate(data).rows if "noise 0.4] m-SAM (m=1) - SAM" in r.what)
+    assert row.status == "INCONCLUSIVE" and "seeds would decide it" in row.measured, row
