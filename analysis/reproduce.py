@@ -310,14 +310,16 @@ def write_report(out: Path, report: dict) -> Path:
 
 
 def summary_table(report: dict) -> str:
-    lines = [f"{'item':<6}{'status':<8}description", "-" * 72]
+    lines = [f"{'item':<6}{'status':<13}description", "-" * 72]
     for c in report["checks"]:
-        lines.append(f"{c['id']:<6}{c['status']:<8}{c['claim'][:58]}")
+        lines.append(f"{c['id']:<6}{c['status']:<13}{c['claim'][:53]}")
     for f in report["figures"]:
-        lines.append(f"{f['id']:<6}{'ERROR' if f.get('error') else 'done':<8}{f['title'][:58]}")
+        lines.append(f"{f['id']:<6}{'ERROR' if f.get('error') else 'done':<13}{f['title'][:53]}")
     n_pass = sum(c["status"] == "PASS" for c in report["checks"])
+    n_open = sum(c["status"] == "INCONCLUSIVE" for c in report["checks"])
     lines.append("-" * 72)
-    lines.append(f"{n_pass}/{len(report['checks'])} checks PASS, {len(report['figures'])} figures; "
+    lines.append(f"{n_pass}/{len(report['checks'])} checks PASS ({n_open} INCONCLUSIVE), "
+                 f"{len(report['figures'])} figures; "
                  f"{report['wall_s']:.0f} s wall, {report['cpu_s']:.0f} s CPU")
     lines.append(f"report: {Path(report['out']) / 'report.md'}")
     return "\n".join(lines)

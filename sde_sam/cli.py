@@ -261,8 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a small network with one variant over seeds and print the record",
         formatter_class=HelpFormatter,
     )
-    tr.add_argument("--problem", default="digits_mlp", help="network",
-                    choices=("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn"))
+    tr.add_argument(
+        "--problem",
+        default="digits_mlp",
+        help="network",
+        choices=("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn"),
+    )
     tr.add_argument("--hidden", type=positive_int, default=32, help="hidden width of digits_mlp and mnist1d_mlp")
     tr.add_argument("--variant", default="sam", help="variant name")
     tr.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
@@ -302,8 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     val.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
     val.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
-    val.add_argument("--m", "--micro-batch-size", dest="m", type=positive_int, default=None,
-                     help="micro-batch size of m-variants (default: 1; only for m-sam, m-usam)")
+    val.add_argument(
+        "--m",
+        "--micro-batch-size",
+        dest="m",
+        type=positive_int,
+        default=None,
+        help="micro-batch size of m-variants (default: 1; only for m-sam, m-usam)",
+    )
     val.add_argument("--batch-size", type=positive_int, default=8, help="batch size B (uniform subsets)")
     val.add_argument("--eta", type=float, default=0.05, help="learning rate")
     val.add_argument("--steps", type=positive_int, default=40, help="discrete steps")

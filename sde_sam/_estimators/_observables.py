@@ -147,8 +147,9 @@ class LambdaMax(AbstractObservable):
     num_matvecs: int = 20
     seed: int = 12345
 
-    cost: ClassVar[str] = "num_matvecs Hessian-vector products over the n training examples (each about two " \
-                          "forward and backward passes)"
+    cost: ClassVar[str] = (
+        "num_matvecs Hessian-vector products over the n training examples (each about two forward and backward passes)"
+    )
 
     def __call__(self, problem, params):
         from ._curvature import top_eigenvalues
@@ -195,8 +196,9 @@ class BatchGradNorm(AbstractObservable):
         if self.m is None:
             raise ValueError("BatchGradNorm needs m: give m=, or record it in a run (m from the variant)")
         m = min(self.m, problem.num_examples)
-        return expected_batch_grad_norm(problem, params, WithoutReplacement(m), jr.key(self.seed),
-                                        self.num_batches).value.value
+        return expected_batch_grad_norm(
+            problem, params, WithoutReplacement(m), jr.key(self.seed), self.num_batches
+        ).value.value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +221,9 @@ class EffectiveSampleSize(AbstractObservable):
 
         if self.rule is None or self.sampler is None:
             raise ValueError("EffectiveSampleSize needs a rule and a sampler: record it in a run")
-        return expected_effective_sample_size(self.rule, problem, params, self.sampler, jr.key(self.seed),
-                                              self.num_batches).value
+        return expected_effective_sample_size(
+            self.rule, problem, params, self.sampler, jr.key(self.seed), self.num_batches
+        ).value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,8 +265,7 @@ class Record:
 
     def bind(self, problem: Problem, variant: Any, sampler: Any) -> Record:
         """The record with each :class:`AbstractObservable` bound to the run (:meth:`AbstractObservable.bind`)."""
-        fns = tuple(fn.bind(problem, variant, sampler) if isinstance(fn, AbstractObservable) else fn
-                    for fn in self.fns)
+        fns = tuple(fn.bind(problem, variant, sampler) if isinstance(fn, AbstractObservable) else fn for fn in self.fns)
         return dataclasses.replace(self, fns=fns)
 
     def evaluate(self, problem: Problem, params: PyTree) -> dict[str, Array]:

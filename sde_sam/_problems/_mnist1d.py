@@ -26,8 +26,12 @@ def _generated(seed: int) -> tuple[np.ndarray, ...]:
     args = get_dataset_args()
     args.seed = seed  # pyright: ignore[reportAttributeAccessIssue]
     d = make_dataset(args)
-    return (np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int32), np.asarray(d["x_test"], np.float32),
-            np.asarray(d["y_test"], np.int32))
+    return (
+        np.asarray(d["x"], np.float32),
+        np.asarray(d["y"], np.int32),
+        np.asarray(d["x_test"], np.float32),
+        np.asarray(d["y_test"], np.int32),
+    )
 
 
 def load_mnist1d_split(seed: int = 42, label_noise: float = 0.0) -> tuple[dict, dict]:
@@ -49,8 +53,9 @@ def load_mnist1d_split(seed: int = 42, label_noise: float = 0.0) -> tuple[dict, 
     return mk(x, y), mk(x_test, y_test)
 
 
-def mnist1d_mlp(hidden: int | tuple[int, ...] = 32, seed: int = 0, data_seed: int = 42,
-                label_noise: float = 0.0) -> Problem:
+def mnist1d_mlp(
+    hidden: int | tuple[int, ...] = 32, seed: int = 0, data_seed: int = 42, label_noise: float = 0.0
+) -> Problem:
     """The LayerNorm MLP of :func:`~sde_sam.problems.digits_mlp` on MNIST-1D (input 40, output 10); ``seed``
     initialises the network, ``data_seed`` generates the data."""
     widths = _widths(hidden)
@@ -68,8 +73,14 @@ def _group_norm(h, p, groups: int, eps: float = 1e-5):
     return ((g - mu) * jax.lax.rsqrt(var + eps)).reshape(length, c) * p["scale"] + p["bias"]
 
 
-def mnist1d_cnn(channels: tuple[int, ...] = (8, 16), kernel: int = 5, groups: int = 4, seed: int = 0,
-                data_seed: int = 42, label_noise: float = 0.0) -> Problem:
+def mnist1d_cnn(
+    channels: tuple[int, ...] = (8, 16),
+    kernel: int = 5,
+    groups: int = 4,
+    seed: int = 0,
+    data_seed: int = 42,
+    label_noise: float = 0.0,
+) -> Problem:
     """A small 1-D CNN on MNIST-1D: per width in ``channels`` a convolution (``kernel`` taps, stride 2, same
     padding), GroupNorm (``groups`` groups) and ReLU; then the mean over the length and a dense output layer."""
     channels = tuple(channels)
@@ -89,15 +100,21 @@ def mnist1d_cnn(channels: tuple[int, ...] = (8, 16), kernel: int = 5, groups: in
         params[f"conv_{i}"] = {"w": w, "b": jnp.zeros(c, jnp.float32)}
         params[f"group_norm_{i}"] = {"scale": jnp.ones(c, jnp.float32), "bias": jnp.zeros(c, jnp.float32)}
         c_in = c
-    params["dense_out"] = {"w": jr.normal(keys[-1], (c_in, 10), jnp.float32) * math.sqrt(2.0 / c_in),
-                           "b": jnp.zeros(10, jnp.float32)}
+    params["dense_out"] = {
+        "w": jr.normal(keys[-1], (c_in, 10), jnp.float32) * math.sqrt(2.0 / c_in),
+        "b": jnp.zeros(10, jnp.float32),
+    }
     num = len(channels)
 
     def logits_fn(p, signal):
         h = signal[None, :, None]  # (batch 1, length, channels 1)
         for i in range(num):
-            h = jax.lax.conv_general_dilated(h, p[f"conv_{i}"]["w"], (2,), "SAME",
-                                             dimension_numbers=("NWC", "WIO", "NWC")) + p[f"conv_{i}"]["b"]
+            h = (
+                jax.lax.conv_general_dilated(
+                    h, p[f"conv_{i}"]["w"], (2,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")
+                )
+                + p[f"conv_{i}"]["b"]
+            )
             h = jax.nn.relu(_group_norm(h[0], p[f"group_norm_{i}"], groups))[None]
         return h[0].mean(axis=0) @ p["dense_out"]["w"] + p["dense_out"]["b"]
 

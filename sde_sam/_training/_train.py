@@ -241,8 +241,12 @@ def build_problem(config: TrainConfig) -> Problem:
     for name in ("hidden", "channels"):
         if isinstance(kw.get(name), list):
             kw[name] = tuple(kw[name])
-    return {"digits_mlp": _builtin.digits_mlp, "digits_cnn": _networks.digits_cnn, "mnist1d_mlp": _mnist1d.mnist1d_mlp,
-            "mnist1d_cnn": _mnist1d.mnist1d_cnn}[config.problem](**kw)
+    return {
+        "digits_mlp": _builtin.digits_mlp,
+        "digits_cnn": _networks.digits_cnn,
+        "mnist1d_mlp": _mnist1d.mnist1d_mlp,
+        "mnist1d_cnn": _mnist1d.mnist1d_cnn,
+    }[config.problem](**kw)
 
 
 def build_variant(config: TrainConfig) -> Variant:
@@ -348,8 +352,6 @@ class Estimators:
     def record(self, names: Sequence[str], every: int):
         """An inline :func:`sde_sam.observables` record of ``names`` (evaluated inside the training scan)."""
         return observables(every=every, **{name: self.function(name) for name in names})
-
-
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4))

@@ -103,21 +103,29 @@ class ValidityMap:
             for j, rho in enumerate(self.rhos):
                 leaves = [eta for k, eta in enumerate(self.etas) if reg[i, j, k] is Agreement.DEPARTS]
                 stops = [eta for k, eta in enumerate(self.etas) if ver[i, j, k] is not VerdictKind.TRACKED]
-                out[(rho, m)] = {"regime_ends_at_eta": min(leaves, default=None),
-                                 "tracking_ends_at_eta": min(stops, default=None)}
+                out[(rho, m)] = {
+                    "regime_ends_at_eta": min(leaves, default=None),
+                    "tracking_ends_at_eta": min(stops, default=None),
+                }
         return out
 
     def __str__(self) -> str:
         c = self.config
-        lines = [f"Validity map of {c['variant']['name']} on {c['problem']}: {len(self.points)} points, "
-                 f"{self.compiles} programs compiled ({self.compile_s:.1f} s of compiling), {c['steps']} steps, "
-                 f"{c['num_runs']} runs per point",
-                 "T tracked by the rung named, O outside the SDE regime (SVAG departs), G model gap, ? inconclusive"]
+        lines = [
+            f"Validity map of {c['variant']['name']} on {c['problem']}: {len(self.points)} points, "
+            f"{self.compiles} programs compiled ({self.compile_s:.1f} s of compiling), {c['steps']} steps, "
+            f"{c['num_runs']} runs per point",
+            "T tracked by the rung named, O outside the SDE regime (SVAG departs), G model gap, ? inconclusive",
+        ]
         for o in self.observables:
             for m in self.ms:
-                lines += ["", f"{o}" + ("" if m is None else f", m = {m}") + ":", "",
-                          "| rho \\ eta | " + " | ".join(f"{e:g}" for e in self.etas) + " |",
-                          "|---|" + "---|" * len(self.etas)]
+                lines += [
+                    "",
+                    f"{o}" + ("" if m is None else f", m = {m}") + ":",
+                    "",
+                    "| rho \\ eta | " + " | ".join(f"{e:g}" for e in self.etas) + " |",
+                    "|---|" + "---|" * len(self.etas),
+                ]
                 for rho in self.rhos:
                     cells = []
                     for eta in self.etas:
@@ -136,8 +144,9 @@ class ValidityMap:
         kinds = list(_CODE)
         ver = self.verdicts(o)
         reg = self.regime(o)
-        fig, axes = plt.subplots(1, len(self.ms), figsize=(1.2 + 1.1 * len(self.etas) * len(self.ms), 3.2),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(self.ms), figsize=(1.2 + 1.1 * len(self.etas) * len(self.ms), 3.2), squeeze=False
+        )
         cmap = ListedColormap(["#4c9a2a", "#d95f02", "#7570b3", "#bbbbbb"])
         for i, (ax, m) in enumerate(zip(axes[0], self.ms, strict=True)):
             img = np.vectorize(kinds.index)(ver[i]).astype(float)
@@ -145,8 +154,10 @@ class ValidityMap:
             for j in range(len(self.rhos)):
                 for k in range(len(self.etas)):
                     ax.text(k, j, _CODE[ver[i, j, k]], ha="center", va="center", fontsize=8)
-            for grid, style in ((np.vectorize(lambda a: a is Agreement.DEPARTS)(reg[i]), "-"),
-                                (np.vectorize(lambda a: a is not VerdictKind.TRACKED)(ver[i]), "--")):
+            for grid, style in (
+                (np.vectorize(lambda a: a is Agreement.DEPARTS)(reg[i]), "-"),
+                (np.vectorize(lambda a: a is not VerdictKind.TRACKED)(ver[i]), "--"),
+            ):
                 _edges(ax, grid.astype(bool), style)
             ax.set_xticks(range(len(self.etas)), [f"{e:g}" for e in self.etas])
             ax.set_yticks(range(len(self.rhos)), [f"{r:g}" for r in self.rhos])
@@ -158,17 +169,33 @@ class ValidityMap:
 
     # -- storage --------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"kind": "ValidityMap", "config": self.config, "etas": list(self.etas), "rhos": list(self.rhos),
-                "ms": list(self.ms), "points": [{"eta": e, "rho": r, "m": m, "validation": v.to_dict()}
-                                                for (e, r, m), v in self.points.items()],
-                "compiles": self.compiles, "compile_s": self.compile_s, "wall_s": self.wall_s}
+        return {
+            "kind": "ValidityMap",
+            "config": self.config,
+            "etas": list(self.etas),
+            "rhos": list(self.rhos),
+            "ms": list(self.ms),
+            "points": [{"eta": e, "rho": r, "m": m, "validation": v.to_dict()} for (e, r, m), v in self.points.items()],
+            "compiles": self.compiles,
+            "compile_s": self.compile_s,
+            "wall_s": self.wall_s,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> ValidityMap:
-        points = {(float(p["eta"]), float(p["rho"]), p["m"]): Validation.from_dict(p["validation"])
-                  for p in d["points"]}
-        return cls(d["config"], tuple(d["etas"]), tuple(d["rhos"]), tuple(d["ms"]), points, int(d["compiles"]),
-                   float(d["compile_s"]), float(d["wall_s"]))
+        points = {
+            (float(p["eta"]), float(p["rho"]), p["m"]): Validation.from_dict(p["validation"]) for p in d["points"]
+        }
+        return cls(
+            d["config"],
+            tuple(d["etas"]),
+            tuple(d["rhos"]),
+            tuple(d["ms"]),
+            points,
+            int(d["compiles"]),
+            float(d["compile_s"]),
+            float(d["wall_s"]),
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         return save_result(path, None, to_jsonable(self.to_dict()) | {"provenance": provenance()})
@@ -225,13 +252,25 @@ def validity_map(
         ms = (getattr(variant.rule, "micro_batch_size", None),)
     else:
         if not hasattr(variant.rule, "micro_batch_size"):
-            raise ValueError(f"`ms` needs a variant whose rule has a micro-batch size (m-SAM, m-USAM); "
-                             f"{variant.name!r} has rule {type(variant.rule).__name__}")
+            raise ValueError(
+                f"`ms` needs a variant whose rule has a micro-batch size (m-SAM, m-USAM); "
+                f"{variant.name!r} has rule {type(variant.rule).__name__}"
+            )
         ms = tuple(ms)
         if not ms:
             raise ValueError("`ms` is empty: give at least one micro-batch size (or None for the whole batch)")
-    bad = set(options) - {"record", "num_paths", "rungs", "svag", "max_refine", "tolerance", "momentum", "mesh",
-                          "dtype", "progress"}
+    bad = set(options) - {
+        "record",
+        "num_paths",
+        "rungs",
+        "svag",
+        "max_refine",
+        "tolerance",
+        "momentum",
+        "mesh",
+        "dtype",
+        "progress",
+    }
     if bad:
         raise TypeError(f"validity_map got unexpected option(s) {sorted(bad)}")
     variants = {(rho, m): _with(variant, rho, m) for m in ms for rho in rhos}  # bad m fails here, before any run
@@ -246,12 +285,24 @@ def validity_map(
         ref = variants[(max(rhos), m)]
         rungs = ladder(ref, momentum=momentum) if given is None else tuple(given)
         rungs_at[m] = tuple(dataclasses.replace(r, drift=r.drift.sized(problem, ref, sampler)[0]) for r in rungs)
-    config = {"problem": problem.name, "variant": variant.config(), "sampler": type(sampler).__name__,
-              "batch_size": int(sampler.batch_size), "etas": list(etas), "rhos": list(rhos), "ms": list(ms),
-              "steps": int(steps), "num_runs": int(num_runs), "key": _key_data(key),
-              "options": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
-                          for k, v in options.items() if k not in ("progress", "mesh")},
-              "rungs": {str(m): [repr(r) for r in rs] for m, rs in rungs_at.items()}}
+    config = {
+        "problem": problem.name,
+        "variant": variant.config(),
+        "sampler": type(sampler).__name__,
+        "batch_size": int(sampler.batch_size),
+        "etas": list(etas),
+        "rhos": list(rhos),
+        "ms": list(ms),
+        "steps": int(steps),
+        "num_runs": int(num_runs),
+        "key": _key_data(key),
+        "options": {
+            k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
+            for k, v in options.items()
+            if k not in ("progress", "mesh")
+        },
+        "rungs": {str(m): [repr(r) for r in rs] for m, rs in rungs_at.items()},
+    }
     done = _previous(out, config, log) if out is not None else {}
     points: dict[tuple[float, float, int | None], Validation] = {}
     compiles, compile_s = 0, 0.0
@@ -265,15 +316,28 @@ def validity_map(
                         points[where] = done[where]
                         log(f"point eta={eta:g} rho={rho:g} m={m}: reused")
                         continue
-                    points[where] = validate(problem, variants[(rho, m)], sampler, eta=eta, steps=steps,
-                                             num_runs=num_runs, key=key, rungs=rungs_at[m], **options)
+                    points[where] = validate(
+                        problem,
+                        variants[(rho, m)],
+                        sampler,
+                        eta=eta,
+                        steps=steps,
+                        num_runs=num_runs,
+                        key=key,
+                        rungs=rungs_at[m],
+                        **options,
+                    )
                     if out is not None:
-                        partial = ValidityMap(config, etas, rhos, ms, dict(points), c.count, c.seconds,
-                                              time.perf_counter() - t0)
-                        save_result(out, None, to_jsonable(partial.to_dict()) | {"complete": False,
-                                                                                 "provenance": provenance()})
-                    log(f"point {len(points)}/{total} eta={eta:g} rho={rho:g} m={m}: " + "; ".join(
-                        f"{o} {v.kind.value}" for o, v in points[where].verdicts.items()))
+                        partial = ValidityMap(
+                            config, etas, rhos, ms, dict(points), c.count, c.seconds, time.perf_counter() - t0
+                        )
+                        save_result(
+                            out, None, to_jsonable(partial.to_dict()) | {"complete": False, "provenance": provenance()}
+                        )
+                    log(
+                        f"point {len(points)}/{total} eta={eta:g} rho={rho:g} m={m}: "
+                        + "; ".join(f"{o} {v.kind.value}" for o, v in points[where].verdicts.items())
+                    )
         compiles, compile_s = c.count, c.seconds
     result = ValidityMap(config, etas, rhos, ms, points, compiles, compile_s, time.perf_counter() - t0)
     if out is not None:

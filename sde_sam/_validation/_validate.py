@@ -137,13 +137,21 @@ class Level:
     diverged: int
 
     def to_dict(self) -> dict:
-        return {"refine": self.refine, "dt": self.dt, "diverged": self.diverged,
-                "comparisons": {o: c.to_dict() for o, c in self.comparisons.items()}}
+        return {
+            "refine": self.refine,
+            "dt": self.dt,
+            "diverged": self.diverged,
+            "comparisons": {o: c.to_dict() for o, c in self.comparisons.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Level:
-        return cls(int(d["refine"]), float(d["dt"]), {o: Comparison.from_dict(c) for o, c in d["comparisons"].items()},
-                   int(d["diverged"]))
+        return cls(
+            int(d["refine"]),
+            float(d["dt"]),
+            {o: Comparison.from_dict(c) for o, c in d["comparisons"].items()},
+            int(d["diverged"]),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,29 +195,53 @@ class Validation:
             c0, c1 = levels[0].comparisons[observable], levels[-1].comparisons[observable]
             i = c1.worst
             g0, g1 = float(c0.gap[i]), float(c1.gap[i])
-            rows.append({"model": label, "refine": levels[-1].refine, "gap_at_h": g0, "gap": g1,
-                         "stderr": float(c1.stderr[i]), "euler_maruyama": g0 - g1, "agreement": c1.agreement.value})
+            rows.append(
+                {
+                    "model": label,
+                    "refine": levels[-1].refine,
+                    "gap_at_h": g0,
+                    "gap": g1,
+                    "stderr": float(c1.stderr[i]),
+                    "euler_maruyama": g0 - g1,
+                    "agreement": c1.agreement.value,
+                }
+            )
         if self.svag:
             c = self.svag[max(self.svag)][observable]
-            rows.append({"model": c.label, "refine": max(self.svag), "gap_at_h": None, "gap": float(c.gap[c.worst]),
-                         "stderr": float(c.stderr[c.worst]), "euler_maruyama": None, "agreement": c.agreement.value})
+            rows.append(
+                {
+                    "model": c.label,
+                    "refine": max(self.svag),
+                    "gap_at_h": None,
+                    "gap": float(c.gap[c.worst]),
+                    "stderr": float(c.stderr[c.worst]),
+                    "euler_maruyama": None,
+                    "agreement": c.agreement.value,
+                }
+            )
         return rows
 
     # -- text -----------------------------------------------------------------------------------------------------
     def __str__(self) -> str:
         c = self.config
         tol = c["tolerance"]
-        head = (f"Validation of {c['variant']['name']} (rho = {c['variant']['rho']:g}) on {c['problem']}: eta = "
-                f"{c['eta']:g}, {c['steps']} steps, {c['num_runs']} runs and {c['num_paths']} paths; tolerance "
-                f"{100 * tol['relative']:g} % of each observable's scale, z_a = {tol['z_alpha']:g}; "
-                f"{self.compiles} programs compiled")
+        head = (
+            f"Validation of {c['variant']['name']} (rho = {c['variant']['rho']:g}) on {c['problem']}: eta = "
+            f"{c['eta']:g}, {c['steps']} steps, {c['num_runs']} runs and {c['num_paths']} paths; tolerance "
+            f"{100 * tol['relative']:g} % of each observable's scale, z_a = {tol['z_alpha']:g}; "
+            f"{self.compiles} programs compiled"
+        )
         lines = [head, "", "| observable | discrete at the end | tau | verdict |", "|---|---|---|---|"]
         for o, v in self.verdicts.items():
             m, s = self.discrete[o]["mean"][-1], self.discrete[o]["stderr"][-1]
             lines.append(f"| {o} | {m:.4g} ± {s:.2g} | {self.tau[o]:.3g} | {v.text} |")
-        lines += ["", "Largest gap over the recorded times, ± s.e. [test], per model (rungs at their finest dt):", "",
-                  "| model | dt | " + " | ".join(self.observables) + " |",
-                  "|---|---|" + "---|" * len(self.observables)]
+        lines += [
+            "",
+            "Largest gap over the recorded times, ± s.e. [test], per model (rungs at their finest dt):",
+            "",
+            "| model | dt | " + " | ".join(self.observables) + " |",
+            "|---|---|" + "---|" * len(self.observables),
+        ]
         rows = [(f"SVAG l={lv}", f"eta/{lv}", comps) for lv, comps in sorted(self.svag.items())]
         unit = "h" if c.get("momentum") else "eta"
         rows += [(label, f"{unit}/{levels[-1].refine}", levels[-1].comparisons) for label, levels in self.rungs.items()]
@@ -240,8 +272,9 @@ class Validation:
             for k in self.comparisons(o):
                 z = k.z_alpha
                 (line,) = ax.plot(self.times, k.gap, marker=".", label=f"{k.label} [{k.agreement.value}]")
-                ax.fill_between(self.times, k.gap - z * k.stderr, k.gap + z * k.stderr, color=line.get_color(),
-                                alpha=0.2)
+                ax.fill_between(
+                    self.times, k.gap - z * k.stderr, k.gap + z * k.stderr, color=line.get_color(), alpha=0.2
+                )
             ax.axhline(0.0, color="k", lw=0.6)
             ax.set_title(f"{o}: {self.verdicts[o].kind.value}", fontsize=9)
             ax.set_xlabel("time (k eta)")
@@ -253,16 +286,23 @@ class Validation:
     # -- storage --------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
-            "kind": "Validation", "config": self.config, "times": np.asarray(self.times).tolist(),
-            "discrete": {o: {k: np.asarray(v, np.float64).tolist() for k, v in d.items()}
-                         for o, d in self.discrete.items()},
+            "kind": "Validation",
+            "config": self.config,
+            "times": np.asarray(self.times).tolist(),
+            "discrete": {
+                o: {k: np.asarray(v, np.float64).tolist() for k, v in d.items()} for o, d in self.discrete.items()
+            },
             "tau": self.tau,
             "svag": {str(lv): {o: c.to_dict() for o, c in comps.items()} for lv, comps in self.svag.items()},
-            "svag_converged": None if self.svag_converged is None else
-            {o: c.to_dict() for o, c in self.svag_converged.items()},
+            "svag_converged": None
+            if self.svag_converged is None
+            else {o: c.to_dict() for o, c in self.svag_converged.items()},
             "rungs": {label: [lv.to_dict() for lv in levels] for label, levels in self.rungs.items()},
             "verdicts": {o: v.to_dict() for o, v in self.verdicts.items()},
-            "diverged": self.diverged, "compiles": self.compiles, "compile_s": self.compile_s, "wall_s": self.wall_s,
+            "diverged": self.diverged,
+            "compiles": self.compiles,
+            "compile_s": self.compile_s,
+            "wall_s": self.wall_s,
             "notes": list(self.notes),
         }
 
@@ -270,15 +310,19 @@ class Validation:
     def from_dict(cls, d: dict) -> Validation:
         sc = d.get("svag_converged")
         return cls(
-            config=d["config"], times=np.asarray(d["times"], np.float64),
+            config=d["config"],
+            times=np.asarray(d["times"], np.float64),
             discrete={o: {k: np.asarray(v, np.float64) for k, v in x.items()} for o, x in d["discrete"].items()},
             tau={o: float(t) for o, t in d["tau"].items()},
             svag={int(lv): {o: Comparison.from_dict(c) for o, c in comps.items()} for lv, comps in d["svag"].items()},
             svag_converged=None if sc is None else {o: Comparison.from_dict(c) for o, c in sc.items()},
             rungs={label: tuple(Level.from_dict(x) for x in levels) for label, levels in d["rungs"].items()},
             verdicts={o: Verdict.from_dict(v) for o, v in d["verdicts"].items()},
-            diverged={k: int(v) for k, v in d["diverged"].items()}, compiles=int(d["compiles"]),
-            compile_s=float(d["compile_s"]), wall_s=float(d["wall_s"]), notes=tuple(d.get("notes", ())),
+            diverged={k: int(v) for k, v in d["diverged"].items()},
+            compiles=int(d["compiles"]),
+            compile_s=float(d["compile_s"]),
+            wall_s=float(d["wall_s"]),
+            notes=tuple(d.get("notes", ())),
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -371,22 +415,48 @@ def validate(
         if not isinstance(r, Rung):
             raise TypeError(f"`rungs` must hold sde_sam.validation.Rung objects, got {type(r).__name__}")
         if not r.supports(variant, momentum):
-            raise ValueError(f"rung {r.label} is not defined for variant {variant.name!r}"
-                             + (" with momentum" if momentum is not None and r.order == 2 else ""))
+            raise ValueError(
+                f"rung {r.label} is not defined for variant {variant.name!r}"
+                + (" with momentum" if momentum is not None and r.order == 2 else "")
+            )
     notes = []
     if momentum is not None and svag:
         notes.append("SVAG of a momentum method is not defined here: skipped")
         svag = ()
     # every model first: sde_model checks each rung before any run is made
-    models = {r.label: sde_model(problem, variant, sampler, eta=eta, drift=r.drift, diffusion=r.diffusion,
-                                 order=r.order, momentum=momentum, dtype=dtype) for r in rungs}
+    models = {
+        r.label: sde_model(
+            problem,
+            variant,
+            sampler,
+            eta=eta,
+            drift=r.drift,
+            diffusion=r.diffusion,
+            order=r.order,
+            momentum=momentum,
+            dtype=dtype,
+        )
+        for r in rungs
+    }
     if len(models) != len(rungs):
         raise ValueError("`rungs` holds two rungs with the same label")
     record.check(problem)
     k_disc, k_svag, k_sde = jr.split(key, 3)
     with counting() as compiled:
-        runs = run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs, key=k_disc,
-                            record=record, momentum=momentum, mesh=mesh, dtype=dtype, progress=progress)
+        runs = run_discrete(
+            problem,
+            variant,
+            sampler,
+            eta=eta,
+            steps=steps,
+            num_runs=num_runs,
+            key=k_disc,
+            record=record,
+            momentum=momentum,
+            mesh=mesh,
+            dtype=dtype,
+            progress=progress,
+        )
         names = record.names
         disc = {o: np.asarray(runs.values[o], np.float64) for o in names}
         discrete = {}
@@ -401,9 +471,20 @@ def validate(
         svag_out: dict[int, dict[str, Comparison]] = {}
         svag_runs: dict[int, Runs] = {}
         for l in svag:  # noqa: E741
-            sv = run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num_runs,
-                              key=jr.fold_in(k_svag, l), record=record, svag=l, mesh=mesh, dtype=dtype,
-                              progress=progress)
+            sv = run_discrete(
+                problem,
+                variant,
+                sampler,
+                eta=eta,
+                steps=steps,
+                num_runs=num_runs,
+                key=jr.fold_in(k_svag, l),
+                record=record,
+                svag=l,
+                mesh=mesh,
+                dtype=dtype,
+                progress=progress,
+            )
             svag_runs[l] = sv
             svag_out[l] = {o: _compare(f"SVAG l={l}", sv.values[o], disc[o], tau[o], z, num_runs) for o in names}
             diverged[f"SVAG l={l}"] = sv.num_diverged
@@ -411,8 +492,12 @@ def validate(
         svag_converged = None
         if len(svag) >= 2:
             hi, lo = sorted(svag)[-1], sorted(svag)[-2]
-            svag_converged = {o: _compare(f"SVAG l={lo} vs l={hi}", svag_runs[lo].values[o], svag_runs[hi].values[o],
-                                          tau[o], z, num_runs) for o in names}
+            svag_converged = {
+                o: _compare(
+                    f"SVAG l={lo} vs l={hi}", svag_runs[lo].values[o], svag_runs[hi].values[o], tau[o], z, num_runs
+                )
+                for o in names
+            }
 
         out_rungs: dict[str, tuple[Level, ...]] = {}
         for r in rungs:
@@ -421,11 +506,19 @@ def validate(
             levels: list[Level] = []
             for i in range(max_refine + 1):
                 refine = 2**i
-                paths = simulate(model, t1=steps * h, dt=h / refine, num_paths=num_paths, key=k_sde,
-                                 record=dataclasses.replace(record, every=record.every * refine), mesh=mesh,
-                                 progress=progress)
-                comps = {o: _compare(r.label, paths.values[o], disc[o], tau[o], z, min(num_runs, num_paths))
-                         for o in names}
+                paths = simulate(
+                    model,
+                    t1=steps * h,
+                    dt=h / refine,
+                    num_paths=num_paths,
+                    key=k_sde,
+                    record=dataclasses.replace(record, every=record.every * refine),
+                    mesh=mesh,
+                    progress=progress,
+                )
+                comps = {
+                    o: _compare(r.label, paths.values[o], disc[o], tau[o], z, min(num_runs, num_paths)) for o in names
+                }
                 levels.append(Level(refine, h / refine, comps, paths.num_diverged))
                 log(f"{r.label} dt=h/{refine}: " + ", ".join(f"{o} {comps[o].agreement.value}" for o in names))
                 if len(levels) >= 2 and _converged(levels[-2], levels[-1]):
@@ -436,21 +529,46 @@ def validate(
     verdicts = {}
     top = max(svag) if svag else None
     for o in names:
-        verdicts[o] = verdict_of([levels[-1].comparisons[o] for levels in out_rungs.values()],
-                              None if top is None else svag_out[top][o],
-                              None if svag_converged is None else svag_converged[o])
+        verdicts[o] = verdict_of(
+            [levels[-1].comparisons[o] for levels in out_rungs.values()],
+            None if top is None else svag_out[top][o],
+            None if svag_converged is None else svag_converged[o],
+        )
     config = {
-        "problem": problem.name, "variant": variant.config(), "sampler": type(sampler).__name__,
-        "batch_size": int(sampler.batch_size), "eta": float(eta), "steps": steps, "num_runs": num_runs,
-        "num_paths": num_paths, "record": list(record.names), "every": record.every, "svag": list(svag),
-        "max_refine": max_refine, "rungs": [r.label for r in rungs], "tolerance": tolerance.config(),
-        "momentum": None if momentum is None else momentum.config(), "dtype": jnp.dtype(dtype).name,
-        "key": _key_data(key), "devices": 1 if mesh is None else int(mesh.devices.size),
+        "problem": problem.name,
+        "variant": variant.config(),
+        "sampler": type(sampler).__name__,
+        "batch_size": int(sampler.batch_size),
+        "eta": float(eta),
+        "steps": steps,
+        "num_runs": num_runs,
+        "num_paths": num_paths,
+        "record": list(record.names),
+        "every": record.every,
+        "svag": list(svag),
+        "max_refine": max_refine,
+        "rungs": [r.label for r in rungs],
+        "tolerance": tolerance.config(),
+        "momentum": None if momentum is None else momentum.config(),
+        "dtype": jnp.dtype(dtype).name,
+        "key": _key_data(key),
+        "devices": 1 if mesh is None else int(mesh.devices.size),
     }
-    return Validation(config=config, times=np.asarray(runs.times, np.float64), discrete=discrete, tau=tau,
-                      svag=svag_out, svag_converged=svag_converged, rungs=out_rungs, verdicts=verdicts,
-                      diverged=diverged, compiles=compiled.count, compile_s=compiled.seconds,
-                      wall_s=time.perf_counter() - t_start, notes=tuple(notes))
+    return Validation(
+        config=config,
+        times=np.asarray(runs.times, np.float64),
+        discrete=discrete,
+        tau=tau,
+        svag=svag_out,
+        svag_converged=svag_converged,
+        rungs=out_rungs,
+        verdicts=verdicts,
+        diverged=diverged,
+        compiles=compiled.count,
+        compile_s=compiled.seconds,
+        wall_s=time.perf_counter() - t_start,
+        notes=tuple(notes),
+    )
 
 
 def _converged(a: Level, b: Level) -> bool:
@@ -461,5 +579,3 @@ def _converged(a: Level, b: Level) -> bool:
         if np.any(~np.isfinite(change)) or np.any(change > 2 * np.hypot(ca.stderr, cb.stderr)):
             return False
     return True
-
-

@@ -66,8 +66,12 @@ class Tolerance:
         return self.relative * self.scale(discrete_mean)
 
     def config(self) -> dict:
-        return {"relative": self.relative, "level": self.level, "absolute": dict(self.absolute),
-                "z_alpha": self.z_alpha}
+        return {
+            "relative": self.relative,
+            "level": self.level,
+            "absolute": dict(self.absolute),
+            "z_alpha": self.z_alpha,
+        }
 
 
 def agreement(gap: np.ndarray, stderr: np.ndarray, tau: float, z_alpha: float) -> np.ndarray:
@@ -149,14 +153,28 @@ class Comparison:
         return runs_to_decide(self.gap, self.stderr, self.tau, self.z_alpha, self.runs)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "gap": np.asarray(self.gap, np.float64).tolist(),
-                "stderr": np.asarray(self.stderr, np.float64).tolist(), "tau": self.tau, "z_alpha": self.z_alpha,
-                "runs": self.runs, "agreement": self.agreement.value, "z": self.z, "ratio": self.ratio}
+        return {
+            "label": self.label,
+            "gap": np.asarray(self.gap, np.float64).tolist(),
+            "stderr": np.asarray(self.stderr, np.float64).tolist(),
+            "tau": self.tau,
+            "z_alpha": self.z_alpha,
+            "runs": self.runs,
+            "agreement": self.agreement.value,
+            "z": self.z,
+            "ratio": self.ratio,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Comparison:
-        return cls(d["label"], np.asarray(d["gap"], np.float64), np.asarray(d["stderr"], np.float64), float(d["tau"]),
-                   float(d["z_alpha"]), int(d["runs"]))
+        return cls(
+            d["label"],
+            np.asarray(d["gap"], np.float64),
+            np.asarray(d["stderr"], np.float64),
+            float(d["tau"]),
+            float(d["z_alpha"]),
+            int(d["runs"]),
+        )
 
 
 class VerdictKind(enum.Enum):
@@ -201,27 +219,40 @@ def verdict_of(rungs: list[Comparison], svag: Comparison | None, svag_converged:
     tracking = [c for c in rungs if c.agreement is Agreement.TRACKS]
     if tracking:
         best = min(tracking, key=lambda c: c.ratio)
-        return Verdict(VerdictKind.TRACKED, best.label,
-                       f"tracked by {best.label} (|gap| <= {best.ratio:.2f} tau, z = {_fmt_z(best.z)})")
+        return Verdict(
+            VerdictKind.TRACKED,
+            best.label,
+            f"tracked by {best.label} (|gap| <= {best.ratio:.2f} tau, z = {_fmt_z(best.z)})",
+        )
     nearest = min(rungs, key=lambda c: c.ratio) if rungs else None
     near = "" if nearest is None else f"; nearest {nearest.label}, z = {_fmt_z(nearest.z)}"
     note = ""
     if svag_converged is not None and svag_converged.agreement is Agreement.DEPARTS:
         note = f"; SVAG has not converged ({svag_converged.label} departs)"
     if svag is not None and svag.agreement is Agreement.DEPARTS:
-        return Verdict(VerdictKind.OUTSIDE, None if nearest is None else nearest.label,
-                       f"outside the SDE regime ({svag.label} departs, z = {_fmt_z(svag.z)}{note})")
+        return Verdict(
+            VerdictKind.OUTSIDE,
+            None if nearest is None else nearest.label,
+            f"outside the SDE regime ({svag.label} departs, z = {_fmt_z(svag.z)}{note})",
+        )
     all_depart = bool(rungs) and all(c.agreement is Agreement.DEPARTS for c in rungs)
     if svag is not None and svag.agreement is Agreement.TRACKS and all_depart:
-        return Verdict(VerdictKind.MODEL_GAP, nearest.label if nearest else None,
-                       f"model gap ({svag.label} tracks, no rung does{near})")
+        return Verdict(
+            VerdictKind.MODEL_GAP,
+            nearest.label if nearest else None,
+            f"model gap ({svag.label} tracks, no rung does{near})",
+        )
     undecided = [c for c in rungs + ([svag] if svag is not None else []) if c.agreement is Agreement.INCONCLUSIVE]
     if undecided:
         need = max(c.runs_to_decide for c in undecided)
         runs = "an unbounded number of" if not math.isfinite(need) else f"about {int(need)}"
         why = ", ".join(f"{c.label} s.e. {float(np.nanmax(c.stderr)):.3g} vs tau {c.tau:.3g}" for c in undecided[:3])
-        return Verdict(VerdictKind.INCONCLUSIVE, nearest.label if nearest else None,
-                       f"inconclusive (s.e. too large: {why}; {runs} runs would decide it{near})")
+        return Verdict(
+            VerdictKind.INCONCLUSIVE,
+            nearest.label if nearest else None,
+            f"inconclusive (s.e. too large: {why}; {runs} runs would decide it{near})",
+        )
     why = "no SVAG to tell the regime from the model" if svag is None else "no rung tracks"
-    return Verdict(VerdictKind.INCONCLUSIVE, nearest.label if nearest else None,
-                   f"inconclusive (every rung departs, {why}{near})")
+    return Verdict(
+        VerdictKind.INCONCLUSIVE, nearest.label if nearest else None, f"inconclusive (every rung departs, {why}{near})"
+    )
