@@ -35,9 +35,9 @@ QUICK = {
     "timing": dict(hidden=256, batch_size=128, steps=20, repeats=5, ms=[16], serial_k=[2], paths=8, cost="xla_flops"),
     "symbolic": dict(setting="default"),
     "eta_map": dict(seed=0, problem=["digits_mlp", {"hidden": 8}], batch_size=32, etas=[0.025, 0.1], steps=40,
-                    every=20, num_runs=64, drift_samples=4, observables=["loss", "accuracy"],
-                    variants=[["SAM", "sam", {"rho": 0.05}]],
-                    rungs=[["general", "leading", 1], ["expected", "empirical", 1]], svag=[4, 8], max_refine=1),
+                    every=20, num_runs=32, drift_samples=4, observables=["loss", "accuracy"],
+                    variants=[["SAM", "sam", {"rho": 0.05}]], rungs=[["expected", "empirical", 1]], svag=[8],
+                    max_refine=1),
     "fidelity": dict(
         escape=dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=8, eta=0.05, steps=120, every=10,
                     num_runs=128, num_paths=128, drift_samples=8,
@@ -123,6 +123,14 @@ FULL = {
                       observables=_TRAIN_OBSERVABLES, variants=_fidelity_variants(0.05),
                       drifts=["general", "expected"], diffusions=["leading"], orders=[1], svag=[1, 4], max_refine=1)),
 }
+
+#: The eta map of digits training recorded in analysis/recordings (C10 over its regime, three variants, two rungs).
+ETA_MAP_MEDIUM = dict(seed=0, problem=["digits_mlp", {"hidden": 8}], batch_size=32, etas=[0.0125, 0.025, 0.05, 0.1],
+                      steps=40, every=20, num_runs=32, drift_samples=4, observables=["loss", "accuracy"],
+                      variants=[["SAM", "sam", {"rho": 0.05}],
+                                ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}],
+                                ["RW-SAM", "rw-sam", {"rho": 0.05}]],
+                      rungs=[["general", "leading", 1], ["expected", "empirical", 1]], svag=[4, 8], max_refine=1)
 
 PRESETS = {"quick": QUICK, "full": FULL}
 
