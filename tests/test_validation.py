@@ -248,3 +248,53 @@ def test_map_refuses_bad_grids_before_any_run():
         _map((0.05,), (0.05,), ms=(3,))
     with pytest.raises(ValueError, match="micro-batch size"):
         ss.validity_map(QUAD, ss.variants.n_sam(0.05), B4, etas=(0.05,), ms=(2,), steps=10, num_runs=4, key=jr.key(0))
+
+
+_MAP_ON_TWO_DEVICES = """
+import json, jax, jax.random as jr
+import sde_sam as ss
+from sde_sam.sde import GeneralDrift, LeadingDiffusion
+assert jax.device_count() == 2
+grid = ss.validity_map(ss.problems.linear_regression(n=32, d=3), ss.variants.sam(0.05), ss.WithReplacement(4),
+                       etas=(0.02, 0.1), steps=10, num_runs=4, key=jr.key(0),
+                       rungs=[ss.validation.Rung(GeneralDrift(), LeadingDiffusion())], svag=(2,), max_refine=0,
+                       record=ss.observables("loss", every=5), progress=False, mesh=ss.parallel.make_mesh())
+print(json.dumps({str(k[0]): {"kind": v.verdicts["loss"].kind.value,
+                              "gap": v.final("general/leading/o1").comparisons["loss"].gap.tolist(),
+                              "devices": v.config["devices"]} for k, v in grid.points.items()}))
+"""
+
+
+@pytest.mark.slow  # a second process with two host devices
+def test_a_map_over_two_devices_gives_the_verdicts_of_one():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "JAX_"))}
+    env |= {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            "PYTHONPATH": root + os.pathsep + env.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", _MAP_ON_TWO_DEVICES], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(proc.stdout.strip().splitlines()[-1])
+    one = ss.validity_map(ss.problems.linear_regression(n=32, d=3), ss.variants.sam(0.05), B4, etas=(0.02, 0.1),
+                          steps=10, num_runs=4, key=jr.key(0), rungs=RUNG, svag=(2,), max_refine=0,
+                          record=ss.observables("loss", every=5), progress=False)
+    for (eta, _, _), v in one.points.items():
+        got = two[str(eta)]
+        assert got["devices"] == 2
+        assert got["kind"] == v.verdicts["loss"].kind.value
+        np.testing.assert_allclose(got["gap"], v.final("general/leading/o1").comparisons["loss"].gap, rtol=1e-5,
+                                   atol=1e-7)
+
+
+def test_validate_with_momentum_uses_the_rescaled_model_and_skips_svag():
+    v = _validate(eta=0.01, steps=40, num_runs=8, momentum=ss.Momentum(0.5), record=ss.observables("loss", every=20))
+    assert v.svag == {} and any("SVAG" in n for n in v.notes)
+    assert v.config["momentum"] == {"beta": 0.5, "nesterov": False}
+    assert v.verdicts["loss"].kind in VerdictKind
+    with pytest.raises(ValueError, match="not defined"):
+        _validate(eta=0.01, steps=40, num_runs=8, momentum=ss.Momentum(0.5), rungs=[Rung(order=2)])
