@@ -11,17 +11,19 @@ import argparse
 from pathlib import Path
 
 from analysis.pipeline import git_revision
-from analysis.presets import ETA_MAP_MEDIUM, preset
+from analysis.presets import ETA_MAP_MEDIUM, ETA_MAP_MNIST1D, preset
 from analysis.stages import stage_eta_map
 from sde_sam._io import provenance, save_result
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=("quick", "medium", "full"), default="medium", help="map size")
+    ap.add_argument("--preset", choices=("quick", "medium", "mnist1d", "full"), default="medium",
+                    help="map size (mnist1d: medium's map on MNIST-1D)")
     ap.add_argument("--out", type=Path, required=True, help="folder for eta_map.json")
     args = ap.parse_args(argv)
-    cfg = ETA_MAP_MEDIUM if args.preset == "medium" else preset(args.preset)["eta_map"]
+    named = {"medium": ETA_MAP_MEDIUM, "mnist1d": ETA_MAP_MNIST1D}
+    cfg = named[args.preset] if args.preset in named else preset(args.preset)["eta_map"]
     data = stage_eta_map(dict(cfg))["data"]
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"command": f"python -m analysis.eta_map --preset {args.preset}", "revision": git_revision(),

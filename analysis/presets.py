@@ -104,7 +104,9 @@ FULL = {
     "timing": dict(hidden=256, batch_size=128, steps=50, repeats=7, ms=[4, 16, 64], serial_k=[2, 8], paths=64,
                    cost="xla_flops"),
     "symbolic": dict(setting="default"),
-    "eta_map": dict(seed=0, problem=["digits_mlp", {"hidden": 16}], batch_size=64, etas=[0.0125, 0.025, 0.05, 0.1],
+    # digits and MNIST-1D (the second real data set)
+    "eta_map": dict(seed=0, problems=[["digits_mlp", {"hidden": 16}], ["mnist1d_mlp", {"hidden": 32}]], batch_size=64,
+                    etas=[0.0125, 0.025, 0.05, 0.1],
                     steps=100, every=25, num_runs=16, drift_samples=8, observables=["loss", "accuracy", "trace_sigma"],
                     variants=[["SAM", "sam", {"rho": 0.05}],
                               ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}],
@@ -131,6 +133,8 @@ ETA_MAP_MEDIUM = dict(seed=0, problem=["digits_mlp", {"hidden": 8}], batch_size=
                                 ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}],
                                 ["RW-SAM", "rw-sam", {"rho": 0.05}]],
                       rungs=[["general", "leading", 1], ["expected", "empirical", 1]], svag=[4, 8], max_refine=1)
+#: The same map on MNIST-1D (the LayerNorm MLP, hidden width 32).
+ETA_MAP_MNIST1D = dict(ETA_MAP_MEDIUM, problem=["mnist1d_mlp", {"hidden": 32}])
 
 PRESETS = {"quick": QUICK, "full": FULL}
 

@@ -357,35 +357,39 @@ def escape_map(problem, sampler, rec, cfg: dict, stats) -> dict:
 
 def stage_eta_map(cfg: dict, out=None) -> dict:
     """C10 over its regime: :func:`sde_sam.validity_map` of each variant in ``cfg["variants"]`` over ``cfg["etas"]``
-    on the problem ``cfg["problem"]`` (``[name, kwargs]`` of :func:`sde_sam.train.build_problem`), rungs
-    ``cfg["rungs"]`` (``[drift, diffusion, order]``, those the variant supports), SVAG at ``cfg["svag"]``. Per
-    variant and eta: the verdict per observable, SVAG's agreement at its largest ``l`` and the best rung."""
+    on the problem ``cfg["problem"]`` (``[name, kwargs]`` of :func:`sde_sam.train.build_problem`; ``cfg["problems"]``:
+    several, each variant labelled with its problem), rungs ``cfg["rungs"]`` (``[drift, diffusion, order]``, those the
+    variant supports), SVAG at ``cfg["svag"]``. Per variant and eta: the verdict per observable, SVAG's agreement at
+    its largest ``l`` and the best rung."""
     from sde_sam import train
 
-    pname, pkw = cfg["problem"]
-    problem = train.build_problem(train.TrainConfig(problem=pname, problem_kwargs=pkw))
+    problems = cfg.get("problems") or [cfg["problem"]]
     sampler = ss.UniformSubset(cfg["batch_size"])
     record = ss.observables(*cfg["observables"], every=cfg["every"])
-    variants = {}
-    for label, name, kw in cfg["variants"]:
-        variant = ss.variants.get(name, **kw)
-        rungs = [r for r in (ss.validation.Rung(ss.sde.as_drift(d, num_samples=cfg["drift_samples"]), dif, o)
-                             for d, dif, o in cfg["rungs"]) if r.supports(variant)]
-        vmap_ = ss.validity_map(problem, variant, sampler, etas=cfg["etas"], steps=cfg["steps"],
-                                num_runs=cfg["num_runs"], key=jr.key(cfg["seed"]), rungs=rungs, svag=tuple(cfg["svag"]),
-                                max_refine=cfg["max_refine"], record=record, progress=False,
-                                out=None if out is None else Path(out) / f"eta_map_{name}_{len(variants)}")
-        points = []
-        for eta in cfg["etas"]:
-            v = vmap_.at(eta, float(variant.rho), getattr(variant.rule, "micro_batch_size", None))
-            top = max(v.svag) if v.svag else None
-            points.append({"eta": eta, "verdicts": {o: x.to_dict() for o, x in v.verdicts.items()},
-                           "svag": {o: (None if top is None else v.svag[top][o].to_dict()) for o in v.verdicts},
-                           "tau": v.tau, "compiles": v.compiles})
-        variants[label] = {"points": points, "compiles": vmap_.compiles, "compile_s": vmap_.compile_s,
-                           "wall_s": vmap_.wall_s, "table": str(vmap_),
-                           "rungs": [r.label for r in rungs]}
-    return {"data": {"problem": problem.name, "batch_size": cfg["batch_size"], "steps": cfg["steps"],
+    variants, names = {}, []
+    for pname, pkw in problems:
+        problem = train.build_problem(train.TrainConfig(problem=pname, problem_kwargs=pkw))
+        names.append(problem.name)
+        for label, name, kw in cfg["variants"]:
+            variant = ss.variants.get(name, **kw)
+            rungs = [r for r in (ss.validation.Rung(ss.sde.as_drift(d, num_samples=cfg["drift_samples"]), dif, o)
+                                 for d, dif, o in cfg["rungs"]) if r.supports(variant)]
+            vmap_ = ss.validity_map(problem, variant, sampler, etas=cfg["etas"], steps=cfg["steps"],
+                                    num_runs=cfg["num_runs"], key=jr.key(cfg["seed"]), rungs=rungs,
+                                    svag=tuple(cfg["svag"]), max_refine=cfg["max_refine"], record=record,
+                                    progress=False,
+                                    out=None if out is None else Path(out) / f"eta_map_{problem.name}_{name}")
+            points = []
+            for eta in cfg["etas"]:
+                v = vmap_.at(eta, float(variant.rho), getattr(variant.rule, "micro_batch_size", None))
+                top = max(v.svag) if v.svag else None
+                points.append({"eta": eta, "verdicts": {o: x.to_dict() for o, x in v.verdicts.items()},
+                               "svag": {o: (None if top is None else v.svag[top][o].to_dict()) for o in v.verdicts},
+                               "tau": v.tau, "compiles": v.compiles})
+            key = label if len(problems) == 1 else f"{label} on {problem.name}"
+            variants[key] = {"points": points, "compiles": vmap_.compiles, "compile_s": vmap_.compile_s,
+                             "wall_s": vmap_.wall_s, "table": str(vmap_), "rungs": [r.label for r in rungs]}
+    return {"data": {"problem": ", ".join(names), "batch_size": cfg["batch_size"], "steps": cfg["steps"],
                      "num_runs": cfg["num_runs"], "etas": cfg["etas"], "observables": cfg["observables"],
                      "variants": variants}}
 
