@@ -30,6 +30,22 @@ def variant_options(args, default_m: int) -> dict:
     return kw
 
 
+def add_variant_options(parser: argparse.ArgumentParser, default_m: int) -> None:
+    """``--variant``, ``--rho`` and ``--m`` (read by :func:`variant_options`)."""
+    parser.add_argument(
+        "--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)"
+    )
+    parser.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
+    parser.add_argument(
+        "--m",
+        "--micro-batch-size",
+        dest="m",
+        type=positive_int,
+        default=None,
+        help=f"micro-batch size of m-variants (default: {default_m}; only for m-sam, m-usam)",
+    )
+
+
 def _demo(args) -> int:
     from ._training._demo import format_table, run_demo
 
@@ -199,16 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("quadratic", "linear_regression", "sharp_flat_basins", "teacher_student", "breast_cancer_logistic"),
         help="built-in problem",
     )
-    sim.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
-    sim.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
-    sim.add_argument(
-        "--m",
-        "--micro-batch-size",
-        dest="m",
-        type=positive_int,
-        default=None,
-        help="micro-batch size of m-variants (default: 1; only for m-sam, m-usam)",
-    )
+    add_variant_options(sim, default_m=1)
     sim.add_argument("--batch-size", type=positive_int, default=8, help="batch size B")
     smp = sim.add_mutually_exclusive_group()
     smp.add_argument("--with-replacement", action="store_true", help="i.i.d. batch indices (default: shuffled epochs)")
@@ -304,16 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("quadratic", "linear_regression", "sharp_flat_basins", "digits_mlp", "mnist1d_mlp", "mnist1d_cnn"),
         help="built-in problem (digits_mlp: hidden width 16; mnist1d_mlp: 32)",
     )
-    val.add_argument("--variant", default="sam", help="variant name (sgd, usam, sam, m-sam, n-sam, f-sam, rw-sam, ...)")
-    val.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
-    val.add_argument(
-        "--m",
-        "--micro-batch-size",
-        dest="m",
-        type=positive_int,
-        default=None,
-        help="micro-batch size of m-variants (default: 1; only for m-sam, m-usam)",
-    )
+    add_variant_options(val, default_m=1)
     val.add_argument("--batch-size", type=positive_int, default=8, help="batch size B (uniform subsets)")
     val.add_argument("--eta", type=float, default=0.05, help="learning rate")
     val.add_argument("--steps", type=positive_int, default=40, help="discrete steps")

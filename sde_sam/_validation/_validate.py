@@ -442,21 +442,26 @@ def validate(
         raise ValueError("`rungs` holds two rungs with the same label")
     record.check(problem)
     k_disc, k_svag, k_sde = jr.split(key, 3)
-    with counting() as compiled:
-        runs = run_discrete(
+
+    def runs_of(key, svag_l=1):  # the discrete runs (svag_l = 1) or SVAG at l = svag_l
+        return run_discrete(
             problem,
             variant,
             sampler,
             eta=eta,
             steps=steps,
             num_runs=num_runs,
-            key=k_disc,
+            key=key,
             record=record,
-            momentum=momentum,
+            svag=svag_l,
+            momentum=momentum if svag_l == 1 else None,
             mesh=mesh,
             dtype=dtype,
             progress=progress,
         )
+
+    with counting() as compiled:
+        runs = runs_of(k_disc)
         names = record.names
         disc = {o: np.asarray(runs.values[o], np.float64) for o in names}
         discrete = {}
@@ -471,20 +476,7 @@ def validate(
         svag_out: dict[int, dict[str, Comparison]] = {}
         svag_runs: dict[int, Runs] = {}
         for l in svag:  # noqa: E741
-            sv = run_discrete(
-                problem,
-                variant,
-                sampler,
-                eta=eta,
-                steps=steps,
-                num_runs=num_runs,
-                key=jr.fold_in(k_svag, l),
-                record=record,
-                svag=l,
-                mesh=mesh,
-                dtype=dtype,
-                progress=progress,
-            )
+            sv = runs_of(jr.fold_in(k_svag, l), l)
             svag_runs[l] = sv
             svag_out[l] = {o: _compare(f"SVAG l={l}", sv.values[o], disc[o], tau[o], z, num_runs) for o in names}
             diverged[f"SVAG l={l}"] = sv.num_diverged
