@@ -275,16 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn"),
     )
     tr.add_argument("--hidden", type=positive_int, default=32, help="hidden width of digits_mlp and mnist1d_mlp")
-    tr.add_argument("--variant", default="sam", help="variant name")
-    tr.add_argument("--rho", type=float, default=None, help="perturbation radius (default: 0.05; not for sgd)")
-    tr.add_argument(
-        "--m",
-        "--micro-batch-size",
-        dest="m",
-        type=positive_int,
-        default=None,
-        help="micro-batch size of m-variants (default: 4; only for m-sam, m-usam)",
-    )
+    add_variant_options(tr, default_m=4)
     tr.add_argument("--batch-size", type=positive_int, default=64, help="batch size B")
     tr.add_argument("--eta", type=float, default=0.1, help="learning rate")
     tr.add_argument("--steps", type=positive_int, default=200, help="training steps")
