@@ -131,6 +131,9 @@ def test_validation_saves_loads_prints_and_plots(tmp_path):
                                   v.final("general/leading/o1").comparisons["loss"].gap)
     assert str(back) == str(v)
     assert len(v.plot().axes) == 2
+    rung, svag = v.budget("loss")  # the Euler-Maruyama part of the gap: at dt = h minus at the finest dt
+    assert rung["model"] == "general/leading/o1" and svag["model"] == "SVAG l=8"
+    assert rung["euler_maruyama"] == pytest.approx(rung["gap_at_h"] - rung["gap"])
     runs = ss.run_discrete(QUAD, SGD, B4, eta=0.1, steps=2, num_runs=2, key=jr.key(0), progress=False)
     with pytest.raises(ValueError, match=r"Runs\.load"):
         Validation.load(runs.save(tmp_path / "r"))
