@@ -53,7 +53,9 @@ def evaluate_map(d: dict) -> CheckResult:
     """C10 read over the eta map (see the module docstring)."""
     rows = []
     for label, res in d["variants"].items():
-        leaves, stops, gaps, tracked, undecided = None, None, [], 0, 0
+        leaves, gaps, tracked, undecided = None, [], 0, 0
+        stops: dict[str, float] = {}  # observable -> the first eta decided as not tracked
+        open_: dict[str, int] = {}  # observable -> etas left inconclusive
         cells = []
         for p in res["points"]:
             eta = p["eta"]
@@ -61,17 +63,21 @@ def evaluate_map(d: dict) -> CheckResult:
             if departs and leaves is None:
                 leaves = eta
             kinds = {o: v["kind"] for o, v in p["verdicts"].items()}
-            if any(k != "tracked" for k in kinds.values()) and stops is None:
-                stops = eta
             inside = not departs
             for o, k in kinds.items():
+                if k == "inconclusive":
+                    open_[o] = open_.get(o, 0) + 1
+                elif k != "tracked":
+                    stops.setdefault(o, eta)
                 if inside and k == "model gap":
                     gaps.append(f"eta={eta:g} {o}: {p['verdicts'][o]['text']}")
                 tracked += inside and k == "tracked"
                 undecided += inside and k == "inconclusive"
             cells.append(f"eta={eta:g}: " + ", ".join(f"{o} {k}" for o, k in kinds.items()))
         edge = (f"SVAG departs from eta = {leaves:g}" if leaves is not None else "SVAG never departs on this grid")
-        stop = (f"tracking stops at eta = {stops:g}" if stops is not None else "tracked at every eta")
+        stop = "; ".join([f"{o} not tracked from eta = {e:g}" for o, e in stops.items()]
+                         + [f"{o} undecided at {n} of {len(res['points'])} etas" for o, n in open_.items()]) \
+            or "tracked at every eta"
         decided = tracked > 0 or bool(gaps)
         rows.append(Row(f"{label}: inside the SDE regime a rung tracks (no model gap)",
                         f"{edge}; {stop}; " + "; ".join(cells) + (f"; model gaps: {'; '.join(gaps)}" if gaps else ""),
