@@ -133,8 +133,8 @@ ETA_MAP_MEDIUM = dict(seed=0, problem=["digits_mlp", {"hidden": 8}], batch_size=
                                 ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}],
                                 ["RW-SAM", "rw-sam", {"rho": 0.05}]],
                       rungs=[["general", "leading", 1], ["expected", "empirical", 1]], svag=[4, 8], max_refine=1)
-#: The same map on MNIST-1D (the LayerNorm MLP, hidden width 32).
-ETA_MAP_MNIST1D = dict(ETA_MAP_MEDIUM, problem=["mnist1d_mlp", {"hidden": 32}])
+#: SAM's eta map on MNIST-1D (the LayerNorm MLP, hidden width 32).
+ETA_MAP_MNIST1D = dict(ETA_MAP_MEDIUM, problem=["mnist1d_mlp", {"hidden": 32}], variants=[["SAM", "sam", {"rho": 0.05}]])
 
 PRESETS = {"quick": QUICK, "full": FULL}
 
