@@ -8,7 +8,6 @@ check table and the symbolic drifts (:mod:`sde_sam.symbolic`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import resource
@@ -116,30 +115,12 @@ def set_device(device: str) -> None:
         raise ValueError(f"--device must be 'cpu' or 'gpu', got {device!r}")
 
 
-#: What :func:`compile_counter` has seen: programs handed to XLA (compiled, or read from the persistent cache) and
-#: their seconds, and the persistent cache's hits; programs compiled = ``count - cache_hits``.
-COMPILES = {"count": 0, "seconds": 0.0, "cache_hits": 0}
+def compile_counter():
+    """The process's compilation count (:func:`sde_sam._compiles.process_count`): ``count`` programs handed to XLA
+    (compiled, or read from the persistent cache), their ``seconds``, and the persistent cache's ``cache_hits``."""
+    from sde_sam._compiles import process_count
 
-
-def _on_duration(event: str, duration: float, **kwargs) -> None:
-    if event == "/jax/core/compile/backend_compile_duration":
-        COMPILES["count"] += 1
-        COMPILES["seconds"] += duration
-
-
-def _on_event(event: str, **kwargs) -> None:
-    if event == "/jax/compilation_cache/cache_hits":
-        COMPILES["cache_hits"] += 1
-
-
-@functools.cache
-def compile_counter() -> dict:
-    """Start counting XLA compilations (``jax.monitoring``) in this process; returns the live counts."""
-    import jax
-
-    jax.monitoring.register_event_duration_secs_listener(_on_duration)
-    jax.monitoring.register_event_listener(_on_event)
-    return COMPILES
+    return process_count()
 
 
 _CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
@@ -217,7 +198,7 @@ def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progres
     for st in bar:
         bar.set_postfix_str(st.name)
         c = _cpu()
-        n0, s0, h0 = counts["count"], counts["seconds"], counts["cache_hits"]
+        n0, s0, h0 = counts.count, counts.seconds, counts.cache_hits
         try:
             res = run_stage(st, out, log=lambda m: tqdm.write(m) if progress else log(m))
         except ImportError as e:
@@ -228,9 +209,9 @@ def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progres
         results[st.name], arrays[st.name] = res.data, res.arrays
         stage_rows.append({"stage": st.name, "cached": res.cached, "wall_s": round(res.wall_s, 2),
                            "cpu_s": None if res.cached else round(_cpu() - c, 2), "path": str(res.path),
-                           "compiles": (counts["count"] - n0) - (counts["cache_hits"] - h0),
-                           "compile_cache_hits": counts["cache_hits"] - h0,
-                           "compile_s": round(counts["seconds"] - s0, 2)})
+                           "compiles": (counts.count - n0) - (counts.cache_hits - h0),
+                           "compile_cache_hits": counts.cache_hits - h0,
+                           "compile_s": round(counts.seconds - s0, 2)})
     check_rows, fig_rows = [], []
     for i in ids:
         if i in checks:

@@ -21,18 +21,10 @@ import argparse
 import json
 import time
 
-import jax
 import jax.random as jr
 
 import sde_sam as ss
-
-COMPILES = {"count": 0, "seconds": 0.0}
-
-
-def _listen(event: str, duration: float, **kwargs) -> None:
-    if event == "/jax/core/compile/backend_compile_duration":
-        COMPILES["count"] += 1
-        COMPILES["seconds"] += duration
+from sde_sam._compiles import process_count
 
 
 def point(problem, variant, sampler, eta, args):
@@ -52,7 +44,7 @@ def main():
     parser.add_argument("--paths", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=32)
     args = parser.parse_args()
-    jax.monitoring.register_event_duration_secs_listener(_listen)
+    compiles = process_count()
 
     problem = ss.problems.digits_mlp(hidden=args.hidden)
     sampler = ss.WithReplacement(32)
@@ -62,13 +54,13 @@ def main():
     ratios = {}
     for label, make in variants.items():
         grid = [(eta, rho) for eta in etas for rho in rhos]
-        c0, s0, t0 = COMPILES["count"], COMPILES["seconds"], time.perf_counter()
+        c0, s0, t0 = compiles.count, compiles.seconds, time.perf_counter()
         point(problem, make(grid[0][1]), sampler, grid[0][0], args)
-        first_compiles, first_seconds = COMPILES["count"] - c0, COMPILES["seconds"] - s0
+        first_compiles, first_seconds = compiles.count - c0, compiles.seconds - s0
         for eta, rho in grid[1:]:
             point(problem, make(rho), sampler, eta, args)
         grid_wall = time.perf_counter() - t0
-        grid_compiles, grid_seconds = COMPILES["count"] - c0, COMPILES["seconds"] - s0
+        grid_compiles, grid_seconds = compiles.count - c0, compiles.seconds - s0
         executes = []
         for eta, rho in grid:
             t = time.perf_counter()
@@ -77,7 +69,7 @@ def main():
         print(f"{label}: grid of {len(grid)} points: {grid_compiles} compiles ({grid_seconds:.1f} s), first point "
               f"{first_compiles} compiles ({first_seconds:.1f} s); grid wall {grid_wall:.1f} s; points one by one, "
               f"execute only: {sum(executes):.1f} s in all; compiles during them: "
-              f"{COMPILES['count'] - c0 - grid_compiles}", flush=True)
+              f"{compiles.count - c0 - grid_compiles}", flush=True)
         ratios[f"sweep_vs_points_execute_{label}"] = round(grid_wall / sum(executes), 3)
         ratios[f"sweep_compiles_per_variant_{label}"] = round(grid_compiles / max(first_compiles, 1), 3)
     print(json.dumps(ratios))

@@ -13,8 +13,8 @@ import jax
 
 @dataclasses.dataclass
 class CompileCount:
-    """Backend compilations seen while a :func:`counting` block was open: ``count``, ``seconds`` and persistent
-    cache hits."""
+    """Programs handed to XLA while a :func:`counting` block was open (compiled, or read from the persistent cache:
+    ``count - cache_hits`` were compiled), their ``seconds``, and the persistent cache's ``cache_hits``."""
 
     count: int = 0
     seconds: float = 0.0
@@ -44,6 +44,16 @@ def _on_event(event: str, **kwargs) -> None:
 def _listen() -> None:
     jax.monitoring.register_event_duration_secs_listener(_on_duration)
     jax.monitoring.register_event_listener(_on_event)
+
+
+@functools.cache
+def process_count() -> CompileCount:
+    """A count open for the rest of the process (read it before and after a piece of work)."""
+    _listen()
+    c = CompileCount()
+    with _LOCK:
+        _OPEN.append(c)
+    return c
 
 
 @contextlib.contextmanager

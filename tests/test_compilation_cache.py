@@ -13,7 +13,7 @@ from analysis.reproduce import compile_counter, enable_compilation_cache
 enable_compilation_cache(sys.argv[1])
 counts = compile_counter()
 jax.jit(lambda x: jnp.sin(x) * 2 + jnp.cos(x) ** 3)(jnp.arange(5.0)).block_until_ready()
-print(counts["count"] - counts["cache_hits"], counts["cache_hits"])  # compiled, read back
+print(counts.count - counts.cache_hits, counts.cache_hits)  # compiled, read back
 """
 
 

@@ -10,32 +10,15 @@ import numpy as np
 import pytest
 
 import sde_sam as ss
+from sde_sam._compiles import counting
 from sde_sam._training._runner import traced_hyperparameters
 
 
-class _Compiles:
-    """Counts XLA backend compilations (``jax.monitoring``) while active."""
-
-    def __init__(self):
-        self.count = 0
-        self.active = False
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
-
-    def _listen(self, event, duration, **kwargs):
-        if self.active and event == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-
-COMPILES = _Compiles()
-
-
 def _count(fn):
-    COMPILES.count, COMPILES.active = 0, True
-    try:
+    """XLA backend compilations while ``fn`` runs (``jax.monitoring``, :func:`sde_sam._compiles.counting`)."""
+    with counting() as c:
         fn()
-    finally:
-        COMPILES.active = False
-    return COMPILES.count
+    return c.count
 
 
 @pytest.mark.parametrize("make", [lambda rho: ss.variants.sam(rho), lambda rho: ss.variants.m_sam(rho, 2)])
