@@ -113,6 +113,7 @@ def test_calibrated_block_without_program_is_not_kept(tmp_path, monkeypatch):
     assert calls == [1, 2, 4, 1, 2, 4] and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_simulate_calibrate_times_real_blocks_and_equals_the_explicit_block(tmp_path, monkeypatch):
     """``paths_per_block="calibrate"`` on a real model: the block it records is one of the candidates, its
     paths equal a run with that block bit for bit, and the choice is kept in ``SDE_SAM_BLOCK_CACHE``."""
@@ -164,6 +165,7 @@ def test_balanced_candidates_for_padded_runs():
     assert _blocks.balanced_block(130, 100) == 65 and _blocks.balanced_block(7, 100) == 7
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_run_discrete_calibrate_equals_the_explicit_block(tmp_path, monkeypatch):
     """``runs_per_block="calibrate"``: the recorded block is a balanced candidate, the runs equal a run with that
     block bit for bit, and the choice is kept on disk; a bad string names the argument."""

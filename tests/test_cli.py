@@ -345,6 +345,7 @@ def test_c11_rows_fail_for_the_right_reason():
     assert len(failed) == 2 and all("gain" in w for w in failed), failed
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_validate_command_prints_the_verdicts_and_saves_them(tmp_path, capsys):
     """``sde-sam validate`` on a built-in problem: the verdict table, and a result Validation.load reads."""
     import sde_sam as ss

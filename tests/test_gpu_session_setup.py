@@ -13,6 +13,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_session.sh"
 
@@ -62,6 +64,7 @@ def _run(tmp_path, **env):
     return r, out
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_carried_wheels_fill_a_missing_dependency_and_the_session_is_packed(tmp_path):
     blocker = _hide_matfree(tmp_path)
     _wheel(tmp_path / "wheels")

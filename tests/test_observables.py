@@ -24,6 +24,7 @@ def test_every_name_of_the_training_recorder_is_in_the_registry_and_states_its_c
         assert type(obs).cost, name
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_every_name_records_in_a_discrete_run_and_on_sde_paths():
     names = [n for n in REGISTRY if n not in ("accuracy", "test_loss", "test_accuracy")]  # QUAD has no labels
     record = ss.observables(*names, every=5)

@@ -241,6 +241,7 @@ def test_two_devices_equal_one_device(ref):
     np.testing.assert_array_equal(np.asarray(got["runs"], np.float32), runs.values["loss"])
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_two_processes_equal_one_process(tmp_path, ref):
     out = tmp_path / "moments"
     args = ["--problem-kw", '{"n": 16, "d": 3, "seed": 0}', "--variant", "usam", "--variant-kw", '{"rho": 0.05}',

@@ -150,6 +150,7 @@ def test_bad_schedule_and_network():
                         key=jr.key(0), record=ss.observables("loss"), schedule=3)
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_training_vs_sde_end_to_end(tmp_path):
     from analysis import training_vs_sde as tvs
 

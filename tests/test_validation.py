@@ -88,6 +88,7 @@ def test_verdict_rules():
 # -- the verdicts on cases built for them --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_sgd_on_a_quadratic_at_small_eta_is_tracked_and_stays_tracked_with_16x_the_runs():
     few = _validate(eta=0.01, steps=100, num_runs=32)
     many = _validate(eta=0.01, steps=100, num_runs=512)
@@ -139,6 +140,7 @@ def test_validation_saves_loads_prints_and_plots(tmp_path):
         Validation.load(runs.save(tmp_path / "r"))
 
 
+@pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_refinement_stops_when_the_gap_no_longer_moves():
     v = _validate(eta=0.05, steps=20, num_runs=16, record=ss.observables("loss", every=10), max_refine=3)
     levels = v.rungs["general/leading/o1"]
