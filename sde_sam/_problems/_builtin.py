@@ -307,6 +307,16 @@ def _widths(hidden) -> tuple[int, ...]:
     return tuple(int(w) for w in widths)
 
 
+def _channels(channels) -> tuple[int, ...]:
+    """``channels`` (convolution widths) as a tuple of positive integers, at least one."""
+    channels = tuple(channels)
+    if not channels:
+        raise ValueError("`channels` needs at least one convolution width")
+    for c in channels:
+        _check_int("channels", c)
+    return channels
+
+
 def layer_norm_mlp(train: dict, test: dict | None, widths: tuple[int, ...], seed: int, name: str) -> Problem:
     """The MLP of :func:`digits_mlp` on any ``{"image": (n, d), "label": (n,)}`` data with 10 classes."""
     keys = jr.split(jr.key(seed), len(widths) + 1)

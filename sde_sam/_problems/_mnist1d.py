@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._builtin import _check_int, _widths, layer_norm_mlp, softmax_cross_entropy
+from ._builtin import _channels, _check_int, _widths, layer_norm_mlp, softmax_cross_entropy
 from ._problem import Problem
 
 
@@ -83,11 +83,7 @@ def mnist1d_cnn(
 ) -> Problem:
     """A small 1-D CNN on MNIST-1D: per width in ``channels`` a convolution (``kernel`` taps, stride 2, same
     padding), GroupNorm (``groups`` groups) and ReLU; then the mean over the length and a dense output layer."""
-    channels = tuple(channels)
-    if not channels:
-        raise ValueError("`channels` needs at least one convolution width")
-    for c in channels:
-        _check_int("channels", c)
+    channels = _channels(channels)
     _check_int("kernel", kernel)
     _check_int("groups", groups)
     if any(c % groups for c in channels):

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from ._builtin import _check_int, load_digits_split, softmax_cross_entropy
+from ._builtin import _channels, _check_int, load_digits_split, softmax_cross_entropy
 from ._problem import Problem
 
 NORMS = ("layer", "group", "batch", "none")
@@ -156,11 +156,7 @@ def digits_cnn(
     ``label_noise``: fraction of training labels replaced by random classes (fixed by ``seed``)."""
     if norm not in NORMS:
         raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}")
-    channels = tuple(channels)
-    if not channels:
-        raise ValueError("`channels` needs at least one convolution width")
-    for c in channels:
-        _check_int("channels", c)
+    channels = _channels(channels)
     _check_int("groups", groups)
     if norm == "group" and any(c % groups for c in channels):
         raise ValueError(f"`groups`={groups} must divide every channel count {channels} for GroupNorm")
