@@ -1,4 +1,7 @@
-"""docs/does-an-sde-describe-my-training.md runs as written, and prints the output the page shows."""
+"""docs/does-an-sde-describe-my-training.md runs as written, and prints the output the page shows.
+
+Its two blocks build on each other, so they are fenced ``py`` (the doc runner of conftest.py takes ``python`` blocks
+one at a time, each alone) and run here in order."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "does-an-sde-describe-my-t
 
 
 def _block(text: str, name: str) -> str:
-    found = re.search(rf"<!-- {name} -->\n```(?:python)?\n(.*?)```", text, re.S)
+    found = re.search(rf"<!-- {name} -->\n```(?:py)?\n(.*?)```", text, re.S)
     assert found, f"no block <!-- {name} --> in {PAGE.name}"
     return found.group(1)
 
