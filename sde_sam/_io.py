@@ -9,12 +9,15 @@ reader never sees a half-written result and an interrupted run leaves the previo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime
 import hashlib
 import json
 import math
 import os
 import platform
+import shlex
+import sys
 import tempfile
 import time
 import zipfile
@@ -218,9 +221,26 @@ def key_config(key) -> dict[str, Any]:
     return {"impl": str(jr.key_impl(key)), "data": np.asarray(jr.key_data(key)).tolist()}
 
 
+@functools.cache
+def _revision() -> str | None:
+    """The git revision of the package's checkout (``+dirty`` with uncommitted changes), or None outside one."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "") if rev else None
+
+
 def provenance() -> dict[str, Any]:
-    """Versions (jax, jaxlib, numpy, sde_sam, python), device (``jax.devices()[0]`` kind and platform, count)
-    and the UTC time: the block every saved record carries."""
+    """Versions (jax, jaxlib, numpy, sde_sam, python), device (``jax.devices()[0]`` kind and platform, count),
+    host, the command line and git revision that made the record, and the UTC time: the block every saved record
+    carries."""
     from importlib.metadata import version
 
     import jax
@@ -239,5 +259,7 @@ def provenance() -> dict[str, Any]:
         "device": {"kind": dev.device_kind, "platform": dev.platform, "count": jax.device_count()},
         "host": {"machine": platform.machine(), "cpu_count": os.cpu_count()},
         "x64": bool(jax.config.read("jax_enable_x64")),
+        "command": shlex.join(["python", *sys.orig_argv[1:]]),
+        "revision": _revision(),
         "utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

@@ -1,0 +1,107 @@
+"""Documented numbers cannot go stale: every table of measured values in README.md and docs/ is rendered from a
+committed recording, every other measured number sits in a section whose recording holds it, every recording
+says how it was made, and the quick recordings are reproduced by rerunning their commands (slow)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import documented as doc
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL = "analysis/recordings/cpu/training_vs_sde_full.json"
+
+
+@pytest.mark.parametrize("page", doc.pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_documented_numbers_come_from_their_recordings(page):
+    assert doc.problems(page.read_text()) == [], "run `python -m analysis.documented` after changing a recording"
+
+
+def test_a_stale_table_a_typed_number_and_an_unrecorded_value_are_caught():
+    spec = f"training_vs_sde {FULL}"
+    body = doc.render(spec)
+    good = f"<!-- generated: {spec} -->\n{body}<!-- /generated -->\n"
+    assert doc.problems(good) == []
+    stale = good.replace("0.02284 ± 0.0004", "0.02285 ± 0.0004", 1)
+    assert stale != good
+    assert any("differs from its recording" in p for p in doc.problems(stale))
+    # a measured value with no recording behind it
+    assert any("outside a generated block" in p for p in doc.problems("The loss ends at 0.42 ± 0.01.\n"))
+    # a numbers section: a value the recording holds passes (at the precision shown), a typed one does not
+    section = f"## S\n<!-- numbers: {FULL} -->\nSGD ends at a loss of 0.02284 ± 0.0004.\n"
+    assert doc.problems(section) == []
+    assert any("0.02291" in p for p in doc.problems(section.replace("0.02284", "0.02291")))
+    # a code block's numbers are the doc tests' business, not this check's
+    assert doc.problems("```python\nx = 0.42 ± 0.01\n```\n") == []
+    # a missing recording is named
+    assert any("not a file" in p for p in doc.problems("<!-- numbers: analysis/recordings/cpu/nope.json -->\n"))
+
+
+def test_found_reads_the_precision_shown_and_percentages():
+    assert doc.found("0.5 and 0.50 and 49.8 %", [0.4981]) == ["0.50"]  # 0.5 ✓, 0.50 ✗, 49.8 % ✓
+    assert doc.found("−0.167", [-0.16656]) == []
+
+
+def test_every_recording_says_its_command_revision_seeds_and_machine():
+    index = json.loads((ROOT / "analysis/recordings/index.json").read_text())["recordings"]
+    files = sorted(p for p in (ROOT / "analysis/recordings").rglob("*") if p.is_file() and p.name != "index.json")
+    assert files
+    for path in files:
+        rel = str(path.relative_to(ROOT))
+        entry = index.get(rel)
+        if entry is None:
+            rec = json.loads(path.read_text())
+            prov = rec.get("provenance", {})
+            entry = {"command": rec.get("command") or prov.get("command"),
+                     "revision": rec.get("revision") or prov.get("revision"),
+                     "seeds": re.search(r'"seeds?"', path.read_text()) is not None or None,
+                     "machine": rec.get("machine") or prov.get("host")}
+        missing = [k for k in ("command", "revision", "seeds", "machine") if not entry.get(k)]
+        assert not missing, f"{rel} does not say its {', '.join(missing)} (add it to analysis/recordings/index.json)"
+
+
+def test_no_doc_block_writes_to_a_fixed_path():
+    for page in doc.pages():
+        for block in re.findall(r"```(?:python|py)\n(.*?)```", page.read_text(), re.S):
+            assert not re.search(r"""["']/tmp/""", block), f"{page.name}: a block writes to a fixed /tmp path"
+
+
+def _close(rerun: dict, recorded: dict, what: str) -> None:
+    """The rerun's final means lie within the recording's stated 95 % band (training and SDE alike)."""
+    for side in ("train", "sde"):
+        got, want, band = rerun[f"{side}_mean"][-1], recorded[f"{side}_mean"][-1], recorded[f"{side}_band95"][-1]
+        assert abs(got - want) <= band + 1e-6 * abs(want), f"{what} {side}: rerun {got} vs recorded {want} ± {band}"
+
+
+@pytest.mark.slow
+def test_rerunning_the_quick_training_vs_sde_reproduces_its_recording():
+    from analysis import training_vs_sde
+
+    recorded = doc.load("analysis/recordings/cpu/training_vs_sde_quick.json")
+    rerun = training_vs_sde.run("quick", None, log=lambda *_: None)
+    assert recorded["preset_config"] == json.loads(json.dumps(rerun["preset_config"]))
+    for label, v in recorded["variants"].items():
+        for name, c in v["comparison"].items():
+            _close(rerun["variants"][label]["comparison"][name], c, f"{label} {name}")
+
+
+@pytest.mark.slow
+def test_rerunning_the_quick_m_sharpness_reproduces_its_recording(tmp_path):
+    from analysis import m_sharpness
+
+    recorded = doc.load("analysis/recordings/cpu/m_sharpness_quick.json")
+    rerun = m_sharpness.main(["--preset", "quick", "--out", str(tmp_path)])
+    for label, r in recorded["problems"]["digits_mlp"]["trace_sigma"].items():
+        got = rerun["problems"]["digits_mlp"]["trace_sigma"][label]
+        for key in ("trace_sigma_final", "loss_final", "test_accuracy_final"):
+            want, se = r[key]["mean"], r[key]["stderr"]
+            assert abs(got[key]["mean"] - want) <= max(se, 1e-6 * abs(want)), f"{label} {key}"
+    for label, r in recorded["problems"]["digits_mlp"]["escape"]["rows"].items():
+        got = rerun["problems"]["digits_mlp"]["escape"]["rows"][label]
+        np.testing.assert_array_less(np.abs(np.subtract(got["lambda_max_mean"], r["lambda_max_mean"])),
+                                     np.asarray(r["lambda_max_stderr"]) + 1e-6 * np.abs(r["lambda_max_mean"]) + 1e-12)
