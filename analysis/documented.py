@@ -7,15 +7,17 @@ A generated block in a page reads::
     <!-- /generated -->
 
 ``RENDERER`` names a function of :data:`RENDERERS` (recording dict -> markdown), ``RECORDING`` a JSON file under
-``analysis/recordings/`` (path from the repository root); the options are passed as strings. ``python -m analysis.documented`` rewrites every block
-from its recording; ``--check`` lists the blocks that differ and exits 1 (``tests/test_documented.py`` runs it).
-Prose numbers sit in sections marked ``<!-- numbers: RECORDING [RECORDING ...] -->``, where the test finds each
-decimal of the section in the recording (see :func:`pool`).
+``analysis/recordings/`` (path from the repository root); the options are passed as strings.
+Prose numbers sit in sections marked ``<!-- numbers: RECORDING [RECORDING ...] -->``, where each decimal of the
+section must be a value of the recordings at the precision shown (:func:`found`); a measured value (``x ± s``)
+anywhere else is an error. ``python -m analysis.documented`` rewrites every block from its recording and lists what
+is still wrong; ``--check`` only lists it (exit 1 if anything; ``tests/test_documented.py`` runs the same check).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -235,10 +237,8 @@ def pool(recordings: list[str]) -> list[float]:
         elif isinstance(x, dict):
             for k, v in x.items():
                 walk(v)
-                try:  # keys such as label noise levels "0.2"
+                with contextlib.suppress(ValueError):  # keys such as label noise levels "0.2"
                     out.append(float(k))
-                except ValueError:
-                    pass
         elif isinstance(x, list):
             for v in x:
                 walk(v)
@@ -254,7 +254,7 @@ def pool(recordings: list[str]) -> list[float]:
     return out
 
 
-DECIMAL = re.compile(r"(?<![\w.§])([-−]?)(\d+)\.(\d+)(\s?%)?(?![\w.])")
+DECIMAL = re.compile(r"(?<![\w.§])([-\u2212]?)(\d+)\.(\d+)(\s?%)?(?![\w.])")
 MEASURED = re.compile(r"\d\s?±\s?\d")  # a value with its error: 0.42 ± 0.01
 FENCE = re.compile(r"^```.*?^```[ \t]*$", re.S | re.M)
 

@@ -9,8 +9,8 @@ reader never sees a half-written result and an interrupted run leaves the previo
 from __future__ import annotations
 
 import dataclasses
-import functools
 import datetime
+import functools
 import hashlib
 import json
 import math
