@@ -50,7 +50,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 OBSERVABLE_NAMES = {
     "loss": "loss", "accuracy": "train accuracy", "test_loss": "test loss", "test_accuracy": "test accuracy",
     "grad_norm_sq": "‖g‖²", "trace_sigma": "`tr Sigma`", "lambda_max": "`lambda_max`", "trace_hessian": "`tr H`",
-    "batch_grad_norm": "E‖g_m‖", "distance": "distance from x0",
+    "batch_grad_norm": "E‖g_m‖", "distance": "distance from x0", "effective_sample_size": "effective sample size",
 }
 
 
@@ -162,6 +162,23 @@ def paper_check(rec: dict, check: str, stage: str) -> str:
                   [[r.what, r.measured, r.expected, r.tolerance, r.status] for r in result.rows])
 
 
+def weak_order_slopes(rec: dict, part: str = "linreg_exact") -> str:
+    """``analysis.weak_order``'s slope fits of one study: variant, order, diffusion, learning rates, slope with its 95 % interval, constant ``C`` of ``err ≈ C eta^slope`` and
+    the error at the smallest eta (exact, or Monte Carlo ± s.e.)."""
+    out = []
+    for key, r in rec[part].items():
+        label = key.split("|")[0]
+        order = str(r.get("order", 1))
+        etas = r["etas"]
+        shown = ", ".join(f"{e:g}" for e in etas) if len(etas) <= 4 else f"{max(etas):g} … {min(etas):g}"
+        i = etas.index(min(etas))
+        err = f"{r['errors'][i]:.2e}" + (" (exact)" if r.get("method") == "exact" else f" ± {r['stderrs'][i]:.1e}")
+        out.append([label, order, r.get("diffusion", "-"), shown, f"{r['slope']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]",
+                    f"{r['constant']:.3g}", err])
+    return _table(["variant", "order", "diffusion", "etas", "slope [95% CI]", "C (err ≈ C eta^slope)", "err at smallest eta"],
+                  out)
+
+
 def report_checks(rec: dict) -> str:
     """A reproduction's ``report.json``: each paper check's status and its rows by status, the claim it tests."""
     out = []
@@ -184,7 +201,7 @@ def report_stages(rec: dict) -> str:
 
 RENDERERS: dict[str, Callable[..., str]] = {
     f.__name__: f for f in (training_vs_sde, training_vs_sde_momentum, noise_along, m_sharpness, rw_study, escape,
-                            generalization, paper_check, report_checks, report_stages)
+                            generalization, paper_check, report_checks, report_stages, weak_order_slopes)
 }
 
 

@@ -35,7 +35,7 @@ import scipy.optimize
 import scipy.stats
 
 import sde_sam as ss
-from sde_sam._io import atomic_write_bytes
+from sde_sam._io import atomic_write_bytes, provenance
 from analysis import linreg_moments as lm
 
 NAMES = ("loss", "param_norm_sq")
@@ -532,6 +532,7 @@ def main(argv=None) -> int:
             parser.error(f"--parts: unknown {bad}; valid: {','.join(PARTS)}")
     results = run(config, log=lambda s: print(s, flush=True), parts=parts)
     results["preset"] = "full" if args.full else "quick"
+    results["provenance"] = provenance()
     path = os.path.join(args.out, "weak_order.json" if parts is None else f"weak_order_{'+'.join(parts)}.json")
     write_json(path, results)
     print(table(results))

@@ -25,12 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/record.py", description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a script of benchmarks/ without .py (variants, simulate, noise, scaling, sweep)")
     parser.add_argument("--tag", default="", help="suffix of the recording's name (e.g. the model size)")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="after --: the benchmark's own arguments")
-    a = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = parser.parse_args(argv[:cut])
+    args = argv[cut + 1 :]  # after --: the benchmark's own arguments
     script = ROOT / "benchmarks" / f"{a.name}.py"
     if not script.is_file():
         parser.error(f"name: no benchmark {script.relative_to(ROOT)}")
-    args = a.args[1:] if a.args[:1] == ["--"] else a.args
     sys.path.insert(0, str(ROOT))
     from sde_sam._io import provenance
 

@@ -108,3 +108,16 @@ def test_rerunning_the_quick_m_sharpness_reproduces_its_recording(tmp_path):
         got = rerun["problems"]["digits_mlp"]["escape"]["rows"][label]
         np.testing.assert_array_less(np.abs(np.subtract(got["lambda_max_mean"], r["lambda_max_mean"])),
                                      np.asarray(r["lambda_max_stderr"]) + 1e-6 * np.abs(r["lambda_max_mean"]) + 1e-12)
+
+
+def test_every_doc_block_states_the_output_it_expects():
+    """A block that runs (not marked ``skip: next``) asserts what it should produce, or is followed by the output
+    it prints (an ``<!-- ...-output -->`` block, which its page's own test holds), so the doc test checks it."""
+    for page in doc.pages():
+        text = page.read_text()
+        for m in re.finditer(r"(<!-- skip: next -->\s*)?```(?:python|py)\n(.*?)```", text, re.S):
+            if m[1]:
+                continue
+            line = text[: m.start()].count("\n") + 1
+            shown = re.match(r"\s*(Output:\s*)?<!-- [\w-]+-output -->", text[m.end():])
+            assert "assert" in m[2] or shown, f"{page.name}:{line}: the block asserts nothing about its output"
