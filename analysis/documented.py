@@ -163,7 +163,8 @@ def paper_check(rec: dict, check: str, stage: str) -> str:
 
 
 def weak_order_slopes(rec: dict, part: str = "linreg_exact") -> str:
-    """``analysis.weak_order``'s slope fits of one study: variant, order, diffusion, learning rates, slope with its 95 % interval, constant ``C`` of ``err ≈ C eta^slope`` and
+    """``analysis.weak_order``'s slope fits of one study: variant, order, diffusion, learning rates, slope with its
+    95 % interval, constant ``C`` of ``err ≈ C eta^slope`` and
     the error at the smallest eta (exact, or Monte Carlo ± s.e.)."""
     out = []
     for key, r in rec[part].items():
@@ -173,10 +174,10 @@ def weak_order_slopes(rec: dict, part: str = "linreg_exact") -> str:
         shown = ", ".join(f"{e:g}" for e in etas) if len(etas) <= 4 else f"{max(etas):g} … {min(etas):g}"
         i = etas.index(min(etas))
         err = f"{r['errors'][i]:.2e}" + (" (exact)" if r.get("method") == "exact" else f" ± {r['stderrs'][i]:.1e}")
-        out.append([label, order, r.get("diffusion", "-"), shown, f"{r['slope']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]",
-                    f"{r['constant']:.3g}", err])
-    return _table(["variant", "order", "diffusion", "etas", "slope [95% CI]", "C (err ≈ C eta^slope)", "err at smallest eta"],
-                  out)
+        slope = f"{r['slope']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]"
+        out.append([label, order, r.get("diffusion", "-"), shown, slope, f"{r['constant']:.3g}", err])
+    header = ["variant", "order", "diffusion", "etas", "slope [95% CI]", "C (err ≈ C eta^slope)", "err at smallest eta"]
+    return _table(header, out)
 
 
 def report_checks(rec: dict) -> str:
