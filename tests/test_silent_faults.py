@@ -228,3 +228,18 @@ def test_momentum_out_of_range_names_momentum():
     with pytest.raises(ValueError, match="`momentum` must be a number in \\[0, 1\\)"):
         ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1, steps=2, key=jr.key(0),
                         momentum=1.0, progress=False)
+
+
+def test_an_accuracy_leaving_zero_one_along_the_run_is_refused():
+    """``accuracy_fn`` is checked at ``init_params`` at construction; a score that leaves [0, 1] later (here 0 at
+    the start, above 1 after a few steps) is refused when recorded, in runs and in paths alike."""
+    data = {"x": jnp.arange(12.0).reshape(6, 2)}
+    problem = ss.Problem(lambda p, ex: jnp.sum((p - ex["x"]) ** 2), data, jnp.zeros(2),
+                         accuracy_fn=lambda p, ex: jnp.clip(jnp.sum(p), 0.0, 100.0) / 2.0)
+    record = ss.observables("loss", "accuracy", every=10)
+    with pytest.raises(ValueError, match="observable 'accuracy' recorded .* outside \\[0, 1\\].*`accuracy_fn`"):
+        ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.05, steps=30, num_runs=2,
+                        key=jr.key(0), record=record, progress=False)
+    model = ss.sde_model(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.05)
+    with pytest.raises(ValueError, match="observable 'accuracy' recorded"):
+        ss.simulate(model, t1=1.5, num_paths=2, key=jr.key(1), record=record, progress=False)

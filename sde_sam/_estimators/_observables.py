@@ -26,6 +26,9 @@ class AbstractObservable(abc.ABC):
     its rule, the sampler) when the run starts. ``cost`` states the work of one evaluation."""
 
     cost: ClassVar[str]
+    #: The values the quantity can take (``None``: any); a value recorded outside is refused
+    #: (:meth:`Record.check_values`).
+    valid_range: ClassVar[tuple[float, float] | None] = None
 
     def bind(self, problem: Problem, variant: Any, sampler: Any) -> AbstractObservable:
         return self
@@ -69,6 +72,7 @@ class Accuracy(AbstractObservable):
     """Training accuracy (problems with an accuracy function)."""
 
     cost: ClassVar[str] = "one forward pass over the n training examples"
+    valid_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
 
     def __call__(self, problem, params):
         return problem.accuracy(params)
@@ -89,6 +93,7 @@ class TestAccuracy(AbstractObservable):
     """Accuracy on the problem's test data."""
 
     cost: ClassVar[str] = "one forward pass over the test examples"
+    valid_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
 
     def __call__(self, problem, params):
         return problem.accuracy(params, problem.test_data)
@@ -270,6 +275,23 @@ class Record:
 
     def evaluate(self, problem: Problem, params: PyTree) -> dict[str, Array]:
         return {name: jnp.asarray(fn(problem, params)) for name, fn in zip(self.names, self.fns, strict=True)}
+
+    def check_values(self, values: dict[str, Any]) -> None:
+        """Refuse recorded values outside an observable's ``valid_range`` (an accuracy above 1 means the problem's
+        ``accuracy_fn`` is not a 0/1 score, which its check at construction cannot see at every point)."""
+        for name, fn in zip(self.names, self.fns, strict=True):
+            bounds = getattr(fn, "valid_range", None)
+            if bounds is None or name not in values:
+                continue
+            v = np.asarray(values[name], np.float64)
+            bad = np.argwhere(np.isfinite(v) & ((v < bounds[0]) | (v > bounds[1])))
+            if len(bad):
+                where = tuple(int(i) for i in bad[0])
+                raise ValueError(
+                    f"observable {name!r} recorded {v[where]:.6g} at index {where} (run/path, record), outside "
+                    f"[{bounds[0]:g}, {bounds[1]:g}]: the problem's `accuracy_fn` must give 1 for a correct example "
+                    "and 0 otherwise at every point, not only at `init_params`"
+                )
 
     def check(self, problem: Problem) -> None:
         """Evaluate shapes once, so an observable the problem can't support fails before a long run."""

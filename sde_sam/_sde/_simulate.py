@@ -215,6 +215,7 @@ def simulate(
         out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
     values, div, div_step, final, saved = out
+    record.check_values(values)
     steps_arr = np.arange(num_segments + 1) * record.every
     return Paths(
         steps=steps_arr,

@@ -349,6 +349,7 @@ def run_discrete(
         out = jax.block_until_ready(out)
     wall = time.perf_counter() - start
     values, div, div_step, final, saved = out
+    record.check_values(values)
     div_step = np.asarray(div_step)
     if svag > 1:  # report divergence in steps of the method (step ceil(j / l) of eta)
         div_step = np.where(div_step >= 0, -(-div_step // svag), -1)

@@ -45,6 +45,7 @@ from .._estimators._observables import (
     BatchGradNorm,
     EffectiveSampleSize,
     LambdaMax,
+    Record,
     TraceHessian,
     TraceSigma,
     TraceSigmaMinibatch,
@@ -375,6 +376,8 @@ def evaluate(
     for name in names:
         vals = _evaluate_points(est.for_name(name), name, problem, flat, batch)
         out[name] = np.asarray(vals).reshape(lead)
+    known = {n: REGISTRY[n] for n in names if n in REGISTRY}  # their valid ranges
+    Record(tuple(known), tuple(known.values())).check_values(out)
     return out
 
 
