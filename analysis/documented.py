@@ -180,6 +180,22 @@ def weak_order_slopes(rec: dict, part: str = "linreg_exact") -> str:
     return _table(header, out)
 
 
+def bench_output(rec: dict, skip: str = "") -> str:
+    """What a benchmark printed (``benchmarks/record.py``), its last line (the JSON of ratios) included, as a text
+    block; lines starting with one of the comma-separated prefixes ``skip`` are left out."""
+    prefixes = tuple(p for p in skip.split(",") if p)
+    lines = [ln for ln in rec["output"].splitlines() if not (prefixes and ln.startswith(prefixes))]
+    return "```text\n" + "\n".join(lines) + "\n```\n"
+
+
+def ratios(rec: dict, keys: str = "", title: str = "ratio") -> str:
+    """The ratios a benchmark printed as its last line (``benchmarks/record.py``): the comma-separated ``keys``
+    (default all), one row each; ``title`` names the first column (underscores read as spaces)."""
+    r = rec["ratios"]
+    names = keys.split(",") if keys else list(r)
+    return _table([title.replace("_", " "), "value"], [[f"`{k}`", f"{r[k]:.3g}"] for k in names])
+
+
 def report_checks(rec: dict) -> str:
     """A reproduction's ``report.json``: each paper check's status and its rows by status, the claim it tests."""
     out = []
@@ -202,7 +218,8 @@ def report_stages(rec: dict) -> str:
 
 RENDERERS: dict[str, Callable[..., str]] = {
     f.__name__: f for f in (training_vs_sde, training_vs_sde_momentum, noise_along, m_sharpness, rw_study, escape,
-                            generalization, paper_check, report_checks, report_stages, weak_order_slopes)
+                            generalization, paper_check, report_checks, report_stages, weak_order_slopes,
+                            bench_output, ratios)
 }
 
 

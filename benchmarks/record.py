@@ -1,6 +1,6 @@
 """Run one benchmark and keep what it printed as a recording.
 
-    python benchmarks/record.py NAME [--tag TAG] [-- ARGS...]
+    python benchmarks/record.py NAME [--tag TAG] [--out DIR] [-- ARGS...]
 
 runs ``python benchmarks/NAME.py ARGS`` (its output goes to the terminal as it runs) and writes
 ``analysis/recordings/<platform>/bench_<NAME>[_<TAG>].json``: the command, git revision, machine and versions
@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/record.py", description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a script of benchmarks/ without .py (variants, simulate, noise, scaling, sweep)")
     parser.add_argument("--tag", default="", help="suffix of the recording's name (e.g. the model size)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of the recording (default: analysis/recordings/<platform>)")
     argv = sys.argv[1:] if argv is None else argv
     cut = argv.index("--") if "--" in argv else len(argv)
     a = parser.parse_args(argv[:cut])
@@ -50,13 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     record = {"benchmark": a.name, "args": args, "provenance": prov, "ratios": json.loads(last),
               "output": "".join(lines)}
     name = f"bench_{a.name}{'_' + a.tag if a.tag else ''}.json"
-    out = ROOT / "analysis" / "recordings" / prov["device"]["platform"] / name
+    folder = a.out if a.out is not None else ROOT / "analysis" / "recordings" / prov["device"]["platform"]
+    out = folder / name
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
         json.dump(record, f, indent=1)
         f.write("\n")
     os.replace(f.name, out)
-    print(f"recorded {out.relative_to(ROOT)}")
+    print(f"recorded {out}")
     return 0
 
 

@@ -297,14 +297,15 @@ def bench_monte_carlo_drift(results, ratios, repeats, quick):
 
 def memory_demo(results, hidden=(300, 256), paths=4, steps=10):
     """A ~1e5-parameter MLP: compiled peak temporary memory and process peak RSS vs ``d^2`` floats."""
-    from sde_sam._sde._simulate import _simulate_jit
+    from sde_sam._sde._simulate import _simulate_jit, step_sizes
 
     problem = ss.problems.digits_mlp(hidden=hidden)
     model = make_model(problem)
     rec = ss.observables("loss", every=steps)
     keys = jr.split(jr.key(0), paths)
-    compiled = _simulate_jit.lower(model, problem.init_params, keys, 1, steps, model.eta, rec, False, 1e12,
-                                   paths).compile()
+    bound = rec.bind(problem, model.variant, model.sampler)  # the arguments `ss.simulate` passes its program
+    compiled = _simulate_jit.lower(model.traced(), problem.init_params, keys, 1, steps,
+                                   step_sizes(model, float(model.eta)), bound, False, 1e12, paths).compile()
     mem = compiled.memory_analysis()
     t = time.perf_counter()
     out = ss.simulate(model, t1=model.eta * steps, num_paths=paths, key=jr.key(0), record=rec)

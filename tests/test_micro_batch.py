@@ -50,7 +50,11 @@ def _assert_same_step(variant, fast, generic, params, batch):
 
 @pytest.mark.parametrize(
     "hidden, variant",
-    [(8, V.m_sam(0.1, 1)), (8, V.m_usam(0.2, 2)), ((8, 6), V.m_sam(0.5, 4))],
+    [  # the two-layer case in the default suite, the others in the slow pass
+        pytest.param(8, V.m_sam(0.1, 1), marks=pytest.mark.slow),
+        pytest.param(8, V.m_usam(0.2, 2), marks=pytest.mark.slow),
+        ((8, 6), V.m_sam(0.5, 4)),
+    ],
     ids=["one-layer-m-SAM-m1", "one-layer-m-USAM-m2", "two-layers-m-SAM-m4"],
 )
 def test_low_rank_form_equals_the_generic_step(hidden, variant):
@@ -130,6 +134,7 @@ def test_the_form_applies_while_the_gram_terms_cost_at_most_the_layers():
         assert form.applies(p.loss_fn, p.init_params, last) and not form.applies(p.loss_fn, p.init_params, last + 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", [V.m_sam(0.2, 4), V.rw_sam(0.2, score="exact")], ids=lambda v: v.name)
 def test_run_discrete_trajectories_agree_with_the_generic_form(variant):
     """Whole runs (float64, 20 steps, 2 runs) end at the same parameters to rounding."""
@@ -164,8 +169,8 @@ def test_a_problem_refuses_a_form_of_the_wrong_type():
 @pytest.mark.parametrize(
     "hidden, variant",
     [
-        (8, V.rw_sam(0.1, score="exact")),
-        (8, V.rw_sam(0.1, score="exact", weights_in_descent=True)),
+        pytest.param(8, V.rw_sam(0.1, score="exact"), marks=pytest.mark.slow),
+        pytest.param(8, V.rw_sam(0.1, score="exact", weights_in_descent=True), marks=pytest.mark.slow),
         ((8, 6), V.rw_sam(0.2, score="exact", relative_scores=True, inverse_temperature=3.0)),
     ],
     ids=["one-layer", "one-layer-weighted-descent", "two-layers-relative-scores"],
