@@ -249,14 +249,15 @@ def check_num_matvecs(num_matvecs, k: int, d: int) -> int:
     return int(num_matvecs)
 
 
-def lanczos_top(mv, flat, k: int, key: PRNGKeyArray, num_matvecs: int) -> Eigs:
+def lanczos_top(mv, flat, k: int, key: PRNGKeyArray, num_matvecs: int, v0: Array | None = None) -> Eigs:
     """Top-``k`` (largest algebraic) Ritz pairs of a symmetric flat operator ``mv`` by Lanczos with full
     reorthogonalisation over ``num_matvecs`` products (``matfree.decomp.tridiag_sym`` +
-    ``matfree.eig.eigh_partial``)."""
+    ``matfree.eig.eigh_partial``), started from ``v0`` (default: a Gaussian vector from ``key``)."""
     from matfree import decomp, eig
 
     eigh = eig.eigh_partial(decomp.tridiag_sym(int(num_matvecs), custom_vjp=False))
-    v0 = jr.normal(key, flat.shape, flat.dtype)
+    if v0 is None:
+        v0 = jr.normal(key, flat.shape, flat.dtype)
     vals, vecs = eigh(mv, v0)
     order = jnp.argsort(vals)[::-1][:k]
     vectors = vecs[order]

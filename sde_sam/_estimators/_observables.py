@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
 from .._problems._problem import Problem, tree_norm_sq
@@ -35,6 +36,15 @@ class AbstractObservable(abc.ABC):
 
     @abc.abstractmethod
     def __call__(self, problem: Problem, params: PyTree) -> Array: ...
+
+    def init_state(self, problem: Problem, params: PyTree) -> PyTree:
+        """What the quantity carries from one recorded point of a run to the next (default: nothing)."""
+        return ()
+
+    def observe(self, problem: Problem, params: PyTree, state: PyTree) -> tuple[Array, PyTree]:
+        """The value at ``params`` given the state left by the previous recorded point of the same run, and the
+        state for the next (default: the stateless value)."""
+        return self(problem, params), state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,20 +157,60 @@ class TraceSigmaMinibatch(AbstractObservable):
 @dataclasses.dataclass(frozen=True)
 class LambdaMax(AbstractObservable):
     """The top Hessian eigenvalue by Lanczos with ``num_matvecs`` Hessian-vector products (at most the dimension;
-    :func:`sde_sam.curvature.top_eigenvalues`), start vector from the fixed key ``seed``."""
+    :func:`sde_sam.curvature.top_eigenvalues`), start vector from the fixed key ``seed``.
+
+    With ``warm_matvecs`` set, a run records it warm-started (docs/estimators.md, "Observables"): the first
+    recorded point runs ``num_matvecs`` products from the key's vector, every later one ``warm_matvecs`` products
+    from the top Ritz vector of the run's previous recorded point, which is already close to the top eigenvector
+    when the points are near; the Krylov space holds that vector, so the estimate is at least its Rayleigh
+    quotient. Outside a run (``__call__``) it is the cold estimate."""
 
     num_matvecs: int = 20
     seed: int = 12345
+    warm_matvecs: int | None = None
 
     cost: ClassVar[str] = (
-        "num_matvecs Hessian-vector products over the n training examples (each about two forward and backward passes)"
+        "num_matvecs Hessian-vector products over the n training examples (each about two forward and backward "
+        "passes); warm_matvecs of them at each recorded point after a run's first when warm-started"
     )
+
+    def __post_init__(self):
+        for name in ("num_matvecs", "warm_matvecs"):
+            v = getattr(self, name)
+            if (v is not None or name == "num_matvecs") and (
+                isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+            ):
+                raise ValueError(f"LambdaMax `{name}` must be a positive integer, got {v!r}")
 
     def __call__(self, problem, params):
         from ._curvature import top_eigenvalues
 
         k = min(self.num_matvecs, problem.dim)
         return top_eigenvalues(problem, params, 1, jr.key(self.seed), num_matvecs=k).values[0]
+
+    def init_state(self, problem, params):
+        if self.warm_matvecs is None:
+            return ()
+        flat = ravel_pytree(params)[0]
+        return jnp.zeros_like(flat), jnp.zeros((), bool)  # (the previous top Ritz vector, whether there is one)
+
+    def observe(self, problem, params, state):
+        if self.warm_matvecs is None:
+            return self(problem, params), state
+        from ._noise import _operator, lanczos_top
+
+        mv, flat = _operator(problem, params, problem.data, "hessian", None)
+        d = flat.shape[0]
+
+        def cold(_):
+            return lanczos_top(mv, flat, 1, jr.key(self.seed), min(self.num_matvecs, d))
+
+        def warm(v):
+            return lanczos_top(mv, flat, 1, jr.key(self.seed), min(self.warm_matvecs, d), v0=v)
+
+        previous, started = state
+        eigs = jax.lax.cond(started, warm, cold, previous)
+        return eigs.values[0], (eigs.vectors[0], jnp.ones((), bool))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +325,22 @@ class Record:
 
     def evaluate(self, problem: Problem, params: PyTree) -> dict[str, Array]:
         return {name: jnp.asarray(fn(problem, params)) for name, fn in zip(self.names, self.fns, strict=True)}
+
+    def init_state(self, problem: Problem, params: PyTree) -> tuple:
+        """Each observable's state at the start of a run (:meth:`AbstractObservable.init_state`)."""
+        return tuple(fn.init_state(problem, params) if isinstance(fn, AbstractObservable) else () for fn in self.fns)
+
+    def observe(self, problem: Problem, params: PyTree, states: tuple) -> tuple[dict[str, Array], tuple]:
+        """The values at a recorded point of a run and the states for its next one."""
+        vals, new = {}, []
+        for name, fn, st in zip(self.names, self.fns, states, strict=True):
+            if isinstance(fn, AbstractObservable):
+                v, st = fn.observe(problem, params, st)
+            else:
+                v = fn(problem, params)
+            vals[name] = jnp.asarray(v)
+            new.append(st)
+        return vals, tuple(new)
 
     def check_values(self, values: dict[str, Any]) -> None:
         """Refuse recorded values outside an observable's ``valid_range`` (an accuracy above 1 means the problem's

@@ -354,15 +354,18 @@ def _paths(model, params0, path_keys, num_segments, every, dt, record, save_path
             return (params, stop, jnp.where(now_div, j + 1, div_step), j + 1), None
 
         def segment(carry, _):
+            carry, ostates = carry
             carry, _ = jax.lax.scan(step, carry, None, length=every)
             carry = (*carry[:3], report(bar, carry[3], stride(num_segments, every)))  # progress
-            obs, now = observe_run(record, problem, carry[0], carry[1])
+            obs, now, ostates = observe_run(record, problem, carry[0], carry[1], ostates)
             carry = (carry[0], carry[1] | now, jnp.where(now, carry[3], carry[2]), carry[3])
-            return carry, (obs, carry[0] if save_paths else None)
+            return (carry, ostates), (obs, carry[0] if save_paths else None)
 
-        first, bad0 = observe_run(record, problem, params0, jnp.asarray(False))
+        first, bad0, ostates = observe_run(
+            record, problem, params0, jnp.asarray(False), record.init_state(problem, params0)
+        )
         init = (params0, bad0, jnp.where(bad0, 0, -1), jnp.asarray(0))
-        carry, (rest, saved) = jax.lax.scan(segment, init, None, length=num_segments)
+        (carry, _), (rest, saved) = jax.lax.scan(segment, (init, ostates), None, length=num_segments)
         values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
         if save_paths:
             saved = jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), params0, saved)

@@ -99,16 +99,17 @@ def check_schedule(schedule, steps: int) -> None:
         )
 
 
-def observe_run(record, problem, params: PyTree, is_div: Array) -> tuple[dict[str, Array], Array]:
-    """``(values, now_diverged)``: the recorded observables at ``params``, NaN for a diverged run. A run whose
-    observables are not all finite (a loss that turns NaN while the parameters stay finite) diverges here:
-    ``now_diverged`` is true and its values are NaN, so it is counted and never averaged in."""
-    vals = record.evaluate(problem, params)
+def observe_run(record, problem, params: PyTree, is_div: Array, states: tuple) -> tuple[dict[str, Array], Array, tuple]:
+    """``(values, now_diverged, states)``: the recorded observables at ``params``, NaN for a diverged run, and the
+    observables' states for the run's next recorded point (:meth:`Record.observe`). A run whose observables are not
+    all finite (a loss that turns NaN while the parameters stay finite) diverges here: ``now_diverged`` is true and
+    its values are NaN, so it is counted and never averaged in."""
+    vals, states = record.observe(problem, params, states)
     bad = jnp.zeros((), bool)
     for v in vals.values():
         bad = bad | ~jnp.all(jnp.isfinite(v))
     now = bad & ~is_div
-    return {name: jnp.where(is_div | bad, jnp.nan, v) for name, v in vals.items()}, now
+    return {name: jnp.where(is_div | bad, jnp.nan, v) for name, v in vals.items()}, now, states
 
 
 @dataclasses.dataclass
@@ -490,6 +491,7 @@ def _run(
             ), None
 
         def segment(carry, _):
+            carry, ostates = carry  # the run's state, the observables' states
             # the variant's keys of the segment's steps, drawn together before its scan (same values as one
             # fold_in per step; a per-step key derivation inside the step costs RW-SAM ~0.1x a SAM step)
             steps = carry[4] + jnp.arange(inner)
@@ -499,14 +501,16 @@ def _run(
                 vkeys = (step_keys_of(variant_key, 2 * steps), step_keys_of(variant_key, 2 * steps + 1))
             carry, _ = jax.lax.scan(step, carry, vkeys)
             carry = (*carry[:4], report(bar, carry[4], stride(num_segments, inner)), carry[5])  # progress
-            obs, now = observe_run(record, problem, carry[0], carry[2])
+            obs, now, ostates = observe_run(record, problem, carry[0], carry[2], ostates)
             carry = (carry[0], carry[1], carry[2] | now, jnp.where(now, carry[4], carry[3]), *carry[4:])
-            return carry, (obs, carry[0] if save_params else None)
+            return (carry, ostates), (obs, carry[0] if save_params else None)
 
         buf0 = () if momentum is None else jax.tree_util.tree_map(jnp.zeros_like, params0)
-        first, bad0 = observe_run(record, problem, params0, jnp.asarray(False))
+        first, bad0, ostates = observe_run(
+            record, problem, params0, jnp.asarray(False), record.init_state(problem, params0)
+        )
         init = (params0, variant.init(params0), bad0, jnp.where(bad0, 0, -1), jnp.asarray(0), buf0)
-        carry, (rest, saved) = jax.lax.scan(segment, init, None, length=num_segments)
+        (carry, _), (rest, saved) = jax.lax.scan(segment, (init, ostates), None, length=num_segments)
         values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
         if save_params:
             saved = jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), params0, saved)
