@@ -181,10 +181,13 @@ def weak_order_slopes(rec: dict, part: str = "linreg_exact") -> str:
 
 
 def bench_output(rec: dict, skip: str = "") -> str:
-    """What a benchmark printed (``benchmarks/record.py``), its last line (the JSON of ratios) included, as a text
-    block; lines starting with one of the comma-separated prefixes ``skip`` are left out."""
+    """What a benchmark printed (``benchmarks/record.py``) as a text block, without its last line (the JSON of
+    ratios, which the recording keeps as ``ratios``) and the lines starting with one of the comma-separated
+    prefixes ``skip``."""
     prefixes = tuple(p for p in skip.split(",") if p)
-    lines = [ln for ln in rec["output"].splitlines() if not (prefixes and ln.startswith(prefixes))]
+    lines = [ln for ln in rec["output"].splitlines() if ln.strip() and not (prefixes and ln.startswith(prefixes))]
+    if lines and lines[-1].startswith("{"):
+        lines = lines[:-1]
     return "```text\n" + "\n".join(lines) + "\n```\n"
 
 
@@ -248,7 +251,16 @@ def blocks(text: str) -> Iterator[re.Match]:
 
 
 def regenerate(text: str) -> str:
-    return BLOCK.sub(lambda m: f"<!-- generated: {m['spec']} -->\n{render(m['spec'])}<!-- /generated -->", text)
+    """``text`` with every block rendered from its recording (a block whose recording, or a key of it, is missing is
+    left as it is; :func:`problems` reports it)."""
+
+    def one(m: re.Match) -> str:
+        try:
+            return f"<!-- generated: {m['spec']} -->\n{render(m['spec'])}<!-- /generated -->"
+        except (FileNotFoundError, KeyError):
+            return m[0]
+
+    return BLOCK.sub(one, text)
 
 
 def _numbers_in(text: str) -> list[float]:
