@@ -226,25 +226,15 @@ def _revision() -> str | None:
     """The git revision of the package's checkout (``+dirty`` with uncommitted changes), or None outside one."""
     import subprocess
 
-    here = Path(__file__).resolve().parent
+    def git(*args: str) -> str:
+        here = str(Path(__file__).resolve().parent)
+        return subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=10, check=True).stdout
+
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        rev, dirty = git("rev-parse", "--short", "HEAD").strip(), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
-    return rev + ("+dirty" if dirty else "") if rev else None
+    return rev + ("+dirty" if dirty.strip() else "") if rev else None
 
 
 def provenance() -> dict[str, Any]:

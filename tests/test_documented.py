@@ -121,3 +121,16 @@ def test_every_doc_block_states_the_output_it_expects():
             line = text[: m.start()].count("\n") + 1
             shown = re.match(r"\s*(Output:\s*)?<!-- [\w-]+-output -->", text[m.end():])
             assert "assert" in m[2] or shown, f"{page.name}:{line}: the block asserts nothing about its output"
+
+
+def test_provenance_names_the_command_line_and_the_git_revision():
+    """What every new recording carries, so that it says how it was made."""
+    import subprocess
+
+    from sde_sam._io import provenance
+
+    prov = provenance()
+    assert prov["command"].startswith("python ") and prov["host"]["machine"]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a checkout (CI's clean clone is one)
+        assert prov["revision"].split("+")[0] == head.stdout.strip()
