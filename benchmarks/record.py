@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     last = next((ln for ln in reversed(lines) if ln.strip()), "{}")
     prov = provenance()
     record = {"benchmark": a.name, "args": args, "provenance": prov, "ratios": json.loads(last),
-              "output": "".join(lines)}
+              "seeds": f"the fixed keys of benchmarks/{a.name}.py", "output": "".join(lines)}
     name = f"bench_{a.name}{'_' + a.tag if a.tag else ''}.json"
     folder = a.out if a.out is not None else ROOT / "analysis" / "recordings" / prov["device"]["platform"]
     out = folder / name

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 import sde_sam as ss
 from sde_sam._io import CorruptResult, load_result, result_paths, save_result
 
-FUZZ = settings(max_examples=12, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=6, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
