@@ -195,7 +195,8 @@ class LambdaMax(AbstractObservable):
         return jnp.zeros_like(flat), jnp.zeros((), bool)  # (the previous top Ritz vector, whether there is one)
 
     def observe(self, problem, params, state):
-        if self.warm_matvecs is None:
+        warm_matvecs = self.warm_matvecs
+        if warm_matvecs is None:
             return self(problem, params), state
         from ._noise import _operator, lanczos_top
 
@@ -206,7 +207,7 @@ class LambdaMax(AbstractObservable):
             return lanczos_top(mv, flat, 1, jr.key(self.seed), min(self.num_matvecs, d))
 
         def warm(v):
-            return lanczos_top(mv, flat, 1, jr.key(self.seed), min(self.warm_matvecs, d), v0=v)
+            return lanczos_top(mv, flat, 1, jr.key(self.seed), min(warm_matvecs, d), v0=v)
 
         previous, started = state
         eigs = jax.lax.cond(started, warm, cold, previous)
