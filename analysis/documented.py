@@ -199,6 +199,14 @@ def ratios(rec: dict, keys: str = "", title: str = "ratio") -> str:
     return _table([title.replace("_", " "), "value"], [[f"`{k}`", f"{r[k]:.3g}"] for k in names])
 
 
+def text(rec: dict, path: str) -> str:
+    """A sentence a study wrote into its recording (``path``: dot-separated keys), quoted."""
+    value = rec
+    for key in path.split("."):
+        value = value[key]
+    return f"> {value}\n"
+
+
 def report_checks(rec: dict) -> str:
     """A reproduction's ``report.json``: each paper check's status and its rows by status, the claim it tests."""
     out = []
@@ -222,7 +230,7 @@ def report_stages(rec: dict) -> str:
 RENDERERS: dict[str, Callable[..., str]] = {
     f.__name__: f for f in (training_vs_sde, training_vs_sde_momentum, noise_along, m_sharpness, rw_study, escape,
                             generalization, paper_check, report_checks, report_stages, weak_order_slopes,
-                            bench_output, ratios)
+                            bench_output, ratios, text)
 }
 
 
