@@ -354,10 +354,15 @@ class Record:
             bad = np.argwhere(np.isfinite(v) & ((v < bounds[0]) | (v > bounds[1])))
             if len(bad):
                 where = tuple(int(i) for i in bad[0])
+                why = (
+                    ": the problem's `accuracy_fn` must give 1 for a correct example and 0 otherwise at every point, "
+                    "not only at `init_params`"
+                    if isinstance(fn, (Accuracy, TestAccuracy))
+                    else ""
+                )
                 raise ValueError(
                     f"observable {name!r} recorded {v[where]:.6g} at index {where} (run/path, record), outside "
-                    f"[{bounds[0]:g}, {bounds[1]:g}]: the problem's `accuracy_fn` must give 1 for a correct example "
-                    "and 0 otherwise at every point, not only at `init_params`"
+                    f"[{bounds[0]:g}, {bounds[1]:g}]{why}"
                 )
 
     def check(self, problem: Problem) -> None:
