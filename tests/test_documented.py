@@ -82,6 +82,7 @@ def _close(rerun: dict, recorded: dict, what: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 120 s alone on 2 cores; several times that on a machine shared with other jobs
 def test_rerunning_the_quick_training_vs_sde_reproduces_its_recording():
     from analysis import training_vs_sde
 
@@ -94,6 +95,7 @@ def test_rerunning_the_quick_training_vs_sde_reproduces_its_recording():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 265 s alone on 2 cores; several times that on a machine shared with other jobs
 def test_rerunning_the_quick_m_sharpness_reproduces_its_recording(tmp_path):
     from analysis import m_sharpness
 
