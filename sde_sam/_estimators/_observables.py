@@ -325,7 +325,8 @@ class Record:
         return dataclasses.replace(self, fns=fns)
 
     def evaluate(self, problem: Problem, params: PyTree) -> dict[str, Array]:
-        return {name: jnp.asarray(fn(problem, params)) for name, fn in zip(self.names, self.fns, strict=True)}
+        """The values at one point, outside a run (each observable from its initial state: a cold estimate)."""
+        return self.observe(problem, params, self.init_state(problem, params))[0]
 
     def init_state(self, problem: Problem, params: PyTree) -> tuple:
         """Each observable's state at the start of a run (:meth:`AbstractObservable.init_state`)."""
