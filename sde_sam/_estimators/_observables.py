@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -345,26 +345,8 @@ class Record:
         return vals, tuple(new)
 
     def check_values(self, values: dict[str, Any]) -> None:
-        """Refuse recorded values outside an observable's ``valid_range`` (an accuracy above 1 means the problem's
-        ``accuracy_fn`` is not a 0/1 score, which its check at construction cannot see at every point)."""
-        for name, fn in zip(self.names, self.fns, strict=True):
-            bounds = getattr(fn, "valid_range", None)
-            if bounds is None or name not in values:
-                continue
-            v = np.asarray(values[name], np.float64)
-            bad = np.argwhere(np.isfinite(v) & ((v < bounds[0]) | (v > bounds[1])))
-            if len(bad):
-                where = tuple(int(i) for i in bad[0])
-                why = (
-                    ": the problem's `accuracy_fn` must give 1 for a correct example and 0 otherwise at every point, "
-                    "not only at `init_params`"
-                    if isinstance(fn, (Accuracy, TestAccuracy))
-                    else ""
-                )
-                raise ValueError(
-                    f"observable {name!r} recorded {v[where]:.6g} at index {where} (run/path, record), outside "
-                    f"[{bounds[0]:g}, {bounds[1]:g}]{why}"
-                )
+        """:func:`check_values` over this record's observables."""
+        check_values(dict(zip(self.names, self.fns, strict=True)), values)
 
     def check(self, problem: Problem) -> None:
         """Evaluate shapes once, so an observable the problem can't support fails before a long run."""
@@ -400,3 +382,26 @@ def observables(*names: str, every: int = 1, **custom: Observable) -> Record:
     if len(set(all_names)) != len(all_names):
         raise ValueError(f"duplicate observable names in {all_names}")
     return Record(all_names, tuple(REGISTRY[n] for n in names) + tuple(custom.values()), int(every))
+
+
+def check_values(observables: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Refuse recorded values outside an observable's ``valid_range`` (an accuracy above 1 means the problem's
+    ``accuracy_fn`` is not a 0/1 score, which its check at construction cannot see at every point)."""
+    for name, fn in observables.items():
+        bounds = getattr(fn, "valid_range", None)
+        if bounds is None or name not in values:
+            continue
+        v = np.asarray(values[name], np.float64)
+        bad = np.argwhere(np.isfinite(v) & ((v < bounds[0]) | (v > bounds[1])))
+        if len(bad):
+            where = tuple(int(i) for i in bad[0])
+            why = (
+                ": the problem's `accuracy_fn` must give 1 for a correct example and 0 otherwise at every point, "
+                "not only at `init_params`"
+                if isinstance(fn, (Accuracy, TestAccuracy))
+                else ""
+            )
+            raise ValueError(
+                f"observable {name!r} recorded {v[where]:.6g} at index {where} (run/path, record), outside "
+                f"[{bounds[0]:g}, {bounds[1]:g}]{why}"
+            )

@@ -45,10 +45,10 @@ from .._estimators._observables import (
     BatchGradNorm,
     EffectiveSampleSize,
     LambdaMax,
-    Record,
     TraceHessian,
     TraceSigma,
     TraceSigmaMinibatch,
+    check_values,
     observables,
 )
 from .._io import load_result, provenance, save_result, wrong_kind
@@ -376,8 +376,7 @@ def evaluate(
     for name in names:
         vals = _evaluate_points(est.for_name(name), name, problem, flat, batch)
         out[name] = np.asarray(vals).reshape(lead)
-    known = {n: REGISTRY[n] for n in names if n in REGISTRY}  # their valid ranges
-    Record(tuple(known), tuple(known.values())).check_values(out)
+    check_values({n: REGISTRY[n] for n in names if n in REGISTRY}, out)
     return out
 
 
