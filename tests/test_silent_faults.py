@@ -243,3 +243,16 @@ def test_an_accuracy_leaving_zero_one_along_the_run_is_refused():
     model = ss.sde_model(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.05)
     with pytest.raises(ValueError, match="observable 'accuracy' recorded"):
         ss.simulate(model, t1=1.5, num_paths=2, key=jr.key(1), record=record, progress=False)
+
+
+def test_the_training_recorder_refuses_an_accuracy_outside_zero_one():
+    """The training recorder's evaluation (``train``'s observables at saved parameters) holds the same check."""
+    from sde_sam._training._train import Estimators, evaluate
+
+    data = {"x": jnp.arange(12.0).reshape(6, 2)}
+    problem = ss.Problem(lambda p, ex: jnp.sum((p - ex["x"]) ** 2), data, jnp.zeros(2),
+                         accuracy_fn=lambda p, ex: jnp.clip(jnp.sum(p), 0.0, 100.0) / 2.0)
+    params = jnp.stack([jnp.zeros(2), jnp.full(2, 3.0)])  # accuracy 0 (valid), then 3 (not a 0/1 score)
+    with pytest.raises(ValueError, match="observable 'accuracy' recorded 3 at index \\(1,\\).*`accuracy_fn`"):
+        evaluate(Estimators(), ["loss", "accuracy"], problem, params)
+    assert evaluate(Estimators(), ["accuracy"], problem, params[:1])["accuracy"].tolist() == [0.0]
