@@ -39,6 +39,54 @@ def test_a_3x3_grid_compiles_no_more_than_its_first_point(make):
     assert rest == 0
 
 
+_FAMILIES = {  # a variant from its hyperparameters (rho first), and three points of them
+    "F-SAM": (lambda rho, sigma, lam: ss.variants.f_sam(rho, sigma=sigma, ema_decay=lam),
+              [(0.05, 1.0, 0.9), (0.1, 0.7, 0.85), (0.02, 0.3, 0.5)]),
+    "RW-SAM": (lambda rho, lam: ss.variants.rw_sam(rho, inverse_temperature=lam),
+               [(0.05, 1.0), (0.1, 2.3), (0.02, 0.4)]),
+    "ASAM": (lambda rho, c: ss.variants.asam(rho, c=c), [(0.05, 0.01), (0.1, 0.03), (0.02, 0.2)]),
+}
+
+
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
+def test_a_sweep_over_a_rules_hyperparameters_compiles_no_more_than_its_first_point(family):
+    """F-SAM's sigma and lambda, RW-SAM's lambda, ASAM's c are traced like rho: discrete runs and SDE paths over
+    three points of them compile nothing after the first point."""
+    make, points = _FAMILIES[family]
+    problem, sampler = ss.problems.linear_regression(n=32, d=3), ss.WithReplacement(4)
+    record = ss.observables("loss", every=5)
+
+    def run(hyper):
+        ss.run_discrete(problem, make(*hyper), sampler, eta=0.05, steps=10, num_runs=2, key=jr.key(0), record=record,
+                        progress=False, runs_per_block="rule")
+        model = ss.sde_model(problem, make(*hyper), sampler, eta=0.05, drift=ss.sde.GeneralDrift(num_samples=16))
+        ss.simulate(model, t1=0.5, num_paths=2, key=jr.key(1), record=record, progress=False,
+                    paths_per_block="rule")
+
+    assert _count(lambda: run(points[0])) > 0
+    assert _count(lambda: [run(h) for h in points[1:]]) == 0
+
+
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
+def test_traced_rule_hyperparameters_give_the_bits_of_constants(family):
+    """One step (update and new rule state, F-SAM's EMA started away from zero) with the hyperparameters Python
+    constants of the compiled program against the same numbers as its arguments."""
+    make, points = _FAMILIES[family]
+    variant = make(*points[1])
+    problem = ss.problems.digits_mlp(hidden=8)
+    batch = problem.take(jnp.arange(16))
+    x, key = problem.init_params, jr.key(3)
+    state = jax.tree_util.tree_map(lambda a: 0.3 * a, problem.full_grad(x)) if family == "F-SAM" else variant.init(x)
+    constant = jax.jit(lambda p, s: variant.gradient(problem, p, s, batch, key)[:2])(x, state)
+    traced = jax.jit(lambda v, p, s: v.gradient(problem, p, s, batch, key)[:2])(
+        traced_hyperparameters(variant, jnp.float32), x, state
+    )
+    leaves = jax.tree_util.tree_leaves
+    assert len(leaves(traced_hyperparameters(variant, jnp.float32))) > 1  # more than rho is traced
+    for a, b in zip(leaves(constant), leaves(traced), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_traced_rho_gives_the_bits_of_a_constant_rho():
     """One SAM step with rho a Python constant of the compiled program against rho an argument of it."""
     problem = ss.problems.digits_mlp(hidden=8)

@@ -213,7 +213,7 @@ def friendly_rule(rule, variant, problem, sampler, params, *, key, num_samples, 
     if variant.preconditioner is not None or not (variant.normalization.linear or variant.normalization.unit):
         return None
     if variant.normalization.linear:
-        return _quadratic_regularizer_drift(variant, problem, sampler, params, 1.0 - rule.sigma)
+        return _quadratic_regularizer_drift(variant, problem, sampler, params, rule.one_minus_sigma)
     dist, _ = drift_batches(variant, problem, sampler, params, key, num_samples, max_enumeration)
     masked, n, rho, G, g, s, unravel = _per_example_setup(variant, problem, params, dist)
     # normalized F-SAM: g + rho E[H_gamma N(P(g_gamma - sigma g))]

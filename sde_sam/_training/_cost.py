@@ -56,7 +56,7 @@ def step_program(problem: Problem, variant: Variant, batch_size: int) -> str:
     def step(v, p, state, batch, key):
         return v.gradient(problem, p, state, batch, key)[0]
 
-    # the variant as an argument: rho is traced, as in a run, so one text serves every rho
+    # the variant as an argument: its hyperparameters are traced, as in a run, so one text serves every value
     lowered = jax.jit(step).lower(variant, params, variant.init(params), _batch(problem, batch_size), jr.key(0))
     return lowered.as_text()
 

@@ -420,7 +420,7 @@ def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> floa
     """XLA's flop count of one discrete step ``G(x; xi)`` of one run on a batch of the sampler's size
     (:func:`~sde_sam._training._cost.step_cost`, kept per program)."""
     count = lambda: step_cost(problem, variant, sampler.batch_size).flops  # noqa: E731
-    structure = jax.tree_util.tree_structure(variant)  # the program: rho is traced, so not part of the key
+    structure = jax.tree_util.tree_structure(variant)  # the program: hyperparameters are traced, not in the key
     return cached_flops(("run_step", structure, sampler), (problem,), count)
 
 
@@ -430,8 +430,9 @@ def step_keys_of(key: PRNGKeyArray, steps: Int[Array, " steps"]) -> Key[Array, "
 
 
 def traced_hyperparameters(variant: Variant, dtype) -> Variant:
-    """``variant`` with its hyperparameters (``rho``) as arrays of ``dtype``: traced by a compiled run, so that a
-    sweep over them reuses one program (the values, and so the results, are those of the numbers)."""
+    """``variant`` with its hyperparameters (``rho``, the rule's and the preconditioner's) as arrays of ``dtype``:
+    traced by a compiled run, so that a sweep over them reuses one program (the values, and so the results, are
+    those of the numbers)."""
     return jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), variant)
 
 

@@ -23,6 +23,7 @@ from jaxtyping import Array, Float, PyTree
 
 from .._problems._problem import Problem, path_name, tree_norm_sq
 from .._typing import Real
+from ._hyperparameters import WithHyperparameters
 
 #: Floor of the norm in ``N(v) = v / max(||v||, NORM_EPS)``: a zero direction gives ``eps = 0``, never NaN.
 NORM_EPS = 1e-12
@@ -178,8 +179,9 @@ class FullGradientNorm(AbstractNormalization):
 # -- the preconditioner T ------------------------------------------------------------------------------------
 
 
-class AbstractPreconditioner(abc.ABC):
-    """``T(x)``: an elementwise scale (a pytree like the parameters); the perturbation is ``rho T N(T M d)``."""
+class AbstractPreconditioner(WithHyperparameters, abc.ABC):
+    """``T(x)``: an elementwise scale (a pytree like the parameters); the perturbation is ``rho T N(T M d)``.
+    Its numbers named in :attr:`hyperparameters` are traced by a compiled run (:class:`WithHyperparameters`)."""
 
     @abc.abstractmethod
     def __call__(self, params: PyTree) -> PyTree:
@@ -190,6 +192,8 @@ class AbstractPreconditioner(abc.ABC):
 class ParameterScale(AbstractPreconditioner):
     """ASAM's ``T(x) = |x| + c`` (Kwon et al. 2021; ``c`` their ``eta``, default ``0.01``): with
     :class:`UnitNorm`, ``eps = rho T^2 d / ||T d||``."""
+
+    hyperparameters: ClassVar[tuple[str, ...]] = ("c",)
 
     c: Real = 0.01
 

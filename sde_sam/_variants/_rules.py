@@ -35,6 +35,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem
 from .._typing import Real
+from ._hyperparameters import WithHyperparameters
 from ._once import computed_once
 
 
@@ -72,7 +73,7 @@ def _nan_like(params):
     return jnp.asarray(jnp.nan, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
 
 
-class AbstractRule(abc.ABC):
+class AbstractRule(WithHyperparameters, abc.ABC):
     """The direction rule of a perturbation ``eps_j = rho T N(T M d_j)`` (DESIGN §2).
 
     Subclass it (as a frozen dataclass) and implement :meth:`directions`; override the static facts where they
@@ -87,6 +88,8 @@ class AbstractRule(abc.ABC):
     linear_in_batch: ClassVar[bool] = False
     #: The rule carries a state from step to step (F-SAM's EMA); the SDE replaces it by :meth:`sde_state`.
     stateful: ClassVar[bool] = False
+    #: The attributes a compiled run takes as traced values (:class:`WithHyperparameters`; ``()``: none).
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
 
     # -- static facts --------------------------------------------------------------------------------------
     @property
@@ -221,13 +224,20 @@ class Friendly(AbstractRule):
     ``mu_0 = 0``; ``ema_decay`` is the paper's ``lambda``. The SDE takes ``mu = g`` (DESIGN §3.1)."""
 
     stateful: ClassVar[bool] = True
+    hyperparameters: ClassVar[tuple[str, ...]] = ("sigma", "ema_decay", "one_minus_sigma", "one_minus_ema_decay")
 
     sigma: Real = 1.0
     ema_decay: Real = 0.9
+    # 1 - sigma and 1 - lambda in double precision, set at construction; not fields (config, equality and
+    # ``replace`` see sigma and lambda alone)
+    one_minus_sigma = 0.0
+    one_minus_ema_decay = 0.1
 
     def __post_init__(self):
         object.__setattr__(self, "sigma", check_number("sigma", self.sigma, upper=1.0))
         object.__setattr__(self, "ema_decay", check_number("ema_decay", self.ema_decay, upper=1.0, upper_open=True))
+        object.__setattr__(self, "one_minus_sigma", 1.0 - self.sigma)
+        object.__setattr__(self, "one_minus_ema_decay", 1.0 - self.ema_decay)
 
     def init(self, params):
         return jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -241,7 +251,7 @@ class Friendly(AbstractRule):
     def directions(self, problem, params, state, batch, key):
         loss, g = jax.value_and_grad(problem.batch_loss)(params, batch)
         d = jax.tree_util.tree_map(lambda gi, mu: gi - self.sigma * mu, g, state)
-        new_mu = jax.tree_util.tree_map(lambda mu, gi: self.ema_decay * mu + (1 - self.ema_decay) * gi, state, g)
+        new_mu = jax.tree_util.tree_map(lambda mu, gi: self.ema_decay * mu + self.one_minus_ema_decay * gi, state, g)
         return Directions(_add_axis(d), None, new_mu, loss)
 
 
@@ -285,10 +295,10 @@ def rademacher_shifted(key: PRNGKeyArray, params: PyTree, delta: Real) -> PyTree
     leaves, treedef = jax.tree_util.tree_flatten(params)
     words, sizes = _rademacher_words(key, leaves)
 
-    def shift(w, leaves):
+    def shift(w, leaves, delta):  # delta an operand: it may be traced (a conditional closes over no tracer)
         return tuple(a + delta * z for a, z in zip(leaves, _signs_of_words(w, leaves, sizes), strict=True))
 
-    return jax.tree_util.tree_unflatten(treedef, list(computed_once(shift, words, tuple(leaves))))
+    return jax.tree_util.tree_unflatten(treedef, list(computed_once(shift, words, tuple(leaves), delta)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +311,10 @@ class Reweighted(AbstractRule):
     each; ``1`` is the paper's one-probe score). ``relative_scores``: scores divided by their batch mean before
     the softmax, so ``lambda`` means the same at any loss scale (``False``, the default, is the paper's literal
     reading, ``softmax(lambda s)`` of the raw scores)."""
+
+    # ``fd_delta`` stays static: traced, XLA:CPU rounds the finite-difference scores differently from the program
+    # with the constant (ulp-level, carried into the trajectories by the softmax), which would change results
+    hyperparameters: ClassVar[tuple[str, ...]] = ("inverse_temperature",)
 
     inverse_temperature: Real = 1.0
     fd_delta: Real = 1e-3

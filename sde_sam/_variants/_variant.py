@@ -71,8 +71,10 @@ class Variant:
     """A SAM-type method: ``eps_j = rho T N(T M d_j)`` (DESIGN §2). Build it with the factories below, or
     compose your own parts.
 
-    A variant is a pytree whose one leaf is ``rho`` (everything else, the sign of ``rho`` included, is static): a
-    compiled step takes ``rho`` as a traced value, so runs over a grid of ``rho`` share one program.
+    A variant is a pytree whose leaves are ``rho`` and the numbers its rule and preconditioner name as
+    ``hyperparameters`` (F-SAM's ``sigma`` and ``lambda``, RW-SAM's ``lambda`` and ``delta``, ASAM's ``c``);
+    everything else, the sign of ``rho`` included, is static. A compiled step takes them as traced values, so runs
+    over a grid of them share one program.
 
     Fields:
         name: display name (``"m-SAM"``...).
@@ -111,17 +113,19 @@ class Variant:
             )
         object.__setattr__(self, "mask", freeze_mask(self.mask))
 
-    # -- pytree: rho is the leaf -----------------------------------------------------------------
-    _STATIC = ("name", "rule", "normalization", "mask", "preconditioner", "allow_empty_mask", "rho_positive")
+    # -- pytree: rho and the hyperparameters of the rule and the preconditioner are the leaves ------------
+    _CHILDREN = ("rho", "rule", "preconditioner")
+    _STATIC = ("name", "normalization", "mask", "allow_empty_mask", "rho_positive")
 
     def tree_flatten(self):
-        return (self.rho,), tuple(getattr(self, name) for name in self._STATIC)
+        return tuple(getattr(self, name) for name in self._CHILDREN), tuple(
+            getattr(self, name) for name in self._STATIC
+        )
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        obj = object.__new__(cls)  # no validation: rho may be a tracer here
-        object.__setattr__(obj, "rho", children[0])
-        for name, value in zip(cls._STATIC, aux, strict=True):
+        obj = object.__new__(cls)  # no validation: the leaves may be tracers here
+        for name, value in (*zip(cls._CHILDREN, children, strict=True), *zip(cls._STATIC, aux, strict=True)):
             object.__setattr__(obj, name, value)
         return obj
 
