@@ -13,9 +13,20 @@ import pytest  # noqa: E402
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 from helpers import float64  # noqa: E402
 
+from sde_sam._compiles import release_programs_near_map_limit  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def x64():
     """float64 for a whole test module: ``pytestmark = pytest.mark.usefixtures("x64")``."""
     with float64():
         yield
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    """After each test, JAX's compiled programs are released when this worker holds more than half the memory
+    mappings a process may (``sde_sam._compiles.release_programs_near_map_limit``): a worker that runs a few hundred
+    tests compiles tens of thousands of kernels, and past Linux's limit the next compilation segfaults."""
+    yield
+    release_programs_near_map_limit()

@@ -36,6 +36,7 @@ from .._blocks import (
     seconds_per_item_step,
     timing_steps,
 )
+from .._compiles import release_programs_near_map_limit
 from .._estimators._observables import Record
 from .._io import key_config
 from .._parallel._sharding import run_blocked
@@ -210,6 +211,7 @@ def simulate(
     )
     start = time.perf_counter()
     steps_total = progress_total(num_segments, record.every, num_paths // block)
+    release_programs_near_map_limit()  # before compiling: a process of thousands of programs crashes XLA
     with progress_bar(steps_total, f"simulate {model.variant.name}", enabled=progress) as bar:
         out = _simulate_jit(*args, bar) if mesh is None else _simulate_sharded(mesh, *args, bar)
         out = jax.block_until_ready(out)

@@ -23,6 +23,7 @@ from .._blocks import (
     seconds_per_item_step,
     timing_steps,
 )
+from .._compiles import release_programs_near_map_limit
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result, wrong_kind
 from .._parallel._sharding import check_mesh, run_blocked
@@ -340,6 +341,7 @@ def run_discrete(
         runs_per_block = None if block == per_device else block
     blocks = devices * math.ceil(per_device / (per_device if runs_per_block is None else runs_per_block))
     steps_total = progress_total(num_segments, record.every * svag, blocks)
+    release_programs_near_map_limit()  # before compiling: a process of thousands of programs crashes XLA
     with progress_bar(steps_total, f"run {variant.name}", enabled=progress) as bar:
         run_args = (*run_args, bar)
         if mesh is None and runs_per_block is None:
