@@ -72,7 +72,7 @@ class Variant:
     compose your own parts.
 
     A variant is a pytree whose leaves are ``rho`` and the numbers its rule and preconditioner name as
-    ``hyperparameters`` (F-SAM's ``sigma`` and ``lambda``, RW-SAM's ``lambda`` and ``delta``, ASAM's ``c``);
+    ``hyperparameters`` (F-SAM's ``sigma`` and ``lambda``, RW-SAM's ``lambda``, ASAM's ``c``);
     everything else, the sign of ``rho`` included, is static. A compiled step takes them as traced values, so runs
     over a grid of them share one program.
 
