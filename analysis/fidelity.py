@@ -229,6 +229,10 @@ def study_variant(problem, variant, sampler, *, eta, steps, every, observe, num_
     return out
 
 
+# each part's key observable (None: the training config's) and statistic, as its error budget reads them
+_BUDGETS = (("escape", "outside", "time_avg"), ("training", None, "final"))
+
+
 def budget_rows(res: dict, key_observable: str, stat: str = "time_avg") -> list[dict]:
     """Rows of the error-budget table of one variant: each model at ``dt = eta`` and at its finest ``dt``, SVAG,
     the gap of ``key_observable`` with its standard error and |z|, the share of the ``dt = eta`` gap that the
@@ -431,6 +435,9 @@ def run(cfg: dict, log=print, previous: dict | None = None, checkpoint=None) -> 
                 checkpoint(out | {part: result, "wall_s": time.perf_counter() - t0})
 
         out[part] = fn(cfg[part], log, done=previous.get(part), on_variant=save)
+    for part, key_obs, stat in _BUDGETS:  # the rows F9 draws, in the result so that the figure reads, not computes
+        for res in out.get(part, {}).get("variants", {}).values():
+            res["budget"] = budget_rows(res, key_obs or cfg["training"]["key_observable"], stat)
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -438,7 +445,7 @@ def run(cfg: dict, log=print, previous: dict | None = None, checkpoint=None) -> 
 def tables(result: dict) -> str:
     """The error-budget tables (markdown), one per variant and problem."""
     lines = []
-    for part, key_obs, stat in (("escape", "outside", "time_avg"), ("training", None, "final")):
+    for part, key_obs, stat in _BUDGETS:
         if part not in result:
             continue
         key_obs = key_obs or result["config"]["training"]["key_observable"]

@@ -487,7 +487,7 @@ def stage_timing(cfg: dict) -> dict:
     """Median time per step of every variant (one jitted scan, rounds interleaved as in benchmarks/variants.py),
     the serial m-SAM (its micro-batches one after another, each a SAM step) and the SDE simulator; beside it XLA's
     flop and byte counts of one compiled step (hardware-independent), for the variants and the serial form."""
-    from sde_sam._training._cost import compiled_cost, serial_m_sam_step_cost, step_cost
+    from sde_sam._cost import compiled_cost, serial_m_sam_step_cost, step_cost
     from sde_sam._training._timing import interleaved_times, median_ratio, variant_calls
 
     problem = ss.problems.digits_mlp(hidden=cfg["hidden"])

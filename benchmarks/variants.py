@@ -18,7 +18,7 @@ import json
 import statistics
 
 import sde_sam as ss
-from sde_sam._training._cost import serial_m_sam_step_cost, step_cost
+from sde_sam._cost import serial_m_sam_step_cost, step_cost
 from sde_sam._training._timing import interleaved_times, median_ratio, variant_calls
 
 

@@ -8,8 +8,6 @@ ID, STAGES, TITLE = "F9", ("fidelity",), "Which SDE describes the discrete run: 
 
 
 def render(results: dict, arrays: dict, out) -> list:
-    from analysis.fidelity import budget_rows
-
     d = results["fidelity"]
     parts = [(p, k, s) for p, k, s in (("escape", "outside", "time_avg"), ("training", None, "final")) if d.get(p)]
     panels = [(p, k or d["config"]["training"]["key_observable"], s, label, res)
@@ -20,7 +18,7 @@ def render(results: dict, arrays: dict, out) -> list:
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
     for ax, (part, key, stat, label, res) in zip(axes.ravel(), panels):
-        rows = budget_rows(res, key, stat)
+        rows = res["budget"]  # the stage's error-budget rows (model, gap, stderr, gap_at_eta)
         names = [r["model"] for r in rows]
         y = np.arange(len(rows))
         fine = np.array([abs(r["gap"]) for r in rows])

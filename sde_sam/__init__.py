@@ -4,8 +4,6 @@ The four nouns: a *problem* (finite-sum loss), a *sampler* (how batches are draw
 method) and a *record* (observables to keep). See DESIGN §9 for the API sketch.
 """
 
-__version__ = "0.1.0"
-
 from . import _early  # noqa: F401  first: a Ctrl-C while the command line imports ends it cleanly (status 130)
 from . import curvature as curvature
 from . import noise as noise
@@ -35,6 +33,7 @@ from ._training._momentum import Momentum as Momentum
 from ._training._runner import Runs as Runs
 from ._training._runner import run_discrete as run_discrete
 from ._variants._optax import with_optax as with_optax
+from ._version import __version__ as __version__
 from .validation import Validation as Validation
 from .validation import ValidityMap as ValidityMap
 from .validation import validate as validate

@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 from tqdm.auto import tqdm
 
+from ._cost import compiled_cost
 from ._io import atomic_write_bytes
-from ._training._cost import compiled_cost
 
 #: Work per block and step (flops), and the largest block, on a CPU and on an accelerator.
 WORK_FLOPS = {"cpu": 4e8, "accelerator": 1e12}
@@ -65,7 +65,7 @@ def _kind() -> str:
 
 
 def compiled_flops(fn: Callable, *args, cache_key: Hashable | None = None) -> float:
-    """XLA's flop count of ``jax.jit(fn)(*args)`` (:func:`~sde_sam._training._cost.compiled_cost`), kept per
+    """XLA's flop count of ``jax.jit(fn)(*args)`` (:func:`~sde_sam._cost.compiled_cost`), kept per
     ``cache_key`` (see :func:`cached_flops`)."""
     return cached_flops(cache_key, args, lambda: compiled_cost(fn, *args).flops)
 

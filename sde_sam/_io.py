@@ -245,7 +245,7 @@ def provenance() -> dict[str, Any]:
 
     import jax
 
-    from . import __version__
+    from ._version import __version__
 
     dev = jax.devices()[0]
     return {

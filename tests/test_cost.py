@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import sde_sam as ss
-from sde_sam._training._cost import compiled_cost, serial_m_sam_step_cost, step_cost
+from sde_sam._cost import compiled_cost, serial_m_sam_step_cost, step_cost
 
 
 @pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)

@@ -80,3 +80,57 @@ def test_no_import_cycles_between_library_modules():
     for m in graph:
         if m not in state:
             visit(m)
+
+
+def _room(mod: str) -> str | None:
+    """The piece of the library a module belongs to: its private package (``sde_sam._sde``) or, for a private
+    top-level module, the module itself (``sde_sam._io``); ``None`` for the public faces and other packages."""
+    parts = mod.split(".")
+    if parts[0] != "sde_sam" or len(parts) < 2 or not parts[1].startswith("_") or parts[1].startswith("__"):
+        return None
+    return "sde_sam." + parts[1]
+
+
+def test_private_pieces_import_one_way():
+    """Between the library's private pieces (its ``_`` packages and ``_`` modules, lazy imports included) imports
+    point one way: no two pieces import each other, directly or round a loop (``_sde`` and ``_training`` used to,
+    through SVAG and the validators; ``_blocks`` and ``_training`` through cost counting)."""
+    graph: dict[str, set[str]] = {}
+    for p in _sources():
+        rel = os.path.relpath(p, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
+        src = _room(rel)
+        if src is not None:
+            graph.setdefault(src, set()).update(r for m in _imports(p) if (r := _room(m)) not in (None, src))
+    order: list[str] = []  # rooms in an order where each imports only rooms before it, or a loop is named
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                raise AssertionError("pieces that import each other: " + " -> ".join(stack[stack.index(n):] + [n]))
+            if n not in state:
+                visit(n, stack + [n])
+        state[m] = 2
+        order.append(m)
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert len(order) == len(graph) >= 10, order
+
+
+def test_figures_and_checks_never_import_a_study():
+    """A figure or a paper check reads a stage's result; it never imports a study (``analysis``), which stands
+    above them."""
+    root = os.path.dirname(PACKAGE)
+    bad = []
+    for folder in ("figures", "paper_checks"):
+        for f in sorted(os.listdir(os.path.join(root, folder))):
+            if f.endswith(".py"):
+                tree = ast.parse(open(os.path.join(root, folder, f)).read())
+                for node in ast.walk(tree):
+                    names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                             [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                    bad += [(folder, f, n) for n in names if n.split(".")[0] == "analysis"]
+    assert not bad, bad

@@ -11,7 +11,7 @@ from helpers import WRONG_TYPE, location_problem, user_problem
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
-from sde_sam._sde._svag import svag_coefficients, svag_gradient
+from sde_sam._variants._svag import svag_coefficients, svag_gradient
 
 pytestmark = pytest.mark.usefixtures("x64")
 

@@ -51,9 +51,9 @@ from .._sde._simulate import (
     step_sizes,
 )
 from .._sde._simulate import simulate as _simulate
+from .._sharding import check_mesh, run_blocked
 from .._training._runner import Runs, check_key, check_positive
 from .._training._runner import run_discrete as _run_discrete
-from ._sharding import check_mesh, run_blocked
 
 ENV = {
     "coordinator": ("SDE_SAM_COORDINATOR", "JAX_COORDINATOR_ADDRESS"),

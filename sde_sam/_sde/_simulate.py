@@ -39,9 +39,9 @@ from .._blocks import (
 from .._compiles import release_programs_near_map_limit
 from .._estimators._observables import Record
 from .._io import key_config
-from .._parallel._sharding import run_blocked
 from .._progress import progress_bar, report, stride
 from .._progress import total as progress_total
+from .._sharding import run_blocked
 from .._training._runner import Runs, as_record, check_key, check_positive, diverged, observe_run
 from ._sde_model import SDEModel, step_keys
 

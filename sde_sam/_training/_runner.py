@@ -24,16 +24,16 @@ from .._blocks import (
     timing_steps,
 )
 from .._compiles import release_programs_near_map_limit
+from .._cost import step_cost, step_program
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result, wrong_kind
-from .._parallel._sharding import check_mesh, run_blocked
 from .._problems._problem import Problem, resolve_dtype, tree_norm_sq
 from .._problems._sampler import Sampler, check_is_sampler
 from .._progress import progress_bar, report, stride
 from .._progress import total as progress_total
-from .._sde._svag import check_svag, svag_gradient
+from .._sharding import check_mesh, run_blocked
+from .._variants._svag import check_svag, svag_gradient
 from .._variants._variant import Variant
-from ._cost import step_cost, step_program
 from ._momentum import Momentum, as_momentum
 
 
@@ -263,7 +263,7 @@ def run_discrete(
     blocks one after another (default, ``"rule"``, ``"calibrate"``: as ``paths_per_block`` of
     :func:`sde_sam.simulate`, the calibration timing short runs of the candidate blocks; recorded in ``config``).
     Runs with the same ``runs_per_block`` are bit-identical on any mesh.
-    ``svag``: ``l >= 2`` runs SVAG (:mod:`sde_sam._sde._svag`; Li, Malladi & Arora 2021) instead of the method:
+    ``svag``: ``l >= 2`` runs SVAG (:mod:`sde_sam._variants._svag`; Li, Malladi & Arora 2021) instead of the method:
     ``G_l = a G(x; xi_1) + b G(x; xi_2)`` from two independent batches, ``steps * l`` steps of ``eta / l``,
     recorded at the same times ``k * eta`` (``Runs.steps`` counts steps of ``eta``). As ``l`` grows the runs
     approach the SDE with drift ``E[G]`` and diffusion ``Cov[G]``. ``l = 1`` is the plain method.
@@ -420,7 +420,7 @@ def _default_runs_block(
 
 def run_step_flops(problem: Problem, variant: Variant, sampler: Sampler) -> float:
     """XLA's flop count of one discrete step ``G(x; xi)`` of one run on a batch of the sampler's size
-    (:func:`~sde_sam._training._cost.step_cost`, kept per program)."""
+    (:func:`~sde_sam._cost.step_cost`, kept per program)."""
     count = lambda: step_cost(problem, variant, sampler.batch_size).flops  # noqa: E731
     structure = jax.tree_util.tree_structure(variant)  # the program: hyperparameters are traced, not in the key
     return cached_flops(("run_step", structure, sampler), (problem,), count)

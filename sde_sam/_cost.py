@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._problems._problem import Problem
-from .._variants._variant import Variant, sam
+from ._problems._problem import Problem
+from ._variants._variant import Variant, sam
 
 
 class Cost(NamedTuple):

@@ -19,7 +19,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray, PyTree
 
 from .._problems._problem import Problem
-from .._variants._variant import StepOutput, Variant
+from ._variant import StepOutput, Variant
 
 
 def check_svag(svag) -> int:
