@@ -26,6 +26,7 @@ import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
+from sde_sam._checks import check_positive
 
 #: Largest number of enumerated micro-batches accepted (the enumeration is exact, never sampled).
 MAX_BATCHES = 200_000
@@ -284,8 +285,8 @@ def _initial(problem: ss.Problem, D: int, x0=None) -> np.ndarray:
 def discrete_moments(problem: ss.Problem, variant, sampler, *, eta: float, steps: int, every: int = 1,
                      init_params=None) -> Moments:
     """Exact ``E loss(x_k)`` and ``E ||x_k||^2`` at ``k = 0, every, ..., steps`` of ``run_discrete`` (DESIGN §6.1)."""
-    ss._training._runner.check_positive("eta", eta)
-    ss._training._runner.check_positive("steps", steps, integer=True)
+    check_positive("eta", eta)
+    check_positive("steps", steps, integer=True)
     if not is_affine(variant):
         raise ValueError(f"variant {variant.name!r} is not affine on linear regression: no exact moment recursion")
     T, D = transition_matrix(problem, variant, sampler, eta)

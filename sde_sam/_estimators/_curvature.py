@@ -20,13 +20,13 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._checks import check_integer
 from .._problems._problem import Problem
 from ._estimate import (
     Eigs,
     Estimate,
     check_chunk_size,
     check_k,
-    check_positive_int,
     checks_params,
     jackknife,
     mean_and_stderr,
@@ -54,7 +54,7 @@ def hutchinson(
     ``batch_size``: probes evaluated at once (default one at a time)."""
     from matfree import stochtrace
 
-    num_probes = check_positive_int("num_probes", num_probes)
+    num_probes = check_integer("num_probes", num_probes)
     if num_probes < 2:
         raise ValueError("`num_probes` must be >= 2 for a standard error")
     probes = stochtrace.sampler_signs(like, num=num_probes)(key)
@@ -74,7 +74,7 @@ def trace_hessian(
 ) -> Estimate:
     """``tr H`` by Hutchinson with ``num_probes`` Rademacher probes, with its standard error (DESIGN §4)."""
     check_chunk_size(chunk_size)
-    check_positive_int("num_probes", num_probes)
+    check_integer("num_probes", num_probes)
     if num_probes < 2:
         raise ValueError("`num_probes` must be >= 2 for a standard error")
     return _trace_hessian(problem, params, _data(problem, batch), key, num_probes, chunk_size)
@@ -136,14 +136,13 @@ def spectral_density(
     vectors); averaging over probes estimates ``(1/d) tr f(H)``. ``grid``: points, or how many between the extreme
     nodes (padded by ``3 sigma``); ``sigma``: kernel width (default ``(max - min) / 100`` of the nodes).
     """
-    num_probes = check_positive_int("num_probes", num_probes)
+    num_probes = check_integer("num_probes", num_probes)
     if num_probes < 2:
         raise ValueError("`num_probes` must be >= 2 for a standard error")
     d = problem.dim
-    if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, (int, np.integer)) or not 1 <= num_matvecs <= d:
-        raise ValueError(f"`num_matvecs` must be an integer in [1, d={d}], got {num_matvecs!r}")
+    num_matvecs = check_integer("num_matvecs", num_matvecs, 1, d, range_text=f"an integer in [1, d={d}]")
     check_chunk_size(chunk_size)
-    nodes, weights = _slq(problem, params, _data(problem, batch), key, num_probes, int(num_matvecs), chunk_size)
+    nodes, weights = _slq(problem, params, _data(problem, batch), key, num_probes, num_matvecs, chunk_size)
     flat = ravel_pytree(params)[0]
     if sigma is None:
         spread = float(jnp.max(nodes) - jnp.min(nodes))
@@ -151,7 +150,7 @@ def spectral_density(
     elif not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"`sigma` must be a finite number > 0, got {sigma!r}")
     if isinstance(grid, (int, np.integer)) and not isinstance(grid, bool):
-        num = check_positive_int("grid", grid)
+        num = check_integer("grid", grid)
         grid = jnp.linspace(jnp.min(nodes) - 3 * sigma, jnp.max(nodes) + 3 * sigma, num)
     grid = jnp.asarray(grid, flat.dtype)
     kernel = jnp.exp(-0.5 * jnp.square((grid[None, None, :] - nodes[..., None]) / sigma)) / (
@@ -268,7 +267,7 @@ def alignment(
         err = jnp.zeros_like(parts)
         tr_s = Estimate(jnp.trace(sigma), jnp.zeros(()))
     elif method == "stochastic":
-        num_probes = check_positive_int("num_probes", num_probes)
+        num_probes = check_integer("num_probes", num_probes)
         if num_probes < 3:
             raise ValueError("`num_probes` must be >= 3 for the jackknife standard error")
         parts, err, tr_s_val = _alignment_stochastic(problem, params, key, num_probes, chunk_size)

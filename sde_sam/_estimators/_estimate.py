@@ -10,11 +10,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
-from .._problems._problem import Problem, _validate_chunk_size
+from .._checks import check_chunk_size as check_chunk_size
+from .._checks import check_integer
+from .._problems._problem import Problem
 
 
 def checks_params(fn: Callable) -> Callable:
@@ -56,18 +57,9 @@ class Eigs(NamedTuple):
     vectors: Float[Array, "k d"]
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` as an int, or ``ValueError`` naming ``name`` unless it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer (>= 1), got {value!r}")
-    return int(value)
-
-
 def check_k(k: Any, d: int) -> int:
     """``k`` eigenpairs of a ``d x d`` operator: ``1 <= k <= d``."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
-        raise ValueError(f"`k` (number of eigenpairs) must be an integer in [1, d={d}], got {k!r}")
-    return int(k)
+    return check_integer("k", k, 1, d, range_text=f"an integer in [1, d={d}]", note=" (number of eigenpairs)")
 
 
 def check_sampler(sampler: Any, n: int) -> None:
@@ -75,10 +67,6 @@ def check_sampler(sampler: Any, n: int) -> None:
 
     check_is_sampler(sampler)
     sampler.check(n)
-
-
-def check_chunk_size(chunk_size: Any) -> None:
-    _validate_chunk_size(chunk_size)
 
 
 def num_examples(data: PyTree) -> int:
@@ -89,7 +77,7 @@ def chunked_sum(fn: Callable[[PyTree], PyTree], data: PyTree, chunk_size: int | 
     """``sum_chunks fn(chunk)`` over ``data`` cut along its leading axis into chunks of ``chunk_size``.
 
     A ``lax.scan`` accumulates the sum, so the working set is one chunk's (never ``n``'s)."""
-    _validate_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     n = num_examples(data)
     if chunk_size is None or chunk_size >= n:
         return fn(data)

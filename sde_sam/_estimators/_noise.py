@@ -20,6 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._checks import check_integer
 from .._problems._problem import Problem, _chunked_map, tree_norm_sq
 from .._problems._sampler import AbstractSampler
 from ._estimate import (
@@ -27,7 +28,6 @@ from ._estimate import (
     Estimate,
     check_chunk_size,
     check_k,
-    check_positive_int,
     check_sampler,
     checks_params,
     chunked_sum,
@@ -209,9 +209,8 @@ def sigma_top_eigs(
     check_chunk_size(chunk_size)
     data = _data(problem, batch)
     if method == "randomized":
-        check_positive_int("num_iters", num_iters)
-        if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 0:
-            raise ValueError(f"`oversample` must be an integer >= 0, got {oversample!r}")
+        check_integer("num_iters", num_iters)
+        check_integer("oversample", oversample, low=0)
         return _randomized_sigma_eigh(problem, params, data, key, k, min(d, k + oversample), num_iters, chunk_size)
     if method == "lanczos":
         return lanczos_operator(
@@ -244,9 +243,7 @@ def _randomized_sigma_eigh(problem, params, data, key, k, width, num_iters, chun
 def check_num_matvecs(num_matvecs, k: int, d: int) -> int:
     if num_matvecs is None:
         return min(d, max(3 * k, 40))
-    if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, (int, np.integer)) or not k <= num_matvecs <= d:
-        raise ValueError(f"`num_matvecs` must be an integer in [k={k}, d={d}], got {num_matvecs!r}")
-    return int(num_matvecs)
+    return check_integer("num_matvecs", num_matvecs, k, d, range_text=f"an integer in [k={k}, d={d}]")
 
 
 def lanczos_top(mv, flat, k: int, key: PRNGKeyArray, num_matvecs: int, v0: Array | None = None) -> Eigs:
@@ -319,9 +316,9 @@ def trace_sigma_minibatch(
     """
     n = problem.num_examples
     check_sampler(sampler, n)
-    num_batches = check_positive_int("num_batches", num_batches)
+    num_batches = check_integer("num_batches", num_batches)
     if chunk_size is not None:
-        check_positive_int("chunk_size", chunk_size)
+        check_integer("chunk_size", chunk_size)
     c = sampler.factor(sampler.batch_size, n)
     if c == 0:
         raise ValueError(f"c(m) = 0 for m = n = {n} without replacement: the full batch carries no noise")
@@ -415,11 +412,11 @@ def expected_batch_grad_norm(
     ``chunk_size``: batches evaluated at once."""
     n = problem.num_examples
     check_sampler(sampler, n)
-    num_batches = check_positive_int("num_batches", num_batches)
+    num_batches = check_integer("num_batches", num_batches)
     if num_batches < 2:
         raise ValueError("`num_batches` must be >= 2 for a standard error")
     if chunk_size is not None:
-        check_positive_int("chunk_size", chunk_size)
+        check_integer("chunk_size", chunk_size)
     return _expected_batch_grad_norm(problem, params, sampler, key, num_batches, chunk_size)
 
 
@@ -438,7 +435,7 @@ def expected_effective_sample_size(
     if not callable(getattr(rule, "effective_sample_size", None)):
         raise TypeError(f"`rule` must be a perturbation rule or a variant, got {type(rule).__name__}")
     check_sampler(sampler, problem.num_examples)
-    num_batches = check_positive_int("num_batches", num_batches)
+    num_batches = check_integer("num_batches", num_batches)
     if num_batches < 2:
         raise ValueError("`num_batches` must be >= 2 for a standard error")
     return _expected_effective_sample_size(rule, problem, params, sampler, key, num_batches)
@@ -487,10 +484,10 @@ def projected_noise(
     ``sampler``, projected on ``D = num_directions`` fixed random unit directions ``u_j``. Returns ``(K, D)``."""
     n = problem.num_examples
     check_sampler(sampler, n)
-    num_batches = check_positive_int("num_batches", num_batches)
-    num_directions = check_positive_int("num_directions", num_directions)
+    num_batches = check_integer("num_batches", num_batches)
+    num_directions = check_integer("num_directions", num_directions)
     if chunk_size is not None:
-        check_positive_int("chunk_size", chunk_size)
+        check_integer("chunk_size", chunk_size)
     return _projected_noise(problem, params, sampler, key, num_batches, num_directions, chunk_size)
 
 
@@ -545,19 +542,17 @@ def tail_index_from_samples(
     k = x.shape[0]
     if k < 8:
         raise ValueError(f"`samples` needs at least 8 rows (draws), got {k}")
-    num_bootstrap = check_positive_int("num_bootstrap", num_bootstrap)
+    num_bootstrap = check_integer("num_bootstrap", num_bootstrap)
     if num_bootstrap < 2:
         raise ValueError("`num_bootstrap` must be >= 2")
     if method == "stable":
         block = math.isqrt(k) if block is None else block
-        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not 2 <= block <= k // 2:
-            raise ValueError(f"`block` must be an integer in [2, K/2={k // 2}], got {block!r}")
-        inv = functools.partial(_inv_alpha_stable, block=int(block))
+        block = check_integer("block", block, 2, k // 2, range_text=f"an integer in [2, K/2={k // 2}]")
+        inv = functools.partial(_inv_alpha_stable, block=block)
     elif method == "hill":
         num_tail = math.isqrt(k) if num_tail is None else num_tail
-        if isinstance(num_tail, bool) or not isinstance(num_tail, (int, np.integer)) or not 1 <= num_tail < k:
-            raise ValueError(f"`num_tail` must be an integer in [1, K-1={k - 1}], got {num_tail!r}")
-        inv = functools.partial(_inv_alpha_hill, num_tail=int(num_tail))
+        num_tail = check_integer("num_tail", num_tail, 1, k - 1, range_text=f"an integer in [1, K-1={k - 1}]")
+        inv = functools.partial(_inv_alpha_hill, num_tail=num_tail)
     else:
         raise ValueError(f"`method` must be 'stable' or 'hill', got {method!r}")
 
@@ -616,7 +611,7 @@ def gaussianity_from_samples(
         raise ValueError(f"`samples` must have shape (K, D) with K >= 20 draws, got {x.shape}")
     if not 0 < level < 1:
         raise ValueError(f"`level` must be in (0, 1), got {level!r}")
-    num_bootstrap = check_positive_int("num_bootstrap", num_bootstrap)
+    num_bootstrap = check_integer("num_bootstrap", num_bootstrap)
     pvalues = np.asarray(stats.normaltest(x, axis=0).pvalue)
     rate = float(np.mean(pvalues < level))
     d = x.shape[1]

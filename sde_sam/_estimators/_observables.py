@@ -14,6 +14,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PyTree
 
+from .._checks import check_integer
 from .._problems._problem import Problem, tree_norm_sq
 
 Observable = Callable[[Problem, PyTree], Float[Array, ""]]
@@ -177,10 +178,8 @@ class LambdaMax(AbstractObservable):
     def __post_init__(self):
         for name in ("num_matvecs", "warm_matvecs"):
             v = getattr(self, name)
-            if (v is not None or name == "num_matvecs") and (
-                isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
-            ):
-                raise ValueError(f"LambdaMax `{name}` must be a positive integer, got {v!r}")
+            if v is not None or name == "num_matvecs":
+                check_integer(name, v, note=" (LambdaMax)")
 
     def __call__(self, problem, params):
         from ._curvature import top_eigenvalues
@@ -368,8 +367,7 @@ def observables(*names: str, every: int = 1, **custom: Observable) -> Record:
     ``batch_grad_norm``, ``effective_sample_size``, ``distance``. ``custom`` values may be functions or
     :class:`AbstractObservable` instances with other estimator sizes (``lambda_max=LambdaMax(num_matvecs=40)``).
     """
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"`every` must be a positive integer number of steps, got {every!r}")
+    check_integer("every", every, note=" number of steps")
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown observable(s) {unknown}; built-in names: {', '.join(REGISTRY)} (or pass name=fn)")

@@ -37,6 +37,7 @@ from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
+from .._checks import check_key, check_positive
 from .._estimators._observables import Record
 from .._io import key_config, save_result, to_jsonable
 from .._sde._sde_model import SDEModel
@@ -52,7 +53,7 @@ from .._sde._simulate import (
 )
 from .._sde._simulate import simulate as _simulate
 from .._sharding import check_mesh, run_blocked
-from .._training._runner import Runs, check_key, check_positive
+from .._training._runner import Runs
 from .._training._runner import run_discrete as _run_discrete
 
 ENV = {

@@ -13,18 +13,9 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._checks import check_integer, check_number
 from ._micro_batch import DenseLayerNormMLP
 from ._problem import Problem
-
-
-def _check_int(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}")
-
-
-def _check_nonneg(name, value):
-    if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
 
 
 def _split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,8 +43,8 @@ def quadratic(
     spectrum = np.asarray(spectrum, dtype=np.float64)
     if spectrum.ndim != 1 or spectrum.size == 0 or not np.all(np.isfinite(spectrum)) or np.any(spectrum < 0):
         raise ValueError(f"`spectrum` must be a non-empty 1-D sequence of finite numbers >= 0, got {spectrum!r}")
-    _check_int("n", n)
-    _check_nonneg("noise_scale", noise_scale)
+    check_integer("n", n)
+    check_number("noise_scale", noise_scale)
     if not (isinstance(hessian_noise, (int, float)) and 0 <= hessian_noise < 1):
         raise ValueError(f"`hessian_noise` must be in [0, 1) (curvature scales stay positive), got {hessian_noise!r}")
     d = spectrum.size
@@ -80,9 +71,9 @@ def linear_regression(
 ) -> Problem:
     """``f_i(w) = (1/2)(a_i^T w - y_i)^2`` with ``a_i ~ N(0, I_d)``, ``y_i = a_i^T w* + label_noise * e_i``,
     ``w* ~ N(0, I/d)``; the initial point is ``w* + init_scale * N(0, I/d)``."""
-    _check_int("n", n)
-    _check_int("d", d)
-    _check_nonneg("label_noise", label_noise)
+    check_integer("n", n)
+    check_integer("d", d)
+    check_number("label_noise", label_noise)
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, d))
     w_star = rng.standard_normal(d) / math.sqrt(d)
@@ -104,7 +95,7 @@ def breast_cancer_logistic(l2: float = 0.0, test_fraction: float = 0.2, seed: in
     breast_cancer (569 x 30, standardized with the training split's mean and std, ``y in {-1, +1}``)."""
     from sklearn.datasets import load_breast_cancer
 
-    _check_nonneg("l2", l2)
+    check_number("l2", l2)
     features, target = (np.asarray(v) for v in load_breast_cancer(return_X_y=True))
     train, test = _split(features.shape[0], test_fraction, seed)
     mu, sd = features[train].mean(axis=0), features[train].std(axis=0)
@@ -148,11 +139,11 @@ def sharp_flat_basins(
     """
     if dim not in (1, 2):
         raise ValueError(f"`dim` must be 1 or 2, got {dim!r}")
-    _check_int("n", n)
+    check_integer("n", n)
     for name, v in (("sharp_curvature", sharp_curvature), ("flat_curvature", flat_curvature)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
-    _check_nonneg("noise_scale", noise_scale)
+    check_number("noise_scale", noise_scale)
     if start not in ("sharp", "flat"):
         raise ValueError(f"`start` must be 'sharp' or 'flat', got {start!r}")
     rng = np.random.default_rng(seed)
@@ -227,8 +218,8 @@ def teacher_student(
         ("teacher_width", teacher_width),
         ("student_width", student_width),
     ):
-        _check_int(name, v)
-    _check_nonneg("label_noise", label_noise)
+        check_integer(name, v)
+    check_number("label_noise", label_noise)
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, input_dim))
     w_t = rng.standard_normal((teacher_width, input_dim)) / math.sqrt(input_dim)
@@ -303,7 +294,7 @@ def _widths(hidden) -> tuple[int, ...]:
     if not widths:
         raise ValueError("`hidden` needs at least one layer width")
     for w in widths:
-        _check_int("hidden", w)
+        check_integer("hidden", w)
     return tuple(int(w) for w in widths)
 
 
@@ -313,7 +304,7 @@ def _channels(channels) -> tuple[int, ...]:
     if not channels:
         raise ValueError("`channels` needs at least one convolution width")
     for c in channels:
-        _check_int("channels", c)
+        check_integer("channels", c)
     return channels
 
 

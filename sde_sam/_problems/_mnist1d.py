@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._builtin import _channels, _check_int, _widths, layer_norm_mlp, softmax_cross_entropy
+from .._checks import check_integer
+from ._builtin import _channels, _widths, layer_norm_mlp, softmax_cross_entropy
 from ._problem import Problem
 
 
@@ -84,8 +85,8 @@ def mnist1d_cnn(
     """A small 1-D CNN on MNIST-1D: per width in ``channels`` a convolution (``kernel`` taps, stride 2, same
     padding), GroupNorm (``groups`` groups) and ReLU; then the mean over the length and a dense output layer."""
     channels = _channels(channels)
-    _check_int("kernel", kernel)
-    _check_int("groups", groups)
+    check_integer("kernel", kernel)
+    check_integer("groups", groups)
     if any(c % groups for c in channels):
         raise ValueError(f"`groups`={groups} must divide every channel count {channels}")
     train, test = load_mnist1d_split(data_seed, label_noise)

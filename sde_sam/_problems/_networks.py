@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from ._builtin import _channels, _check_int, load_digits_split, softmax_cross_entropy
+from .._checks import check_integer
+from ._builtin import _channels, load_digits_split, softmax_cross_entropy
 from ._problem import Problem
 
 NORMS = ("layer", "group", "batch", "none")
@@ -157,7 +158,7 @@ def digits_cnn(
     if norm not in NORMS:
         raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}")
     channels = _channels(channels)
-    _check_int("groups", groups)
+    check_integer("groups", groups)
     if norm == "group" and any(c % groups for c in channels):
         raise ValueError(f"`groups`={groups} must divide every channel count {channels} for GroupNorm")
     train, test = load_digits_split(test_fraction, seed, label_noise)

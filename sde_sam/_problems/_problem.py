@@ -14,6 +14,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PyTree
 
+from .._checks import check_chunk_size
 from ._micro_batch import AbstractMicroBatchGradient
 
 Params = PyTree
@@ -323,14 +324,9 @@ class Problem:
         return _chunked_map(lambda b: fn(params, b), batch, chunk_size)
 
 
-def _validate_chunk_size(chunk_size: int | None) -> None:
-    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0):
-        raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}")
-
-
 def _chunked_map(fn: Callable[[PyTree], PyTree], data: PyTree, chunk_size: int | None) -> PyTree:
     """``fn`` applied to ``data`` in chunks along the leading axis; outputs concatenated."""
-    _validate_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     n = jax.tree_util.tree_leaves(data)[0].shape[0]
     if chunk_size is None or chunk_size >= n:
         return fn(data)
@@ -348,7 +344,7 @@ def _chunked_map(fn: Callable[[PyTree], PyTree], data: PyTree, chunk_size: int |
 
 def _chunked_mean(fn: Callable[[PyTree], Array], data: PyTree, chunk_size: int | None) -> Array:
     """Mean over all examples of ``fn(chunk) -> per-example values``, chunk by chunk."""
-    _validate_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     n = jax.tree_util.tree_leaves(data)[0].shape[0]
     if chunk_size is None or chunk_size >= n:
         return jnp.mean(fn(data))

@@ -18,20 +18,18 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jaxtyping import Array, Int, PRNGKeyArray
+
+from .._checks import check_integer
 
 
 def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    check_integer("batch_size", batch_size)
 
 
 def _check_b_n(b: int, n: int) -> None:
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"`n` (number of examples) must be a positive integer, got {n!r}")
-    if not isinstance(b, (int, np.integer)) or b < 1:
-        raise ValueError(f"`b` (batch size) must be a positive integer, got {b!r}")
+    check_integer("n", n, note=" (the number of examples)")
+    check_integer("b", b, note=" (the batch size)")
 
 
 class AbstractSampler(abc.ABC):

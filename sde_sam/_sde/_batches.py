@@ -18,6 +18,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from .._checks import check_integer
+
 #: Enumerate the batch distribution exactly when its support has at most this many batches.
 MAX_ENUMERATION = 4096
 #: Monte Carlo batches when the support is larger.
@@ -33,11 +35,6 @@ class BatchDistribution:
     indices: Int[Array, "N s"]
     probs: Float[Array, " N"]
     exact: bool
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
 
 
 def check_spread(name: str, value: int) -> int:
@@ -70,9 +67,9 @@ def batch_distribution(
     ``force_monte_carlo`` is false; otherwise ``num_samples`` i.i.d. draws with weights ``1/num_samples``
     (``key`` required; ``None`` means the fixed ``jr.key(0)``, i.e. common random numbers).
     """
-    _check_count("num_samples", num_samples)
+    check_integer("num_samples", num_samples)
     check_spread("num_samples", num_samples)
-    _check_count("max_enumeration", max_enumeration)
+    check_integer("max_enumeration", max_enumeration)
     if not replace and size > n:
         raise ValueError(f"batch size {size} exceeds n={n}: without replacement it must be in [1, {n}]")
     count = support_size(replace, n, size)

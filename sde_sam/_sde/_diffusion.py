@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._checks import check_positive
 from .._problems._problem import Problem
 from .._problems._sampler import Sampler
-from .._training._runner import check_positive
 from .._variants._variant import Variant
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES, batch_distribution, check_spread, tree_weighted_sum
 from ._choice import as_choice

@@ -30,9 +30,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._checks import check_positive
 from .._problems._problem import Problem, tree_norm_sq
 from .._problems._sampler import Sampler
-from .._training._runner import check_positive, check_sampler
+from .._training._runner import check_sampler
 from .._variants._perturbation import freeze_mask
 from .._variants._variant import Variant
 from ._batches import (

@@ -12,10 +12,11 @@ import jax.random as jr
 from jax.typing import DTypeLike
 from jaxtyping import PRNGKeyArray, PyTree
 
+from .._checks import check_positive
 from .._problems._problem import Problem
 from .._problems._sampler import Sampler
 from .._training._momentum import Momentum, as_momentum
-from .._training._runner import check_positive, traced_hyperparameters
+from .._training._runner import traced_hyperparameters
 from .._variants._variant import Variant
 from . import _drift
 from ._batches import MAX_ENUMERATION, NUM_SAMPLES, check_spread

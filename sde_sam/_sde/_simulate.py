@@ -36,13 +36,14 @@ from .._blocks import (
     seconds_per_item_step,
     timing_steps,
 )
+from .._checks import check_key, check_positive
 from .._compiles import release_programs_near_map_limit
 from .._estimators._observables import Record
 from .._io import key_config
 from .._progress import progress_bar, report, stride
 from .._progress import total as progress_total
 from .._sharding import run_blocked
-from .._training._runner import Runs, as_record, check_key, check_positive, diverged, observe_run
+from .._training._runner import Runs, as_record, diverged, observe_run
 from ._sde_model import SDEModel, step_keys
 
 

@@ -23,6 +23,7 @@ from .._blocks import (
     seconds_per_item_step,
     timing_steps,
 )
+from .._checks import check_positive
 from .._compiles import release_programs_near_map_limit
 from .._cost import step_cost, step_program
 from .._estimators._observables import Record, observables
@@ -35,31 +36,6 @@ from .._sharding import check_mesh, run_blocked
 from .._variants._svag import check_svag, svag_gradient
 from .._variants._variant import Variant
 from ._momentum import Momentum, as_momentum
-
-
-def check_positive(name: str, value: Any, integer: bool = False) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite positive number (an int if asked)."""
-    if integer:
-        ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
-        if not ok:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-        return
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a finite number in (0, inf), got {value!r}")
-
-
-def check_key(key: Any, name: str = "key") -> None:
-    """Raise ``TypeError`` unless ``key`` is one typed PRNG key (``jax.random.key(seed)``)."""
-    ok = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0
-    if not ok:
-        raise TypeError(f"`{name}` must be one typed PRNG key, jax.random.key(seed); got {_describe(key)}")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, jax.Array | np.ndarray):
-        return f"an array of shape {value.shape} and dtype {value.dtype}"
-    return type(value).__name__
 
 
 def as_record(record: Record | Sequence[str]) -> Record:

@@ -39,6 +39,7 @@ import numpy as np
 from jaxtyping import PyTree
 
 from .. import variants as _variants
+from .._checks import check_integer
 from .._estimators._observables import (
     REGISTRY,
     AbstractObservable,
@@ -97,12 +98,7 @@ class Schedule:
     def __post_init__(self):
         if self.kind not in SCHEDULES:
             raise ValueError(f"`schedule` kind must be one of {SCHEDULES}, got {self.kind!r}")
-        if (
-            isinstance(self.total_steps, bool)
-            or not isinstance(self.total_steps, (int, np.integer))
-            or self.total_steps < 1
-        ):
-            raise ValueError(f"`total_steps` must be a positive integer, got {self.total_steps!r}")
+        check_integer("total_steps", self.total_steps)
         if not (isinstance(self.final, (int, float)) and 0 <= self.final <= 1):
             raise ValueError(f"`final` (cosine floor) must be in [0, 1], got {self.final!r}")
         if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma <= 1):
@@ -200,9 +196,7 @@ class TrainConfig:
             "norm_batches",
             "minibatch_batches",
         ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
+            check_integer(name, getattr(self, name))
         if self.hutchinson_probes < 2 or self.norm_batches < 2:
             raise ValueError("`hutchinson_probes` and `norm_batches` must be >= 2 (standard errors need two draws)")
         if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta > 0):
@@ -491,8 +485,7 @@ def record(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}")
-    if isinstance(timing_repeats, bool) or not isinstance(timing_repeats, (int, np.integer)) or timing_repeats < 0:
-        raise ValueError(f"`timing_repeats` must be an integer >= 0, got {timing_repeats!r}")
+    check_integer("timing_repeats", timing_repeats, low=0)
     problem = build_problem(config) if problem is None else problem
     variant = build_variant(config)
     sampler = build_sampler(config)

@@ -14,12 +14,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
+from .._checks import check_integer
 from .._compiles import counting
 from .._estimators._observables import Record, observables
 from .._io import load_result, provenance, save_result, to_jsonable, wrong_kind
@@ -116,12 +116,6 @@ def _default_every(steps: int) -> int:
         if steps % e == 0:
             best = e
     return best
-
-
-def _positive_int(name: str, v: Any, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {v!r}")
-    return int(v)
 
 
 # -- the result ---------------------------------------------------------------------------------------------------
@@ -394,11 +388,11 @@ def validate(
     log = log or (lambda s: None)
     if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)) or not (math.isfinite(eta) and eta > 0):
         raise ValueError(f"`eta` must be a positive finite number, got {eta!r}")
-    steps = _positive_int("steps", steps)
-    num_runs = _positive_int("num_runs", num_runs, 2)
-    num_paths = num_runs if num_paths is None else _positive_int("num_paths", num_paths, 2)
-    max_refine = _positive_int("max_refine", max_refine, 0)
-    svag = tuple(_positive_int("svag", lv, 2) for lv in svag)
+    steps = check_integer("steps", steps)
+    num_runs = check_integer("num_runs", num_runs, 2)
+    num_paths = num_runs if num_paths is None else check_integer("num_paths", num_paths, 2)
+    max_refine = check_integer("max_refine", max_refine, 0)
+    svag = tuple(check_integer("svag", lv, 2) for lv in svag)
     if len(set(svag)) != len(svag):
         raise ValueError(f"`svag` must not repeat a value, got {svag}")
     tolerance = Tolerance() if tolerance is None else tolerance

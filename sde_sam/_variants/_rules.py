@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
@@ -33,6 +32,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._checks import check_integer, check_number
 from .._problems._problem import Problem
 from .._typing import Real
 from ._hyperparameters import WithHyperparameters
@@ -46,23 +46,6 @@ class Directions(NamedTuple):
     descent_weights: Array | None  # (k, B/k) per-example weights of the descent, or None for plain means
     state: PyTree  # the rule's new state
     loss: Float[Array, ""]  # batch loss at x (NaN for rules that never evaluate it)
-
-
-def check_number(name, value, lower=0.0, upper=None, upper_open=False, lower_open=False) -> float:
-    """``value`` as a Python float; raise unless it is a finite real in the stated range (numpy scalars are
-    accepted; the message names ``name`` and the range)."""
-    ok = (
-        isinstance(value, (int, float, np.floating, np.integer))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
-    ok = ok and (value > lower if lower_open else value >= lower)
-    ok = ok and (upper is None or (value < upper if upper_open else value <= upper))
-    if not ok:
-        lo = f"({lower:g}" if lower_open else f"[{lower:g}"
-        rng = f"{lo}, inf)" if upper is None else f"{lo}, {upper:g}{')' if upper_open else ']'}"
-        raise ValueError(f"`{name}` must be a finite number in {rng}, got {value!r}")
-    return float(value)
 
 
 def _add_axis(t):
@@ -175,8 +158,8 @@ class BatchGradient(AbstractRule):
 
     def __post_init__(self):
         m = self.micro_batch_size
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
-            raise ValueError(f"`micro_batch_size` must be a positive integer or None, got {m!r}")
+        if m is not None:
+            check_integer("micro_batch_size", m, range_text="a positive integer or None")
 
     def num_micro_batches(self, batch_size):
         m = self.micro_batch_size
@@ -332,9 +315,7 @@ class Reweighted(AbstractRule):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool, got {type(getattr(self, name)).__name__}")
         probes = self.num_probes
-        if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 1:
-            raise ValueError(f"`num_probes` must be a positive integer, got {probes!r}")
-        object.__setattr__(self, "num_probes", int(probes))
+        object.__setattr__(self, "num_probes", check_integer("num_probes", probes))
 
     @property
     def needs_monte_carlo(self):

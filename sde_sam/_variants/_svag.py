@@ -15,18 +15,16 @@ from __future__ import annotations
 import math
 
 import jax
-import numpy as np
 from jaxtyping import PRNGKeyArray, PyTree
 
+from .._checks import check_integer
 from .._problems._problem import Problem
 from ._variant import StepOutput, Variant
 
 
 def check_svag(svag) -> int:
     """``svag`` must be a positive integer ``l`` (``1``: no SVAG)."""
-    if isinstance(svag, bool) or not isinstance(svag, (int, np.integer)) or svag < 1:
-        raise ValueError(f"`svag` must be a positive integer l (1 = the plain discrete method), got {svag!r}")
-    return int(svag)
+    return check_integer("svag", svag, note=" l (1 = the plain discrete method)")
 
 
 def svag_coefficients(l: int) -> tuple[float, float]:  # noqa: E741

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._checks import check_number
 from .._problems._problem import Problem, tree_norm_sq
 from .._typing import Real
 from ._perturbation import (
@@ -51,7 +52,6 @@ from ._rules import (
     NoAscent,
     RandomDirection,
     Reweighted,
-    check_number,
 )
 from ._rules import (
     rademacher_like as rademacher_like,
