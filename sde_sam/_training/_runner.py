@@ -26,6 +26,7 @@ from .._blocks import (
 from .._checks import check_positive
 from .._compiles import release_programs_near_map_limit
 from .._cost import step_cost, step_program
+from .._ensemble import Ensemble
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result, wrong_kind
 from .._problems._problem import Problem, resolve_dtype, tree_norm_sq
@@ -90,7 +91,7 @@ def observe_run(record, problem, params: PyTree, is_div: Array, states: tuple) -
 
 
 @dataclasses.dataclass
-class Runs:
+class Runs(Ensemble):
     """Recorded observables of ``R`` runs: ``values[name]`` has shape ``(R, T)`` at ``steps``.
 
     Runs that diverged (``diverged[r]``) are frozen at their last finite iterate and their records after
@@ -107,38 +108,6 @@ class Runs:
     config: dict
     wall_time_s: float
     saved_params: PyTree | None = None
-
-    @property
-    def num_runs(self) -> int:
-        return int(self.diverged.shape[0])
-
-    @property
-    def num_diverged(self) -> int:
-        return int(np.sum(self.diverged))
-
-    def _kept(self, name: str) -> np.ndarray:
-        if name not in self.values:
-            raise KeyError(f"observable {name!r} was not recorded; recorded: {sorted(self.values)}")
-        kept = self.values[name][~self.diverged]
-        if kept.shape[0] == 0:
-            raise ValueError(f"all {self.num_runs} runs diverged: no statistic of {name!r} can be formed")
-        return kept
-
-    def mean(self, name: str) -> np.ndarray:
-        """Mean over non-diverged runs, shape ``(T,)``."""
-        return self._kept(name).mean(axis=0)
-
-    def stderr(self, name: str) -> np.ndarray:
-        """Monte Carlo standard error of :meth:`mean`, ``std / sqrt(R_kept)`` (two-pass, ``ddof=1``).
-
-        Raises ``ValueError`` when fewer than 2 runs are kept: one run has no standard error."""
-        kept = self._kept(name)
-        if kept.shape[0] < 2:
-            raise ValueError(
-                f"a standard error needs at least 2 non-diverged runs; {kept.shape[0]} of {self.num_runs} kept "
-                f"(pass `num_runs` >= 2)"
-            )
-        return kept.std(axis=0, ddof=1) / np.sqrt(kept.shape[0])
 
     _TREES = ("final_params", "saved_params", "paths")
 

@@ -40,6 +40,7 @@ from jaxtyping import PyTree
 
 from .. import variants as _variants
 from .._checks import check_integer
+from .._ensemble import Ensemble
 from .._estimators._observables import (
     REGISTRY,
     AbstractObservable,
@@ -378,7 +379,7 @@ def evaluate(
 
 
 @dataclasses.dataclass
-class TrainRecord:
+class TrainRecord(Ensemble):
     """A recorded training ensemble: ``values[name]`` is ``(R, T)`` over seeds and recorded ``steps``.
 
     ``meta`` holds the config, seeds, provenance (versions, device), wall time and divergence counts.
@@ -401,19 +402,6 @@ class TrainRecord:
     def times(self) -> np.ndarray:
         """SDE time ``t = k * eta`` of the recorded steps (constant schedule; see :func:`sde_time`)."""
         return sde_time(self.config, self.steps)
-
-    def kept(self, name: str) -> np.ndarray:
-        kept = self.values[name][~self.diverged]
-        if kept.shape[0] == 0:
-            raise ValueError(f"all {len(self.diverged)} seeds diverged: no statistic of {name!r}")
-        return kept
-
-    def mean(self, name: str) -> np.ndarray:
-        return self.kept(name).mean(axis=0)
-
-    def stderr(self, name: str) -> np.ndarray:
-        kept = self.kept(name)
-        return kept.std(axis=0, ddof=1) / np.sqrt(kept.shape[0]) if kept.shape[0] > 1 else np.zeros(kept.shape[1])
 
     def save(self, path) -> Any:
         """Write ``<path>.json`` (config, seeds, provenance, wall time) and ``<path>.npz`` (``steps``,
