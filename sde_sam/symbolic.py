@@ -34,5 +34,6 @@ from ._symbolic._derive import update_terms as update_terms
 from ._symbolic._report import report_markdown as report_markdown
 from ._symbolic._report import variant_markdown as variant_markdown
 from ._symbolic._report import write_report as write_report
+from ._symbolic._rules import AbstractSymbolicRule as AbstractSymbolicRule
 from ._symbolic._specs import symbolic_parameters_of as symbolic_parameters_of
 from ._symbolic._specs import symbolic_spec_of as symbolic_spec_of

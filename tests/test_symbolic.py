@@ -6,6 +6,7 @@ numeric code in float64 (``compare`` switches x64 on locally); tolerance 1e-8 re
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 
@@ -268,3 +269,62 @@ def test_dnsam_derivation_gives_compagnonis_drift_and_diffusion_with_equal_hessi
     g = sp.Matrix([sum(gi[j] for gi in sy.grads) / len(sy.grads) for j in range(dim)])
     norm = sp.Abs(g[0]) if dim == 1 else sp.sqrt(sum(e**2 for e in g))
     assert not sym.is_zero(sp.expand(norm * der.drift[1]) - der.hessian * g)  # the H_gamma randomness term
+
+
+# -- a rule of your own (docs/symbolic.md runs the same rule) ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _MidAscent(V.AbstractRule):
+    """d = (g_gamma + g) / 2, written numerically."""
+
+    def directions(self, problem, params, state, batch, key):
+        loss, g_batch = jax.value_and_grad(problem.batch_loss)(params, batch)
+        d = jax.tree_util.tree_map(lambda a, b: ((a + b) / 2)[None], g_batch, problem.full_grad(params))
+        return V.Directions(d, None, state, loss)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SymbolicMidAscent(sym.AbstractSymbolicRule):
+    half: bool = True  # False: the slip of a dropped ``/ 2``
+
+    def direction(self, sy, chunk, g_full):
+        g_batch = sum((sy.grads[i] for i in chunk), sp.zeros(len(sy.x), 1)) / len(chunk)
+        return ((g_batch + g_full) / 2 if self.half else g_batch + g_full), None
+
+
+@dataclasses.dataclass(frozen=True)
+class _SlippedMidAscent(_MidAscent):
+    """The same numeric rule, registered with a symbolic twin that drops the ``/ 2``."""
+
+
+sym.symbolic_spec_of.register(_MidAscent, lambda rule, variant: {"rule": _SymbolicMidAscent()})
+sym.symbolic_spec_of.register(_SlippedMidAscent, lambda rule, variant: {"rule": _SymbolicMidAscent(half=False)})
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_a_user_rule_is_derived_and_checked_against_its_code(replace):
+    """A rule the package does not know gets its drift and diffusion from sympy, with no branch on its name, and
+    they equal its numeric step's moments (exact enumeration) and the general drift to float64 rounding."""
+    variant = V.Variant("mid-USAM", rho=0.5, rule=_MidAscent(), normalization=V.Identity())
+    setting = sym.Setting(dim=1, n=3, batch_size=2, replace=replace)
+    der = sym.derive(variant, setting)
+    assert der.closed_drift is None and der.regularizer is None
+    ids = sym.identities(der)
+    assert ids["closed_form"] is None and ids["terminates"] and ids["leading_diffusion"]
+    # b_1 by hand: G = mean_j g_j(x + rho u), u = (g_gamma + g)/2, so b_1 = E[H_gamma (g_gamma + g)/2]
+    sy = der.symbols
+    by_hand = sp.zeros(1, 1)
+    for r, p in sym.batch_distribution(3, 2, replace):
+        g_r = sum((sy.grads[i] for i in r), sp.zeros(1, 1)) / 2
+        H_r = sum((sy.hessians[i] for i in r), sp.zeros(1, 1)) / 2
+        by_hand += p * H_r * (g_r + sum(sy.grads, sp.zeros(1, 1)) / 3) / 2
+    assert sym.is_zero(der.drift[1] - by_hand, method="expand")
+    errors = sym.compare(variant, setting)
+    assert "closed_form_drift" not in errors and max(errors.values()) < TOL, errors
+
+
+def test_a_slip_in_a_user_rules_symbolic_direction_is_caught():
+    variant = V.Variant("mid-USAM (slipped)", rho=0.5, rule=_SlippedMidAscent(), normalization=V.Identity())
+    errors = sym.compare(variant, sym.Setting(dim=1, n=3, batch_size=2), extraction=False)
+    assert errors["discrete_mean"] > 1e-3 and errors["general_drift"] > 1e-3, errors

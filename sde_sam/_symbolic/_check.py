@@ -128,7 +128,7 @@ def numeric_fn(variant: Variant, setting: Setting, discrete: bool = True, sde: b
     * ``"discrete_mean"``, ``"discrete_cov"``: ``E[G]`` and ``Cov[G]`` of :meth:`Variant.gradient` over all
       ordered batches of ``setting`` (uniform; F-SAM's EMA state set to ``mu = g``);
     * ``"general_drift"``, ``"closed_form_drift"``: ``sde_sam.sde.general_drift`` / ``closed_form_drift``
-      (only when ``sde`` and that module exists)."""
+      (only when ``sde``; the closed form only where the rule has one)."""
     rows = jnp.asarray(_ordered_batches(setting))
     sampler = sampler_of(setting)
     try:
@@ -143,9 +143,10 @@ def numeric_fn(variant: Variant, setting: Setting, discrete: bool = True, sde: b
             out["discrete_mean"], out["discrete_cov"] = _moments(problem, params, variant, setting, rows)
         if sde and sde_module is not None:
             out["general_drift"] = _flat(sde_module.general_drift(problem, variant, sampler, params), setting.dim)
-            out["closed_form_drift"] = _flat(
-                sde_module.closed_form_drift(problem, variant, sampler, params), setting.dim
-            )
+            if sde_module.ClosedFormDrift().supports(variant):  # a rule of your own may define none
+                out["closed_form_drift"] = _flat(
+                    sde_module.closed_form_drift(problem, variant, sampler, params), setting.dim
+                )
         return out
 
     return fn

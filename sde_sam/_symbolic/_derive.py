@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 import math
 import os
 import pickle
@@ -35,13 +34,24 @@ import numpy as np
 import sympy as sp
 
 from .._io import atomic_write_bytes
+from ._algebra import (
+    Symbols,
+    batch_distribution,
+    entries,
+    is_int,
+    mask_matrix,
+    masked,
+    mean_of,
+    norm,
+    normalize,
+    sampling_factor_formula,
+)
+from ._rules import RULES, AbstractSymbolicRule, ClosedForm
 
 #: Bump to invalidate on-disk caches when the derivation changes.
 CACHE_VERSION = "2"
 #: Environment variable naming a default on-disk cache directory (unset: in-process cache only).
 CACHE_ENV = "SDE_SAM_SYMBOLIC_CACHE"
-
-RULES = ("none", "batch", "full", "friendly", "reweighted")
 
 #: Coefficient names of the per-example losses, by dimension (DESIGN §5).
 COEFFICIENTS = {
@@ -51,10 +61,6 @@ COEFFICIENTS = {
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +74,11 @@ class Setting:
     replace: bool = True
 
     def __post_init__(self):
-        if not _is_int(self.dim) or self.dim not in (1, 2):
+        if not is_int(self.dim) or self.dim not in (1, 2):
             raise ValueError(f"`dim` must be 1 or 2, got {self.dim!r}")
-        if not _is_int(self.n) or not 1 <= self.n <= 6:
+        if not is_int(self.n) or not 1 <= self.n <= 6:
             raise ValueError(f"`n` must be an integer in [1, 6] (symbolic sizes stay small), got {self.n!r}")
-        if not _is_int(self.batch_size) or not 1 <= self.batch_size <= 4:
+        if not is_int(self.batch_size) or not 1 <= self.batch_size <= 4:
             raise ValueError(f"`batch_size` must be an integer in [1, 4], got {self.batch_size!r}")
         if not isinstance(self.replace, bool):
             raise TypeError(f"`replace` must be a bool, got {type(self.replace).__name__}")
@@ -87,26 +93,34 @@ class Spec:
     """What a derivation needs of a variant (DESIGN §2); ``rho``, ``sigma`` and ``lambda`` stay symbolic.
 
     ``normalize``: ``True`` (``v/||v||``), ``False`` (identity) or ``"full"`` (``v/||P g||``, DNSAM; batch rule only).
-    ``mask``: a 0/1 flag per coordinate (SAM-ON), ``None`` for no mask."""
+    ``mask``: a 0/1 flag per coordinate (SAM-ON), ``None`` for no mask. ``rule``: a built-in rule's name (a key of
+    ``RULES``) or an :class:`~sde_sam.symbolic.AbstractSymbolicRule` (a rule of your own)."""
 
     name: str
-    rule: str = "batch"
+    rule: str | AbstractSymbolicRule = "batch"
     normalize: bool | str = True
     micro_batch_size: int | None = None
     mask: tuple[bool, ...] | None = None
     weights_in_descent: bool = False
 
     def __post_init__(self):
-        if self.rule not in RULES:
-            raise ValueError(f"`rule` must be one of {RULES}, got {self.rule!r}")
-        if self.micro_batch_size is not None and (not _is_int(self.micro_batch_size) or self.micro_batch_size < 1):
+        if not isinstance(self.rule, AbstractSymbolicRule) and self.rule not in RULES:
+            raise ValueError(f"`rule` must be one of {tuple(RULES)} or an AbstractSymbolicRule, got {self.rule!r}")
+        if self.micro_batch_size is not None and (not is_int(self.micro_batch_size) or self.micro_batch_size < 1):
             raise ValueError(f"`micro_batch_size` must be a positive integer or None, got {self.micro_batch_size!r}")
-        if self.micro_batch_size is not None and self.rule != "batch":
+        if self.micro_batch_size is not None and not self.symbolic_rule.micro_batches:
             raise ValueError(f"`micro_batch_size` applies to the 'batch' rule only, not {self.rule!r}")
         if self.mask is not None and not all(isinstance(m, bool) for m in self.mask):
             raise TypeError(f"`mask` must be a tuple of bools (one per coordinate) or None, got {self.mask!r}")
-        if self.normalize not in (True, False, "full") or (self.normalize == "full" and self.rule != "batch"):
+        if self.normalize not in (True, False, "full") or (
+            self.normalize == "full" and not self.symbolic_rule.full_normalization
+        ):
             raise ValueError(f"`normalize` must be True, False or 'full' (batch rule only), got {self.normalize!r}")
+
+    @property
+    def symbolic_rule(self) -> AbstractSymbolicRule:
+        """The rule's :class:`~sde_sam.symbolic.AbstractSymbolicRule` (a built-in one looked up by name)."""
+        return self.rule if isinstance(self.rule, AbstractSymbolicRule) else RULES[self.rule]
 
 
 def param_names(dim: int) -> tuple[str, ...]:
@@ -146,50 +160,11 @@ def spec_of(variant, dim: int) -> Spec:
 # -- batches and sampling factors (DESIGN §1) --------------------------------------------------------------
 
 
-def batch_distribution(
-    n: int, size: int, replace: bool, ordered: bool = False
-) -> tuple[tuple[tuple[int, ...], sp.Expr], ...]:
-    """All size-``size`` batches of ``range(n)`` with their exact probabilities (``sympy.Rational``).
-
-    ``ordered``: ordered tuples (needed when micro-batches split the batch by position); otherwise multisets
-    (with replacement, multinomial probabilities) or subsets (without replacement, uniform)."""
-    if not _is_int(n) or n < 1:
-        raise ValueError(f"`n` must be a positive integer, got {n!r}")
-    if not _is_int(size) or size < 1:
-        raise ValueError(f"`size` must be a positive integer, got {size!r}")
-    if not replace and size > n:
-        raise ValueError(f"`size`={size} exceeds n={n}: without replacement it must be in [1, {n}]")
-    if replace and ordered:
-        rows = list(itertools.product(range(n), repeat=size))
-        return tuple((r, sp.Rational(1, n**size)) for r in rows)
-    if replace:
-        out = []
-        for r in itertools.combinations_with_replacement(range(n), size):
-            counts = [r.count(i) for i in set(r)]
-            ways = math.factorial(size) // math.prod(math.factorial(c) for c in counts)
-            out.append((r, sp.Rational(ways, n**size)))
-        return tuple(out)
-    if ordered:
-        rows = list(itertools.permutations(range(n), size))
-        return tuple((r, sp.Rational(1, len(rows))) for r in rows)
-    rows = list(itertools.combinations(range(n), size))
-    return tuple((r, sp.Rational(1, len(rows))) for r in rows)
-
-
-def sampling_factor_formula(b: int, n: int, replace: bool) -> sp.Expr:
-    """``c(b) = 1/b`` with replacement, ``(n - b)/(b (n - 1))`` without (DESIGN §1; ``0`` when ``n = 1``)."""
-    if replace:
-        return sp.Rational(1, b)
-    if n == 1:
-        return sp.Integer(0)
-    return sp.Rational(n - b, b * (n - 1))
-
-
 @functools.cache
 def sampling_factor_by_enumeration(b: int, n: int, replace: bool) -> sp.Rational:
     """``c(b)`` derived, not assumed: ``Var[mean over a batch of v] / Sigma`` for symbolic values ``v_1..v_n``
     over all ordered batches of size ``b`` (the ratio cancels to a number; DESIGN §1). Needs ``n >= 2``."""
-    if not _is_int(n) or n < 2:
+    if not is_int(n) or n < 2:
         raise ValueError(f"`n` must be an integer >= 2 (Sigma vanishes for n = 1), got {n!r}")
     v = sp.symbols(f"v_1:{n + 1}", real=True)
     mean_v = sum(v) / n
@@ -204,27 +179,6 @@ def sampling_factor_by_enumeration(b: int, n: int, replace: bool) -> sp.Rational
 
 
 # -- symbols and losses ---------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Symbols:
-    """Coordinates ``x``, per-example coefficients ``coeffs[name][i]``, ``rho``, ``sigma`` (F-SAM), ``lam`` (RW-SAM)
-    and the per-example losses ``f_i``, gradients ``g_i`` and Hessians ``H_i``."""
-
-    x: tuple[sp.Symbol, ...]
-    coeffs: dict[str, tuple[sp.Symbol, ...]]
-    rho: sp.Symbol
-    sigma: sp.Symbol
-    lam: sp.Symbol
-    losses: tuple[sp.Expr, ...]
-    grads: tuple[sp.Matrix, ...]
-    hessians: tuple[sp.Matrix, ...]
-
-    @property
-    def args(self) -> tuple[sp.Symbol, ...]:
-        """Argument order of lambdified functions: ``x``, coefficients (name-major), ``rho``, ``sigma``, ``lam``."""
-        flat = tuple(s for name in self.coeffs for s in self.coeffs[name])
-        return (*self.x, *flat, self.rho, self.sigma, self.lam)
 
 
 def loss_expression(dim: int, x: Sequence[sp.Expr], c: dict[str, sp.Expr]) -> sp.Expr:
@@ -263,45 +217,8 @@ def symbols(dim: int, n: int) -> Symbols:
 # -- the one-step update ---------------------------------------------------------------------------------------
 
 
-def _entries(v: sp.MatrixBase) -> list[sp.Expr]:
-    """The entries of a matrix in row-major order."""
-    return [cast(sp.Expr, v[j]) for j in range(v.rows * v.cols)]
-
-
-def _norm(v: sp.Matrix) -> sp.Expr:
-    return sp.Abs(v[0]) if v.shape[0] == 1 else sp.sqrt(sp.Add(*[e**2 for e in _entries(v)]))
-
-
-def _normalize(v: sp.Matrix) -> sp.Matrix:
-    """``N(v) = v/||v||``: ``sign(v)`` in 1-D (``0`` at ``v = 0``, like the code's safe normalization)."""
-    if v.shape[0] == 1:
-        return sp.Matrix([sp.sign(v[0])])
-    nv = _norm(v)
-    return v / nv
-
-
-def _mask(spec: Spec, v: sp.Matrix) -> sp.Matrix:
-    if spec.mask is None:
-        return v
-    return sp.Matrix([e if m else sp.Integer(0) for e, m in zip(_entries(v), spec.mask, strict=True)])
-
-
-def _mean(vs: Sequence[sp.Matrix]) -> sp.Matrix:
-    out = vs[0]
-    for v in vs[1:]:
-        out = out + v
-    return out / len(vs)
-
-
-def _gibbs_weights(sy: Symbols, idx: Sequence[int]) -> list[sp.Expr]:
-    """``w_q = exp(lambda s_q) / sum_r exp(lambda s_r)`` over the batch slots, ``s_q = ||g_{i_q}||``."""
-    e = [sp.exp(sy.lam * _norm(sy.grads[i])) for i in idx]
-    total = sum(e)
-    return [ei / total for ei in e]
-
-
 def _shifted(sy: Symbols, grad: sp.Matrix, eps: sp.Matrix) -> sp.Matrix:
-    return grad.subs({xj: xj + ej for xj, ej in zip(sy.x, _entries(eps), strict=True)}, simultaneous=True)
+    return grad.subs({xj: xj + ej for xj, ej in zip(sy.x, entries(eps), strict=True)}, simultaneous=True)
 
 
 def update_terms(
@@ -316,42 +233,31 @@ def update_terms(
     ``u`` afterwards (the same result as differentiating the substituted expression, much faster)."""
     dim = len(sy.x)
     U = sp.Matrix(sp.symbols(f"U_1:{dim + 1}", real=True))
-    if spec.rule == "none":
-        G = _mean([sy.grads[i] for i in idx])
+    rule = spec.symbolic_rule
+    if not rule.ascends:
+        G = mean_of([sy.grads[i] for i in idx])
         return G, [G] + [sp.zeros(dim, 1)] * order
-    g_full = _mean(list(sy.grads))
+    g_full = mean_of(list(sy.grads))
     exact, terms = [], []
     for start in range(0, len(idx), micro):
         chunk = idx[start : start + micro]
-        g_chunk = _mean([sy.grads[i] for i in chunk])
-        weights = None
-        if spec.rule == "batch":
-            d = g_chunk
-        elif spec.rule == "full":
-            d = g_full
-        elif spec.rule == "friendly":
-            d = g_chunk - sy.sigma * g_full  # mu = g (DESIGN §3.1)
-        else:  # reweighted
-            weights = _gibbs_weights(sy, chunk)
-            d = sp.zeros(dim, 1)
-            for w, i in zip(weights, chunk, strict=True):
-                d = d + w * sy.grads[i]
-        u = _mask(spec, d)
+        d, weights = rule.direction(sy, chunk, g_full)
+        u = masked(spec, d)
         if spec.normalize == "full":  # DNSAM: the full-gradient norm
-            u = u / _norm(_mask(spec, g_full))
+            u = u / norm(masked(spec, g_full))
         elif spec.normalize:
-            u = _normalize(u)
+            u = normalize(u)
         shifted = [_shifted(sy, sy.grads[i], cast(sp.Matrix, sy.rho * U)) for i in chunk]
         if weights is not None and spec.weights_in_descent:
             t = sp.zeros(dim, 1)
             for w, s in zip(weights, shifted, strict=True):
                 t = t + w * s
         else:
-            t = _mean(shifted)
-        at_u = dict(zip(_entries(U), _entries(u), strict=True))
+            t = mean_of(shifted)
+        at_u = dict(zip(entries(U), entries(u), strict=True))
         exact.append(t.xreplace(at_u))
         terms.append([c.xreplace(at_u) for c in _taylor(t, sy.rho, order)])
-    return _mean(exact), [_mean([tj[r] for tj in terms]) for r in range(order + 1)]
+    return mean_of(exact), [mean_of([tj[r] for tj in terms]) for r in range(order + 1)]
 
 
 def update(spec: Spec, sy: Symbols, idx: Sequence[int], micro: int) -> sp.Matrix:
@@ -371,83 +277,22 @@ def _taylor(expr: sp.Matrix, rho: sp.Symbol, order: int) -> list[sp.Matrix]:
 # -- closed forms of DESIGN §3.1 -------------------------------------------------------------------------------
 
 
-def _grad(expr: sp.Expr, x) -> sp.Matrix:
-    return sp.Matrix([sp.diff(expr, xj) for xj in x])
-
-
-def _sq(v: sp.Matrix) -> sp.Expr:
-    return sp.Add(*[e**2 for e in _entries(v)])
+def closed_form(spec: Spec, setting: Setting, sy: Symbols) -> ClosedForm | None:
+    """``(b_0, b_1, R)`` from the formulas of DESIGN §3.1, built from per-example gradients and Hessians
+    independently of :func:`update` by the spec's rule (:meth:`AbstractSymbolicRule.closed_form`); ``R`` is the
+    implicit regularizer (``b_1 = grad R``) or ``None`` where the drift is not a gradient field (normalized F-SAM,
+    RW-SAM). ``None`` for a rule with no closed form."""
+    return spec.symbolic_rule.closed_form(spec, setting, sy)
 
 
 def sigma_matrix(sy: Symbols) -> sp.Matrix:
     """``Sigma = (1/n) sum_i (g_i - g)(g_i - g)^T`` (DESIGN §1)."""
-    g = _mean(list(sy.grads))
+    g = mean_of(list(sy.grads))
     n = len(sy.grads)
     out = sp.zeros(len(sy.x), len(sy.x))
     for gi in sy.grads:
         out = out + (gi - g) * (gi - g).T
     return out / n
-
-
-def mask_matrix(spec: Spec, dim: int) -> sp.Matrix:
-    """``P = diag(M)`` (identity without a mask)."""
-    return sp.eye(dim) if spec.mask is None else sp.diag(*[1 if m else 0 for m in spec.mask])
-
-
-def closed_form(spec: Spec, setting: Setting, sy: Symbols) -> tuple[sp.Matrix, sp.Matrix, sp.Expr | None]:
-    """``(b_0, b_1, R)`` from the formulas of DESIGN §3.1, built from per-example gradients and Hessians
-    independently of :func:`update`; ``R`` is the implicit regularizer (``b_1 = grad R``) or ``None`` where the
-    drift is not a gradient field (normalized F-SAM, RW-SAM)."""
-    n, x = setting.n, sy.x
-    g = _mean(list(sy.grads))
-    zero = sp.zeros(len(x), 1)
-    if spec.rule == "none":
-        return g, zero, sp.Integer(0)
-    P = mask_matrix(spec, len(x))
-    Pg = P * g
-    tr_PSP = sum(_sq(P * gi) for gi in sy.grads) / n - _sq(Pg)
-    B = setting.batch_size
-    m = spec.micro_batch_size or B
-    if spec.rule == "full":
-        R = _norm(Pg) if spec.normalize else _sq(Pg) / 2
-        return g, _grad(R, x), R
-    if spec.rule == "batch" and spec.normalize == "full":  # DNSAM: (1/||P g||) grad[(||P g||^2 + c(m) tr(P Sigma P))/2]
-        R = (_sq(Pg) + sampling_factor_formula(m, n, setting.replace) * tr_PSP) / 2
-        return g, _grad(R, x) / _norm(Pg), None
-    if spec.rule == "batch" and not spec.normalize:
-        R = (_sq(Pg) + sampling_factor_formula(m, n, setting.replace) * tr_PSP) / 2
-        return g, _grad(R, x), R
-    if spec.rule == "batch":  # E || P g_m || over size-m micro-batches of the sampler
-        R = sp.Add(
-            *[p * _norm(P * _mean([sy.grads[i] for i in r])) for r, p in batch_distribution(n, m, setting.replace)]
-        )
-        return g, _grad(R, x), R
-    if spec.rule == "friendly" and not spec.normalize:
-        R = ((1 - sy.sigma) * _sq(Pg) + sampling_factor_formula(B, n, setting.replace) * tr_PSP) / 2
-        return g, _grad(R, x), R
-    dist = batch_distribution(n, B, setting.replace)
-    b0, b1 = zero, zero
-    for r, p in dist:
-        H_batch = _mean([sy.hessians[i] for i in r])
-        if spec.rule == "friendly":  # g + rho E[H_gamma N(P(g_gamma - sigma g))]
-            u = P * (_mean([sy.grads[i] for i in r]) - sy.sigma * g)
-            b1 = b1 + p * H_batch * (_normalize(u) if spec.normalize else u)
-            continue
-        w = _gibbs_weights(sy, r)  # reweighted
-        d_w = zero
-        for wq, i in zip(w, r, strict=True):
-            d_w = d_w + wq * sy.grads[i]
-        u = P * d_w
-        u = _normalize(u) if spec.normalize else u
-        if spec.weights_in_descent:
-            for wq, i in zip(w, r, strict=True):
-                b0 = b0 + p * wq * sy.grads[i]
-                b1 = b1 + p * wq * sy.hessians[i] * u
-        else:
-            b1 = b1 + p * H_batch * u
-    if spec.rule == "friendly" or not spec.weights_in_descent:
-        b0 = g
-    return b0, b1, None
 
 
 # -- the derivation ---------------------------------------------------------------------------------------------
@@ -462,7 +307,8 @@ class Derivation:
         drift_exact: ``E[G]`` as the finite sum over batches of the exact update (no expansion).
         diffusion: ``(S_0, S_1)``, ``Cov[G] = S_0 + rho S_1 + O(rho^2)``.
         diffusion_exact: ``Cov[G]`` exactly (finite sum over batches).
-        closed_drift: ``(b_0, b_1)`` from the DESIGN §3.1 formulas; ``regularizer``: ``R`` with ``b_1 = grad R``
+        closed_drift: ``(b_0, b_1)`` from the DESIGN §3.1 formulas (``None`` for a rule without one);
+            ``regularizer``: ``R`` with ``b_1 = grad R``
             (``None`` where ``b_1`` is not a gradient field).
         sigma: ``Sigma``; hessian: ``H``; factor: ``c(B)``; micro_factor: ``c(m)``.
     """
@@ -473,7 +319,7 @@ class Derivation:
     drift_exact: sp.Matrix
     diffusion: tuple[sp.Matrix, sp.Matrix]
     diffusion_exact: sp.Matrix
-    closed_drift: tuple[sp.Matrix, sp.Matrix]
+    closed_drift: tuple[sp.Matrix, sp.Matrix] | None
     regularizer: sp.Expr | None
     sigma: sp.Matrix
     hessian: sp.Matrix
@@ -487,7 +333,7 @@ class Derivation:
     @property
     def polynomial(self) -> bool:
         """True when every expression is a polynomial (unnormalized rules without Gibbs weights)."""
-        return self.spec.normalize is False and self.spec.rule != "reweighted"
+        return self.spec.normalize is False and not self.spec.symbolic_rule.gibbs_weights
 
     def first_order_drift(self) -> sp.Matrix:
         """``b_0 + rho b_1`` (what the SDE's first-order-in-``rho`` drift computes, DESIGN §3.1)."""
@@ -527,12 +373,18 @@ def expression(der: Derivation, name: str):
         "b2": lambda: der.drift[2],
         "S0": lambda: der.diffusion[0],
         "S1": lambda: der.diffusion[1],
-        "closed_b0": lambda: der.closed_drift[0],
-        "closed_b1": lambda: der.closed_drift[1],
+        "closed_b0": lambda: _closed(der)[0],
+        "closed_b1": lambda: _closed(der)[1],
     }
     if name not in table:
         raise ValueError(f"`name` must be one of {EXPRESSIONS}, got {name!r}")
     return table[name]()
+
+
+def _closed(der: Derivation) -> tuple[sp.Matrix, sp.Matrix]:
+    if der.closed_drift is None:
+        raise ValueError(f"variant {der.spec.name!r} has no closed-form drift: its rule defines none")
+    return der.closed_drift
 
 
 def lambdified(der: Derivation, name: str) -> Callable[..., np.ndarray]:
@@ -585,8 +437,8 @@ def _derive(spec: Spec, setting: Setting) -> Derivation:
     S0 = second0 - b[0] * b[0].T
     S1 = second1 - (b[0] * b[1].T + b[1] * b[0].T)
     cov = second_exact - mean_exact * mean_exact.T
-    cb0, cb1, R = closed_form(spec, setting, sy)
-    H = _mean(list(sy.hessians))
+    closed = closed_form(spec, setting, sy)
+    H = mean_of(list(sy.hessians))
     return Derivation(
         spec,
         setting,
@@ -594,8 +446,8 @@ def _derive(spec: Spec, setting: Setting) -> Derivation:
         mean_exact,
         (S0, S1),
         cov,
-        (cb0, cb1),
-        R,
+        None if closed is None else (closed[0], closed[1]),
+        None if closed is None else closed[2],
         sigma_matrix(sy),
         H,
         sampling_factor_formula(B, n, setting.replace),
@@ -657,7 +509,7 @@ def is_zero(expr, method: str = "random", points: int = 3, seed: int = 0) -> boo
     ``method="expand"``: ``sympy.expand`` to the zero polynomial. ``"random"``: exact rational evaluation at
     ``points`` random points with entries in ``{-10^6..10^6}/997`` (Schwartz-Zippel: a nonzero polynomial of
     degree ``D`` vanishes there with probability at most ``(D / 2e6)^points``), much faster in 2-D."""
-    items = _entries(expr) if isinstance(expr, sp.MatrixBase) else [expr]
+    items = entries(expr) if isinstance(expr, sp.MatrixBase) else [expr]
     if method == "expand":
         return all(sp.expand(e) == 0 for e in items)
     if method != "random":
@@ -683,15 +535,19 @@ def identities(der: Derivation, method: str = "random") -> dict[str, bool | None
     sy = der.symbols
     poly = der.polynomial
     out: dict[str, bool | None] = {}
-    diff = der.first_order_drift() - (der.closed_drift[0] + sy.rho * der.closed_drift[1])
-    out["closed_form"] = is_zero(diff, method) if poly else None
+    closed = der.closed_drift
+    if poly and closed is not None:
+        out["closed_form"] = is_zero(der.first_order_drift() - (closed[0] + sy.rho * closed[1]), method)
+    else:
+        out["closed_form"] = None
     b = der.drift
     out["terminates"] = is_zero(der.drift_exact - (b[0] + sy.rho * b[1] + sy.rho**2 * b[2]), method) if poly else None
-    if der.spec.rule == "reweighted" and der.spec.weights_in_descent:
+    rule = der.spec.symbolic_rule
+    if rule.gibbs_weights and der.spec.weights_in_descent:
         out["leading_diffusion"] = None
     else:
         out["leading_diffusion"] = is_zero(der.diffusion[0] - der.factor * der.sigma, method)
-    if poly and der.spec.rule in ("batch", "friendly"):
+    if poly and rule.batch_noise:
         P = mask_matrix(der.spec, der.setting.dim)
         S1_formula = der.factor * (der.hessian * P * der.sigma + der.sigma * P * der.hessian)
         out["first_order_diffusion_equal_hessians"] = is_zero(
@@ -701,9 +557,9 @@ def identities(der: Derivation, method: str = "random") -> dict[str, bool | None
         out["first_order_diffusion_equal_hessians"] = None
     if der.spec.normalize == "full":  # DNSAM (Compagnoni et al. 2023), times ||P g|| to make both sides polynomial
         P = mask_matrix(der.spec, der.setting.dim)
-        g = _mean(list(sy.grads))
+        g = mean_of(list(sy.grads))
         eq = equal_hessians(sy)
-        ng = _norm(P * g)
+        ng = norm(P * g)
         out["dnsam_drift_equal_hessians"] = is_zero(
             (sp.expand(ng * der.drift[1]) - der.hessian * P * g).xreplace(eq), method
         )

@@ -20,39 +20,6 @@ from ._derive import (
     symbols,
 )
 
-#: DESIGN §3.1 closed forms, per rule / normalization, in LaTeX.
-_CLOSED = {
-    ("none", False): r"b = g",
-    ("batch", False): r"b = \nabla\big[f + \tfrac{\rho}{2}\big(\|P g\|^2 + c(m)\,\mathrm{tr}(P\Sigma P)\big)\big]",
-    ("batch", True): r"b = \nabla\big[f + \rho\,\mathbb{E}\|P g_{\gamma_m}\|\big]",
-    ("batch", "full"): r"b = g + \tfrac{\rho}{\|P g\|}\nabla\tfrac12\big(\|P g\|^2 + c(m)\,\mathrm{tr}(P\Sigma P)\big)",
-    ("full", False): r"b = \nabla\big[f + \tfrac{\rho}{2}\|P g\|^2\big]",
-    ("full", True): r"b = \nabla\big[f + \rho\|P g\|\big]",
-    (
-        "friendly",
-        False,
-    ): r"b = \nabla\big[f + \tfrac{\rho}{2}\big((1-\sigma)\|P g\|^2 + c(B)\,\mathrm{tr}(P\Sigma P)\big)\big]",
-    (
-        "friendly",
-        True,
-    ): r"b = g + \rho\,\mathbb{E}\big[H_\gamma \tfrac{P(g_\gamma - \sigma g)}{\|P(g_\gamma - \sigma g)\|}\big]",
-    ("reweighted", False): r"b = g + \rho\,\mathbb{E}[H_\gamma P d_w],\quad d_w = \textstyle\sum_{i\in\gamma} w_i g_i",
-    ("reweighted", True): (
-        r"b = g + \rho\,\mathbb{E}\big[H_\gamma \tfrac{P d_w}{\|P d_w\|}\big],"
-        r"\quad d_w = \textstyle\sum_{i\in\gamma} w_i g_i"
-    ),
-}
-_CLOSED_DESCENT = {
-    False: (
-        r"b = \mathbb{E}\big[\textstyle\sum_i w_i g_i\big]"
-        r" + \rho\,\mathbb{E}\big[\textstyle\sum_i w_i H_i P d_w\big]"
-    ),
-    True: (
-        r"b = \mathbb{E}\big[\textstyle\sum_i w_i g_i\big]"
-        r" + \rho\,\mathbb{E}\big[\textstyle\sum_i w_i H_i \tfrac{P d_w}{\|P d_w\|}\big]"
-    ),
-}
-
 
 def jets(der: Derivation) -> dict:
     """Substitution ``x -> 0``, ``a_i -> h_i``, ``b_i -> g_i``, ``c_i -> t_i`` (1-D derivations only)."""
@@ -88,11 +55,9 @@ def variant_markdown(der: Derivation, errors: dict[str, float] | None = None) ->
         + f", {sampler}; c(B) = {der.factor}, c(m) = {der.micro_factor}."
     )
     lines.append("")
-    if spec.rule == "reweighted" and spec.weights_in_descent:
-        closed = _CLOSED_DESCENT[bool(spec.normalize)]
-    else:
-        closed = _CLOSED[(spec.rule, spec.normalize if spec.rule != "none" else False)]
-    lines += ["Closed form (DESIGN §3.1):", "", f"$$ {closed} $$", ""]
+    closed = spec.symbolic_rule.closed_latex(spec)  # DESIGN §3.1's formula, as the rule states it
+    if closed is not None:
+        lines += ["Closed form (DESIGN §3.1):", "", f"$$ {closed} $$", ""]
     show = lambda e: _latex(e.xreplace(sub) if sub else e)  # noqa: E731
     b0, b1, b2 = der.drift
     lines += ["Derived drift, $b = b_0 + \\rho\\, b_1 + O(\\rho^2)$:", ""]
