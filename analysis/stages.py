@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import statistics
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -25,6 +25,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
+from sde_sam._sde._sde_model import step_keys
+from sde_sam._sde._simulate import em_step
 
 
 def timed(fn, repeats, warmup=True):
@@ -55,7 +57,7 @@ def bare(model, paths, steps):
     def run(model, keys):
         def one(key):
             def step(x, j):
-                k1, k2 = ss.sde.step_keys(key, j)
+                k1, k2 = step_keys(key, j)
                 b = model.drift(x, k1)
                 z = model.diffusion_sample(x, k2)
                 return jax.tree_util.tree_map(lambda p, bb, zz: p - dt * bb + scale * zz, x, b, z), None
@@ -73,7 +75,7 @@ def python_loop(model, paths, steps):
 
     @jax.jit
     def step(model, xs, keys, j):
-        return jax.vmap(lambda x, key: ss.sde.em_step(model, x, key, j, model.eta))(xs, keys)
+        return jax.vmap(lambda x, key: em_step(model, x, key, j, model.eta))(xs, keys)
 
     keys = jr.split(jr.key(0), paths)
     x0 = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (paths, *a.shape)), model.problem.init_params)

@@ -15,6 +15,8 @@ from . import symbolic as symbolic
 from . import train as train
 from . import validation as validation
 from . import variants as variants
+from ._estimators._estimate import Eigs as Eigs
+from ._estimators._estimate import Estimate as Estimate
 from ._estimators._observables import Record as Record
 from ._estimators._observables import observables as observables
 from ._io import load_result as load_result
@@ -32,9 +34,9 @@ from ._sde._simulate import simulate as simulate
 from ._training._momentum import Momentum as Momentum
 from ._training._runner import Runs as Runs
 from ._training._runner import run_discrete as run_discrete
+from ._validation._map import ValidityMap as ValidityMap
+from ._validation._map import validity_map as validity_map
+from ._validation._validate import Validation as Validation
+from ._validation._validate import validate as validate
 from ._variants._optax import with_optax as with_optax
 from ._version import __version__ as __version__
-from .validation import Validation as Validation
-from .validation import ValidityMap as ValidityMap
-from .validation import validate as validate
-from .validation import validity_map as validity_map

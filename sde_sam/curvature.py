@@ -9,5 +9,3 @@ from ._estimators._curvature import hvp as hvp
 from ._estimators._curvature import spectral_density as spectral_density
 from ._estimators._curvature import top_eigenvalues as top_eigenvalues
 from ._estimators._curvature import trace_hessian as trace_hessian
-from ._estimators._estimate import Eigs as Eigs
-from ._estimators._estimate import Estimate as Estimate

@@ -2,8 +2,6 @@
 eigenpairs of ``Sigma``, mini-batch ``tr Sigma``, the variance sharpness term and its gradient, ``E||g_gamma||``,
 tail index and Gaussianity of the noise."""
 
-from ._estimators._estimate import Eigs as Eigs
-from ._estimators._estimate import Estimate as Estimate
 from ._estimators._noise import BatchGradNorm as BatchGradNorm
 from ._estimators._noise import Gaussianity as Gaussianity
 from ._estimators._noise import expected_batch_grad_norm as expected_batch_grad_norm

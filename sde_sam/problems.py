@@ -18,4 +18,3 @@ from ._problems._micro_batch import DenseLayerNormMLP as DenseLayerNormMLP
 from ._problems._mnist1d import load_mnist1d_split as load_mnist1d_split
 from ._problems._mnist1d import mnist1d_cnn as mnist1d_cnn
 from ._problems._mnist1d import mnist1d_mlp as mnist1d_mlp
-from ._problems._problem import Problem as Problem

@@ -19,7 +19,6 @@ from ._sde._diffusion import empirical_sample as empirical_sample
 from ._sde._diffusion import first_order_sample as first_order_sample
 from ._sde._diffusion import leading_sample as leading_sample
 from ._sde._diffusion import sigma_sqrt_times as sigma_sqrt_times
-from ._sde._diffusion import standard_normal_weights as standard_normal_weights
 from ._sde._drift import AbstractDrift as AbstractDrift
 from ._sde._drift import ClosedFormDrift as ClosedFormDrift
 from ._sde._drift import ExpectedDrift as ExpectedDrift
@@ -34,11 +33,5 @@ from ._sde._drift import linearized_update as linearized_update
 from ._sde._drift import sde_state as sde_state
 from ._sde._drift import second_order as second_order
 from ._sde._sde_model import DRIFTS as DRIFTS
-from ._sde._sde_model import SDEModel as SDEModel
 from ._sde._sde_model import monte_carlo_size as monte_carlo_size
-from ._sde._sde_model import sde_model as sde_model
-from ._sde._sde_model import step_keys as step_keys
-from ._sde._simulate import Paths as Paths
-from ._sde._simulate import em_step as em_step
 from ._sde._simulate import path_step_flops as path_step_flops
-from ._sde._simulate import simulate as simulate

@@ -3,10 +3,6 @@
 from ._symbolic._check import compare as compare
 from ._symbolic._check import compare_expression as compare_expression
 from ._symbolic._check import error_table as error_table
-from ._symbolic._check import numeric_fn as numeric_fn
-from ._symbolic._check import random_instance as random_instance
-from ._symbolic._check import rel_err as rel_err
-from ._symbolic._check import twin_problem as twin_problem
 from ._symbolic._check import variants_for as variants_for
 from ._symbolic._derive import COEFFICIENTS as COEFFICIENTS
 from ._symbolic._derive import EXPRESSIONS as EXPRESSIONS

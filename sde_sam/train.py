@@ -14,11 +14,9 @@ from ._training._train import TrainRecord as TrainRecord
 from ._training._train import build_momentum as build_momentum
 from ._training._train import build_problem as build_problem
 from ._training._train import build_sampler as build_sampler
-from ._training._train import build_schedule as build_schedule
 from ._training._train import build_variant as build_variant
 from ._training._train import evaluate as evaluate
 from ._training._train import micro_batch_size as micro_batch_size
 from ._training._train import record as record
-from ._training._train import run_keys as run_keys
 from ._training._train import sde_time as sde_time
 from ._training._train import step_time as step_time

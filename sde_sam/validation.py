@@ -5,13 +5,9 @@ observable by equivalence tests against a :class:`Tolerance`; :func:`validity_ma
 ``rho`` (and ``m``).
 """
 
-from ._validation._map import ValidityMap as ValidityMap
-from ._validation._map import validity_map as validity_map
 from ._validation._validate import Level as Level
 from ._validation._validate import Rung as Rung
-from ._validation._validate import Validation as Validation
 from ._validation._validate import ladder as ladder
-from ._validation._validate import validate as validate
 from ._validation._verdict import Agreement as Agreement
 from ._validation._verdict import Comparison as Comparison
 from ._validation._verdict import Tolerance as Tolerance

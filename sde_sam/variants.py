@@ -21,7 +21,6 @@ from ._variants._rules import RandomDirection as RandomDirection
 from ._variants._rules import Reweighted as Reweighted
 from ._variants._rules import effective_sample_size as effective_sample_size
 from ._variants._variant import NAMES as NAMES
-from ._variants._variant import NORM_EPS as NORM_EPS
 from ._variants._variant import StepOutput as StepOutput
 from ._variants._variant import Variant as Variant
 from ._variants._variant import asam as asam
@@ -40,7 +39,6 @@ from ._variants._variant import random_sam as random_sam
 from ._variants._variant import resolve_mask as resolve_mask
 from ._variants._variant import rw_sam as rw_sam
 from ._variants._variant import rw_usam as rw_usam
-from ._variants._variant import safe_normalize as safe_normalize
 from ._variants._variant import sam as sam
 from ._variants._variant import sam_on as sam_on
 from ._variants._variant import sgd as sgd

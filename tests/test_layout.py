@@ -134,3 +134,29 @@ def test_figures_and_checks_never_import_a_study():
                              [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
                     bad += [(folder, f, n) for n in names if n.split(".")[0] == "analysis"]
     assert not bad, bad
+
+
+def test_each_public_object_has_one_public_name():
+    """``sde_sam`` and its public namespaces name each function and class once (no ``ss.sde.simulate`` beside
+    ``ss.simulate``), and hold no test hook (the Euler-Maruyama step, its keys, the symbolic checker's twin problem:
+    those live in the private modules the tests import)."""
+    import importlib
+    import types
+
+    names: dict[int, list[str]] = {}
+    public: set[str] = set()
+    for mod in ("", ".variants", ".sde", ".noise", ".curvature", ".problems", ".symbolic", ".train", ".parallel",
+                ".quantities", ".validation"):
+        module = importlib.import_module("sde_sam" + mod)
+        for n in dir(module):
+            obj = getattr(module, n)
+            if n.startswith("_") or isinstance(obj, types.ModuleType):
+                continue
+            public.add(f"sde_sam{mod}.{n}")
+            if callable(obj):
+                names.setdefault(id(obj), []).append(f"sde_sam{mod}.{n}")
+    twice = sorted(v for v in names.values() if len(v) > 1)
+    assert not twice, twice
+    hooks = ("em_step", "step_keys", "standard_normal_weights", "twin_problem", "random_instance", "numeric_fn",
+             "rel_err", "NORM_EPS", "safe_normalize", "run_keys", "build_schedule")
+    assert not [h for h in hooks if any(p.endswith("." + h) for p in public)]

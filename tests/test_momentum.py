@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import sde_sam as ss
+from sde_sam._training._train import run_keys
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -123,7 +124,7 @@ def test_train_config_momentum_runs_the_runners_momentum_and_rescales_the_times(
     problem = train.build_problem(cfg)
     rec = train.record(cfg, problem=problem, keep_params=True)
     runs = ss.run_discrete(problem, ss.variants.sam(0.05), ss.WithoutReplacement(16), eta=0.01, steps=6,
-                           key=train.run_keys((0, 1)), record=ss.observables("loss", every=3),
+                           key=run_keys((0, 1)), record=ss.observables("loss", every=3),
                            momentum=ss.Momentum(0.9, nesterov=True))
     for a, b in zip(jax.tree_util.tree_leaves(rec.final_params), jax.tree_util.tree_leaves(runs.final_params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -11,6 +11,7 @@ from helpers import Affine, exact_mean_update, numpy_example_grads, user_problem
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
+from sde_sam._sde._diffusion import standard_normal_weights
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
@@ -259,7 +260,7 @@ def test_first_order_diffusion_covariance():
     np.testing.assert_allclose(A @ A.T, c * M @ S @ M.T, rtol=1e-10)
     # and the model draws that factor: same u from the same key
     key = jr.key(5)
-    u = ss.sde.standard_normal_weights(key, 9, jnp.float64)
+    u = standard_normal_weights(key, 9, jnp.float64)
     model = ss.sde_model(pr, v, sampler, eta=0.1, diffusion="first_order")
     np.testing.assert_allclose(_flat(model.diffusion_sample(x, key)), A @ np.asarray(u), rtol=1e-10)
 
@@ -268,7 +269,7 @@ def test_leading_diffusion_sample_uses_c_of_B():
     pr = _problem(n=7)
     x = pr.init_params
     key = jr.key(4)
-    u = ss.sde.standard_normal_weights(key, 7, jnp.float64)
+    u = standard_normal_weights(key, 7, jnp.float64)
     A = _linear_map(lambda uu: ss.sde.sigma_sqrt_times(pr, x, uu), 7)
     for sampler, c in ((ss.WithReplacement(3), 1 / 3), (ss.WithoutReplacement(3), 4 / 18)):
         model = ss.sde_model(pr, ss.variants.sam(0.1), sampler, eta=0.1)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import sde_sam as ss
+from sde_sam._sde._diffusion import standard_normal_weights
+from sde_sam._sde._sde_model import step_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,7 +73,7 @@ def test_matches_diffrax_euler_with_same_increments():
 
         @jax.jit
         def diffrax_path(path_key):
-            u = jax.vmap(lambda j: ss.sde.standard_normal_weights(ss.sde.step_keys(path_key, j)[1], 6, jnp.float64))(
+            u = jax.vmap(lambda j: standard_normal_weights(step_keys(path_key, j)[1], 6, jnp.float64))(
                 jnp.arange(steps))
             W = jnp.concatenate([jnp.zeros((1, 6)), jnp.cumsum(jnp.sqrt(eta) * u, axis=0)])
             bm = diffrax.LinearInterpolation(ts, W)

@@ -21,6 +21,7 @@ from sde_sam import symbolic as sym
 from sde_sam import variants as V
 from sde_sam._sde import _diffusion
 from sde_sam._symbolic import _derive as _symbolic
+from sde_sam._symbolic._check import random_instance, rel_err, twin_problem
 
 TOL = 1e-8
 VARIANTS_1D = sym.variants_for(1)
@@ -177,14 +178,14 @@ def test_first_order_diffusion_matches_sde_with_equal_hessians(name, monkeypatch
     setting = sym.Setting(dim=2, n=3, batch_size=2, replace=False)
     der = sym.derive(VARIANTS_2D[name], setting)
     rng = np.random.default_rng(3)
-    x, coeffs = sym.random_instance(setting, rng)
+    x, coeffs = random_instance(setting, rng)
     for k in ("a11", "a12", "a22"):
         coeffs[k] = np.full(3, coeffs[k][0])
     for k in ("c1", "c2", "e"):
         coeffs[k] = np.zeros(3)
     sampler = ss.WithoutReplacement(2)
     with jax.enable_x64(True):
-        problem = sym.twin_problem(2, coeffs, x)
+        problem = twin_problem(2, coeffs, x)
         p = problem.init_params
 
         def cov(rho):
@@ -196,8 +197,8 @@ def test_first_order_diffusion_matches_sde_with_equal_hessians(name, monkeypatch
         C0, C1, C2 = cov(0.0), cov(r), cov(2 * r)
     S0 = sym.lambdified(der, "S0")(x, coeffs)
     S1 = sym.lambdified(der, "S1")(x, coeffs)
-    assert sym.rel_err(C0, S0) < TOL
-    assert sym.rel_err((4 * C1 - C2 - 3 * C0) / (2 * r), S1) < TOL
+    assert rel_err(C0, S0) < TOL
+    assert rel_err((4 * C1 - C2 - 3 * C0) / (2 * r), S1) < TOL
 
 
 # -- cache, report, bad input ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 import sde_sam as ss
 from sde_sam._compiles import counting
+from sde_sam._sde._simulate import em_step
 from sde_sam._training._runner import traced_hyperparameters
 
 
@@ -117,7 +118,7 @@ def test_em_step_runs_with_a_model_passed_through_jit():
     problem = ss.problems.linear_regression(n=16, d=2)
     model = ss.sde_model(problem, ss.variants.sam(0.05), ss.WithReplacement(4), eta=0.1)
     x, key = problem.init_params, jr.key(0)
-    traced = jax.jit(lambda m, p: ss.sde.em_step(m, p, key, 0, m.eta))(model, x)
-    plain = ss.sde.em_step(model, x, key, 0, model.eta)
+    traced = jax.jit(lambda m, p: em_step(m, p, key, 0, m.eta))(model, x)
+    plain = em_step(model, x, key, 0, model.eta)
     for a, b in zip(jax.tree_util.tree_leaves(traced), jax.tree_util.tree_leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)

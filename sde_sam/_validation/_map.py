@@ -1,4 +1,4 @@
-"""Where does the SDE hold? :func:`validity_map`: :func:`~sde_sam.validation.validate` over a grid of ``eta``, ``rho``
+"""Where does the SDE hold? :func:`validity_map`: :func:`~sde_sam.validate` over a grid of ``eta``, ``rho``
 and ``m`` (docs/validation.md, "Validity maps"; DESIGN §3.5).
 
 ``eta`` and ``rho`` are traced values of the compiled programs, so the grid compiles the programs of its first point
@@ -57,7 +57,7 @@ def _with(variant: Variant, rho: float, m: int | None) -> Variant:
 
 @dataclasses.dataclass(frozen=True)
 class ValidityMap:
-    """:func:`validity_map`'s result: the :class:`~sde_sam.validation.Validation` of every grid point, in the order
+    """:func:`validity_map`'s result: the :class:`~sde_sam.Validation` of every grid point, in the order
     ``ms x rhos x etas``, with the compile count and time of the whole map. ``print(map)`` shows the verdict grids;
     :meth:`plot` draws them with the boundaries of the SDE regime and of tracking."""
 
@@ -234,7 +234,7 @@ def validity_map(
     log: Callable[[str], None] | None = None,
     **options,
 ) -> ValidityMap:
-    """:func:`~sde_sam.validation.validate` at every ``(eta, rho, m)`` of the grid (docs/validation.md).
+    """:func:`~sde_sam.validate` at every ``(eta, rho, m)`` of the grid (docs/validation.md).
 
     Monte Carlo drifts are sized (``num_samples=None``) once per ``m``, at the largest ``rho``, and that size is used
     at every point. ``rhos`` default ``(variant.rho,)``; ``ms`` (micro-batch sizes, for rules with
