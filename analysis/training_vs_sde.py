@@ -181,7 +181,7 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
     # batches of one epoch dependent); a preset can ask for epochs with "uniform_subset": False
     base = train.TrainConfig(problem=pname, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
                              steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"], observables=cfg["observables"],
-                             uniform_subset=cfg.get("uniform_subset", True),
+                             sampler="uniform_subset" if cfg.get("uniform_subset", True) else "without_replacement",
                              **{k: v for k, v in dict(cfg.get("momentum") or {}).items()
                                 if k in ("momentum", "nesterov")})
     problem = train.build_problem(base)

@@ -103,6 +103,22 @@ def test_schedule_in_runner_matches_manual_steps():
     cos = train.Schedule("cosine", total_steps=10, final=0.1)
     k = np.arange(11)
     np.testing.assert_allclose(cos.values(k), 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * k / 10)), rtol=1e-6)
+    step = train.Schedule("step", total_steps=10, milestones=(3, 7), gamma=0.2)  # gamma ** (milestones <= k)
+    np.testing.assert_allclose(step.values(k), [1.0] * 3 + [0.2] * 4 + [0.04] * 4, rtol=1e-6)
+    np.testing.assert_array_equal(train.Schedule().values(k), np.ones(11))
+
+
+def test_one_sampler_field_and_recordings_with_the_two_old_booleans():
+    """``TrainConfig.sampler`` names the sampler; a config saved with the two booleans it replaced still loads."""
+    assert isinstance(train.build_sampler(train.TrainConfig()), ss.WithoutReplacement)
+    assert isinstance(train.build_sampler(train.TrainConfig(sampler="uniform_subset")), ss.UniformSubset)
+    old = {k: v for k, v in train.TrainConfig().to_dict().items() if k != "sampler"}
+    for flags, kind in (((False, False), ss.WithoutReplacement), ((True, False), ss.WithReplacement),
+                        ((False, True), ss.UniformSubset)):
+        cfg = train.TrainConfig.from_dict(old | dict(zip(("with_replacement", "uniform_subset"), flags, strict=True)))
+        assert isinstance(train.build_sampler(cfg), kind)
+    with pytest.raises(ValueError, match="exclude each other"):
+        train.TrainConfig.from_dict(old | {"with_replacement": True, "uniform_subset": True})
 
 
 @pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
@@ -131,6 +147,7 @@ def test_group_norm_cnn_is_per_example_and_batch_norm_is_not():
         (dict(schedule="linear"), "schedule"),
         (dict(eta=-1.0), "eta"),
         (dict(hutchinson_probes=1), "hutchinson_probes"),
+        (dict(sampler="shuffled"), "sampler"),
     ],
 )
 def test_bad_config(kwargs, match):
@@ -141,6 +158,8 @@ def test_bad_config(kwargs, match):
 def test_bad_schedule_and_network():
     with pytest.raises(ValueError, match="milestones"):
         train.Schedule("step", total_steps=10, milestones=(5, 2))
+    with pytest.raises(ValueError, match="milestones"):  # a repeated milestone would count once in optax
+        train.Schedule("step", total_steps=10, milestones=(2, 2))
     with pytest.raises(ValueError, match="groups"):
         train.digits_cnn(channels=(6, 8), norm="group", groups=4)
     with pytest.raises(ValueError, match="norm"):

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -38,9 +37,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import PyTree
 
-from .. import variants as _variants
 from .._checks import check_integer
-from .._ensemble import Ensemble
 from .._estimators._observables import (
     REGISTRY,
     AbstractObservable,
@@ -53,224 +50,22 @@ from .._estimators._observables import (
     check_values,
     observables,
 )
-from .._io import load_result, provenance, save_result, wrong_kind
-from .._problems import _builtin, _mnist1d, _networks
+from .._io import provenance
+from .._problems import _networks
 from .._problems._problem import Problem
-from .._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
+from .._problems._sampler import WithoutReplacement, WithReplacement
 from .._variants._variant import Variant
-from ._momentum import Momentum
-from ._runner import Runs, run_discrete
-
-OBSERVABLES = (
-    "loss",
-    "accuracy",
-    "test_loss",
-    "test_accuracy",
-    "grad_norm_sq",
-    "trace_sigma",
-    "lambda_max",
-    "trace_hessian",
-    "batch_grad_norm",
-    "distance",
-    "effective_sample_size",
+from ._config import (
+    TrainConfig,
+    build_momentum,
+    build_problem,
+    build_sampler,
+    build_schedule,
+    build_variant,
+    micro_batch_size,
 )
-DEFAULT_OBSERVABLES = OBSERVABLES
-PROBLEMS = ("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn")
-SCHEDULES = ("constant", "cosine", "step")
-
-
-# -- learning-rate schedules ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """Learning-rate multiplier ``s(k)``: step ``k`` uses ``eta * s(k)``.
-
-    ``constant``: ``1``; ``cosine``: ``final + (1 - final)(1 + cos(pi k / total_steps))/2``; ``step``:
-    ``gamma ** (number of milestones <= k)``. Hashable, so it can be a static argument of a jitted runner.
-    """
-
-    kind: str = "constant"
-    total_steps: int = 1
-    final: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-
-    def __post_init__(self):
-        if self.kind not in SCHEDULES:
-            raise ValueError(f"`schedule` kind must be one of {SCHEDULES}, got {self.kind!r}")
-        check_integer("total_steps", self.total_steps)
-        if not (isinstance(self.final, (int, float)) and 0 <= self.final <= 1):
-            raise ValueError(f"`final` (cosine floor) must be in [0, 1], got {self.final!r}")
-        if not (isinstance(self.gamma, (int, float)) and 0 < self.gamma <= 1):
-            raise ValueError(f"`gamma` (step decay factor) must be in (0, 1], got {self.gamma!r}")
-        ms = tuple(int(m) for m in self.milestones)
-        if any(m < 1 for m in ms) or list(ms) != sorted(ms):
-            raise ValueError(f"`milestones` must be increasing positive steps, got {self.milestones!r}")
-        object.__setattr__(self, "milestones", ms)
-
-    def __call__(self, k):
-        k = jnp.asarray(k)
-        if self.kind == "constant":
-            return jnp.ones((), jnp.float32)
-        if self.kind == "cosine":
-            frac = jnp.clip(k / self.total_steps, 0.0, 1.0)
-            return self.final + (1 - self.final) * 0.5 * (1 + jnp.cos(jnp.pi * frac))
-        count = sum((k >= m).astype(jnp.int32) for m in self.milestones) if self.milestones else jnp.asarray(0)
-        return jnp.asarray(self.gamma, jnp.float32) ** jnp.asarray(count).astype(jnp.float32)
-
-    def values(self, steps) -> np.ndarray:
-        """``s(k)`` at the given steps (numpy)."""
-        return np.asarray(jax.vmap(self)(jnp.asarray(steps)))
-
-
-# -- configuration -------------------------------------------------------------------------------------
-
-
-def _freeze(d: Mapping | tuple | None) -> tuple:
-    if d is None:
-        return ()
-    if isinstance(d, tuple):
-        return d
-    return tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in dict(d).items()))
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a recording depends on. ``problem_kwargs``/``variant_kwargs`` are dicts (stored as sorted
-    tuples so the config is hashable); ``variant`` is a name for :func:`sde_sam.variants.get`.
-
-    Estimator sizes: ``lanczos_matvecs`` (Hessian-vector products for ``lambda_max``), ``hutchinson_probes``
-    (``tr H``), ``norm_batches`` (micro-batches for ``E||g_m||``), ``minibatch_batches`` (batches for the
-    BatchNorm ``tr Sigma``), ``chunk_size`` (examples per chunk of per-example gradients).
-    """
-
-    problem: str = "digits_mlp"
-    problem_kwargs: Any = ()
-    variant: str = "sgd"
-    variant_kwargs: Any = ()
-    label: str = ""
-    batch_size: int = 64
-    with_replacement: bool = False
-    uniform_subset: bool = False
-    eta: float = 0.1
-    steps: int = 200
-    every: int = 50
-    seeds: tuple[int, ...] = (0, 1, 2, 3)
-    schedule: str = "constant"
-    schedule_kwargs: Any = ()
-    observables: tuple[str, ...] = DEFAULT_OBSERVABLES
-    lanczos_matvecs: int = 20
-    hutchinson_probes: int = 8
-    norm_batches: int = 32
-    minibatch_batches: int = 32
-    chunk_size: int | None = 512
-    estimator_seed: int = 12345
-    #: heavy-ball momentum ``beta`` in [0, 1) on the variant's update (0: none); ``nesterov``: Nesterov's form
-    #: (:class:`~sde_sam.Momentum`); the recorded times are then ``k eta / (1 - beta)``, the rescaled SDE's.
-    momentum: float = 0.0
-    nesterov: bool = False
-
-    def __post_init__(self):
-        object.__setattr__(self, "problem_kwargs", _freeze(self.problem_kwargs))
-        object.__setattr__(self, "variant_kwargs", _freeze(self.variant_kwargs))
-        object.__setattr__(self, "schedule_kwargs", _freeze(self.schedule_kwargs))
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        object.__setattr__(self, "observables", tuple(self.observables))
-        if self.problem not in PROBLEMS:
-            raise ValueError(f"`problem` must be one of {PROBLEMS}, got {self.problem!r}")
-        if not self.seeds:
-            raise ValueError("`seeds` must hold at least one integer seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"`seeds` must be distinct, got {self.seeds}")
-        unknown = [o for o in self.observables if o not in OBSERVABLES]
-        if unknown:
-            raise ValueError(f"unknown observable(s) {unknown}; valid: {', '.join(OBSERVABLES)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in (
-            "batch_size",
-            "steps",
-            "every",
-            "lanczos_matvecs",
-            "hutchinson_probes",
-            "norm_batches",
-            "minibatch_batches",
-        ):
-            check_integer(name, getattr(self, name))
-        if self.hutchinson_probes < 2 or self.norm_batches < 2:
-            raise ValueError("`hutchinson_probes` and `norm_batches` must be >= 2 (standard errors need two draws)")
-        if not (isinstance(self.eta, (int, float)) and math.isfinite(self.eta) and self.eta > 0):
-            raise ValueError(f"`eta` must be a finite number in (0, inf), got {self.eta!r}")
-        if self.steps % self.every:
-            raise ValueError(f"`steps`={self.steps} must be a multiple of `every`={self.every}")
-        if self.with_replacement and self.uniform_subset:
-            raise ValueError("`with_replacement` and `uniform_subset` exclude each other: pick one sampler")
-        Momentum(self.momentum, self.nesterov)  # validates beta in [0, 1) and nesterov a bool
-        if self.nesterov and not self.momentum:
-            raise ValueError("`nesterov=True` needs `momentum` > 0 (Nesterov's form of a momentum beta)")
-
-    @property
-    def name(self) -> str:
-        return self.label or self.variant
-
-    def replace(self, **changes) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k in ("problem_kwargs", "variant_kwargs", "schedule_kwargs"):
-            d[k] = dict(getattr(self, k))
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> TrainConfig:
-        d = dict(d)
-        d["seeds"] = tuple(d["seeds"])
-        d["observables"] = tuple(d["observables"])
-        return cls(**d)
-
-
-def build_problem(config: TrainConfig) -> Problem:
-    """The problem named by ``config`` (one of :data:`PROBLEMS`, with its kwargs)."""
-    kw = dict(config.problem_kwargs)
-    for name in ("hidden", "channels"):
-        if isinstance(kw.get(name), list):
-            kw[name] = tuple(kw[name])
-    return {
-        "digits_mlp": _builtin.digits_mlp,
-        "digits_cnn": _networks.digits_cnn,
-        "mnist1d_mlp": _mnist1d.mnist1d_mlp,
-        "mnist1d_cnn": _mnist1d.mnist1d_cnn,
-    }[config.problem](**kw)
-
-
-def build_variant(config: TrainConfig) -> Variant:
-    """``sde_sam.variants.get(config.variant, **config.variant_kwargs)`` (SGD takes no kwargs)."""
-    kw = dict(config.variant_kwargs)
-    if config.variant.lower() == "sgd":
-        return _variants.sgd()
-    return _variants.get(config.variant, **kw)
-
-
-def build_sampler(config: TrainConfig):
-    """Shuffled epochs (default), i.i.d. draws (``with_replacement``) or a fresh uniform subset each step
-    (``uniform_subset``, the sampler the SDE models exactly)."""
-    if config.uniform_subset:
-        return UniformSubset(config.batch_size)
-    return WithReplacement(config.batch_size) if config.with_replacement else WithoutReplacement(config.batch_size)
-
-
-def build_schedule(config: TrainConfig) -> Schedule | None:
-    if config.schedule == "constant":
-        return None
-    return Schedule(config.schedule, total_steps=config.steps, **dict(config.schedule_kwargs))
-
-
-def micro_batch_size(variant: Variant, batch_size: int, n: int) -> int:
-    """The ``m`` of ``E||g_m||`` for a variant: its micro-batch size, ``n`` for full-gradient ascent, else ``B``."""
-    return variant.rule.ascent_batch_size(batch_size, n)
-
+from ._record import TrainRecord
+from ._runner import Runs, run_discrete
 
 # -- observables ---------------------------------------------------------------------------------------
 
@@ -306,7 +101,7 @@ class Estimators:
             config.chunk_size,
             config.estimator_seed,
             config.batch_size,
-            config.with_replacement,
+            config.sampler == "with_replacement",
             _networks.is_batch_norm_problem(problem),
             micro_batch_size(variant, config.batch_size, problem.num_examples),
             variant.rule,
@@ -373,68 +168,6 @@ def evaluate(
         out[name] = np.asarray(vals).reshape(lead)
     check_values({n: REGISTRY[n] for n in names if n in REGISTRY}, out)
     return out
-
-
-# -- the record ----------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class TrainRecord(Ensemble):
-    """A recorded training ensemble: ``values[name]`` is ``(R, T)`` over seeds and recorded ``steps``.
-
-    ``meta`` holds the config, seeds, provenance (versions, device), wall time and divergence counts.
-    """
-
-    config: TrainConfig
-    steps: np.ndarray
-    values: dict[str, np.ndarray]
-    diverged: np.ndarray
-    meta: dict
-    init_params: PyTree | None = None
-    final_params: PyTree | None = None
-    saved_params: PyTree | None = None
-
-    @property
-    def seeds(self) -> tuple[int, ...]:
-        return self.config.seeds
-
-    @property
-    def times(self) -> np.ndarray:
-        """SDE time ``t = k * eta`` of the recorded steps (constant schedule; see :func:`sde_time`)."""
-        return sde_time(self.config, self.steps)
-
-    def save(self, path) -> Any:
-        """Write ``<path>.json`` (config, seeds, provenance, wall time) and ``<path>.npz`` (``steps``,
-        ``values/<name>`` as ``value__<name>``, ``diverged``), atomically."""
-        arrays = {"steps": self.steps, "diverged": self.diverged}
-        arrays |= {f"value__{k}": v for k, v in self.values.items()}
-        return save_result(path, arrays, self.meta)
-
-    @classmethod
-    def load(cls, path) -> TrainRecord:
-        arrays, meta = load_result(path)
-        if meta.get("kind") != "train_record":
-            raise wrong_kind(path, meta.get("kind"), "a TrainRecord")
-        config = TrainConfig.from_dict(meta["config"])
-        values = {k[len("value__") :]: v for k, v in arrays.items() if k.startswith("value__")}
-        return cls(config, arrays["steps"], values, arrays["diverged"].astype(bool), meta)
-
-
-def build_momentum(config: TrainConfig) -> Momentum | None:
-    """The config's :class:`~sde_sam.Momentum`, or ``None`` without momentum."""
-    return Momentum(config.momentum, config.nesterov) if config.momentum else None
-
-
-def sde_time(config: TrainConfig, steps) -> np.ndarray:
-    """SDE time of discrete step ``k``: ``sum_{j<k} eta_j`` (``k * eta`` for a constant schedule), times
-    ``1 / (1 - beta)`` with momentum (the rescaled-learning-rate SDE's time)."""
-    steps = np.asarray(steps)
-    sched = build_schedule(config)
-    scale = 1.0 / (1.0 - config.momentum)
-    if sched is None:
-        return np.asarray(steps * config.eta * scale)
-    cum = np.concatenate([[0.0], np.cumsum(sched.values(np.arange(int(steps.max()))))]) * config.eta * scale
-    return np.asarray(cum[steps])
 
 
 def run_keys(seeds: Sequence[int]):
@@ -567,22 +300,3 @@ def step_time(
         "steps_per_repeat": int(steps),
         "num_seeds": len(config.seeds),
     }
-
-
-__all__ = [
-    "OBSERVABLES",
-    "Estimators",
-    "Schedule",
-    "TrainConfig",
-    "TrainRecord",
-    "build_problem",
-    "build_sampler",
-    "build_schedule",
-    "build_variant",
-    "evaluate",
-    "micro_batch_size",
-    "record",
-    "run_keys",
-    "sde_time",
-    "step_time",
-]
