@@ -5,6 +5,8 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+import gc  # noqa: E402
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -30,3 +32,12 @@ def _release_compiled_programs():
     tests compiles tens of thousands of kernels, and past Linux's limit the next compilation segfaults."""
     yield
     release_programs_near_map_limit()
+
+
+@pytest.fixture
+def released_programs():
+    """Before a test that counts compilations: release every compiled program JAX holds, so the test starts far
+    below half the mapping limit and ``run_discrete``/``simulate`` cannot release (and so recompile) in its middle,
+    whatever the worker ran before it (the slow pass's workers run long compiling tests)."""
+    jax.clear_caches()
+    gc.collect()

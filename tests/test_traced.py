@@ -15,6 +15,8 @@ from sde_sam._sde._simulate import em_step
 from sde_sam._training._runner import traced_hyperparameters
 
 
+pytestmark = pytest.mark.usefixtures("released_programs")
+
 def _count(fn):
     """XLA backend compilations while ``fn`` runs (``jax.monitoring``, :func:`sde_sam._compiles.counting`)."""
     with counting() as c:

@@ -209,6 +209,7 @@ def _map(etas, rhos, d=3, **kw):
 
 
 @pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
+@pytest.mark.usefixtures("released_programs")
 def test_a_3x3_map_compiles_no_more_programs_than_a_1x1_map(tmp_path):
     """Each on a problem of shapes not compiled before (d = 4 and d = 5), after a map on d = 2 has compiled the
     programs that do not depend on the shapes: both counts start equally cold."""
