@@ -95,10 +95,8 @@ def _kept(values: np.ndarray) -> np.ndarray:
 
 
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
-    n = values.shape[0]
-    if n == 0:
-        return math.nan, math.nan
-    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    mean, stderr = ss.mean_stderr(values)  # one run: no standard error (NaN)
+    return float(mean), float(stderr)
 
 
 def _z(g, se, ref):

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from analysis import presets as _presets
-from sde_sam import train
+from sde_sam import mean_stderr, train
 from sde_sam._io import provenance, save_result
 
 #: The setting of the RW-SAM study used here (analysis.m_sharpness, quick preset, 4 seeds: the highest mean test
@@ -91,9 +90,8 @@ def rw_kwargs(problem, batch_size: int, setting: dict) -> tuple[dict, dict]:
 
 def _over_seeds(v: np.ndarray) -> dict:
     v = v[np.isfinite(v)]
-    n = len(v)
-    return {"mean": float(v.mean()) if n else float("nan"),
-            "stderr": float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"), "num_seeds": int(n),
+    mean, stderr = mean_stderr(v)
+    return {"mean": float(mean), "stderr": float(stderr), "num_seeds": len(v),
             "per_seed": [float(x) for x in v]}
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sde_sam import train
+from sde_sam import mean_stderr, train
 from sde_sam._io import provenance, quarantine, result_paths, save_result, to_jsonable
 
 PAPER_REFERENCE = {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79}
@@ -189,9 +189,8 @@ def recorded(config: train.TrainConfig, path: Path, log, *, start=None, fresh: b
 
 def _over_seeds(per_seed: np.ndarray) -> dict:
     """Mean and standard error over seeds of one value per seed."""
-    n = len(per_seed)
-    return {"mean": float(per_seed.mean()), "stderr": float(per_seed.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
-            "num_seeds": int(n)}
+    mean, stderr = mean_stderr(per_seed)  # one seed: no standard error (NaN)
+    return {"mean": float(mean), "stderr": float(stderr), "num_seeds": len(per_seed)}
 
 
 def _final(rec: train.TrainRecord, name: str) -> dict:

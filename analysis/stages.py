@@ -217,9 +217,9 @@ def stage_variance_term(cfg: dict) -> dict:
 
             lin, dis = (np.asarray(a) for a in coefs(idx))
             c = sampler.factor(m, n)
-            rows.append({"m": m, "c_m": c, "coef_general": float(lin.mean()),
-                         "coef_general_stderr": float(lin.std(ddof=1) / math.sqrt(K)),
-                         "coef_discrete": float(dis.mean()), "coef_discrete_stderr": float(dis.std(ddof=1) / math.sqrt(K))})
+            (lin_m, lin_se), (dis_m, dis_se) = ss.mean_stderr(lin), ss.mean_stderr(dis)
+            rows.append({"m": m, "c_m": c, "coef_general": float(lin_m), "coef_general_stderr": float(lin_se),
+                         "coef_discrete": float(dis_m), "coef_discrete_stderr": float(dis_se)})
     return {"data": {"problem": problem.name, "n": n, "B": B, "rho": rho, "num_batches": K, "trace_sigma": trs,
                      "rows": rows}}
 
@@ -291,9 +291,9 @@ def stage_escape(cfg: dict) -> dict:
     def stats(v: np.ndarray) -> dict:
         kept = v[~np.any(np.isnan(v), axis=1)]
         n = kept.shape[0]
-        se = lambda a: float(a.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
-        return {"final": float(kept[:, -1].mean()), "final_stderr": se(kept[:, -1]),
-                "time_avg": float(kept.mean()), "time_avg_stderr": se(kept.mean(1)), "kept": int(n)}
+        final, time_avg = ss.mean_stderr(kept[:, -1]), ss.mean_stderr(kept.mean(1))
+        return {"final": float(final[0]), "final_stderr": float(final[1]),
+                "time_avg": float(time_avg[0]), "time_avg_stderr": float(time_avg[1]), "kept": int(n)}
 
     arrays, rows = {}, {}
     for i, (label, v) in enumerate(escape_variants(cfg["rho"], cfg["batch_size"]).items()):

@@ -63,9 +63,7 @@ PRESETS["momentum"] = dict(PRESETS["quick"], eta=0.01, momentum={"momentum": 0.9
 def band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard error over the first axis (rows with NaN, i.e. diverged runs, left out)."""
     ok = ~np.any(np.isnan(values), axis=1)
-    kept = values[ok]
-    se = kept.std(axis=0, ddof=1) / np.sqrt(len(kept)) if len(kept) > 1 else np.zeros(kept.shape[1])
-    return kept.mean(axis=0), se
+    return ss.mean_stderr(values[ok])
 
 
 def compare(train_vals: np.ndarray, sde_vals: np.ndarray) -> dict:

@@ -86,7 +86,7 @@ def _paired(a, b, name):
     diff = a.values[name][keep] - b.values[name][keep]
     if diff.shape[0] < 2:
         raise ValueError("fewer than two runs survived on both sides: no paired estimate")
-    return diff.mean(axis=0), diff.std(axis=0, ddof=1) / math.sqrt(diff.shape[0])
+    return ss.mean_stderr(diff)
 
 
 def _steps(t1, eta):

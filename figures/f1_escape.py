@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from sde_sam import mean_stderr
+
 from ._common import colors, plt, save
 
 ID, STAGES, TITLE = "F1", ("escape",), "Escape from the sharp basin vs micro-batch size m"
@@ -9,7 +11,8 @@ ID, STAGES, TITLE = "F1", ("escape",), "Escape from the sharp basin vs micro-bat
 
 def _band(v):
     kept = v[~np.any(np.isnan(v), axis=1)]
-    return kept.mean(0), kept.std(0, ddof=1) / np.sqrt(max(kept.shape[0], 1)), v.shape[0] - kept.shape[0]
+    mean, stderr = mean_stderr(kept)
+    return mean, stderr, v.shape[0] - kept.shape[0]
 
 
 def render(results: dict, arrays: dict, out) -> list:

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from sde_sam import mean_stderr
+
 from ._base import CheckResult, Row, fmt
 
 ID, STAGES = "C11", ("generalization",)
@@ -33,8 +35,8 @@ def _diff(a: dict, b: dict) -> tuple[float, float]:
     else the two standard errors in quadrature."""
     x, y = np.asarray(a["per_seed"], float), np.asarray(b["per_seed"], float)
     if len(x) == len(y) and len(x) > 1:
-        d = x - y
-        return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+        mean, stderr = mean_stderr(x - y)
+        return float(mean), float(stderr)
     return a["mean"] - b["mean"], math.hypot(a["stderr"], b["stderr"])
 
 

@@ -15,6 +15,7 @@ from . import symbolic as symbolic
 from . import train as train
 from . import validation as validation
 from . import variants as variants
+from ._ensemble import mean_stderr as mean_stderr
 from ._estimators._estimate import Eigs as Eigs
 from ._estimators._estimate import Estimate as Estimate
 from ._estimators._observables import Record as Record

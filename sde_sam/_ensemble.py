@@ -8,6 +8,19 @@ diverged member is counted (``num_diverged``) and never averaged in, the same wa
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+
+def mean_stderr(values: ArrayLike, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``values`` along ``axis`` and its Monte Carlo standard error ``std / sqrt(n)`` (two-pass,
+    ``ddof=1``), in float64. The standard error is NaN where fewer than two values are given: one value has none
+    (never 0, which would read as an exact number)."""
+    v = np.asarray(values, np.float64)
+    n = v.shape[axis]
+    mean = np.asarray(v.mean(axis=axis) if n else np.full(np.delete(v.shape, axis), np.nan))
+    if n < 2:
+        return mean, np.full(np.shape(mean), np.nan)
+    return mean, np.asarray(v.std(axis=axis, ddof=1) / np.sqrt(n))
 
 
 class Ensemble:

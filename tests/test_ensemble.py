@@ -36,3 +36,17 @@ def test_one_seed_has_no_standard_error():
         rec.stderr("loss")
     with pytest.raises(KeyError, match="'accuracy' was not recorded"):
         rec.mean("accuracy")
+
+
+def test_mean_stderr_is_two_pass_and_has_no_standard_error_from_one_value():
+    """The one mean ± s.e. helper the studies, figures and checks share: ``std(ddof=1) / sqrt(n)``; NaN, never 0,
+    from one value (a standard error of 0 would read as an exact number)."""
+    v = np.array([[1.0, 10.0], [3.0, 14.0], [5.0, 18.0]])
+    mean, se = ss.mean_stderr(v)
+    np.testing.assert_allclose(mean, [3.0, 14.0])
+    np.testing.assert_allclose(se, [2.0 / np.sqrt(3), 4.0 / np.sqrt(3)])  # std [2, 4] by hand
+    np.testing.assert_allclose(ss.mean_stderr(v, axis=1)[0], [5.5, 8.5, 11.5])
+    mean, se = ss.mean_stderr([7.0])
+    assert float(mean) == 7.0 and np.isnan(se)
+    # a large offset: the two-pass form keeps the spread (a one-pass sum of squares loses it in float64)
+    np.testing.assert_allclose(ss.mean_stderr(1e9 + np.array([0.0, 1.0, 2.0]))[1], 1.0 / np.sqrt(3), rtol=1e-6)
