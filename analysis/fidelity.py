@@ -224,6 +224,7 @@ def study_variant(problem, variant, sampler, *, eta, steps, every, observe, num_
                     break
             prev = g
         out["models"][rung.label] = {"rung": dataclasses.asdict(rung), "levels": levels}
+    out["budget"] = budget_rows(out, key_observable, stat)  # the rows F9 draws: in the result, saved with it
     return out
 
 
@@ -433,9 +434,9 @@ def run(cfg: dict, log=print, previous: dict | None = None, checkpoint=None) -> 
                 checkpoint(out | {part: result, "wall_s": time.perf_counter() - t0})
 
         out[part] = fn(cfg[part], log, done=previous.get(part), on_variant=save)
-    for part, key_obs, stat in _BUDGETS:  # the rows F9 draws, in the result so that the figure reads, not computes
+    for part, key_obs, stat in _BUDGETS:  # variants reused from a result saved before the rows were part of it
         for res in out.get(part, {}).get("variants", {}).values():
-            res["budget"] = budget_rows(res, key_obs or cfg["training"]["key_observable"], stat)
+            res.setdefault("budget", budget_rows(res, key_obs or cfg["training"]["key_observable"], stat))
     out["wall_s"] = time.perf_counter() - t0
     return out
 
