@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import sde_sam as ss
+from sde_sam import Validation
 from sde_sam.sde import GeneralDrift, LeadingDiffusion
-from sde_sam.validation import Agreement, Comparison, Rung, Tolerance, Validation, VerdictKind, verdict_of
+from sde_sam.validation import Agreement, Comparison, Rung, Tolerance, VerdictKind, verdict_of
 
 QUAD = ss.problems.quadratic(spectrum=(1.0,), n=32)  # f = (1/2)(x - z_i)^2, curvature 1, start x = 1
 SGD, B4 = ss.variants.sgd(), ss.WithReplacement(4)
