@@ -436,7 +436,8 @@ def run(cfg: dict, log=print, previous: dict | None = None, checkpoint=None) -> 
         out[part] = fn(cfg[part], log, done=previous.get(part), on_variant=save)
     for part, key_obs, stat in _BUDGETS:  # variants reused from a result saved before the rows were part of it
         for res in out.get(part, {}).get("variants", {}).values():
-            res.setdefault("budget", budget_rows(res, key_obs or cfg["training"]["key_observable"], stat))
+            if "budget" not in res:
+                res["budget"] = budget_rows(res, key_obs or cfg["training"]["key_observable"], stat)
     out["wall_s"] = time.perf_counter() - t0
     return out
 

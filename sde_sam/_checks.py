@@ -30,18 +30,17 @@ def check_integer(
     low: int = 1,
     high: int | None = None,
     *,
-    high_open: bool = False,
     range_text: str | None = None,
     note: str = "",
 ) -> int:
-    """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is an integer in ``[low, high]``
-    (``[low, high)`` with ``high_open``; no upper end for ``high=None``). ``range_text`` words the range (for
+    """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is an integer in ``[low, high]`` (no upper
+    end for ``high=None``). ``range_text`` words the range (for
     bounds with names, ``"[k=3, d=40]"``) and ``note`` follows it in the message."""
-    ok = is_integer(value) and value >= low and (high is None or (value < high if high_open else value <= high))
+    ok = is_integer(value) and value >= low and (high is None or value <= high)
     if not ok:
         if range_text is None:
             if high is not None:
-                range_text = f"an integer in [{low}, {high}{')' if high_open else ']'}"
+                range_text = f"an integer in [{low}, {high}]"
             else:
                 range_text = "a positive integer" if low == 1 else f"an integer >= {low}"
         raise ValueError(f"`{name}` must be {range_text}{note}, got {value!r}")
@@ -72,8 +71,8 @@ def check_positive(name: str, value: Any, integer: bool = False) -> None:
     """``ValueError`` naming ``name`` unless ``value`` is a finite positive number (an integer >= 1 if asked)."""
     if integer:
         check_integer(name, value)
-    elif not (is_real(value) and math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a finite number in (0, inf), got {value!r}")
+    else:
+        check_number(name, value, lower_open=True)
 
 
 def check_chunk_size(chunk_size: Any) -> None:

@@ -37,7 +37,13 @@ OBSERVABLES = (
 )
 DEFAULT_OBSERVABLES = OBSERVABLES
 PROBLEMS = ("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn")
-SCHEDULES = ("constant", "cosine", "step")
+#: optax's schedule of each kind, from a :class:`Schedule`'s fields.
+_OPTAX = {
+    "constant": lambda s: optax.constant_schedule(1.0),
+    "cosine": lambda s: optax.cosine_decay_schedule(1.0, s.total_steps, alpha=s.final),
+    "step": lambda s: optax.piecewise_constant_schedule(1.0, {int(m): float(s.gamma) for m in s.milestones}),
+}
+SCHEDULES = tuple(_OPTAX)
 #: The samplers a config names (``TrainConfig.sampler``).
 SAMPLERS = {
     "without_replacement": WithoutReplacement,
@@ -230,14 +236,6 @@ def build_schedule(config: TrainConfig) -> Schedule | None:
     if config.schedule == "constant":
         return None
     return Schedule(config.schedule, total_steps=config.steps, **dict(config.schedule_kwargs))
-
-
-#: optax's schedule of each kind, from a :class:`Schedule`'s fields.
-_OPTAX = {
-    "constant": lambda s: optax.constant_schedule(1.0),
-    "cosine": lambda s: optax.cosine_decay_schedule(1.0, s.total_steps, alpha=s.final),
-    "step": lambda s: optax.piecewise_constant_schedule(1.0, {int(m): float(s.gamma) for m in s.milestones}),
-}
 
 
 def micro_batch_size(variant: Variant, batch_size: int, n: int) -> int:

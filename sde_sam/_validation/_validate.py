@@ -21,6 +21,7 @@ import numpy as np
 
 from .._checks import check_integer
 from .._compiles import counting
+from .._ensemble import mean_stderr
 from .._estimators._observables import Record, observables
 from .._io import load_result, provenance, save_result, to_jsonable, wrong_kind
 from .._problems._problem import Problem
@@ -96,11 +97,7 @@ def _kept(values: np.ndarray) -> np.ndarray:
 
 def _mean_se(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per recorded time: the mean and its standard error (two-pass, ``ddof=1``) over the kept rows."""
-    a = _kept(values)
-    if a.shape[0] < 2:
-        nan = np.full(values.shape[1], np.nan)
-        return (a.mean(0) if a.shape[0] else nan), nan
-    return a.mean(0), a.std(0, ddof=1) / math.sqrt(a.shape[0])
+    return mean_stderr(_kept(values))
 
 
 def _compare(label: str, model: np.ndarray, ref: np.ndarray, tau: float, z_alpha: float, runs: int) -> Comparison:
