@@ -43,13 +43,13 @@ QUICK = {
                     num_runs=128, num_paths=128, drift_samples=8,
                     variants=[["SAM (m=B)", "sam", {"rho": 0.1}],
                               ["m-SAM (m=1)", "m-sam", {"rho": 0.1, "micro_batch_size": 1}]],
-                    drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1], svag=[1, 4],
+                    drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1], svag=[4],
                     max_refine=1, rungs=["general/leading/o1", "expected/leading/o1", "expected/empirical/o1"]),
         training=dict(seed=0, problem=["digits_mlp", {"hidden": 8}], batch_size=32, eta=0.1, steps=60, every=20,
                       num_runs=8, num_paths=8, drift_samples=4, key_observable="trace_sigma",
                       observables=["loss", "accuracy", "grad_norm_sq", "trace_sigma"],
                       variants=[["SAM", "sam", {"rho": 0.05}]], drifts=["general", "expected"], diffusions=["leading"],
-                      orders=[1], svag=[1, 4], max_refine=0)),
+                      orders=[1], svag=[4], max_refine=0)),
 }
 
 _FIDELITY_VARIANTS = [["SGD", "sgd", {}], ["USAM", "usam", {"rho": "R"}], ["SAM", "sam", {"rho": "R"}],
@@ -119,11 +119,11 @@ FULL = {
         escape=dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=8, eta=0.05, steps=120, every=10,
                     num_runs=512, num_paths=512, drift_samples=8, variants=_fidelity_variants(0.1, skip=("SAM-ON", "m-SAM (m=16)")),
                     drifts=["general", "expected"], diffusions=["leading", "first_order", "empirical"], orders=[1, 2],
-                    svag=[1, 2, 4, 8], max_refine=2),
+                    svag=[2, 4, 8], max_refine=2),
         training=dict(seed=0, problem=["digits_mlp", {"hidden": 16}], batch_size=64, eta=0.1, steps=200, every=50,
                       num_runs=16, num_paths=16, drift_samples=8, key_observable="lambda_max",
                       observables=_TRAIN_OBSERVABLES, variants=_fidelity_variants(0.05),
-                      drifts=["general", "expected"], diffusions=["leading"], orders=[1], svag=[1, 4], max_refine=1)),
+                      drifts=["general", "expected"], diffusions=["leading"], orders=[1], svag=[4], max_refine=1)),
 }
 
 #: The eta map of digits training recorded in analysis/recordings (C10 over its regime, three variants, two rungs).

@@ -299,6 +299,8 @@ class Validation:
 
     @classmethod
     def from_dict(cls, d: dict) -> Validation:
+        """The inverse of :meth:`to_dict`, also from its JSON (``"nan"``/``"inf"`` strings read back as floats)."""
+        d = _floats(d)
         sc = d.get("svag_converged")
         return cls(
             config=d["config"],
@@ -325,7 +327,7 @@ class Validation:
         _, meta = load_result(path)
         if meta.get("kind") != "Validation":
             raise wrong_kind(path, meta.get("kind"), cls.__name__)
-        return cls.from_dict(_floats(meta))
+        return cls.from_dict(meta)
 
 
 def _floats(obj):
