@@ -37,9 +37,21 @@ class HalfDrift(GeneralDrift):
 
 
 def _validate(problem=QUAD, variant=SGD, *, eta, steps, num_runs, rungs=RUNG, record=LOSS, **kw):
-    return ss.validate(problem, variant, B4, eta=eta, steps=steps, num_runs=num_runs, key=jr.key(0), rungs=rungs,
-                       record=record, svag=kw.pop("svag", (8,)), max_refine=kw.pop("max_refine", 1), progress=False,
-                       **kw)
+    return ss.validate(
+        problem,
+        variant,
+        B4,
+        eta=eta,
+        steps=steps,
+        num_runs=num_runs,
+        key=jr.key(0),
+        rungs=rungs,
+        record=record,
+        svag=kw.pop("svag", (8,)),
+        max_refine=kw.pop("max_refine", 1),
+        progress=False,
+        **kw,
+    )
 
 
 # -- the equivalence test, by hand --------------------------------------------------------------------------------
@@ -121,6 +133,23 @@ def test_too_few_runs_are_inconclusive_and_say_how_many_would_decide():
     assert "runs would decide it" in text
 
 
+def test_observables_bound_to_the_run_are_accepted():
+    """``batch_grad_norm`` and ``effective_sample_size`` take m, the rule and the sampler from the run: validate checks
+    the record as the runs bind it (it refused ``batch_grad_norm`` for want of m before)."""
+    names = ("loss", "batch_grad_norm", "effective_sample_size")
+    v = _validate(
+        variant=ss.variants.sam(0.05),
+        eta=0.05,
+        steps=4,
+        num_runs=2,
+        svag=(),
+        max_refine=0,
+        record=ss.observables(*names, every=2),
+    )
+    assert set(v.verdicts) == set(names)
+    assert np.all(np.isfinite(v.discrete["batch_grad_norm"]["mean"]))
+
+
 # -- the result -----------------------------------------------------------------------------------------------------
 
 
@@ -129,8 +158,9 @@ def test_validation_saves_loads_prints_and_plots(tmp_path):
     assert v.compiles > 0 and set(v.verdicts) == {"loss", "param_norm_sq"}
     back = Validation.load(v.save(tmp_path / "v"))
     assert back.verdicts == v.verdicts and back.config == v.config
-    np.testing.assert_array_equal(back.final("general/leading/o1").comparisons["loss"].gap,
-                                  v.final("general/leading/o1").comparisons["loss"].gap)
+    np.testing.assert_array_equal(
+        back.final("general/leading/o1").comparisons["loss"].gap, v.final("general/leading/o1").comparisons["loss"].gap
+    )
     assert str(back) == str(v)
     assert len(v.plot().axes) == 2
     rung, svag = v.budget("loss")  # the Euler-Maruyama part of the gap: at dt = h minus at the finest dt
@@ -153,9 +183,17 @@ def test_refinement_stops_when_the_gap_no_longer_moves():
 
 @pytest.mark.parametrize(
     ("kw", "match"),
-    [({"eta": 0.0}, "`eta`"), ({"eta": math.nan}, "`eta`"), ({"steps": 0}, "`steps`"), ({"num_runs": 1}, "`num_runs`"),
-     ({"svag": (1,)}, "`svag`"), ({"max_refine": -1}, "`max_refine`"), ({"steps": 25}, "multiple"),
-     ({"rungs": []}, "`rungs`"), ({"rungs": [Rung(order=2)], "variant": ss.variants.rw_sam(0.05)}, "not defined")],
+    [
+        ({"eta": 0.0}, "`eta`"),
+        ({"eta": math.nan}, "`eta`"),
+        ({"steps": 0}, "`steps`"),
+        ({"num_runs": 1}, "`num_runs`"),
+        ({"svag": (1,)}, "`svag`"),
+        ({"max_refine": -1}, "`max_refine`"),
+        ({"steps": 25}, "multiple"),
+        ({"rungs": []}, "`rungs`"),
+        ({"rungs": [Rung(order=2)], "variant": ss.variants.rw_sam(0.05)}, "not defined"),
+    ],
 )
 def test_bad_input_is_refused_before_any_run(kw, match):
     args = {"eta": 0.05, "steps": 20, "num_runs": 4} | kw
@@ -180,14 +218,31 @@ class SignAscent(ss.variants.AbstractRule):
 def test_validate_takes_a_user_rule_on_an_equinox_model():
     eqx = pytest.importorskip("equinox")
     rng = np.random.default_rng(0)
-    data = {"x": jnp.asarray(rng.standard_normal((32, 3)), jnp.float32),
-            "y": jnp.asarray(rng.standard_normal(32), jnp.float32)}
-    problem = ss.problems.from_equinox(lambda m, ex: 0.5 * (m(ex["x"])[0] - ex["y"]) ** 2, data,
-                                       eqx.nn.MLP(3, 1, 4, 1, activation=jnp.tanh, key=jr.key(0)))
+    data = {
+        "x": jnp.asarray(rng.standard_normal((32, 3)), jnp.float32),
+        "y": jnp.asarray(rng.standard_normal(32), jnp.float32),
+    }
+    problem = ss.problems.from_equinox(
+        lambda m, ex: 0.5 * (m(ex["x"])[0] - ex["y"]) ** 2,
+        data,
+        eqx.nn.MLP(3, 1, 4, 1, activation=jnp.tanh, key=jr.key(0)),
+    )
     variant = ss.variants.Variant("sign-SAM", rho=0.05, rule=SignAscent(), normalization=ss.variants.Identity())
     rungs = ss.validation.ladder(variant, drifts=(GeneralDrift(),), diffusions=(LeadingDiffusion(),), orders=(1,))
-    v = ss.validate(problem, variant, B4, eta=0.05, steps=20, num_runs=8, key=jr.key(1), rungs=rungs,
-                    record=ss.observables("loss", every=10), svag=(4,), max_refine=0, progress=False)
+    v = ss.validate(
+        problem,
+        variant,
+        B4,
+        eta=0.05,
+        steps=20,
+        num_runs=8,
+        key=jr.key(1),
+        rungs=rungs,
+        record=ss.observables("loss", every=10),
+        svag=(4,),
+        max_refine=0,
+        progress=False,
+    )
     assert v.config["variant"]["name"] == "sign-SAM"
     assert v.verdicts["loss"].kind in VerdictKind
     assert np.all(np.isfinite(v.final("general/leading/o1").comparisons["loss"].gap))
@@ -204,9 +259,22 @@ def test_the_ladder_follows_what_the_variant_supports():
 
 
 def _map(etas, rhos, d=3, **kw):
-    return ss.validity_map(ss.problems.linear_regression(n=32, d=d), ss.variants.sam(0.05), B4, etas=etas, rhos=rhos,
-                           steps=10, num_runs=4, key=jr.key(0), rungs=RUNG, svag=(2,), max_refine=0,
-                           record=ss.observables("loss", every=5), progress=False, **kw)
+    return ss.validity_map(
+        ss.problems.linear_regression(n=32, d=d),
+        ss.variants.sam(0.05),
+        B4,
+        etas=etas,
+        rhos=rhos,
+        steps=10,
+        num_runs=4,
+        key=jr.key(0),
+        rungs=RUNG,
+        svag=(2,),
+        max_refine=0,
+        record=ss.observables("loss", every=5),
+        progress=False,
+        **kw,
+    )
 
 
 @pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
@@ -281,21 +349,37 @@ def test_a_map_over_two_devices_gives_the_verdicts_of_one():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_FLAGS", "JAX_"))}
-    env |= {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-            "PYTHONPATH": root + os.pathsep + env.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", _MAP_ON_TWO_DEVICES], env=env, capture_output=True, text=True,
-                          timeout=300)
+    env |= {
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "PYTHONPATH": root + os.pathsep + env.get("PYTHONPATH", ""),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _MAP_ON_TWO_DEVICES], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads(proc.stdout.strip().splitlines()[-1])
-    one = ss.validity_map(ss.problems.linear_regression(n=32, d=3), ss.variants.sam(0.05), B4, etas=(0.02, 0.1),
-                          steps=10, num_runs=4, key=jr.key(0), rungs=RUNG, svag=(2,), max_refine=0,
-                          record=ss.observables("loss", every=5), progress=False)
+    one = ss.validity_map(
+        ss.problems.linear_regression(n=32, d=3),
+        ss.variants.sam(0.05),
+        B4,
+        etas=(0.02, 0.1),
+        steps=10,
+        num_runs=4,
+        key=jr.key(0),
+        rungs=RUNG,
+        svag=(2,),
+        max_refine=0,
+        record=ss.observables("loss", every=5),
+        progress=False,
+    )
     for (eta, _, _), v in one.points.items():
         got = two[str(eta)]
         assert got["devices"] == 2
         assert got["kind"] == v.verdicts["loss"].kind.value
-        np.testing.assert_allclose(got["gap"], v.final("general/leading/o1").comparisons["loss"].gap, rtol=1e-5,
-                                   atol=1e-7)
+        np.testing.assert_allclose(
+            got["gap"], v.final("general/leading/o1").comparisons["loss"].gap, rtol=1e-5, atol=1e-7
+        )
 
 
 def test_validate_with_momentum_uses_the_rescaled_model_and_skips_svag():

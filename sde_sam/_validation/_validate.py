@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -330,7 +331,7 @@ class Validation:
         return cls.from_dict(meta)
 
 
-def _floats(obj):
+def _floats(obj: Any) -> Any:
     """JSON's ``"nan"``/``"inf"`` strings back to floats (see :func:`sde_sam._io.to_jsonable`)."""
     if isinstance(obj, dict):
         return {k: _floats(v) for k, v in obj.items()}
@@ -433,7 +434,7 @@ def validate(
     }
     if len(models) != len(rungs):
         raise ValueError("`rungs` holds two rungs with the same label")
-    record.check(problem)
+    record.bind(problem, variant, sampler).check(problem)  # as the runs will bind it (m, the rule, the sampler)
     k_disc, k_svag, k_sde = jr.split(key, 3)
 
     def runs_of(key, svag_l=1):  # the discrete runs (svag_l = 1) or SVAG at l = svag_l
