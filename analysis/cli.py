@@ -66,4 +66,3 @@ def register(sub) -> None:
     fig = sub.add_parser("figures", help="the figures only (F1, F2, ...)")
     _add_run_options(fig, "comma-separated figures, e.g. F1,F3 (default: all)")
     fig.set_defaults(func=_subset("F", "figure"))
-

@@ -48,9 +48,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 OBSERVABLE_NAMES = {
-    "loss": "loss", "accuracy": "train accuracy", "test_loss": "test loss", "test_accuracy": "test accuracy",
-    "grad_norm_sq": "‖g‖²", "trace_sigma": "`tr Sigma`", "lambda_max": "`lambda_max`", "trace_hessian": "`tr H`",
-    "batch_grad_norm": "E‖g_m‖", "distance": "distance from x0", "effective_sample_size": "effective sample size",
+    "loss": "loss",
+    "accuracy": "train accuracy",
+    "test_loss": "test loss",
+    "test_accuracy": "test accuracy",
+    "grad_norm_sq": "‖g‖²",
+    "trace_sigma": "`tr Sigma`",
+    "lambda_max": "`lambda_max`",
+    "trace_hessian": "`tr H`",
+    "batch_grad_norm": "E‖g_m‖",
+    "distance": "distance from x0",
+    "effective_sample_size": "effective sample size",
 }
 
 
@@ -60,10 +68,17 @@ def training_vs_sde(rec: dict, reading: str = "comparison") -> str:
     rows = []
     for label, v in rec["variants"].items():
         for name, c in v[reading].items():
-            rows.append([label, OBSERVABLE_NAMES.get(name, name),
-                         f"{c['train_mean'][-1]:.4g} ± {c['train_band95'][-1]:.2g}",
-                         f"{c['sde_mean'][-1]:.4g} ± {c['sde_band95'][-1]:.2g}",
-                         f"{c['final_relative_gap']:.3f}", f"{c['max_relative_gap']:.3f}", f"{c['max_abs_z']:.2f}"])
+            rows.append(
+                [
+                    label,
+                    OBSERVABLE_NAMES.get(name, name),
+                    f"{c['train_mean'][-1]:.4g} ± {c['train_band95'][-1]:.2g}",
+                    f"{c['sde_mean'][-1]:.4g} ± {c['sde_band95'][-1]:.2g}",
+                    f"{c['final_relative_gap']:.3f}",
+                    f"{c['max_relative_gap']:.3f}",
+                    f"{c['max_abs_z']:.2f}",
+                ]
+            )
     return _table(["variant", "observable", "training", "SDE", "rel. gap (end)", "rel. gap (max)", "max abs z"], rows)
 
 
@@ -75,14 +90,29 @@ def training_vs_sde_momentum(rec: dict, observables: str = "loss,trace_sigma,lam
             if name not in v["comparison"]:
                 continue
             c, w = v["comparison"][name], v["comparison_warmup"][name]
-            rows.append([label, OBSERVABLE_NAMES.get(name, name),
-                         f"{c['train_mean'][-1]:.4g} ± {c['train_band95'][-1]:.2g}",
-                         f"{c['sde_mean'][-1]:.4g} ± {c['sde_band95'][-1]:.2g}",
-                         f"{c['final_relative_gap']:.3f} / {c['max_relative_gap']:.3f}, {c['max_abs_z']:.1f}",
-                         f"{w['sde_mean'][-1]:.4g} ± {w['sde_band95'][-1]:.2g}",
-                         f"{w['final_relative_gap']:.3f} / {w['max_relative_gap']:.3f}, {w['max_abs_z']:.1f}"])
-    return _table(["variant", "observable", "training", "SDE, plain time", "gap end / max, max abs z",
-                   "SDE, corrected time", "gap end / max, max abs z"], rows)
+            rows.append(
+                [
+                    label,
+                    OBSERVABLE_NAMES.get(name, name),
+                    f"{c['train_mean'][-1]:.4g} ± {c['train_band95'][-1]:.2g}",
+                    f"{c['sde_mean'][-1]:.4g} ± {c['sde_band95'][-1]:.2g}",
+                    f"{c['final_relative_gap']:.3f} / {c['max_relative_gap']:.3f}, {c['max_abs_z']:.1f}",
+                    f"{w['sde_mean'][-1]:.4g} ± {w['sde_band95'][-1]:.2g}",
+                    f"{w['final_relative_gap']:.3f} / {w['max_relative_gap']:.3f}, {w['max_abs_z']:.1f}",
+                ]
+            )
+    return _table(
+        [
+            "variant",
+            "observable",
+            "training",
+            "SDE, plain time",
+            "gap end / max, max abs z",
+            "SDE, corrected time",
+            "gap end / max, max abs z",
+        ],
+        rows,
+    )
 
 
 def noise_along(rec: dict, variant: str = "SGD") -> str:
@@ -93,12 +123,31 @@ def noise_along(rec: dict, variant: str = "SGD") -> str:
     n = v["noise"]
     rows = []
     for i, step in enumerate(v["steps"]):
-        rows.append([str(step), f"{n['pred_trace'][i]:.4f}", f"{n['meas_trace'][i]:.4f} ± {n['meas_trace_se'][i]:.4f}",
-                     f"{n['trace_ratio_measured_over_predicted'][i]:.3f}", f"{n['pred_top'][i][0]:.4f}",
-                     f"{n['meas_top'][i][0]:.4f}", f"{n['cosine'][i]:.3f} ({n['cosine_ref'][i]:.3f})",
-                     f"{n['overlap'][i]:.3f} ({n['overlap_ref'][i]:.3f})"])
-    return _table(["step", "c(B) tr Sigma", "tr C (± se)", "ratio", "top eig predicted", "top eig measured",
-                   "cosine (ref)", "overlap (ref)"], rows)
+        rows.append(
+            [
+                str(step),
+                f"{n['pred_trace'][i]:.4f}",
+                f"{n['meas_trace'][i]:.4f} ± {n['meas_trace_se'][i]:.4f}",
+                f"{n['trace_ratio_measured_over_predicted'][i]:.3f}",
+                f"{n['pred_top'][i][0]:.4f}",
+                f"{n['meas_top'][i][0]:.4f}",
+                f"{n['cosine'][i]:.3f} ({n['cosine_ref'][i]:.3f})",
+                f"{n['overlap'][i]:.3f} ({n['overlap_ref'][i]:.3f})",
+            ]
+        )
+    return _table(
+        [
+            "step",
+            "c(B) tr Sigma",
+            "tr C (± se)",
+            "ratio",
+            "top eig predicted",
+            "top eig measured",
+            "cosine (ref)",
+            "overlap (ref)",
+        ],
+        rows,
+    )
 
 
 def m_sharpness(rec: dict, problem: str = "digits_mlp", rows: str = "") -> str:
@@ -110,8 +159,15 @@ def m_sharpness(rec: dict, problem: str = "digits_mlp", rows: str = "") -> str:
     for label in labels:
         r = table[label]
         t = r.get("time_per_step_s")
-        out.append([label, _pm(r["trace_sigma_final"]), f"{r['loss_final']['mean']:.4f}",
-                    f"{r['test_accuracy_final']['mean']:.4f}", "-" if t is None else f"{1e3 * t:.2f}"])
+        out.append(
+            [
+                label,
+                _pm(r["trace_sigma_final"]),
+                f"{r['loss_final']['mean']:.4f}",
+                f"{r['test_accuracy_final']['mean']:.4f}",
+                "-" if t is None else f"{1e3 * t:.2f}",
+            ]
+        )
     return _table(["variant", "tr Sigma", "loss", "test acc", "ms/step"], out)
 
 
@@ -124,8 +180,16 @@ def rw_study(rec: dict, problem: str = "digits_mlp") -> str:
         ess = f"{r['ess_fraction_final']['mean']:.3f}"
         if s is not None:
             ess = f"{s['ess_at_init']:.2f} → {r['ess_fraction_final']['mean']:.3f}"
-        out.append([label, _pm(r["trace_sigma_final"], ".4g"), _pm(r["test_accuracy_final"], ".3f", ".3f"),
-                    _pm(r["test_loss_final"], ".3f", ".3f"), ess, "-" if s is None else f"{s['lambda']:.2f}"])
+        out.append(
+            [
+                label,
+                _pm(r["trace_sigma_final"], ".4g"),
+                _pm(r["test_accuracy_final"], ".3f", ".3f"),
+                _pm(r["test_loss_final"], ".3f", ".3f"),
+                ess,
+                "-" if s is None else f"{s['lambda']:.2f}",
+            ]
+        )
     return _table(["variant", "tr Sigma (final)", "test accuracy", "test loss", "ESS/B at init → final", "lambda"], out)
 
 
@@ -135,8 +199,15 @@ def escape(rec: dict, problem: str = "digits_mlp") -> str:
     out = []
     for label, r in rec["problems"][problem]["escape"]["rows"].items():
         lm, ts, loss = r["lambda_max_mean"], r["trace_sigma_mean"], r["loss_final"]
-        out.append([label, f"{lm[-1]:.2f} ± {r['lambda_max_stderr'][-1]:.2f}", f"{r['lambda_max_drop']:.3f}",
-                    f"{ts[0]:.2f} → {ts[-1]:.2f}", f"{loss['mean'] if isinstance(loss, dict) else loss:.3f}"])
+        out.append(
+            [
+                label,
+                f"{lm[-1]:.2f} ± {r['lambda_max_stderr'][-1]:.2f}",
+                f"{r['lambda_max_drop']:.3f}",
+                f"{ts[0]:.2f} → {ts[-1]:.2f}",
+                f"{loss['mean'] if isinstance(loss, dict) else loss:.3f}",
+            ]
+        )
     return _table(["variant", "lambda_max end (± se)", "relative drop", "tr Sigma start → end", "loss end"], out)
 
 
@@ -146,9 +217,14 @@ def generalization(rec: dict, model: str = "digits_mlp_64") -> str:
     labels = list(next(iter(rows_by_noise.values())))
     out = []
     for noise, row in rows_by_noise.items():
-        out.append([f"{float(noise):g}"] + [
-            f"{row[lab]['test_accuracy_final']['mean']:.3f} ± {row[lab]['test_accuracy_final']['stderr']:.3f}"
-            f" / {row[lab]['test_loss_final']['mean']:.3f}" for lab in labels])
+        out.append(
+            [f"{float(noise):g}"]
+            + [
+                f"{row[lab]['test_accuracy_final']['mean']:.3f} ± {row[lab]['test_accuracy_final']['stderr']:.3f}"
+                f" / {row[lab]['test_loss_final']['mean']:.3f}"
+                for lab in labels
+            ]
+        )
     return _table(["label noise", *labels], out)
 
 
@@ -158,8 +234,10 @@ def paper_check(rec: dict, check: str, stage: str) -> str:
     import importlib
 
     result = importlib.import_module(f"paper_checks.{check}").evaluate({stage: rec})
-    return _table(["what", "measured", "expected", "criterion", "verdict"],
-                  [[r.what, r.measured, r.expected, r.tolerance, r.status] for r in result.rows])
+    return _table(
+        ["what", "measured", "expected", "criterion", "verdict"],
+        [[r.what, r.measured, r.expected, r.tolerance, r.status] for r in result.rows],
+    )
 
 
 def weak_order_slopes(rec: dict, part: str = "linreg_exact") -> str:
@@ -221,16 +299,38 @@ def report_checks(rec: dict) -> str:
 def report_stages(rec: dict) -> str:
     """A reproduction's ``report.json``: per stage, wall and CPU seconds, programs compiled, programs read from the
     compilation cache and the compile seconds."""
-    out = [[s["stage"], "cached" if s["cached"] else f"{s['wall_s']:.1f}", f"{s.get('cpu_s') or 0:.1f}",
-            str(s.get("compiles", "-")), str(s.get("compile_cache_hits", "-")), f"{s.get('compile_s') or 0:.1f}"]
-           for s in rec["stages"]]
+    out = [
+        [
+            s["stage"],
+            "cached" if s["cached"] else f"{s['wall_s']:.1f}",
+            f"{s.get('cpu_s') or 0:.1f}",
+            str(s.get("compiles", "-")),
+            str(s.get("compile_cache_hits", "-")),
+            f"{s.get('compile_s') or 0:.1f}",
+        ]
+        for s in rec["stages"]
+    ]
     return _table(["stage", "wall s", "CPU s", "compiled", "from cache", "compile s"], out)
 
 
 RENDERERS: dict[str, Callable[..., str]] = {
-    f.__name__: f for f in (training_vs_sde, training_vs_sde_momentum, noise_along, m_sharpness, rw_study, escape,
-                            generalization, paper_check, report_checks, report_stages, weak_order_slopes,
-                            bench_output, ratios, text)
+    f.__name__: f
+    for f in (
+        training_vs_sde,
+        training_vs_sde_momentum,
+        noise_along,
+        m_sharpness,
+        rw_study,
+        escape,
+        generalization,
+        paper_check,
+        report_checks,
+        report_stages,
+        weak_order_slopes,
+        bench_output,
+        ratios,
+        text,
+    )
 }
 
 
@@ -351,8 +451,9 @@ def problems(text: str, values_of: Callable[[list[str]], list[float]] | None = N
         if body != m["body"]:
             old = m["body"].splitlines()
             new = body.splitlines()
-            diff = next((f"{a!r} -> {b!r}" for a, b in zip(old, new, strict=False) if a != b),
-                        f"{len(old)} -> {len(new)} lines")
+            diff = next(
+                (f"{a!r} -> {b!r}" for a, b in zip(old, new, strict=False) if a != b), f"{len(old)} -> {len(new)} lines"
+            )
             out.append(f"block '{m['spec']}' differs from its recording: {diff}")
     values_of = values_of or (lambda names: list(_pool(tuple(names))))
     prose = BLOCK.sub(_blank, FENCE.sub(_blank, text))
@@ -362,9 +463,9 @@ def problems(text: str, values_of: Callable[[list[str]], list[float]] | None = N
             section = None
             continue
         if mark := NUMBERS.search(line):
-            section = mark["spec"].split()
+            section = names = mark["spec"].split()
             try:
-                values_of(section)
+                values_of(names)
             except FileNotFoundError as e:
                 out.append(f"numbers section: {e}")
                 section = None
@@ -380,7 +481,9 @@ def problems(text: str, values_of: Callable[[list[str]], list[float]] | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.documented", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.documented", description=(__doc__ or "").partition("\n")[0]
+    )
     parser.add_argument("--check", action="store_true", help="list the blocks that differ from their recording")
     args = parser.parse_args(argv)
     bad = 0

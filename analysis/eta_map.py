@@ -17,9 +17,13 @@ from sde_sam._io import provenance, save_result
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=("quick", "medium", "mnist1d", "full"), default="medium",
-                    help="map size (mnist1d: medium's map on MNIST-1D)")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
+    ap.add_argument(
+        "--preset",
+        choices=("quick", "medium", "mnist1d", "full"),
+        default="medium",
+        help="map size (mnist1d: medium's map on MNIST-1D)",
+    )
     ap.add_argument("--out", type=Path, required=True, help="folder for eta_map.json")
     args = ap.parse_args(argv)
     revision = git_revision()  # of the code that runs (taken before the work: a commit during the run changes nothing)
@@ -27,8 +31,13 @@ def main(argv=None) -> dict:
     cfg = named[args.preset] if args.preset in named else preset(args.preset)["eta_map"]
     data = stage_eta_map(dict(cfg))["data"]
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"command": f"python -m analysis.eta_map --preset {args.preset}", "revision": revision,
-            "config": cfg, "provenance": provenance(), "data": data}
+    meta = {
+        "command": f"python -m analysis.eta_map --preset {args.preset}",
+        "revision": revision,
+        "config": cfg,
+        "provenance": provenance(),
+        "data": data,
+    }
     path = save_result(args.out / "eta_map", None, meta)
     from paper_checks import fidelity
 

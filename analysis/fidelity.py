@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -43,7 +44,7 @@ from sde_sam._io import load_result, provenance, quarantine, result_paths, save_
 KEY_OBSERVABLES = {"escape": "outside", "training": None}
 
 
-def rungs_of(variant: ss.Variant, cfg: dict) -> tuple[ss.validation.Rung, ...]:
+def rungs_of(variant: ss.variants.Variant, cfg: dict) -> tuple[ss.validation.Rung, ...]:
     """The ladder ``drifts x diffusions x orders`` of a part config that ``variant`` supports, each Monte Carlo
     choice with ``drift_samples`` samples; ``cfg["rungs"]`` (labels such as ``"expected/empirical/o1"``), when
     given, keeps only those."""
@@ -74,13 +75,27 @@ def outside_observable(barrier: float):
     return outside
 
 
-def _study(problem, sampler, cfg: dict, record: ss.Record, key_observable: str, part: str, log, done, on_variant,
-           extra=lambda variant: {}) -> dict:
+def _study(
+    problem,
+    sampler,
+    cfg: dict,
+    record: ss.Record,
+    key_observable: str,
+    part: str,
+    log,
+    done,
+    on_variant,
+    extra=lambda variant: {},
+) -> dict:
     """``ss.validate`` of every variant of a part config: ``{"variants": {label: result}}``, each result the
     validation's dict with its ``budget`` on ``key_observable``. ``done``: variants finished earlier (label ->
     result), reused as they are; ``on_variant(result)`` is called after each new one (the CLI saves there)."""
-    result = {"problem": problem.name, "sampler": type(sampler).__name__, "key_observable": key_observable,
-              "variants": {}}
+    result = {
+        "problem": problem.name,
+        "sampler": type(sampler).__name__,
+        "key_observable": key_observable,
+        "variants": {},
+    }
     for i, (label, name, kw) in enumerate(cfg["variants"]):
         if done and label in done:  # each variant's key depends on its index and the seed: reused = recomputed
             result["variants"][label] = done[label]
@@ -88,11 +103,23 @@ def _study(problem, sampler, cfg: dict, record: ss.Record, key_observable: str, 
             continue
         variant = ss.variants.get(name, **kw)
         log(f"  [{part}] {label}")
-        v = ss.validate(problem, variant, sampler, eta=cfg["eta"], steps=cfg["steps"], num_runs=cfg["num_runs"],
-                        num_paths=cfg["num_paths"], key=jr.key(cfg["seed"] * 1000 + i), record=record,
-                        rungs=rungs_of(variant, cfg), svag=tuple(lv for lv in cfg["svag"] if lv > 1),
-                        max_refine=cfg["max_refine"], momentum=_momentum(cfg), progress=False,
-                        log=lambda s: log(f"    {s}"))
+        v = ss.validate(
+            problem,
+            variant,
+            sampler,
+            eta=cfg["eta"],
+            steps=cfg["steps"],
+            num_runs=cfg["num_runs"],
+            num_paths=cfg["num_paths"],
+            key=jr.key(cfg["seed"] * 1000 + i),
+            record=record,
+            rungs=rungs_of(variant, cfg),
+            svag=tuple(lv for lv in cfg["svag"] if lv > 1),
+            max_refine=cfg["max_refine"],
+            momentum=_momentum(cfg),
+            progress=False,
+            log=lambda s: log(f"    {s}"),
+        )
         result["variants"][label] = v.to_dict() | {"budget": v.budget(key_observable)} | extra(variant)
         if on_variant is not None:
             on_variant(result)
@@ -101,12 +128,28 @@ def _study(problem, sampler, cfg: dict, record: ss.Record, key_observable: str, 
 
 def escape(cfg: dict, log=print, done=None, on_variant=None) -> dict:
     """The study on the sharp/flat escape problem: fraction outside the sharp basin (true barrier) and loss."""
-    problem = ss.problems.sharp_flat_basins(dim=1, n=cfg["n"], sharp_curvature=cfg["sharp_curvature"],
-                                            noise_scale=cfg["noise_scale"], seed=cfg["seed"], start="sharp")
+    problem = ss.problems.sharp_flat_basins(
+        dim=1,
+        n=cfg["n"],
+        sharp_curvature=cfg["sharp_curvature"],
+        noise_scale=cfg["noise_scale"],
+        seed=cfg["seed"],
+        start="sharp",
+    )
     barrier = ss.problems.sharp_flat_barrier(problem)
     record = ss.observables("loss", every=cfg["every"], outside=outside_observable(barrier))
-    out = _study(problem, ss.UniformSubset(cfg["batch_size"]), cfg, record, "outside", "escape", log, done, on_variant,
-                 extra=lambda variant: {"m": variant.rule.ascent_batch_size(cfg["batch_size"], cfg["n"])})
+    out = _study(
+        problem,
+        ss.UniformSubset(cfg["batch_size"]),
+        cfg,
+        record,
+        "outside",
+        "escape",
+        log,
+        done,
+        on_variant,
+        extra=lambda variant: {"m": variant.rule.ascent_batch_size(cfg["batch_size"], cfg["n"])},
+    )
     return out | {"barrier": barrier}
 
 
@@ -115,43 +158,116 @@ def training(cfg: dict, log=print, done=None, on_variant=None) -> dict:
     pname, pkw = cfg["problem"]
     problem = train.build_problem(train.TrainConfig(problem=pname, problem_kwargs=pkw))
     record = ss.observables(*cfg["observables"], every=cfg["every"])
-    return _study(problem, ss.UniformSubset(cfg["batch_size"]), cfg, record, cfg["key_observable"], "training", log,
-                  done, on_variant)
+    return _study(
+        problem,
+        ss.UniformSubset(cfg["batch_size"]),
+        cfg,
+        record,
+        cfg["key_observable"],
+        "training",
+        log,
+        done,
+        on_variant,
+    )
 
 
 # -- the study ----------------------------------------------------------------------------------------------------
 
 PRESETS = {
-    "tiny": dict(
-        escape=dict(seed=0, n=16, sharp_curvature=16.0, noise_scale=0.2, batch_size=8, eta=0.05, steps=20, every=10,
-                    num_runs=16, num_paths=16, drift_samples=4, variants=[["m-SAM (m=1)", "m-sam", {"rho": 0.1, "micro_batch_size": 1}]],
-                    drifts=["general", "expected"], diffusions=["leading"], orders=[1], svag=[2], max_refine=1),
-        training=dict(seed=0, problem=["digits_mlp", {"hidden": 4}], batch_size=16, eta=0.1, steps=4, every=2,
-                      num_runs=3, num_paths=3, drift_samples=2, key_observable="loss", observables=["loss", "trace_sigma"],
-                      variants=[["SAM", "sam", {"rho": 0.05}]], drifts=["expected"], diffusions=["leading"], orders=[1],
-                      svag=[], max_refine=0)),
+    "tiny": {
+        "escape": {
+            "seed": 0,
+            "n": 16,
+            "sharp_curvature": 16.0,
+            "noise_scale": 0.2,
+            "batch_size": 8,
+            "eta": 0.05,
+            "steps": 20,
+            "every": 10,
+            "num_runs": 16,
+            "num_paths": 16,
+            "drift_samples": 4,
+            "variants": [["m-SAM (m=1)", "m-sam", {"rho": 0.1, "micro_batch_size": 1}]],
+            "drifts": ["general", "expected"],
+            "diffusions": ["leading"],
+            "orders": [1],
+            "svag": [2],
+            "max_refine": 1,
+        },
+        "training": {
+            "seed": 0,
+            "problem": ["digits_mlp", {"hidden": 4}],
+            "batch_size": 16,
+            "eta": 0.1,
+            "steps": 4,
+            "every": 2,
+            "num_runs": 3,
+            "num_paths": 3,
+            "drift_samples": 2,
+            "key_observable": "loss",
+            "observables": ["loss", "trace_sigma"],
+            "variants": [["SAM", "sam", {"rho": 0.05}]],
+            "drifts": ["expected"],
+            "diffusions": ["leading"],
+            "orders": [1],
+            "svag": [],
+            "max_refine": 0,
+        },
+    },
     # the full preset's training problem and SDE step under heavy-ball momentum 0.9: eta = 0.01, so the rescaled
     # step eta / (1 - beta) = 0.1 and the horizon t = 20 equal the full preset's (a ladder with and without momentum)
-    "momentum": dict(
-        escape=None,
-        training=dict(seed=0, problem=["digits_mlp", {"hidden": 16}], batch_size=64, eta=0.01,
-                      momentum={"beta": 0.9, "nesterov": False}, steps=200, every=50, num_runs=16, num_paths=16,
-                      drift_samples=8, key_observable="loss",
-                      observables=["loss", "accuracy", "trace_sigma", "lambda_max"],
-                      variants=[["SGD", "sgd", {}], ["SAM", "sam", {"rho": 0.05}],
-                                ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}]],
-                      drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1], svag=[],
-                      max_refine=1)),
+    "momentum": {
+        "escape": None,
+        "training": {
+            "seed": 0,
+            "problem": ["digits_mlp", {"hidden": 16}],
+            "batch_size": 64,
+            "eta": 0.01,
+            "momentum": {"beta": 0.9, "nesterov": False},
+            "steps": 200,
+            "every": 50,
+            "num_runs": 16,
+            "num_paths": 16,
+            "drift_samples": 8,
+            "key_observable": "loss",
+            "observables": ["loss", "accuracy", "trace_sigma", "lambda_max"],
+            "variants": [
+                ["SGD", "sgd", {}],
+                ["SAM", "sam", {"rho": 0.05}],
+                ["m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}],
+            ],
+            "drifts": ["general", "expected"],
+            "diffusions": ["leading", "empirical"],
+            "orders": [1],
+            "svag": [],
+            "max_refine": 1,
+        },
+    },
     # the same problem inside the rescaled model's validity, eta lambda_max / (1 - beta)^2 << 1 (measured about 0.04
     # here against about 14 above): SGD with momentum 0.9 at eta = 1e-4 (rescaled step 1e-3), 2000 steps to t = 2
-    "momentum_small_step": dict(
-        escape=None,
-        training=dict(seed=0, problem=["digits_mlp", {"hidden": 16}], batch_size=64, eta=1e-4,
-                      momentum={"beta": 0.9, "nesterov": False}, steps=2000, every=500, num_runs=16, num_paths=16,
-                      drift_samples=8, key_observable="loss",
-                      observables=["loss", "accuracy", "trace_sigma", "lambda_max"],
-                      variants=[["SGD", "sgd", {}]], drifts=["general"], diffusions=["leading"], orders=[1],
-                      svag=[], max_refine=0)),
+    "momentum_small_step": {
+        "escape": None,
+        "training": {
+            "seed": 0,
+            "problem": ["digits_mlp", {"hidden": 16}],
+            "batch_size": 64,
+            "eta": 1e-4,
+            "momentum": {"beta": 0.9, "nesterov": False},
+            "steps": 2000,
+            "every": 500,
+            "num_runs": 16,
+            "num_paths": 16,
+            "drift_samples": 8,
+            "key_observable": "loss",
+            "observables": ["loss", "accuracy", "trace_sigma", "lambda_max"],
+            "variants": [["SGD", "sgd", {}]],
+            "drifts": ["general"],
+            "diffusions": ["leading"],
+            "orders": [1],
+            "svag": [],
+            "max_refine": 0,
+        },
+    },
     "quick": preset("quick")["fidelity"],
     "full": preset("full")["fidelity"],
 }
@@ -163,7 +279,7 @@ def run(cfg: dict, log=print, previous: dict | None = None, checkpoint=None) -> 
     """Both parts of the study for a config dict (``PRESETS[name]``). ``previous``: part -> finished variants of an
     interrupted run of the same config (reused); ``checkpoint(partial)`` is called after every new variant."""
     t0 = time.perf_counter()
-    out = {"config": cfg}
+    out: dict[str, Any] = {"config": cfg}
     previous = previous or {}
     for part, fn, title in PARTS:
         if not cfg.get(part):
@@ -190,17 +306,24 @@ def tables(result: dict) -> str:
         for label, res in result[part]["variants"].items():
             unit = "h" if res["config"].get("momentum") else "eta"  # with momentum the SDE step is eta / (1 - beta)
             v = ss.Validation.from_dict(res)
-            lines += [f"\n**{part}: {label}**\n", str(v), "",
-                      f"Error budget of {key} (at its largest gap over the recorded times; EM: the gap that halving dt "
-                      "removed):", "",
-                      f"| model | finest dt | gap ± s.e. | gap at dt = {unit} | EM part | agreement |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                f"\n**{part}: {label}**\n",
+                str(v),
+                "",
+                f"Error budget of {key} (at its largest gap over the recorded times; EM: the gap that halving dt "
+                "removed):",
+                "",
+                f"| model | finest dt | gap ± s.e. | gap at dt = {unit} | EM part | agreement |",
+                "|---|---|---|---|---|---|",
+            ]
             for r in res["budget"]:
                 at_eta = "" if r["gap_at_h"] is None else f"{r['gap_at_h']:+.4f}"
                 em = "" if r["euler_maruyama"] is None else f"{r['euler_maruyama']:+.4f}"
                 dt = f"{'eta' if r['model'].startswith('SVAG') else unit}/{r['refine']}"
-                lines.append(f"| {r['model']} | {dt} | {r['gap']:+.4f} ± {r['stderr']:.4f} | {at_eta} | {em} | "
-                             f"{r['agreement']} |")
+                lines.append(
+                    f"| {r['model']} | {dt} | {r['gap']:+.4f} ± {r['stderr']:.4f} | {at_eta} | {em} | "
+                    f"{r['agreement']} |"
+                )
     return "\n".join(lines)
 
 
@@ -220,13 +343,22 @@ def _previous(path: Path, cfg: dict, log) -> dict:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="study size (default: quick)")
-    ap.add_argument("--out", type=Path, required=True, help="folder for fidelity.json (fidelity-<part>.json with --part)")
-    ap.add_argument("--part", choices=("escape", "training", "both"), default="both",
-                    help="which problem of the study to run (default: both)")
-    ap.add_argument("--fresh", action="store_true",
-                    help="recompute every variant (default: reuse those an interrupted run into OUT finished)")
+    ap.add_argument(
+        "--out", type=Path, required=True, help="folder for fidelity.json (fidelity-<part>.json with --part)"
+    )
+    ap.add_argument(
+        "--part",
+        choices=("escape", "training", "both"),
+        default="both",
+        help="which problem of the study to run (default: both)",
+    )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="recompute every variant (default: reuse those an interrupted run into OUT finished)",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = dict(PRESETS[args.preset])
@@ -237,10 +369,20 @@ def main(argv=None) -> dict:
     log = lambda s: print(s, flush=True)  # noqa: E731
     previous = {} if args.fresh else _previous(path, cfg, log)
     command = f"python -m analysis.fidelity --preset {args.preset} --part {args.part} --out DIR"
-    meta = {"preset": args.preset, "part": args.part, "command": command, "revision": git_revision(),
-            "seeds": "config 'seed' (variant i: key seed * 1000 + i)", "provenance": provenance()}
-    res = run(cfg, log=log, previous=previous,
-              checkpoint=lambda partial: save_result(path, None, meta | partial | {"complete": False}))
+    meta = {
+        "preset": args.preset,
+        "part": args.part,
+        "command": command,
+        "revision": git_revision(),
+        "seeds": "config 'seed' (variant i: key seed * 1000 + i)",
+        "provenance": provenance(),
+    }
+    res = run(
+        cfg,
+        log=log,
+        previous=previous,
+        checkpoint=lambda partial: save_result(path, None, meta | partial | {"complete": False}),
+    )
     save_result(path, None, meta | res | {"complete": True})
     print(tables(res))
     print(f"total {res['wall_s']:.1f} s -> {args.out / (name + '.json')}")

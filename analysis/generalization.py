@@ -34,8 +34,18 @@ from sde_sam._io import provenance, save_result
 RW_SETTING = {"score": "4 probes", "ess": 0.5, "reading": "ascent"}
 
 PRESETS = {
-    "tiny": dict(models=(("digits_mlp", {"hidden": 8}, {}),), noise=(0.0, 0.4), batch_size=32, eta=0.1, rho=0.05,
-                 steps=20, every=10, seeds=(0, 1), ms=(32, 4, 1), rw=RW_SETTING),
+    "tiny": {
+        "models": (("digits_mlp", {"hidden": 8}, {}),),
+        "noise": (0.0, 0.4),
+        "batch_size": 32,
+        "eta": 0.1,
+        "rho": 0.05,
+        "steps": 20,
+        "every": 10,
+        "seeds": (0, 1),
+        "ms": (32, 4, 1),
+        "rw": RW_SETTING,
+    },
     # reproduce's stage configs (analysis.presets): quick shares the training stage's model, full adds the CNN
     "quick": _presets.QUICK["generalization"],
     "full": _presets.FULL["generalization"],
@@ -43,8 +53,9 @@ PRESETS = {
 # what a GPU settles (benchmarks/gpu_session.sh): the full preset's GroupNorm CNN at the MLP's length (3000 steps)
 # and 8 seeds, where the CPU recording has 300 steps; records resume, so a session that runs out of
 # time goes on where it stopped when run again
-PRESETS["gpu"] = dict(PRESETS["full"], models=[["digits_cnn", {"norm": "group"},
-                                                dict(steps=3000, every=1000, seeds=list(range(8)))]])
+PRESETS["gpu"] = dict(
+    PRESETS["full"], models=[["digits_cnn", {"norm": "group"}, {"steps": 3000, "every": 1000, "seeds": list(range(8))}]]
+)
 
 OBSERVABLES = ("loss", "accuracy", "test_loss", "test_accuracy")
 
@@ -56,10 +67,16 @@ def m_label(m: int, batch_size: int) -> str:
 def variant_specs(batch_size: int, rho: float, ms, rw_kwargs: dict) -> list[tuple[str, str, dict]]:
     """``(label, factory, kwargs)``: SGD, SAM (m = B), m-SAM at each smaller ``m``, RW-SAM, F-SAM, SAM-ON."""
     specs = [("SGD", "sgd", {}), ("SAM", "sam", {"rho": rho})]
-    specs += [(m_label(m, batch_size), "m-sam", {"rho": rho, "micro_batch_size": int(m)})
-              for m in sorted(ms, reverse=True) if m < batch_size]
-    specs += [("RW-SAM", "rw-sam", {"rho": rho, **rw_kwargs}), ("F-SAM", "f-sam", {"rho": rho}),
-              ("SAM-ON", "sam-on", {"rho": rho})]
+    specs += [
+        (m_label(m, batch_size), "m-sam", {"rho": rho, "micro_batch_size": int(m)})
+        for m in sorted(ms, reverse=True)
+        if m < batch_size
+    ]
+    specs += [
+        ("RW-SAM", "rw-sam", {"rho": rho, **rw_kwargs}),
+        ("F-SAM", "f-sam", {"rho": rho}),
+        ("SAM-ON", "sam-on", {"rho": rho}),
+    ]
     return specs
 
 
@@ -69,8 +86,9 @@ def noised(problem, problem_kwargs: dict, label_noise: float):
     programs are reused across noise levels (the record's config carries the noise level)."""
     from sde_sam.problems import load_digits_split
 
-    train_data, _ = load_digits_split(problem_kwargs.get("test_fraction", 0.2), problem_kwargs.get("seed", 0),
-                                      label_noise)
+    train_data, _ = load_digits_split(
+        problem_kwargs.get("test_fraction", 0.2), problem_kwargs.get("seed", 0), label_noise
+    )
     return dataclasses.replace(problem, data=train_data)
 
 
@@ -91,38 +109,52 @@ def rw_kwargs(problem, batch_size: int, setting: dict) -> tuple[dict, dict]:
 def _over_seeds(v: np.ndarray) -> dict:
     v = v[np.isfinite(v)]
     mean, stderr = mean_stderr(v)
-    return {"mean": float(mean), "stderr": float(stderr), "num_seeds": len(v),
-            "per_seed": [float(x) for x in v]}
+    return {"mean": float(mean), "stderr": float(stderr), "num_seeds": len(v), "per_seed": [float(x) for x in v]}
 
 
 def run_model(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, fresh: bool = False) -> dict:
     """Every variant at every noise level on one model; rows ``{noise: {label: {...}}}``."""
     from analysis import m_sharpness as ms
 
-    base = train.TrainConfig(problem=problem_name, problem_kwargs=problem_kwargs, batch_size=cfg["batch_size"],
-                             eta=cfg["eta"], steps=cfg["steps"], every=cfg["every"], seeds=tuple(cfg["seeds"]),
-                             observables=OBSERVABLES)
+    base = train.TrainConfig(
+        problem=problem_name,
+        problem_kwargs=problem_kwargs,
+        batch_size=cfg["batch_size"],
+        eta=cfg["eta"],
+        steps=cfg["steps"],
+        every=cfg["every"],
+        seeds=tuple(cfg["seeds"]),
+        observables=OBSERVABLES,
+    )
     clean = ms.shared_problem(base)
     rows, calibration = {}, {}
     for p in cfg["noise"]:
         problem = noised(clean, problem_kwargs, p) if p else clean
         rw, calibration[str(p)] = rw_kwargs(problem, cfg["batch_size"], cfg["rw"])
-        log(f"  [{clean.name}, label noise {p:g}] RW-SAM lambda {rw['inverse_temperature']:.4g} "
-            f"(ESS {100 * cfg['rw']['ess']:g}% of B at the initial point)")
+        log(
+            f"  [{clean.name}, label noise {p:g}] RW-SAM lambda {rw['inverse_temperature']:.4g} "
+            f"(ESS {100 * cfg['rw']['ess']:g}% of B at the initial point)"
+        )
         level = {}
         for label, name, kw in variant_specs(cfg["batch_size"], cfg["rho"], cfg["ms"], rw):
-            config = base.replace(problem_kwargs=dict(problem_kwargs, label_noise=float(p)), variant=name,
-                                  variant_kwargs=kw, label=label)
+            config = base.replace(
+                problem_kwargs=dict(problem_kwargs, label_noise=float(p)), variant=name, variant_kwargs=kw, label=label
+            )
             t0 = time.perf_counter()
             path = out / "records" / f"{ms._slug(clean.name)}__noise{p:g}__{ms._slug(label)}"
             rec = ms.recorded(config, path, log, fresh=fresh, problem=problem)
             level[label] = {f"{o}_final": _over_seeds(rec.kept(o)[:, -1]) for o in OBSERVABLES}
-            level[label] |= {"num_diverged": rec.meta["num_diverged"], "wall_s": time.perf_counter() - t0,
-                             "variant_kwargs": kw}
+            level[label] |= {
+                "num_diverged": rec.meta["num_diverged"],
+                "wall_s": time.perf_counter() - t0,
+                "variant_kwargs": kw,
+            }
             r = level[label]
-            log(f"    {label:16s} test acc {r['test_accuracy_final']['mean']:.4f} ± "
+            log(
+                f"    {label:16s} test acc {r['test_accuracy_final']['mean']:.4f} ± "
                 f"{r['test_accuracy_final']['stderr']:.4f}  test loss {r['test_loss_final']['mean']:.4f}  "
-                f"train acc {r['accuracy_final']['mean']:.4f}  ({r['wall_s']:.1f} s)")
+                f"train acc {r['accuracy_final']['mean']:.4f}  ({r['wall_s']:.1f} s)"
+            )
         rows[str(p)] = level
     return {"problem": clean.name, "rows": rows, "rw_calibration": calibration}
 
@@ -135,23 +167,31 @@ def run(cfg: dict, out: Path, log=print, fresh: bool = False) -> dict:
     for name, kwargs, overrides in cfg["models"]:
         mc = dict(cfg, **overrides)
         res = run_model(mc, name, dict(kwargs), out, log, fresh=fresh)
-        res |= {"config": {k: mc[k] for k in ("batch_size", "eta", "rho", "steps", "every", "seeds", "ms",
-                                               "noise", "rw")},
-                "gpu_settles": bool(mc.get("gpu_settles", False))}
+        res |= {
+            "config": {k: mc[k] for k in ("batch_size", "eta", "rho", "steps", "every", "seeds", "ms", "noise", "rw")},
+            "gpu_settles": bool(mc.get("gpu_settles", False)),
+        }
         models[res["problem"]] = res
-    summary = {"models": models, "batch_size": cfg["batch_size"], "rho": cfg["rho"], "noise": list(cfg["noise"]),
-               "wall_s": time.perf_counter() - t0, "provenance": provenance()}
+    summary = {
+        "models": models,
+        "batch_size": cfg["batch_size"],
+        "rho": cfg["rho"],
+        "noise": list(cfg["noise"]),
+        "wall_s": time.perf_counter() - t0,
+        "provenance": provenance(),
+    }
     save_result(out / "generalization", None, summary)
     return summary
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--out", default="results/generalization")
     ap.add_argument("--fresh", action="store_true", help="retrain instead of reusing finished records")
-    ap.add_argument("--model", action="append", help="only this model of the preset (digits_mlp, digits_cnn; "
-                    "repeatable)")
+    ap.add_argument(
+        "--model", action="append", help="only this model of the preset (digits_mlp, digits_cnn; repeatable)"
+    )
     a = ap.parse_args(argv)
     cfg = dict(PRESETS[a.preset])
     if a.model:

@@ -76,8 +76,9 @@ def linear_data(problem: ss.Problem) -> LinearData:
     return LinearData(A, y)
 
 
-def split_linear_regression(n: int = 16, d: int = 4, head: int = 2, label_noise: float = 1.0, seed: int = 0,
-                            init_scale: float = 1.0) -> ss.Problem:
+def split_linear_regression(
+    n: int = 16, d: int = 4, head: int = 2, label_noise: float = 1.0, seed: int = 0, init_scale: float = 1.0
+) -> ss.Problem:
     """``ss.problems.linear_regression`` with parameters split into two leaves ``{"head": x[:head], "tail": x[head:]}``,
     so a SAM-ON mask (``lambda path: path == "head"``) perturbs a proper subset of the coordinates."""
     base = ss.problems.linear_regression(n=n, d=d, label_noise=label_noise, seed=seed, init_scale=init_scale)
@@ -137,11 +138,12 @@ def _check_sampler(sampler, variant, n):
     k = variant.num_micro_batches(sampler.batch_size)
     if isinstance(sampler, ss.UniformSubset) and k == 1:
         return False  # i.i.d. uniform subsets
-    if isinstance(sampler, ss.WithoutReplacement):
-        if n // sampler.batch_size == 1 and k == 1:
-            return False  # one batch per epoch: i.i.d. uniform subsets
-    raise ValueError("`sampler` must be WithReplacement (i.i.d. batches), UniformSubset or WithoutReplacement with one batch per "
-                     "epoch (batch_size > n/2) and no micro-batches, for the exact moment recursion")
+    if isinstance(sampler, ss.WithoutReplacement) and n // sampler.batch_size == 1 and k == 1:
+        return False  # one batch per epoch: i.i.d. uniform subsets
+    raise ValueError(
+        "`sampler` must be WithReplacement (i.i.d. batches), UniformSubset or WithoutReplacement with one batch per "
+        "epoch (batch_size > n/2) and no micro-batches, for the exact moment recursion"
+    )
 
 
 #: Unit-step coefficients per (problem, variant, batches): every eta of a study reuses one derivation (one compile).
@@ -153,7 +155,10 @@ def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
     ``eta``, the state rows (F-USAM's EMA) do not."""
     key = (id(problem), problem.name, variant, counts.shape, counts.tobytes())
     if key not in _UNIT_INCREMENTS:
-        _UNIT_INCREMENTS[key] = (problem, _unit_increments(problem, variant, counts))  # the problem kept alive with its id
+        _UNIT_INCREMENTS[key] = (
+            problem,
+            _unit_increments(problem, variant, counts),
+        )  # the problem kept alive with its id
     _, (U, u, d) = _UNIT_INCREMENTS[key]
     U, u = U.copy(), u.copy()
     U[:, :d, :] *= eta
@@ -163,20 +168,24 @@ def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
 
 def _unit_increments(problem: ss.Problem, variant, counts: np.ndarray):
     """Per batch (rows of ``counts``, multiplicities) ``(U, u)`` with ``z' = z + U z + u`` in float64, shapes
-    ``(N, D, D)``, ``(N, D)`` at ``eta = 1``, and ``d``, for ``z = (x, state)`` (F-USAM's EMA: ``D = 2d``): read off the variant's own step by
+    ``(N, D, D)``, ``(N, D)`` at ``eta = 1``, and ``d``, for ``z = (x, state)`` (F-USAM's EMA:
+    ``D = 2d``): read off the variant's own step by
     ``jax.jacfwd`` at ``z = 0``; raises :class:`_NotAffine` unless the step is affine in ``z`` and draws no random
     numbers (Jacobian and offset equal at three far-apart points, each under another key). A normalization that is
     not linear (``v/||v||``) is refused without evaluation: on one example it is piecewise affine, on more not."""
     if variant.perturbs and not variant.normalization.linear:
-        raise _NotAffine(f"variant {variant.name!r} is not affine on linear regression (its normalization "
-                         f"{type(variant.normalization).__name__} is not linear): no exact moment recursion")
+        raise _NotAffine(
+            f"variant {variant.name!r} is not affine on linear regression (its normalization "
+            f"{type(variant.normalization).__name__} is not linear): no exact moment recursion"
+        )
     data = linear_data(problem)
     rows = [np.repeat(np.arange(data.n), np.asarray(c, int)) for c in counts]
     idx = np.stack(rows)
     with jax.enable_x64(True):
         params64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), problem.init_params)
-        twin = ss.Problem(problem.loss_fn, {"a": jnp.asarray(data.A), "y": jnp.asarray(data.y)}, params64,
-                          name=problem.name)
+        twin = ss.Problem(
+            problem.loss_fn, {"a": jnp.asarray(data.A), "y": jnp.asarray(data.y)}, params64, name=problem.name
+        )
         flat0, unravel = ravel_pytree(params64)
         d = flat0.size
         state0 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variant.init(params64))
@@ -206,14 +215,17 @@ def _unit_increments(problem: ss.Problem, variant, counts: np.ndarray):
             Ui, wi = (np.asarray(a, np.float64) for a in coefficients(jnp.asarray(z), jax.random.key(i + 1)))
             scale = (1.0 + np.max(np.abs(U)) + np.max(np.abs(u))) * (1.0 + np.max(np.abs(z)))
             if np.max(np.abs(Ui - U)) > 1e-9 * scale or np.max(np.abs(wi - (u + U @ z))) > 1e-9 * scale:
-                raise _NotAffine(f"variant {variant.name!r} is not affine on linear regression (normalized, "
-                                 "reweighted or random): no exact moment recursion")
+                raise _NotAffine(
+                    f"variant {variant.name!r} is not affine on linear regression (normalized, "
+                    "reweighted or random): no exact moment recursion"
+                )
     return U, u, d
 
 
 @dataclasses.dataclass(frozen=True)
 class Moments:
-    """Exact ``E phi`` at the recorded steps/times: ``loss`` and ``param_norm_sq`` arrays ``(T,)``, plus ``mean`` (T, d)."""
+    """Exact ``E phi`` at the recorded steps/times: ``loss`` and ``param_norm_sq`` arrays ``(T,)``, plus ``mean``
+    (T, d)."""
 
     times: np.ndarray
     loss: np.ndarray
@@ -259,7 +271,7 @@ def transition_matrix(problem: ss.Problem, variant, sampler, eta: float) -> tupl
     """``T`` with ``v_{k+1} = T v_k`` for ``v = (1, E z, vec E z z^T)`` (row-major vec), and the state size ``D``."""
     EU, Eu, EUU, EUu, Euu = batch_moments(problem, variant, sampler, eta)
     D = EU.shape[0]
-    I = np.eye(D)
+    I = np.eye(D)  # noqa: E741
     EF = I + EU
     EFF = np.einsum("ai,bj->aibj", I, I) + np.einsum("ai,bj->aibj", I, EU) + np.einsum("ai,bj->aibj", EU, I) + EUU
     EFf = np.einsum("ai,b->aib", I, Eu) + EUu  # E[F_ai f_b]
@@ -282,8 +294,9 @@ def _initial(problem: ss.Problem, D: int, x0=None) -> np.ndarray:
     return np.concatenate([[1.0], z, np.outer(z, z).reshape(-1)])
 
 
-def discrete_moments(problem: ss.Problem, variant, sampler, *, eta: float, steps: int, every: int = 1,
-                     init_params=None) -> Moments:
+def discrete_moments(
+    problem: ss.Problem, variant, sampler, *, eta: float, steps: int, every: int = 1, init_params=None
+) -> Moments:
     """Exact ``E loss(x_k)`` and ``E ||x_k||^2`` at ``k = 0, every, ..., steps`` of ``run_discrete`` (DESIGN §6.1)."""
     check_positive("eta", eta)
     check_positive("steps", steps, integer=True)
@@ -320,8 +333,10 @@ def affine_drift(model, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
         want = K @ x - k
         got = np.asarray(b(jnp.asarray(x)), np.float64)
         if np.linalg.norm(got - want) > tol * (1 + np.linalg.norm(want)):
-            raise ValueError(f"the drift of {model.variant.name!r} is not affine in x (residual "
-                             f"{np.linalg.norm(got - want):.2e}); the moment ODE needs an affine drift")
+            raise ValueError(
+                f"the drift of {model.variant.name!r} is not affine in x (residual "
+                f"{np.linalg.norm(got - want):.2e}); the moment ODE needs an affine drift"
+            )
     return K, k
 
 
@@ -341,7 +356,7 @@ def sde_generator(model) -> np.ndarray:
     c = model.eta * model.noise_factor if leading else 0.0
     size = 1 + d + d * d
     L = np.zeros((size, size))
-    I = np.eye(d)
+    I = np.eye(d)  # noqa: E741
     L[1 : 1 + d, 0] = k
     L[1 : 1 + d, 1 : 1 + d] = -K
     # dM = -(K M + M K^T) + k m^T + m k^T + c E Sigma
@@ -367,7 +382,7 @@ def sde_moments(model, *, t1: float, every_dt: float, init_params=None) -> Momen
     """Exact ``E loss(X_t)`` and ``E ||X_t||^2`` at ``t = 0, every_dt, ..., t1`` for an affine-drift model on linear
     regression (matrix exponential of :func:`sde_generator`; no time discretization, no Monte Carlo)."""
     L = sde_generator(model)
-    num = int(round(t1 / every_dt))
+    num = round(t1 / every_dt)
     Phi = scipy.linalg.expm(L * every_dt)
     data = linear_data(model.problem)
     v = _initial(model.problem, data.d, init_params)

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,24 +40,83 @@ from sde_sam._io import provenance, quarantine, result_paths, save_result, to_js
 PAPER_REFERENCE = {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79}
 
 PRESETS = {
-    "tiny": dict(problems=(("digits_mlp", {"hidden": 8}),), batch_size=32, eta=0.1, rho=0.05, steps=20, every=10,
-                 seeds=(0, 1), ms=(32, 8, 1), escape_ms=(32, 1), pre_batch=256, pre_steps=20, pre_eta=0.05,
-                 escape_steps=20, escape_every=10, label_noise=0.0, timing_repeats=1, bn_cnn=False),
-    "quick": dict(problems=(("digits_mlp", {"hidden": 32}),), batch_size=64, eta=0.1, rho=0.05, steps=300,
-                  every=100, seeds=(0, 1, 2, 3), ms=(64, 32, 16, 8, 4, 1), escape_ms=(64, 8, 1), pre_batch=1024,
-                  pre_steps=400, pre_eta=0.05, escape_steps=200, escape_every=50, label_noise=0.0, timing_repeats=1,
-                  bn_cnn=False, rw_ess=(0.5, 0.1)),
+    "tiny": {
+        "problems": (("digits_mlp", {"hidden": 8}),),
+        "batch_size": 32,
+        "eta": 0.1,
+        "rho": 0.05,
+        "steps": 20,
+        "every": 10,
+        "seeds": (0, 1),
+        "ms": (32, 8, 1),
+        "escape_ms": (32, 1),
+        "pre_batch": 256,
+        "pre_steps": 20,
+        "pre_eta": 0.05,
+        "escape_steps": 20,
+        "escape_every": 10,
+        "label_noise": 0.0,
+        "timing_repeats": 1,
+        "bn_cnn": False,
+    },
+    "quick": {
+        "problems": (("digits_mlp", {"hidden": 32}),),
+        "batch_size": 64,
+        "eta": 0.1,
+        "rho": 0.05,
+        "steps": 300,
+        "every": 100,
+        "seeds": (0, 1, 2, 3),
+        "ms": (64, 32, 16, 8, 4, 1),
+        "escape_ms": (64, 8, 1),
+        "pre_batch": 1024,
+        "pre_steps": 400,
+        "pre_eta": 0.05,
+        "escape_steps": 200,
+        "escape_every": 50,
+        "label_noise": 0.0,
+        "timing_repeats": 1,
+        "bn_cnn": False,
+        "rw_ess": (0.5, 0.1),
+    },
     # The GroupNorm CNN is ~20x slower per step than the MLP on CPU (m = 1 ~300x: one convolution per example),
     # so it trains for fewer steps and seeds, with RW-SAM at lambda = 1 only, no timing rerun and no escape run.
-    "full": dict(problems=(("digits_mlp", {"hidden": 64}),
-                           ("digits_cnn", {"norm": "group"},
-                            dict(steps=400, every=100, seeds=(0, 1, 2, 3), rw_temperatures=(1.0,), timing_repeats=0,
-                                 escape=False, rw_ess=()))),
-                 batch_size=64, eta=0.1, rho=0.05, steps=3000, every=250, seeds=tuple(range(8)),
-                 ms=(64, 32, 16, 8, 4, 1), escape_ms=(64, 16, 4, 1), pre_batch=1024, pre_steps=3000, pre_eta=0.025,
-                 escape_steps=1000, escape_every=100, label_noise=0.2, timing_repeats=1,
-                 rw_temperatures=(0.1, 0.3, 1.0, 3.0), rw_ess=(0.5, 0.1),
-                 bn_cnn=dict(steps=400, every=100, seeds=(0, 1, 2, 3))),
+    "full": {
+        "problems": (
+            ("digits_mlp", {"hidden": 64}),
+            (
+                "digits_cnn",
+                {"norm": "group"},
+                {
+                    "steps": 400,
+                    "every": 100,
+                    "seeds": (0, 1, 2, 3),
+                    "rw_temperatures": (1.0,),
+                    "timing_repeats": 0,
+                    "escape": False,
+                    "rw_ess": (),
+                },
+            ),
+        ),
+        "batch_size": 64,
+        "eta": 0.1,
+        "rho": 0.05,
+        "steps": 3000,
+        "every": 250,
+        "seeds": tuple(range(8)),
+        "ms": (64, 32, 16, 8, 4, 1),
+        "escape_ms": (64, 16, 4, 1),
+        "pre_batch": 1024,
+        "pre_steps": 3000,
+        "pre_eta": 0.025,
+        "escape_steps": 1000,
+        "escape_every": 100,
+        "label_noise": 0.2,
+        "timing_repeats": 1,
+        "rw_temperatures": (0.1, 0.3, 1.0, 3.0),
+        "rw_ess": (0.5, 0.1),
+        "bn_cnn": {"steps": 400, "every": 100, "seeds": (0, 1, 2, 3)},
+    },
 }
 
 
@@ -69,8 +130,11 @@ def variant_specs(batch_size: int, rho: float, ms, rw_temperatures=(1.0,)) -> li
         tag = "" if lam == 1.0 else f", lambda={lam:g}"
         specs += [
             (f"RW-SAM{' (' + tag[2:] + ')' if tag else ''}", "rw-sam", {"rho": rho, "inverse_temperature": lam}),
-            (f"RW-SAM (weighted descent{tag})", "rw-sam",
-             {"rho": rho, "weights_in_descent": True, "inverse_temperature": lam}),
+            (
+                f"RW-SAM (weighted descent{tag})",
+                "rw-sam",
+                {"rho": rho, "weights_in_descent": True, "inverse_temperature": lam},
+            ),
         ]
     specs += [
         ("F-SAM", "f-sam", {"rho": rho}),
@@ -103,7 +167,9 @@ def temperature_for_ess(scores: np.ndarray, fraction: float, *, iters: int = 80)
     while ess_of_temperature(scores, hi) > target:
         hi *= 4.0
         if hi > 1e12:
-            raise ValueError(f"no lambda reaches an effective sample size of {target:.3g}: the scores are (nearly) equal")
+            raise ValueError(
+                f"no lambda reaches an effective sample size of {target:.3g}: the scores are (nearly) equal"
+            )
     for _ in range(iters):
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if ess_of_temperature(scores, mid) > target else (lo, mid)
@@ -119,7 +185,7 @@ def batch_scores(problem, rule_kwargs: dict, batch_size: int, *, num_batches: in
 
     from sde_sam import variants
 
-    rule = variants.rw_sam(0.05, relative_scores=True, **rule_kwargs).rule
+    rule: Any = variants.rw_sam(0.05, relative_scores=True, **rule_kwargs).rule  # an RWRule: it has scores
     x, n = problem.init_params, problem.num_examples
 
     def one(key):
@@ -143,10 +209,16 @@ def rw_study_specs(problem, batch_size: int, rho: float, ess_fractions, log) -> 
             lam = temperature_for_ess(scores, frac)
             for reading, extra in (("ascent", {}), ("weighted descent", {"weights_in_descent": True})):
                 label = f"RW-SAM [{score_label}, ESS {100 * frac:g}%, {reading}]"
-                specs.append((label, "rw-sam", {"rho": rho, "inverse_temperature": lam, "relative_scores": True,
-                                                **kw, **extra}))
-                calib[label] = {"score": score_label, "ess_target": frac, "reading": reading, "lambda": lam,
-                                "ess_at_init": ess_of_temperature(scores, lam) / batch_size}
+                specs.append(
+                    (label, "rw-sam", {"rho": rho, "inverse_temperature": lam, "relative_scores": True, **kw, **extra})
+                )
+                calib[label] = {
+                    "score": score_label,
+                    "ess_target": frac,
+                    "reading": reading,
+                    "lambda": lam,
+                    "ess_at_init": ess_of_temperature(scores, lam) / batch_size,
+                }
             log(f"  RW-SAM {score_label}: lambda {lam:.4g} gives ESS {100 * frac:g}% of B at the initial point")
     return specs, calib
 
@@ -203,13 +275,19 @@ def _area(rec: train.TrainRecord, name: str) -> dict:
     return _over_seeds(rec.kept(name)[:, 1:].mean(axis=1))
 
 
-def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, specs=None,
-                      fresh: bool = False) -> dict:
+def trace_sigma_table(
+    cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, specs=None, fresh: bool = False
+) -> dict:
     """Train every variant; ``tr Sigma`` (and loss, test accuracy) over training; time per step. Records already
     in ``out/records`` for the same config are reused unless ``fresh``."""
     base = train.TrainConfig(
-        problem=problem_name, problem_kwargs=problem_kwargs, batch_size=cfg["batch_size"], eta=cfg["eta"],
-        steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"],
+        problem=problem_name,
+        problem_kwargs=problem_kwargs,
+        batch_size=cfg["batch_size"],
+        eta=cfg["eta"],
+        steps=cfg["steps"],
+        every=cfg["every"],
+        seeds=cfg["seeds"],
         observables=("loss", "accuracy", "test_loss", "test_accuracy", "trace_sigma", "effective_sample_size"),
     )
     problem = shared_problem(base)
@@ -222,8 +300,14 @@ def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: P
     for label, name, kw in specs:
         config = base.replace(variant=name, variant_kwargs=kw, label=label)
         t0 = time.perf_counter()
-        rec = recorded(config, out / "records" / f"{_slug(problem.name)}__{_slug(label)}", log, fresh=fresh,
-                       problem=problem, timing_repeats=cfg["timing_repeats"])
+        rec = recorded(
+            config,
+            out / "records" / f"{_slug(problem.name)}__{_slug(label)}",
+            log,
+            fresh=fresh,
+            problem=problem,
+            timing_repeats=cfg["timing_repeats"],
+        )
         rows[label] = {
             "trace_sigma_final": _final(rec, "trace_sigma"),
             "trace_sigma_area": _area(rec, "trace_sigma"),
@@ -239,9 +323,11 @@ def trace_sigma_table(cfg: dict, problem_name: str, problem_kwargs: dict, out: P
             "wall_s": time.perf_counter() - t0,
         }
         r = rows[label]
-        log(f"  {label:28s} tr Sigma {r['trace_sigma_final']['mean']:9.3f} ± {r['trace_sigma_final']['stderr']:7.3f}"
+        log(
+            f"  {label:28s} tr Sigma {r['trace_sigma_final']['mean']:9.3f} ± {r['trace_sigma_final']['stderr']:7.3f}"
             f"  loss {r['loss_final']['mean']:.4f}  test acc {r['test_accuracy_final']['mean']:.4f}"
-            f"  {1e3 * (r['time_per_step_s'] or float('nan')):7.3f} ms/step  ({r['wall_s']:.1f} s)")
+            f"  {1e3 * (r['time_per_step_s'] or float('nan')):7.3f} ms/step  ({r['wall_s']:.1f} s)"
+        )
     return rows
 
 
@@ -255,12 +341,13 @@ def orderings(rows: dict, batch_size: int) -> dict:
         "SGD > SAM": bool(ts["SGD"] > ts["SAM"]),
         "SAM > RW-SAM": bool(ts["SAM"] > ts["RW-SAM"]),
         "SAM > RW-SAM (weighted descent)": bool(ts["SAM"] > ts["RW-SAM (weighted descent)"]),
-        "m-SAM tr Sigma by m (B first)": {k: ts[k] for k in sorted(
-            [k for k in ts if k.startswith("m-SAM")], key=lambda k: -m_of.get(k, 10**9))},
+        "m-SAM tr Sigma by m (B first)": {
+            k: ts[k] for k in sorted([k for k in ts if k.startswith("m-SAM")], key=lambda k: -m_of.get(k, 10**9))
+        },
     }
     ms_sorted = sorted(small_m, key=lambda k: -m_of[k])
     seq = [ts["m-SAM (m=B)"]] + [ts[k] for k in ms_sorted] if "m-SAM (m=B)" in ts else [ts[k] for k in ms_sorted]
-    res["m-SAM tr Sigma non-increasing as m shrinks"] = bool(all(a >= b for a, b in zip(seq, seq[1:])))
+    res["m-SAM tr Sigma non-increasing as m shrinks"] = bool(all(a >= b for a, b in itertools.pairwise(seq)))
     if smallest:
         for rw in ("RW-SAM", "RW-SAM (weighted descent)"):
             # which m-SAM is RW-SAM closest to (in tr Sigma)?
@@ -277,8 +364,16 @@ def escape(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, f
     """Start at a sharp minimum (large-batch GD, label noise if the preset asks) and follow lambda_max, tr Sigma."""
     pkw = dict(problem_kwargs) | ({"label_noise": cfg["label_noise"]} if cfg["label_noise"] else {})
     pre = train.TrainConfig(
-        problem=problem_name, problem_kwargs=pkw, variant="sgd", batch_size=cfg["pre_batch"], eta=cfg["pre_eta"],
-        steps=cfg["pre_steps"], every=cfg["pre_steps"], seeds=(0,), observables=("loss",), label="sharp start",
+        problem=problem_name,
+        problem_kwargs=pkw,
+        variant="sgd",
+        batch_size=cfg["pre_batch"],
+        eta=cfg["pre_eta"],
+        steps=cfg["pre_steps"],
+        every=cfg["pre_steps"],
+        seeds=(0,),
+        observables=("loss",),
+        label="sharp start",
     )
     problem = train.build_problem(pre)
     pre = pre.replace(batch_size=min(cfg["pre_batch"], problem.num_examples))
@@ -286,22 +381,40 @@ def escape(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, f
     import jax
 
     start = jax.tree_util.tree_map(lambda a: a[0], pre_rec.final_params)
-    log(f"  sharp start: large-batch GD (B={pre.batch_size}, eta={pre.eta}, {pre.steps} steps"
-        f"{', label noise ' + str(cfg['label_noise']) if cfg['label_noise'] else ''}): loss {pre_rec.values['loss'][0, -1]:.4f}")
+    log(
+        f"  sharp start: large-batch GD (B={pre.batch_size}, eta={pre.eta}, {pre.steps} steps"
+        f"{', label noise ' + str(cfg['label_noise']) if cfg['label_noise'] else ''}): "
+        f"loss {pre_rec.values['loss'][0, -1]:.4f}"
+    )
     base = train.TrainConfig(
-        problem=problem_name, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
-        steps=cfg["escape_steps"], every=cfg["escape_every"], seeds=cfg["seeds"],
+        problem=problem_name,
+        problem_kwargs=pkw,
+        batch_size=cfg["batch_size"],
+        eta=cfg["eta"],
+        steps=cfg["escape_steps"],
+        every=cfg["escape_every"],
+        seeds=cfg["seeds"],
         observables=("loss", "lambda_max", "trace_sigma"),
     )
-    specs = [("SGD", "sgd", {})] + [
-        (f"m-SAM (m={'B' if m == cfg['batch_size'] else m})", "m-sam", {"rho": cfg["rho"], "micro_batch_size": m})
-        for m in cfg["escape_ms"]
-    ] + [("n-SAM", "n-sam", {"rho": cfg["rho"]})]
+    specs = (
+        [("SGD", "sgd", {})]
+        + [
+            (f"m-SAM (m={'B' if m == cfg['batch_size'] else m})", "m-sam", {"rho": cfg["rho"], "micro_batch_size": m})
+            for m in cfg["escape_ms"]
+        ]
+        + [("n-SAM", "n-sam", {"rho": cfg["rho"]})]
+    )
     rows = {}
     for label, name, kw in specs:
-        rec = recorded(base.replace(variant=name, variant_kwargs=kw, label=label),
-                       out / "records" / f"escape__{_slug(problem.name)}__{_slug(label)}", log,
-                       start={"sharp_start": pre.to_dict()}, fresh=fresh, problem=problem, init_params=start)
+        rec = recorded(
+            base.replace(variant=name, variant_kwargs=kw, label=label),
+            out / "records" / f"escape__{_slug(problem.name)}__{_slug(label)}",
+            log,
+            start={"sharp_start": pre.to_dict()},
+            fresh=fresh,
+            problem=problem,
+            init_params=start,
+        )
         lam = rec.mean("lambda_max")
         ts = rec.mean("trace_sigma")
         rows[label] = {
@@ -313,27 +426,36 @@ def escape(cfg: dict, problem_name: str, problem_kwargs: dict, out: Path, log, f
             "trace_sigma_drop": float(1 - ts[-1] / ts[0]),
             "loss_final": float(rec.mean("loss")[-1]),
         }
-        log(f"  {label:16s} lambda_max {lam[0]:8.3f} -> {lam[-1]:8.3f} (drop {rows[label]['lambda_max_drop']:+.3f})"
-            f"   tr Sigma {ts[0]:8.3f} -> {ts[-1]:8.3f}")
+        log(
+            f"  {label:16s} lambda_max {lam[0]:8.3f} -> {lam[-1]:8.3f} (drop {rows[label]['lambda_max_drop']:+.3f})"
+            f"   tr Sigma {ts[0]:8.3f} -> {ts[-1]:8.3f}"
+        )
     m_rows = [k for k in rows if k.startswith("m-SAM")]
     drops = [rows[k]["lambda_max_drop"] for k in m_rows]  # m decreasing along the list
     return {
         "start": {"config": pre.to_dict(), "loss": float(pre_rec.values["loss"][0, -1])},
         "rows": rows,
-        "smaller_m_drops_lambda_max_more": bool(all(a <= b for a, b in zip(drops, drops[1:]))),
+        "smaller_m_drops_lambda_max_more": bool(all(a <= b for a, b in itertools.pairwise(drops))),
     }
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--skip-escape", action="store_true")
-    ap.add_argument("--fresh", action="store_true",
-                    help="retrain everything (by default records already in OUT/records for the same config are reused,"
-                         " so an interrupted run resumes)")
-    ap.add_argument("--jax-cache", type=Path, default=None,
-                    help="persistent JAX compilation cache folder (compiles dominate the quick preset on CPU)")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="retrain everything (by default records already in OUT/records for the same config are reused,"
+        " so an interrupted run resumes)",
+    )
+    ap.add_argument(
+        "--jax-cache",
+        type=Path,
+        default=None,
+        help="persistent JAX compilation cache folder (compiles dominate the quick preset on CPU)",
+    )
     args = ap.parse_args(argv)
     if args.jax_cache is not None:
         import jax
@@ -348,16 +470,26 @@ def main(argv=None) -> dict:
     def log(msg):
         print(msg, flush=True)
 
-    summary = {"preset": args.preset, "preset_config": cfg, "paper_reference_trace_sigma": PAPER_REFERENCE,
-               "provenance": provenance(), "problems": {}}
+    summary = {
+        "preset": args.preset,
+        "preset_config": cfg,
+        "paper_reference_trace_sigma": PAPER_REFERENCE,
+        "provenance": provenance(),
+        "problems": {},
+    }
     for entry_ in cfg["problems"]:
         problem_name, pkw = entry_[0], entry_[1]
         pcfg = cfg | (entry_[2] if len(entry_) > 2 else {})
-        log(f"[{problem_name} {pkw}] tr Sigma at the end of training (mean ± stderr over {len(pcfg['seeds'])} seeds,"
-            f" {pcfg['steps']} steps)")
+        log(
+            f"[{problem_name} {pkw}] tr Sigma at the end of training (mean ± stderr over {len(pcfg['seeds'])} seeds,"
+            f" {pcfg['steps']} steps)"
+        )
         rows = trace_sigma_table(pcfg, problem_name, pkw, out, log, fresh=args.fresh)
-        entry = {"config": {k: pcfg[k] for k in ("steps", "every", "seeds", "timing_repeats")},
-                 "trace_sigma": rows, "claims": orderings(rows, pcfg["batch_size"])}
+        entry = {
+            "config": {k: pcfg[k] for k in ("steps", "every", "seeds", "timing_repeats")},
+            "trace_sigma": rows,
+            "claims": orderings(rows, pcfg["batch_size"]),
+        }
         log("  claims: " + json.dumps({k: v for k, v in entry["claims"].items() if isinstance(v, (bool, str))}))
         if not args.skip_escape and pcfg.get("escape", True):
             log(f"[{problem_name}] escape from a sharp minimum")
@@ -365,20 +497,43 @@ def main(argv=None) -> dict:
         summary["problems"][problem_name] = entry
     if cfg["bn_cnn"]:
         bcfg = cfg | (cfg["bn_cnn"] if isinstance(cfg["bn_cnn"], dict) else {})
-        log("[digits_cnn BatchNorm] SAM-ON rows (tr Sigma by the mini-batch estimator; BatchNorm has no per-example loss)")
+        log(
+            "[digits_cnn BatchNorm] SAM-ON rows (tr Sigma by the mini-batch estimator; "
+            "BatchNorm has no per-example loss)"
+        )
         rows = {}
-        base = train.TrainConfig(problem="digits_cnn", problem_kwargs={"norm": "batch"}, batch_size=bcfg["batch_size"],
-                                 eta=bcfg["eta"], steps=bcfg["steps"], every=bcfg["every"], seeds=bcfg["seeds"],
-                                 observables=("loss", "test_accuracy", "trace_sigma"))
+        base = train.TrainConfig(
+            problem="digits_cnn",
+            problem_kwargs={"norm": "batch"},
+            batch_size=bcfg["batch_size"],
+            eta=bcfg["eta"],
+            steps=bcfg["steps"],
+            every=bcfg["every"],
+            seeds=bcfg["seeds"],
+            observables=("loss", "test_accuracy", "trace_sigma"),
+        )
         problem = train.build_problem(base)
-        for label, name, kw in [("SGD", "sgd", {}), ("SAM", "sam", {"rho": bcfg["rho"]}),
-                                ("SAM-ON", "sam-on", {"rho": bcfg["rho"]})]:
-            rec = recorded(base.replace(variant=name, variant_kwargs=kw, label=label),
-                           out / "records" / f"bn__{_slug(label)}", log, fresh=args.fresh, problem=problem)
-            rows[label] = {"trace_sigma_final": _final(rec, "trace_sigma"), "loss_final": _final(rec, "loss"),
-                           "test_accuracy_final": _final(rec, "test_accuracy")}
-            log(f"  {label:8s} tr Sigma {rows[label]['trace_sigma_final']['mean']:9.3f}"
-                f"  test acc {rows[label]['test_accuracy_final']['mean']:.4f}")
+        for label, name, kw in [
+            ("SGD", "sgd", {}),
+            ("SAM", "sam", {"rho": bcfg["rho"]}),
+            ("SAM-ON", "sam-on", {"rho": bcfg["rho"]}),
+        ]:
+            rec = recorded(
+                base.replace(variant=name, variant_kwargs=kw, label=label),
+                out / "records" / f"bn__{_slug(label)}",
+                log,
+                fresh=args.fresh,
+                problem=problem,
+            )
+            rows[label] = {
+                "trace_sigma_final": _final(rec, "trace_sigma"),
+                "loss_final": _final(rec, "loss"),
+                "test_accuracy_final": _final(rec, "test_accuracy"),
+            }
+            log(
+                f"  {label:8s} tr Sigma {rows[label]['trace_sigma_final']['mean']:9.3f}"
+                f"  test acc {rows[label]['test_accuracy_final']['mean']:.4f}"
+            )
         summary["batchnorm_cnn"] = rows
     summary["wall_time_s"] = time.perf_counter() - t0
     save_result(out / "m_sharpness", None, summary)

@@ -86,8 +86,12 @@ def git_revision() -> str | None:
     """``git describe --always --dirty`` of the source tree of this package, or ``None`` outside a checkout."""
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -98,8 +102,7 @@ def load_stage(path: Path, name: str) -> StageResult:
     json_path, npz_path = result_paths(path)
     try:
         arrays, meta = load_result(path)
-    except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile, OSError, ValueError, KeyError,
-            EOFError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
         if isinstance(e, FileNotFoundError) and not json_path.exists():
             raise
         raise CacheCorrupted(f"{json_path.name}/{npz_path.name} unreadable ({type(e).__name__}: {e})") from e
@@ -114,8 +117,9 @@ def load_stage(path: Path, name: str) -> StageResult:
     return StageResult(name, meta["data"], arrays, meta, json_path, True, float(meta.get("wall_s", 0.0)))
 
 
-def run_stage(stage: Stage, out: str | os.PathLike, *, log: Callable[[str], None] = print,
-              force: bool = False) -> StageResult:
+def run_stage(
+    stage: Stage, out: str | os.PathLike, *, log: Callable[[str], None] = print, force: bool = False
+) -> StageResult:
     """The result of ``stage``: loaded from ``out`` when a trusted one exists, else computed and saved atomically."""
     path = stage_path(out, stage)
     if not force and result_paths(path)[0].exists():
@@ -123,17 +127,25 @@ def run_stage(stage: Stage, out: str | os.PathLike, *, log: Callable[[str], None
             return load_stage(path, stage.name)
         except CacheCorrupted as e:
             moved = quarantine(path)
-            log(f"warning: cache of stage {stage.name!r} is corrupted: {e}; recomputing "
-                f"(bad files kept as {', '.join(p.name for p in moved)})")
+            log(
+                f"warning: cache of stage {stage.name!r} is corrupted: {e}; recomputing "
+                f"(bad files kept as {', '.join(p.name for p in moved)})"
+            )
     t0 = time.perf_counter()
     result = stage.fn(dict(stage.config))
     wall = time.perf_counter() - t0
     data = to_jsonable(result.get("data", {}))
     arrays = {k: np.asarray(v) for k, v in result.get("arrays", {}).items()}
     meta = {
-        "stage": stage.name, "description": stage.description, "config": to_jsonable(dict(stage.config)),
-        "config_hash": config_hash(stage.name, stage.config), "seed": stage.config.get("seed"),
-        "git_revision": git_revision(), "wall_s": wall, "provenance": provenance(), "data": data,
+        "stage": stage.name,
+        "description": stage.description,
+        "config": to_jsonable(dict(stage.config)),
+        "config_hash": config_hash(stage.name, stage.config),
+        "seed": stage.config.get("seed"),
+        "git_revision": git_revision(),
+        "wall_s": wall,
+        "provenance": provenance(),
+        "data": data,
         "checksums": {"arrays": arrays_checksum(arrays), "data": data_checksum(data)},
     }
     json_path = save_result(path, arrays, meta)

@@ -89,8 +89,9 @@ def check_out_dir(out: str | os.PathLike) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ValueError(f"output folder {str(out)!r} is not writable ({e.strerror or e}); pass --out DIR "
-                         "with a writable folder") from None
+        raise ValueError(
+            f"output folder {str(out)!r} is not writable ({e.strerror or e}); pass --out DIR with a writable folder"
+        ) from None
     return out
 
 
@@ -110,7 +111,9 @@ def set_device(device: str) -> None:
             if jax.default_backend() not in ("gpu", "cuda", "rocm"):
                 raise RuntimeError
         except RuntimeError:
-            raise ValueError("--device gpu: no GPU is visible to JAX (install jax[cuda12]) or use --device cpu") from None
+            raise ValueError(
+                "--device gpu: no GPU is visible to JAX (install jax[cuda12]) or use --device cpu"
+            ) from None
     elif device is not None:
         raise ValueError(f"--device must be 'cpu' or 'gpu', got {device!r}")
 
@@ -123,8 +126,11 @@ def compile_counter():
     return process_count()
 
 
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                  "jax_persistent_cache_min_entry_size_bytes")
+_CACHE_OPTIONS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
 
 
 def enable_compilation_cache(out: str | os.PathLike) -> Path:
@@ -156,8 +162,13 @@ def compilation_cache_in(out: str | os.PathLike):
         compilation_cache.reset_cache()
 
 
-def reproduce(mode: str = "quick", only: str | None = None, out: str | os.PathLike = "results",
-              log: Callable[[str], None] = print, progress: bool = True) -> dict:
+def reproduce(
+    mode: str = "quick",
+    only: str | None = None,
+    out: str | os.PathLike = "results",
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict:
     """Run the stages needed by ``only`` (default all), then the checks and figures; write the report.
 
     Returns the report dict (also written to ``out/report.json``). ``progress=False`` also silences the
@@ -207,11 +218,18 @@ def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progres
             log(f"note: symbolic stage skipped ({e})")
             continue
         results[st.name], arrays[st.name] = res.data, res.arrays
-        stage_rows.append({"stage": st.name, "cached": res.cached, "wall_s": round(res.wall_s, 2),
-                           "cpu_s": None if res.cached else round(_cpu() - c, 2), "path": str(res.path),
-                           "compiles": (counts.count - n0) - (counts.cache_hits - h0),
-                           "compile_cache_hits": counts.cache_hits - h0,
-                           "compile_s": round(counts.seconds - s0, 2)})
+        stage_rows.append(
+            {
+                "stage": st.name,
+                "cached": res.cached,
+                "wall_s": round(res.wall_s, 2),
+                "cpu_s": None if res.cached else round(_cpu() - c, 2),
+                "path": str(res.path),
+                "compiles": (counts.count - n0) - (counts.cache_hits - h0),
+                "compile_cache_hits": counts.cache_hits - h0,
+                "compile_s": round(counts.seconds - s0, 2),
+            }
+        )
     check_rows, fig_rows = [], []
     for i in ids:
         if i in checks:
@@ -230,12 +248,24 @@ def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progres
         except Exception as e:
             fig_rows.append({"id": i, "title": figures[i].TITLE, "error": repr(e), "files": []})
             log(f"[ERROR] figure {i}: {e!r}\n{traceback.format_exc()}")
-    report = {"mode": mode, "only": ids, "out": str(out), "stages": stage_rows, "checks": check_rows,
-              "figures": fig_rows, "wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(_cpu() - c0, 2),
-              "git_revision": git_revision(), "provenance": provenance()}
+    report = {
+        "mode": mode,
+        "only": ids,
+        "out": str(out),
+        "stages": stage_rows,
+        "checks": check_rows,
+        "figures": fig_rows,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "cpu_s": round(_cpu() - c0, 2),
+        "git_revision": git_revision(),
+        "provenance": provenance(),
+    }
     sym = results.get("symbolic")
-    report["symbolic"] = ({"available": True, "markdown": sym["markdown"]} if sym else
-                          {"available": False, "note": "symbolic stage not run"})
+    report["symbolic"] = (
+        {"available": True, "markdown": sym["markdown"]}
+        if sym
+        else {"available": False, "note": "symbolic stage not run"}
+    )
     write_report(out, report)
     return report
 
@@ -245,11 +275,18 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def write_report(out: Path, report: dict) -> Path:
-    lines = [f"# sde-sam reproduce ({report['mode']})", "",
-             f"git revision `{report['git_revision']}`, device `{report['provenance']['device']}`, "
-             f"wall time {report['wall_s']:.0f} s (CPU time {report['cpu_s']:.0f} s), "
-             f"jax {report['provenance']['versions']['jax']}.", "", "## Paper checks", "",
-             "| id | claim | status |", "|---|---|---|"]
+    lines = [
+        f"# sde-sam reproduce ({report['mode']})",
+        "",
+        f"git revision `{report['git_revision']}`, device `{report['provenance']['device']}`, "
+        f"wall time {report['wall_s']:.0f} s (CPU time {report['cpu_s']:.0f} s), "
+        f"jax {report['provenance']['versions']['jax']}.",
+        "",
+        "## Paper checks",
+        "",
+        "| id | claim | status |",
+        "|---|---|---|",
+    ]
     for c in report["checks"]:
         lines.append(f"| {c['id']} | {c['claim']} | **{c['status']}** |")
     for c in report["checks"]:
@@ -269,16 +306,22 @@ def write_report(out: Path, report: dict) -> Path:
         if f.get("error"):
             lines.append(f"not rendered: `{f['error']}`")
         else:
-            png = [p for p in f["files"] if p.endswith(".png")][0]
-            pdf = [p for p in f["files"] if p.endswith(".pdf")][0]
+            png = next(p for p in f["files"] if p.endswith(".png"))
+            pdf = next(p for p in f["files"] if p.endswith(".pdf"))
             lines.append(f"![{f['id']}]({png})  ([PDF]({pdf}))")
         lines.append("")
-    lines += ["## Stages", "",
-              "| stage | cached | wall s | CPU s | programs compiled | read from the compilation cache | compile s | result |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Stages",
+        "",
+        "| stage | cached | wall s | CPU s | programs compiled | read from the compilation cache | compile s "
+        "| result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for s in report["stages"]:
-        lines.append(f"| {s['stage']} | {s['cached']} | {s['wall_s']} | {s['cpu_s']} | {s.get('compiles', '')} | "
-                     f"{s.get('compile_cache_hits', '')} | {s.get('compile_s', '')} | `{Path(s['path']).name}` |")
+        lines.append(
+            f"| {s['stage']} | {s['cached']} | {s['wall_s']} | {s['cpu_s']} | {s.get('compiles', '')} | "
+            f"{s.get('compile_cache_hits', '')} | {s.get('compile_s', '')} | `{Path(s['path']).name}` |"
+        )
     lines += ["", "## Symbolic drifts (sympy, DESIGN §5)", ""]
     sym = report["symbolic"]
     lines.append(sym["markdown"] if sym.get("available") else f"_{sym['note']}_")
@@ -299,8 +342,10 @@ def summary_table(report: dict) -> str:
     n_pass = sum(c["status"] == "PASS" for c in report["checks"])
     n_open = sum(c["status"] == "INCONCLUSIVE" for c in report["checks"])
     lines.append("-" * 72)
-    lines.append(f"{n_pass}/{len(report['checks'])} checks PASS ({n_open} INCONCLUSIVE), "
-                 f"{len(report['figures'])} figures; "
-                 f"{report['wall_s']:.0f} s wall, {report['cpu_s']:.0f} s CPU")
+    lines.append(
+        f"{n_pass}/{len(report['checks'])} checks PASS ({n_open} INCONCLUSIVE), "
+        f"{len(report['figures'])} figures; "
+        f"{report['wall_s']:.0f} s wall, {report['cpu_s']:.0f} s CPU"
+    )
     lines.append(f"report: {Path(report['out']) / 'report.md'}")
     return "\n".join(lines)

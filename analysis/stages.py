@@ -25,7 +25,7 @@ import sde_sam as ss
 @contextlib.contextmanager
 def x64():
     """Float64 inside the block (JAX's flag is process-global: restored on exit)."""
-    old = jax.config.jax_enable_x64
+    old = jax.config.read("jax_enable_x64")
     jax.config.update("jax_enable_x64", True)
     try:
         yield
@@ -41,7 +41,7 @@ def _slope(xs, ys) -> dict:
     """Least-squares slope of ``log y`` on ``log x`` with its standard error."""
     lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
     A = np.stack([lx, np.ones_like(lx)], 1)
-    coef, res, *_ = np.linalg.lstsq(A, ly, rcond=None)
+    coef, _res, *_ = np.linalg.lstsq(A, ly, rcond=None)
     dof = max(len(lx) - 2, 1)
     s2 = float(np.sum((ly - A @ coef) ** 2)) / dof
     cov = s2 * np.linalg.inv(A.T @ A)
@@ -54,7 +54,8 @@ def _slope(xs, ys) -> dict:
 def tiny_problem(n: int, seed: int):
     """Two-layer tanh teacher-student (smooth), ``n`` examples, parameters ``{"w1", "w2"}``; float64."""
     return ss.problems.teacher_student(n=n, input_dim=3, teacher_width=2, student_width=2, seed=seed).with_dtype(
-        jnp.float64)
+        jnp.float64
+    )
 
 
 def drift_variants(rho: float, m: int) -> dict:
@@ -62,11 +63,18 @@ def drift_variants(rho: float, m: int) -> dict:
     V = ss.variants
     head = lambda p: p == "w2"  # noqa: E731
     return {
-        "USAM": V.usam(rho), "SAM": V.sam(rho), "n-USAM": V.n_usam(rho), "n-SAM": V.n_sam(rho),
-        f"m-USAM (m={m})": V.m_usam(rho, m), f"m-SAM (m={m})": V.m_sam(rho, m),
-        "F-USAM": V.f_usam(rho), "F-SAM": V.f_sam(rho),
-        "USAM-ON": V.sam_on(rho, mask=head, normalize=False), "SAM-ON": V.sam_on(rho, mask=head),
-        "RW-USAM": V.rw_usam(rho, score="exact"), "RW-SAM": V.rw_sam(rho, score="exact"),
+        "USAM": V.usam(rho),
+        "SAM": V.sam(rho),
+        "n-USAM": V.n_usam(rho),
+        "n-SAM": V.n_sam(rho),
+        f"m-USAM (m={m})": V.m_usam(rho, m),
+        f"m-SAM (m={m})": V.m_sam(rho, m),
+        "F-USAM": V.f_usam(rho),
+        "F-SAM": V.f_sam(rho),
+        "USAM-ON": V.sam_on(rho, mask=head, normalize=False),
+        "SAM-ON": V.sam_on(rho, mask=head),
+        "RW-USAM": V.rw_usam(rho, score="exact"),
+        "RW-SAM": V.rw_sam(rho, score="exact"),
         "RW-SAM (descent)": V.rw_sam(rho, score="exact", weights_in_descent=True),
     }
 
@@ -80,7 +88,9 @@ def exact_step_mean(problem, variant, sampler, params):
 
     @jax.jit
     def mean(idx, probs):
-        G = jax.vmap(lambda i: ravel_pytree(variant.gradient(problem, params, state, problem.take(i), jr.key(0))[0])[0])(idx)
+        G = jax.vmap(
+            lambda i: ravel_pytree(variant.gradient(problem, params, state, problem.take(i), jr.key(0))[0])[0]
+        )(idx)
         return probs @ G
 
     return np.asarray(mean(dist.indices, dist.probs))
@@ -109,16 +119,25 @@ def stage_drift(cfg: dict) -> dict:
 
         cB = sampler.factor(B, n)
         grad_g2 = flat_grad_of(lambda p: jnp.sum(jnp.mean(per_example(p), 0) ** 2))
+
         def tr_sigma(p):
             G = per_example(p)
             return jnp.mean(jnp.sum(G**2, 1)) - jnp.sum(jnp.mean(G, 0) ** 2)
+
         grad_trs = flat_grad_of(tr_sigma)
-        data = {"problem": problem.name, "n": n, "B": B, "d": int(g.size), "rhos": list(cfg["rhos"]),
-                "trace_sigma": float(tr_sigma(params)), "c_B": cB}
+        data = {
+            "problem": problem.name,
+            "n": n,
+            "B": B,
+            "d": int(g.size),
+            "rhos": list(cfg["rhos"]),
+            "trace_sigma": float(tr_sigma(params)),
+            "c_B": cB,
+        }
 
         # C1: residual against the closed forms, per variant.
         residuals = {}
-        for i, rho in enumerate(cfg["rhos"]):
+        for _i, rho in enumerate(cfg["rhos"]):
             for name, v in drift_variants(rho, cfg["m"]).items():
                 EG = exact_step_mean(problem, v, sampler, params)
                 b = _flat(ss.sde.closed_form_drift(problem, v, sampler, params))
@@ -133,12 +152,15 @@ def stage_drift(cfg: dict) -> dict:
             base = g + 0.5 * rho * grad_g2
             v = 0.5 * rho * grad_trs
             for name, var in [("n-USAM", ss.variants.n_usam(rho))] + [
-                    (f"m-USAM (m={m})", ss.variants.m_usam(rho, m)) for m in ms]:
+                (f"m-USAM (m={m})", ss.variants.m_usam(rho, m)) for m in ms
+            ]:
                 EG = exact_step_mean(problem, var, sampler, params)
                 coef.setdefault(name, []).append(float((EG - base) @ v / (v @ v)))
         data["variance_coefficient"] = {
-            "rhos": list(cfg["coef_rhos"]), "values": coef,
-            "expected": {"n-USAM": 0.0, **{f"m-USAM (m={m})": sampler.factor(m, n) for m in ms}}}
+            "rhos": list(cfg["coef_rhos"]),
+            "values": coef,
+            "expected": {"n-USAM": 0.0, **{f"m-USAM (m={m})": sampler.factor(m, n) for m in ms}},
+        }
 
         # C8: F-USAM's ||g||^2 coefficient, 1 - sigma.
         fcoef = {}
@@ -148,31 +170,49 @@ def stage_drift(cfg: dict) -> dict:
             var = ss.variants.f_usam(rho, sigma=sigma)
             EG = exact_step_mean(problem, var, sampler, params)
             fcoef[str(sigma)] = float((EG - g - 0.5 * rho * cB * grad_trs) @ u / (u @ u))
-        data["f_usam_grad_norm_coefficient"] = {"rho": rho, "values": fcoef,
-                                                "expected": {str(s): 1.0 - s for s in cfg["sigmas"]}}
+        data["f_usam_grad_norm_coefficient"] = {
+            "rho": rho,
+            "values": fcoef,
+            "expected": {str(s): 1.0 - s for s in cfg["sigmas"]},
+        }
 
         # C9: USAM-ON against the masked / unmasked regularizers (our own formulas).
-        P = _flat(jax.tree_util.tree_map(lambda a: jnp.full(a.shape, 0.0), params) | {"w2": jnp.ones_like(params["w2"])})
+        P = _flat(
+            jax.tree_util.tree_map(lambda a: jnp.full(a.shape, 0.0), params) | {"w2": jnp.ones_like(params["w2"])}
+        )
+
         def reg(p, mask):
             G = per_example(p) * mask
             gm = jnp.mean(G, 0)
             return jnp.sum(gm**2) + cB * (jnp.mean(jnp.sum(G**2, 1)) - jnp.sum(gm**2))
+
         on = []
         for rho in cfg["coef_rhos"]:
-            EG = exact_step_mean(problem, ss.variants.sam_on(rho, mask=lambda p: p == "w2", normalize=False), sampler,
-                                 params)
+            EG = exact_step_mean(
+                problem, ss.variants.sam_on(rho, mask=lambda p: p == "w2", normalize=False), sampler, params
+            )
             b_masked = g + 0.5 * rho * flat_grad_of(lambda p: reg(p, jnp.asarray(P)))
             b_full = g + 0.5 * rho * flat_grad_of(lambda p: reg(p, jnp.ones_like(jnp.asarray(P))))
             size = np.linalg.norm(b_masked - g)
-            on.append({"rho": rho, "rel_err_masked": float(np.linalg.norm(EG - b_masked) / size),
-                       "rel_err_unmasked": float(np.linalg.norm(EG - b_full) / size)})
+            on.append(
+                {
+                    "rho": rho,
+                    "rel_err_masked": float(np.linalg.norm(EG - b_masked) / size),
+                    "rel_err_unmasked": float(np.linalg.norm(EG - b_full) / size),
+                }
+            )
         # the perturbation of every enumerated batch on the unmasked coordinates
         v_on = ss.variants.sam_on(cfg["coef_rhos"][0], mask=lambda p: p == "w2")
         dist = ss.sde.batch_distribution(True, n, B, dtype=jnp.float64)
         eps = jax.vmap(lambda i: _perturbation(problem, v_on, params, problem.take(i)))(dist.indices)
-        data["sam_on"] = {"rows": on, "max_unmasked_perturbation": float(jnp.max(jnp.abs(eps * (1 - P)))),
-                          "max_masked_perturbation": float(jnp.max(jnp.abs(eps * P))), "masked_leaf": "w2",
-                          "num_masked": int(P.sum()), "d": int(P.size)}
+        data["sam_on"] = {
+            "rows": on,
+            "max_unmasked_perturbation": float(jnp.max(jnp.abs(eps * (1 - P)))),
+            "max_masked_perturbation": float(jnp.max(jnp.abs(eps * P))),
+            "masked_leaf": "w2",
+            "num_masked": int(P.sum()),
+            "d": int(P.size),
+        }
     return {"data": data}
 
 
@@ -191,7 +231,8 @@ def stage_variance_term(cfg: dict) -> dict:
     with x64():
         base = ss.problems.breast_cancer_logistic(l2=cfg["l2"]).with_dtype(jnp.float64)
         x = jax.tree_util.tree_map(
-            lambda a: a + cfg["init_scale"] * jr.normal(jr.key(cfg["seed"]), a.shape, a.dtype), base.init_params)
+            lambda a: a + cfg["init_scale"] * jr.normal(jr.key(cfg["seed"]), a.shape, a.dtype), base.init_params
+        )
         problem = dataclasses.replace(base, init_params=x)
         n, B, rho, K = problem.num_examples, cfg["batch_size"], cfg["rho"], cfg["num_batches"]
         sampler = ss.WithReplacement(B)
@@ -208,20 +249,42 @@ def stage_variance_term(cfg: dict) -> dict:
             def coefs(idx, mv=mv):
                 def one(i):
                     batch = problem.take(i)
-                    lin = (ravel_pytree(ss.sde.linearized_update(problem, mv, x, (), batch, jr.key(0)))[0]
-                           - ravel_pytree(ss.sde.linearized_update(problem, nv, x, (), batch, jr.key(0)))[0])
-                    dis = (ravel_pytree(mv.gradient(problem, x, (), batch, jr.key(0))[0])[0]
-                           - ravel_pytree(nv.gradient(problem, x, (), batch, jr.key(0))[0])[0])
+                    lin = (
+                        ravel_pytree(ss.sde.linearized_update(problem, mv, x, (), batch, jr.key(0)))[0]
+                        - ravel_pytree(ss.sde.linearized_update(problem, nv, x, (), batch, jr.key(0)))[0]
+                    )
+                    dis = (
+                        ravel_pytree(mv.gradient(problem, x, (), batch, jr.key(0))[0])[0]
+                        - ravel_pytree(nv.gradient(problem, x, (), batch, jr.key(0))[0])[0]
+                    )
                     return lin @ v / (v @ v), dis @ v / (v @ v)
+
                 return jax.vmap(one)(idx)
 
             lin, dis = (np.asarray(a) for a in coefs(idx))
             c = sampler.factor(m, n)
             (lin_m, lin_se), (dis_m, dis_se) = ss.mean_stderr(lin), ss.mean_stderr(dis)
-            rows.append({"m": m, "c_m": c, "coef_general": float(lin_m), "coef_general_stderr": float(lin_se),
-                         "coef_discrete": float(dis_m), "coef_discrete_stderr": float(dis_se)})
-    return {"data": {"problem": problem.name, "n": n, "B": B, "rho": rho, "num_batches": K, "trace_sigma": trs,
-                     "rows": rows}}
+            rows.append(
+                {
+                    "m": m,
+                    "c_m": c,
+                    "coef_general": float(lin_m),
+                    "coef_general_stderr": float(lin_se),
+                    "coef_discrete": float(dis_m),
+                    "coef_discrete_stderr": float(dis_se),
+                }
+            )
+    return {
+        "data": {
+            "problem": problem.name,
+            "n": n,
+            "B": B,
+            "rho": rho,
+            "num_batches": K,
+            "trace_sigma": trs,
+            "rows": rows,
+        }
+    }
 
 
 # -- Prop. 3.9: E||g_gamma|| against the batch size ------------------------------------------------------------
@@ -229,12 +292,14 @@ def stage_variance_term(cfg: dict) -> dict:
 
 def stage_grad_norm(cfg: dict) -> dict:
     problem = ss.problems.breast_cancer_logistic()
-    x = jax.tree_util.tree_map(lambda a: a + 0.1 * jr.normal(jr.key(cfg["seed"]), a.shape, a.dtype),
-                               problem.init_params)
+    x = jax.tree_util.tree_map(
+        lambda a: a + 0.1 * jr.normal(jr.key(cfg["seed"]), a.shape, a.dtype), problem.init_params
+    )
     rows = []
     for b in cfg["batch_sizes"]:
-        est = ss.noise.expected_batch_grad_norm(problem, x, ss.WithoutReplacement(b), jr.key(cfg["seed"] + b),
-                                                num_batches=cfg["num_batches"])
+        est = ss.noise.expected_batch_grad_norm(
+            problem, x, ss.WithoutReplacement(b), jr.key(cfg["seed"] + b), num_batches=cfg["num_batches"]
+        )
         rows.append({"B": b, "value": float(est.value.value), "stderr": float(est.value.stderr)})
     g = float(np.linalg.norm(_flat(problem.full_grad(x))))
     return {"data": {"problem": problem.name, "n": problem.num_examples, "rows": rows, "full_grad_norm": g}}
@@ -254,8 +319,14 @@ def stage_weak_order(cfg: dict) -> dict:
 def stage_eta_rho(cfg: dict) -> dict:
     from analysis import weak_order as wo
 
-    res = wo.eta_rho_exact(wo.linreg_problem(), ss.WithReplacement(2), tuple(cfg["etas"]), tuple(cfg["rhos"]),
-                           t1=cfg["t1"], log=lambda s: None)
+    res = wo.eta_rho_exact(
+        wo.linreg_problem(),
+        ss.WithReplacement(2),
+        tuple(cfg["etas"]),
+        tuple(cfg["rhos"]),
+        t1=cfg["t1"],
+        log=lambda s: None,
+    )
     return {"data": res}
 
 
@@ -280,43 +351,78 @@ def stage_escape(cfg: dict) -> dict:
     each model of the ladder in ``cfg["models"]`` (drift, diffusion; order 1, ``dt = eta``), batches from
     :class:`~sde_sam.UniformSubset` (the sampler the SDE models exactly). Diverged runs/paths are counted and
     left out of every mean (their rows are NaN)."""
-    problem = ss.problems.sharp_flat_basins(dim=1, n=cfg["n"], sharp_curvature=cfg["sharp_curvature"],
-                                            noise_scale=cfg["noise_scale"], seed=cfg["seed"], start="sharp")
+    problem = ss.problems.sharp_flat_basins(
+        dim=1,
+        n=cfg["n"],
+        sharp_curvature=cfg["sharp_curvature"],
+        noise_scale=cfg["noise_scale"],
+        seed=cfg["seed"],
+        start="sharp",
+    )
     barrier = ss.problems.sharp_flat_barrier(problem)
     sampler = ss.UniformSubset(cfg["batch_size"])
-    rec = ss.observables(outside=lambda p, x: 1.0 - ss.problems.in_sharp_basin(x, barrier).astype(jnp.float32),
-                         every=cfg["every"])
+    rec = ss.observables(
+        outside=lambda p, x: 1.0 - ss.problems.in_sharp_basin(x, barrier).astype(jnp.float32), every=cfg["every"]
+    )
     models = [tuple(m) for m in cfg.get("models", ESCAPE_MODELS)]
 
     def stats(v: np.ndarray) -> dict:
         kept = v[~np.any(np.isnan(v), axis=1)]
         n = kept.shape[0]
         final, time_avg = ss.mean_stderr(kept[:, -1]), ss.mean_stderr(kept.mean(1))
-        return {"final": float(final[0]), "final_stderr": float(final[1]),
-                "time_avg": float(time_avg[0]), "time_avg_stderr": float(time_avg[1]), "kept": int(n)}
+        return {
+            "final": float(final[0]),
+            "final_stderr": float(final[1]),
+            "time_avg": float(time_avg[0]),
+            "time_avg_stderr": float(time_avg[1]),
+            "kept": int(n),
+        }
 
     arrays, rows = {}, {}
     for i, (label, v) in enumerate(escape_variants(cfg["rho"], cfg["batch_size"]).items()):
-        runs = ss.run_discrete(problem, v, sampler, eta=cfg["eta"], steps=cfg["steps"], num_runs=cfg["num_runs"],
-                               key=jr.key(cfg["seed"] + i), record=rec)
+        runs = ss.run_discrete(
+            problem,
+            v,
+            sampler,
+            eta=cfg["eta"],
+            steps=cfg["steps"],
+            num_runs=cfg["num_runs"],
+            key=jr.key(cfg["seed"] + i),
+            record=rec,
+        )
         d = runs.values["outside"]
         arrays[f"discrete__{i}"] = d
-        row = {"index": i, "m": getattr(v.rule, "micro_batch_size", None) or 0, "discrete": stats(d),
-               "diverged": {"discrete": int(runs.num_diverged)}, "models": {}}
+        row = {
+            "index": i,
+            "m": getattr(v.rule, "micro_batch_size", None) or 0,
+            "discrete": stats(d),
+            "diverged": {"discrete": int(runs.num_diverged)},
+            "models": {},
+        }
         for j, (drift, diffusion) in enumerate(models):
-            model = ss.sde_model(problem, v, sampler, eta=cfg["eta"], diffusion=diffusion, drift=drift,
-                                 num_samples=cfg["drift_samples"])
-            paths = ss.simulate(model, t1=cfg["steps"] * cfg["eta"], num_paths=cfg["num_paths"],
-                                key=jr.key(10_000 + i), record=rec)
+            model = ss.sde_model(
+                problem, v, sampler, eta=cfg["eta"], diffusion=diffusion, drift=drift, num_samples=cfg["drift_samples"]
+            )
+            paths = ss.simulate(
+                model, t1=cfg["steps"] * cfg["eta"], num_paths=cfg["num_paths"], key=jr.key(10_000 + i), record=rec
+            )
             s = paths.values["outside"]
             name = f"{drift}/{diffusion}"
             arrays[f"sde__{i}__{j}"] = s
             row["models"][name] = stats(s) | {"index": j}
             row["diverged"][name] = int(paths.num_diverged)
         rows[label] = row
-    arrays["times"] = runs.times
-    data = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "rows": rows,
-            "models": [f"{a}/{b}" for a, b in models], "eta": cfg["eta"], "rho": cfg["rho"], "B": cfg["batch_size"]}
+        arrays["times"] = runs.times
+    data = {
+        "problem": problem.name,
+        "barrier": barrier,
+        "sampler": type(sampler).__name__,
+        "rows": rows,
+        "models": [f"{a}/{b}" for a, b in models],
+        "eta": cfg["eta"],
+        "rho": cfg["rho"],
+        "B": cfg["batch_size"],
+    }
     if cfg.get("map"):
         data["map"] = escape_map(problem, sampler, rec, cfg, stats)
     return {"data": data, "arrays": arrays}
@@ -325,7 +431,8 @@ def stage_escape(cfg: dict) -> dict:
 def escape_map(problem, sampler, rec, cfg: dict, stats) -> dict:
     """C5 over its regime: at every ``eta`` of ``cfg["map"]["etas"]`` and ``rho = rho_lambda / sharp_curvature`` for
     each ``rho_lambda`` of ``cfg["map"]["rho_lambdas"]``, the time-averaged fraction past the barrier of m-SAM at
-    each m (1, 2, 4, ..., B) from ``num_runs`` discrete runs of ``steps`` steps, and of the model ``cfg["map"]["model"]`` (drift,
+    each m (1, 2, 4, ..., B) from ``num_runs`` discrete runs of ``steps`` steps, and of the model
+    ``cfg["map"]["model"]`` (drift,
     diffusion) from as many paths. ``rho`` and ``eta`` are traced, so the map compiles one program per m and side.
     The same keys at every point (common random numbers across the map)."""
     mc = cfg["map"]
@@ -339,18 +446,43 @@ def escape_map(problem, sampler, rec, cfg: dict, stats) -> dict:
                 m = getattr(v.rule, "micro_batch_size", None)
                 if m is None and label == "n-SAM":
                     continue
-                runs = ss.run_discrete(problem, v, sampler, eta=eta, steps=mc["steps"], num_runs=mc["num_runs"],
-                                       key=jr.key(cfg["seed"] + i), record=rec, progress=False)
-                model = ss.sde_model(problem, v, sampler, eta=eta, diffusion=diffusion, drift=drift,
-                                     num_samples=cfg["drift_samples"])
-                paths = ss.simulate(model, t1=mc["steps"] * eta, num_paths=mc["num_runs"], key=jr.key(10_000 + i),
-                                    record=rec, progress=False)
-                rows[label] = {"m": m or cfg["batch_size"], "discrete": stats(runs.values["outside"]),
-                               "model": stats(paths.values["outside"]),
-                               "diverged": {"discrete": int(runs.num_diverged), "model": int(paths.num_diverged)}}
+                runs = ss.run_discrete(
+                    problem,
+                    v,
+                    sampler,
+                    eta=eta,
+                    steps=mc["steps"],
+                    num_runs=mc["num_runs"],
+                    key=jr.key(cfg["seed"] + i),
+                    record=rec,
+                    progress=False,
+                )
+                model = ss.sde_model(
+                    problem, v, sampler, eta=eta, diffusion=diffusion, drift=drift, num_samples=cfg["drift_samples"]
+                )
+                paths = ss.simulate(
+                    model,
+                    t1=mc["steps"] * eta,
+                    num_paths=mc["num_runs"],
+                    key=jr.key(10_000 + i),
+                    record=rec,
+                    progress=False,
+                )
+                rows[label] = {
+                    "m": m or cfg["batch_size"],
+                    "discrete": stats(runs.values["outside"]),
+                    "model": stats(paths.values["outside"]),
+                    "diverged": {"discrete": int(runs.num_diverged), "model": int(paths.num_diverged)},
+                }
             points.append({"eta": eta, "rho": rho, "rho_lambda": rl, "rows": rows})
-    return {"points": points, "model": f"{drift}/{diffusion}", "num_runs": mc["num_runs"], "steps": mc["steps"],
-            "theory_rho_lambda": mc["theory_rho_lambda"], "sharp_curvature": cfg["sharp_curvature"]}
+    return {
+        "points": points,
+        "model": f"{drift}/{diffusion}",
+        "num_runs": mc["num_runs"],
+        "steps": mc["steps"],
+        "theory_rho_lambda": mc["theory_rho_lambda"],
+        "sharp_curvature": cfg["sharp_curvature"],
+    }
 
 
 # -- the eta map of digits training (C10) ----------------------------------------------------------------------
@@ -373,26 +505,62 @@ def stage_eta_map(cfg: dict, out=None) -> dict:
         names.append(problem.name)
         for label, name, kw in cfg["variants"]:
             variant = ss.variants.get(name, **kw)
-            rungs = [r for r in (ss.validation.Rung(ss.sde.as_drift(d, num_samples=cfg["drift_samples"]), dif, o)
-                                 for d, dif, o in cfg["rungs"]) if r.supports(variant)]
-            vmap_ = ss.validity_map(problem, variant, sampler, etas=cfg["etas"], steps=cfg["steps"],
-                                    num_runs=cfg["num_runs"], key=jr.key(cfg["seed"]), rungs=rungs,
-                                    svag=tuple(cfg["svag"]), max_refine=cfg["max_refine"], record=record,
-                                    progress=False,
-                                    out=None if out is None else Path(out) / f"eta_map_{problem.name}_{name}")
+            rungs = [
+                r
+                for r in (
+                    ss.validation.Rung(ss.sde.as_drift(d, num_samples=cfg["drift_samples"]), dif, o)
+                    for d, dif, o in cfg["rungs"]
+                )
+                if r.supports(variant)
+            ]
+            vmap_ = ss.validity_map(
+                problem,
+                variant,
+                sampler,
+                etas=cfg["etas"],
+                steps=cfg["steps"],
+                num_runs=cfg["num_runs"],
+                key=jr.key(cfg["seed"]),
+                rungs=rungs,
+                svag=tuple(cfg["svag"]),
+                max_refine=cfg["max_refine"],
+                record=record,
+                progress=False,
+                out=None if out is None else Path(out) / f"eta_map_{problem.name}_{name}",
+            )
             points = []
             for eta in cfg["etas"]:
                 v = vmap_.at(eta, float(variant.rho), getattr(variant.rule, "micro_batch_size", None))
                 top = max(v.svag) if v.svag else None
-                points.append({"eta": eta, "verdicts": {o: x.to_dict() for o, x in v.verdicts.items()},
-                               "svag": {o: (None if top is None else v.svag[top][o].to_dict()) for o in v.verdicts},
-                               "tau": v.tau, "compiles": v.compiles})
+                points.append(
+                    {
+                        "eta": eta,
+                        "verdicts": {o: x.to_dict() for o, x in v.verdicts.items()},
+                        "svag": {o: (None if top is None else v.svag[top][o].to_dict()) for o in v.verdicts},
+                        "tau": v.tau,
+                        "compiles": v.compiles,
+                    }
+                )
             key = label if len(problems) == 1 else f"{label} on {problem.name}"
-            variants[key] = {"points": points, "compiles": vmap_.compiles, "compile_s": vmap_.compile_s,
-                             "wall_s": vmap_.wall_s, "table": str(vmap_), "rungs": [r.label for r in rungs]}
-    return {"data": {"problem": ", ".join(names), "batch_size": cfg["batch_size"], "steps": cfg["steps"],
-                     "num_runs": cfg["num_runs"], "etas": cfg["etas"], "observables": cfg["observables"],
-                     "variants": variants}}
+            variants[key] = {
+                "points": points,
+                "compiles": vmap_.compiles,
+                "compile_s": vmap_.compile_s,
+                "wall_s": vmap_.wall_s,
+                "table": str(vmap_),
+                "rungs": [r.label for r in rungs],
+            }
+    return {
+        "data": {
+            "problem": ", ".join(names),
+            "batch_size": cfg["batch_size"],
+            "steps": cfg["steps"],
+            "num_runs": cfg["num_runs"],
+            "etas": cfg["etas"],
+            "observables": cfg["observables"],
+            "variants": variants,
+        }
+    }
 
 
 # -- the fidelity ladder (F9, C10) -------------------------------------------------------------------------------
@@ -417,9 +585,16 @@ def stage_training(cfg: dict) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = ms.trace_sigma_table(cfg, cfg["problem"], cfg["problem_kwargs"], Path(tmp), log=lambda s: None)
-    return {"data": {"rows": rows, "claims": ms.orderings(rows, cfg["batch_size"]),
-                     "paper_reference": ms.PAPER_REFERENCE, "batch_size": cfg["batch_size"], "eta": cfg["eta"],
-                     "rho": cfg["rho"]}}
+    return {
+        "data": {
+            "rows": rows,
+            "claims": ms.orderings(rows, cfg["batch_size"]),
+            "paper_reference": ms.PAPER_REFERENCE,
+            "batch_size": cfg["batch_size"],
+            "eta": cfg["eta"],
+            "rho": cfg["rho"],
+        }
+    }
 
 
 def stage_generalization(cfg: dict) -> dict:
@@ -453,9 +628,17 @@ def stage_train_sde(cfg: dict) -> dict:
 def stage_sgn(cfg: dict) -> dict:
     from sde_sam import train
 
-    conf = train.TrainConfig(problem=cfg["problem"], problem_kwargs=cfg["problem_kwargs"], variant="sgd",
-                             batch_size=cfg["batch_size"], eta=cfg["eta"], steps=cfg["steps"], every=cfg["every"],
-                             seeds=(cfg["seed"],), observables=("loss",))
+    conf = train.TrainConfig(
+        problem=cfg["problem"],
+        problem_kwargs=cfg["problem_kwargs"],
+        variant="sgd",
+        batch_size=cfg["batch_size"],
+        eta=cfg["eta"],
+        steps=cfg["steps"],
+        every=cfg["every"],
+        seeds=(cfg["seed"],),
+        observables=("loss",),
+    )
     problem = train.build_problem(conf)
     rec = train.record(conf, problem=problem, save_params=True)
     k = cfg["k"]
@@ -466,19 +649,36 @@ def stage_sgn(cfg: dict) -> dict:
         key = jr.fold_in(jr.key(cfg["seed"]), t)
         se = ss.noise.sigma_top_eigs(problem, p, k, key, chunk_size=256)
         he = ss.curvature.top_eigenvalues(problem, p, k, key)
-        al = ss.curvature.alignment(problem, p, key, k=k, method="stochastic", num_probes=cfg["probes"],
-                                    chunk_size=256)
-        ti = ss.noise.tail_index(problem, p, ss.WithoutReplacement(cfg["batch_size"]), key,
-                                 num_batches=cfg["tail_batches"], num_directions=4, num_bootstrap=50)
+        al = ss.curvature.alignment(problem, p, key, k=k, method="stochastic", num_probes=cfg["probes"], chunk_size=256)
+        ti = ss.noise.tail_index(
+            problem,
+            p,
+            ss.WithoutReplacement(cfg["batch_size"]),
+            key,
+            num_batches=cfg["tail_batches"],
+            num_directions=4,
+            num_bootstrap=50,
+        )
         sig_spec.append(np.asarray(se.values))
         h_spec.append(np.asarray(he.values))
-        rows.append({"step": int(rec.steps[t]), "loss": float(rec.values["loss"][0, t]),
-                     "cosine": float(al.cosine.value), "cosine_stderr": float(al.cosine.stderr),
-                     "overlap": float(al.overlap), "trace_ratio": float(al.trace_ratio.value),
-                     "trace_sigma": float(al.trace_sigma.value), "trace_hessian": float(al.trace_hessian.value),
-                     "tail_index": float(ti.value), "tail_index_stderr": float(ti.stderr)})
-    return {"data": {"problem": problem.name, "d": problem.dim, "k": k, "rows": rows},
-            "arrays": {"sigma_eigs": np.stack(sig_spec), "hessian_eigs": np.stack(h_spec), "steps": rec.steps}}
+        rows.append(
+            {
+                "step": int(rec.steps[t]),
+                "loss": float(rec.values["loss"][0, t]),
+                "cosine": float(al.cosine.value),
+                "cosine_stderr": float(al.cosine.stderr),
+                "overlap": float(al.overlap),
+                "trace_ratio": float(al.trace_ratio.value),
+                "trace_sigma": float(al.trace_sigma.value),
+                "trace_hessian": float(al.trace_hessian.value),
+                "tail_index": float(ti.value),
+                "tail_index_stderr": float(ti.stderr),
+            }
+        )
+    return {
+        "data": {"problem": problem.name, "d": problem.dim, "k": k, "rows": rows},
+        "arrays": {"sigma_eigs": np.stack(sig_spec), "hessian_eigs": np.stack(h_spec), "steps": rec.steps},
+    }
 
 
 # -- F8 / C7: cost per step -----------------------------------------------------------------------------------
@@ -495,19 +695,26 @@ def stage_timing(cfg: dict) -> dict:
     B, rho, steps = cfg["batch_size"], 0.05, cfg["steps"]
     sampler = ss.WithoutReplacement(B)
     V = ss.variants
-    variants = {"SGD": V.sgd(), "SAM": V.sam(rho), "USAM": V.usam(rho), "n-SAM": V.n_sam(rho),
-                **{f"m-SAM (m={m})": V.m_sam(rho, m) for m in cfg["ms"]},
-                "F-SAM": V.f_sam(rho), "SAM-ON": V.sam_on(rho), "RW-SAM": V.rw_sam(rho),
-                "RW-SAM (descent)": V.rw_sam(rho, weights_in_descent=True)}
+    variants = {
+        "SGD": V.sgd(),
+        "SAM": V.sam(rho),
+        "USAM": V.usam(rho),
+        "n-SAM": V.n_sam(rho),
+        **{f"m-SAM (m={m})": V.m_sam(rho, m) for m in cfg["ms"]},
+        "F-SAM": V.f_sam(rho),
+        "SAM-ON": V.sam_on(rho),
+        "RW-SAM": V.rw_sam(rho),
+        "RW-SAM (descent)": V.rw_sam(rho, weights_in_descent=True),
+    }
     calls = variant_calls(problem, variants, sampler, steps, serial_micro_batch_sizes=[B // k for k in cfg["serial_k"]])
     for k in cfg["serial_k"]:  # name the serial form by its number of micro-batches k = B/m
         calls[f"serial m-SAM (k={k})"] = calls.pop(f"serial m-SAM (m={B // k})")
     for name in ("SGD", "n-SAM"):  # n-SAM: closed-form drift g + rho H g/||g|| (as in benchmarks/simulate.py)
         model = ss.sde_model(problem, variants[name], sampler, eta=0.05, diffusion="leading", drift="closed_form")
         rec = ss.observables("loss", every=steps)
-        calls[f"simulator: {name} SDE ({cfg['paths']} paths)"] = (
-            lambda model=model, rec=rec: ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0),
-                                                     record=rec).final_params)
+        calls[f"simulator: {name} SDE ({cfg['paths']} paths)"] = lambda model=model, rec=rec: (
+            ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0), record=rec).final_params
+        )
     samples = interleaved_times(calls, cfg["repeats"], steps)
     costs = {name: step_cost(problem, v, B) for name, v in variants.items()}
     costs |= {f"serial m-SAM (k={k})": serial_m_sam_step_cost(problem, rho, B // k, B) for k in cfg["serial_k"]}
@@ -515,15 +722,30 @@ def stage_timing(cfg: dict) -> dict:
     rows = {}
     for name, s in samples.items():
         q25, q75 = np.percentile(1e3 * np.asarray(s), [25, 75])
-        rows[name] = {"ms_per_step": 1e3 * statistics.median(s), "ms_q25": float(q25), "ms_q75": float(q75),
-                      "vs_SGD": median_ratio(samples, name, "SGD"), "vs_SAM": median_ratio(samples, name, "SAM")}
+        rows[name] = {
+            "ms_per_step": 1e3 * statistics.median(s),
+            "ms_q25": float(q25),
+            "ms_q75": float(q75),
+            "vs_SGD": median_ratio(samples, name, "SGD"),
+            "vs_SAM": median_ratio(samples, name, "SAM"),
+        }
         if name in costs:
             c = costs[name]
             rows[name] |= {"flops": c.flops, "bytes": c.bytes_accessed, "flops_vs_SAM": c.flops / costs["SAM"].flops}
-    return {"data": {"problem": problem.name, "d": problem.dim, "B": B, "steps_per_call": steps,
-                     "repeats": cfg["repeats"], "device": str(jax.devices()[0]), "platform": jax.default_backend(),
-                     "forward_flops_vs_SAM": forward / costs["SAM"].flops,
-                     "rw_sam_extra_forwards": (costs["RW-SAM"].flops - costs["SAM"].flops) / forward, "rows": rows}}
+    return {
+        "data": {
+            "problem": problem.name,
+            "d": problem.dim,
+            "B": B,
+            "steps_per_call": steps,
+            "repeats": cfg["repeats"],
+            "device": str(jax.devices()[0]),
+            "platform": jax.default_backend(),
+            "forward_flops_vs_SAM": forward / costs["SAM"].flops,
+            "rw_sam_extra_forwards": (costs["RW-SAM"].flops - costs["SAM"].flops) / forward,
+            "rows": rows,
+        }
+    }
 
 
 # -- symbolic drifts for the report (DESIGN §5) --------------------------------------------------------------

@@ -13,7 +13,8 @@
    ``c(B) tr Sigma``; the top eigenvalues of both; the cosine ``tr(C c Sigma) / (||C||_F ||c Sigma||_F)`` and
    the overlap ``||U_C^T U_Sigma||_F^2 / k`` of their top-``k`` eigenspaces (``C`` has rank ``<= K``, so its
    cosine with the full-rank ``Sigma`` is limited by ``K``; as a reference for what sampling error alone allows, the
-   same statistics between two independent ``K``-batch estimates ``C``, ``C'`` are reported alongside). Computed densely from Gram matrices (small networks).
+   same statistics between two independent ``K``-batch estimates ``C``, ``C'`` are reported alongside). Computed
+   densely from Gram matrices (small networks).
 
 With ``momentum`` in the preset (``{"momentum": beta, "nesterov": bool}``; preset ``momentum``: heavy ball at
 ``beta = 0.9``) the runs use momentum and the SDE is the rescaled-learning-rate model (:class:`sde_sam.Momentum`).
@@ -32,28 +33,68 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
 from sde_sam import train
 from sde_sam._io import load_result, provenance, quarantine, result_paths, save_result, to_jsonable
 
 PRESETS = {
-    "tiny": dict(problem=("digits_mlp", {"hidden": 8}), variants=(("SGD", "sgd", {}),), batch_size=32, eta=0.1,
-                 steps=20, every=10, seeds=(0, 1, 2), paths=3, num_samples=8, noise_batches=32, top_k=3,
-                 observables=("loss", "accuracy", "grad_norm_sq", "trace_sigma", "distance")),
-    "quick": dict(problem=("digits_mlp", {"hidden": 32}),
-                  variants=(("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05}),
-                            ("m-SAM (m=8)", "m-sam", {"rho": 0.05, "micro_batch_size": 8})),
-                  batch_size=64, eta=0.1, steps=200, every=50, seeds=tuple(range(8)), paths=8, num_samples=16,
-                  noise_batches=256, top_k=5, observables=train.OBSERVABLES),
-    "full": dict(problem=("digits_mlp", {"hidden": 64}),
-                 variants=(("SGD", "sgd", {}), ("USAM", "usam", {"rho": 0.05}), ("SAM", "sam", {"rho": 0.05}),
-                           ("m-SAM (m=16)", "m-sam", {"rho": 0.05, "micro_batch_size": 16}),
-                           ("m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}),
-                           ("RW-SAM", "rw-sam", {"rho": 0.05}), ("F-SAM", "f-sam", {"rho": 0.05}),
-                           ("SAM-ON", "sam-on", {"rho": 0.05})),
-                 batch_size=64, eta=0.1, steps=1000, every=200, seeds=tuple(range(16)), paths=16, num_samples=16,
-                 noise_batches=512, top_k=10, observables=train.OBSERVABLES),
+    "tiny": {
+        "problem": ("digits_mlp", {"hidden": 8}),
+        "variants": (("SGD", "sgd", {}),),
+        "batch_size": 32,
+        "eta": 0.1,
+        "steps": 20,
+        "every": 10,
+        "seeds": (0, 1, 2),
+        "paths": 3,
+        "num_samples": 8,
+        "noise_batches": 32,
+        "top_k": 3,
+        "observables": ("loss", "accuracy", "grad_norm_sq", "trace_sigma", "distance"),
+    },
+    "quick": {
+        "problem": ("digits_mlp", {"hidden": 32}),
+        "variants": (
+            ("SGD", "sgd", {}),
+            ("SAM", "sam", {"rho": 0.05}),
+            ("m-SAM (m=8)", "m-sam", {"rho": 0.05, "micro_batch_size": 8}),
+        ),
+        "batch_size": 64,
+        "eta": 0.1,
+        "steps": 200,
+        "every": 50,
+        "seeds": tuple(range(8)),
+        "paths": 8,
+        "num_samples": 16,
+        "noise_batches": 256,
+        "top_k": 5,
+        "observables": train.OBSERVABLES,
+    },
+    "full": {
+        "problem": ("digits_mlp", {"hidden": 64}),
+        "variants": (
+            ("SGD", "sgd", {}),
+            ("USAM", "usam", {"rho": 0.05}),
+            ("SAM", "sam", {"rho": 0.05}),
+            ("m-SAM (m=16)", "m-sam", {"rho": 0.05, "micro_batch_size": 16}),
+            ("m-SAM (m=4)", "m-sam", {"rho": 0.05, "micro_batch_size": 4}),
+            ("RW-SAM", "rw-sam", {"rho": 0.05}),
+            ("F-SAM", "f-sam", {"rho": 0.05}),
+            ("SAM-ON", "sam-on", {"rho": 0.05}),
+        ),
+        "batch_size": 64,
+        "eta": 0.1,
+        "steps": 1000,
+        "every": 200,
+        "seeds": tuple(range(16)),
+        "paths": 16,
+        "num_samples": 16,
+        "noise_batches": 512,
+        "top_k": 10,
+        "observables": train.OBSERVABLES,
+    },
 }
 # heavy-ball momentum 0.9 at eta = 0.01: the rescaled step eta / (1 - beta) = 0.1 and the horizon t = 20 of the quick
 # preset, so the two compare the SDE's first-order model with and without momentum at equal SDE step and time
@@ -74,16 +115,21 @@ def compare(train_vals: np.ndarray, sde_vals: np.ndarray) -> dict:
     se = np.sqrt(st**2 + ss_**2)
     rel = np.abs(gap) / np.maximum(np.abs(mt), 1e-12)
     return {
-        "train_mean": mt.tolist(), "train_band95": (1.96 * st).tolist(),
-        "sde_mean": ms.tolist(), "sde_band95": (1.96 * ss_).tolist(),
-        "gap": gap.tolist(), "gap_stderr": se.tolist(), "relative_gap": rel.tolist(),
-        "max_relative_gap": float(np.max(rel)), "final_relative_gap": float(rel[-1]),
+        "train_mean": mt.tolist(),
+        "train_band95": (1.96 * st).tolist(),
+        "sde_mean": ms.tolist(),
+        "sde_band95": (1.96 * ss_).tolist(),
+        "gap": gap.tolist(),
+        "gap_stderr": se.tolist(),
+        "relative_gap": rel.tolist(),
+        "max_relative_gap": float(np.max(rel)),
+        "final_relative_gap": float(rel[-1]),
         "max_abs_z": float(np.max(np.abs(gap) / np.maximum(se, 1e-30))),
     }
 
 
 def _flat(tree):
-    return jax.flatten_util.ravel_pytree(tree)[0]
+    return ravel_pytree(tree)[0]
 
 
 @jax.jit
@@ -129,10 +175,17 @@ def noise_along(problem, sampler, params_path, key, num_batches: int, k: int) ->
         tr_p, tr_c, tr_c_se, cos = _gram_stats(G, D, c)
         _, _, _, cos_ref = _gram_stats(D2, D, 1.0)  # the same statistic between two independent K-sample draws
         ev_c, u_c = _top_eigs(D, 1.0 / num_batches, k)
-        ev_c2, u_c2 = _top_eigs(D2, 1.0 / num_batches, k)
+        _ev_c2, u_c2 = _top_eigs(D2, 1.0 / num_batches, k)
         overlap_ref = jnp.sum(jnp.square(u_c @ u_c2.T)) / k
-        return dict(pred_trace=tr_p, meas_trace=tr_c, meas_trace_se=tr_c_se, cosine=cos, cosine_ref=cos_ref,
-                    meas_top=ev_c, overlap_ref=overlap_ref), u_c
+        return {
+            "pred_trace": tr_p,
+            "meas_trace": tr_c,
+            "meas_trace_se": tr_c_se,
+            "cosine": cos,
+            "cosine_ref": cos_ref,
+            "meas_top": ev_c,
+            "overlap_ref": overlap_ref,
+        }, u_c
 
     rows = []
     for t in range(T):
@@ -177,19 +230,30 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
     pname, pkw = cfg["problem"]
     # batches from a fresh uniform subset each step: the sampler the SDE models exactly (shuffled epochs make the
     # batches of one epoch dependent); a preset can ask for epochs with "uniform_subset": False
-    base = train.TrainConfig(problem=pname, problem_kwargs=pkw, batch_size=cfg["batch_size"], eta=cfg["eta"],
-                             steps=cfg["steps"], every=cfg["every"], seeds=cfg["seeds"], observables=cfg["observables"],
-                             sampler="uniform_subset" if cfg.get("uniform_subset", True) else "without_replacement",
-                             **{k: v for k, v in dict(cfg.get("momentum") or {}).items()
-                                if k in ("momentum", "nesterov")})
+    base = train.TrainConfig(
+        problem=pname,
+        problem_kwargs=pkw,
+        batch_size=cfg["batch_size"],
+        eta=cfg["eta"],
+        steps=cfg["steps"],
+        every=cfg["every"],
+        seeds=cfg["seeds"],
+        observables=cfg["observables"],
+        sampler="uniform_subset" if cfg.get("uniform_subset", True) else "without_replacement",
+        **{k: v for k, v in dict(cfg.get("momentum") or {}).items() if k in ("momentum", "nesterov")},
+    )
     problem = train.build_problem(base)
     sampler = train.build_sampler(base)
-    result = {"preset": preset if isinstance(preset, str) else "custom", "preset_config": cfg, "variants": {},
-              "provenance": provenance()}
+    result = {
+        "preset": preset if isinstance(preset, str) else "custom",
+        "preset_config": cfg,
+        "variants": {},
+        "provenance": provenance(),
+    }
     for label, name, kw in cfg["variants"]:
         if label in done:
             result["variants"][label] = done[label]
-            log(f"[{label}] reusing the finished comparison in {out / 'training_vs_sde.json'}")
+            log(f"[{label}] reusing the finished comparison in {Path(out or '.') / 'training_vs_sde.json'}")
             continue
         config = base.replace(variant=name, variant_kwargs=kw, label=label)
         t0 = time.perf_counter()
@@ -198,14 +262,28 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
         variant = train.build_variant(config)
         # with momentum beta: the rescaled-learning-rate SDE (step eta / (1 - beta), in time k eta / (1 - beta))
         momentum = train.build_momentum(config)
-        model = ss.sde_model(problem, variant, sampler, eta=config.eta, diffusion="leading", order=1,
-                             num_samples=cfg["num_samples"], momentum=momentum)
+        model = ss.sde_model(
+            problem,
+            variant,
+            sampler,
+            eta=config.eta,
+            diffusion="leading",
+            order=1,
+            num_samples=cfg["num_samples"],
+            momentum=momentum,
+        )
         t0 = time.perf_counter()
         # with momentum every SDE step is saved, so that the SDE can also be read at the warm-up-corrected time
         # of each recorded step (Momentum.elapsed_steps: the run lags by beta / (1 - beta) steps)
         every = config.every if momentum is None else 1
-        paths = ss.simulate(model, t1=float(train.sde_time(config, config.steps)), num_paths=cfg["paths"],
-                            key=jr.key(10_000), record=ss.observables("loss", every=every), save_paths=True)
+        paths = ss.simulate(
+            model,
+            t1=float(train.sde_time(config, config.steps)),
+            num_paths=cfg["paths"],
+            key=jr.key(10_000),
+            record=ss.observables("loss", every=every),
+            save_paths=True,
+        )
         est = train.Estimators.of(config, variant, problem)
         readings = {"comparison": rec.steps}
         if momentum is not None:
@@ -231,34 +309,53 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
         noise = noise_along(problem, sampler, seed0, jr.key(20_000), cfg["noise_batches"], cfg["top_k"])
         t_noise = time.perf_counter() - t0
         result["variants"][label] = {
-            "config": config.to_dict(), "times": rec.times.tolist(), "steps": rec.steps.tolist(),
-            **comps, "noise": noise,
+            "config": config.to_dict(),
+            "times": rec.times.tolist(),
+            "steps": rec.steps.tolist(),
+            **comps,
+            "noise": noise,
             "num_diverged": {"train": rec.meta["num_diverged"], "sde": paths.num_diverged},
             "wall_s": {"train": t_train, "sde": t_sde, "noise": t_noise},
         }
         if out is not None:
             rec.save(out / "records" / f"train__{label.replace(' ', '_')}")
-            save_result(out / "records" / f"sde__{label.replace(' ', '_')}",
-                        {"steps": rec.steps} | {f"value__{k}": v for k, v in sde_vals.items()},
-                        {"kind": "sde_paths", "config": paths.config, "wall_time_s": paths.wall_time_s,
-                         "provenance": provenance()})
+            save_result(
+                out / "records" / f"sde__{label.replace(' ', '_')}",
+                {"steps": rec.steps} | {f"value__{k}": v for k, v in sde_vals.items()},
+                {
+                    "kind": "sde_paths",
+                    "config": paths.config,
+                    "wall_time_s": paths.wall_time_s,
+                    "provenance": provenance(),
+                },
+            )
         if out is not None:
             save_result(out / "training_vs_sde", None, result | {"complete": False})
         log(f"[{label}] train {t_train:.1f} s, SDE {t_sde:.1f} s, noise {t_noise:.1f} s")
         for name_, c in comp.items():
-            log(f"  {name_:14s} final train {c['train_mean'][-1]:10.4f} ± {c['train_band95'][-1]:.4f}"
+            log(
+                f"  {name_:14s} final train {c['train_mean'][-1]:10.4f} ± {c['train_band95'][-1]:.4f}"
                 f"  SDE {c['sde_mean'][-1]:10.4f} ± {c['sde_band95'][-1]:.4f}"
-                f"  rel. gap final {c['final_relative_gap']:.3f} max {c['max_relative_gap']:.3f}  max|z| {c['max_abs_z']:.2f}")
+                f"  rel. gap final {c['final_relative_gap']:.3f} max {c['max_relative_gap']:.3f}  "
+                f"max|z| {c['max_abs_z']:.2f}"
+            )
         for name_, c in comps.get("comparison_warmup", {}).items():
-            log(f"  {name_:14s} warm-up-corrected time: SDE {c['sde_mean'][-1]:10.4f} ± {c['sde_band95'][-1]:.4f}"
-                f"  rel. gap final {c['final_relative_gap']:.3f} max {c['max_relative_gap']:.3f}  max|z| {c['max_abs_z']:.2f}")
+            log(
+                f"  {name_:14s} warm-up-corrected time: SDE {c['sde_mean'][-1]:10.4f} ± {c['sde_band95'][-1]:.4f}"
+                f"  rel. gap final {c['final_relative_gap']:.3f} max {c['max_relative_gap']:.3f}  "
+                f"max|z| {c['max_abs_z']:.2f}"
+            )
         r = np.asarray(noise["trace_ratio_measured_over_predicted"])
-        log(f"  noise trace measured/predicted along training: {np.array2string(r, precision=3)}"
-            f"  (z: {np.array2string(np.asarray(noise['trace_z']), precision=2)})")
-        log(f"  top eig measured/predicted (final): "
+        log(
+            f"  noise trace measured/predicted along training: {np.array2string(r, precision=3)}"
+            f"  (z: {np.array2string(np.asarray(noise['trace_z']), precision=2)})"
+        )
+        log(
+            f"  top eig measured/predicted (final): "
             f"{np.array2string(np.asarray(noise['meas_top'][-1]) / np.asarray(noise['pred_top'][-1]), precision=3)}"
             f"  cosine {noise['cosine'][-1]:.3f} (ref {noise['cosine_ref'][-1]:.3f})"
-            f"  overlap {noise['overlap'][-1]:.3f} (ref {noise['overlap_ref'][-1]:.3f})")
+            f"  overlap {noise['overlap'][-1]:.3f} (ref {noise['overlap_ref'][-1]:.3f})"
+        )
     result["wall_time_s"] = time.perf_counter() - t_start
     result["complete"] = True
     if out is not None:
@@ -267,12 +364,15 @@ def run(preset: str | dict, out: Path | None = None, log=print, fresh: bool = Fa
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--jax-cache", type=Path, default=None, help="persistent JAX compilation cache folder")
-    ap.add_argument("--fresh", action="store_true",
-                    help="recompute every variant (by default a rerun into the same OUT reuses finished variants)")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="recompute every variant (by default a rerun into the same OUT reuses finished variants)",
+    )
     args = ap.parse_args(argv)
     if args.jax_cache is not None:
         jax.config.update("jax_compilation_cache_dir", str(args.jax_cache))

@@ -35,8 +35,8 @@ import scipy.optimize
 import scipy.stats
 
 import sde_sam as ss
-from sde_sam._io import atomic_write_bytes, provenance
 from analysis import linreg_moments as lm
+from sde_sam._io import atomic_write_bytes, provenance
 
 NAMES = ("loss", "param_norm_sq")
 
@@ -60,19 +60,21 @@ class WeakError:
 
 
 def _max_gap(times, gap: dict, se: dict, diverged: int = 0) -> WeakError:
-    best = None
+    best: tuple[float, float, str, float] | None = None
     for name in gap:
         i = int(np.nanargmax(np.abs(gap[name])))
         cand = (float(abs(gap[name][i])), float(se[name][i]), name, float(times[i]))
         if best is None or cand[0] > best[0]:
             best = cand
+    assert best is not None, "no model to compare"
     return WeakError(*best, gap=gap, gap_stderr=se, times=np.asarray(times), diverged=int(diverged))
 
 
 def _runs(problem, variant, sampler, eta, steps, num, key, init, every=1):
     rec = ss.observables(*NAMES, every=every)
-    return ss.run_discrete(problem, variant, sampler, eta=eta, steps=steps, num_runs=num, key=key, record=rec,
-                           init_params=init)
+    return ss.run_discrete(
+        problem, variant, sampler, eta=eta, steps=steps, num_runs=num, key=key, record=rec, init_params=init
+    )
 
 
 def _paths(model, t1, num, key, substeps, init):
@@ -90,15 +92,30 @@ def _paired(a, b, name):
 
 
 def _steps(t1, eta):
-    steps = int(round(t1 / eta))
+    steps = round(t1 / eta)
     if abs(steps * eta - t1) > 1e-9 * max(1.0, t1):
         raise ValueError(f"`t1`={t1} must be a whole number of steps of eta={eta}")
     return steps
 
 
-def weak_error(problem, variant, sampler, *, eta: float, t1: float, method: str = "exact", order: int = 1,
-               drift: str = "general", diffusion: str = "leading", model=None, num_paths: int = 4096, substeps: int = 2, key=None,
-               init_params=None, num_samples: int | None = 256) -> WeakError:
+def weak_error(
+    problem,
+    variant,
+    sampler,
+    *,
+    eta: float,
+    t1: float,
+    method: str = "exact",
+    order: int = 1,
+    drift: str = "general",
+    diffusion: str = "leading",
+    model=None,
+    num_paths: int = 4096,
+    substeps: int = 2,
+    key=None,
+    init_params=None,
+    num_samples: int | None = 256,
+) -> WeakError:
     """``max_{t = k eta <= t1} |E phi(X_t) - E phi(x_k)|`` for ``phi`` in (loss, ||x||^2) (DESIGN §6.1).
 
     ``model`` overrides the SDE (e.g. an ablated drift); by default ``sde_model(problem, variant, sampler, eta,
@@ -112,8 +129,9 @@ def weak_error(problem, variant, sampler, *, eta: float, t1: float, method: str 
     steps = _steps(t1, eta)
     key = jr.key(0) if key is None else key
     if model is None:
-        model = ss.sde_model(problem, variant, sampler, eta=eta, diffusion=diffusion, order=order, drift=drift,
-                             num_samples=num_samples)
+        model = ss.sde_model(
+            problem, variant, sampler, eta=eta, diffusion=diffusion, order=order, drift=drift, num_samples=num_samples
+        )
     if method == "exact":
         disc = lm.discrete_moments(problem, variant, sampler, eta=eta, steps=steps, init_params=init_params)
         sde = lm.sde_moments(model, t1=t1, every_dt=eta, init_params=init_params)
@@ -168,8 +186,15 @@ def fit_slope(etas, errs, stderrs=None, level: float = 0.95) -> dict:
     var_fit = float(resid @ resid) / dof / sxx if dof > 0 else 0.0
     var_mc = float(np.sum((uc / sxx) ** 2 * se**2))
     half = scipy.stats.t.ppf(0.5 + level / 2, max(dof, 1)) * math.sqrt(var_fit + var_mc)
-    return dict(slope=slope, lo=slope - half, hi=slope + half, stderr_fit=math.sqrt(var_fit),
-                stderr_mc=math.sqrt(var_mc), constant=math.exp(intercept), level=level)
+    return {
+        "slope": slope,
+        "lo": slope - half,
+        "hi": slope + half,
+        "stderr_fit": math.sqrt(var_fit),
+        "stderr_mc": math.sqrt(var_mc),
+        "constant": math.exp(intercept),
+        "level": level,
+    }
 
 
 def fit_two_parameter(etas, rhos, errs, stderrs=None) -> dict:
@@ -198,9 +223,17 @@ def fit_two_parameter(etas, rhos, errs, stderrs=None) -> dict:
     sd = np.sqrt(np.diag(cov))
     t = scipy.stats.t.ppf(0.975, dof)
     lc1, a, lc2, b = best.x
-    return dict(alpha=float(a), alpha_lo=float(a - t * sd[1]), alpha_hi=float(a + t * sd[1]),
-                beta=float(b), beta_lo=float(b - t * sd[3]), beta_hi=float(b + t * sd[3]),
-                C1=float(np.exp(lc1)), C2=float(np.exp(lc2)), reduced_chi2=float(chi2))
+    return {
+        "alpha": float(a),
+        "alpha_lo": float(a - t * sd[1]),
+        "alpha_hi": float(a + t * sd[1]),
+        "beta": float(b),
+        "beta_lo": float(b - t * sd[3]),
+        "beta_hi": float(b + t * sd[3]),
+        "C1": float(np.exp(lc1)),
+        "C2": float(np.exp(lc2)),
+        "reduced_chi2": float(chi2),
+    }
 
 
 # -- ablated model (m-sweep) ------------------------------------------------------------------------------
@@ -259,8 +292,15 @@ EMA_DECAY = 0.5
 def variants_for(rho: float, masked: bool) -> dict:
     V = ss.variants
     out = {
-        "SGD": V.sgd(), "USAM": V.usam(rho), "SAM": V.sam(rho), "n-USAM": V.n_usam(rho), "n-SAM": V.n_sam(rho),
-        "m-USAM": V.m_usam(rho, 1), "m-SAM": V.m_sam(rho, 1), "F-USAM": V.f_usam(rho, ema_decay=EMA_DECAY), "F-SAM": V.f_sam(rho, ema_decay=EMA_DECAY),
+        "SGD": V.sgd(),
+        "USAM": V.usam(rho),
+        "SAM": V.sam(rho),
+        "n-USAM": V.n_usam(rho),
+        "n-SAM": V.n_sam(rho),
+        "m-USAM": V.m_usam(rho, 1),
+        "m-SAM": V.m_sam(rho, 1),
+        "F-USAM": V.f_usam(rho, ema_decay=EMA_DECAY),
+        "F-SAM": V.f_sam(rho, ema_decay=EMA_DECAY),
     }
     if masked:
         out["USAM-ON"] = V.sam_on(rho, mask=lambda p: p == "head", normalize=False)
@@ -275,8 +315,21 @@ def variants_for(rho: float, masked: bool) -> dict:
     return out
 
 
-def slope_study(problem, variants: dict, sampler, etas, t1, *, methods, num_paths, substeps, key, orders=(1, 2),
-                init=None, log=print) -> dict:
+def slope_study(
+    problem,
+    variants: dict,
+    sampler,
+    etas,
+    t1,
+    *,
+    methods,
+    num_paths,
+    substeps,
+    key,
+    orders=(1, 2),
+    init=None,
+    log=print,
+) -> dict:
     out = {}
     for name, var in variants.items():
         method = methods(var)
@@ -285,15 +338,37 @@ def slope_study(problem, variants: dict, sampler, etas, t1, *, methods, num_path
             diffusion = "empirical" if (order == 2 and var.perturbs and not var.rule.stateful) else "leading"
             for i, eta in enumerate(etas):
                 t = time.perf_counter()
-                we = weak_error(problem, var, sampler, eta=eta, t1=t1, method=method, order=order, diffusion=diffusion,
-                                num_paths=num_paths, substeps=substeps, key=jr.fold_in(key, i), init_params=init)
+                we = weak_error(
+                    problem,
+                    var,
+                    sampler,
+                    eta=eta,
+                    t1=t1,
+                    method=method,
+                    order=order,
+                    diffusion=diffusion,
+                    num_paths=num_paths,
+                    substeps=substeps,
+                    key=jr.fold_in(key, i),
+                    init_params=init,
+                )
                 errs.append(we)
-                log(f"  {name:17s} order {order} eta {eta:<6g} err {we.value:.3e} +- {we.stderr:.1e} "
-                    f"({we.name}, t={we.time:.2f}, {time.perf_counter() - t:.1f}s)")
+                log(
+                    f"  {name:17s} order {order} eta {eta:<6g} err {we.value:.3e} +- {we.stderr:.1e} "
+                    f"({we.name}, t={we.time:.2f}, {time.perf_counter() - t:.1f}s)"
+                )
             fit = fit_slope(etas, [e.value for e in errs], [e.stderr for e in errs])
             out[f"{name}|order{order}"] = dict(
-                variant=name, order=order, method=method, diffusion=diffusion, etas=list(etas), errors=[e.value for e in errs],
-                stderrs=[e.stderr for e in errs], diverged=[e.diverged for e in errs], **fit)
+                variant=name,
+                order=order,
+                method=method,
+                diffusion=diffusion,
+                etas=list(etas),
+                errors=[e.value for e in errs],
+                stderrs=[e.stderr for e in errs],
+                diverged=[e.diverged for e in errs],
+                **fit,
+            )
     return out
 
 
@@ -307,17 +382,48 @@ def m_sweep(problem, variant_fn, B, ms, *, eta, t1, method, num_paths, substeps,
         ext = ss.sde_model(problem, var, sampler, eta=eta, diffusion="leading", drift=drift)
         abl = ablated_model(problem, var, sampler, eta)
         k = jr.fold_in(key, m)
-        e1 = weak_error(problem, var, sampler, eta=eta, t1=t1, method=method, model=ext, num_paths=num_paths,
-                        substeps=substeps, key=k)
-        e0 = weak_error(problem, var, sampler, eta=eta, t1=t1, method=method, model=abl, num_paths=num_paths,
-                        substeps=substeps, key=k)
+        e1 = weak_error(
+            problem,
+            var,
+            sampler,
+            eta=eta,
+            t1=t1,
+            method=method,
+            model=ext,
+            num_paths=num_paths,
+            substeps=substeps,
+            key=k,
+        )
+        e0 = weak_error(
+            problem,
+            var,
+            sampler,
+            eta=eta,
+            t1=t1,
+            method=method,
+            model=abl,
+            num_paths=num_paths,
+            substeps=substeps,
+            key=k,
+        )
         ratio = e0.value / e1.value
         rse = ratio * math.hypot(e0.stderr / e0.value, e1.stderr / e1.value)
-        log(f"  {var.name} m={m:<3d} extended {e1.value:.3e} +- {e1.stderr:.1e}  ablated {e0.value:.3e} +- "
-            f"{e0.stderr:.1e}  ratio {ratio:.2f} +- {rse:.2f}")
-        out.append(dict(m=m, extended=e1.value, extended_stderr=e1.stderr, ablated=e0.value,
-                        ablated_stderr=e0.stderr, ratio=ratio, ratio_stderr=rse))
-    return dict(variant=variant_fn(1).name, B=B, eta=eta, t1=t1, method=method, rows=out)
+        log(
+            f"  {var.name} m={m:<3d} extended {e1.value:.3e} +- {e1.stderr:.1e}  ablated {e0.value:.3e} +- "
+            f"{e0.stderr:.1e}  ratio {ratio:.2f} +- {rse:.2f}"
+        )
+        out.append(
+            {
+                "m": m,
+                "extended": e1.value,
+                "extended_stderr": e1.stderr,
+                "ablated": e0.value,
+                "ablated_stderr": e0.stderr,
+                "ratio": ratio,
+                "ratio_stderr": rse,
+            }
+        )
+    return {"variant": variant_fn(1).name, "B": B, "eta": eta, "t1": t1, "method": method, "rows": out}
 
 
 def _total_variance(m) -> np.ndarray:
@@ -338,7 +444,7 @@ def diffusion_ablation(problem, variants: dict, sampler, etas, t1, *, log=print)
     for name, var in variants.items():
         diffusions = ["leading"]  # (the moment ODE has no first_order diffusion)
         diffusions += ["empirical"] if var.perturbs and not var.rule.stateful else []  # moment ODE: state-free only
-        errs = {d: [] for d in diffusions + ["none"]}
+        errs = {d: [] for d in [*diffusions, "none"]}
         level = []
         for eta in etas:
             steps = _steps(t1, eta)
@@ -348,13 +454,30 @@ def diffusion_ablation(problem, variants: dict, sampler, etas, t1, *, log=print)
                 model = ss.sde_model(problem, var, sampler, eta=eta, diffusion=diffusion)
                 sde_var = _total_variance(lm.sde_moments(model, t1=t1, every_dt=eta))
                 errs[diffusion].append(float(np.max(np.abs(sde_var - disc))))
-        ratio = {d: [o / s if s > 0 else math.inf for o, s in zip(errs["none"], e)] for d, e in errs.items() if d != "none"}
+        ratio = {
+            d: [o / s if s > 0 else math.inf for o, s in zip(errs["none"], e, strict=False)]
+            for d, e in errs.items()
+            if d != "none"
+        }
         best = min(ratio, key=lambda d: errs[d][-1])
-        out[name] = dict(variant=name, observable="tr Cov[x_t]", etas=list(etas), errors=errs, ratio=ratio, best=best,
-                         discrete_max_variance=level, slopes={d: fit_slope(etas, e)["slope"] for d, e in errs.items()})
-        log(f"  {name:17s} tr Cov weak error, ODE / SDE by diffusion: "
-            + "; ".join(f"{d} " + ", ".join(f"{r:.1f}" for r in rr) + f" (slope {out[name]['slopes'][d]:.2f})"
-                        for d, rr in ratio.items()) + f"; ODE slope {out[name]['slopes']['none']:.2f}")
+        out[name] = {
+            "variant": name,
+            "observable": "tr Cov[x_t]",
+            "etas": list(etas),
+            "errors": errs,
+            "ratio": ratio,
+            "best": best,
+            "discrete_max_variance": level,
+            "slopes": {d: fit_slope(etas, e)["slope"] for d, e in errs.items()},
+        }
+        log(
+            f"  {name:17s} tr Cov weak error, ODE / SDE by diffusion: "
+            + "; ".join(
+                f"{d} " + ", ".join(f"{r:.1f}" for r in rr) + f" (slope {out[name]['slopes'][d]:.2f})"
+                for d, rr in ratio.items()
+            )
+            + f"; ODE slope {out[name]['slopes']['none']:.2f}"
+        )
     return out
 
 
@@ -379,14 +502,17 @@ def eta_rho_exact(problem, sampler, etas, rhos, *, t1: float, log=print) -> dict
         return weak_error(problem, ss.variants.usam(rho), sampler, eta=eta, t1=t1, method="exact").value
 
     E = np.array([[err(e, r) for r in rhos] for e in etas])
-    for e, row in zip(etas, E):
+    for e, row in zip(etas, E, strict=False):
         log(f"  eta {e:<7g} " + " ".join(f"{v:.3e}" for v in row))
     eta_slopes = {f"{r:g}": fit_slope(etas, E[:, j]) for j, r in enumerate(rhos)}
     rho_slopes = {f"{e:g}": fit_slope(rhos, E[i, :]) for i, e in enumerate(etas)}
     e0, r0 = max(etas), max(rhos)
     lines = {}
-    for name, rho_of in (("independent", lambda e: r0), ("rho ~ eta", lambda e: r0 * e / e0),
-                         ("rho ~ sqrt(eta)", lambda e: r0 * math.sqrt(e / e0))):
+    for name, rho_of in (
+        ("independent", lambda e: r0),
+        ("rho ~ eta", lambda e: r0 * e / e0),
+        ("rho ~ sqrt(eta)", lambda e: r0 * math.sqrt(e / e0)),
+    ):
         errs = [err(e, rho_of(e)) for e in etas]
         lines[name] = dict(rhos=[rho_of(e) for e in etas], errors=errs, **fit_slope(etas, errs))
         log(f"  {name:16s} slope in eta {lines[name]['slope']:.3f} [{lines[name]['lo']:.3f}, {lines[name]['hi']:.3f}]")
@@ -398,29 +524,54 @@ def eta_rho_exact(problem, sampler, etas, rhos, *, t1: float, log=print) -> dict
     A = np.stack([np.ones(len(rhos)), np.asarray(rhos)], axis=1)
     scaled = E / np.asarray(etas)[:, None] ** alpha
     (a_, b_), *_ = np.linalg.lstsq(np.tile(A, (len(etas), 1)), scaled.ravel(), rcond=None)
-    product_resid = float(np.max(np.abs(np.tile(A, (len(etas), 1)) @ np.array([a_, b_]) - scaled.ravel())
-                                 / scaled.ravel()))
-    product = dict(alpha=alpha, a=float(a_), b=float(b_), max_relative_residual=product_resid)
+    product_resid = float(
+        np.max(np.abs(np.tile(A, (len(etas), 1)) @ np.array([a_, b_]) - scaled.ravel()) / scaled.ravel())
+    )
+    product = {"alpha": alpha, "a": float(a_), "b": float(b_), "max_relative_residual": product_resid}
     rho_range = [min(s["slope"] for s in rho_slopes.values()), max(s["slope"] for s in rho_slopes.values())]
     if product_resid < 0.1:
-        scaling = (f"err = eta^{alpha:.2f} (a + b rho) within {100 * product_resid:.0f} % (a = {a_:.3g}, b = {b_:.3g}): "
-                   f"first order in eta at every rho, rho only changes the constant (log-slope in rho "
-                   f"{rho_range[0]:.2f}-{rho_range[1]:.2f}); no separate rho^beta term, so the error is O(eta) whether "
-                   f"rho is fixed, ~ eta or ~ sqrt(eta) (slopes along them: "
-                   + ", ".join(f"{k} {v['slope']:.2f}" for k, v in lines.items()) + ")")
+        scaling = (
+            f"err = eta^{alpha:.2f} (a + b rho) within {100 * product_resid:.0f} % (a = {a_:.3g}, b = {b_:.3g}): "
+            f"first order in eta at every rho, rho only changes the constant (log-slope in rho "
+            f"{rho_range[0]:.2f}-{rho_range[1]:.2f}); no separate rho^beta term, so the error is O(eta) whether "
+            f"rho is fixed, ~ eta or ~ sqrt(eta) (slopes along them: "
+            + ", ".join(f"{k} {v['slope']:.2f}" for k, v in lines.items())
+            + ")"
+        )
     else:
-        scaling = (f"not of the product form eta^alpha (a + b rho) (residual {100 * product_resid:.0f} %); slopes along "
-                   "the scalings: " + ", ".join(f"{k} {v['slope']:.2f}" for k, v in lines.items()))
-    return dict(variant="USAM", method="exact", t1=t1, etas=list(etas), rhos=list(rhos), errors=E.tolist(),
-                eta_slopes=eta_slopes, rho_slopes=rho_slopes, lines=lines, fit=fit, fit_informative=informative,
-                product=product,
-                scaling=scaling)
+        scaling = (
+            f"not of the product form eta^alpha (a + b rho) (residual {100 * product_resid:.0f} %); slopes along "
+            "the scalings: " + ", ".join(f"{k} {v['slope']:.2f}" for k, v in lines.items())
+        )
+    return {
+        "variant": "USAM",
+        "method": "exact",
+        "t1": t1,
+        "etas": list(etas),
+        "rhos": list(rhos),
+        "errors": E.tolist(),
+        "eta_slopes": eta_slopes,
+        "rho_slopes": rho_slopes,
+        "lines": lines,
+        "fit": fit,
+        "fit_informative": informative,
+        "product": product,
+        "scaling": scaling,
+    }
 
 
 # -- command line -----------------------------------------------------------------------------------------
 
 
-PARTS = ("linreg_exact", "diffusion_ablation", "msweep_usam", "linreg_control", "nonconvex_mc", "msweep_sam", "eta_rho_map")
+PARTS = (
+    "linreg_exact",
+    "diffusion_ablation",
+    "msweep_usam",
+    "linreg_control",
+    "nonconvex_mc",
+    "msweep_sam",
+    "eta_rho_map",
+)
 
 
 def run(config: Config, log=print, parts=None) -> dict:
@@ -430,8 +581,12 @@ def run(config: Config, log=print, parts=None) -> dict:
         parts &= {"linreg_exact", "diffusion_ablation", "msweep_usam"}
     key = jr.key(config.seed)
     start = time.perf_counter()
-    results = dict(config=dataclasses.asdict(config), seed=config.seed, jax=jax.__version__,
-                   device=str(jax.devices()[0]))
+    results = {
+        "config": dataclasses.asdict(config),
+        "seed": config.seed,
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+    }
     lin = linreg_problem()
     smp = ss.WithReplacement(2)
     allv = variants_for(config.rho, masked=True)
@@ -440,34 +595,72 @@ def run(config: Config, log=print, parts=None) -> dict:
         _exact_studies(config, lin, smp, affine, key, results, log)
     if "diffusion_ablation" in parts:
         log("diffusion ablation: SDE against ODE (diffusion='none'), exact moments")
-        results["diffusion_ablation"] = diffusion_ablation(
-            lin, affine, smp, config.exact_etas,
-            config.t1, log=log)
+        results["diffusion_ablation"] = diffusion_ablation(lin, affine, smp, config.exact_etas, config.t1, log=log)
     if "msweep_usam" in parts:
         log("m-sweep, m-USAM (exact moments, B=8)")
-        results["msweep_usam"] = m_sweep(lin, lambda m: ss.variants.m_usam(config.msweep_rho, m), 8, (1, 2, 4, 8),
-                                         eta=config.msweep_eta, t1=config.msweep_t1, method="exact", num_paths=0,
-                                         substeps=1, key=jr.fold_in(key, 2), log=log)
+        results["msweep_usam"] = m_sweep(
+            lin,
+            lambda m: ss.variants.m_usam(config.msweep_rho, m),
+            8,
+            (1, 2, 4, 8),
+            eta=config.msweep_eta,
+            t1=config.msweep_t1,
+            method="exact",
+            num_paths=0,
+            substeps=1,
+            key=jr.fold_in(key, 2),
+            log=log,
+        )
     prob, x0 = nonconvex_problem()
     if "linreg_control" in parts:
         others = {k: v for k, v in allv.items() if not lm.is_affine(v)}
         log("linear regression, normalized/reweighted variants: Monte Carlo with the SGD control")
-        results["linreg_control"] = slope_study(lin, others, smp, config.etas, config.t1, methods=lambda v: "control",
-                                                num_paths=config.num_paths, substeps=config.substeps,
-                                                key=jr.fold_in(key, 3), log=log)
+        results["linreg_control"] = slope_study(
+            lin,
+            others,
+            smp,
+            config.etas,
+            config.t1,
+            methods=lambda v: "control",
+            num_paths=config.num_paths,
+            substeps=config.substeps,
+            key=jr.fold_in(key, 3),
+            log=log,
+        )
     if "nonconvex_mc" in parts:
-        log(f"nonconvex ({prob.name}, start {float(x0[0])}, rho={config.nonconvex_rho}, T={config.nonconvex_t1}): "
-            "Monte Carlo")
+        log(
+            f"nonconvex ({prob.name}, start {float(x0[0])}, rho={config.nonconvex_rho}, T={config.nonconvex_t1}): "
+            "Monte Carlo"
+        )
         nv = variants_for(config.nonconvex_rho, masked=False)
-        results["nonconvex_mc"] = slope_study(prob, nv, smp, config.nonconvex_etas, config.nonconvex_t1,
-                                              methods=lambda v: "mc", num_paths=config.num_paths,
-                                              substeps=config.substeps, key=jr.fold_in(key, 4), init=x0, log=log)
+        results["nonconvex_mc"] = slope_study(
+            prob,
+            nv,
+            smp,
+            config.nonconvex_etas,
+            config.nonconvex_t1,
+            methods=lambda v: "mc",
+            num_paths=config.num_paths,
+            substeps=config.substeps,
+            key=jr.fold_in(key, 4),
+            init=x0,
+            log=log,
+        )
     if "msweep_sam" in parts:
         log("m-sweep, m-SAM (Monte Carlo with the SGD control, B=4)")
-        results["msweep_sam"] = m_sweep(lin, lambda m: ss.variants.m_sam(config.msweep_rho, m), 4, (1, 2, 4),
-                                        eta=config.msweep_eta, t1=config.msweep_t1, method="control",
-                                        num_paths=config.num_paths, substeps=config.substeps,
-                                        key=jr.fold_in(key, 5), log=log)
+        results["msweep_sam"] = m_sweep(
+            lin,
+            lambda m: ss.variants.m_sam(config.msweep_rho, m),
+            4,
+            (1, 2, 4),
+            eta=config.msweep_eta,
+            t1=config.msweep_t1,
+            method="control",
+            num_paths=config.num_paths,
+            substeps=config.substeps,
+            key=jr.fold_in(key, 5),
+            log=log,
+        )
     if "eta_rho_map" in parts:
         log("(eta, rho) map, USAM on linear regression (exact moments)")
         results["eta_rho_map"] = eta_rho_exact(lin, smp, config.map_etas, config.map_rhos, t1=config.map_t1, log=log)
@@ -477,27 +670,53 @@ def run(config: Config, log=print, parts=None) -> dict:
 
 def _exact_studies(config, lin, smp, affine, key, results, log):
     log(f"linear regression ({lin.name}, B=2 with replacement, rho={config.rho}, T={config.t1}): exact moments")
-    results["linreg_exact"] = slope_study(lin, affine, smp, config.exact_etas, config.t1, methods=lambda v: "exact",
-                                          num_paths=0, substeps=1, key=jr.fold_in(key, 1), log=log)
+    results["linreg_exact"] = slope_study(
+        lin,
+        affine,
+        smp,
+        config.exact_etas,
+        config.t1,
+        methods=lambda v: "exact",
+        num_paths=0,
+        substeps=1,
+        key=jr.fold_in(key, 1),
+        log=log,
+    )
     log("F-USAM with lambda = 0.9 at smaller learning rates (exact moments)")
     small = tuple(e / 8 for e in config.exact_etas)
-    results["linreg_exact"].update(slope_study(
-        lin, {"F-USAM (lambda=0.9)": ss.variants.f_usam(config.rho, ema_decay=0.9)}, smp, small, config.t1,
-        methods=lambda v: "exact", num_paths=0, substeps=1, key=jr.fold_in(key, 7), orders=(1,), log=log))
+    results["linreg_exact"].update(
+        slope_study(
+            lin,
+            {"F-USAM (lambda=0.9)": ss.variants.f_usam(config.rho, ema_decay=0.9)},
+            smp,
+            small,
+            config.t1,
+            methods=lambda v: "exact",
+            num_paths=0,
+            substeps=1,
+            key=jr.fold_in(key, 7),
+            orders=(1,),
+            log=log,
+        )
+    )
 
 
 def table(results: dict) -> str:
     lines = [f"{'study':15s} {'variant':17s} {'order':>5s} {'slope':>7s}  {'95% interval':>16s} {'C':>9s}  pass"]
     for study in ("linreg_exact", "linreg_control", "nonconvex_mc"):
         for r in results.get(study, {}).values():
-            ok = 0.8 <= r["lo"] and r["hi"] <= 1.2 if r["order"] == 1 else True
-            lines.append(f"{study:15s} {r['variant']:17s} {r['order']:5d} {r['slope']:7.3f}  "
-                         f"[{r['lo']:6.3f}, {r['hi']:6.3f}] {r['constant']:9.3e}  {'PASS' if ok else 'FAIL'}")
+            ok = r["lo"] >= 0.8 and r["hi"] <= 1.2 if r["order"] == 1 else True
+            lines.append(
+                f"{study:15s} {r['variant']:17s} {r['order']:5d} {r['slope']:7.3f}  "
+                f"[{r['lo']:6.3f}, {r['hi']:6.3f}] {r['constant']:9.3e}  {'PASS' if ok else 'FAIL'}"
+            )
     for key in ("msweep_usam", "msweep_sam"):
         if key in results:
             s = results[key]
-            lines.append(f"{s['variant']} error ratio (ablated/extended) by m: " + ", ".join(
-                f"m={r['m']}: {r['ratio']:.2f}+-{r['ratio_stderr']:.2f}" for r in s["rows"]))
+            lines.append(
+                f"{s['variant']} error ratio (ablated/extended) by m: "
+                + ", ".join(f"m={r['m']}: {r['ratio']:.2f}+-{r['ratio_stderr']:.2f}" for r in s["rows"])
+            )
     if "eta_rho_map" in results:
         lines.append(f"(eta, rho) map: {results['eta_rho_map']['scaling']}")
     return "\n".join(lines)
@@ -509,7 +728,9 @@ def write_json(path: str, obj) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.weak_order", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.weak_order", description=(__doc__ or "").partition("\n")[0]
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="exact (Monte-Carlo-free) linear-regression studies only")
     group.add_argument("--full", action="store_true", help="all studies (Monte Carlo included; minutes)")

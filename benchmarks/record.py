@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/record.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/record.py", description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("name", help="a script of benchmarks/ without .py (variants, simulate, noise, scaling, sweep)")
     parser.add_argument("--tag", default="", help="suffix of the recording's name (e.g. the model size)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder of the recording (default: analysis/recordings/<platform>)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder of the recording (default: analysis/recordings/<platform>)"
+    )
     argv = sys.argv[1:] if argv is None else argv
     cut = argv.index("--") if "--" in argv else len(argv)
     a = parser.parse_args(argv[:cut])
@@ -49,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         return proc.returncode
     last = next((ln for ln in reversed(lines) if ln.strip()), "{}")
     prov = provenance()
-    record = {"benchmark": a.name, "args": args, "provenance": prov, "ratios": json.loads(last),
-              "seeds": f"the fixed keys of benchmarks/{a.name}.py", "output": "".join(lines)}
+    record = {
+        "benchmark": a.name,
+        "args": args,
+        "provenance": prov,
+        "ratios": json.loads(last),
+        "seeds": f"the fixed keys of benchmarks/{a.name}.py",
+        "output": "".join(lines),
+    }
     name = f"bench_{a.name}{'_' + a.tag if a.tag else ''}.json"
     folder = a.out if a.out is not None else ROOT / "analysis" / "recordings" / prov["device"]["platform"]
     out = folder / name

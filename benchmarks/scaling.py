@@ -46,34 +46,65 @@ def worker(args) -> None:
 
     model = _model()
     mesh = parallel.make_mesh()
-    kw = dict(t1=args.steps * model.eta, num_paths=args.paths, key=jr.key(0),
-              record=ss.observables("loss", "param_norm_sq", every=args.steps),
-              chunk_paths=args.chunk, mesh=mesh)
+    kw = {
+        "t1": args.steps * model.eta,
+        "num_paths": args.paths,
+        "key": jr.key(0),
+        "record": ss.observables("loss", "param_norm_sq", every=args.steps),
+        "chunk_paths": args.chunk,
+        "mesh": mesh,
+    }
     times = []
-    for _ in range(args.repeats + 1):
+    m = None
+    for _ in range(args.repeats + 1):  # the first call compiles: reported apart below
         start = time.perf_counter()
         m = parallel.simulate_moments(model, **kw)
         times.append(time.perf_counter() - start)
+    assert m is not None
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if parallel.is_main_process():
-        print(json.dumps(dict(times=times[1:], compile_run=times[0], devices=jax.device_count(),
-                              processes=jax.process_count(), paths=args.paths, steps=args.steps,
-                              chunk=m.config["chunk_paths"], rss_mib=rss_kib / 1024,
-                              mean_loss=float(np.asarray(m.mean["loss"])[-1]))), flush=True)
+        print(
+            json.dumps(
+                {
+                    "times": times[1:],
+                    "compile_run": times[0],
+                    "devices": jax.device_count(),
+                    "processes": jax.process_count(),
+                    "paths": args.paths,
+                    "steps": args.steps,
+                    "chunk": m.config["chunk_paths"],
+                    "rss_mib": rss_kib / 1024,
+                    "mean_loss": float(np.asarray(m.mean["loss"])[-1]),
+                }
+            ),
+            flush=True,
+        )
     parallel.shutdown()
 
 
 def _env(devices: int = 1) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SDE_SAM_", "XLA_FLAGS", "JAX_COORDINATOR"))}
-    env |= dict(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
+    env |= {"JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT + os.pathsep + env.get("PYTHONPATH", "")}
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
 
 
 def _cmd(paths, steps, chunk, repeats, extra=()):
-    return [sys.executable, os.path.abspath(__file__), "--worker", "--paths", str(paths), "--steps", str(steps),
-            "--chunk", str(chunk), "--repeats", str(repeats), *extra]
+    return [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--paths",
+        str(paths),
+        "--steps",
+        str(steps),
+        "--chunk",
+        str(chunk),
+        "--repeats",
+        str(repeats),
+        *extra,
+    ]
 
 
 def _last_json(text: str) -> dict:
@@ -81,8 +112,9 @@ def _last_json(text: str) -> dict:
 
 
 def run_one(paths, steps, chunk, repeats, devices=1, timeout=900) -> dict:
-    proc = subprocess.run(_cmd(paths, steps, chunk, repeats), env=_env(devices), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        _cmd(paths, steps, chunk, repeats), env=_env(devices), capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
     return _last_json(proc.stdout)
@@ -118,30 +150,40 @@ def main() -> None:
 
     chunk = args.chunk or args.paths
     work = args.paths * args.steps
-    print(f"fixed workload: {args.paths} paths x {args.steps} steps, linear regression d=8, USAM closed-form drift; "
-          f"median of {args.repeats} runs (shared 2-core machine: noisy)")
-    res = {"1 device": run_one(args.paths, args.steps, chunk, args.repeats, devices=1),
-           "2 devices": run_one(args.paths, args.steps, chunk, args.repeats, devices=2),
-           "2 processes": run_two_processes(args.paths, args.steps, chunk, args.repeats)}
+    print(
+        f"fixed workload: {args.paths} paths x {args.steps} steps, linear regression d=8, USAM closed-form drift; "
+        f"median of {args.repeats} runs (shared 2-core machine: noisy)"
+    )
+    res = {
+        "1 device": run_one(args.paths, args.steps, chunk, args.repeats, devices=1),
+        "2 devices": run_one(args.paths, args.steps, chunk, args.repeats, devices=2),
+        "2 processes": run_two_processes(args.paths, args.steps, chunk, args.repeats),
+    }
     rate = {}
     for name, r in res.items():
         t = float(np.median(r["times"]))
         rate[name] = work / t
-        print(f"  {name:12s} devices={r['devices']} processes={r['processes']}  median {t:.3f} s  "
-              f"(min {min(r['times']):.3f}, max {max(r['times']):.3f})  {rate[name]:.3g} path-steps/s  "
-              f"final mean loss {r['mean_loss']:.6f}")
+        print(
+            f"  {name:12s} devices={r['devices']} processes={r['processes']}  median {t:.3f} s  "
+            f"(min {min(r['times']):.3f}, max {max(r['times']):.3f})  {rate[name]:.3g} path-steps/s  "
+            f"final mean loss {r['mean_loss']:.6f}"
+        )
 
     steps = args.size_steps
     sizes = [10, 100, 1000, 10000]  # paths: paths x steps = 1e3 ... 1e6
-    print(f"size sweep: {steps} steps, paths 10..1e4, {args.size_chunk} paths per chunk, "
-          f"median of {args.repeats} compiled runs, peak RSS of the subprocess")
+    print(
+        f"size sweep: {steps} steps, paths 10..1e4, {args.size_chunk} paths per chunk, "
+        f"median of {args.repeats} compiled runs, peak RSS of the subprocess"
+    )
     sweep = {}
     for n in sizes:
         r = run_one(n, steps, min(args.size_chunk, n), args.repeats)
         sweep[n] = r
         t = float(np.median(r["times"]))
-        print(f"  paths x steps = {n * steps:.0e}: chunk {r['chunk']}  median {t:.4f} s  "
-              f"{t / (n * steps) * 1e9:.1f} ns/path-step  peak RSS {r['rss_mib']:.0f} MiB")
+        print(
+            f"  paths x steps = {n * steps:.0e}: chunk {r['chunk']}  median {t:.4f} s  "
+            f"{t / (n * steps) * 1e9:.1f} ns/path-step  peak RSS {r['rss_mib']:.0f} MiB"
+        )
     big = sizes[-1]
     unchunked = run_one(big, steps, big, args.repeats)
     tu = float(np.median(unchunked["times"]))
@@ -150,15 +192,15 @@ def main() -> None:
     ns = np.asarray(sizes[1:], float)
     slope = float(np.polyfit(np.log(ns * steps), np.log([per[int(n)] * n * steps for n in ns]), 1)[0])
     print(f"  log-log slope of wall time vs paths x steps (1e4..1e6): {slope:.3f}")
-    ratios = dict(
-        two_devices_vs_one=rate["2 devices"] / rate["1 device"],
-        two_processes_vs_one=rate["2 processes"] / rate["1 device"],
-        time_per_path_step_1e6_vs_1e3=per[sizes[-1]] / per[sizes[0]],
-        time_per_path_step_1e6_vs_1e4=per[sizes[-1]] / per[sizes[1]],
-        time_slope_1e4_to_1e6=slope,
-        peak_rss_1e6_vs_1e3=sweep[sizes[-1]]["rss_mib"] / sweep[sizes[0]]["rss_mib"],
-        peak_rss_1e6_unchunked_vs_1e3=unchunked["rss_mib"] / sweep[sizes[0]]["rss_mib"],
-    )
+    ratios = {
+        "two_devices_vs_one": rate["2 devices"] / rate["1 device"],
+        "two_processes_vs_one": rate["2 processes"] / rate["1 device"],
+        "time_per_path_step_1e6_vs_1e3": per[sizes[-1]] / per[sizes[0]],
+        "time_per_path_step_1e6_vs_1e4": per[sizes[-1]] / per[sizes[1]],
+        "time_slope_1e4_to_1e6": slope,
+        "peak_rss_1e6_vs_1e3": sweep[sizes[-1]]["rss_mib"] / sweep[sizes[0]]["rss_mib"],
+        "peak_rss_1e6_unchunked_vs_1e3": unchunked["rss_mib"] / sweep[sizes[0]]["rss_mib"],
+    }
     print(json.dumps({k: round(v, 4) for k, v in ratios.items()}))
 
 

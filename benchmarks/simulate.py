@@ -17,6 +17,7 @@ import json
 import resource
 import statistics
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -118,11 +119,20 @@ def diffrax_run(model, paths, steps, dense: bool):
     def run(keys):
         def one(key):
             bm = diffrax.UnsafeBrownianPath(shape=(d,) if dense else (n,), key=key)
-            terms = diffrax.MultiTerm(diffrax.ODETerm(drift),
-                                      diffrax.ControlTerm(diffusion_dense if dense else diffusion_nd, bm))
-            sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, eta * steps, eta, flat0,
-                                      saveat=diffrax.SaveAt(t1=True), max_steps=steps,
-                                      adjoint=diffrax.ForwardMode())
+            terms = diffrax.MultiTerm(
+                diffrax.ODETerm(drift), diffrax.ControlTerm(diffusion_dense if dense else diffusion_nd, bm)
+            )
+            sol = diffrax.diffeqsolve(
+                terms,
+                diffrax.Euler(),
+                0.0,
+                eta * steps,
+                eta,
+                flat0,
+                saveat=diffrax.SaveAt(t1=True),
+                max_steps=steps,
+                adjoint=diffrax.ForwardMode(),
+            )
             return sol.ys
 
         return jax.vmap(one)(keys)
@@ -146,21 +156,36 @@ def interleaved(fns, repeats):
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def bench_problem(tag, problem, paths, steps, repeats, dense_paths, dense_steps, dense_repeats, results, ratios,
-                  dense_warmup=True):
+def bench_problem(
+    tag, problem, paths, steps, repeats, dense_paths, dense_steps, dense_repeats, results, ratios, dense_warmup=True
+):
     """``dense_warmup=False``: the dense case is timed on its first call (it is compiled ahead of time, so the
     time excludes compilation either way; the warm-up only repeats minutes of ``eigh`` work)."""
     model = make_model(problem)
     ps = paths * steps
-    fns = dict(ours=ours(model, paths, steps), bare=bare(model, paths, steps),
-               python_loop=python_loop(model, paths, steps), diffrax_best=diffrax_run(model, paths, steps, dense=False))
+    fns = {
+        "ours": ours(model, paths, steps),
+        "bare": bare(model, paths, steps),
+        "python_loop": python_loop(model, paths, steps),
+        "diffrax_best": diffrax_run(model, paths, steps, dense=False),
+    }
     t = {k: v / ps for k, v in interleaved(fns, repeats).items()}
-    t["diffrax_dense"] = timed(diffrax_run(model, dense_paths, dense_steps, dense=True), dense_repeats,
-                               dense_warmup) / (dense_paths * dense_steps)
-    results[tag] = dict(d=problem.dim, n=problem.num_examples, paths=paths, steps=steps, repeats=repeats,
-                        dense_paths=dense_paths, dense_steps=dense_steps, dense_repeats=dense_repeats,
-                        dense_includes_compile=False, dense_warmed_up=dense_warmup,
-                        us_per_path_step={k: 1e6 * v for k, v in t.items()})
+    t["diffrax_dense"] = timed(
+        diffrax_run(model, dense_paths, dense_steps, dense=True), dense_repeats, dense_warmup
+    ) / (dense_paths * dense_steps)
+    results[tag] = {
+        "d": problem.dim,
+        "n": problem.num_examples,
+        "paths": paths,
+        "steps": steps,
+        "repeats": repeats,
+        "dense_paths": dense_paths,
+        "dense_steps": dense_steps,
+        "dense_repeats": dense_repeats,
+        "dense_includes_compile": False,
+        "dense_warmed_up": dense_warmup,
+        "us_per_path_step": {k: 1e6 * v for k, v in t.items()},
+    }
     ratios[f"ours_vs_diffrax_dense_{tag}"] = t["diffrax_dense"] / t["ours"]
     ratios[f"ours_vs_diffrax_best_{tag}"] = t["diffrax_best"] / t["ours"]
     ratios[f"ours_vs_python_loop_{tag}"] = t["python_loop"] / t["ours"]
@@ -174,7 +199,7 @@ def sweep_blocks(model, paths, steps, blocks, repeats):
     ``CALIBRATE_FLOPS``) and with the flop rule's (``"rule"``, what shorter calls take), timed round-robin;
     returns (times by block, {"default"/"rule": time}, {"default"/"rule": block}, calibration seconds)."""
     rec = ss.observables("loss", every=steps)
-    kw = dict(t1=model.eta * steps, num_paths=paths, key=jr.key(0), record=rec, progress=False)
+    kw = {"t1": model.eta * steps, "num_paths": paths, "key": jr.key(0), "record": rec, "progress": False}
     start = time.perf_counter()
     chosen = {"default": ss.simulate(model, paths_per_block="calibrate", **kw).config["paths_per_block"]}
     calibration_s = time.perf_counter() - start
@@ -192,35 +217,79 @@ def bench_default_block(results, ratios, repeats, quick):
     first three were not used to design the rule or the calibration (held out)."""
     sweep = (16, 64, 128, 256, 512, 1024)
     cases = {
-        "linreg": (ss.problems.linear_regression(n=512, d=64), ss.variants.n_sam(0.05), ss.WithReplacement(32),
-                   1024, 20, sweep),
-        "linreg_musam": (ss.problems.linear_regression(), ss.variants.m_usam(0.05, micro_batch_size=4),
-                         ss.WithReplacement(16), 1024, 20, sweep),
-        "digits": (ss.problems.digits_mlp(), ss.variants.n_sam(0.05), ss.WithReplacement(32), 16, 4,
-                   (1, 2, 4, 8, 16)),
-        "linreg_musam_512x64": (ss.problems.linear_regression(n=512, d=64),
-                                ss.variants.m_usam(0.05, micro_batch_size=4), ss.WithReplacement(16), 1024, 10, sweep),
-        "linreg_usam_128x128": (ss.problems.linear_regression(n=128, d=128), ss.variants.usam(0.05),
-                                ss.WithReplacement(32), 1024, 10, sweep),
-        "cancer_sam": (ss.problems.breast_cancer_logistic(), ss.variants.sam(0.05), ss.WithReplacement(32), 1024,
-                       10, sweep),
+        "linreg": (
+            ss.problems.linear_regression(n=512, d=64),
+            ss.variants.n_sam(0.05),
+            ss.WithReplacement(32),
+            1024,
+            20,
+            sweep,
+        ),
+        "linreg_musam": (
+            ss.problems.linear_regression(),
+            ss.variants.m_usam(0.05, micro_batch_size=4),
+            ss.WithReplacement(16),
+            1024,
+            20,
+            sweep,
+        ),
+        "digits": (ss.problems.digits_mlp(), ss.variants.n_sam(0.05), ss.WithReplacement(32), 16, 4, (1, 2, 4, 8, 16)),
+        "linreg_musam_512x64": (
+            ss.problems.linear_regression(n=512, d=64),
+            ss.variants.m_usam(0.05, micro_batch_size=4),
+            ss.WithReplacement(16),
+            1024,
+            10,
+            sweep,
+        ),
+        "linreg_usam_128x128": (
+            ss.problems.linear_regression(n=128, d=128),
+            ss.variants.usam(0.05),
+            ss.WithReplacement(32),
+            1024,
+            10,
+            sweep,
+        ),
+        "cancer_sam": (
+            ss.problems.breast_cancer_logistic(),
+            ss.variants.sam(0.05),
+            ss.WithReplacement(32),
+            1024,
+            10,
+            sweep,
+        ),
     }
     if quick:
-        cases = {"linreg": (ss.problems.linear_regression(n=512, d=64), ss.variants.n_sam(0.05),
-                            ss.WithReplacement(32), 64, 4, (8, 64))}
+        cases = {
+            "linreg": (
+                ss.problems.linear_regression(n=512, d=64),
+                ss.variants.n_sam(0.05),
+                ss.WithReplacement(32),
+                64,
+                4,
+                (8, 64),
+            )
+        }
     for tag, (problem, variant, sampler, paths, steps, blocks) in cases.items():
         try:
             model = ss.sde_model(problem, variant, sampler, eta=0.05, drift="closed_form")
         except ValueError:  # no closed form for this variant
             model = ss.sde_model(problem, variant, sampler, eta=0.05)
         by_block, t_chosen, chosen, calibration_s = sweep_blocks(model, paths, steps, blocks, repeats)
-        best = min(by_block, key=by_block.get)
+        best = min(by_block, key=lambda b: by_block[b])
         t_best = min(by_block[best], *t_chosen.values())
-        results[f"default_block_{tag}"] = dict(
-            d=problem.dim, n=problem.num_examples, paths=paths, steps=steps, default_block=chosen["default"],
-            rule_block=chosen["rule"], best_block=best, calibration_s=calibration_s,
-            us_per_path_step={str(k): 1e6 * v for k, v in by_block.items()}
-            | {k: 1e6 * v for k, v in t_chosen.items()})
+        results[f"default_block_{tag}"] = {
+            "d": problem.dim,
+            "n": problem.num_examples,
+            "paths": paths,
+            "steps": steps,
+            "default_block": chosen["default"],
+            "rule_block": chosen["rule"],
+            "best_block": best,
+            "calibration_s": calibration_s,
+            "us_per_path_step": {str(k): 1e6 * v for k, v in by_block.items()}
+            | {k: 1e6 * v for k, v in t_chosen.items()},
+        }
         ratios[f"rule_block_vs_best_{tag}"] = t_chosen["rule"] / t_best
         ratios[f"default_block_vs_best_{tag}"] = t_chosen["default"] / t_best
         print(f"default_block_{tag}", json.dumps(results[f"default_block_{tag}"]), flush=True)
@@ -231,34 +300,68 @@ def bench_runs_block(results, ratios, repeats, quick):
     (calibrated) over the best of a sweep of explicit blocks (target <= 1.3), timed round-robin;
     ``rule_runs_block_vs_best_<case>``: the flop rule's block (what short calls take)."""
     cases = {
-        "linreg_nsam": (ss.problems.linear_regression(n=512, d=64), ss.variants.n_sam(0.05), ss.WithReplacement(32),
-                        1024, 40, (16, 64, 128, 256, 512, 1024)),
-        "digits_sam": (ss.problems.digits_mlp(), ss.variants.sam(0.05), ss.WithReplacement(32), 64, 10,
-                       (4, 8, 16, 32, 64)),
+        "linreg_nsam": (
+            ss.problems.linear_regression(n=512, d=64),
+            ss.variants.n_sam(0.05),
+            ss.WithReplacement(32),
+            1024,
+            40,
+            (16, 64, 128, 256, 512, 1024),
+        ),
+        "digits_sam": (
+            ss.problems.digits_mlp(),
+            ss.variants.sam(0.05),
+            ss.WithReplacement(32),
+            64,
+            10,
+            (4, 8, 16, 32, 64),
+        ),
     }
     if quick:
-        cases = {"linreg_nsam": (ss.problems.linear_regression(n=512, d=64), ss.variants.n_sam(0.05),
-                                 ss.WithReplacement(32), 64, 4, (8, 64))}
+        cases = {
+            "linreg_nsam": (
+                ss.problems.linear_regression(n=512, d=64),
+                ss.variants.n_sam(0.05),
+                ss.WithReplacement(32),
+                64,
+                4,
+                (8, 64),
+            )
+        }
     for tag, (problem, variant, sampler, runs, steps, blocks) in cases.items():
         rec = ss.observables("loss", every=steps)
-        kw = dict(eta=0.05, steps=steps, num_runs=runs, key=jr.key(0), record=rec, progress=False)
+        kw = {"eta": 0.05, "steps": steps, "num_runs": runs, "key": jr.key(0), "record": rec, "progress": False}
         start = time.perf_counter()
-        chosen = {"default": ss.run_discrete(problem, variant, sampler, runs_per_block="calibrate", **kw)
-                  .config["runs_per_block"]}
+        chosen = {
+            "default": ss.run_discrete(problem, variant, sampler, runs_per_block="calibrate", **kw).config[
+                "runs_per_block"
+            ]
+        }
         calibration_s = time.perf_counter() - start
-        chosen["rule"] = ss.run_discrete(problem, variant, sampler, runs_per_block="rule", **kw).config["runs_per_block"]
+        chosen["rule"] = ss.run_discrete(problem, variant, sampler, runs_per_block="rule", **kw).config[
+            "runs_per_block"
+        ]
         chosen = {k: runs if v is None else v for k, v in chosen.items()}
-        fns = {b: (lambda b=b: ss.run_discrete(problem, variant, sampler, runs_per_block=b, **kw).values["loss"])
-               for b in blocks}
+        fns = {
+            b: (lambda b=b: ss.run_discrete(problem, variant, sampler, runs_per_block=b, **kw).values["loss"])
+            for b in blocks
+        }
         for name, b in chosen.items():
             fns[name] = lambda b=b: ss.run_discrete(problem, variant, sampler, runs_per_block=b, **kw).values["loss"]
         t = {k: v / (runs * steps) for k, v in interleaved(fns, repeats).items()}
-        best = min(blocks, key=t.get)
+        best = min(blocks, key=lambda b: t[b])
         t_best = min(t[best], t["default"], t["rule"])
-        results[f"runs_block_{tag}"] = dict(
-            d=problem.dim, n=problem.num_examples, runs=runs, steps=steps, default_block=chosen["default"],
-            rule_block=chosen["rule"], best_block=best, calibration_s=calibration_s,
-            us_per_run_step={str(k): 1e6 * v for k, v in t.items()})
+        results[f"runs_block_{tag}"] = {
+            "d": problem.dim,
+            "n": problem.num_examples,
+            "runs": runs,
+            "steps": steps,
+            "default_block": chosen["default"],
+            "rule_block": chosen["rule"],
+            "best_block": best,
+            "calibration_s": calibration_s,
+            "us_per_run_step": {str(k): 1e6 * v for k, v in t.items()},
+        }
         ratios[f"rule_runs_block_vs_best_{tag}"] = t["rule"] / t_best
         ratios[f"default_runs_block_vs_best_{tag}"] = t["default"] / t_best
         print(f"runs_block_{tag}", json.dumps(results[f"runs_block_{tag}"]), flush=True)
@@ -276,23 +379,41 @@ def bench_monte_carlo_drift(results, ratios, repeats, quick):
     closed = ss.sde_model(pr, variant, sampler, eta=0.05, drift="closed_form", num_samples=general.num_samples)
     paths, steps = (16, 2) if quick else (64, 10)
     rec = ss.observables("loss", every=steps)
-    kw = dict(t1=0.05 * steps, num_paths=paths, key=jr.key(0), record=rec, progress=False)
-    fns = {"general": lambda: ss.simulate(general, **kw).final_params,
-           "closed_form": lambda: ss.simulate(closed, **kw).final_params}
+    kw = {"t1": 0.05 * steps, "num_paths": paths, "key": jr.key(0), "record": rec, "progress": False}
+    fns = {
+        "general": lambda: ss.simulate(general, **kw).final_params,
+        "closed_form": lambda: ss.simulate(closed, **kw).final_params,
+    }
     t = {k: v / (paths * steps) for k, v in interleaved(fns, repeats).items()}
     small = ss.problems.linear_regression(n=32, d=4)
     exact = ss.sde_model(small, variant, sampler, eta=0.05)
     mc = ss.sde_model(small, variant, sampler, eta=0.05, max_enumeration=1)  # forced Monte Carlo, sized to 1 %
     n_paths = 256 if quick else 4096
-    kw = dict(t1=1.0, num_paths=n_paths, key=jr.key(1), record=ss.observables("loss", every=20), progress=False)
+    kw = {
+        "t1": 1.0,
+        "num_paths": n_paths,
+        "key": jr.key(1),
+        "record": ss.observables("loss", every=20),
+        "progress": False,
+    }
     loss_exact = ss.simulate(exact, **kw).values["loss"][:, -1]
     diff = ss.simulate(mc, **kw).values["loss"][:, -1] - loss_exact
-    results["monte_carlo_drift"] = dict(
-        num_samples=general.num_samples, predicted_rel_stderr=general.drift_rel_stderr, paths=paths, steps=steps,
-        us_per_path_step={k: 1e6 * v for k, v in t.items()},
-        weak_error=dict(num_samples=mc.num_samples, paths=n_paths, t1=1.0, mean_loss_exact=float(loss_exact.mean()),
-                        sde_stderr=float(loss_exact.std(ddof=1) / np.sqrt(n_paths)),
-                        paired_difference=float(diff.mean()), paired_stderr=float(diff.std(ddof=1) / np.sqrt(n_paths))))
+    results["monte_carlo_drift"] = {
+        "num_samples": general.num_samples,
+        "predicted_rel_stderr": general.drift_rel_stderr,
+        "paths": paths,
+        "steps": steps,
+        "us_per_path_step": {k: 1e6 * v for k, v in t.items()},
+        "weak_error": {
+            "num_samples": mc.num_samples,
+            "paths": n_paths,
+            "t1": 1.0,
+            "mean_loss_exact": float(loss_exact.mean()),
+            "sde_stderr": float(loss_exact.std(ddof=1) / np.sqrt(n_paths)),
+            "paired_difference": float(diff.mean()),
+            "paired_stderr": float(diff.std(ddof=1) / np.sqrt(n_paths)),
+        },
+    }
     ratios["general_vs_closed_form_drift"] = t["general"] / t["closed_form"]
     print("monte_carlo_drift", json.dumps(results["monte_carlo_drift"]), flush=True)
 
@@ -306,19 +427,36 @@ def memory_demo(results, hidden=(300, 256), paths=4, steps=10):
     rec = ss.observables("loss", every=steps)
     keys = jr.split(jr.key(0), paths)
     bound = rec.bind(problem, model.variant, model.sampler)  # the arguments `ss.simulate` passes its program
-    compiled = _simulate_jit.lower(model.traced(), problem.init_params, keys, 1, steps,
-                                   step_sizes(model, float(model.eta)), bound, False, 1e12, paths).compile()
+    compiled = _simulate_jit.lower(
+        model.traced(),
+        problem.init_params,
+        keys,
+        1,
+        steps,
+        step_sizes(model, float(model.eta)),
+        bound,
+        False,
+        1e12,
+        paths,
+    ).compile()
     mem = compiled.memory_analysis()
+    assert mem is not None, "this backend reports no memory analysis"
     t = time.perf_counter()
     out = ss.simulate(model, t1=model.eta * steps, num_paths=paths, key=jr.key(0), record=rec)
     wall = time.perf_counter() - t
     d = problem.dim
-    results["memory"] = dict(
-        d=d, paths=paths, steps=steps, finite=bool(out.num_diverged == 0),
-        temp_bytes=int(mem.temp_size_in_bytes), argument_bytes=int(mem.argument_size_in_bytes),
-        output_bytes=int(mem.output_size_in_bytes), peak_rss_bytes=int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
-        d_squared_float32_bytes=4 * d * d, wall_s=wall,
-    )
+    results["memory"] = {
+        "d": d,
+        "paths": paths,
+        "steps": steps,
+        "finite": bool(out.num_diverged == 0),
+        "temp_bytes": int(mem.temp_size_in_bytes),
+        "argument_bytes": int(mem.argument_size_in_bytes),
+        "output_bytes": int(mem.output_size_in_bytes),
+        "peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024),
+        "d_squared_float32_bytes": 4 * d * d,
+        "wall_s": wall,
+    }
     print("memory", json.dumps(results["memory"]), flush=True)
     return results["memory"]
 
@@ -331,7 +469,8 @@ def main():
     args = ap.parse_args()
     args.quick = args.quick or args.tiny
     r = 1 if args.quick else args.repeats
-    results, ratios = {"device": str(jax.devices()[0]), "jax": jax.__version__}, {}
+    results: dict[str, Any] = {"device": str(jax.devices()[0]), "jax": jax.__version__}
+    ratios: dict[str, float] = {}
     start = time.perf_counter()
     lin = ss.problems.linear_regression(n=512, d=64)
     # The dense d x d diffrax cases are far slower (eigh of a d x d matrix per path-step): they run fewer
@@ -345,8 +484,19 @@ def main():
         bench_problem("linreg", lin, 128, 200, r, 16, 20, 3, results, ratios)
     if not args.tiny:
         digits = ss.problems.digits_mlp()
-        bench_problem("digits", digits, 4 if args.quick else 8, 5 if args.quick else 10, r, 1, 1, 1, results,
-                      ratios, dense_warmup=False)
+        bench_problem(
+            "digits",
+            digits,
+            4 if args.quick else 8,
+            5 if args.quick else 10,
+            r,
+            1,
+            1,
+            1,
+            results,
+            ratios,
+            dense_warmup=False,
+        )
     bench_default_block(results, ratios, r, args.quick)
     bench_runs_block(results, ratios, r, args.quick)
     bench_monte_carlo_drift(results, ratios, r, args.quick)

@@ -29,11 +29,26 @@ from sde_sam._compiles import process_count
 
 def point(problem, variant, sampler, eta, args):
     """Discrete runs and one SDE rung at one point of the grid."""
-    runs = ss.run_discrete(problem, variant, sampler, eta=eta, steps=args.steps, num_runs=args.runs,
-                           key=jr.key(0), record=ss.observables("loss", every=args.steps // 4), progress=False)
+    runs = ss.run_discrete(
+        problem,
+        variant,
+        sampler,
+        eta=eta,
+        steps=args.steps,
+        num_runs=args.runs,
+        key=jr.key(0),
+        record=ss.observables("loss", every=args.steps // 4),
+        progress=False,
+    )
     model = ss.sde_model(problem, variant, sampler, eta=eta, drift=ss.sde.GeneralDrift(num_samples=64))
-    paths = ss.simulate(model, t1=args.steps * eta, num_paths=args.paths, key=jr.key(1),
-                        record=ss.observables("loss", every=args.steps // 4), progress=False)
+    paths = ss.simulate(
+        model,
+        t1=args.steps * eta,
+        num_paths=args.paths,
+        key=jr.key(1),
+        record=ss.observables("loss", every=args.steps // 4),
+        progress=False,
+    )
     return runs.mean("loss")[-1], paths.mean("loss")[-1]
 
 
@@ -66,10 +81,13 @@ def main():
             t = time.perf_counter()
             point(problem, make(rho), sampler, eta, args)
             executes.append(time.perf_counter() - t)
-        print(f"{label}: grid of {len(grid)} points: {grid_compiles} compiles ({grid_seconds:.1f} s), first point "
-              f"{first_compiles} compiles ({first_seconds:.1f} s); grid wall {grid_wall:.1f} s; points one by one, "
-              f"execute only: {sum(executes):.1f} s in all; compiles during them: "
-              f"{compiles.count - c0 - grid_compiles}", flush=True)
+        print(
+            f"{label}: grid of {len(grid)} points: {grid_compiles} compiles ({grid_seconds:.1f} s), first point "
+            f"{first_compiles} compiles ({first_seconds:.1f} s); grid wall {grid_wall:.1f} s; points one by one, "
+            f"execute only: {sum(executes):.1f} s in all; compiles during them: "
+            f"{compiles.count - c0 - grid_compiles}",
+            flush=True,
+        )
         ratios[f"sweep_vs_points_execute_{label}"] = round(grid_wall / sum(executes), 3)
         ratios[f"sweep_compiles_per_variant_{label}"] = round(grid_compiles / max(first_compiles, 1), 3)
     print(json.dumps(ratios))

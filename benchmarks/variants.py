@@ -33,9 +33,16 @@ def main():
     B, rho = 128, 0.05
     V = ss.variants
     variants = {
-        "sgd": V.sgd(), "sam": V.sam(rho), "usam": V.usam(rho), "n_sam": V.n_sam(rho),
-        "m_sam_m4": V.m_sam(rho, 4), "m_sam_m16": V.m_sam(rho, 16), "m_sam_m64": V.m_sam(rho, 64),
-        "f_sam": V.f_sam(rho), "sam_on": V.sam_on(rho), "rw_sam": V.rw_sam(rho),
+        "sgd": V.sgd(),
+        "sam": V.sam(rho),
+        "usam": V.usam(rho),
+        "n_sam": V.n_sam(rho),
+        "m_sam_m4": V.m_sam(rho, 4),
+        "m_sam_m16": V.m_sam(rho, 16),
+        "m_sam_m64": V.m_sam(rho, 64),
+        "f_sam": V.f_sam(rho),
+        "sam_on": V.sam_on(rho),
+        "rw_sam": V.rw_sam(rho),
         "rw_sam_weighted_descent": V.rw_sam(rho, weights_in_descent=True),
         "rw_sam_exact_score": V.rw_sam(rho, score="exact"),
     }
@@ -45,20 +52,31 @@ def main():
     def key(name):
         return name.replace("serial m-SAM (m=", "serial_m_sam_m").rstrip(")")
 
-    print(f"digits MLP (d = {problem.dim}), B = {B}: medians over {args.repeats} interleaved rounds, "
-          f"{args.steps} steps per timed call")
+    print(
+        f"digits MLP (d = {problem.dim}), B = {B}: medians over {args.repeats} interleaved rounds, "
+        f"{args.steps} steps per timed call"
+    )
     costs = {name: step_cost(problem, v, B) for name, v in variants.items()}
     costs |= {f"serial m-SAM (m={m})": serial_m_sam_step_cost(problem, rho, m, B) for m in (16, 64)}
     print(f"{'variant':<28}{'ms/step':>9}{'x SGD':>8}{'x SAM':>8}{'MFLOP':>9}{'MB':>8}{'flops x SAM':>13}")
     for name in samples:
         c = costs[name]
-        print(f"{key(name):<28}{1e3 * statistics.median(samples[name]):>9.3f}"
-              f"{median_ratio(samples, name, 'sgd'):>8.2f}{median_ratio(samples, name, 'sam'):>8.2f}"
-              f"{c.flops / 1e6:>9.2f}{c.bytes_accessed / 1e6:>8.2f}{c.flops / costs['sam'].flops:>13.3f}")
+        print(
+            f"{key(name):<28}{1e3 * statistics.median(samples[name]):>9.3f}"
+            f"{median_ratio(samples, name, 'sgd'):>8.2f}{median_ratio(samples, name, 'sam'):>8.2f}"
+            f"{c.flops / 1e6:>9.2f}{c.bytes_accessed / 1e6:>8.2f}{c.flops / costs['sam'].flops:>13.3f}"
+        )
     out = {f"{key(n)}_vs_sgd": round(median_ratio(samples, n, "sgd"), 3) for n in samples if n != "sgd"}
-    out.update({f"{key(n)}_vs_sam": round(median_ratio(samples, n, "sam"), 3) for n in samples if n not in ("sgd", "sam")})
-    out.update({f"{key(n)}_vs_sam_flops": round(costs[n].flops / costs["sam"].flops, 3) for n in samples
-                if n not in ("sgd", "sam")})
+    out.update(
+        {f"{key(n)}_vs_sam": round(median_ratio(samples, n, "sam"), 3) for n in samples if n not in ("sgd", "sam")}
+    )
+    out.update(
+        {
+            f"{key(n)}_vs_sam_flops": round(costs[n].flops / costs["sam"].flops, 3)
+            for n in samples
+            if n not in ("sgd", "sam")
+        }
+    )
     print(json.dumps(out))
 
 

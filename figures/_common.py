@@ -8,12 +8,22 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from sde_sam._io import atomic_write_bytes  # noqa: E402
+from sde_sam._io import atomic_write_bytes
 
-plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "axes.grid": True, "grid.alpha": 0.3, "font.size": 10,
-                     "axes.titlesize": 11, "legend.fontsize": 8, "legend.framealpha": 0.85})
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "savefig.dpi": 130,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "legend.fontsize": 8,
+        "legend.framealpha": 0.85,
+    }
+)
 
 
 def save(fig, out: str | Path, name: str) -> list[Path]:

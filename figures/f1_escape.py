@@ -20,17 +20,20 @@ def render(results: dict, arrays: dict, out) -> list:
     t = np.asarray(a["times"])
     rows = sorted(d["rows"].items(), key=lambda kv: kv[1]["m"] or 10**9)
     ms = [kv for kv in rows if kv[1]["m"]]
-    cs = dict(zip([k for k, _ in ms], colors(len(ms), "plasma")))
-    panels = [("discrete", "discrete runs")] + [(m, f"SDE: drift {m.split('/')[0]}, diffusion {m.split('/')[1]}")
-                                                for m in d["models"]]
+    cs = dict(zip([k for k, _ in ms], colors(len(ms), "plasma"), strict=False))
+    panels = [("discrete", "discrete runs")] + [
+        (m, f"SDE: drift {m.split('/')[0]}, diffusion {m.split('/')[1]}") for m in d["models"]
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), sharey=True, squeeze=False)
-    for ax, (side, title) in zip(axes[0], panels):
+    for ax, (side, title) in zip(axes[0], panels, strict=False):
         dropped = 0
         for label, r in rows:
-            key = f"discrete__{r['index']}" if side == "discrete" else f"sde__{r['index']}__{r['models'][side]['index']}"
+            key = (
+                f"discrete__{r['index']}" if side == "discrete" else f"sde__{r['index']}__{r['models'][side]['index']}"
+            )
             mean, se, nd = _band(np.asarray(a[key]))
             dropped += nd
-            kw = dict(color=cs[label], lw=1.8) if r["m"] else dict(color="k", ls="--", lw=1.8)
+            kw = {"color": cs[label], "lw": 1.8} if r["m"] else {"color": "k", "ls": "--", "lw": 1.8}
             ax.plot(t, mean, label=label, **kw)
             ax.fill_between(t, mean - se, mean + se, color=kw["color"], alpha=0.15, lw=0)
         note = f", {dropped} diverged left out" if dropped else ""
@@ -64,8 +67,16 @@ def _map(d: dict, out) -> list:
                 x.append(p["rho_lambda"])
                 y.append(a["time_avg"] - b["time_avg"])
                 e.append(3 * float(np.hypot(a["time_avg_stderr"], b["time_avg_stderr"])))
-            ax.errorbar(x, y, yerr=e, color=c, ls=ls, marker="o" if side == "discrete" else "s", capsize=3,
-                        label=f"eta={eta:g}, {'discrete' if side == 'discrete' else 'SDE ' + mp['model']}")
+            ax.errorbar(
+                x,
+                y,
+                yerr=e,
+                color=c,
+                ls=ls,
+                marker="o" if side == "discrete" else "s",
+                capsize=3,
+                label=f"eta={eta:g}, {'discrete' if side == 'discrete' else 'SDE ' + mp['model']}",
+            )
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("rho · lambda_sharp")

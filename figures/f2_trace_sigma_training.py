@@ -13,10 +13,17 @@ def render(results: dict, arrays: dict, out) -> list:
     ax = axes[0]
     keys = [k for k in tr["rows"] if k.startswith("m-SAM")] + ["SGD", "SAM", "RW-SAM"]
     cs = colors(len(keys), "tab10")
-    for k, c in zip(keys, cs):
+    for k, c in zip(keys, cs, strict=False):
         r = tr["rows"][k]
-        ax.plot(r["steps"], r["trace_sigma_mean_curve"], marker="o", ms=3, color=c, label=k,
-                ls="-" if k.startswith("m-SAM") else "--")
+        ax.plot(
+            r["steps"],
+            r["trace_sigma_mean_curve"],
+            marker="o",
+            ms=3,
+            color=c,
+            label=k,
+            ls="-" if k.startswith("m-SAM") else "--",
+        )
     ax.set_xlabel("training step k")
     ax.set_ylabel("tr Sigma (per-example gradient covariance)")
     ax.set_yscale("log")
@@ -24,7 +31,7 @@ def render(results: dict, arrays: dict, out) -> list:
     ax.legend(ncol=2)
     ax = axes[1]
     vs = ts["variants"]
-    for (label, v), c in zip(vs.items(), colors(len(vs), "tab10")):
+    for (label, v), c in zip(vs.items(), colors(len(vs), "tab10"), strict=False):
         comp = v["comparison"]["trace_sigma"]
         x = np.asarray(v["steps"])
         tm, tb = np.asarray(comp["train_mean"]), np.asarray(comp["train_band95"])

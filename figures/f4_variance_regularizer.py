@@ -14,10 +14,26 @@ def render(results: dict, arrays: dict, out) -> list:
     ts = d["trace_sigma"]
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.plot(m, [r["c_m"] * ts for r in rows], "k-", lw=2, label="theory: c(m) tr Sigma, c(m) = 1/m")
-    ax.errorbar(m, [r["coef_general"] * ts for r in rows], yerr=[2 * r["coef_general_stderr"] * ts for r in rows],
-                fmt="o", ms=6, capsize=3, color="C0", label="measured, general first-order drift (±2 s.e.)")
-    ax.errorbar(m * 1.06, [r["coef_discrete"] * ts for r in rows], yerr=[2 * r["coef_discrete_stderr"] * ts for r in rows],
-                fmt="s", ms=5, capsize=3, color="C3", label="measured, discrete E[G] (incl. O(rho^2)) (±2 s.e.)")
+    ax.errorbar(
+        m,
+        [r["coef_general"] * ts for r in rows],
+        yerr=[2 * r["coef_general_stderr"] * ts for r in rows],
+        fmt="o",
+        ms=6,
+        capsize=3,
+        color="C0",
+        label="measured, general first-order drift (±2 s.e.)",
+    )
+    ax.errorbar(
+        m * 1.06,
+        [r["coef_discrete"] * ts for r in rows],
+        yerr=[2 * r["coef_discrete_stderr"] * ts for r in rows],
+        fmt="s",
+        ms=5,
+        capsize=3,
+        color="C3",
+        label="measured, discrete E[G] (incl. O(rho^2)) (±2 s.e.)",
+    )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("micro-batch size m")

@@ -24,8 +24,14 @@ def render(results: dict, arrays: dict, out) -> list:
     ax = axes[1]
     rows = d["rows"]
     st = [r["step"] for r in rows]
-    ax.errorbar(st, [r["cosine"] for r in rows], yerr=[2 * r["cosine_stderr"] for r in rows], marker="o", capsize=3,
-                label="cosine tr(Sigma H)/(|Sigma|_F |H|_F)")
+    ax.errorbar(
+        st,
+        [r["cosine"] for r in rows],
+        yerr=[2 * r["cosine_stderr"] for r in rows],
+        marker="o",
+        capsize=3,
+        label="cosine tr(Sigma H)/(|Sigma|_F |H|_F)",
+    )
     ax.plot(st, [r["overlap"] for r in rows], "s-", label=f"top-{d['k']} eigenspace overlap")
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("training step k")
@@ -33,8 +39,15 @@ def render(results: dict, arrays: dict, out) -> list:
     ax.set_title("alignment of Sigma and H")
     ax.legend()
     ax = axes[2]
-    ax.errorbar(st, [r["tail_index"] for r in rows], yerr=[2 * r["tail_index_stderr"] for r in rows], marker="o",
-                capsize=3, color="C2", label="measured (±2 s.e.)")
+    ax.errorbar(
+        st,
+        [r["tail_index"] for r in rows],
+        yerr=[2 * r["tail_index_stderr"] for r in rows],
+        marker="o",
+        capsize=3,
+        color="C2",
+        label="measured (±2 s.e.)",
+    )
     ax.axhline(2.0, color="k", ls="--", lw=1, label="Gaussian (alpha = 2)")
     ax.set_xlabel("training step k")
     ax.set_ylabel("tail index alpha of projected noise")

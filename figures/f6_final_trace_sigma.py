@@ -15,7 +15,9 @@ def render(results: dict, arrays: dict, out) -> list:
     se = np.array([rows[k]["trace_sigma_final"]["stderr"] for k in names])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 1]})
     ax = axes[0]
-    col = ["C7" if k == "SGD" else "C1" if k.startswith("RW") else "C0" if k.startswith("m-SAM") else "C2" for k in names]
+    col = [
+        "C7" if k == "SGD" else "C1" if k.startswith("RW") else "C0" if k.startswith("m-SAM") else "C2" for k in names
+    ]
     ax.bar(np.arange(len(names)), mean, yerr=2 * se, capsize=3, color=col)
     ax.set_xticks(np.arange(len(names)), names, rotation=35, ha="right")
     ax.set_ylabel("final tr Sigma (mean ± 2 s.e. over seeds)")

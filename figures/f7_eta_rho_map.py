@@ -22,17 +22,31 @@ def render(results: dict, arrays: dict, out) -> list:
     ax.set_ylabel("learning rate eta")
     for i in range(len(etas)):
         for j in range(len(rhos)):
-            ax.text(j, i, f"{E[i, j]:.2g}", ha="center", va="center", fontsize=8,
-                    color="white" if np.log10(E[i, j]) > np.log10(E).mean() else "black")
+            ax.text(
+                j,
+                i,
+                f"{E[i, j]:.2g}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if np.log10(E[i, j]) > np.log10(E).mean() else "black",
+            )
     fig.colorbar(im, ax=ax, label="log10 weak error")
     fit = d["fit"]
-    fit_text = (f"fit C1 eta^a + C2 rho^b: a = {fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}], "
-                f"b = {fit['beta']:.2f} [{fit['beta_lo']:.2f}, {fit['beta_hi']:.2f}]" if d["fit_informative"]
-                else "two-parameter fit C1 eta^a + C2 rho^b not identified (intervals wider than 1): not shown")
+    fit_text = (
+        f"fit C1 eta^a + C2 rho^b: a = {fit['alpha']:.2f} [{fit['alpha_lo']:.2f}, {fit['alpha_hi']:.2f}], "
+        f"b = {fit['beta']:.2f} [{fit['beta_lo']:.2f}, {fit['beta_hi']:.2f}]"
+        if d["fit_informative"]
+        else "two-parameter fit C1 eta^a + C2 rho^b not identified (intervals wider than 1): not shown"
+    )
     ax.set_title(fit_text, fontsize=8)
     for name, line in d["lines"].items():
-        ax2.loglog(d["etas"], line["errors"], "o-", label=f"{name}: slope {line['slope']:.2f} "
-                   f"[{line['lo']:.2f}, {line['hi']:.2f}]")
+        ax2.loglog(
+            d["etas"],
+            line["errors"],
+            "o-",
+            label=f"{name}: slope {line['slope']:.2f} [{line['lo']:.2f}, {line['hi']:.2f}]",
+        )
     ax2.set_xlabel("learning rate eta")
     ax2.set_ylabel("weak error")
     ax2.legend(fontsize=8)

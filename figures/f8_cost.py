@@ -21,14 +21,21 @@ def render(results: dict, arrays: dict, out) -> list:
     for yi, k, v, h in zip(y, names, ms, hi, strict=True):
         flops = rows[k].get("flops_vs_SAM")
         extra = "" if flops is None else f"; {flops:.2f}x SAM's flops"
-        ax.text(h, yi, f" {v:.3g} ms [{rows[k].get('ms_q25', v):.3g}, {rows[k].get('ms_q75', v):.3g}]{extra}",
-                va="center", fontsize=7)
+        ax.text(
+            h,
+            yi,
+            f" {v:.3g} ms [{rows[k].get('ms_q25', v):.3g}, {rows[k].get('ms_q75', v):.3g}]{extra}",
+            va="center",
+            fontsize=7,
+        )
     ax.set_yticks(y, names)
     ax.set_xscale("log")
     ax.set_xlim(lo.min() / 2, hi.max() * 30)
     ax.set_xlabel("milliseconds per step: median and quartiles over interleaved rounds (log scale)")
-    ax.set_title(f"{TITLE}: {d['problem']} (d={d['d']}), B={d['B']}, {d['device']}\n"
-                 "blue: variants (one jitted scan); orange: serial m-SAM; red: simulator; flops: XLA, one step",
-                 fontsize=8)
+    ax.set_title(
+        f"{TITLE}: {d['problem']} (d={d['d']}), B={d['B']}, {d['device']}\n"
+        "blue: variants (one jitted scan); orange: serial m-SAM; red: simulator; flops: XLA, one step",
+        fontsize=8,
+    )
     fig.tight_layout()
     return save(fig, out, "F8_cost")

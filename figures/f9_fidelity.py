@@ -10,22 +10,32 @@ ID, STAGES, TITLE = "F9", ("fidelity",), "Which SDE describes the discrete run: 
 
 def render(results: dict, arrays: dict, out) -> list:
     d = results["fidelity"]
-    panels = [(p, d[p]["key_observable"], label, res)
-              for p in ("escape", "training") if d.get(p) for label, res in d[p]["variants"].items()]
+    panels = [
+        (p, d[p]["key_observable"], label, res)
+        for p in ("escape", "training")
+        if d.get(p)
+        for label, res in d[p]["variants"].items()
+    ]
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.4 * nrows), squeeze=False)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
-    for ax, (part, key, label, res) in zip(axes.ravel(), panels):
+    for ax, (part, key, label, res) in zip(axes.ravel(), panels, strict=False):
         rows = res["budget"]  # the stage's error-budget rows (model, gap, stderr, gap_at_h, agreement)
         names = [f"{r['model']} [{r['agreement']}]" for r in rows]
         y = np.arange(len(rows))
         fine = np.array([abs(r["gap"]) for r in rows])
         se = np.array([r["stderr"] for r in rows])
         coarse = np.array([np.nan if r["gap_at_h"] is None else abs(r["gap_at_h"]) for r in rows])
-        ax.barh(y, fine, xerr=2 * se, color=["tab:green" if n.startswith("SVAG") else "tab:blue" for n in names],
-                alpha=0.8, label="finest dt (bar: ±2 s.e.)")
+        ax.barh(
+            y,
+            fine,
+            xerr=2 * se,
+            color=["tab:green" if n.startswith("SVAG") else "tab:blue" for n in names],
+            alpha=0.8,
+            label="finest dt (bar: ±2 s.e.)",
+        )
         ax.plot(coarse, y, "k|", ms=12, mew=2, label="dt = eta")
         ax.set_yticks(y, names, fontsize=7)
         ax.invert_yaxis()

@@ -50,14 +50,20 @@ class CheckResult:
         return "INCONCLUSIVE" if any(r.inconclusive for r in rows) else "PASS" if rows else "FAIL"
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "claim": self.claim, "status": self.status, "note": self.note,
-                "rows": [dataclasses.asdict(r) | {"status": r.status} for r in self.rows]}
+        return {
+            "id": self.id,
+            "claim": self.claim,
+            "status": self.status,
+            "note": self.note,
+            "rows": [dataclasses.asdict(r) | {"status": r.status} for r in self.rows],
+        }
 
     def format(self) -> str:
         lines = [f"[{self.status}] {self.id}: {self.claim}"]
         for r in self.rows:
-            lines.append(f"    {r.status:4s}  {r.what}: measured {r.measured}; expected {r.expected}"
-                         f" (tolerance {r.tolerance})")
+            lines.append(
+                f"    {r.status:4s}  {r.what}: measured {r.measured}; expected {r.expected} (tolerance {r.tolerance})"
+            )
         if self.note:
             lines.append(f"    note: {self.note}")
         return "\n".join(lines)

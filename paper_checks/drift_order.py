@@ -11,8 +11,17 @@ def evaluate(results: dict) -> CheckResult:
     d = results["drift"]
     rows = []
     for name, fit in d["residual_fits"].items():
-        rows.append(Row(f"{name} residual slope", fmt(fit["slope"], fit["slope_stderr"]), "2", f"±{TOL}",
-                        close(fit["slope"], 2.0, TOL)))
-    note = (f"exact expectation over all {d['B']}-batches of {d['problem']} (n={d['n']}, d={d['d']}), float64, "
-            f"rho in {d['rhos']}")
+        rows.append(
+            Row(
+                f"{name} residual slope",
+                fmt(fit["slope"], fit["slope_stderr"]),
+                "2",
+                f"±{TOL}",
+                close(fit["slope"], 2.0, TOL),
+            )
+        )
+    note = (
+        f"exact expectation over all {d['B']}-batches of {d['problem']} (n={d['n']}, d={d['d']}), float64, "
+        f"rho in {d['rhos']}"
+    )
     return CheckResult(ID, CLAIM, tuple(rows), note)

@@ -16,6 +16,7 @@ with the discrete difference within 2 combined s.e. The check passes when the di
 model of the ladder (smallest sum of squared z over the pairs) reproduces every pair; it names that model.
 """
 
+import itertools
 import math
 
 from ._base import CheckResult, Row, fmt
@@ -30,7 +31,7 @@ def _diff(a: dict, b: dict) -> tuple[float, float]:
 
 def _pairs(rows: dict) -> list:
     ms = sorted(rows.values(), key=lambda r: r["m"])
-    return [*zip(ms, ms[1:], strict=False), (ms[0], ms[-1])] if len(ms) > 2 else list(zip(ms, ms[1:], strict=False))
+    return [*itertools.pairwise(ms), (ms[0], ms[-1])] if len(ms) > 2 else list(itertools.pairwise(ms))
 
 
 def _read(diff: float, se: float) -> str:
@@ -53,27 +54,57 @@ def evaluate_map(d: dict) -> CheckResult:
             (inside if p["rho_lambda"] <= limit else outside).append(entry)
 
     def show(entries):
-        return "; ".join(f"eta={e:g} rho*lambda={rl:g} m={ma}-{mb}: {fmt(df, sd)} ({r})"
-                         for e, rl, ma, mb, df, sd, r in entries) or "none"
+        return (
+            "; ".join(
+                f"eta={e:g} rho*lambda={rl:g} m={ma}-{mb}: {fmt(df, sd)} ({r})" for e, rl, ma, mb, df, sd, r in entries
+            )
+            or "none"
+        )
 
     reversed_in = [e for e in inside if e[6] == "reversed"]
     holds_in = [e for e in inside if e[6] == "holds"]
-    rows = [Row(f"inside the first-order regime (rho*lambda <= {limit:g}): no pair m < m' reversed",
-                show(reversed_in) if reversed_in else f"none of {len(inside)} pairs reversed",
-                "none reversed", f"z <= -{Z_MAP:g} is reversed", not reversed_in),
-            Row(f"inside the first-order regime: smaller m leaves sooner somewhere (z >= {Z_MAP:g})",
-                f"{len(holds_in)} of {len(inside)} pairs hold, the rest cannot tell",
-                ">= 1 pair holds", f"z >= {Z_MAP:g}", bool(holds_in), inconclusive=not holds_in and not reversed_in)]
+    rows = [
+        Row(
+            f"inside the first-order regime (rho*lambda <= {limit:g}): no pair m < m' reversed",
+            show(reversed_in) if reversed_in else f"none of {len(inside)} pairs reversed",
+            "none reversed",
+            f"z <= -{Z_MAP:g} is reversed",
+            not reversed_in,
+        ),
+        Row(
+            f"inside the first-order regime: smaller m leaves sooner somewhere (z >= {Z_MAP:g})",
+            f"{len(holds_in)} of {len(inside)} pairs hold, the rest cannot tell",
+            ">= 1 pair holds",
+            f"z >= {Z_MAP:g}",
+            bool(holds_in),
+            inconclusive=not holds_in and not reversed_in,
+        ),
+    ]
     broken = [e for e in outside if e[6] == "reversed"]
     first = min((e[1] for e in broken), default=None)
-    rows.append(Row("outside the regime (informational): where the ordering breaks",
-                    (f"reversed from rho*lambda = {first:g}: " + show(broken)) if broken else "nowhere on the map",
-                    "reported", "-", True))
-    rows.append(Row(f"the map's SDE ({mp['model']}) reproduces the discrete differences (informational)",
-                    f"{reproduced} of {total} pair differences within {Z_MAP:g} combined s.e.", "reported", "-", True))
-    note = (f"{d['problem']}, {d['sampler']} B={d['B']}, lambda_sharp = {mp['sharp_curvature']:g}, "
-            f"{mp['num_runs']} runs and paths per point, {mp['steps']} steps; time-averaged fraction past the barrier. "
-            f"Inside the regime: {show(inside)}. Outside: {show(outside)}.")
+    rows.append(
+        Row(
+            "outside the regime (informational): where the ordering breaks",
+            (f"reversed from rho*lambda = {first:g}: " + show(broken)) if broken else "nowhere on the map",
+            "reported",
+            "-",
+            True,
+        )
+    )
+    rows.append(
+        Row(
+            f"the map's SDE ({mp['model']}) reproduces the discrete differences (informational)",
+            f"{reproduced} of {total} pair differences within {Z_MAP:g} combined s.e.",
+            "reported",
+            "-",
+            True,
+        )
+    )
+    note = (
+        f"{d['problem']}, {d['sampler']} B={d['B']}, lambda_sharp = {mp['sharp_curvature']:g}, "
+        f"{mp['num_runs']} runs and paths per point, {mp['steps']} steps; time-averaged fraction past the barrier. "
+        f"Inside the regime: {show(inside)}. Outside: {show(outside)}."
+    )
     return CheckResult(ID, CLAIM, tuple(rows), note)
 
 
@@ -82,15 +113,23 @@ def evaluate(results: dict) -> CheckResult:
     if d.get("map"):
         return evaluate_map(d)
     ms = sorted([r for r in d["rows"].values() if r["m"]], key=lambda r: r["m"])
-    pairs = list(zip(ms, ms[1:]))
+    pairs = list(itertools.pairwise(ms))
     rows = []
     for a, b in pairs:
         diff, se = _diff(a["discrete"], b["discrete"])
-        rows.append(Row(f"discrete: time-avg. fraction past the barrier, m={a['m']} minus m={b['m']}", fmt(diff, se),
-                        ">= 0", f"not below -{Z:g} s.e.", diff >= -Z * se))
+        rows.append(
+            Row(
+                f"discrete: time-avg. fraction past the barrier, m={a['m']} minus m={b['m']}",
+                fmt(diff, se),
+                ">= 0",
+                f"not below -{Z:g} s.e.",
+                diff >= -Z * se,
+            )
+        )
     diff, se = _diff(ms[0]["discrete"], ms[-1]["discrete"])
-    rows.append(Row(f"discrete: m={ms[0]['m']} minus m={ms[-1]['m']}", fmt(diff, se), "> 0", f"above {Z:g} s.e.",
-                    diff > Z * se))
+    rows.append(
+        Row(f"discrete: m={ms[0]['m']} minus m={ms[-1]['m']}", fmt(diff, se), "> 0", f"above {Z:g} s.e.", diff > Z * se)
+    )
     scores, summaries = {}, {}
     for model in d["models"]:
         zs, parts = [], []
@@ -102,17 +141,28 @@ def evaluate(results: dict) -> CheckResult:
             parts.append(f"m={a['m']}-{b['m']}: {dm:+.3f} vs {dd:+.3f} (z {z:+.1f})")
         scores[model] = sum(z * z for z in zs) if all(math.isfinite(z) for z in zs) else math.inf
         summaries[model] = (zs, parts)
-    best = min(scores, key=scores.get)
+    best = min(scores, key=lambda m: scores[m])
     for model in d["models"]:
         zs, parts = summaries[model]
         ok = all(abs(z) <= Z for z in zs)
         label = f"model {model}{' (best)' if model == best else ''}: pair differences vs discrete"
         verdict = "reproduces" if ok else "does not reproduce"
-        rows.append(Row(label, f"{verdict}: " + "; ".join(parts), "each within the discrete difference",
-                        f"abs(z) <= {Z:g} per pair" + ("" if model == best else " (informational)"),
-                        ok if model == best else True))
-    finals = ", ".join(f"m={r['m']}: discrete {r['discrete']['time_avg']:.3f}, "
-                       + ", ".join(f"{k} {v['time_avg']:.3f}" for k, v in r["models"].items()) for r in ms)
-    note = (f"{d['problem']}, barrier x = {d['barrier']:.3f}, {d['sampler']} B={d['B']}, eta={d['eta']}, "
-            f"rho={d['rho']}; time-averaged fraction past the barrier: {finals}. Best model: {best}.")
+        rows.append(
+            Row(
+                label,
+                f"{verdict}: " + "; ".join(parts),
+                "each within the discrete difference",
+                f"abs(z) <= {Z:g} per pair" + ("" if model == best else " (informational)"),
+                ok if model == best else True,
+            )
+        )
+    finals = ", ".join(
+        f"m={r['m']}: discrete {r['discrete']['time_avg']:.3f}, "
+        + ", ".join(f"{k} {v['time_avg']:.3f}" for k, v in r["models"].items())
+        for r in ms
+    )
+    note = (
+        f"{d['problem']}, barrier x = {d['barrier']:.3f}, {d['sampler']} B={d['B']}, eta={d['eta']}, "
+        f"rho={d['rho']}; time-averaged fraction past the barrier: {finals}. Best model: {best}."
+    )
     return CheckResult(ID, CLAIM, tuple(rows), note)

@@ -9,6 +9,14 @@ CLAIM = "F-SAM with sigma = 1 cancels the ||g||^2 term (coefficient 1 - sigma)"
 
 def evaluate(results: dict) -> CheckResult:
     f = results["drift"]["f_usam_grad_norm_coefficient"]
-    rows = [Row(f"||g||^2 coefficient, sigma={s}", fmt(v, digits=6), fmt(f["expected"][s]), f"±{TOL}",
-                close(v, f["expected"][s], TOL)) for s, v in f["values"].items()]
+    rows = [
+        Row(
+            f"||g||^2 coefficient, sigma={s}",
+            fmt(v, digits=6),
+            fmt(f["expected"][s]),
+            f"±{TOL}",
+            close(v, f["expected"][s], TOL),
+        )
+        for s, v in f["values"].items()
+    ]
     return CheckResult(ID, CLAIM, tuple(rows), f"F-USAM (EMA state mu = g), exact expectation, rho = {f['rho']:g}")

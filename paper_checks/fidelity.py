@@ -10,8 +10,10 @@ reports per variant the eta at which SVAG first departs (the edge of the regime)
 from ._base import CheckResult, Row
 
 ID, STAGES = "C10", ("eta_map",)
-CLAIM = ("the best SDE of the ladder tracks each variant wherever eta lies inside the SDE regime, and SVAG shows eta "
-         "outside that regime wherever none does")
+CLAIM = (
+    "the best SDE of the ladder tracks each variant wherever eta lies inside the SDE regime, and SVAG shows eta "
+    "outside that regime wherever none does"
+)
 
 
 def evaluate_map(d: dict) -> CheckResult:
@@ -39,17 +41,29 @@ def evaluate_map(d: dict) -> CheckResult:
                 tracked += inside and k == "tracked"
                 undecided += inside and k == "inconclusive"
             cells.append(f"eta={eta:g}: " + ", ".join(f"{o} {k}" for o, k in kinds.items()))
-        edge = (f"SVAG departs from eta = {leaves:g}" if leaves is not None else "SVAG never departs on this grid")
-        stop = "; ".join([f"{o} not tracked from eta = {e:g}" for o, e in stops.items()]
-                         + [f"{o} undecided at {n} of {len(res['points'])} etas" for o, n in open_.items()]) \
+        edge = f"SVAG departs from eta = {leaves:g}" if leaves is not None else "SVAG never departs on this grid"
+        stop = (
+            "; ".join(
+                [f"{o} not tracked from eta = {e:g}" for o, e in stops.items()]
+                + [f"{o} undecided at {n} of {len(res['points'])} etas" for o, n in open_.items()]
+            )
             or "tracked at every eta"
+        )
         decided = tracked > 0 or bool(gaps)
-        rows.append(Row(f"{label}: inside the SDE regime a rung tracks (no model gap)",
-                        f"{edge}; {stop}; " + "; ".join(cells) + (f"; model gaps: {'; '.join(gaps)}" if gaps else ""),
-                        "no model gap where SVAG does not depart", "equivalence tests, tolerance 5 % of the scale",
-                        not gaps, inconclusive=not decided))
-    note = (f"{d['problem']}, UniformSubset B={d['batch_size']}, {d['steps']} steps, {d['num_runs']} runs per point; "
-            f"observables {', '.join(d['observables'])}")
+        rows.append(
+            Row(
+                f"{label}: inside the SDE regime a rung tracks (no model gap)",
+                f"{edge}; {stop}; " + "; ".join(cells) + (f"; model gaps: {'; '.join(gaps)}" if gaps else ""),
+                "no model gap where SVAG does not depart",
+                "equivalence tests, tolerance 5 % of the scale",
+                not gaps,
+                inconclusive=not decided,
+            )
+        )
+    note = (
+        f"{d['problem']}, UniformSubset B={d['batch_size']}, {d['steps']} steps, {d['num_runs']} runs per point; "
+        f"observables {', '.join(d['observables'])}"
+    )
     return CheckResult(ID, CLAIM, tuple(rows), note)
 
 

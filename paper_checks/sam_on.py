@@ -12,12 +12,32 @@ def evaluate(results: dict) -> CheckResult:
     s = results["drift"]["sam_on"]
     r = s["rows"][-1]
     rows = [
-        Row("max |perturbation| off the mask (every batch)", fmt(s["max_unmasked_perturbation"]), "0", "exact",
-            s["max_unmasked_perturbation"] == 0.0 and s["max_masked_perturbation"] > 0.0),
-        Row(f"rel. error vs masked regularizer (rho={r['rho']:g})", fmt(r["rel_err_masked"]), "0 (O(rho))",
-            f"<= {MASKED_TOL}", r["rel_err_masked"] <= MASKED_TOL),
-        Row(f"rel. error vs unmasked regularizer (rho={r['rho']:g})", fmt(r["rel_err_unmasked"]), "O(1)",
-            f">= {UNMASKED_MIN}", r["rel_err_unmasked"] >= UNMASKED_MIN),
+        Row(
+            "max |perturbation| off the mask (every batch)",
+            fmt(s["max_unmasked_perturbation"]),
+            "0",
+            "exact",
+            s["max_unmasked_perturbation"] == 0.0 and s["max_masked_perturbation"] > 0.0,
+        ),
+        Row(
+            f"rel. error vs masked regularizer (rho={r['rho']:g})",
+            fmt(r["rel_err_masked"]),
+            "0 (O(rho))",
+            f"<= {MASKED_TOL}",
+            r["rel_err_masked"] <= MASKED_TOL,
+        ),
+        Row(
+            f"rel. error vs unmasked regularizer (rho={r['rho']:g})",
+            fmt(r["rel_err_unmasked"]),
+            "O(1)",
+            f">= {UNMASKED_MIN}",
+            r["rel_err_unmasked"] >= UNMASKED_MIN,
+        ),
     ]
-    return CheckResult(ID, CLAIM, tuple(rows), f"USAM-ON perturbing leaf {s['masked_leaf']!r} "
-                       f"({s['num_masked']} of {s['d']} coordinates), exact expectation, float64")
+    return CheckResult(
+        ID,
+        CLAIM,
+        tuple(rows),
+        f"USAM-ON perturbing leaf {s['masked_leaf']!r} "
+        f"({s['num_masked']} of {s['d']} coordinates), exact expectation, float64",
+    )

@@ -17,12 +17,25 @@ def evaluate(results: dict) -> CheckResult:
     for name, vals in vc["values"].items():
         exp = vc["expected"][name]
         tol = ABS_TOL_EXACT if exp == 0 else REL_TOL_EXACT * exp
-        rows.append(Row(f"{name} coefficient (exact, rho={rho:g})", fmt(vals[-1], digits=6), fmt(exp), f"±{tol:.3g}",
-                        close(vals[-1], exp, tol)))
+        rows.append(
+            Row(
+                f"{name} coefficient (exact, rho={rho:g})",
+                fmt(vals[-1], digits=6),
+                fmt(exp),
+                f"±{tol:.3g}",
+                close(vals[-1], exp, tol),
+            )
+        )
     vt = results["variance_term"]
     for r in vt["rows"]:
         tol = Z * r["coef_general_stderr"]
-        rows.append(Row(f"m-USAM (m={r['m']}) coefficient (MC, {vt['problem']}, B={vt['B']})",
-                        fmt(r["coef_general"], r["coef_general_stderr"]), f"c(m) = {r['c_m']:.4g}",
-                        f"±{Z:g} stderr = {tol:.2g}", close(r["coef_general"], r["c_m"], tol)))
+        rows.append(
+            Row(
+                f"m-USAM (m={r['m']}) coefficient (MC, {vt['problem']}, B={vt['B']})",
+                fmt(r["coef_general"], r["coef_general_stderr"]),
+                f"c(m) = {r['c_m']:.4g}",
+                f"±{Z:g} stderr = {tol:.2g}",
+                close(r["coef_general"], r["c_m"], tol),
+            )
+        )
     return CheckResult(ID, CLAIM, tuple(rows), "coefficient = <E[G_m - G_n], v>/<v, v>, v = (rho/2) grad tr Sigma")

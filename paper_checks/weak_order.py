@@ -17,7 +17,7 @@ MIN_SLOPE, MIN_RATIO = 1.5, 3.0
 
 _ORDER2_REASONS = {
     "F-": "F-SAM's EMA is modelled as mu = g, an O(eta) approximation of the discrete state: no SDE of this form is "
-          "second order for it",
+    "second order for it",
 }
 
 
@@ -36,23 +36,47 @@ def evaluate(results: dict) -> CheckResult:
     for study in ("linreg_exact", "linreg_control", "nonconvex_mc"):
         for r in d.get(study, {}).values():
             if r["order"] == 1:
-                rows.append(Row(f"{r['variant']} ({study}, {r['method']})",
-                                f"{r['slope']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]", "1", f"±{TOL}",
-                                close(r["slope"], 1.0, TOL)))
+                rows.append(
+                    Row(
+                        f"{r['variant']} ({study}, {r['method']})",
+                        f"{r['slope']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]",
+                        "1",
+                        f"±{TOL}",
+                        close(r["slope"], 1.0, TOL),
+                    )
+                )
             else:
-                rows.append(Row(f"{r['variant']} order 2 ({study}, {r['method']}, {r.get('diffusion', '?')} diffusion)",
-                                f"{r['slope']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]{_reason(r['variant'], r['slope'])}",
-                                "2 where the second-order SME applies", "reported (informational)", True))
+                rows.append(
+                    Row(
+                        f"{r['variant']} order 2 ({study}, {r['method']}, {r.get('diffusion', '?')} diffusion)",
+                        f"{r['slope']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]{_reason(r['variant'], r['slope'])}",
+                        "2 where the second-order SME applies",
+                        "reported (informational)",
+                        True,
+                    )
+                )
     for name, r in d.get("diffusion_ablation", {}).items():
         best = r["best"]
         ratio, slope = r["ratio"][best][-1], r["slopes"][best]
-        others = "; ".join(f"{k}: ratio {v[-1]:.1f}, slope {r['slopes'][k]:.2f}" for k, v in r["ratio"].items() if k != best)
-        rows.append(Row(f"{name}: {r['observable']} weak error, ODE / SDE ({best} diffusion) at eta={r['etas'][-1]:g}",
-                        f"ratio {ratio:.1f}, SDE slope {slope:.2f} (ODE slope {r['slopes']['none']:.2f})"
-                        + (f"; {others}" if others else ""),
-                        f"ratio >= {MIN_RATIO:g}, SDE error O(eta^{MIN_SLOPE:g}) or better",
-                        "exact moments", ratio >= MIN_RATIO and slope >= MIN_SLOPE))
+        others = "; ".join(
+            f"{k}: ratio {v[-1]:.1f}, slope {r['slopes'][k]:.2f}" for k, v in r["ratio"].items() if k != best
+        )
+        rows.append(
+            Row(
+                f"{name}: {r['observable']} weak error, ODE / SDE ({best} diffusion) at eta={r['etas'][-1]:g}",
+                f"ratio {ratio:.1f}, SDE slope {slope:.2f} (ODE slope {r['slopes']['none']:.2f})"
+                + (f"; {others}" if others else ""),
+                f"ratio >= {MIN_RATIO:g}, SDE error O(eta^{MIN_SLOPE:g}) or better",
+                "exact moments",
+                ratio >= MIN_RATIO and slope >= MIN_SLOPE,
+            )
+        )
     if "diffusion_ablation" not in d:
         rows.append(Row("diffusion ablation", "not run", "run", "-", False))
-    return CheckResult(ID, CLAIM, tuple(rows), "slope of log max_t |E phi(X_t) - E phi(x_k)| on log eta, 95% interval; "
-                       "ablation: max_t |tr Cov[X_t] - tr Cov[x_k]| by exact moments")
+    return CheckResult(
+        ID,
+        CLAIM,
+        tuple(rows),
+        "slope of log max_t |E phi(X_t) - E phi(x_k)| on log eta, 95% interval; "
+        "ablation: max_t |tr Cov[X_t] - tr Cov[x_k]| by exact moments",
+    )

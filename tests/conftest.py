@@ -5,13 +5,14 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-import gc  # noqa: E402
+import gc
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
-# No implicit dtype promotion anywhere in the tests (float32 meeting float64, int32 arrays meeting float32 ones): each such mix in
-# the library is a precision bug or a silent upcast, so it must be written out (equinox's test configuration).
+# No implicit dtype promotion anywhere in the tests (float32 meeting float64, int32 arrays meeting float32 ones):
+# each such mix in the library is a precision bug or a silent upcast, so it must be written out (equinox's test
+# configuration).
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 from helpers import float64  # noqa: E402
 

@@ -26,8 +26,10 @@ def user_problem(n: int = 12, d: int = 3, seed: int = 0) -> ss.Problem:
     """A user-defined problem with its own loss and pytree: ``f_i = log cosh(w^T a_i + c - y_i) + w_1^4 / 4``
     (non-quadratic, so Hessians vary with x and with i)."""
     rng = np.random.default_rng(seed)
-    data = {"a": jnp.asarray(rng.standard_normal((n, d)), jnp.float32),
-            "y": jnp.asarray(rng.standard_normal(n), jnp.float32)}
+    data = {
+        "a": jnp.asarray(rng.standard_normal((n, d)), jnp.float32),
+        "y": jnp.asarray(rng.standard_normal(n), jnp.float32),
+    }
 
     def loss_fn(p: Affine, ex):
         r = jnp.dot(p.weight, ex["a"]) + p.offset - ex["y"]
@@ -128,9 +130,10 @@ def flat(tree):
     return np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
 
 
-def jax_G(variant, problem, idx, state=None, key=jr.key(0)):
+def jax_G(variant, problem, idx, state=None, key=None):
     params = problem.init_params
     state = variant.init(params) if state is None else state
+    key = jr.key(0) if key is None else key
     G, new_state, _ = jax.jit(variant.gradient)(problem, params, state, problem.take(jnp.asarray(idx)), key)
     return flat(G), new_state
 
@@ -138,10 +141,7 @@ def jax_G(variant, problem, idx, state=None, key=jr.key(0)):
 def exact_mean_update(pr, variant, sampler, x):
     """``E_xi[G(x; xi)]`` of the discrete step (``Variant.gradient``), by enumerating ordered batches in numpy."""
     n, B = pr.num_examples, sampler.batch_size
-    if sampler.replace:
-        rows = list(itertools.product(range(n), repeat=B))
-    else:
-        rows = list(itertools.permutations(range(n), B))
+    rows = list(itertools.product(range(n), repeat=B)) if sampler.replace else list(itertools.permutations(range(n), B))
     state = ss.sde.sde_state(pr, variant, x)
     fn = jax.jit(jax.vmap(lambda idx: ravel_pytree(variant.gradient(pr, x, state, pr.take(idx), jr.key(0))[0])[0]))
     return np.mean(np.asarray(fn(jnp.asarray(rows))), axis=0)

@@ -11,7 +11,7 @@ from sde_sam import variants as V
 
 
 def _run(problem=None, variant=None, sampler=None, **kw):
-    args = dict(eta=0.1, steps=4, key=jr.key(0), record=ss.observables("loss"))
+    args = {"eta": 0.1, "steps": 4, "key": jr.key(0), "record": ss.observables("loss")}
     args.update(kw)
     return ss.run_discrete(problem or user_problem(), variant or V.sam(0.1), sampler or ss.WithReplacement(4), **args)
 

@@ -15,8 +15,9 @@ def test_monte_carlo_stderr_is_stable_in_float32():
     reference to 1 %."""
     num = 1000
     values = jnp.asarray(100.0 + 1e-3 * np.random.default_rng(0).standard_normal(num), jnp.float32)
-    dist = ss.sde.BatchDistribution(jnp.arange(num, dtype=jnp.int32)[:, None],
-                                    jnp.full((num,), 1.0 / num, jnp.float32), False)
+    dist = ss.sde.BatchDistribution(
+        jnp.arange(num, dtype=jnp.int32)[:, None], jnp.full((num,), 1.0 / num, jnp.float32), False
+    )
     mean, err = ss.sde.expectation(lambda idx, key: {"v": values[idx[0]]}, dist, jr.key(0), chunk=64)
     ref = np.asarray(values, np.float64)
     want = ref.std(ddof=1) / np.sqrt(num)
@@ -31,8 +32,9 @@ def test_stderr_with_a_ragged_last_chunk_matches_numpy():
     """Chunks of 64 over 150 rows (the last one padded): stderr equals numpy's ``std(ddof=1)/sqrt(N)``."""
     num = 150
     values = jnp.asarray(np.random.default_rng(1).standard_normal((num, 3)), jnp.float32)
-    dist = ss.sde.BatchDistribution(jnp.arange(num, dtype=jnp.int32)[:, None],
-                                    jnp.full((num,), 1.0 / num, jnp.float32), False)
+    dist = ss.sde.BatchDistribution(
+        jnp.arange(num, dtype=jnp.int32)[:, None], jnp.full((num,), 1.0 / num, jnp.float32), False
+    )
     mean, err = ss.sde.expectation(lambda idx, key: values[idx[0]], dist, jr.key(0), chunk=64)
     ref = np.asarray(values, np.float64)
     np.testing.assert_allclose(np.asarray(mean), ref.mean(0), rtol=1e-5, atol=1e-6)

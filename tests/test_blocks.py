@@ -5,13 +5,12 @@ import json
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import WRONG_TYPE
 
 import sde_sam as ss
 from sde_sam import _blocks
 from sde_sam._sde import _simulate as sde_simulate
 from sde_sam._training._runner import run_step_flops
-
-from helpers import WRONG_TYPE
 
 
 def test_largest_divisor_at_most_matches_brute_force():
@@ -43,13 +42,21 @@ def test_simulate_default_block_is_recorded_and_equals_the_explicit_block(monkey
     flops = ss.sde.path_step_flops(model, 0.05)
     assert flops > 0
     monkeypatch.setitem(_blocks.WORK_FLOPS, "cpu", 8 * flops)
-    kw = dict(t1=0.2, num_paths=512, key=jr.key(3), record=("loss",), progress=False)
+    kw = {"t1": 0.2, "num_paths": 512, "key": jr.key(3), "record": ("loss",), "progress": False}
     got = ss.simulate(model, **kw)
     assert got.config["paths_per_block"] == 8
     ref = ss.simulate(model, paths_per_block=8, **kw)
     np.testing.assert_array_equal(got.values["loss"], ref.values["loss"])
-    runs = ss.run_discrete(pr, ss.variants.usam(0.05), ss.WithReplacement(8), eta=0.05, steps=4, num_runs=512,
-                           key=jr.key(0), progress=False)
+    runs = ss.run_discrete(
+        pr,
+        ss.variants.usam(0.05),
+        ss.WithReplacement(8),
+        eta=0.05,
+        steps=4,
+        num_runs=512,
+        key=jr.key(0),
+        progress=False,
+    )
     per_run = run_step_flops(pr, ss.variants.usam(0.05), ss.WithReplacement(8))
     assert runs.config["runs_per_block"] == min(512, int(8 * flops // per_run))
 
@@ -122,7 +129,7 @@ def test_simulate_calibrate_times_real_blocks_and_equals_the_explicit_block(tmp_
     _blocks._CALIBRATED.clear()
     pr = ss.problems.linear_regression(n=64, d=8)
     model = ss.sde_model(pr, ss.variants.usam(0.05), ss.WithReplacement(8), eta=0.05, drift="closed_form")
-    kw = dict(t1=0.1, num_paths=16, key=jr.key(5), record=("loss",), progress=False)
+    kw = {"t1": 0.1, "num_paths": 16, "key": jr.key(5), "record": ("loss",), "progress": False}
     got = ss.simulate(model, paths_per_block="calibrate", **kw)
     block = got.config["paths_per_block"]
     assert block in _blocks.candidate_blocks(16, 16)
@@ -141,7 +148,7 @@ def test_long_calls_calibrate_by_default(monkeypatch):
     flops = ss.sde.path_step_flops(model, 0.05)
     monkeypatch.setattr(sde_simulate, "time_paths", lambda m, dt, b, f: abs(b - 128) + 1.0)
     _blocks._CALIBRATED.clear()
-    kw = dict(t1=0.2, num_paths=512, key=jr.key(3), record=("loss",), progress=False)
+    kw = {"t1": 0.2, "num_paths": 512, "key": jr.key(3), "record": ("loss",), "progress": False}
     monkeypatch.setitem(_blocks.CALIBRATE_FLOPS, "cpu", 512 * 4 * flops * 1.01)  # the call's work is 512 * 4 * flops
     assert _blocks.WORK_FLOPS["cpu"] / flops > 512
     assert ss.simulate(model, **kw).config["paths_per_block"] == 512  # the rule: its cap
@@ -173,11 +180,19 @@ def test_run_discrete_calibrate_equals_the_explicit_block(tmp_path, monkeypatch)
     monkeypatch.setitem(_blocks.TIMING_FLOPS, "cpu", 1e6)
     _blocks._CALIBRATED.clear()
     pr = ss.problems.linear_regression(n=64, d=8)
-    kw = dict(eta=0.05, steps=6, num_runs=12, key=jr.key(2), record=ss.observables("loss", every=3), progress=False)
+    kw = {
+        "eta": 0.05,
+        "steps": 6,
+        "num_runs": 12,
+        "key": jr.key(2),
+        "record": ss.observables("loss", every=3),
+        "progress": False,
+    }
     got = ss.run_discrete(pr, ss.variants.sam(0.05), ss.WithReplacement(8), runs_per_block="calibrate", **kw)
     block = got.config["runs_per_block"]
-    rule = _blocks.balanced_block(12, _blocks.target_block(run_step_flops(pr, ss.variants.sam(0.05),
-                                                                            ss.WithReplacement(8))))
+    rule = _blocks.balanced_block(
+        12, _blocks.target_block(run_step_flops(pr, ss.variants.sam(0.05), ss.WithReplacement(8)))
+    )
     assert block in _blocks.candidate_blocks(12, rule, divides=False)
     ref = ss.run_discrete(pr, ss.variants.sam(0.05), ss.WithReplacement(8), runs_per_block=block, **kw)
     np.testing.assert_array_equal(got.values["loss"], ref.values["loss"])

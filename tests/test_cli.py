@@ -60,8 +60,16 @@ def test_read_only_out_dir(tmp_path, capsys):
 @pytest.fixture
 def tiny(monkeypatch):
     quick = copy.deepcopy(_presets.QUICK)
-    quick["grad_norm"] = dict(seed=0, batch_sizes=[1, 64], num_batches=32)
-    quick["variance_term"] = dict(seed=0, l2=0.0, init_scale=0.3, batch_size=2, rho=0.01, num_batches=32, ms=[1, 2])
+    quick["grad_norm"] = {"seed": 0, "batch_sizes": [1, 64], "num_batches": 32}
+    quick["variance_term"] = {
+        "seed": 0,
+        "l2": 0.0,
+        "init_scale": 0.3,
+        "batch_size": 2,
+        "rho": 0.01,
+        "num_batches": 32,
+        "ms": [1, 2],
+    }
     monkeypatch.setitem(_presets.PRESETS, "quick", quick)
     calls = []
 
@@ -102,16 +110,27 @@ def test_check_subcommand_reports_pass_fail(tmp_path, tiny, capsys):
 
 
 def test_python_dash_m_help():
-    r = subprocess.run([sys.executable, "-m", "sde_sam", "reproduce", "--help"], capture_output=True, text=True,
-                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "sde_sam", "reproduce", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=120,
+    )
     assert r.returncode == 0 and "--quick" in r.stdout and "--only" in r.stdout and "--device" in r.stdout
 
 
 @pytest.mark.slow
 def test_reproduce_quick_full_run(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "sde_sam", "reproduce", "--quick", "--out", str(tmp_path), "--no-progress"],
-                       capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                       timeout=3600)
+    r = subprocess.run(
+        [sys.executable, "-m", "sde_sam", "reproduce", "--quick", "--out", str(tmp_path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=3600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert sorted(c["id"] for c in report["checks"]) == sorted(f"C{i}" for i in range(1, 12))
@@ -136,8 +155,14 @@ def _gen_rows(levels: dict) -> dict:
         out[p] = {}
         for i, (k, a) in enumerate(accs.items()):
             per = a + np.roll(jitter, i) * 0.5 + jitter
-            out[p][k] = {"test_accuracy_final": {"mean": float(per.mean()), "stderr": float(per.std(ddof=1) / 2),
-                                                 "num_seeds": 4, "per_seed": per.tolist()}}
+            out[p][k] = {
+                "test_accuracy_final": {
+                    "mean": float(per.mean()),
+                    "stderr": float(per.std(ddof=1) / 2),
+                    "num_seeds": 4,
+                    "per_seed": per.tolist(),
+                }
+            }
     return out
 
 
@@ -146,56 +171,158 @@ def _good_data():
     fit = {"slope": 2.01, "slope_stderr": 0.01}
     return {
         "drift": {
-            "problem": "p", "n": 6, "B": 2, "d": 8, "rhos": [0.02, 0.01],
+            "problem": "p",
+            "n": 6,
+            "B": 2,
+            "d": 8,
+            "rhos": [0.02, 0.01],
             "residual_fits": {"SAM": fit, "USAM": fit},
-            "variance_coefficient": {"rhos": [1e-3], "values": {"n-USAM": [1e-5], "m-USAM (m=1)": [1.0001]},
-                                     "expected": {"n-USAM": 0.0, "m-USAM (m=1)": 1.0}},
-            "f_usam_grad_norm_coefficient": {"rho": 1e-3, "values": {"0.0": 1.0, "1.0": 1e-4},
-                                             "expected": {"0.0": 1.0, "1.0": 0.0}},
-            "sam_on": {"rows": [{"rho": 1e-3, "rel_err_masked": 1e-4, "rel_err_unmasked": 0.8}],
-                       "max_unmasked_perturbation": 0.0, "max_masked_perturbation": 1e-3, "masked_leaf": "w2",
-                       "num_masked": 2, "d": 8},
+            "variance_coefficient": {
+                "rhos": [1e-3],
+                "values": {"n-USAM": [1e-5], "m-USAM (m=1)": [1.0001]},
+                "expected": {"n-USAM": 0.0, "m-USAM (m=1)": 1.0},
+            },
+            "f_usam_grad_norm_coefficient": {
+                "rho": 1e-3,
+                "values": {"0.0": 1.0, "1.0": 1e-4},
+                "expected": {"0.0": 1.0, "1.0": 0.0},
+            },
+            "sam_on": {
+                "rows": [{"rho": 1e-3, "rel_err_masked": 1e-4, "rel_err_unmasked": 0.8}],
+                "max_unmasked_perturbation": 0.0,
+                "max_masked_perturbation": 1e-3,
+                "masked_leaf": "w2",
+                "num_masked": 2,
+                "d": 8,
+            },
         },
-        "variance_term": {"problem": "p", "B": 4, "rows": [
-            {"m": 1, "c_m": 1.0, "coef_general": 0.98, "coef_general_stderr": 0.02},
-            {"m": 4, "c_m": 0.25, "coef_general": 0.26, "coef_general_stderr": 0.01}]},
-        "grad_norm": {"problem": "p", "full_grad_norm": 1.0, "rows": [
-            {"B": 1, "value": 3.0, "stderr": 0.1}, {"B": 4, "value": 2.0, "stderr": 0.05},
-            {"B": 16, "value": 1.5, "stderr": 0.02}]},
-        "weak_order": {"linreg_exact": {"SGD|order1": {"variant": "SGD", "order": 1, "method": "exact", "slope": 1.03,
-                                                       "lo": 1.0, "hi": 1.06},
-                                        "SGD|order2": {"variant": "SGD", "order": 2, "method": "exact", "slope": 2.0,
-                                                       "lo": 1.9, "hi": 2.1}},
-                       "diffusion_ablation": {"USAM": {"variant": "USAM", "observable": "tr Cov[x_t]", "etas": [0.1, 0.05],
-                                                       "best": "empirical",
-                                                       "ratio": {"leading": [2.0, 2.1], "empirical": [8.0, 16.0]},
-                                                       "slopes": {"leading": 1.1, "empirical": 2.1, "none": 1.0}}}},
-        "escape": {"problem": "p", "B": 8, "eta": 0.05, "rho": 0.1, "barrier": -0.65, "sampler": "UniformSubset",
-                   "models": ["general/leading", "expected/leading"], "rows": {
-            "m-SAM (m=1)": {"m": 1, "discrete": _esc(0.8), "models": {"general/leading": _esc(0.1, 0),
-                                                                       "expected/leading": _esc(0.79, 1)}},
-            "m-SAM (m=8)": {"m": 8, "discrete": _esc(0.5), "models": {"general/leading": _esc(0.1, 0),
-                                                                       "expected/leading": _esc(0.51, 1)}},
-            "n-SAM": {"m": 0, "discrete": _esc(0.1), "models": {"general/leading": _esc(0.1, 0),
-                                                                 "expected/leading": _esc(0.1, 1)}}}},
+        "variance_term": {
+            "problem": "p",
+            "B": 4,
+            "rows": [
+                {"m": 1, "c_m": 1.0, "coef_general": 0.98, "coef_general_stderr": 0.02},
+                {"m": 4, "c_m": 0.25, "coef_general": 0.26, "coef_general_stderr": 0.01},
+            ],
+        },
+        "grad_norm": {
+            "problem": "p",
+            "full_grad_norm": 1.0,
+            "rows": [
+                {"B": 1, "value": 3.0, "stderr": 0.1},
+                {"B": 4, "value": 2.0, "stderr": 0.05},
+                {"B": 16, "value": 1.5, "stderr": 0.02},
+            ],
+        },
+        "weak_order": {
+            "linreg_exact": {
+                "SGD|order1": {"variant": "SGD", "order": 1, "method": "exact", "slope": 1.03, "lo": 1.0, "hi": 1.06},
+                "SGD|order2": {"variant": "SGD", "order": 2, "method": "exact", "slope": 2.0, "lo": 1.9, "hi": 2.1},
+            },
+            "diffusion_ablation": {
+                "USAM": {
+                    "variant": "USAM",
+                    "observable": "tr Cov[x_t]",
+                    "etas": [0.1, 0.05],
+                    "best": "empirical",
+                    "ratio": {"leading": [2.0, 2.1], "empirical": [8.0, 16.0]},
+                    "slopes": {"leading": 1.1, "empirical": 2.1, "none": 1.0},
+                }
+            },
+        },
+        "escape": {
+            "problem": "p",
+            "B": 8,
+            "eta": 0.05,
+            "rho": 0.1,
+            "barrier": -0.65,
+            "sampler": "UniformSubset",
+            "models": ["general/leading", "expected/leading"],
+            "rows": {
+                "m-SAM (m=1)": {
+                    "m": 1,
+                    "discrete": _esc(0.8),
+                    "models": {"general/leading": _esc(0.1, 0), "expected/leading": _esc(0.79, 1)},
+                },
+                "m-SAM (m=8)": {
+                    "m": 8,
+                    "discrete": _esc(0.5),
+                    "models": {"general/leading": _esc(0.1, 0), "expected/leading": _esc(0.51, 1)},
+                },
+                "n-SAM": {
+                    "m": 0,
+                    "discrete": _esc(0.1),
+                    "models": {"general/leading": _esc(0.1, 0), "expected/leading": _esc(0.1, 1)},
+                },
+            },
+        },
         "eta_map": _eta_map(["tracked", "tracked", "outside the SDE regime"], ["tracks", "tracks", "departs"]),
-        "training": {"batch_size": 32, "eta": 0.1, "rho": 0.05,
-                     "paper_reference": {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79},
-                     "rows": {k: {"trace_sigma_final": {"mean": v, "stderr": 0.1, "num_seeds": 4},
-                                  "trace_sigma_area": {"mean": 2 * v, "stderr": 0.1, "num_seeds": 4}} for k, v in
-                              {"SGD": 10.0, "SAM": 8.0, "m-SAM (m=B)": 8.0, "m-SAM (m=8)": 7.0, "m-SAM (m=1)": 5.0,
-                               "RW-SAM": 5.5}.items()}},
-        "generalization": {"models": {"digits_mlp_8": {
-            "config": {"batch_size": 32, "steps": 100, "seeds": [0, 1, 2, 3]}, "gpu_settles": False,
-            "rw_calibration": {"0.0": {"score": "4 probes", "reading": "ascent", "ess": 0.5, "lambda": 2.0}},
-            "rows": _gen_rows({
-                "0.0": {"SGD": 0.89, "SAM": 0.90, "m-SAM (m=16)": 0.91, "m-SAM (m=4)": 0.92, "m-SAM (m=1)": 0.93,
-                        "RW-SAM": 0.93, "F-SAM": 0.90, "SAM-ON": 0.90},
-                "0.4": {"SGD": 0.65, "SAM": 0.70, "m-SAM (m=16)": 0.74, "m-SAM (m=4)": 0.78, "m-SAM (m=1)": 0.82,
-                        "RW-SAM": 0.82, "F-SAM": 0.70, "SAM-ON": 0.69}})}}},
-        "timing": {"problem": "p", "d": 10, "B": 64, "device": "cpu", "platform": "cpu", "repeats": 3,
-                   "forward_flops_vs_SAM": 0.222, "rw_sam_extra_forwards": 1.005, "rows": {
-            "RW-SAM": {"vs_SAM": 1.1, "flops_vs_SAM": 1.223}, "serial m-SAM (k=2)": {"vs_SAM": 2.1, "flops_vs_SAM": 1.0}}},
+        "training": {
+            "batch_size": 32,
+            "eta": 0.1,
+            "rho": 0.05,
+            "paper_reference": {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79},
+            "rows": {
+                k: {
+                    "trace_sigma_final": {"mean": v, "stderr": 0.1, "num_seeds": 4},
+                    "trace_sigma_area": {"mean": 2 * v, "stderr": 0.1, "num_seeds": 4},
+                }
+                for k, v in {
+                    "SGD": 10.0,
+                    "SAM": 8.0,
+                    "m-SAM (m=B)": 8.0,
+                    "m-SAM (m=8)": 7.0,
+                    "m-SAM (m=1)": 5.0,
+                    "RW-SAM": 5.5,
+                }.items()
+            },
+        },
+        "generalization": {
+            "models": {
+                "digits_mlp_8": {
+                    "config": {"batch_size": 32, "steps": 100, "seeds": [0, 1, 2, 3]},
+                    "gpu_settles": False,
+                    "rw_calibration": {"0.0": {"score": "4 probes", "reading": "ascent", "ess": 0.5, "lambda": 2.0}},
+                    "rows": _gen_rows(
+                        {
+                            "0.0": {
+                                "SGD": 0.89,
+                                "SAM": 0.90,
+                                "m-SAM (m=16)": 0.91,
+                                "m-SAM (m=4)": 0.92,
+                                "m-SAM (m=1)": 0.93,
+                                "RW-SAM": 0.93,
+                                "F-SAM": 0.90,
+                                "SAM-ON": 0.90,
+                            },
+                            "0.4": {
+                                "SGD": 0.65,
+                                "SAM": 0.70,
+                                "m-SAM (m=16)": 0.74,
+                                "m-SAM (m=4)": 0.78,
+                                "m-SAM (m=1)": 0.82,
+                                "RW-SAM": 0.82,
+                                "F-SAM": 0.70,
+                                "SAM-ON": 0.69,
+                            },
+                        }
+                    ),
+                }
+            }
+        },
+        "timing": {
+            "problem": "p",
+            "d": 10,
+            "B": 64,
+            "device": "cpu",
+            "platform": "cpu",
+            "repeats": 3,
+            "forward_flops_vs_SAM": 0.222,
+            "rw_sam_extra_forwards": 1.005,
+            "rows": {
+                "RW-SAM": {"vs_SAM": 1.1, "flops_vs_SAM": 1.223},
+                "serial m-SAM (k=2)": {"vs_SAM": 2.1, "flops_vs_SAM": 1.0},
+            },
+        },
     }
 
 
@@ -210,7 +337,8 @@ WRONG = {
     "C8": lambda d: d["drift"]["f_usam_grad_norm_coefficient"]["values"].update({"1.0": 0.5}),
     "C9": lambda d: d["drift"]["sam_on"].update(max_unmasked_perturbation=1e-3),
     "C11": lambda d: d["generalization"]["models"]["digits_mlp_8"]["rows"]["0.4"]["m-SAM (m=1)"][
-        "test_accuracy_final"].update(per_seed=[0.60, 0.61, 0.59, 0.60], mean=0.60),
+        "test_accuracy_final"
+    ].update(per_seed=[0.60, 0.61, 0.59, 0.60], mean=0.60),
     "C10": lambda d: d["eta_map"]["variants"]["SAM"]["points"][1]["verdicts"]["loss"].update(kind="model gap"),
 }
 
@@ -246,10 +374,13 @@ def test_c6_rw_study_rows_pass_and_fail_for_the_right_reason():
     for k in ("SAM", "RW-SAM"):
         rows[k]["test_accuracy_final"] = {"mean": 0.9, "stderr": 0.01}
     label = "RW-SAM [exact, ESS 10%, ascent]"
-    rows[label] = {"trace_sigma_final": {"mean": 5.2, "stderr": 0.1, "num_seeds": 4},
-                   "trace_sigma_area": {"mean": 10.0, "stderr": 0.1, "num_seeds": 4},
-                   "test_accuracy_final": {"mean": 0.91, "stderr": 0.01}, "ess_fraction_final": {"mean": 0.12},
-                   "rw_setting": {"lambda": 3.0, "ess_target": 0.1}}
+    rows[label] = {
+        "trace_sigma_final": {"mean": 5.2, "stderr": 0.1, "num_seeds": 4},
+        "trace_sigma_area": {"mean": 10.0, "stderr": 0.1, "num_seeds": 4},
+        "test_accuracy_final": {"mean": 0.91, "stderr": 0.01},
+        "ess_fraction_final": {"mean": 0.12},
+        "rw_setting": {"lambda": 3.0, "ess_target": 0.1},
+    }
     res = CHECKS["C6"].evaluate(data)
     assert res.status == "PASS" and any(label in r.what for r in res.rows) and label in res.note
     rows[label]["trace_sigma_final"].update(mean=8.1)  # SAM - it = -0.1: unresolved, and closest to m = B
@@ -311,7 +442,8 @@ def test_c11_rows_fail_for_the_right_reason():
     res = CHECKS["C11"].evaluate(data)
     assert res.status == "PASS" and len(res.rows) == 8, res.format()
     data["generalization"]["models"]["digits_mlp_8"]["rows"]["0.0"]["RW-SAM"]["test_accuracy_final"].update(
-        per_seed=[0.80, 0.81, 0.80, 0.79], mean=0.80)
+        per_seed=[0.80, 0.81, 0.80, 0.79], mean=0.80
+    )
     failed = [r.what for r in CHECKS["C11"].evaluate(data).rows if not r.passed]
     assert len(failed) == 1 and "RW-SAM - best small-m" in failed[0], failed
     data = _good_data()
@@ -329,8 +461,29 @@ def test_validate_command_prints_the_verdicts_and_saves_them(tmp_path, capsys):
     from sde_sam.cli import main
 
     out = tmp_path / "v"
-    assert main(["validate", "--problem", "quadratic", "--variant", "sgd", "--steps", "10", "--every", "5", "--runs",
-                 "4", "--max-refine", "0", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                "--problem",
+                "quadratic",
+                "--variant",
+                "sgd",
+                "--steps",
+                "10",
+                "--every",
+                "5",
+                "--runs",
+                "4",
+                "--max-refine",
+                "0",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| loss |" in printed and "SVAG l=8" in printed
     assert ss.Validation.load(out).config["variant"]["name"] == "SGD"
@@ -341,16 +494,32 @@ def test_validate_command_prints_the_verdicts_and_saves_them(tmp_path, capsys):
 def _escape_map(inside_diff: float, se: float = 0.01) -> dict:
     """A C5 map: one point inside the first-order regime (rho lambda = 0.25) whose m = 1 minus m = 8 difference is
     ``inside_diff``, one outside (1.6) where m = 1 leaves later (reversed)."""
+
     def row(m, ta):
         stat = {"time_avg": ta, "time_avg_stderr": se / math.sqrt(2)}
         return {"m": m, "discrete": stat, "model": dict(stat)}
 
-    return {"model": "expected/leading", "num_runs": 512, "steps": 240, "theory_rho_lambda": 0.5,
-            "sharp_curvature": 16.0, "points": [
-                {"eta": 0.05, "rho": 0.25 / 16, "rho_lambda": 0.25,
-                 "rows": {"m-SAM (m=1)": row(1, 0.3 + inside_diff), "SAM (m=B=8)": row(8, 0.3)}},
-                {"eta": 0.05, "rho": 0.1, "rho_lambda": 1.6,
-                 "rows": {"m-SAM (m=1)": row(1, 0.6), "SAM (m=B=8)": row(8, 0.7)}}]}
+    return {
+        "model": "expected/leading",
+        "num_runs": 512,
+        "steps": 240,
+        "theory_rho_lambda": 0.5,
+        "sharp_curvature": 16.0,
+        "points": [
+            {
+                "eta": 0.05,
+                "rho": 0.25 / 16,
+                "rho_lambda": 0.25,
+                "rows": {"m-SAM (m=1)": row(1, 0.3 + inside_diff), "SAM (m=B=8)": row(8, 0.3)},
+            },
+            {
+                "eta": 0.05,
+                "rho": 0.1,
+                "rho_lambda": 1.6,
+                "rows": {"m-SAM (m=1)": row(1, 0.6), "SAM (m=B=8)": row(8, 0.7)},
+            },
+        ],
+    }
 
 
 @pytest.mark.parametrize(("inside_diff", "status"), [(0.1, "PASS"), (-0.1, "FAIL"), (0.005, "INCONCLUSIVE")])
@@ -366,19 +535,39 @@ def test_c5_reads_the_claim_inside_its_regime(inside_diff, status):
 
 def _eta_map(kinds: list[str], svag: list[str]) -> dict:
     """An eta map of one variant: at each eta the verdict on the loss and SVAG's agreement."""
-    points = [{"eta": eta, "verdicts": {"loss": {"kind": k, "rung": "general/leading/o1", "text": k}},
-               "svag": {"loss": {"agreement": a}}, "tau": {"loss": 0.1}, "compiles": 0}
-              for eta, k, a in zip((0.025, 0.05, 0.1), kinds, svag, strict=True)]
-    return {"problem": "digits_mlp_8", "batch_size": 32, "steps": 40, "num_runs": 64, "etas": [0.025, 0.05, 0.1],
-            "observables": ["loss"], "variants": {"SAM": {"points": points}}}
+    points = [
+        {
+            "eta": eta,
+            "verdicts": {"loss": {"kind": k, "rung": "general/leading/o1", "text": k}},
+            "svag": {"loss": {"agreement": a}},
+            "tau": {"loss": 0.1},
+            "compiles": 0,
+        }
+        for eta, k, a in zip((0.025, 0.05, 0.1), kinds, svag, strict=True)
+    ]
+    return {
+        "problem": "digits_mlp_8",
+        "batch_size": 32,
+        "steps": 40,
+        "num_runs": 64,
+        "etas": [0.025, 0.05, 0.1],
+        "observables": ["loss"],
+        "variants": {"SAM": {"points": points}},
+    }
 
 
-@pytest.mark.parametrize(("kinds", "svag", "status"), [
-    (["tracked", "tracked", "outside the SDE regime"], ["tracks", "tracks", "departs"], "PASS"),
-    (["tracked", "model gap", "outside the SDE regime"], ["tracks", "tracks", "departs"], "FAIL"),
-    (["inconclusive", "inconclusive", "outside the SDE regime"], ["inconclusive", "inconclusive", "departs"],
-     "INCONCLUSIVE"),
-])
+@pytest.mark.parametrize(
+    ("kinds", "svag", "status"),
+    [
+        (["tracked", "tracked", "outside the SDE regime"], ["tracks", "tracks", "departs"], "PASS"),
+        (["tracked", "model gap", "outside the SDE regime"], ["tracks", "tracks", "departs"], "FAIL"),
+        (
+            ["inconclusive", "inconclusive", "outside the SDE regime"],
+            ["inconclusive", "inconclusive", "departs"],
+            "INCONCLUSIVE",
+        ),
+    ],
+)
 def test_c10_reads_the_eta_map_inside_the_sde_regime(kinds, svag, status):
     """A model gap where SVAG tracks fails; beyond the eta where SVAG departs nothing is asked; a map whose points
     inside the regime are all undecided is INCONCLUSIVE, not FAIL."""
@@ -401,6 +590,7 @@ def test_c11_is_inconclusive_for_lack_of_power_and_fails_only_when_reversed():
     assert CHECKS["C11"].evaluate(data).status == "FAIL"
     sam = rows["0.4"]["SAM"]["test_accuracy_final"]["per_seed"]
     rows["0.4"]["m-SAM (m=1)"]["test_accuracy_final"].update(
-        per_seed=[a + d for a, d in zip(sam, (0.004, -0.003, 0.002, -0.001), strict=True)])
+        per_seed=[a + d for a, d in zip(sam, (0.004, -0.003, 0.002, -0.001), strict=True)]
+    )
     row = next(r for r in CHECKS["C11"].evaluate(data).rows if "noise 0.4] m-SAM (m=1) - SAM" in r.what)
     assert row.status == "INCONCLUSIVE" and "seeds would decide it" in row.measured, row

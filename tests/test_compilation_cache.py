@@ -19,8 +19,9 @@ print(counts.count - counts.cache_hits, counts.cache_hits)  # compiled, read bac
 
 def _run(folder) -> tuple[int, int]:
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    out = subprocess.run([sys.executable, "-c", CODE, str(folder)], capture_output=True, text=True, env=env,
-                         timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CODE, str(folder)], capture_output=True, text=True, env=env, timeout=300, check=True
+    )
     compiles, hits = out.stdout.split()[-2:]
     return int(compiles), int(hits)
 

@@ -30,8 +30,9 @@ def test_many_programs_in_one_process_stay_below_the_map_limit(monkeypatch):
     problem, sampler = ss.problems.linear_regression(n=16, d=3), ss.WithReplacement(4)
     most = 0
     for steps in range(1, 17):
-        ss.run_discrete(problem, ss.variants.sam(0.1), sampler, eta=0.05, steps=steps, num_runs=2, key=jr.key(0),
-                        progress=False)
+        ss.run_discrete(
+            problem, ss.variants.sam(0.1), sampler, eta=0.05, steps=steps, num_runs=2, key=jr.key(0), progress=False
+        )
         most = max(most, _compiles.map_count() or 0)
     assert most <= limit // 2 + 300, (base, most)
 

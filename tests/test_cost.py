@@ -22,8 +22,10 @@ def test_flop_ratios_follow_the_number_of_passes():
     problem = ss.problems.digits_mlp(hidden=16)
     generic = dataclasses.replace(problem, micro_batch_gradient=None)
     V, B = ss.variants, 128
-    f = {name: step_cost(problem, v, B).flops for name, v in
-         {"SGD": V.sgd(), "SAM": V.sam(0.05), "RW-SAM": V.rw_sam(0.05), "m-SAM": V.m_sam(0.05, 8)}.items()}
+    f = {
+        name: step_cost(problem, v, B).flops
+        for name, v in {"SGD": V.sgd(), "SAM": V.sam(0.05), "RW-SAM": V.rw_sam(0.05), "m-SAM": V.m_sam(0.05, 8)}.items()
+    }
     forward = compiled_cost(problem.batch_loss, problem.init_params, problem.take(jnp.arange(B))).flops
     assert 1.9 <= f["SAM"] / f["SGD"] <= 2.1, f
     assert 1.0 <= (f["RW-SAM"] - f["SAM"]) / forward <= 1.5, (f, forward)

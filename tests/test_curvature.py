@@ -71,7 +71,9 @@ def test_spectral_density_moments_and_smoothed_density():
         per_probe = np.sum(weights * nodes**p, axis=1)
         err = per_probe.std(ddof=1) / np.sqrt(per_probe.size)
         assert abs(per_probe.mean() - np.mean(lam**p)) < 4 * err, p
-    dense = np.mean(np.exp(-0.5 * ((np.asarray(sd.grid)[:, None] - lam) / 0.05) ** 2), axis=1) / (0.05 * np.sqrt(2 * np.pi))
+    dense = np.mean(np.exp(-0.5 * ((np.asarray(sd.grid)[:, None] - lam) / 0.05) ** 2), axis=1) / (
+        0.05 * np.sqrt(2 * np.pi)
+    )
     dx = float(sd.grid[1] - sd.grid[0])
     assert abs(np.sum(sd.density) * dx - 1) < 1e-3
     assert np.sum(np.abs(sd.density - dense)) * dx < 0.25  # L1 distance between the densities (max 2)
@@ -87,9 +89,14 @@ def _dense_alignment(pr, k):
     us = np.linalg.eigh(S)[1][:, ::-1][:, :k]
     uh = np.linalg.eigh(H)[1][:, ::-1][:, :k]
     return {
-        "cosine": cos(S, H), "trace_ratio": np.trace(S) / np.trace(H), "overlap": np.sum((us.T @ uh) ** 2) / k,
-        "trace_sigma": np.trace(S), "trace_hessian": np.trace(H), "trace_fisher": np.trace(F),
-        "fisher_cosine": cos(S, F), "fisher_hessian_cosine": cos(F, H),
+        "cosine": cos(S, H),
+        "trace_ratio": np.trace(S) / np.trace(H),
+        "overlap": np.sum((us.T @ uh) ** 2) / k,
+        "trace_sigma": np.trace(S),
+        "trace_hessian": np.trace(H),
+        "trace_fisher": np.trace(F),
+        "fisher_cosine": cos(S, F),
+        "fisher_hessian_cosine": cos(F, H),
     }
 
 
@@ -102,8 +109,9 @@ def test_alignment_exact_and_stochastic():
         got = getattr(exact, name)
         got = got.value if isinstance(got, ss.Estimate) else got
         assert abs(float(got) - value) < 1e-8, name
-    sto = ss.curvature.alignment(pr, pr.init_params, jr.key(1), k=3, method="stochastic", num_probes=200,
-                                 num_matvecs=pr.dim)
+    sto = ss.curvature.alignment(
+        pr, pr.init_params, jr.key(1), k=3, method="stochastic", num_probes=200, num_matvecs=pr.dim
+    )
     assert abs(float(sto.overlap) - want["overlap"]) < 1e-6
     for name in ("cosine", "trace_ratio", "trace_hessian", "fisher_cosine", "fisher_hessian_cosine"):
         est = getattr(sto, name)

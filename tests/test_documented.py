@@ -58,10 +58,12 @@ def test_every_recording_says_its_command_revision_seeds_and_machine():
         if entry is None:
             rec = json.loads(path.read_text())
             prov = rec.get("provenance", {})
-            entry = {"command": rec.get("command") or prov.get("command"),
-                     "revision": rec.get("revision") or prov.get("revision"),
-                     "seeds": re.search(r'"seeds?"', path.read_text()) is not None or None,
-                     "machine": rec.get("machine") or prov.get("host")}
+            entry = {
+                "command": rec.get("command") or prov.get("command"),
+                "revision": rec.get("revision") or prov.get("revision"),
+                "seeds": re.search(r'"seeds?"', path.read_text()) is not None or None,
+                "machine": rec.get("machine") or prov.get("host"),
+            }
         if entry.get("quoted_from"):  # another work's values, quoted: not a run
             continue
         missing = [k for k in ("command", "revision", "seeds", "machine") if not entry.get(k)]
@@ -108,8 +110,10 @@ def test_rerunning_the_quick_m_sharpness_reproduces_its_recording(tmp_path):
             assert abs(got[key]["mean"] - want) <= max(se, 1e-6 * abs(want)), f"{label} {key}"
     for label, r in recorded["problems"]["digits_mlp"]["escape"]["rows"].items():
         got = rerun["problems"]["digits_mlp"]["escape"]["rows"][label]
-        np.testing.assert_array_less(np.abs(np.subtract(got["lambda_max_mean"], r["lambda_max_mean"])),
-                                     np.asarray(r["lambda_max_stderr"]) + 1e-6 * np.abs(r["lambda_max_mean"]) + 1e-12)
+        np.testing.assert_array_less(
+            np.abs(np.subtract(got["lambda_max_mean"], r["lambda_max_mean"])),
+            np.asarray(r["lambda_max_stderr"]) + 1e-6 * np.abs(r["lambda_max_mean"]) + 1e-12,
+        )
 
 
 def test_every_doc_block_states_the_output_it_expects():
@@ -121,7 +125,7 @@ def test_every_doc_block_states_the_output_it_expects():
             if m[1]:
                 continue
             line = text[: m.start()].count("\n") + 1
-            shown = re.match(r"\s*(Output:\s*)?<!-- [\w-]+-output -->", text[m.end():])
+            shown = re.match(r"\s*(Output:\s*)?<!-- [\w-]+-output -->", text[m.end() :])
             assert "assert" in m[2] or shown, f"{page.name}:{line}: the block asserts nothing about its output"
 
 

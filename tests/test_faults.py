@@ -12,13 +12,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from helpers import WRONG_TYPE
 from hypothesis import HealthCheck, given, settings
 
 import sde_sam as ss
 from sde_sam import cli
 from sde_sam._cli_support import seeds
-
-from helpers import WRONG_TYPE
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,7 @@ def test_counts_without_a_standard_error_are_refused(problem):
     with pytest.raises(ValueError, match="num_batches"):
         ss.noise.trace_sigma_minibatch(problem, x, ss.WithReplacement(4), jr.key(0), num_batches=1)
     with pytest.raises(ValueError, match="num_samples"):
-        ss.sde.general_drift(problem, ss.variants.m_sam(0.1, 2), ss.WithReplacement(4), x, key=jr.key(0),
-                             num_samples=1)
+        ss.sde.general_drift(problem, ss.variants.m_sam(0.1, 2), ss.WithReplacement(4), x, key=jr.key(0), num_samples=1)
     with pytest.raises(ValueError, match="num_samples"):
         ss.sde_model(problem, ss.variants.sam(0.1), ss.WithReplacement(4), diffusion="empirical", num_samples=1)
     model = ss.sde_model(problem, ss.variants.sgd(), ss.WithReplacement(4))
@@ -65,10 +63,12 @@ def test_sam_on_refuses_an_empty_mask(problem):
     with pytest.raises(ValueError, match="selects none"):
         ss.sde_model(problem, variant, ss.WithReplacement(4))
     asked = ss.variants.sam_on(0.05, allow_empty_mask=True)
-    runs = ss.run_discrete(problem, asked, ss.WithReplacement(4), eta=0.1, steps=2, num_runs=2, key=jr.key(0),
-                           record=("loss",))
-    sgd = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1, steps=2, num_runs=2,
-                          key=jr.key(0), record=("loss",))
+    runs = ss.run_discrete(
+        problem, asked, ss.WithReplacement(4), eta=0.1, steps=2, num_runs=2, key=jr.key(0), record=("loss",)
+    )
+    sgd = ss.run_discrete(
+        problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1, steps=2, num_runs=2, key=jr.key(0), record=("loss",)
+    )
     np.testing.assert_allclose(runs.values["loss"], sgd.values["loss"], rtol=1e-6)
 
 
@@ -120,8 +120,9 @@ def test_every_cli_option_has_help():
 
 
 def test_parallel_cli_user_error_is_one_line():
-    out = subprocess.run([sys.executable, "-m", "sde_sam.parallel_cli", "--num-paths", "0"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "sde_sam.parallel_cli", "--num-paths", "0"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr and "num_paths" in out.stderr
 
 
@@ -142,8 +143,17 @@ def test_fuzz_factories_and_runner(problem, rho, m, eta, steps):
     """Any input is either run to finite numbers or refused with ValueError/TypeError (never NaN or an XLA error)."""
     try:
         variant = ss.variants.m_sam(rho, micro_batch_size=m)
-        runs = ss.run_discrete(problem, variant, ss.WithReplacement(4), eta=eta, steps=steps, num_runs=2,
-                               key=jr.key(0), record=("loss",), progress=False)
+        runs = ss.run_discrete(
+            problem,
+            variant,
+            ss.WithReplacement(4),
+            eta=eta,
+            steps=steps,
+            num_runs=2,
+            key=jr.key(0),
+            record=("loss",),
+            progress=False,
+        )
     except (*WRONG_TYPE, TypeError):
         return
     assert np.all(np.isfinite(runs.values["loss"][~runs.diverged]))
@@ -166,7 +176,9 @@ def test_ctrl_c_ends_a_long_computation_promptly_and_cleanly():
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "sde_sam", "simulate", "--variant", "m-sam", "--m", "2", "--t1", "50", "--paths", "256"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = b""
     try:

@@ -6,14 +6,22 @@ import pytest
 import sde_sam as ss
 from analysis import fidelity as fd
 
-LADDER = dict(drift_samples=4, drifts=["general", "expected"], diffusions=["leading", "first_order", "empirical"],
-              orders=[1, 2])
+LADDER = {
+    "drift_samples": 4,
+    "drifts": ["general", "expected"],
+    "diffusions": ["leading", "first_order", "empirical"],
+    "orders": [1, 2],
+}
 
 
 def test_rungs_of_a_config_are_those_the_variant_supports_with_the_configured_samples():
     full = {r.label for r in fd.rungs_of(ss.variants.usam(0.1), LADDER)}
-    assert full == {f"{d}/{s}/o{o}" for d in ("general", "expected") for s in ("leading", "first_order", "empirical")
-                    for o in (1, 2)}
+    assert full == {
+        f"{d}/{s}/o{o}"
+        for d in ("general", "expected")
+        for s in ("leading", "first_order", "empirical")
+        for o in (1, 2)
+    }
     sam = {r.label for r in fd.rungs_of(ss.variants.sam(0.1), LADDER)}
     assert not any("first_order" in r for r in sam) and len(sam) == 8  # first_order: unnormalized batch rule only
     rw = {r.label for r in fd.rungs_of(ss.variants.rw_sam(0.1, weights_in_descent=True), LADDER)}
@@ -62,8 +70,13 @@ def test_sharp_flat_barrier_is_the_interior_maximum():
 
 
 def test_rungs_can_be_restricted_by_label():
-    cfg = dict(drift_samples=4, drifts=["general", "expected"], diffusions=["leading", "empirical"], orders=[1],
-               rungs=["general/leading/o1", "expected/empirical/o1"])
+    cfg = {
+        "drift_samples": 4,
+        "drifts": ["general", "expected"],
+        "diffusions": ["leading", "empirical"],
+        "orders": [1],
+        "rungs": ["general/leading/o1", "expected/empirical/o1"],
+    }
     assert [r.label for r in fd.rungs_of(ss.variants.sam(0.1), cfg)] == ["general/leading/o1", "expected/empirical/o1"]
     assert len(fd.rungs_of(ss.variants.sam(0.1), cfg | {"rungs": None})) == 4
 

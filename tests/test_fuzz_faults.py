@@ -17,8 +17,12 @@ from hypothesis import HealthCheck, given, settings
 import sde_sam as ss
 from sde_sam._io import CorruptResult, load_result, result_paths, save_result
 
-FUZZ = settings(max_examples=6, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 # the threshold past which the loss is bad rides in the data, so every example runs the same compiled program
@@ -35,8 +39,9 @@ def _neg_inf_past(p, ex):
 
 
 @FUZZ
-@given(bad=st.sampled_from([_nan_past, _inf_past, _neg_inf_past]), threshold=st.floats(-1.9, 3.0),
-       simulate=st.booleans())
+@given(
+    bad=st.sampled_from([_nan_past, _inf_past, _neg_inf_past]), threshold=st.floats(-1.9, 3.0), simulate=st.booleans()
+)
 def test_a_loss_that_turns_non_finite_is_divergence_never_a_mean(bad, threshold, simulate):
     data = jnp.asarray([[1.0, 0.0], [2.0, 0.5], [1.5, -0.5], [3.0, 1.0]])
     data = jnp.concatenate([data, jnp.full((4, 1), threshold)], axis=1)
@@ -46,8 +51,17 @@ def test_a_loss_that_turns_non_finite_is_divergence_never_a_mean(bad, threshold,
         model = ss.sde_model(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1)
         runs = ss.simulate(model, t1=4.0, num_paths=4, key=jr.key(1), record=record, progress=False)
     else:
-        runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1, steps=40, num_runs=4,
-                               key=jr.key(0), record=record, progress=False)
+        runs = ss.run_discrete(
+            problem,
+            ss.variants.sgd(),
+            ss.WithReplacement(2),
+            eta=0.1,
+            steps=40,
+            num_runs=4,
+            key=jr.key(0),
+            record=record,
+            progress=False,
+        )
     kept = runs.values["loss"][~runs.diverged]
     assert np.all(np.isfinite(kept)), "a run with a non-finite loss was kept"
     assert np.all(runs.diverged_step[runs.diverged] > 0)  # the loss is finite at the start (checked there)
@@ -70,14 +84,24 @@ def test_an_accuracy_function_is_a_score_in_zero_one_or_refused(a, b):
     n = 6
     data = {"x": jnp.arange(2.0 * n).reshape(n, 2) / n, "a": jnp.full(n, a), "b": jnp.full(n, b)}
     try:
-        problem = ss.Problem(lambda p, ex: jnp.sum((p - ex["x"]) ** 2), data, jnp.zeros(2),
-                             accuracy_fn=_affine_accuracy)
+        problem = ss.Problem(
+            lambda p, ex: jnp.sum((p - ex["x"]) ** 2), data, jnp.zeros(2), accuracy_fn=_affine_accuracy
+        )
     except ValueError as err:
         assert "`accuracy_fn`" in str(err) and not 0.0 <= b <= 1.0  # init_params = 0: the score is b
         return
     try:
-        runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1, steps=20, num_runs=2,
-                               key=jr.key(0), record=ss.observables("accuracy", every=5), progress=False)
+        runs = ss.run_discrete(
+            problem,
+            ss.variants.sgd(),
+            ss.WithReplacement(2),
+            eta=0.1,
+            steps=20,
+            num_runs=2,
+            key=jr.key(0),
+            record=ss.observables("accuracy", every=5),
+            progress=False,
+        )
     except ValueError as err:
         assert "'accuracy'" in str(err) and "`accuracy_fn`" in str(err)
         return
@@ -91,8 +115,17 @@ def test_a_schedule_is_run_when_it_is_a_multiplier_and_refused_otherwise(c0, c1,
     problem = ss.problems.linear_regression(n=16, d=2)
     multipliers = [c0 + c1 * k for k in range(steps)]
     try:
-        runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.05, steps=steps, num_runs=2,
-                               key=jr.key(0), schedule=lambda k: c0 + c1 * k.astype(jnp.float32), progress=False)
+        runs = ss.run_discrete(
+            problem,
+            ss.variants.sgd(),
+            ss.WithReplacement(4),
+            eta=0.05,
+            steps=steps,
+            num_runs=2,
+            key=jr.key(0),
+            schedule=lambda k: c0 + c1 * k.astype(jnp.float32),
+            progress=False,
+        )
     except ValueError as err:
         assert "`schedule`" in str(err)
         assert min(multipliers) < 0, f"refused a valid schedule: {err}"
@@ -107,15 +140,22 @@ def test_test_data_is_checked_at_construction_or_works(change):
     x, y = jnp.arange(12.0).reshape(6, 2), jnp.asarray([0, 1, 0, 1, 1, 0])
     test = {"x": jnp.ones((4, 2)), "y": jnp.zeros(4, jnp.int32)}
     test = {
-        "drop y": {"x": test["x"]}, "extra z": test | {"z": jnp.ones(4)}, "x width": test | {"x": jnp.ones((4, 3))},
-        "x rank": test | {"x": jnp.ones((4, 2, 1))}, "y shape": test | {"y": jnp.zeros((4, 2), jnp.int32)},
-        "fewer": {"x": jnp.ones((1, 2)), "y": jnp.zeros(1, jnp.int32)}, "y float": test | {"y": jnp.zeros(4)},
+        "drop y": {"x": test["x"]},
+        "extra z": test | {"z": jnp.ones(4)},
+        "x width": test | {"x": jnp.ones((4, 3))},
+        "x rank": test | {"x": jnp.ones((4, 2, 1))},
+        "y shape": test | {"y": jnp.zeros((4, 2), jnp.int32)},
+        "fewer": {"x": jnp.ones((1, 2)), "y": jnp.zeros(1, jnp.int32)},
+        "y float": test | {"y": jnp.zeros(4)},
         "none": test,
     }[change]
     try:
-        problem = ss.Problem(lambda p, ex: jnp.sum((p - ex["x"]) ** 2) + 0.0 * ex["y"].astype(jnp.float32),
-                             {"x": x, "y": y},
-                             jnp.zeros(2), test_data=test)
+        problem = ss.Problem(
+            lambda p, ex: jnp.sum((p - ex["x"]) ** 2) + 0.0 * ex["y"].astype(jnp.float32),
+            {"x": x, "y": y},
+            jnp.zeros(2),
+            test_data=test,
+        )
     except (ValueError, TypeError) as err:
         assert "`test_data`" in str(err), err
         assert change not in ("none", "fewer", "y float")
@@ -124,9 +164,17 @@ def test_test_data_is_checked_at_construction_or_works(change):
 
 
 @FUZZ
-@given(field=st.sampled_from(["arrays", "arrays_sha256", "kind", "config", "seed"]),
-       value=st.one_of(st.none(), st.integers(-2, 2), st.text(max_size=3), st.lists(st.integers(0, 2), max_size=2),
-                       st.dictionaries(st.text(max_size=2), st.integers(0, 1), max_size=2), st.just("DELETE")))
+@given(
+    field=st.sampled_from(["arrays", "arrays_sha256", "kind", "config", "seed"]),
+    value=st.one_of(
+        st.none(),
+        st.integers(-2, 2),
+        st.text(max_size=3),
+        st.lists(st.integers(0, 2), max_size=2),
+        st.dictionaries(st.text(max_size=2), st.integers(0, 1), max_size=2),
+        st.just("DELETE"),
+    ),
+)
 def test_a_saved_result_with_a_changed_field_loads_as_it_was_or_is_corrupt(tmp_path_factory, field, value):
     path = tmp_path_factory.mktemp("r") / "r"
     arrays = {"a": np.arange(3.0), "b": np.eye(2)}
@@ -144,5 +192,4 @@ def test_a_saved_result_with_a_changed_field_loads_as_it_was_or_is_corrupt(tmp_p
         return
     # loaded: the arrays are exactly the saved ones (a changed descriptive field is the caller's to read)
     assert got.keys() == arrays.keys() and all(np.array_equal(got[k], arrays[k]) for k in arrays)
-    assert field not in ("arrays", "arrays_sha256") or got_meta.get(field) == json.loads(
-        json.dumps(meta)).get(field)
+    assert field not in ("arrays", "arrays_sha256") or got_meta.get(field) == json.loads(json.dumps(meta)).get(field)

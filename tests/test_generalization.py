@@ -19,8 +19,9 @@ def test_temperature_for_ess_against_the_closed_form():
     scores = np.zeros((3, B))
     scores[:, 0] = 1.0
     for frac in (0.9, 0.5, 0.2):
-        want = brentq(lambda lam: (math.exp(lam) + B - 1) ** 2 / (math.exp(2 * lam) + B - 1) - frac * B, 1e-9, 50.0,
-                      xtol=1e-12)
+        want = brentq(
+            lambda lam: (math.exp(lam) + B - 1) ** 2 / (math.exp(2 * lam) + B - 1) - frac * B, 1e-9, 50.0, xtol=1e-12
+        )
         got = ms.temperature_for_ess(scores, frac)
         assert got == pytest.approx(want, rel=1e-6)
         assert ms.ess_of_temperature(scores, got) == pytest.approx(frac * B, rel=1e-6)
@@ -46,8 +47,11 @@ def test_noised_problem_is_the_problem_built_with_label_noise():
     noisy = gen.noised(clean, {"hidden": 4}, 0.4)
     built = train.build_problem(cfg.replace(problem_kwargs={"hidden": 4, "label_noise": 0.4}))
     assert noisy.loss_fn is clean.loss_fn and noisy.name == clean.name
-    for a, b in ((noisy.data, built.data), (noisy.test_data, built.test_data), (noisy.init_params["dense_0"],
-                                                                                   built.init_params["dense_0"])):
+    for a, b in (
+        (noisy.data, built.data),
+        (noisy.test_data, built.test_data),
+        (noisy.init_params["dense_0"], built.init_params["dense_0"]),
+    ):
         for k in a:
             np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
     changed = np.mean(np.asarray(noisy.data["label"]) != np.asarray(clean.data["label"]))
@@ -58,15 +62,24 @@ def test_noised_problem_is_the_problem_built_with_label_noise():
 
 def test_variant_specs_cover_the_claim():
     specs = gen.variant_specs(32, 0.05, (32, 16, 4, 1), {"inverse_temperature": 2.0})
-    assert [s[0] for s in specs] == ["SGD", "SAM", "m-SAM (m=16)", "m-SAM (m=4)", "m-SAM (m=1)", "RW-SAM", "F-SAM",
-                                     "SAM-ON"]
-    assert dict((s[0], s[2]) for s in specs)["RW-SAM"] == {"rho": 0.05, "inverse_temperature": 2.0}
+    assert [s[0] for s in specs] == [
+        "SGD",
+        "SAM",
+        "m-SAM (m=16)",
+        "m-SAM (m=4)",
+        "m-SAM (m=1)",
+        "RW-SAM",
+        "F-SAM",
+        "SAM-ON",
+    ]
+    assert {s[0]: s[2] for s in specs}["RW-SAM"] == {"rho": 0.05, "inverse_temperature": 2.0}
 
 
 @pytest.mark.slow
 def test_c11_fails_on_real_training_where_small_m_trains_worse_by_construction(tmp_path):
     """rho = 0.5 (ten times the presets') on a tiny MLP over 40 steps: each example's ascent goes half a unit along
-    its own gradient, so m = 1 trains (and tests) worse than SAM (measured: 0.084 ± 0.003 vs 0.119 ± 0.003); C11's "as m shrinks" and "m-SAM (m=1) - SAM" rows must fail there, and a
+    its own gradient, so m = 1 trains (and tests) worse than SAM (measured:
+    0.084 ± 0.003 vs 0.119 ± 0.003); C11's "as m shrinks" and "m-SAM (m=1) - SAM" rows must fail there, and a
     rerun into the same folder reuses every record."""
     cfg = dict(gen.PRESETS["tiny"], rho=0.5, noise=(0.0,), seeds=(0, 1, 2, 3), steps=40, every=20)
     res = gen.run(cfg, tmp_path, log=lambda s: None)

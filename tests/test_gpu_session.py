@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_session_script_runs_tiny_on_cpu(tmp_path):
     out = tmp_path / "session"
     env = dict(os.environ, SIZE="tiny", PYTHON=sys.executable, JAX_PLATFORMS="cpu")
-    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), str(out)], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=2400)
+    r = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), str(out)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"results: {out}" in r.stdout
     summary = (out / "SUMMARY.md").read_text()

@@ -6,6 +6,7 @@ import ast
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import sde_sam
 
@@ -18,9 +19,9 @@ def _imports(path: str) -> list[str]:
     resolved for relative imports."""
     rel = os.path.relpath(path, os.path.dirname(PACKAGE))[:-3].replace(os.sep, ".")
     parts = rel.split(".")
-    pkg = parts[:-1] if not rel.endswith("__init__") else parts[:-1]
+    pkg = parts[:-1]
     out = []
-    for node in ast.walk(ast.parse(open(path).read())):
+    for node in ast.walk(ast.parse(Path(path).read_text())):
         if isinstance(node, ast.Import):
             out += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -43,11 +44,13 @@ def test_library_never_imports_the_studies():
     ``paper_checks``; importing every ``sde_sam`` module in a fresh interpreter loads none of them."""
     bad = [(os.path.relpath(p, PACKAGE), m) for p in _sources() for m in _imports(p) if m.split(".")[0] in STUDIES]
     assert not bad, bad
-    code = ("import pkgutil, sys, sde_sam\n"
-            "for m in pkgutil.walk_packages(sde_sam.__path__, 'sde_sam.'):\n"
-            "    if not m.name.endswith('__main__'):\n"
-            "        __import__(m.name)\n"
-            f"print(sorted(k for k in sys.modules if k.split('.')[0] in {STUDIES!r}))")
+    code = (
+        "import pkgutil, sys, sde_sam\n"
+        "for m in pkgutil.walk_packages(sde_sam.__path__, 'sde_sam.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        __import__(m.name)\n"
+        f"print(sorted(k for k in sys.modules if k.split('.')[0] in {STUDIES!r}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -71,7 +74,7 @@ def test_no_import_cycles_between_library_modules():
         stack.append(m)
         for n in graph.get(m, ()):
             if state.get(n) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n):] + [n]))
+                raise AssertionError("import cycle: " + " -> ".join([*stack[stack.index(n) :], n]))
             if n not in state:
                 visit(n)
         stack.pop()
@@ -108,9 +111,9 @@ def test_private_pieces_import_one_way():
         state[m] = 1
         for n in sorted(graph.get(m, ())):
             if state.get(n) == 1:
-                raise AssertionError("pieces that import each other: " + " -> ".join(stack[stack.index(n):] + [n]))
+                raise AssertionError("pieces that import each other: " + " -> ".join([*stack[stack.index(n) :], n]))
             if n not in state:
-                visit(n, stack + [n])
+                visit(n, [*stack, n])
         state[m] = 2
         order.append(m)
 
@@ -128,10 +131,15 @@ def test_figures_and_checks_never_import_a_study():
     for folder in ("figures", "paper_checks"):
         for f in sorted(os.listdir(os.path.join(root, folder))):
             if f.endswith(".py"):
-                tree = ast.parse(open(os.path.join(root, folder, f)).read())
+                tree = ast.parse(Path(root, folder, f).read_text())
                 for node in ast.walk(tree):
-                    names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                             [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                    names = (
+                        [a.name for a in node.names]
+                        if isinstance(node, ast.Import)
+                        else [node.module or ""]
+                        if isinstance(node, ast.ImportFrom) and not node.level
+                        else []
+                    )
                     bad += [(folder, f, n) for n in names if n.split(".")[0] == "analysis"]
     assert not bad, bad
 
@@ -145,8 +153,19 @@ def test_each_public_object_has_one_public_name():
 
     names: dict[int, list[str]] = {}
     public: set[str] = set()
-    for mod in ("", ".variants", ".sde", ".noise", ".curvature", ".problems", ".symbolic", ".train", ".parallel",
-                ".quantities", ".validation"):
+    for mod in (
+        "",
+        ".variants",
+        ".sde",
+        ".noise",
+        ".curvature",
+        ".problems",
+        ".symbolic",
+        ".train",
+        ".parallel",
+        ".quantities",
+        ".validation",
+    ):
         module = importlib.import_module("sde_sam" + mod)
         for n in dir(module):
             obj = getattr(module, n)
@@ -157,6 +176,17 @@ def test_each_public_object_has_one_public_name():
                 names.setdefault(id(obj), []).append(f"sde_sam{mod}.{n}")
     twice = sorted(v for v in names.values() if len(v) > 1)
     assert not twice, twice
-    hooks = ("em_step", "step_keys", "standard_normal_weights", "twin_problem", "random_instance", "numeric_fn",
-             "rel_err", "NORM_EPS", "safe_normalize", "run_keys", "build_schedule")
+    hooks = (
+        "em_step",
+        "step_keys",
+        "standard_normal_weights",
+        "twin_problem",
+        "random_instance",
+        "numeric_fn",
+        "rel_err",
+        "NORM_EPS",
+        "safe_normalize",
+        "run_keys",
+        "build_schedule",
+    )
     assert not [h for h in hooks if any(p.endswith("." + h) for p in public)]

@@ -139,7 +139,7 @@ def test_the_form_applies_while_the_gram_terms_cost_at_most_the_layers():
 def test_run_discrete_trajectories_agree_with_the_generic_form(variant):
     """Whole runs (float64, 20 steps, 2 runs) end at the same parameters to rounding."""
     fast, generic = _problems(8)
-    kw = dict(eta=0.2, steps=20, num_runs=2, key=jr.key(3), dtype=jnp.float64)
+    kw = {"eta": 0.2, "steps": 20, "num_runs": 2, "key": jr.key(3), "dtype": jnp.float64}
     a = ss.run_discrete(fast, variant, ss.WithoutReplacement(32), **kw)
     b = ss.run_discrete(generic, variant, ss.WithoutReplacement(32), **kw)
     for x, y in zip(_leaves(a.final_params), _leaves(b.final_params), strict=True):
@@ -155,7 +155,7 @@ def test_a_replaced_loss_runs_the_generic_form():
     problem = dataclasses.replace(doubled, micro_batch_gradient=counting)
     batch = _batch(fast)
     for v in (V.m_sam(0.1, 4), V.rw_sam(0.1, score="exact")):
-        G, _, out = jax.jit(lambda p, b, v=v: v.gradient(problem, p, (), b, jr.key(0)))(fast.init_params, batch)
+        _G, _, out = jax.jit(lambda p, b, v=v: v.gradient(problem, p, (), b, jr.key(0)))(fast.init_params, batch)
         assert counting.calls == 0
         np.testing.assert_allclose(float(out.loss), 2.0 * float(fast.batch_loss(fast.init_params, batch)), rtol=1e-12)
 

@@ -34,9 +34,19 @@ def _numpy_run(pr, sampler, key, eta, beta, nesterov, steps):
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_momentum_step_equals_a_hand_written_numpy_step(nesterov):
     pr, sampler, key = _linreg(), ss.WithReplacement(4), jr.key(5)
-    runs = ss.run_discrete(pr, ss.variants.sgd(), sampler, eta=0.05, steps=12, num_runs=1, key=key,
-                           momentum=ss.Momentum(0.9, nesterov=nesterov), save_params=True, dtype=jnp.float64,
-                           progress=False)
+    runs = ss.run_discrete(
+        pr,
+        ss.variants.sgd(),
+        sampler,
+        eta=0.05,
+        steps=12,
+        num_runs=1,
+        key=key,
+        momentum=ss.Momentum(0.9, nesterov=nesterov),
+        save_params=True,
+        dtype=jnp.float64,
+        progress=False,
+    )
     want = _numpy_run(pr, sampler, key, 0.05, 0.9, nesterov, 12)
     np.testing.assert_allclose(np.asarray(runs.saved_params)[0], want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(runs.times, np.arange(13) * 0.05 / (1 - 0.9))  # the rescaled SDE's time
@@ -46,7 +56,7 @@ def test_momentum_step_equals_a_hand_written_numpy_step(nesterov):
 @pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_momentum_applies_to_every_variant_and_zero_is_the_plain_method():
     pr, sampler = _linreg(), ss.WithReplacement(4)
-    kw = dict(eta=0.05, steps=6, num_runs=2, key=jr.key(0), dtype=jnp.float64, progress=False)
+    kw = {"eta": 0.05, "steps": 6, "num_runs": 2, "key": jr.key(0), "dtype": jnp.float64, "progress": False}
     for v in (ss.variants.sam(0.05), ss.variants.m_sam(0.05, 2), ss.variants.rw_sam(0.05)):
         plain = ss.run_discrete(pr, v, sampler, **kw)
         zero = ss.run_discrete(pr, v, sampler, momentum=0.0, **kw)
@@ -79,11 +89,30 @@ def test_full_batch_heavy_ball_follows_the_rescaled_gradient_flow_to_first_order
     errors, unscaled = [], []
     for eta in (0.02, 0.01):
         steps = round(t1 * (1 - beta) / eta)
-        runs = ss.run_discrete(pr, ss.variants.sgd(), ss.WithoutReplacement(32), eta=eta, steps=steps, num_runs=1,
-                               key=jr.key(0), momentum=beta, dtype=jnp.float64, progress=False)
+        runs = ss.run_discrete(
+            pr,
+            ss.variants.sgd(),
+            ss.WithoutReplacement(32),
+            eta=eta,
+            steps=steps,
+            num_runs=1,
+            key=jr.key(0),
+            momentum=beta,
+            dtype=jnp.float64,
+            progress=False,
+        )
         errors.append(np.linalg.norm(np.asarray(runs.final_params)[0] - exact))
-        plain = ss.run_discrete(pr, ss.variants.sgd(), ss.WithoutReplacement(32), eta=eta, steps=steps, num_runs=1,
-                                key=jr.key(0), dtype=jnp.float64, progress=False)
+        plain = ss.run_discrete(
+            pr,
+            ss.variants.sgd(),
+            ss.WithoutReplacement(32),
+            eta=eta,
+            steps=steps,
+            num_runs=1,
+            key=jr.key(0),
+            dtype=jnp.float64,
+            progress=False,
+        )
         unscaled.append(np.linalg.norm(np.asarray(plain.final_params)[0] - exact))
     assert 1.7 < errors[0] / errors[1] < 2.3, errors
     assert min(unscaled) > 20 * errors[1], (unscaled, errors)
@@ -102,11 +131,29 @@ def test_momentum_weak_error_of_the_rescaled_sde_shrinks_with_eta(variant):
     gaps = []
     for eta in (0.04, 0.02, 0.01):
         steps = round(t1 * (1 - beta) / eta)
-        runs = ss.run_discrete(pr, variant, sampler, eta=eta, steps=steps, num_runs=n, key=jr.key(1), momentum=beta,
-                               dtype=jnp.float64, record=ss.observables("loss", every=steps), progress=False)
+        runs = ss.run_discrete(
+            pr,
+            variant,
+            sampler,
+            eta=eta,
+            steps=steps,
+            num_runs=n,
+            key=jr.key(1),
+            momentum=beta,
+            dtype=jnp.float64,
+            record=ss.observables("loss", every=steps),
+            progress=False,
+        )
         model = ss.sde_model(pr, variant, sampler, eta=eta, momentum=beta, drift="closed_form")
-        paths = ss.simulate(model, t1=t1, num_paths=n, key=jr.key(2), dt=model.eta / 8, progress=False,
-                            record=ss.observables("loss", every=8 * steps))
+        paths = ss.simulate(
+            model,
+            t1=t1,
+            num_paths=n,
+            key=jr.key(2),
+            dt=model.eta / 8,
+            progress=False,
+            record=ss.observables("loss", every=8 * steps),
+        )
         gaps.append(abs(runs.mean("loss")[-1] - paths.mean("loss")[-1]))
     slope = np.polyfit(np.log([0.04, 0.02, 0.01]), np.log(gaps), 1)[0]
     assert slope > 0.8 and gaps[2] < 0.2 * gaps[0], (gaps, slope)
@@ -118,15 +165,35 @@ def test_train_config_momentum_runs_the_runners_momentum_and_rescales_the_times(
     its recorded times are ``k eta / (1 - beta)``; a bad ``beta`` or Nesterov without momentum is refused."""
     from sde_sam import train
 
-    cfg = train.TrainConfig(problem="digits_mlp", problem_kwargs={"hidden": 4}, variant="sam",
-                            variant_kwargs={"rho": 0.05}, batch_size=16, eta=0.01, steps=6, every=3, seeds=(0, 1),
-                            observables=("loss",), momentum=0.9, nesterov=True)
+    cfg = train.TrainConfig(
+        problem="digits_mlp",
+        problem_kwargs={"hidden": 4},
+        variant="sam",
+        variant_kwargs={"rho": 0.05},
+        batch_size=16,
+        eta=0.01,
+        steps=6,
+        every=3,
+        seeds=(0, 1),
+        observables=("loss",),
+        momentum=0.9,
+        nesterov=True,
+    )
     problem = train.build_problem(cfg)
     rec = train.record(cfg, problem=problem, keep_params=True)
-    runs = ss.run_discrete(problem, ss.variants.sam(0.05), ss.WithoutReplacement(16), eta=0.01, steps=6,
-                           key=run_keys((0, 1)), record=ss.observables("loss", every=3),
-                           momentum=ss.Momentum(0.9, nesterov=True))
-    for a, b in zip(jax.tree_util.tree_leaves(rec.final_params), jax.tree_util.tree_leaves(runs.final_params)):
+    runs = ss.run_discrete(
+        problem,
+        ss.variants.sam(0.05),
+        ss.WithoutReplacement(16),
+        eta=0.01,
+        steps=6,
+        key=run_keys((0, 1)),
+        record=ss.observables("loss", every=3),
+        momentum=ss.Momentum(0.9, nesterov=True),
+    )
+    for a, b in zip(
+        jax.tree_util.tree_leaves(rec.final_params), jax.tree_util.tree_leaves(runs.final_params), strict=False
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_allclose(rec.times, [0.0, 0.3, 0.6], rtol=1e-12)
     np.testing.assert_allclose(rec.times, runs.times, rtol=1e-12)

@@ -127,8 +127,10 @@ def test_trace_sigma_minibatch_unbiased(replace, use_full_grad):
     want = np.trace(_dense_sigma(pr, pr.init_params)[0])
     est = ss.noise.trace_sigma_minibatch(pr, pr.init_params, sampler, jr.key(3), 2000, use_full_grad=use_full_grad)
     assert abs(float(est.value) - want) < 4 * float(est.stderr), (est, want)
-    small = [ss.noise.trace_sigma_minibatch(pr, pr.init_params, sampler, k, 2000, use_full_grad=use_full_grad)
-             for k in jr.split(jr.key(4), 30)]
+    small = [
+        ss.noise.trace_sigma_minibatch(pr, pr.init_params, sampler, k, 2000, use_full_grad=use_full_grad)
+        for k in jr.split(jr.key(4), 30)
+    ]
     spread = np.std([float(e.value) for e in small], ddof=1)
     reported = np.sqrt(np.mean([float(e.stderr) ** 2 for e in small]))
     assert 0.7 < spread / reported < 1.4, (spread, reported)

@@ -29,10 +29,17 @@ def test_every_name_records_in_a_discrete_run_and_on_sde_paths():
     names = [n for n in REGISTRY if n not in ("accuracy", "test_loss", "test_accuracy")]  # QUAD has no labels
     record = ss.observables(*names, every=5)
     variant, sampler = ss.variants.m_sam(0.05, 2), ss.WithReplacement(4)
-    runs = ss.run_discrete(QUAD, variant, sampler, eta=0.05, steps=10, num_runs=2, key=jr.key(0), record=record,
-                           progress=False)
-    paths = ss.simulate(ss.sde_model(QUAD, variant, sampler, eta=0.05), t1=0.5, num_paths=2, key=jr.key(1),
-                        record=record, progress=False)
+    runs = ss.run_discrete(
+        QUAD, variant, sampler, eta=0.05, steps=10, num_runs=2, key=jr.key(0), record=record, progress=False
+    )
+    paths = ss.simulate(
+        ss.sde_model(QUAD, variant, sampler, eta=0.05),
+        t1=0.5,
+        num_paths=2,
+        key=jr.key(1),
+        record=record,
+        progress=False,
+    )
     for out in (runs, paths):
         assert set(out.values) == set(names)
         for n in names:
@@ -58,8 +65,17 @@ def test_batch_grad_norm_takes_m_from_the_variant():
 
 def test_an_observable_with_other_estimator_sizes_goes_by_keyword():
     record = ss.observables("loss", lambda_max=LambdaMax(num_matvecs=3), every=5)
-    runs = ss.run_discrete(QUAD, ss.variants.sgd(), ss.WithReplacement(4), eta=0.05, steps=5, num_runs=2,
-                           key=jr.key(0), record=record, progress=False)
+    runs = ss.run_discrete(
+        QUAD,
+        ss.variants.sgd(),
+        ss.WithReplacement(4),
+        eta=0.05,
+        steps=5,
+        num_runs=2,
+        key=jr.key(0),
+        record=record,
+        progress=False,
+    )
     np.testing.assert_allclose(runs.values["lambda_max"], 4.0, rtol=1e-4)  # 3 Lanczos steps suffice in d = 3
     assert dataclasses.replace(LambdaMax(), num_matvecs=3) == LambdaMax(num_matvecs=3)  # hashable values: one program
 
@@ -83,8 +99,17 @@ def test_lambda_max_warm_started_along_a_run_tracks_the_converged_value():
     variant, sampler = ss.variants.sam(0.05), ss.WithoutReplacement(32)
 
     def run(lm):
-        return ss.run_discrete(problem, variant, sampler, eta=0.1, steps=60, num_runs=2, key=jr.key(0),
-                               record=ss.observables(lambda_max=lm, every=10), progress=False).values["lambda_max"]
+        return ss.run_discrete(
+            problem,
+            variant,
+            sampler,
+            eta=0.1,
+            steps=60,
+            num_runs=2,
+            key=jr.key(0),
+            record=ss.observables(lambda_max=lm, every=10),
+            progress=False,
+        ).values["lambda_max"]
 
     exact, cold = run(LambdaMax(num_matvecs=80)), run(LambdaMax(num_matvecs=20))
     warm, cold4 = run(LambdaMax(num_matvecs=20, warm_matvecs=4)), run(LambdaMax(num_matvecs=4))

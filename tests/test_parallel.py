@@ -20,7 +20,7 @@ LEVELS = (0.1, 0.5, 0.9)
 
 
 REC = ss.observables("loss", "param_norm_sq", every=2)
-SIM = dict(t1=0.5, num_paths=20, key=jr.key(4), record=REC)  # the configuration shared by the tests below
+SIM = {"t1": 0.5, "num_paths": 20, "key": jr.key(4), "record": REC}  # the configuration shared by the tests below
 
 
 def _model():
@@ -46,9 +46,12 @@ def _numpy_moments(values: np.ndarray):
 
 
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SDE_SAM_", "JAX_COORDINATOR", "JAX_NUM_PROC",
-                                                                      "JAX_PROCESS_ID", "XLA_FLAGS"))}
-    return env | dict(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", "")) | extra
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SDE_SAM_", "JAX_COORDINATOR", "JAX_NUM_PROC", "JAX_PROCESS_ID", "XLA_FLAGS"))
+    }
+    return env | {"JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT + os.pathsep + env.get("PYTHONPATH", "")} | extra
 
 
 # -- in-process (one device) ---------------------------------------------------------------------------
@@ -56,8 +59,9 @@ def _env(**extra):
 
 def test_chunked_moments_equal_numpy_moments_of_all_paths(ref):
     # chunks of 12: the last chunk (8 paths) is padded and masked; quantiles from paths 0, 4, 8, 12, 16
-    m = ss.parallel.simulate_moments(MODEL, chunk_paths=12, paths_per_block=2, quantiles=LEVELS, quantile_paths=5,
-                                     **SIM)
+    m = ss.parallel.simulate_moments(
+        MODEL, chunk_paths=12, paths_per_block=2, quantiles=LEVELS, quantile_paths=5, **SIM
+    )
     assert m.count == 20 and m.num_diverged == 0
     assert m.quantile_stride == 4 and m.quantile_count == 5
     np.testing.assert_allclose(m.times, ref.times)
@@ -75,7 +79,7 @@ def test_diverged_paths_are_counted_not_averaged():
     pr = ss.problems.linear_regression(n=8, d=2, seed=4)
     model = ss.sde_model(pr, ss.variants.sgd(), ss.WithReplacement(1), eta=0.5)
     rec = ss.observables("param_norm_sq")
-    kw = dict(t1=3.0, num_paths=32, key=jr.key(2), record=rec, divergence_threshold=6.0)
+    kw = {"t1": 3.0, "num_paths": 32, "key": jr.key(2), "record": rec, "divergence_threshold": 6.0}
     ref = ss.simulate(model, paths_per_block=8, **kw)
     m = ss.parallel.simulate_moments(model, chunk_paths=16, paths_per_block=8, quantiles=(0.5,), **kw)
     assert 0 < ref.num_diverged < 32
@@ -103,7 +107,7 @@ def test_chan_merge_equals_numpy_on_random_batches():
 def test_run_discrete_blocks_and_padding_equal_plain_run():
     pr = ss.problems.linear_regression(n=16, d=3, seed=1)
     rec = ss.observables("loss", every=2)
-    kw = dict(eta=0.1, steps=6, num_runs=5, key=jr.key(3), record=rec)
+    kw = {"eta": 0.1, "steps": 6, "num_runs": 5, "key": jr.key(3), "record": rec}
     plain = ss.run_discrete(pr, ss.variants.usam(0.1), ss.WithReplacement(4), **kw)
     blocked = ss.parallel.run_discrete(pr, ss.variants.usam(0.1), ss.WithReplacement(4), runs_per_block=2, **kw)
     assert blocked.values["loss"].shape == (5, 4)  # 5 runs padded to 6 and cut back
@@ -112,8 +116,9 @@ def test_run_discrete_blocks_and_padding_equal_plain_run():
 
 
 def test_save_writes_json_and_npz_on_process_zero(tmp_path):
-    m = ss.parallel.simulate_moments(MODEL, chunk_paths=12, paths_per_block=2, quantiles=LEVELS, quantile_paths=5,
-                                     **SIM)
+    m = ss.parallel.simulate_moments(
+        MODEL, chunk_paths=12, paths_per_block=2, quantiles=LEVELS, quantile_paths=5, **SIM
+    )
     out = ss.parallel.save(tmp_path / "sub" / "res", m, meta={"note": "x"})
     assert out is not None and out.exists()
     meta = json.loads(out.read_text())
@@ -166,31 +171,47 @@ def test_make_mesh_no_devices():
 def test_run_discrete_bad_mesh():
     pr = ss.problems.linear_regression(n=8, d=2, seed=0)
     with pytest.raises(ValueError, match="mesh"):
-        ss.run_discrete(pr, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1, steps=1, key=jr.key(0),
-                        record=ss.observables("loss"), mesh="cpu")
+        ss.run_discrete(
+            pr,
+            ss.variants.sgd(),
+            ss.WithReplacement(2),
+            eta=0.1,
+            steps=1,
+            key=jr.key(0),
+            record=ss.observables("loss"),
+            mesh="cpu",
+        )
 
 
 def test_run_discrete_bad_runs_per_block():
     pr = ss.problems.linear_regression(n=8, d=2, seed=0)
     with pytest.raises(ValueError, match="runs_per_block"):
-        ss.run_discrete(pr, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1, steps=1, key=jr.key(0),
-                        record=ss.observables("loss"), runs_per_block=0)
+        ss.run_discrete(
+            pr,
+            ss.variants.sgd(),
+            ss.WithReplacement(2),
+            eta=0.1,
+            steps=1,
+            key=jr.key(0),
+            record=ss.observables("loss"),
+            runs_per_block=0,
+        )
 
 
 @pytest.mark.parametrize(
     "kw, match",
     [
-        (dict(chunk_paths=0), "chunk_paths"),
-        (dict(num_paths=0), "num_paths"),
-        (dict(quantiles=(1.5,)), "quantiles"),
-        (dict(quantile_paths=0), "quantile_paths"),
-        (dict(chunk_paths=4, paths_per_block=3), "chunk_paths"),
-        (dict(t1=0.07), "t1"),
-        (dict(mesh="cpu"), "mesh"),
+        ({"chunk_paths": 0}, "chunk_paths"),
+        ({"num_paths": 0}, "num_paths"),
+        ({"quantiles": (1.5,)}, "quantiles"),
+        ({"quantile_paths": 0}, "quantile_paths"),
+        ({"chunk_paths": 4, "paths_per_block": 3}, "chunk_paths"),
+        ({"t1": 0.07}, "t1"),
+        ({"mesh": "cpu"}, "mesh"),
     ],
 )
 def test_simulate_moments_bad_input(kw, match):
-    args = dict(t1=0.1, num_paths=8, key=jr.key(0), record=("loss",)) | kw
+    args = {"t1": 0.1, "num_paths": 8, "key": jr.key(0), "record": ("loss",)} | kw
     with pytest.raises(WRONG_TYPE if match == "mesh" else ValueError, match=match):
         ss.parallel.simulate_moments(MODEL, **args)
 
@@ -223,9 +244,13 @@ print(json.dumps(dict(count=m.count, devices=m.config["devices"], mean={{k: v.to
 
 
 def test_two_devices_equal_one_device(ref):
-    proc = subprocess.run([sys.executable, "-c", _TWO_DEVICES.format(levels=LEVELS)],
-                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TWO_DEVICES.format(levels=LEVELS)],
+        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["devices"] == 2 and got["run_devices"] == 2 and got["count"] == 20
@@ -233,23 +258,59 @@ def test_two_devices_equal_one_device(ref):
         mean, var, _ = _numpy_moments(ref.values[name])
         np.testing.assert_allclose(got["mean"][name], mean, rtol=2e-6)
         np.testing.assert_allclose(got["var"][name][1:], var[1:], rtol=5e-5)
-        np.testing.assert_array_equal(got["quantiles"][name],
-                                      np.quantile(ref.values[name].astype(np.float64), LEVELS, axis=0))
+        np.testing.assert_array_equal(
+            got["quantiles"][name], np.quantile(ref.values[name].astype(np.float64), LEVELS, axis=0)
+        )
     pr = ss.problems.linear_regression(n=16, d=3, seed=0)
-    runs = ss.run_discrete(pr, ss.variants.usam(0.1), ss.WithReplacement(4), eta=0.1, steps=6, num_runs=5,
-                           key=jr.key(3), record=ss.observables("loss", every=2), runs_per_block=1)
+    runs = ss.run_discrete(
+        pr,
+        ss.variants.usam(0.1),
+        ss.WithReplacement(4),
+        eta=0.1,
+        steps=6,
+        num_runs=5,
+        key=jr.key(3),
+        record=ss.observables("loss", every=2),
+        runs_per_block=1,
+    )
     np.testing.assert_array_equal(np.asarray(got["runs"], np.float32), runs.values["loss"])
 
 
 @pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_two_processes_equal_one_process(tmp_path, ref):
     out = tmp_path / "moments"
-    args = ["--problem-kw", '{"n": 16, "d": 3, "seed": 0}', "--variant", "usam", "--variant-kw", '{"rho": 0.05}',
-            "--drift", "closed_form", "--eta", "0.05", "--seed", "4",
-            "--t1", "0.5", "--every", "2", "--num-paths", "20", "--chunk-paths", "12", "--paths-per-block", "2",
-            "--quantiles", ",".join(map(str, LEVELS)), "--per-path", "--out", str(out)]
-    procs = ss.parallel.launch_local([sys.executable, "-m", "sde_sam.parallel_cli", *args], 2, env=_env(), cwd=ROOT,
-                                     timeout=120)
+    args = [
+        "--problem-kw",
+        '{"n": 16, "d": 3, "seed": 0}',
+        "--variant",
+        "usam",
+        "--variant-kw",
+        '{"rho": 0.05}',
+        "--drift",
+        "closed_form",
+        "--eta",
+        "0.05",
+        "--seed",
+        "4",
+        "--t1",
+        "0.5",
+        "--every",
+        "2",
+        "--num-paths",
+        "20",
+        "--chunk-paths",
+        "12",
+        "--paths-per-block",
+        "2",
+        "--quantiles",
+        ",".join(map(str, LEVELS)),
+        "--per-path",
+        "--out",
+        str(out),
+    ]
+    procs = ss.parallel.launch_local(
+        [sys.executable, "-m", "sde_sam.parallel_cli", *args], 2, env=_env(), cwd=ROOT, timeout=120
+    )
     for p in procs:
         assert p.returncode == 0, p.stderr[-3000:]
     outs = [(p.stdout, p.stderr) for p in procs]
@@ -264,8 +325,9 @@ def test_two_processes_equal_one_process(tmp_path, ref):
             mean, var, _ = _numpy_moments(ref.values[name])
             np.testing.assert_allclose(f[f"mean.{name}"], mean, rtol=2e-6)
             np.testing.assert_allclose(f[f"var.{name}"][1:], var[1:], rtol=5e-5)
-            np.testing.assert_array_equal(f[f"quantiles.{name}"],
-                                          np.quantile(ref.values[name].astype(np.float64), LEVELS, axis=0))
+            np.testing.assert_array_equal(
+                f[f"quantiles.{name}"], np.quantile(ref.values[name].astype(np.float64), LEVELS, axis=0)
+            )
 
 
 def test_launch_local_passes_coordinator_flags_and_kills_on_timeout():

@@ -19,8 +19,11 @@ class Counter:
         def fn(cfg):
             self.calls[name] = self.calls.get(name, 0) + 1
             rng = np.random.default_rng(cfg["seed"])
-            return {"data": {"name": name, "value": float(rng.normal()), "list": [1, 2.5]},
-                    "arrays": {"x": rng.normal(size=(3, 4)), "i": np.arange(5)}}
+            return {
+                "data": {"name": name, "value": float(rng.normal()), "list": [1, 2.5]},
+                "arrays": {"x": rng.normal(size=(3, 4)), "i": np.arange(5)},
+            }
+
         return fn
 
 
@@ -56,7 +59,7 @@ def test_resume_after_interruption(tmp_path):
     # identical to an uninterrupted run in a fresh folder
     c2 = Counter()
     ref = _run_all(_stages(c2), tmp_path / "ref")
-    for a, b in zip(res, ref):
+    for a, b in zip(res, ref, strict=False):
         assert a.data == json.loads(json.dumps(b.data))
         for k in b.arrays:
             np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
@@ -130,9 +133,20 @@ def _corrupt_sha_removed(json_path, npz_path):
     json_path.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("corrupt", [_corrupt_truncate_npz, _corrupt_garble_json, _corrupt_change_data,
-                                     _corrupt_change_array, _corrupt_json_not_an_object, _corrupt_checksums_null,
-                                     _corrupt_checksums_string, _corrupt_wall_not_a_number, _corrupt_sha_removed])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        _corrupt_truncate_npz,
+        _corrupt_garble_json,
+        _corrupt_change_data,
+        _corrupt_change_array,
+        _corrupt_json_not_an_object,
+        _corrupt_checksums_null,
+        _corrupt_checksums_string,
+        _corrupt_wall_not_a_number,
+        _corrupt_sha_removed,
+    ],
+)
 def test_corrupted_cache_is_reported_and_recomputed(tmp_path, corrupt):
     c = Counter()
     stage = Stage("first", c.stage("first"), {"seed": 1})

@@ -22,7 +22,8 @@ BUILDERS = {
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "digits_mlp" else n for n in BUILDERS]  # digits_mlp: slow pass
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "digits_mlp" else n for n in BUILDERS],  # digits_mlp: slow pass
 )
 def test_builtin_problem_losses_and_chunked_per_example_grads(name):
     problem = BUILDERS[name]()
@@ -31,10 +32,10 @@ def test_builtin_problem_losses_and_chunked_per_example_grads(name):
     full = problem.per_example_grads(x)
     chunk = 7 if problem.num_examples < 1000 else 97  # divides none of the n: exercises the tail
     chunked = problem.per_example_grads(x, chunk_size=chunk)
-    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(chunked)):
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(chunked), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     mean = jax.tree_util.tree_map(lambda a: a.mean(0), full)
-    for a, b in zip(jax.tree_util.tree_leaves(mean), jax.tree_util.tree_leaves(problem.full_grad(x))):
+    for a, b in zip(jax.tree_util.tree_leaves(mean), jax.tree_util.tree_leaves(problem.full_grad(x)), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(problem.full_loss(x, chunk_size=chunk), problem.full_loss(x), rtol=1e-6)
 
@@ -43,8 +44,12 @@ def test_per_example_grads_match_finite_differences():
     with float64():
         problem = user_problem().with_dtype(jnp.float64)
         g = problem.per_example_grads(problem.init_params)
-        flat = np.stack([np.asarray(jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], g))[0])
-                         for i in range(problem.num_examples)])
+        flat = np.stack(
+            [
+                np.asarray(jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], g))[0])
+                for i in range(problem.num_examples)
+            ]
+        )
         fd = numpy_example_grads(problem, problem.init_params, range(problem.num_examples))
         np.testing.assert_allclose(flat, fd, rtol=1e-6, atol=1e-8)  # float64 central differences, h = 1e-5
 
@@ -87,8 +92,17 @@ def test_mnist1d_is_generated_offline_with_its_documented_sizes():
 def test_mnist1d_networks_train(make):
     problem = make()
     assert problem.num_examples == 4000 and problem.test_data is not None
-    runs = ss.run_discrete(problem, ss.variants.sgd(), ss.UniformSubset(32), eta=0.1, steps=40, num_runs=2,
-                           key=jr.key(0), record=ss.observables("loss", every=40), progress=False)
+    runs = ss.run_discrete(
+        problem,
+        ss.variants.sgd(),
+        ss.UniformSubset(32),
+        eta=0.1,
+        steps=40,
+        num_runs=2,
+        key=jr.key(0),
+        record=ss.observables("loss", every=40),
+        progress=False,
+    )
     assert runs.mean("loss")[-1] < runs.mean("loss")[0]
 
 

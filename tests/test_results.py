@@ -20,7 +20,13 @@ def problem():
 
 def _runs(problem, key=0):
     return ss.run_discrete(
-        problem, ss.variants.sam(0.05), ss.WithReplacement(4), eta=0.05, steps=6, num_runs=3, key=jr.key(key),
+        problem,
+        ss.variants.sam(0.05),
+        ss.WithReplacement(4),
+        eta=0.05,
+        steps=6,
+        num_runs=3,
+        key=jr.key(key),
         record=("loss", "param_norm_sq"),  # names are accepted, recorded at every step
     )
 
@@ -30,8 +36,16 @@ def test_run_discrete_accepts_names_and_records_the_key(problem):
     assert runs.values["loss"].shape == (3, 7)
     key = runs.config["key"]
     rebuilt = jr.wrap_key_data(np.asarray(key["data"], np.uint32), impl=key["impl"])
-    again = ss.run_discrete(problem, ss.variants.sam(0.05), ss.WithReplacement(4), eta=0.05, steps=6, num_runs=3,
-                            key=rebuilt, record=("loss",))
+    again = ss.run_discrete(
+        problem,
+        ss.variants.sam(0.05),
+        ss.WithReplacement(4),
+        eta=0.05,
+        steps=6,
+        num_runs=3,
+        key=rebuilt,
+        record=("loss",),
+    )
     np.testing.assert_array_equal(again.values["loss"], runs.values["loss"])
 
 
@@ -48,12 +62,14 @@ def test_runs_round_trip(problem, tmp_path):
         np.testing.assert_array_equal(back.values[name], runs.values[name])
     np.testing.assert_array_equal(back.diverged, runs.diverged)
     assert back.config == json.loads(json.dumps(runs.config))
-    for a, b in zip(jax.tree_util.tree_leaves(back.final_params), jax.tree_util.tree_leaves(runs.final_params),
-                    strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(back.final_params), jax.tree_util.tree_leaves(runs.final_params), strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     flat = ss.Runs.load(tmp_path / "sam")  # without `like`: a dict from parameter path to array
-    assert isinstance(flat.final_params, dict) and len(flat.final_params) == len(jax.tree_util.tree_leaves(
-        problem.init_params))
+    assert isinstance(flat.final_params, dict) and len(flat.final_params) == len(
+        jax.tree_util.tree_leaves(problem.init_params)
+    )
     with pytest.raises(ValueError, match="Runs"):
         ss.Paths.load(tmp_path / "sam")
 
@@ -71,8 +87,16 @@ def test_paths_round_trip(problem, tmp_path):
 
 
 def test_one_run_has_no_standard_error(problem):
-    runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.05, steps=2, num_runs=1,
-                           key=jr.key(0), record=("loss",))
+    runs = ss.run_discrete(
+        problem,
+        ss.variants.sgd(),
+        ss.WithReplacement(4),
+        eta=0.05,
+        steps=2,
+        num_runs=1,
+        key=jr.key(0),
+        record=("loss",),
+    )
     runs.mean("loss")
     with pytest.raises(ValueError, match="at least 2"):
         runs.stderr("loss")

@@ -40,8 +40,9 @@ def test_asam_step_matches_numpy():
 def test_asam_with_micro_batches_matches_a_python_loop():
     problem, rho, m = make_problem(), 0.3, 4
     x = flat(problem.init_params)
-    want = np.mean([np_grads(x + _asam_eps(x, np_grads(x, c).mean(0), rho), c).mean(0)
-                    for c in IDX.reshape(-1, m)], axis=0)
+    want = np.mean(
+        [np_grads(x + _asam_eps(x, np_grads(x, c).mean(0), rho), c).mean(0) for c in IDX.reshape(-1, m)], axis=0
+    )
     np.testing.assert_allclose(jax_G(V.asam(rho, micro_batch_size=m), problem, IDX)[0], want, rtol=1e-10)
 
 
@@ -130,7 +131,8 @@ def test_dnsam_first_order_diffusion_is_compagnonis_factor():
     ``(I + rho A/||g||) c(B) Sigma (I + rho A/||g||)``: the first-order diffusion sample is linear in its Gaussian
     weights ``u``, and its exact covariance (Jacobian in ``u``) equals that of the enumerated discrete step."""
     from sde_sam._sde import _diffusion
-    problem, A = _quadratic_problem(n=5)
+
+    problem, _A = _quadratic_problem(n=5)
     x = problem.init_params
     sampler, v = ss.WithoutReplacement(2), V.dnsam(0.3)
     c = sampler.factor(2, 5)
@@ -140,13 +142,16 @@ def test_dnsam_first_order_diffusion_is_compagnonis_factor():
         return ss.sde.first_order_noise_of(v.rule, v, problem, x, z)
 
     M = np.asarray(jax.jacfwd(sample)(jnp.zeros(5)))
-    rows = [r for r in __import__("itertools").combinations(range(5), 2)]
+    rows = list(__import__("itertools").combinations(range(5), 2))
     Gs = np.stack([np.asarray(v.gradient(problem, x, (), problem.take(jnp.asarray(r)), jr.key(0))[0]) for r in rows])
     np.testing.assert_allclose(M @ M.T, np.cov(Gs.T, bias=True), rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("variant", [V.asam(0.1), V.asam(0.1, micro_batch_size=1), V.dnsam(0.1),
-                                     V.asam_on(0.1, mask=lambda p: p == "weight")], ids=lambda v: v.name)
+@pytest.mark.parametrize(
+    "variant",
+    [V.asam(0.1), V.asam(0.1, micro_batch_size=1), V.dnsam(0.1), V.asam_on(0.1, mask=lambda p: p == "weight")],
+    ids=lambda v: v.name,
+)
 def test_new_variant_drifts_against_enumeration(variant):
     """``drift="expected"`` equals the enumerated mean of the discrete step (float64, to 1e-10); the general first-order
     drift equals ``d/d rho`` of that enumerated mean at 0 (central difference of the exact means, to 1e-6), i.e. two
@@ -189,7 +194,7 @@ def test_random_direction_drift_and_mean_step():
 
 def test_asam_has_no_closed_form_and_says_so():
     pr = user_problem(n=5, d=2)
-    with pytest.raises(ValueError, match="closed_form.*not available for variant 'ASAM'"):
+    with pytest.raises(ValueError, match=r"closed_form.*not available for variant 'ASAM'"):
         ss.sde.closed_form_drift(pr, V.asam(0.1), ss.WithoutReplacement(2), pr.init_params)
     with pytest.raises(ValueError, match="first_order"):
         ss.sde_model(pr, V.asam(0.1), ss.WithoutReplacement(2), diffusion="first_order")
@@ -199,14 +204,15 @@ def test_asam_has_no_closed_form_and_says_so():
 
 
 def _readme_rule():
-    """Execute the user-rule block of docs/variants.md as a user would; returns its namespace (``SignAscent``, ``variant``)."""
-    import os
+    """Execute the user-rule block of docs/variants.md as a user would; returns its namespace (``SignAscent``,
+    ``variant``)."""
     import re
+    from pathlib import Path
 
-    text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "variants.md")).read()
+    text = Path(__file__).parent.joinpath("..", "docs", "variants.md").read_text()
     block = re.search(r"<!-- user-rule -->\n```python\n(.*?)```", text, re.S).group(1)
     namespace: dict = {}
-    exec(compile(block, "docs/variants.md:user-rule", "exec"), namespace)  # noqa: S102
+    exec(compile(block, "docs/variants.md:user-rule", "exec"), namespace)
     return namespace
 
 
@@ -225,8 +231,16 @@ def test_user_rule_discrete_step_and_optax_match_numpy():
     state, _ = jax.jit(stepper.step)(state, problem.take(jnp.asarray(IDX)), jr.key(0))
     np.testing.assert_allclose(flat(state.params), x - 0.1 * want, rtol=1e-10)
 
-    runs = ss.run_discrete(problem, variant, ss.WithoutReplacement(8), eta=0.1, steps=4, num_runs=2, key=jr.key(0),
-                           record=ss.observables("loss", every=2))
+    runs = ss.run_discrete(
+        problem,
+        variant,
+        ss.WithoutReplacement(8),
+        eta=0.1,
+        steps=4,
+        num_runs=2,
+        key=jr.key(0),
+        record=ss.observables("loss", every=2),
+    )
     assert np.all(np.isfinite(runs.values["loss"])) and runs.values["loss"].shape == (2, 3)
 
 
@@ -242,19 +256,26 @@ def test_user_rule_sde_drifts_and_empirical_diffusion():
     np.testing.assert_allclose(ravel_pytree(expected.drift(x))[0], mean, rtol=1e-10, atol=1e-13)
     h = 1e-4
     b0 = exact_mean_update(pr, variant.replace(rho=0.0), sampler, x)
-    b1 = (4 * exact_mean_update(pr, variant.replace(rho=h), sampler, x) - 3 * b0
-          - exact_mean_update(pr, variant.replace(rho=2 * h), sampler, x)) / (2 * h)
+    b1 = (
+        4 * exact_mean_update(pr, variant.replace(rho=h), sampler, x)
+        - 3 * b0
+        - exact_mean_update(pr, variant.replace(rho=2 * h), sampler, x)
+    ) / (2 * h)
     general = ss.sde_model(pr, variant, sampler, eta=0.1, drift="general", diffusion="empirical")
     np.testing.assert_allclose(ravel_pytree(general.drift(x))[0], b0 + 0.2 * b1, rtol=1e-6, atol=1e-8)
 
     import itertools
 
     rows = list(itertools.permutations(range(5), 2))
-    Gs = np.stack([np.asarray(ravel_pytree(variant.gradient(pr, x, (), pr.take(jnp.asarray(r)), jr.key(0))[0])[0])
-                   for r in rows])
+    Gs = np.stack(
+        [np.asarray(ravel_pytree(variant.gradient(pr, x, (), pr.take(jnp.asarray(r)), jr.key(0))[0])[0]) for r in rows]
+    )
     tr_cov = np.trace(np.cov(Gs.T, bias=True))
-    sq = np.asarray(jax.jit(jax.vmap(lambda k: jnp.sum(ravel_pytree(general.diffusion_sample(x, k))[0] ** 2)))(
-        jr.split(jr.key(2), 3000)))
+    sq = np.asarray(
+        jax.jit(jax.vmap(lambda k: jnp.sum(ravel_pytree(general.diffusion_sample(x, k))[0] ** 2)))(
+            jr.split(jr.key(2), 3000)
+        )
+    )
     assert abs(sq.mean() - tr_cov) < 5 * sq.std(ddof=1) / np.sqrt(sq.size), (sq.mean(), tr_cov)
 
 

@@ -15,7 +15,9 @@ HERE = os.path.dirname(__file__)
 def _recorder():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("record_trajectories", os.path.join(HERE, "data", "record_trajectories.py"))
+    spec = importlib.util.spec_from_file_location(
+        "record_trajectories", os.path.join(HERE, "data", "record_trajectories.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

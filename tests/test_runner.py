@@ -12,8 +12,15 @@ import sde_sam as ss
 
 def _run(problem, variant, key, num_runs=None, steps=20, every=5, sampler=None, **kw):
     return ss.run_discrete(
-        problem, variant, sampler or ss.WithoutReplacement(4), eta=0.05, steps=steps, num_runs=num_runs, key=key,
-        record=ss.observables("loss", "param_norm_sq", "grad_norm_sq", every=every), **kw,
+        problem,
+        variant,
+        sampler or ss.WithoutReplacement(4),
+        eta=0.05,
+        steps=steps,
+        num_runs=num_runs,
+        key=key,
+        record=ss.observables("loss", "param_norm_sq", "grad_norm_sq", every=every),
+        **kw,
     )
 
 
@@ -62,7 +69,13 @@ def test_records_match_a_direct_replay_of_the_steps(variant):
 def test_custom_observable_and_accuracy():
     problem = ss.problems.breast_cancer_logistic()
     runs = ss.run_discrete(
-        problem, ss.variants.sam(0.05), ss.WithoutReplacement(32), eta=0.1, steps=40, num_runs=2, key=jr.key(0),
+        problem,
+        ss.variants.sam(0.05),
+        ss.WithoutReplacement(32),
+        eta=0.1,
+        steps=40,
+        num_runs=2,
+        key=jr.key(0),
         record=ss.observables("accuracy", "test_accuracy", bias_sq=lambda pr, x: x["b"] ** 2, every=20),
     )
     assert runs.values["accuracy"].shape == (2, 3)
@@ -72,21 +85,47 @@ def test_custom_observable_and_accuracy():
 
 def test_divergence_is_counted_and_never_averaged():
     problem = ss.problems.quadratic(spectrum=(10.0, 1.0), n=8)
-    runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.5, steps=100, num_runs=4,
-                           key=jr.key(0), record=ss.observables("loss", every=10), divergence_threshold=1e6)
+    runs = ss.run_discrete(
+        problem,
+        ss.variants.sgd(),
+        ss.WithReplacement(2),
+        eta=0.5,
+        steps=100,
+        num_runs=4,
+        key=jr.key(0),
+        record=ss.observables("loss", every=10),
+        divergence_threshold=1e6,
+    )
     assert runs.num_diverged == 4  # eta * 10 = 5 > 2: every run blows up
     assert np.all(runs.diverged_step > 0)
     with pytest.raises(ValueError, match="all 4 runs diverged"):
         runs.mean("loss")
-    stable = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.05, steps=100, num_runs=4,
-                             key=jr.key(0), record=ss.observables("loss", every=10))
+    stable = ss.run_discrete(
+        problem,
+        ss.variants.sgd(),
+        ss.WithReplacement(2),
+        eta=0.05,
+        steps=100,
+        num_runs=4,
+        key=jr.key(0),
+        record=ss.observables("loss", every=10),
+    )
     assert stable.num_diverged == 0 and np.all(np.isfinite(stable.mean("loss")))
 
 
 def test_mixed_divergence_excludes_diverged_runs_from_the_mean():
     problem = ss.problems.quadratic(spectrum=(1.0,), n=8, noise_scale=3.0)
-    runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(1), eta=0.1, steps=50, num_runs=64,
-                           key=jr.key(0), record=ss.observables("param_norm_sq", every=10), divergence_threshold=4.0)
+    runs = ss.run_discrete(
+        problem,
+        ss.variants.sgd(),
+        ss.WithReplacement(1),
+        eta=0.1,
+        steps=50,
+        num_runs=64,
+        key=jr.key(0),
+        record=ss.observables("param_norm_sq", every=10),
+        divergence_threshold=4.0,
+    )
     assert 0 < runs.num_diverged < 64
     mean = runs.mean("param_norm_sq")
     assert np.all(np.isfinite(mean)) and np.all(mean <= 4.0)

@@ -73,8 +73,12 @@ def _brute_force_factor(n, b, replace):
 
 @pytest.mark.parametrize("n, b", [(5, 1), (5, 2), (5, 3), (6, 6), (4, 4)])
 def test_sampling_factor_matches_enumeration(n, b):
-    np.testing.assert_allclose(ss.sampling_factor(ss.WithReplacement(b), b, n), _brute_force_factor(n, b, True), atol=1e-12)
-    np.testing.assert_allclose(ss.sampling_factor(ss.WithoutReplacement(b), b, n), _brute_force_factor(n, b, False), atol=1e-12)
+    np.testing.assert_allclose(
+        ss.sampling_factor(ss.WithReplacement(b), b, n), _brute_force_factor(n, b, True), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        ss.sampling_factor(ss.WithoutReplacement(b), b, n), _brute_force_factor(n, b, False), atol=1e-12
+    )
 
 
 def test_full_batch_without_replacement_has_no_noise():

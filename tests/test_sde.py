@@ -16,11 +16,11 @@ from sde_sam._sde._diffusion import standard_normal_weights
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
 
-
 def _id(v) -> str:
     """A test id from a variant's name, normalization and rule fields."""
     rule = ",".join(f"{k}={v}" for k, v in v.rule.config().items() if k != "type")
     return f"{v.name}-{type(v.normalization).__name__}-{rule}"
+
 
 def _flat(tree):
     return np.asarray(ravel_pytree(tree)[0])
@@ -57,14 +57,15 @@ _DEFAULT = [(v, SAMPLERS[i % 2]) for i, v in enumerate(VARIANTS) if i not in (5,
 _GRID = [pytest.param(v, s, marks=pytest.mark.slow) for v in VARIANTS for s in SAMPLERS if (v, s) not in _DEFAULT]
 
 
-@pytest.mark.parametrize("variant, sampler", _DEFAULT + _GRID,
-                         ids=lambda a: _id(a) if hasattr(a, "rho")
-                         else type(a).__name__)
+@pytest.mark.parametrize(
+    "variant, sampler", _DEFAULT + _GRID, ids=lambda a: _id(a) if hasattr(a, "rho") else type(a).__name__
+)
 def test_closed_form_equals_general_rule(variant, sampler):
     pr = _problem()
     x = pr.init_params
-    general = jax.jit(lambda p: ss.sde.general_drift(pr, variant, sampler, p, key=jr.key(3), num_samples=400,
-                                                     return_stderr=True))
+    general = jax.jit(
+        lambda p: ss.sde.general_drift(pr, variant, sampler, p, key=jr.key(3), num_samples=400, return_stderr=True)
+    )
     closed = jax.jit(lambda p: ss.sde.closed_form_drift(pr, variant, sampler, p, key=jr.key(3), num_samples=400))
     a, err = general(x)
     b = _flat(closed(x))
@@ -79,9 +80,16 @@ def test_closed_form_equals_general_rule(variant, sampler):
 @pytest.mark.parametrize(
     "variant",
     [ss.variants.sam(1.0)]
-    + [pytest.param(v, marks=pytest.mark.slow) for v in (ss.variants.usam(1.0), ss.variants.m_sam(1.0, 1),
-                                                        ss.variants.rw_sam(1.0, score="exact", weights_in_descent=True),
-                                                        ss.variants.f_sam(1.0, sigma=0.5), ss.variants.n_sam(1.0))],
+    + [
+        pytest.param(v, marks=pytest.mark.slow)
+        for v in (
+            ss.variants.usam(1.0),
+            ss.variants.m_sam(1.0, 1),
+            ss.variants.rw_sam(1.0, score="exact", weights_in_descent=True),
+            ss.variants.f_sam(1.0, sigma=0.5),
+            ss.variants.n_sam(1.0),
+        )
+    ],
     ids=lambda v: v.name,
 )
 def test_general_rule_is_first_order_in_rho(variant):
@@ -98,7 +106,8 @@ def test_general_rule_is_first_order_in_rho(variant):
 
 
 def test_usam_closed_form_matches_dense_numpy():
-    """m-USAM on linear regression: ``b = g + rho((1 - c) H g + c (1/n) sum_i H_i g_i)`` with dense ``H_i = a_i a_i^T``."""
+    """m-USAM on linear regression: ``b = g + rho((1 - c) H g + c (1/n) sum_i H_i g_i)`` with dense
+    ``H_i = a_i a_i^T``."""
     pr = ss.problems.linear_regression(n=10, d=3, seed=1).with_dtype(jnp.float64)
     a, y = np.asarray(pr.data["a"]), np.asarray(pr.data["y"])
     w = np.asarray(pr.init_params)
@@ -107,7 +116,7 @@ def test_usam_closed_form_matches_dense_numpy():
         g_i = a * (a @ w - y)[:, None]
         g = g_i.mean(0)
         H = a.T @ a / 10
-        hg_i = np.mean([np.outer(ai, ai) @ gi for ai, gi in zip(a, g_i)], axis=0)
+        hg_i = np.mean([np.outer(ai, ai) @ gi for ai, gi in zip(a, g_i, strict=False)], axis=0)
         want = g + rho * ((1 - c) * H @ g + c * hg_i)
         v = ss.variants.m_usam(rho, micro_batch_size=m)
         for fn in (ss.sde.closed_form_drift, ss.sde.general_drift):
@@ -127,8 +136,9 @@ def test_expected_micro_batch_grad_norm_brute_force(sampler):
     assert float(err) == 0.0
     np.testing.assert_allclose(float(value), np.mean(norms), rtol=1e-7)
     # Monte Carlo when the support is too large to enumerate: within 4 standard errors.
-    mc, mc_err = ss.sde.expected_micro_batch_grad_norm(pr, pr.init_params, 3, sampler, key=jr.key(1),
-                                                       num_samples=2000, max_enumeration=5)
+    mc, mc_err = ss.sde.expected_micro_batch_grad_norm(
+        pr, pr.init_params, 3, sampler, key=jr.key(1), num_samples=2000, max_enumeration=5
+    )
     assert float(mc_err) > 0
     assert abs(float(mc) - np.mean(norms)) < 4 * float(mc_err)
 
@@ -138,8 +148,9 @@ def test_general_drift_monte_carlo_stderr():
     pr = _problem(n=6)
     v, sampler = ss.variants.sam(0.5), ss.WithReplacement(2)
     exact = _flat(ss.sde.general_drift(pr, v, sampler, pr.init_params))
-    mc, err = ss.sde.general_drift(pr, v, sampler, pr.init_params, key=jr.key(2), num_samples=3000,
-                                   max_enumeration=3, return_stderr=True)
+    mc, err = ss.sde.general_drift(
+        pr, v, sampler, pr.init_params, key=jr.key(2), num_samples=3000, max_enumeration=3, return_stderr=True
+    )
     mc, err = _flat(mc), _flat(err)
     assert np.all(err > 0)
     assert np.all(np.abs(mc - exact) < 4 * err), (mc, exact, err)
@@ -157,13 +168,17 @@ def test_monte_carlo_drift_uses_the_exact_gradient_as_control_variate():
     x = pr.init_params
     exact = _flat(ss.sde.general_drift(pr, v, sampler, x))
     key = jr.key(5)
-    mc, err = ss.sde.general_drift(pr, v, sampler, x, key=key, num_samples=400, max_enumeration=3,
-                                   return_stderr=True)
+    mc, err = ss.sde.general_drift(pr, v, sampler, x, key=key, num_samples=400, max_enumeration=3, return_stderr=True)
     mc, err = _flat(mc), _flat(err)
     dist, sample_key = drift_batches(v, pr, sampler, x, key, 400, 3)
     rows = jnp.arange(dist.indices.shape[0])
-    plain = np.asarray(jax.vmap(lambda idx, r: ravel_pytree(ss.sde.linearized_update(
-        pr, v, x, (), pr.take(idx), jr.fold_in(sample_key, r)))[0])(dist.indices, rows))
+    plain = np.asarray(
+        jax.vmap(
+            lambda idx, r: ravel_pytree(
+                ss.sde.linearized_update(pr, v, x, (), pr.take(idx), jr.fold_in(sample_key, r))
+            )[0]
+        )(dist.indices, rows)
+    )
     batch_g = np.asarray(jax.vmap(lambda idx: ravel_pytree(pr.batch_grad(x, pr.take(idx)))[0])(dist.indices))
     centred = plain - batch_g
     np.testing.assert_allclose(mc, _flat(pr.full_grad(x)) + centred.mean(0), rtol=1e-10, atol=1e-12)
@@ -183,8 +198,16 @@ def test_monte_carlo_size_meets_its_target_with_fresh_batches():
     model = ss.sde_model(pr, v, sampler, eta=0.05, max_enumeration=100)
     assert model.drift_rtol == 0.01 and 64 <= model.num_samples <= 16384 and model.num_samples % 64 == 0
     assert model.drift_rel_stderr is not None and model.drift_rel_stderr <= 0.01
-    b, err = ss.sde.general_drift(pr, v, sampler, pr.init_params, key=jr.key(11), num_samples=model.num_samples,
-                                  max_enumeration=100, return_stderr=True)
+    b, err = ss.sde.general_drift(
+        pr,
+        v,
+        sampler,
+        pr.init_params,
+        key=jr.key(11),
+        num_samples=model.num_samples,
+        max_enumeration=100,
+        return_stderr=True,
+    )
     assert np.linalg.norm(_flat(err)) < 1.5 * 0.01 * np.linalg.norm(_flat(b))
     loose = ss.sde_model(pr, v, sampler, eta=0.05, max_enumeration=100, drift_rtol=0.05)
     assert loose.num_samples < model.num_samples  # about 25x fewer batches for a 5x looser target
@@ -206,15 +229,24 @@ def test_one_key_gives_common_random_numbers_across_variants():
     Monte Carlo noise of its own; with different keys the identity fails by many standard errors."""
     pr = _problem(n=12, d=2)
     sampler = ss.WithReplacement(4)
-    kw = dict(num_samples=64, max_enumeration=3)
+    kw = {"num_samples": 64, "max_enumeration": 3}
     g = _flat(pr.full_grad(pr.init_params))
-    b1 = _flat(ss.sde.general_drift(pr, ss.variants.m_sam(0.05, micro_batch_size=2), sampler, pr.init_params,
-                                    key=jr.key(1), **kw))
-    b2 = _flat(ss.sde.general_drift(pr, ss.variants.m_sam(0.1, micro_batch_size=2), sampler, pr.init_params,
-                                    key=jr.key(1), **kw))
+    b1 = _flat(
+        ss.sde.general_drift(
+            pr, ss.variants.m_sam(0.05, micro_batch_size=2), sampler, pr.init_params, key=jr.key(1), **kw
+        )
+    )
+    b2 = _flat(
+        ss.sde.general_drift(
+            pr, ss.variants.m_sam(0.1, micro_batch_size=2), sampler, pr.init_params, key=jr.key(1), **kw
+        )
+    )
     np.testing.assert_allclose(b2 - b1, b1 - g, rtol=1e-9, atol=1e-12)
-    b3 = _flat(ss.sde.general_drift(pr, ss.variants.m_sam(0.1, micro_batch_size=2), sampler, pr.init_params,
-                                    key=jr.key(2), **kw))
+    b3 = _flat(
+        ss.sde.general_drift(
+            pr, ss.variants.m_sam(0.1, micro_batch_size=2), sampler, pr.init_params, key=jr.key(2), **kw
+        )
+    )
     assert np.max(np.abs((b3 - b1) - (b1 - g))) > 1e-4
 
 
@@ -222,8 +254,14 @@ def test_one_key_gives_common_random_numbers_across_variants():
 
 
 def _dense_sigma(pr, x):
-    G = np.stack([_flat(gi) for gi in [jax.grad(pr.loss_fn)(x, jax.tree_util.tree_map(lambda a: a[i], pr.data))
-                                       for i in range(pr.num_examples)]])
+    G = np.stack(
+        [
+            _flat(gi)
+            for gi in [
+                jax.grad(pr.loss_fn)(x, jax.tree_util.tree_map(lambda a: a[i], pr.data)) for i in range(pr.num_examples)
+            ]
+        ]
+    )
     Gc = G - G.mean(0)
     return Gc.T @ Gc / pr.num_examples
 
@@ -386,9 +424,16 @@ def test_expected_drift_monte_carlo_is_unbiased_for_finite_difference_rw_sam():
     assert np.all(np.abs(b - ref) < 4 * np.hypot(err, ref_err)), (b, ref, err, ref_err)
 
 
-@pytest.mark.parametrize("variant", [ss.variants.sam(1.0), ss.variants.m_sam(1.0, 2), ss.variants.f_sam(1.0, sigma=0.5),
-                                     ss.variants.rw_sam(1.0, 2.0, score="exact", weights_in_descent=True)],
-                         ids=_id)
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ss.variants.sam(1.0),
+        ss.variants.m_sam(1.0, 2),
+        ss.variants.f_sam(1.0, sigma=0.5),
+        ss.variants.rw_sam(1.0, 2.0, score="exact", weights_in_descent=True),
+    ],
+    ids=_id,
+)
 def test_expected_drift_tends_to_the_first_order_drift(variant):
     """``|E[G] - b_1|`` shrinks like ``rho^2`` (ratio ~4 when rho halves) and is far from zero at rho = 0.2."""
     pr = _problem(n=5)
@@ -434,7 +479,9 @@ def test_rw_sam_descent_leading_diffusion_is_cov_of_the_weighted_gradient():
     G0 = np.array(G0)
     exact = np.cov(G0.T, bias=True)
     model = ss.sde_model(pr, v, sampler, eta=0.1, diffusion="leading")
-    draws = np.asarray(jax.jit(jax.vmap(lambda k: ravel_pytree(model.diffusion_sample(x, k))[0]))(jr.split(jr.key(0), 20000)))
+    draws = np.asarray(
+        jax.jit(jax.vmap(lambda k: ravel_pytree(model.diffusion_sample(x, k))[0]))(jr.split(jr.key(0), 20000))
+    )
     cov = np.cov(draws.T)
     se = np.sqrt((np.outer(np.diag(exact), np.diag(exact)) + exact**2) / 20000)
     assert np.all(np.abs(cov - exact) < 5 * se + 1e-9), (cov, exact)
@@ -460,8 +507,10 @@ def test_names_build_the_same_model_as_the_objects():
     assert by_name == by_object and by_name.num_samples == 128 and by_name.diffusion_samples == 128
     assert by_name.drift_rtol is None  # an explicit size: no target sized it
     sized = ss.sde_model(pr, v, sampler, drift="expected", max_enumeration=9)
-    choices = {"drift": ss.sde.ExpectedDrift(max_enumeration=9),
-               "diffusion": ss.sde.LeadingDiffusion(max_enumeration=9)}
+    choices = {
+        "drift": ss.sde.ExpectedDrift(max_enumeration=9),
+        "diffusion": ss.sde.LeadingDiffusion(max_enumeration=9),
+    }
     assert sized == ss.sde_model(pr, v, sampler, **choices)  # the flat max_enumeration reaches both
     assert sized.drift_rtol == 0.01 and sized.drift_kind.num_samples == sized.num_samples
     assert isinstance(ss.sde_model(pr, v, sampler).diffusion, ss.sde.LeadingDiffusion)
@@ -521,6 +570,11 @@ def test_replace_takes_the_flat_options_of_the_model_it_copies():
     pr, sampler, v = ss.problems.linear_regression(n=12, d=3), ss.UniformSubset(4), ss.variants.m_sam(0.1, 2)
     model = ss.sde_model(pr, v, sampler, drift="expected", diffusion="empirical")
     changed = model.replace(num_samples=96, diffusion_samples=32, max_enumeration=7)
-    assert changed == ss.sde_model(pr, v, sampler, drift=ss.sde.ExpectedDrift(num_samples=96, max_enumeration=7),
-                                   diffusion=ss.sde.EmpiricalDiffusion(num_samples=32, max_enumeration=7))
+    assert changed == ss.sde_model(
+        pr,
+        v,
+        sampler,
+        drift=ss.sde.ExpectedDrift(num_samples=96, max_enumeration=7),
+        diffusion=ss.sde.EmpiricalDiffusion(num_samples=32, max_enumeration=7),
+    )
     assert model.replace(eta=0.1).drift_kind == model.drift_kind  # sized again at the same start: same size

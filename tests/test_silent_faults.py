@@ -36,8 +36,17 @@ def _nan_problem():
 
 def test_a_loss_turning_nan_with_finite_params_counts_as_divergence_in_runs():
     problem = _nan_problem()
-    runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1, steps=40, num_runs=4,
-                           key=jr.key(0), record=ss.observables("loss", every=2), progress=False)
+    runs = ss.run_discrete(
+        problem,
+        ss.variants.sgd(),
+        ss.WithReplacement(2),
+        eta=0.1,
+        steps=40,
+        num_runs=4,
+        key=jr.key(0),
+        record=ss.observables("loss", every=2),
+        progress=False,
+    )
     assert runs.num_diverged == 4  # every run walks past p[0] = 0 (the data's mean of coordinate 0 is 1.9)
     assert np.all(runs.diverged_step > 0)
     assert np.all(np.isfinite(jax.tree_util.tree_leaves(runs.final_params)[0]))  # finite parameters, yet diverged
@@ -48,8 +57,9 @@ def test_a_loss_turning_nan_with_finite_params_counts_as_divergence_in_runs():
 def test_a_loss_turning_nan_counts_as_divergence_in_paths():
     problem = _nan_problem()
     model = ss.sde_model(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1)
-    paths = ss.simulate(model, t1=4.0, num_paths=4, key=jr.key(1), record=ss.observables("loss", every=2),
-                        progress=False)
+    paths = ss.simulate(
+        model, t1=4.0, num_paths=4, key=jr.key(1), record=ss.observables("loss", every=2), progress=False
+    )
     assert paths.num_diverged == 4 and np.all(paths.diverged_step > 0)
 
 
@@ -57,8 +67,17 @@ def test_runs_that_stay_finite_are_kept_and_averaged():
     """The rule above takes nothing from a healthy run: same loss as a run of the plain quadratic."""
     data = jnp.asarray([[1.0, 0.0], [2.0, 0.5]])
     finite = ss.Problem(lambda p, ex: jnp.sum((p - ex) ** 2), data, jnp.asarray([-2.0, 0.0]))
-    runs = ss.run_discrete(finite, ss.variants.sgd(), ss.WithReplacement(2), eta=0.1, steps=10, num_runs=2,
-                           key=jr.key(0), record=ss.observables("loss", every=2), progress=False)
+    runs = ss.run_discrete(
+        finite,
+        ss.variants.sgd(),
+        ss.WithReplacement(2),
+        eta=0.1,
+        steps=10,
+        num_runs=2,
+        key=jr.key(0),
+        record=ss.observables("loss", every=2),
+        progress=False,
+    )
     assert runs.num_diverged == 0 and np.all(np.isfinite(runs.mean("loss")))
 
 
@@ -105,13 +124,24 @@ def test_float64_parameters_without_x64_warn_and_print_what_runs():
 # -- 3: schedules ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schedule, word", [(lambda k: 1.0 - k.astype(jnp.float32) / 5.0, "-"),
-                                            (lambda k: jnp.log(k.astype(jnp.float32) - 3.0), "nan")])
+@pytest.mark.parametrize(
+    "schedule, word",
+    [(lambda k: 1.0 - k.astype(jnp.float32) / 5.0, "-"), (lambda k: jnp.log(k.astype(jnp.float32) - 3.0), "nan")],
+)
 def test_a_negative_or_nan_schedule_is_refused_before_running(schedule, word):
     problem = ss.problems.linear_regression(n=16, d=2)
     with pytest.raises(ValueError, match="`schedule` must give a finite learning-rate multiplier >= 0") as err:
-        ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1, steps=10, num_runs=2,
-                        key=jr.key(0), schedule=schedule, progress=False)
+        ss.run_discrete(
+            problem,
+            ss.variants.sgd(),
+            ss.WithReplacement(4),
+            eta=0.1,
+            steps=10,
+            num_runs=2,
+            key=jr.key(0),
+            schedule=schedule,
+            progress=False,
+        )
     assert word in str(err.value)
 
 
@@ -123,8 +153,11 @@ def test_a_result_without_its_checksum_or_with_bad_arrays_is_corrupt(tmp_path):
     save_result(path, {"a": np.arange(3)}, {"kind": "x"})
     json_path = result_paths(path)[0]
     meta = json.loads(json_path.read_text())
-    for broken in ({k: v for k, v in meta.items() if k != "arrays_sha256"}, meta | {"arrays": 7},
-                   meta | {"arrays": [1, 2]}):
+    for broken in (
+        {k: v for k, v in meta.items() if k != "arrays_sha256"},
+        meta | {"arrays": 7},
+        meta | {"arrays": [1, 2]},
+    ):
         json_path.write_text(json.dumps(broken))
         with pytest.raises(CorruptResult):
             load_result(path)
@@ -138,14 +171,15 @@ def test_object_arrays_are_refused_before_anything_is_written(tmp_path):
 
 def test_runs_load_checks_leaf_shapes_against_like(tmp_path):
     problem = ss.problems.linear_regression(n=16, d=3)
-    runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1, steps=4, num_runs=2,
-                           key=jr.key(0), progress=False)
+    runs = ss.run_discrete(
+        problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1, steps=4, num_runs=2, key=jr.key(0), progress=False
+    )
     runs.save(tmp_path / "runs")
     assert ss.Runs.load(tmp_path / "runs", like=problem.init_params).final_params is not None
     wrong = jax.tree_util.tree_map(lambda a: jnp.zeros((*np.shape(a), 2)), problem.init_params)
     with pytest.raises(ValueError, match="`like` does not match the saved final_params"):
         ss.Runs.load(tmp_path / "runs", like=wrong)
-    with pytest.raises(ValueError, match="read it with sde_sam.Runs.load"):
+    with pytest.raises(ValueError, match=r"read it with sde_sam\.Runs\.load"):
         ss.Paths.load(tmp_path / "runs")
 
 
@@ -154,8 +188,24 @@ def test_runs_load_checks_leaf_shapes_against_like(tmp_path):
 
 def test_simulate_with_one_path_prints_and_writes_what_paths_load_reads(tmp_path, capsys):
     out = tmp_path / "one"
-    code = cli.main(["simulate", "--problem", "quadratic", "--variant", "sgd", "--t1", "0.2", "--every", "2",
-                     "--paths", "1", "--no-progress", "--out", str(out)])
+    code = cli.main(
+        [
+            "simulate",
+            "--problem",
+            "quadratic",
+            "--variant",
+            "sgd",
+            "--t1",
+            "0.2",
+            "--every",
+            "2",
+            "--paths",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "wrote" in text and "nan" in text  # one path: the table's stderr column is nan
     paths = ss.Paths.load(out)
@@ -185,8 +235,13 @@ def test_ctrl_c_while_the_command_line_imports_ends_cleanly():
         "from sde_sam.cli import main\n"
         "sys.exit(main())\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300, env=_cli_env(),
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        timeout=300,
+        env=_cli_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     err = proc.stderr.decode()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -205,8 +260,11 @@ def test_options_that_do_not_apply_are_refused(capsys):
 def test_parallel_cli_errors_name_the_option(capsys):
     from sde_sam import parallel_cli
 
-    for argv, option in ((["--quantiles", "abc"], "--quantiles"), (["--problem-kw", "{bad"], "--problem-kw"),
-                         (["--variant-kw", "[1]"], "--variant-kw")):
+    for argv, option in (
+        (["--quantiles", "abc"], "--quantiles"),
+        (["--problem-kw", "{bad"], "--problem-kw"),
+        (["--variant-kw", "[1]"], "--variant-kw"),
+    ):
         with pytest.raises(SystemExit):
             parallel_cli.build_parser().parse_args(argv)
         err = capsys.readouterr().err
@@ -226,20 +284,41 @@ def test_help_shows_defaults_of_zero_and_no_tuples():
 def test_momentum_out_of_range_names_momentum():
     problem = ss.problems.linear_regression(n=16, d=2)
     with pytest.raises(ValueError, match="`momentum` must be a number in \\[0, 1\\)"):
-        ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(4), eta=0.1, steps=2, key=jr.key(0),
-                        momentum=1.0, progress=False)
+        ss.run_discrete(
+            problem,
+            ss.variants.sgd(),
+            ss.WithReplacement(4),
+            eta=0.1,
+            steps=2,
+            key=jr.key(0),
+            momentum=1.0,
+            progress=False,
+        )
 
 
 def test_an_accuracy_leaving_zero_one_along_the_run_is_refused():
     """``accuracy_fn`` is checked at ``init_params`` at construction; a score that leaves [0, 1] later (here 0 at
     the start, above 1 after a few steps) is refused when recorded, in runs and in paths alike."""
     data = {"x": jnp.arange(12.0).reshape(6, 2)}
-    problem = ss.Problem(lambda p, ex: jnp.sum((p - ex["x"]) ** 2), data, jnp.zeros(2),
-                         accuracy_fn=lambda p, ex: jnp.clip(jnp.sum(p), 0.0, 100.0) / 2.0)
+    problem = ss.Problem(
+        lambda p, ex: jnp.sum((p - ex["x"]) ** 2),
+        data,
+        jnp.zeros(2),
+        accuracy_fn=lambda p, ex: jnp.clip(jnp.sum(p), 0.0, 100.0) / 2.0,
+    )
     record = ss.observables("loss", "accuracy", every=10)
-    with pytest.raises(ValueError, match="observable 'accuracy' recorded .* outside \\[0, 1\\].*`accuracy_fn`"):
-        ss.run_discrete(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.05, steps=30, num_runs=2,
-                        key=jr.key(0), record=record, progress=False)
+    with pytest.raises(ValueError, match=r"observable 'accuracy' recorded .* outside \[0, 1\].*`accuracy_fn`"):
+        ss.run_discrete(
+            problem,
+            ss.variants.sgd(),
+            ss.WithReplacement(2),
+            eta=0.05,
+            steps=30,
+            num_runs=2,
+            key=jr.key(0),
+            record=record,
+            progress=False,
+        )
     model = ss.sde_model(problem, ss.variants.sgd(), ss.WithReplacement(2), eta=0.05)
     with pytest.raises(ValueError, match="observable 'accuracy' recorded"):
         ss.simulate(model, t1=1.5, num_paths=2, key=jr.key(1), record=record, progress=False)
@@ -250,9 +329,13 @@ def test_the_training_recorder_refuses_an_accuracy_outside_zero_one():
     from sde_sam._training._train import Estimators, evaluate
 
     data = {"x": jnp.arange(12.0).reshape(6, 2)}
-    problem = ss.Problem(lambda p, ex: jnp.sum((p - ex["x"]) ** 2), data, jnp.zeros(2),
-                         accuracy_fn=lambda p, ex: jnp.clip(jnp.sum(p), 0.0, 100.0) / 2.0)
+    problem = ss.Problem(
+        lambda p, ex: jnp.sum((p - ex["x"]) ** 2),
+        data,
+        jnp.zeros(2),
+        accuracy_fn=lambda p, ex: jnp.clip(jnp.sum(p), 0.0, 100.0) / 2.0,
+    )
     params = jnp.stack([jnp.zeros(2), jnp.full(2, 3.0)])  # accuracy 0 (valid), then 3 (not a 0/1 score)
-    with pytest.raises(ValueError, match="observable 'accuracy' recorded 3 at index \\(1,\\).*`accuracy_fn`"):
+    with pytest.raises(ValueError, match=r"observable 'accuracy' recorded 3 at index \(1,\).*`accuracy_fn`"):
         evaluate(Estimators(), ["loss", "accuracy"], problem, params)
     assert evaluate(Estimators(), ["accuracy"], problem, params[:1])["accuracy"].tolist() == [0.0]

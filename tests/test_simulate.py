@@ -61,8 +61,7 @@ def test_matches_diffrax_euler_with_same_increments():
         eta, steps, P = 0.1, 15, 3
         model = ss.sde_model(pr, ss.variants.usam(0.3), sampler, eta=eta, drift="closed_form")
         key = jr.key(7)
-        paths = ss.simulate(model, t1=eta * steps, num_paths=P, key=key, record=ss.observables("loss"),
-                            save_paths=True)
+        paths = ss.simulate(model, t1=eta * steps, num_paths=P, key=key, record=ss.observables("loss"), save_paths=True)
         c = sampler.factor(2, 6)
 
         def dense_diffusion(t, x, args):  # d x n matrix sqrt(eta c / n) (g_i - g)^T, materialized
@@ -74,17 +73,28 @@ def test_matches_diffrax_euler_with_same_increments():
         @jax.jit
         def diffrax_path(path_key):
             u = jax.vmap(lambda j: standard_normal_weights(step_keys(path_key, j)[1], 6, jnp.float64))(
-                jnp.arange(steps))
+                jnp.arange(steps)
+            )
             W = jnp.concatenate([jnp.zeros((1, 6)), jnp.cumsum(jnp.sqrt(eta) * u, axis=0)])
             bm = diffrax.LinearInterpolation(ts, W)
-            terms = diffrax.MultiTerm(diffrax.ODETerm(lambda t, x, args: -model.drift(x)),
-                                      diffrax.ControlTerm(dense_diffusion, bm))
-            return diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, eta * steps, eta, pr.init_params,
-                                       saveat=diffrax.SaveAt(ts=ts), max_steps=steps + 1).ys
+            terms = diffrax.MultiTerm(
+                diffrax.ODETerm(lambda t, x, args: -model.drift(x)), diffrax.ControlTerm(dense_diffusion, bm)
+            )
+            return diffrax.diffeqsolve(
+                terms,
+                diffrax.Euler(),
+                0.0,
+                eta * steps,
+                eta,
+                pr.init_params,
+                saveat=diffrax.SaveAt(ts=ts),
+                max_steps=steps + 1,
+            ).ys
 
         for p, path_key in enumerate(jr.split(key, P)):
-            np.testing.assert_allclose(np.asarray(paths.paths[p]), np.asarray(diffrax_path(path_key)), rtol=1e-10,
-                                       atol=1e-12)
+            np.testing.assert_allclose(
+                np.asarray(paths.paths[p]), np.asarray(diffrax_path(path_key)), rtol=1e-10, atol=1e-12
+            )
 
 
 _SHARDED = r"""
@@ -106,11 +116,18 @@ print(json.dumps({{k: v.tolist() for k, v in out.values.items()}} | {{"final": n
 def test_sharded_paths_are_bit_identical():
     pr = ss.problems.linear_regression(n=16, d=4, seed=2)
     model = ss.sde_model(pr, ss.variants.sam(0.1), ss.WithReplacement(4), eta=0.1)
-    ref = ss.simulate(model, t1=1.0, num_paths=8, key=jr.key(11), record=ss.observables("loss", "param_norm_sq", every=2),
-                      paths_per_block=4)
+    ref = ss.simulate(
+        model,
+        t1=1.0,
+        num_paths=8,
+        key=jr.key(11),
+        record=ss.observables("loss", "param_norm_sq", every=2),
+        paths_per_block=4,
+    )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _SHARDED.format(root=ROOT)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHARDED.format(root=ROOT)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in ("loss", "param_norm_sq"):
@@ -122,8 +139,9 @@ def test_diverged_paths_are_counted_frozen_and_left_out():
     pr = _linreg(n=8, d=2, seed=4)
     model = ss.sde_model(pr, ss.variants.sgd(), ss.WithReplacement(1), eta=0.5)  # large noise: some paths blow up
     thr = 6.0
-    paths = ss.simulate(model, t1=5.0, num_paths=64, key=jr.key(2), record=ss.observables("param_norm_sq"),
-                        divergence_threshold=thr)
+    paths = ss.simulate(
+        model, t1=5.0, num_paths=64, key=jr.key(2), record=ss.observables("param_norm_sq"), divergence_threshold=thr
+    )
     div = paths.diverged
     assert 0 < paths.num_diverged < 64
     v = paths.values["param_norm_sq"]
@@ -200,7 +218,9 @@ def test_init_params_start_every_path(model):
     pr = model.problem
     a, y = np.asarray(pr.data["a"], np.float64), np.asarray(pr.data["y"], np.float64)
     x0 = np.array([0.5, -1.0, 2.0])
-    paths = ss.simulate(model, t1=0.2, num_paths=3, key=jr.key(0), record=("loss",), init_params=jnp.asarray(x0, jnp.float32))
+    paths = ss.simulate(
+        model, t1=0.2, num_paths=3, key=jr.key(0), record=("loss",), init_params=jnp.asarray(x0, jnp.float32)
+    )
     np.testing.assert_allclose(paths.values["loss"][:, 0], 0.5 * np.mean((a @ x0 - y) ** 2), rtol=1e-5)
 
 

@@ -22,9 +22,15 @@ def test_coefficients(l):  # noqa: E741
     assert abs(a + b - 1) < 1e-15 and abs(a * a + b * b - l) < 1e-12
 
 
-@pytest.mark.parametrize("variant", [ss.variants.sam(0.4), ss.variants.m_usam(0.4, 1),
-                                     ss.variants.rw_sam(0.4, 2.0, score="exact", weights_in_descent=True)],
-                         ids=lambda v: v.name)
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ss.variants.sam(0.4),
+        ss.variants.m_usam(0.4, 1),
+        ss.variants.rw_sam(0.4, 2.0, score="exact", weights_in_descent=True),
+    ],
+    ids=lambda v: v.name,
+)
 def test_svag_mean_and_covariance_are_exact(variant):
     """Over all pairs of independent batches (exact probabilities), ``G_l`` has mean ``E[G]`` and covariance
     ``l Cov[G]`` (the one-step moments of the plain update, by enumeration), float64."""
@@ -34,8 +40,18 @@ def test_svag_mean_and_covariance_are_exact(variant):
     flat = lambda t: np.asarray(ravel_pytree(t)[0])  # noqa: E731
     Gs = np.stack([flat(variant.gradient(pr, x, (), pr.take(jnp.asarray(r)), jr.key(0))[0]) for r in rows])
     mean, cov = Gs.mean(0), np.cov(Gs.T, bias=True)
-    step = jax.jit(lambda i, j, l: svag_gradient(pr, variant, l, x, (), (pr.take(i), pr.take(j)),  # noqa: E731
-                                                 (jr.key(0), jr.key(0)))[0], static_argnums=2)
+    step = jax.jit(
+        lambda i, j, l: svag_gradient(  # noqa: E741
+            pr,
+            variant,
+            l,
+            x,
+            (),
+            (pr.take(i), pr.take(j)),
+            (jr.key(0), jr.key(0)),
+        )[0],
+        static_argnums=2,
+    )
     for l in (2, 4):  # noqa: E741
         Gl = np.stack([flat(step(jnp.asarray(r1), jnp.asarray(r2), l)) for r1, r2 in itertools.product(rows, rows)])
         np.testing.assert_allclose(Gl.mean(0), mean, rtol=1e-10, atol=1e-13)
@@ -48,10 +64,29 @@ def test_run_discrete_svag_on_a_quadratic():
     z = np.random.default_rng(0).standard_normal((8, 2))
     pr = location_problem(jnp.asarray(z, jnp.float64), x0=np.array([2.0, -1.0]))
     sampler, eta, steps, l = ss.WithReplacement(2), 0.2, 10, 4  # noqa: E741
-    plain = ss.run_discrete(pr, ss.variants.sgd(), sampler, eta=eta, steps=steps, num_runs=4, key=jr.key(0),
-                            record=ss.observables("loss", every=5), dtype=jnp.float64)
-    runs = ss.run_discrete(pr, ss.variants.sgd(), sampler, eta=eta, steps=steps, num_runs=4096, key=jr.key(1),
-                           record=ss.observables("loss", every=5), dtype=jnp.float64, svag=l)
+    plain = ss.run_discrete(
+        pr,
+        ss.variants.sgd(),
+        sampler,
+        eta=eta,
+        steps=steps,
+        num_runs=4,
+        key=jr.key(0),
+        record=ss.observables("loss", every=5),
+        dtype=jnp.float64,
+    )
+    runs = ss.run_discrete(
+        pr,
+        ss.variants.sgd(),
+        sampler,
+        eta=eta,
+        steps=steps,
+        num_runs=4096,
+        key=jr.key(1),
+        record=ss.observables("loss", every=5),
+        dtype=jnp.float64,
+        svag=l,
+    )
     np.testing.assert_array_equal(runs.times, plain.times)
     assert runs.config["svag"] == l
     final = np.asarray(runs.final_params)
@@ -63,7 +98,7 @@ def test_run_discrete_svag_on_a_quadratic():
 
 def test_svag_one_is_the_plain_method_and_bad_values_are_refused():
     pr = user_problem(n=8, d=2)
-    kw = dict(eta=0.1, steps=4, num_runs=2, key=jr.key(0), record=ss.observables("loss", every=2))
+    kw = {"eta": 0.1, "steps": 4, "num_runs": 2, "key": jr.key(0), "record": ss.observables("loss", every=2)}
     a = ss.run_discrete(pr, ss.variants.sam(0.1), ss.WithReplacement(2), **kw)
     b = ss.run_discrete(pr, ss.variants.sam(0.1), ss.WithReplacement(2), svag=1, **kw)
     np.testing.assert_array_equal(a.values["loss"], b.values["loss"])

@@ -190,7 +190,9 @@ def test_first_order_diffusion_matches_sde_with_equal_hessians(name, monkeypatch
 
         def cov(rho):
             variant = VARIANTS_2D[name].replace(rho=rho)
-            L = _noise_matrix(lambda: ss.sde.first_order_sample(problem, variant, sampler, p, jax.random.key(0)), 3, monkeypatch)
+            L = _noise_matrix(
+                lambda: ss.sde.first_order_sample(problem, variant, sampler, p, jax.random.key(0)), 3, monkeypatch
+            )
             return L @ L.T
 
         r = 0.25
@@ -231,7 +233,7 @@ def test_report_markdown_and_atomic_writer(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(dim=3), dict(n=0), dict(batch_size=5), dict(n=2, batch_size=3, replace=False)],
+    [{"dim": 3}, {"n": 0}, {"batch_size": 5}, {"n": 2, "batch_size": 3, "replace": False}],
 )
 def test_bad_setting_raises(kwargs):
     with pytest.raises(ValueError):

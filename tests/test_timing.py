@@ -15,7 +15,7 @@ def test_serial_m_sam_equals_vmapped_m_sam():
     params = problem.init_params
     vmapped = scan_fn(problem, ss.variants.m_sam(0.1, 2))(params, (), batches, jr.key(0))
     serial = serial_m_sam_scan_fn(problem, 0.1, 2)(params, (), batches, jr.key(0))
-    for a, b in zip(jax.tree_util.tree_leaves(vmapped), jax.tree_util.tree_leaves(serial)):
+    for a, b in zip(jax.tree_util.tree_leaves(vmapped), jax.tree_util.tree_leaves(serial), strict=False):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

@@ -14,8 +14,8 @@ from sde_sam._compiles import counting
 from sde_sam._sde._simulate import em_step
 from sde_sam._training._runner import traced_hyperparameters
 
-
 pytestmark = pytest.mark.usefixtures("released_programs")
+
 
 def _count(fn):
     """XLA backend compilations while ``fn`` runs (``jax.monitoring``, :func:`sde_sam._compiles.counting`)."""
@@ -30,11 +30,22 @@ def test_a_3x3_grid_compiles_no_more_than_its_first_point(make):
     record = ss.observables("loss", every=5)
 
     def run(eta, rho):  # "rule" blocks: the flop count of the step is taken (and kept) as for a large problem
-        ss.run_discrete(problem, make(rho), sampler, eta=eta, steps=10, num_runs=2, key=jr.key(0), record=record,
-                        progress=False, runs_per_block="rule")
+        ss.run_discrete(
+            problem,
+            make(rho),
+            sampler,
+            eta=eta,
+            steps=10,
+            num_runs=2,
+            key=jr.key(0),
+            record=record,
+            progress=False,
+            runs_per_block="rule",
+        )
         model = ss.sde_model(problem, make(rho), sampler, eta=eta, drift=ss.sde.GeneralDrift(num_samples=16))
-        ss.simulate(model, t1=10 * eta, num_paths=2, key=jr.key(1), record=record, progress=False,
-                    paths_per_block="rule")
+        ss.simulate(
+            model, t1=10 * eta, num_paths=2, key=jr.key(1), record=record, progress=False, paths_per_block="rule"
+        )
 
     first = _count(lambda: run(0.05, 0.05))
     assert first > 0  # the counter sees compilations
@@ -43,10 +54,14 @@ def test_a_3x3_grid_compiles_no_more_than_its_first_point(make):
 
 
 _FAMILIES = {  # a variant from its hyperparameters (rho first), and three points of them
-    "F-SAM": (lambda rho, sigma, lam: ss.variants.f_sam(rho, sigma=sigma, ema_decay=lam),
-              [(0.05, 1.0, 0.9), (0.1, 0.7, 0.85), (0.02, 0.3, 0.5)]),
-    "RW-SAM": (lambda rho, lam: ss.variants.rw_sam(rho, inverse_temperature=lam),
-               [(0.05, 1.0), (0.1, 2.3), (0.02, 0.4)]),
+    "F-SAM": (
+        lambda rho, sigma, lam: ss.variants.f_sam(rho, sigma=sigma, ema_decay=lam),
+        [(0.05, 1.0, 0.9), (0.1, 0.7, 0.85), (0.02, 0.3, 0.5)],
+    ),
+    "RW-SAM": (
+        lambda rho, lam: ss.variants.rw_sam(rho, inverse_temperature=lam),
+        [(0.05, 1.0), (0.1, 2.3), (0.02, 0.4)],
+    ),
     "ASAM": (lambda rho, c: ss.variants.asam(rho, c=c), [(0.05, 0.01), (0.1, 0.03), (0.02, 0.2)]),
 }
 
@@ -60,11 +75,20 @@ def test_a_sweep_over_a_rules_hyperparameters_compiles_no_more_than_its_first_po
     record = ss.observables("loss", every=5)
 
     def run(hyper):
-        ss.run_discrete(problem, make(*hyper), sampler, eta=0.05, steps=10, num_runs=2, key=jr.key(0), record=record,
-                        progress=False, runs_per_block="rule")
+        ss.run_discrete(
+            problem,
+            make(*hyper),
+            sampler,
+            eta=0.05,
+            steps=10,
+            num_runs=2,
+            key=jr.key(0),
+            record=record,
+            progress=False,
+            runs_per_block="rule",
+        )
         model = ss.sde_model(problem, make(*hyper), sampler, eta=0.05, drift=ss.sde.GeneralDrift(num_samples=16))
-        ss.simulate(model, t1=0.5, num_paths=2, key=jr.key(1), record=record, progress=False,
-                    paths_per_block="rule")
+        ss.simulate(model, t1=0.5, num_paths=2, key=jr.key(1), record=record, progress=False, paths_per_block="rule")
 
     assert _count(lambda: run(points[0])) > 0
     assert _count(lambda: [run(h) for h in points[1:]]) == 0
@@ -107,7 +131,7 @@ def test_a_traced_rho_gives_the_bits_of_a_constant_rho():
 def test_rho_zero_stays_sgd_under_tracing():
     """Whether rho is zero is static: rho = 0 is SGD's program, not a perturbation of size 0."""
     problem, sampler = ss.problems.linear_regression(n=32, d=3), ss.WithReplacement(4)
-    kw = dict(eta=0.05, steps=10, num_runs=2, key=jr.key(0), progress=False)
+    kw = {"eta": 0.05, "steps": 10, "num_runs": 2, "key": jr.key(0), "progress": False}
     zero = ss.run_discrete(problem, ss.variants.sam(0.0), sampler, **kw)
     sgd = ss.run_discrete(problem, ss.variants.sgd(), sampler, **kw)
     np.testing.assert_array_equal(zero.values["loss"], sgd.values["loss"])

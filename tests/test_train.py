@@ -15,7 +15,7 @@ from jax.flatten_util import ravel_pytree
 import sde_sam as ss
 from sde_sam import train
 
-TINY = dict(problem_kwargs={"hidden": 4}, batch_size=32, eta=0.2, steps=6, every=3, seeds=(0, 1))
+TINY = {"problem_kwargs": {"hidden": 4}, "batch_size": 32, "eta": 0.2, "steps": 6, "every": 3, "seeds": (0, 1)}
 
 
 def _dense_trace_sigma(problem, params) -> float:
@@ -28,8 +28,9 @@ def _dense_trace_sigma(problem, params) -> float:
 
 @pytest.fixture(scope="module")
 def sam_record():
-    cfg = train.TrainConfig(variant="sam", variant_kwargs={"rho": 0.05}, observables=("loss", "trace_sigma", "distance"),
-                            **TINY)
+    cfg = train.TrainConfig(
+        variant="sam", variant_kwargs={"rho": 0.05}, observables=("loss", "trace_sigma", "distance"), **TINY
+    )
     problem = train.build_problem(cfg)
     return cfg, problem, train.record(cfg, problem=problem, save_params=True)
 
@@ -54,13 +55,19 @@ def test_record_shards_seeds_over_a_mesh(sam_record):
 
 @pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_recorded_trace_sigma_matches_dense(sam_record):
-    cfg, problem, rec = sam_record
+    _cfg, problem, rec = sam_record
     for r in range(2):
         for t in (0, len(rec.steps) - 1):
             params = jax.tree_util.tree_map(lambda a: a[r, t], rec.saved_params)
             np.testing.assert_allclose(rec.values["trace_sigma"][r, t], _dense_trace_sigma(problem, params), rtol=2e-4)
-            dist = np.sqrt(sum(np.sum((np.asarray(a) - np.asarray(b)) ** 2) for a, b in zip(
-                jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(problem.init_params))))
+            dist = np.sqrt(
+                sum(
+                    np.sum((np.asarray(a) - np.asarray(b)) ** 2)
+                    for a, b in zip(
+                        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(problem.init_params), strict=False
+                    )
+                )
+            )
             np.testing.assert_allclose(rec.values["distance"][r, t], dist, rtol=1e-4, atol=1e-6)
 
 
@@ -93,8 +100,17 @@ def test_io_roundtrip_and_nonfinite(tmp_path):
 def test_schedule_in_runner_matches_manual_steps():
     problem = ss.problems.quadratic(n=8)
     sched = train.Schedule("step", total_steps=3, milestones=(1, 2), gamma=0.5)
-    runs = ss.run_discrete(problem, ss.variants.sgd(), ss.WithoutReplacement(8), eta=0.1, steps=3, key=jr.key(0),
-                           record=ss.observables("loss", every=1), schedule=sched, save_params=True)
+    runs = ss.run_discrete(
+        problem,
+        ss.variants.sgd(),
+        ss.WithoutReplacement(8),
+        eta=0.1,
+        steps=3,
+        key=jr.key(0),
+        record=ss.observables("loss", every=1),
+        schedule=sched,
+        save_params=True,
+    )
     x = np.asarray(problem.init_params, np.float64)
     for k, mult in enumerate((1.0, 0.5, 0.25)):  # full batch: x_{k+1} = x_k - eta s(k) g(x_k)
         np.testing.assert_allclose(np.asarray(runs.saved_params)[0, k], x, rtol=1e-5, atol=1e-6)
@@ -113,8 +129,11 @@ def test_one_sampler_field_and_recordings_with_the_two_old_booleans():
     assert isinstance(train.build_sampler(train.TrainConfig()), ss.WithoutReplacement)
     assert isinstance(train.build_sampler(train.TrainConfig(sampler="uniform_subset")), ss.UniformSubset)
     old = {k: v for k, v in train.TrainConfig().to_dict().items() if k != "sampler"}
-    for flags, kind in (((False, False), ss.WithoutReplacement), ((True, False), ss.WithReplacement),
-                        ((False, True), ss.UniformSubset)):
+    for flags, kind in (
+        ((False, False), ss.WithoutReplacement),
+        ((True, False), ss.WithReplacement),
+        ((False, True), ss.UniformSubset),
+    ):
         cfg = train.TrainConfig.from_dict(old | dict(zip(("with_replacement", "uniform_subset"), flags, strict=True)))
         assert isinstance(train.build_sampler(cfg), kind)
     with pytest.raises(ValueError, match="exclude each other"):
@@ -132,22 +151,23 @@ def test_group_norm_cnn_is_per_example_and_batch_norm_is_not():
     b5 = bn.example_losses(bn.init_params, bn.take(jnp.arange(5)))[0]
     b10 = bn.example_losses(bn.init_params, bn.take(jnp.arange(10)))[0]
     assert abs(float(b5) - float(b10)) > 1e-6  # an example's loss depends on its batch
-    np.testing.assert_allclose(bn.full_loss(bn.init_params), jnp.mean(bn.example_losses(bn.init_params, bn.data)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        bn.full_loss(bn.init_params), jnp.mean(bn.example_losses(bn.init_params, bn.data)), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(observables=("loss", "nope")), "unknown observable"),
-        (dict(steps=10, every=3), "multiple of `every`"),
-        (dict(seeds=()), "seeds"),
-        (dict(seeds=(1, 1)), "distinct"),
-        (dict(problem="mnist"), "problem"),
-        (dict(schedule="linear"), "schedule"),
-        (dict(eta=-1.0), "eta"),
-        (dict(hutchinson_probes=1), "hutchinson_probes"),
-        (dict(sampler="shuffled"), "sampler"),
+        ({"observables": ("loss", "nope")}, "unknown observable"),
+        ({"steps": 10, "every": 3}, "multiple of `every`"),
+        ({"seeds": ()}, "seeds"),
+        ({"seeds": (1, 1)}, "distinct"),
+        ({"problem": "mnist"}, "problem"),
+        ({"schedule": "linear"}, "schedule"),
+        ({"eta": -1.0}, "eta"),
+        ({"hutchinson_probes": 1}, "hutchinson_probes"),
+        ({"sampler": "shuffled"}, "sampler"),
     ],
 )
 def test_bad_config(kwargs, match):
@@ -165,17 +185,36 @@ def test_bad_schedule_and_network():
     with pytest.raises(ValueError, match="norm"):
         train.digits_cnn(norm="instance")
     with pytest.raises(TypeError, match="schedule"):
-        ss.run_discrete(ss.problems.quadratic(n=4), ss.variants.sgd(), ss.WithoutReplacement(4), eta=0.1, steps=1,
-                        key=jr.key(0), record=ss.observables("loss"), schedule=3)
+        ss.run_discrete(
+            ss.problems.quadratic(n=4),
+            ss.variants.sgd(),
+            ss.WithoutReplacement(4),
+            eta=0.1,
+            steps=1,
+            key=jr.key(0),
+            record=ss.observables("loss"),
+            schedule=3,
+        )
 
 
 @pytest.mark.slow  # long: runs in the slow pass (default suite kept under 10 min on 2 cores)
 def test_training_vs_sde_end_to_end(tmp_path):
     from analysis import training_vs_sde as tvs
 
-    cfg = dict(problem=("digits_mlp", {"hidden": 4}), variants=(("SGD", "sgd", {}),), batch_size=32, eta=0.2,
-               steps=6, every=3, seeds=(0, 1), paths=2, num_samples=4, noise_batches=16, top_k=2,
-               observables=("loss", "trace_sigma"))
+    cfg = {
+        "problem": ("digits_mlp", {"hidden": 4}),
+        "variants": (("SGD", "sgd", {}),),
+        "batch_size": 32,
+        "eta": 0.2,
+        "steps": 6,
+        "every": 3,
+        "seeds": (0, 1),
+        "paths": 2,
+        "num_samples": 4,
+        "noise_batches": 16,
+        "top_k": 2,
+        "observables": ("loss", "trace_sigma"),
+    }
     res = tvs.run(cfg, tmp_path, log=lambda *_: None)
     v = res["variants"]["SGD"]
     problem = ss.problems.digits_mlp(hidden=4)
@@ -184,8 +223,9 @@ def test_training_vs_sde_end_to_end(tmp_path):
     np.testing.assert_allclose([comp["train_mean"][0], comp["sde_mean"][0]], [f0, f0], rtol=1e-5)  # same start
     assert comp["gap"][0] == pytest.approx(0.0, abs=1e-5) and np.all(np.isfinite(comp["relative_gap"]))
     c = ss.WithoutReplacement(32).factor(32, problem.num_examples)
-    np.testing.assert_allclose(v["noise"]["pred_trace"][0], c * _dense_trace_sigma(problem, problem.init_params),
-                               rtol=2e-4)
+    np.testing.assert_allclose(
+        v["noise"]["pred_trace"][0], c * _dense_trace_sigma(problem, problem.init_params), rtol=2e-4
+    )
     assert (tmp_path / "training_vs_sde.json").exists() and (tmp_path / "records" / "train__SGD.npz").exists()
 
 
@@ -214,9 +254,20 @@ def test_m_sharpness_reuses_only_records_of_the_same_config(tmp_path, monkeypatc
 def test_training_vs_sde_resumes_after_an_interruption(tmp_path, monkeypatch):
     from analysis import training_vs_sde as tvs
 
-    cfg = dict(problem=("digits_mlp", {"hidden": 4}), variants=(("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05})),
-               batch_size=32, eta=0.2, steps=6, every=3, seeds=(0, 1), paths=2, num_samples=4, noise_batches=16,
-               top_k=2, observables=("loss",))
+    cfg = {
+        "problem": ("digits_mlp", {"hidden": 4}),
+        "variants": (("SGD", "sgd", {}), ("SAM", "sam", {"rho": 0.05})),
+        "batch_size": 32,
+        "eta": 0.2,
+        "steps": 6,
+        "every": 3,
+        "seeds": (0, 1),
+        "paths": 2,
+        "num_samples": 4,
+        "noise_batches": 16,
+        "top_k": 2,
+        "observables": ("loss",),
+    }
     real = train.record
     calls = []
 
@@ -245,14 +296,23 @@ def test_training_vs_sde_resumes_after_an_interruption(tmp_path, monkeypatch):
 def test_effective_sample_size_is_recorded_along_training():
     """The ``effective_sample_size`` observable of an RW-SAM run is the estimator's value at the recorded
     parameters (the estimator is checked against numpy in tests/test_variants.py), below ``B`` and at least 1."""
-    cfg = train.TrainConfig(variant="rw-sam", variant_kwargs={"rho": 0.05, "inverse_temperature": 3.0},
-                            observables=("loss", "effective_sample_size"), **TINY)
+    cfg = train.TrainConfig(
+        variant="rw-sam",
+        variant_kwargs={"rho": 0.05, "inverse_temperature": 3.0},
+        observables=("loss", "effective_sample_size"),
+        **TINY,
+    )
     problem = train.build_problem(cfg)
     rec = train.record(cfg, problem=problem, save_params=True)
     ess = rec.values["effective_sample_size"]
     assert ess.shape == (2, 3) and np.all((ess >= 1.0) & (ess < cfg.batch_size))
     params = jax.tree_util.tree_map(lambda a: a[1, -1], rec.saved_params)
-    want = ss.noise.expected_effective_sample_size(train.build_variant(cfg), problem, params,
-                                                   ss.WithoutReplacement(cfg.batch_size),
-                                                   jr.key(cfg.estimator_seed), cfg.norm_batches)
+    want = ss.noise.expected_effective_sample_size(
+        train.build_variant(cfg),
+        problem,
+        params,
+        ss.WithoutReplacement(cfg.batch_size),
+        jr.key(cfg.estimator_seed),
+        cfg.norm_batches,
+    )
     np.testing.assert_allclose(ess[1, -1], float(want.value), rtol=1e-5)

@@ -182,13 +182,15 @@ def test_normalized_variants_are_finite_at_a_zero_gradient(name):
     if name == "sam-on":
         kwargs = {"mask": lambda p: True}
     variant = V.get(name, rho=0.1, **kwargs)
-    G, _, _ = variant.gradient(problem, problem.init_params, variant.init(problem.init_params), problem.take(jnp.arange(4)), jr.key(0))
+    G, _, _ = variant.gradient(
+        problem, problem.init_params, variant.init(problem.init_params), problem.take(jnp.arange(4)), jr.key(0)
+    )
     assert np.all(np.asarray(G) == 0.0)
 
 
 def test_get_by_name_and_unknown_name():
     assert V.get("M_SAM", rho=0.1, micro_batch_size=2) == V.m_sam(0.1, 2)
-    with pytest.raises(ValueError, match="unknown variant 'adam'.*valid names"):
+    with pytest.raises(ValueError, match=r"unknown variant 'adam'.*valid names"):
         V.get("adam")
 
 
@@ -254,8 +256,14 @@ def test_rw_score_correlation_with_gradient_norm_rises_with_probes():
     prediction (the sampling error of a correlation over 256 examples is about 0.05)."""
     pr, batch = _rw_batch()
     x = pr.init_params
-    norms = np.asarray(jnp.sqrt(sum(jnp.sum(a.reshape(a.shape[0], -1) ** 2, 1)
-                                    for a in jax.tree_util.tree_leaves(pr.per_example_grads(x, batch)))))
+    norms = np.asarray(
+        jnp.sqrt(
+            sum(
+                jnp.sum(a.reshape(a.shape[0], -1) ** 2, 1)
+                for a in jax.tree_util.tree_leaves(pr.per_example_grads(x, batch))
+            )
+        )
+    )
     losses = pr.example_losses(x, batch)
     corr = {}
     for probes in (1, 16):
@@ -273,8 +281,9 @@ def test_rw_one_probe_is_the_unchanged_stream_and_relative_scores_are_scale_free
     losses = pr.example_losses(x, batch)
     one = ss.variants.rw_sam(0.05).rule
     explicit = ss.variants.rw_sam(0.05, num_probes=1).rule
-    np.testing.assert_array_equal(one.scores(pr, x, batch, losses, jr.key(1)),
-                                  explicit.scores(pr, x, batch, losses, jr.key(1)))
+    np.testing.assert_array_equal(
+        one.scores(pr, x, batch, losses, jr.key(1)), explicit.scores(pr, x, batch, losses, jr.key(1))
+    )
     rel = ss.variants.rw_sam(0.05, inverse_temperature=3.0, relative_scores=True).rule
     w = rel.reweighting(pr, x, batch, losses, jr.key(1))
     s = np.asarray(one.scores(pr, x, batch, losses, jr.key(1)), np.float64)
@@ -338,4 +347,3 @@ def test_expected_effective_sample_size_against_numpy():
         ss.noise.expected_effective_sample_size(rw, problem, x, sampler, key, num_batches=1)
     with pytest.raises(TypeError, match="rule"):
         ss.noise.expected_effective_sample_size("rw-sam", problem, x, sampler, key)
-

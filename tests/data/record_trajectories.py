@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from helpers import user_problem  # noqa: E402
+from helpers import user_problem
 
-import sde_sam as ss  # noqa: E402
+import sde_sam as ss
 
 V = ss.variants
 
@@ -30,10 +30,19 @@ V = ss.variants
 def variants() -> dict:
     on = lambda p: p.endswith("offset")  # noqa: E731
     return {
-        "sgd": V.sgd(), "usam": V.usam(0.2), "sam": V.sam(0.2), "n-usam": V.n_usam(0.2), "n-sam": V.n_sam(0.2),
-        "m-usam": V.m_usam(0.2, 2), "m-sam": V.m_sam(0.2, 2), "f-sam": V.f_sam(0.2, sigma=0.5, ema_decay=0.8),
-        "f-usam": V.f_usam(0.2), "f-sam-rho0": V.f_sam(0.0), "sam-on": V.sam_on(0.2, mask=on),
-        "usam-on": V.sam_on(0.2, mask=on, normalize=False), "rw-sam": V.rw_sam(0.2, inverse_temperature=2.0),
+        "sgd": V.sgd(),
+        "usam": V.usam(0.2),
+        "sam": V.sam(0.2),
+        "n-usam": V.n_usam(0.2),
+        "n-sam": V.n_sam(0.2),
+        "m-usam": V.m_usam(0.2, 2),
+        "m-sam": V.m_sam(0.2, 2),
+        "f-sam": V.f_sam(0.2, sigma=0.5, ema_decay=0.8),
+        "f-usam": V.f_usam(0.2),
+        "f-sam-rho0": V.f_sam(0.0),
+        "sam-on": V.sam_on(0.2, mask=on),
+        "usam-on": V.sam_on(0.2, mask=on, normalize=False),
+        "rw-sam": V.rw_sam(0.2, inverse_temperature=2.0),
         "rw-sam-exact": V.rw_sam(0.2, 2.0, score="exact"),
         "rw-sam-descent": V.rw_sam(0.2, 2.0, score="exact", weights_in_descent=True),
         "rw-usam-descent": V.rw_usam(0.2, 2.0, weights_in_descent=True),
@@ -65,8 +74,17 @@ def record() -> dict:
     problem = user_problem()
     out = {}
     for name, variant in variants().items():
-        runs = ss.run_discrete(problem, variant, ss.WithoutReplacement(4), eta=0.1, steps=12, num_runs=3,
-                               key=jr.key(7), record=ss.observables("loss", every=4), save_params=False)
+        runs = ss.run_discrete(
+            problem,
+            variant,
+            ss.WithoutReplacement(4),
+            eta=0.1,
+            steps=12,
+            num_runs=3,
+            key=jr.key(7),
+            record=ss.observables("loss", every=4),
+            save_params=False,
+        )
         flat = jax.vmap(lambda p: problem.ravel(p)[0])(runs.final_params)
         out[f"{name}/final"] = np.asarray(flat)
         out[f"{name}/loss"] = np.asarray(runs.values["loss"])
