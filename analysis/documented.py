@@ -313,11 +313,52 @@ def report_stages(rec: dict) -> str:
     return _table(["stage", "wall s", "CPU s", "compiled", "from cache", "compile s"], out)
 
 
+def _short(verdict: dict) -> str:
+    """A verdict in a table cell: its kind, with the rung that tracks or is nearest."""
+    kind, rung = verdict["kind"], verdict.get("rung")
+    if kind == "tracked":
+        return f"tracked by {rung}"
+    return kind if not rung else f"{kind} (nearest {rung})"
+
+
+def fidelity_verdicts(rec: dict, part: str = "escape") -> str:
+    """``analysis.fidelity``: per variant the verdict on each observable (``ss.validate``'s equivalence tests)."""
+    res = rec[part]
+    names = list(next(iter(res["variants"].values()))["verdicts"])
+    rows = [[label] + [_short(v["verdicts"][o]) for o in names] for label, v in res["variants"].items()]
+    return _table(["variant"] + [OBSERVABLE_NAMES.get(o, f"`{o}`") for o in names], rows)
+
+
+def fidelity_budget(rec: dict, part: str = "escape") -> str:
+    """``analysis.fidelity``: per variant the error budget of the key observable, each model's largest gap over the
+    recorded times ± s.e. [its agreement] (rungs at their finest dt, the gap at dt = eta in brackets; SVAG at its
+    largest l)."""
+    res = rec[part]
+    models: list[str] = []
+    for v in res["variants"].values():
+        models += [r["model"] for r in v["budget"] if r["model"] not in models]
+    rows = []
+    for label, v in res["variants"].items():
+        by = {r["model"]: r for r in v["budget"]}
+        cells = []
+        for m in models:
+            r = by.get(m)
+            if r is None:
+                cells.append("–")
+                continue
+            coarse = "" if r["gap_at_h"] is None or r["refine"] == 1 else f" ({r['gap_at_h']:+.3f})"
+            cells.append(f"{r['gap']:+.3f} ± {r['stderr']:.3f}{coarse} [{r['agreement']}]")
+        rows.append([label, *cells])
+    return _table(["variant", *models], rows)
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in (
         training_vs_sde,
         training_vs_sde_momentum,
+        fidelity_verdicts,
+        fidelity_budget,
         noise_along,
         m_sharpness,
         rw_study,
