@@ -7,11 +7,24 @@ imports nothing of the package, so any layer may use it.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# ``Literal["a", "b"]`` of this module: a string option. Static checkers (and ruff, through its typing-modules) read
+# it as ``typing.Literal``; at run time it is ``str``, so a run-time type checker lets a wrong value through to the
+# argument's own check, whose message names the argument and its valid values.
+if TYPE_CHECKING:
+    from typing import Literal
+else:
+
+    class _Literal:
+        def __getitem__(self, _values):
+            return str
+
+    Literal = _Literal()
 
 
 def is_integer(value: Any) -> bool:

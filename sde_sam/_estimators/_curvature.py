@@ -20,7 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._checks import check_integer
+from .._checks import Literal, check_integer
 from .._problems._problem import Problem
 from ._estimate import (
     Eigs,
@@ -225,7 +225,7 @@ def alignment(
     key: PRNGKeyArray,
     *,
     k: int = 5,
-    method: str = "auto",
+    method: Literal["auto", "exact", "stochastic"] = "auto",
     num_probes: int = 64,
     num_matvecs: int | None = None,
     chunk_size: int | None = None,

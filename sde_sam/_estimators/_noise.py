@@ -20,7 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._checks import check_integer
+from .._checks import Literal, check_integer
 from .._problems._problem import Problem, _chunked_map, tree_norm_sq
 from .._problems._sampler import AbstractSampler
 from ._estimate import (
@@ -190,7 +190,7 @@ def sigma_top_eigs(
     k: int,
     key: PRNGKeyArray,
     *,
-    method: str = "randomized",
+    method: Literal["randomized", "lanczos"] = "randomized",
     oversample: int = 10,
     num_iters: int = 4,
     num_matvecs: int | None = None,
@@ -522,7 +522,7 @@ def tail_index_from_samples(
     samples: Float[Array | np.ndarray, "K D"],
     key: PRNGKeyArray,
     *,
-    method: str = "stable",
+    method: Literal["stable", "hill"] = "stable",
     block: int | None = None,
     num_tail: int | None = None,
     num_bootstrap: int = 200,
@@ -573,7 +573,7 @@ def tail_index(
     num_batches: int = 1024,
     num_directions: int = 8,
     *,
-    method: str = "stable",
+    method: Literal["stable", "hill"] = "stable",
     num_bootstrap: int = 200,
     chunk_size: int | None = None,
 ) -> Estimate:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._checks import check_integer, check_number
+from .._checks import Literal, check_integer, check_number
 from ._micro_batch import DenseLayerNormMLP
 from ._problem import Problem
 
@@ -127,7 +127,7 @@ def sharp_flat_basins(
     flat_curvature: float = 1.0,
     noise_scale: float = 0.3,
     seed: int = 0,
-    start: str = "sharp",
+    start: Literal["sharp", "flat"] = "sharp",
 ) -> Problem:
     """A finite-sum loss with a sharp basin at ``x_1 = -1`` and a flat one at ``x_1 = +1``, separated by a barrier
     on the sharp side (about ``-0.6`` for the defaults; :func:`sharp_flat_barrier` locates it):

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._checks import check_integer
+from .._checks import Literal, check_integer
 from ._builtin import _channels, load_digits_split, softmax_cross_entropy
 from ._problem import Problem
 
@@ -146,7 +146,7 @@ class BatchNormProblem(Problem):
 
 def digits_cnn(
     channels: tuple[int, ...] = (8, 16),
-    norm: str = "group",
+    norm: Literal["layer", "group", "batch", "none"] = "group",
     groups: int = 4,
     seed: int = 0,
     test_fraction: float = 0.2,

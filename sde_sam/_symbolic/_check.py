@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import Literal
 from .._problems._problem import Problem
 from .._problems._sampler import WithoutReplacement, WithReplacement
 from .._variants._variant import Variant
@@ -238,7 +239,7 @@ def compare_expression(
     variant: Variant,
     setting: Setting,
     *,
-    kind: str = "general_drift",
+    kind: Literal["general_drift", "closed_form_drift", "discrete_mean"] = "general_drift",
     points: int = 3,
     seed: int = 0,
 ) -> float:

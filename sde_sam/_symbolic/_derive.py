@@ -33,6 +33,7 @@ from typing import Any, cast
 import numpy as np
 import sympy as sp
 
+from .._checks import Literal
 from .._io import atomic_write_bytes
 from ._algebra import (
     Symbols,
@@ -503,7 +504,7 @@ def derive(
 # -- symbolic identities ---------------------------------------------------------------------------------------
 
 
-def is_zero(expr, method: str = "random", points: int = 3, seed: int = 0) -> bool:
+def is_zero(expr, method: Literal["random", "expand"] = "random", points: int = 3, seed: int = 0) -> bool:
     """Whether the polynomial ``expr`` (scalar or matrix) is identically zero.
 
     ``method="expand"``: ``sympy.expand`` to the zero polynomial. ``"random"``: exact rational evaluation at
@@ -523,7 +524,7 @@ def is_zero(expr, method: str = "random", points: int = 3, seed: int = 0) -> boo
     return True
 
 
-def identities(der: Derivation, method: str = "random") -> dict[str, bool | None]:
+def identities(der: Derivation, method: Literal["random", "expand"] = "random") -> dict[str, bool | None]:
     """Exact sympy checks of the polynomial identities (``None``: not polynomial, check numerically):
 
     * ``closed_form``: ``b_0 + rho b_1`` equals the DESIGN §3.1 formula;

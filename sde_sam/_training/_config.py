@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from .. import variants as _variants
-from .._checks import check_integer
+from .._checks import Literal, check_integer
 from .._problems import _builtin, _mnist1d, _networks
 from .._problems._problem import Problem
 from .._problems._sampler import UniformSubset, WithoutReplacement, WithReplacement
@@ -37,8 +37,10 @@ OBSERVABLES = (
 )
 DEFAULT_OBSERVABLES = OBSERVABLES
 PROBLEMS = ("digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn")
+#: The schedule kinds (``TrainConfig.schedule``).
+ScheduleKind = Literal["constant", "cosine", "step"]
 #: optax's schedule of each kind, from a :class:`Schedule`'s fields.
-_OPTAX = {
+_OPTAX: dict[str, Callable[[Any], optax.Schedule]] = {
     "constant": lambda s: optax.constant_schedule(1.0),
     "cosine": lambda s: optax.cosine_decay_schedule(1.0, s.total_steps, alpha=s.final),
     "step": lambda s: optax.piecewise_constant_schedule(1.0, {int(m): float(s.gamma) for m in s.milestones}),
@@ -64,7 +66,7 @@ class Schedule:
     final``) and ``piecewise_constant_schedule``. Hashable, so it can be a static argument of a jitted runner.
     """
 
-    kind: str = "constant"
+    kind: ScheduleKind = "constant"
     total_steps: int = 1
     final: float = 0.0
     milestones: tuple[int, ...] = ()
@@ -119,12 +121,12 @@ class TrainConfig:
     variant_kwargs: Any = ()
     label: str = ""
     batch_size: int = 64
-    sampler: str = "without_replacement"
+    sampler: Literal["without_replacement", "with_replacement", "uniform_subset"] = "without_replacement"
     eta: float = 0.1
     steps: int = 200
     every: int = 50
     seeds: tuple[int, ...] = (0, 1, 2, 3)
-    schedule: str = "constant"
+    schedule: ScheduleKind = "constant"
     schedule_kwargs: Any = ()
     observables: tuple[str, ...] = DEFAULT_OBSERVABLES
     lanczos_matvecs: int = 20

@@ -32,7 +32,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._checks import check_integer, check_number
+from .._checks import Literal, check_integer, check_number
 from .._problems._problem import Problem
 from .._typing import Real
 from ._hyperparameters import WithHyperparameters
@@ -301,7 +301,7 @@ class Reweighted(AbstractRule):
 
     inverse_temperature: Real = 1.0
     fd_delta: Real = 1e-3
-    score: str = "finite_difference"
+    score: Literal["finite_difference", "exact"] = "finite_difference"
     weights_in_descent: bool = False
     num_probes: int = 1
     relative_scores: bool = False

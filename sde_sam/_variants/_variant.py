@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._checks import check_number
+from .._checks import Literal, check_number
 from .._problems._problem import Problem, tree_norm_sq
 from .._typing import Real
 from ._perturbation import (
@@ -367,7 +367,7 @@ def rw_sam(
     rho: Real,
     inverse_temperature: Real = 1.0,
     fd_delta: Real = 1e-3,
-    score: str = "finite_difference",
+    score: Literal["finite_difference", "exact"] = "finite_difference",
     weights_in_descent: bool = False,
     num_probes: int = 1,
     relative_scores: bool = False,
@@ -382,7 +382,7 @@ def rw_usam(
     rho: Real,
     inverse_temperature: Real = 1.0,
     fd_delta: Real = 1e-3,
-    score: str = "finite_difference",
+    score: Literal["finite_difference", "exact"] = "finite_difference",
     weights_in_descent: bool = False,
     num_probes: int = 1,
     relative_scores: bool = False,
