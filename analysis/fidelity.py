@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
 import jax.random as jr
 
 import sde_sam as ss
 from analysis.pipeline import git_revision
 from analysis.presets import preset
+from analysis.stages import escape_problem
 from sde_sam import train
 from sde_sam._io import load_result, provenance, quarantine, result_paths, save_result, to_jsonable
 
@@ -64,15 +64,6 @@ def _momentum(cfg: dict) -> ss.Momentum | None:
     """``cfg["momentum"]`` (``{"beta": ..., "nesterov": ...}``) as a :class:`~sde_sam.Momentum`; absent: none."""
     m = cfg.get("momentum")
     return None if not m else ss.Momentum(**m)
-
-
-def outside_observable(barrier: float):
-    """The observable ``1[x_0 > barrier]``: 1 once the first coordinate is past the barrier of the sharp basin."""
-
-    def outside(problem, params):
-        return (jnp.ravel(params)[0] > barrier).astype(jnp.float32)
-
-    return outside
 
 
 def _study(
@@ -128,16 +119,8 @@ def _study(
 
 def escape(cfg: dict, log=print, done=None, on_variant=None) -> dict:
     """The study on the sharp/flat escape problem: fraction outside the sharp basin (true barrier) and loss."""
-    problem = ss.problems.sharp_flat_basins(
-        dim=1,
-        n=cfg["n"],
-        sharp_curvature=cfg["sharp_curvature"],
-        noise_scale=cfg["noise_scale"],
-        seed=cfg["seed"],
-        start="sharp",
-    )
-    barrier = ss.problems.sharp_flat_barrier(problem)
-    record = ss.observables("loss", every=cfg["every"], outside=outside_observable(barrier))
+    problem, barrier, outside = escape_problem(cfg)
+    record = ss.observables("loss", every=cfg["every"], outside=outside)
     out = _study(
         problem,
         ss.UniformSubset(cfg["batch_size"]),

@@ -346,11 +346,10 @@ def escape_variants(rho: float, B: int) -> dict:
 ESCAPE_MODELS = (("general", "leading"), ("expected", "leading"), ("expected", "empirical"))
 
 
-def stage_escape(cfg: dict) -> dict:
-    """Fraction of paths past the sharp basin's true barrier over time, per m and n-SAM: the discrete runs and
-    each model of the ladder in ``cfg["models"]`` (drift, diffusion; order 1, ``dt = eta``), batches from
-    :class:`~sde_sam.UniformSubset` (the sampler the SDE models exactly). Diverged runs/paths are counted and
-    left out of every mean (their rows are NaN)."""
+def escape_problem(cfg: dict):
+    """The 1-D sharp/flat problem of a config (``n``, ``sharp_curvature``, ``noise_scale``, ``seed``), started in the
+    sharp basin, its true barrier, and the observable ``outside(problem, x)``: 1 past the barrier, 0 in the sharp
+    basin."""
     problem = ss.problems.sharp_flat_basins(
         dim=1,
         n=cfg["n"],
@@ -360,10 +359,21 @@ def stage_escape(cfg: dict) -> dict:
         start="sharp",
     )
     barrier = ss.problems.sharp_flat_barrier(problem)
+
+    def outside(problem, x):
+        return 1.0 - ss.problems.in_sharp_basin(x, barrier).astype(jnp.float32)
+
+    return problem, barrier, outside
+
+
+def stage_escape(cfg: dict) -> dict:
+    """Fraction of paths past the sharp basin's true barrier over time, per m and n-SAM: the discrete runs and
+    each model of the ladder in ``cfg["models"]`` (drift, diffusion; order 1, ``dt = eta``), batches from
+    :class:`~sde_sam.UniformSubset` (the sampler the SDE models exactly). Diverged runs/paths are counted and
+    left out of every mean (their rows are NaN)."""
+    problem, barrier, outside = escape_problem(cfg)
     sampler = ss.UniformSubset(cfg["batch_size"])
-    rec = ss.observables(
-        outside=lambda p, x: 1.0 - ss.problems.in_sharp_basin(x, barrier).astype(jnp.float32), every=cfg["every"]
-    )
+    rec = ss.observables(outside=outside, every=cfg["every"])
     models = [tuple(m) for m in cfg.get("models", ESCAPE_MODELS)]
 
     def stats(v: np.ndarray) -> dict:
