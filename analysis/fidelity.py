@@ -40,9 +40,6 @@ from analysis.stages import escape_problem
 from sde_sam import train
 from sde_sam._io import load_result, provenance, quarantine, result_paths, save_result, to_jsonable
 
-#: Each part's key observable (``None``: the part config's ``key_observable``), as its error budget reads it.
-KEY_OBSERVABLES = {"escape": "outside", "training": None}
-
 
 def rungs_of(variant: ss.variants.Variant, cfg: dict) -> tuple[ss.validation.Rung, ...]:
     """The ladder ``drifts x diffusions x orders`` of a part config that ``variant`` supports, each Monte Carlo
