@@ -346,8 +346,8 @@ def fidelity_budget(rec: dict, part: str = "escape") -> str:
             if r is None:
                 cells.append("–")
                 continue
-            coarse = "" if r["gap_at_h"] is None or r["refine"] == 1 else f" ({r['gap_at_h']:+.3f})"
-            cells.append(f"{r['gap']:+.3f} ± {r['stderr']:.3f}{coarse} [{r['agreement']}]")
+            coarse = "" if r["gap_at_h"] is None or r["refine"] == 1 else f" ({float(r['gap_at_h']):+.3f})"
+            cells.append(f"{float(r['gap']):+.3f} ± {float(r['stderr']):.3f}{coarse} [{r['agreement']}]")
         rows.append([label, *cells])
     return _table(["variant", *models], rows)
 
