@@ -7,13 +7,15 @@ command line through the ``sde_sam.commands`` entry point in ``pyproject.toml``)
 
 from __future__ import annotations
 
+import os
+
 
 def _run_reproduce(args, only: str | None) -> int:
     from analysis import reproduce as R
 
     R.set_device(args.device)
     mode = "full" if args.full else "quick"
-    report = R.reproduce(mode, only=only, out=args.out, progress=not args.no_progress)
+    report = R.reproduce(mode, only=only, out=args.out, progress=not args.no_progress, workers=args.workers)
     print()
     print(R.summary_table(report))
     bad = [c for c in report["checks"] if c["status"] != "PASS"]
@@ -53,6 +55,13 @@ def _add_run_options(p, only_help: str) -> None:
     p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="force the JAX platform")
     p.add_argument("--strict", action="store_true", help="exit status 1 when a check does not PASS")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="stage processes run side by side (default: 2, or 1 on a one-core machine; 1 runs every stage in "
+        "this process)",
+    )
 
 
 def register(sub) -> None:

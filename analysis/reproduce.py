@@ -7,8 +7,10 @@ check table and the symbolic drifts (:mod:`sde_sam.symbolic`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import time
@@ -96,8 +98,9 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 
 def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """CPU seconds of this process and of its finished stage processes."""
+    r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
 def set_device(device: str) -> None:
@@ -168,15 +171,19 @@ def reproduce(
     out: str | os.PathLike = "results",
     log: Callable[[str], None] = print,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Run the stages needed by ``only`` (default all), then the checks and figures; write the report.
 
     Returns the report dict (also written to ``out/report.json``). ``progress=False`` also silences the
-    library's own bars inside the stages (``TQDM_DISABLE=1`` for the duration of the call)."""
+    library's own bars inside the stages (``TQDM_DISABLE=1`` for the duration of the call). ``workers > 1`` runs
+    the stages in that many processes (each stage is a pure function of its config, so the results are those of
+    one process; the timing stage's wall times then share the machine with another stage)."""
+    check_workers(workers)
     if progress:
-        return _reproduce(mode, only, out, log, progress)
+        return _reproduce(mode, only, out, log, progress, workers)
     with _quiet_library():
-        return _reproduce(mode, only, out, log, progress)
+        return _reproduce(mode, only, out, log, progress, workers)
 
 
 @contextlib.contextmanager
@@ -192,44 +199,145 @@ def _quiet_library():
             os.environ["TQDM_DISABLE"] = old
 
 
-def _reproduce(mode: str, only: str | None, out, log: Callable[[str], None], progress: bool) -> dict:
+def _reproduce(mode: str, only: str | None, out, log: Callable[[str], None], progress: bool, workers: int) -> dict:
     ids = parse_only(only)
     out = check_out_dir(out)
     with compilation_cache_in(out):
-        return _reproduce_in(ids, out, mode, log, progress)
+        return _reproduce_in(ids, out, mode, log, progress, workers)
 
 
-def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progress: bool) -> dict:
+#: Stages that share compiled programs, run one after the other in one process (the training stage's variants are
+#: the generalization stage's; analysis.m_sharpness.shared_problem).
+TOGETHER = (("training", "generalization"),)
+#: The order in which stage processes take their stages: the longest first (the quick run's stage table in
+#: docs/reproduction.md), so that two processes finish close together.
+LONGEST_FIRST = (
+    "escape",
+    "fidelity",
+    "eta_map",
+    "training",
+    "timing",
+    "train_sde",
+    "weak_order",
+    "sgn",
+    "drift",
+    "eta_rho",
+    "variance_term",
+    "grad_norm",
+    "symbolic",
+)
+
+
+def stage_groups(stages: Sequence[Stage]) -> list[list[Stage]]:
+    """``stages`` in the groups that one process runs in order (:data:`TOGETHER`), longest first
+    (:data:`LONGEST_FIRST`)."""
+    by_name = {st.name: st for st in stages}
+    groups: list[list[Stage]] = []
+    placed: set[str] = set()
+    for name in sorted(by_name, key=lambda n: LONGEST_FIRST.index(n) if n in LONGEST_FIRST else len(LONGEST_FIRST)):
+        if name in placed:
+            continue
+        together = next((t for t in TOGETHER if name in t), (name,))
+        group = [by_name[n] for n in together if n in by_name]
+        placed.update(st.name for st in group)
+        groups.append(group)
+    return groups
+
+
+def check_workers(workers: int) -> int:
+    """``workers`` if it is an integer >= 1; a clear ValueError otherwise."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 (the number of stage processes), got {workers!r}")
+    return workers
+
+
+def _stage_row(st: Stage, res, cpu_s: float | None, compiles: tuple[int, float, int]) -> dict:
+    n, seconds, hits = compiles
+    return {
+        "stage": st.name,
+        "cached": res.cached,
+        "wall_s": round(res.wall_s, 2),
+        "cpu_s": None if res.cached else cpu_s,
+        "path": str(res.path),
+        "compiles": n - hits,
+        "compile_cache_hits": hits,
+        "compile_s": round(seconds, 2),
+    }
+
+
+def _run_counted(st: Stage, out: Path, log: Callable[[str], None]) -> tuple:
+    """``(result, row)`` of one stage in this process; ``(None, None)`` when the symbolic stage lacks sympy."""
     counts = compile_counter()
+    c, n0, s0, h0 = _cpu(), counts.count, counts.seconds, counts.cache_hits
+    try:
+        res = run_stage(st, out, log=log)
+    except ImportError as e:
+        if st.name != "symbolic":
+            raise
+        log(f"note: symbolic stage skipped ({e})")
+        return None, None
+    cpu = round(_cpu() - c, 2)
+    return res, _stage_row(st, res, cpu, (counts.count - n0, counts.seconds - s0, counts.cache_hits - h0))
+
+
+def _worker_init(out: str, device: str | None) -> None:
+    os.environ["TQDM_DISABLE"] = "1"  # one bar, the parent's; the library's own bars would interleave
+    if device is not None:
+        set_device(device)
+    enable_compilation_cache(out)
+
+
+def _worker_run(group: list[Stage], out: str) -> list[dict | None]:
+    """Run ``group`` in a stage process; its rows (``None`` for a skipped stage). Results go to the stage cache."""
+    lines: list[str] = []
+    rows = [_run_counted(st, Path(out), lines.append)[1] for st in group]
+    for line in lines:
+        print(line, flush=True)
+    return rows
+
+
+def _run_stages(stages, out: Path, log, progress: bool, workers: int) -> tuple[dict, dict, list[dict]]:
+    """Every stage's result and row: in this process (``workers == 1``), or in ``workers`` processes that write the
+    stage cache, which this process then reads."""
+    results, arrays, rows = {}, {}, {}
+    bar = tqdm(total=len(stages), desc="stages", unit="stage", disable=not progress)
+    say = (lambda m: tqdm.write(m)) if progress else log
+    if workers == 1:
+        for st in stages:
+            bar.set_postfix_str(st.name)
+            res, rows[st.name] = _run_counted(st, out, say)
+            if res is not None:
+                results[st.name], arrays[st.name] = res.data, res.arrays
+            bar.update()
+    else:
+        import jax
+
+        device = "cpu" if jax.config.jax_platforms == "cpu" else None
+        context = multiprocessing.get_context("spawn")  # never fork a process that has started JAX
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_init, initargs=(str(out), device)
+        ) as pool:
+            futures = {pool.submit(_worker_run, group, str(out)): group for group in stage_groups(stages)}
+            for future in concurrent.futures.as_completed(futures):
+                group = futures[future]
+                for st, row in zip(group, future.result(), strict=True):
+                    rows[st.name] = row
+                    bar.set_postfix_str(st.name)
+                    bar.update()
+        for st in stages:
+            if rows[st.name] is None:
+                continue
+            res = run_stage(st, out, log=say)  # written by a stage process: read back from the cache
+            results[st.name], arrays[st.name] = res.data, res.arrays
+    bar.close()
+    return results, arrays, [rows[st.name] for st in stages if rows[st.name] is not None]
+
+
+def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progress: bool, workers: int = 1) -> dict:
     figures, checks = registry()
     stages = stages_for(ids, mode)
     t0, c0 = time.perf_counter(), _cpu()
-    results, arrays, stage_rows = {}, {}, []
-    bar = tqdm(stages, desc="stages", unit="stage", disable=not progress)
-    for st in bar:
-        bar.set_postfix_str(st.name)
-        c = _cpu()
-        n0, s0, h0 = counts.count, counts.seconds, counts.cache_hits
-        try:
-            res = run_stage(st, out, log=lambda m: tqdm.write(m) if progress else log(m))
-        except ImportError as e:
-            if st.name != "symbolic":
-                raise
-            log(f"note: symbolic stage skipped ({e})")
-            continue
-        results[st.name], arrays[st.name] = res.data, res.arrays
-        stage_rows.append(
-            {
-                "stage": st.name,
-                "cached": res.cached,
-                "wall_s": round(res.wall_s, 2),
-                "cpu_s": None if res.cached else round(_cpu() - c, 2),
-                "path": str(res.path),
-                "compiles": (counts.count - n0) - (counts.cache_hits - h0),
-                "compile_cache_hits": counts.cache_hits - h0,
-                "compile_s": round(counts.seconds - s0, 2),
-            }
-        )
+    results, arrays, stage_rows = _run_stages(stages, out, log, progress, workers)
     check_rows, fig_rows = [], []
     for i in ids:
         if i in checks:
@@ -257,6 +365,7 @@ def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progres
         "figures": fig_rows,
         "wall_s": round(time.perf_counter() - t0, 2),
         "cpu_s": round(_cpu() - c0, 2),
+        "workers": workers,
         "git_revision": git_revision(),
         "provenance": provenance(),
     }
