@@ -7,8 +7,6 @@ command line through the ``sde_sam.commands`` entry point in ``pyproject.toml``)
 
 from __future__ import annotations
 
-import os
-
 
 def _run_reproduce(args, only: str | None) -> int:
     from analysis import reproduce as R
@@ -58,9 +56,9 @@ def _add_run_options(p, only_help: str) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="stage processes run side by side (default: 2, or 1 on a one-core machine; 1 runs every stage in "
-        "this process)",
+        default=None,
+        help="stage processes run side by side (default: 2 on a CPU with two or more cores, else 1; 1 runs every "
+        "stage in this process)",
     )
 
 

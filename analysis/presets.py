@@ -107,6 +107,7 @@ QUICK = {
         "hidden": 256,
         "batch_size": 128,
         "steps": 20,
+        "simulator_steps": 4,
         "repeats": 5,
         "ms": [16],
         "serial_k": [2],

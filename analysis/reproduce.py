@@ -7,12 +7,15 @@ check table and the symbolic drifts (:mod:`sde_sam.symbolic`).
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
+import queue
 import resource
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -171,15 +174,16 @@ def reproduce(
     out: str | os.PathLike = "results",
     log: Callable[[str], None] = print,
     progress: bool = True,
-    workers: int = 1,
+    workers: int | None = 1,
 ) -> dict:
     """Run the stages needed by ``only`` (default all), then the checks and figures; write the report.
 
     Returns the report dict (also written to ``out/report.json``). ``progress=False`` also silences the
     library's own bars inside the stages (``TQDM_DISABLE=1`` for the duration of the call). ``workers > 1`` runs
     the stages in that many processes (each stage is a pure function of its config, so the results are those of
-    one process; the timing stage's wall times then share the machine with another stage)."""
-    check_workers(workers)
+    one process; the timing stage's wall times then share the machine with another stage); ``None``:
+    :func:`default_workers`."""
+    workers = check_workers(workers)
     if progress:
         return _reproduce(mode, only, out, log, progress, workers)
     with _quiet_library():
@@ -244,8 +248,18 @@ def stage_groups(stages: Sequence[Stage]) -> list[list[Stage]]:
     return groups
 
 
-def check_workers(workers: int) -> int:
-    """``workers`` if it is an integer >= 1; a clear ValueError otherwise."""
+def default_workers() -> int:
+    """Stage processes by default: 2 on a CPU with two or more cores, else 1 (an accelerator runs one stage at a
+    time)."""
+    import jax
+
+    return min(2, os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+
+
+def check_workers(workers: int | None) -> int:
+    """``workers`` if it is an integer >= 1 (``None``: :func:`default_workers`); a clear ValueError otherwise."""
+    if workers is None:
+        return default_workers()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1 (the number of stage processes), got {workers!r}")
     return workers
@@ -280,25 +294,32 @@ def _run_counted(st: Stage, out: Path, log: Callable[[str], None]) -> tuple:
     return res, _stage_row(st, res, cpu, (counts.count - n0, counts.seconds - s0, counts.cache_hits - h0))
 
 
-def _worker_init(out: str, device: str | None) -> None:
-    os.environ["TQDM_DISABLE"] = "1"  # one bar, the parent's; the library's own bars would interleave
+def _worker_init(out: str, device: str | None, argv: list[str]) -> None:
+    """Set up a stage process: Ctrl-C is the parent's to handle (it ends the stage processes), the process ends
+    with its parent (Linux), the records name the parent's command, one progress bar (the parent's)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if device != "cpu":  # an accelerator shared by the stage processes: no process takes most of its memory
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    with contextlib.suppress(OSError, AttributeError):  # PR_SET_PDEATHSIG: Linux only
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    sys.orig_argv = argv  # the records' provenance names the command that was run, not the stage process's
+    os.environ["TQDM_DISABLE"] = "1"  # the library's own bars would interleave with the parent's
     if device is not None:
         set_device(device)
     enable_compilation_cache(out)
 
 
-def _worker_run(group: list[Stage], out: str) -> list[dict | None]:
-    """Run ``group`` in a stage process; its rows (``None`` for a skipped stage). Results go to the stage cache."""
+def _worker_run(group: list[Stage], out: str) -> tuple[list[dict | None], list[str]]:
+    """Run ``group`` in a stage process: its rows (``None`` for a skipped stage) and log lines. Results go to the
+    stage cache."""
     lines: list[str] = []
-    rows = [_run_counted(st, Path(out), lines.append)[1] for st in group]
-    for line in lines:
-        print(line, flush=True)
-    return rows
+    return [_run_counted(st, Path(out), lines.append)[1] for st in group], lines
 
 
 def _run_stages(stages, out: Path, log, progress: bool, workers: int) -> tuple[dict, dict, list[dict]]:
     """Every stage's result and row: in this process (``workers == 1``), or in ``workers`` processes that write the
-    stage cache, which this process then reads."""
+    stage cache, which this process then reads. A stage's error, or Ctrl-C, ends every stage process (the results
+    already written stay for a rerun)."""
     results, arrays, rows = {}, {}, {}
     bar = tqdm(total=len(stages), desc="stages", unit="stage", disable=not progress)
     say = (lambda m: tqdm.write(m)) if progress else log
@@ -312,15 +333,29 @@ def _run_stages(stages, out: Path, log, progress: bool, workers: int) -> tuple[d
     else:
         import jax
 
-        device = "cpu" if jax.config.jax_platforms == "cpu" else None
+        device = "cpu" if jax.default_backend() == "cpu" else None  # the stage processes run where this one does
         context = multiprocessing.get_context("spawn")  # never fork a process that has started JAX
-        with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init, initargs=(str(out), device)
-        ) as pool:
-            futures = {pool.submit(_worker_run, group, str(out)): group for group in stage_groups(stages)}
-            for future in concurrent.futures.as_completed(futures):
-                group = futures[future]
-                for st, row in zip(group, future.result(), strict=True):
+        done: queue.Queue = queue.Queue()
+        groups = stage_groups(stages)
+        init = (str(out), device, list(sys.orig_argv))
+        with context.Pool(
+            min(workers, len(groups)), initializer=_worker_init, initargs=init
+        ) as pool:  # exit: ends them
+            for group in groups:
+                pool.apply_async(
+                    _worker_run,
+                    (group, str(out)),
+                    callback=lambda r, group=group: done.put((group, r, None)),
+                    error_callback=lambda e, group=group: done.put((group, None, e)),
+                )
+            for _ in groups:
+                group, result, error = done.get()
+                if error is not None:
+                    raise error
+                group_rows, lines = result
+                for line in lines:
+                    say(line)
+                for st, row in zip(group, group_rows, strict=True):
                     rows[st.name] = row
                     bar.set_postfix_str(st.name)
                     bar.update()

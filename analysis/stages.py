@@ -719,13 +719,19 @@ def stage_timing(cfg: dict) -> dict:
     calls = variant_calls(problem, variants, sampler, steps, serial_micro_batch_sizes=[B // k for k in cfg["serial_k"]])
     for k in cfg["serial_k"]:  # name the serial form by its number of micro-batches k = B/m
         calls[f"serial m-SAM (k={k})"] = calls.pop(f"serial m-SAM (m={B // k})")
+    # the simulator's calls take ``simulator_steps`` steps (default ``steps``): a simulator step costs hundreds of
+    # variant steps here (every example's gradient for the leading diffusion)
+    sim_steps = cfg.get("simulator_steps", steps)
+    per_call = dict.fromkeys(calls, steps)
     for name in ("SGD", "n-SAM"):  # n-SAM: closed-form drift g + rho H g/||g|| (as in benchmarks/simulate.py)
         model = ss.sde_model(problem, variants[name], sampler, eta=0.05, diffusion="leading", drift="closed_form")
-        rec = ss.observables("loss", every=steps)
-        calls[f"simulator: {name} SDE ({cfg['paths']} paths)"] = lambda model=model, rec=rec: (
-            ss.simulate(model, t1=steps * 0.05, num_paths=cfg["paths"], key=jr.key(0), record=rec).final_params
+        rec = ss.observables("loss", every=sim_steps)
+        label = f"simulator: {name} SDE ({cfg['paths']} paths)"
+        calls[label] = lambda model=model, rec=rec: (
+            ss.simulate(model, t1=sim_steps * 0.05, num_paths=cfg["paths"], key=jr.key(0), record=rec).final_params
         )
-    samples = interleaved_times(calls, cfg["repeats"], steps)
+        per_call[label] = sim_steps
+    samples = interleaved_times(calls, cfg["repeats"], per_call)
     costs = {name: step_cost(problem, v, B) for name, v in variants.items()}
     costs |= {f"serial m-SAM (k={k})": serial_m_sam_step_cost(problem, rho, B // k, B) for k in cfg["serial_k"]}
     forward = compiled_cost(problem.batch_loss, problem.init_params, problem.take(jnp.arange(B))).flops
@@ -748,6 +754,7 @@ def stage_timing(cfg: dict) -> dict:
             "d": problem.dim,
             "B": B,
             "steps_per_call": steps,
+            "simulator_steps_per_call": sim_steps,
             "repeats": cfg["repeats"],
             "device": str(jax.devices()[0]),
             "platform": jax.default_backend(),

@@ -57,6 +57,10 @@ def test_read_only_out_dir(tmp_path, capsys):
 # -- end to end on a tiny preset -----------------------------------------------------------------------------
 
 
+#: The stages in this process: the fixture's monkeypatched stage function would not reach a stage process.
+ONE = ("--workers", "1")
+
+
 @pytest.fixture
 def tiny(monkeypatch):
     quick = copy.deepcopy(_presets.QUICK)
@@ -83,7 +87,7 @@ def tiny(monkeypatch):
 
 def test_reproduce_end_to_end_and_resume(tmp_path, tiny, capsys):
     out = tmp_path / "out"
-    assert cli.main(["reproduce", "--quick", "--only", "C3,F4", "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["reproduce", "--quick", "--only", "C3,F4", "--out", str(out), "--no-progress", *ONE]) == 0
     text = capsys.readouterr().out
     assert "C3" in text and "F4" in text and "report:" in text and str(out / "report.md") in text
     report = json.loads((out / "report.json").read_text())
@@ -95,7 +99,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny, capsys):
     assert "![F4](figures/F4_variance_regularizer.png)" in md and "$b = g$" in md and "| C3 |" in md
     stage_files = sorted((out / "stages").glob("*.json"))
     mtimes = [p.stat().st_mtime_ns for p in stage_files]
-    assert cli.main(["reproduce", "--quick", "--only", "C3,F4", "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["reproduce", "--quick", "--only", "C3,F4", "--out", str(out), "--no-progress", *ONE]) == 0
     again = json.loads((out / "report.json").read_text())
     assert all(r["cached"] for r in again["stages"])
     assert [p.stat().st_mtime_ns for p in stage_files] == mtimes
@@ -104,7 +108,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny, capsys):
 
 
 def test_check_subcommand_reports_pass_fail(tmp_path, tiny, capsys):
-    assert cli.main(["check", "--only", "c3", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert cli.main(["check", "--only", "c3", "--out", str(tmp_path), "--no-progress", *ONE]) == 0
     out = capsys.readouterr().out
     assert "C3" in out and ("PASS" in out or "FAIL" in out) and "measured" in out and "expected" in out
 
@@ -136,7 +140,7 @@ def test_reproduce_quick_full_run(tmp_path):
     assert sorted(c["id"] for c in report["checks"]) == sorted(f"C{i}" for i in range(1, 12))
     assert sorted(f["id"] for f in report["figures"]) == sorted(f"F{i}" for i in range(1, 11))
     assert not any(f.get("error") for f in report["figures"])
-    assert all(c["status"] in ("PASS", "FAIL") for c in report["checks"])
+    assert all(c["status"] in ("PASS", "FAIL", "INCONCLUSIVE") for c in report["checks"])
 
 
 # -- every check can fail -----------------------------------------------------------------------------------
@@ -594,3 +598,67 @@ def test_c11_is_inconclusive_for_lack_of_power_and_fails_only_when_reversed():
     )
     row = next(r for r in CHECKS["C11"].evaluate(data).rows if "noise 0.4] m-SAM (m=1) - SAM" in r.what)
     assert row.status == "INCONCLUSIVE" and "seeds would decide it" in row.measured, row
+
+
+# -- stages in several processes -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small(monkeypatch):
+    """The quick preset with a small grad_norm stage (the stage's config travels to the stage processes; a
+    monkeypatched stage function would not)."""
+    quick = copy.deepcopy(_presets.QUICK)
+    quick["grad_norm"] = {"seed": 0, "batch_sizes": [1, 64], "num_batches": 32}
+    monkeypatch.setitem(_presets.PRESETS, "quick", quick)
+
+
+def test_stages_in_two_processes_give_the_results_of_one(tmp_path, small):
+    """``workers=2``: the same stage results bit for bit as one process (the stage checksums), every stage's row,
+    and records whose provenance names this process's command, not the stage process's."""
+    from analysis import reproduce as R
+
+    one = R.reproduce("quick", only="C3", out=tmp_path / "one", progress=False, log=lambda m: None)
+    two = R.reproduce("quick", only="C3", out=tmp_path / "two", progress=False, log=lambda m: None, workers=2)
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert [r["stage"] for r in two["stages"]] == [r["stage"] for r in one["stages"]] == ["grad_norm", "symbolic"]
+    assert all(not r["cached"] and r["cpu_s"] > 0 for r in two["stages"])
+    assert two["checks"] == one["checks"]
+    metas = {
+        n: json.loads(next((tmp_path / n / "stages").glob("grad_norm-*.json")).read_text()) for n in ("one", "two")
+    }
+    assert metas["two"]["checksums"] == metas["one"]["checksums"]
+    assert metas["two"]["provenance"]["command"] == metas["one"]["provenance"]["command"]
+    assert "spawn" not in metas["two"]["provenance"]["command"]
+
+
+def test_a_failing_stage_in_a_stage_process_fails_the_run(tmp_path):
+    """A stage that raises in a stage process raises here, with its own error."""
+    from analysis import reproduce as R
+    from analysis.pipeline import Stage
+
+    bad = Stage("grad_norm", S.stage_grad_norm, {"seed": 0, "batch_sizes": [0], "num_batches": 4})
+    with pytest.raises(ValueError, match="batch"):
+        R._run_stages([bad], tmp_path, print, False, 2)
+
+
+def test_stage_groups_keep_shared_stages_together_and_take_the_longest_first():
+    from analysis import reproduce as R
+    from analysis.pipeline import Stage
+
+    stages = [Stage(n, print, {}) for n in ("drift", "training", "generalization", "escape", "symbolic")]
+    groups = [[st.name for st in g] for g in R.stage_groups(stages)]
+    assert groups == [["escape"], ["training", "generalization"], ["drift"], ["symbolic"]]
+    assert [[st.name for st in g] for g in R.stage_groups(stages[2:3])] == [["generalization"]]
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_workers_must_be_a_positive_integer(tmp_path, capsys, workers):
+    from analysis import reproduce as R
+
+    assert cli.main(["reproduce", "--only", "C3", "--out", str(tmp_path), "--workers", workers]) == 2
+    assert "workers must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        R.reproduce("quick", only="C3", out=tmp_path, workers=int(workers))
+    with pytest.raises(SystemExit) as e:  # not a number: argparse's own message
+        cli.main(["reproduce", "--only", "C3", "--out", str(tmp_path), "--workers", "x"])
+    assert e.value.code == 2 and "--workers" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import hypothesis.strategies as st
 import jax
@@ -196,3 +197,63 @@ def test_ctrl_c_ends_a_long_computation_promptly_and_cleanly():
     err = (seen + err).decode(errors="replace")
     assert proc.returncode == 130 and time.monotonic() - start < 60, err
     assert "interrupted" in err and "Traceback" not in err
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc; zombies excluded)."""
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:  # the process ended while listed
+            continue
+        if fields.get("PPid", "").strip() == str(pid) and not fields.get("State", "").startswith("Z"):
+            out.append(int(status.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in state
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="lists processes from /proc")
+@pytest.mark.filterwarnings("ignore:os.fork")
+def test_ctrl_c_ends_the_stage_processes_too(tmp_path):
+    """``reproduce --workers 2``: SIGINT to the command (not to its stage processes) while a stage process is
+    compiling ends the command with status 130 and a one-line note, and ends every stage process (none is left
+    running, orphaned). Sent once a program is in the compilation cache, not after a fixed sleep."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sde_sam", "reproduce", "--only", "C5", "--workers", "2", "--no-progress", "--out", out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 540
+        while not any((out / "jax_cache").glob("*")):  # a stage process has compiled a program
+            assert proc.poll() is None, proc.communicate()[1].decode(errors="replace")
+            assert time.monotonic() < deadline, "no compiled program within 9 minutes"
+            time.sleep(0.2)
+        children = _children(proc.pid)
+        assert len(children) >= 2, children  # the stage processes (and multiprocessing's resource tracker)
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and time.monotonic() - start < 60, err.decode(errors="replace")
+        while any(_alive(c) for c in children):
+            assert time.monotonic() - start < 60, [c for c in children if _alive(c)]
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        for c in _children(proc.pid):
+            os.kill(c, 9)
+    text = err.decode(errors="replace")
+    assert "interrupted" in text and "Traceback" not in text

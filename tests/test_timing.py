@@ -43,3 +43,17 @@ def test_interleaved_times_shuffles_the_order_reproducibly():
     assert len({r[0] for r in rounds}) > 1 and len({r[1] for r in rounds}) > 1
     before_b = {r[r.index("b") - 1] for r in rounds if r.index("b") > 0}
     assert len(before_b) > 1
+
+
+def test_interleaved_times_divide_by_each_calls_own_steps(monkeypatch):
+    """A mapping of steps: each call's time is divided by its own number of steps (a clock that advances 1 s per
+    reading makes every call last exactly 1 s)."""
+    import itertools
+
+    from sde_sam._training import _timing
+
+    clock = itertools.count()
+    monkeypatch.setattr(_timing.time, "perf_counter", lambda: float(next(clock)))
+    calls = {"a": lambda: jax.numpy.ones(1), "b": lambda: jax.numpy.ones(1)}
+    samples = interleaved_times(calls, repeats=3, steps={"a": 2, "b": 4})
+    assert samples == {"a": [0.5] * 3, "b": [0.25] * 3}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Mapping
 
 import jax
 import jax.random as jr
@@ -110,9 +111,12 @@ def serial_m_sam_scan_fn(problem: Problem, rho: float, micro_batch_size: int, et
     return run
 
 
-def interleaved_times(calls: dict, repeats: int, steps: int, seed: int = 0) -> dict[str, list[float]]:
-    """Seconds per step of each zero-argument call (one call = ``steps`` steps), timed in ``repeats`` rounds (every
-    call once per round, after one warm-up), so that drifting machine load hits all alike.
+def interleaved_times(
+    calls: dict, repeats: int, steps: int | Mapping[str, int], seed: int = 0
+) -> dict[str, list[float]]:
+    """Seconds per step of each zero-argument call (one call = ``steps`` steps, or ``steps[name]`` for a mapping),
+    timed in ``repeats`` rounds (every call once per round, after one warm-up), so that drifting machine load hits
+    all alike.
 
     Each round times the calls in a fresh random order (``numpy.random.default_rng(seed)``, so the orders are
     reproducible): a call's position and the call timed just before it change from round to round. A fixed order
@@ -129,7 +133,7 @@ def interleaved_times(calls: dict, repeats: int, steps: int, seed: int = 0) -> d
             name = names[i]
             start = time.perf_counter()
             jax.block_until_ready(calls[name]())
-            samples[name].append((time.perf_counter() - start) / steps)
+            samples[name].append((time.perf_counter() - start) / (steps[name] if isinstance(steps, Mapping) else steps))
     return samples
 
 
