@@ -296,21 +296,36 @@ def report_checks(rec: dict) -> str:
     return _table(["id", "status", "rows", "claim"], out)
 
 
-def report_stages(rec: dict) -> str:
+def report_stages(rec: dict, before: str | None = None) -> str:
     """A reproduction's ``report.json``: per stage, wall and CPU seconds, programs compiled, programs read from the
-    compilation cache and the compile seconds."""
-    out = [
-        [
-            s["stage"],
+    compilation cache and the compile seconds; then the pipeline's and (where recorded) the whole command's
+    seconds. ``before=PATH``: an earlier report's wall, CPU and compile seconds beside them."""
+
+    def row(s: dict) -> list[str]:
+        return [
             "cached" if s["cached"] else f"{s['wall_s']:.1f}",
             f"{s.get('cpu_s') or 0:.1f}",
             str(s.get("compiles", "-")),
             str(s.get("compile_cache_hits", "-")),
             f"{s.get('compile_s') or 0:.1f}",
         ]
-        for s in rec["stages"]
-    ]
-    return _table(["stage", "wall s", "CPU s", "compiled", "from cache", "compile s"], out)
+
+    def totals(r: dict) -> list[list[str]]:
+        out = [["pipeline", f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", "", "", ""]]
+        if "fresh_clone" in r:
+            f = r["fresh_clone"]
+            out.append(["command in all", f"{f['wall_s']:.1f}", f"{f['user_s'] + f['system_s']:.1f}", "", "", ""])
+        return out
+
+    head = ["stage", "wall s", "CPU s", "compiled", "from cache", "compile s"]
+    out = [[s["stage"], *row(s)] for s in rec["stages"]] + totals(rec)
+    if before is None:
+        return _table(head, out)
+    old = load(before)
+    was = {s["stage"]: row(s) for s in old["stages"]} | {t[0]: t[1:] for t in totals(old)}
+    keep = [0, 1, 4]  # wall, CPU, compile seconds
+    head = [head[0], *(f"{head[1 + k]} before" for k in keep), *head[1:]]
+    return _table(head, [[r[0], *(was.get(r[0], [""] * 5)[k] for k in keep), *r[1:]] for r in out])
 
 
 def _short(verdict: dict) -> str:
