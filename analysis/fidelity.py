@@ -34,11 +34,11 @@ from typing import Any
 import jax.random as jr
 
 import sde_sam as ss
-from analysis.pipeline import git_revision
+from analysis.pipeline import earlier_result, git_revision
 from analysis.presets import preset
 from analysis.stages import escape_problem
 from sde_sam import train
-from sde_sam._io import load_result, provenance, quarantine, result_paths, save_result, to_jsonable
+from sde_sam._io import provenance, save_result, to_jsonable
 
 
 def rungs_of(variant: ss.variants.Variant, cfg: dict) -> tuple[ss.validation.Rung, ...]:
@@ -309,14 +309,7 @@ def tables(result: dict) -> str:
 
 def _previous(path: Path, cfg: dict, log) -> dict:
     """Part -> finished variants stored at ``path`` by an earlier run of the same config (else nothing)."""
-    if not result_paths(path)[0].exists():
-        return {}
-    try:
-        _, prev = load_result(path)
-    except (OSError, ValueError) as err:
-        moved = quarantine(path)
-        log(f"{result_paths(path)[0]} unreadable ({err}); starting afresh (kept as {[p.name for p in moved]})")
-        return {}
+    prev = earlier_result(path, log)
     if not isinstance(prev, dict) or prev.get("config") != to_jsonable(cfg):
         return {}
     return {part: prev[part]["variants"] for part, _, _ in PARTS if isinstance(prev.get(part), dict)}

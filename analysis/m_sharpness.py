@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from analysis.pipeline import earlier_result
 from sde_sam import mean_stderr, train
-from sde_sam._io import provenance, quarantine, result_paths, save_result, to_jsonable
+from sde_sam._io import provenance, result_paths, save_result, to_jsonable
 
 PAPER_REFERENCE = {"SGD": 572.39, "SAM": 198.40, "RW-SAM": 177.79}
 
@@ -243,16 +244,11 @@ def recorded(config: train.TrainConfig, path: Path, log, *, start=None, fresh: b
     """The record of ``config`` at ``path``: loaded when a previous (possibly interrupted) run already wrote it for
     the same config and starting point ``start`` (a JSON-able description), else trained and saved atomically."""
     start = to_jsonable(start)
-    if not fresh and result_paths(path)[0].exists():
-        try:
-            rec = train.TrainRecord.load(path)
-        except (OSError, ValueError, KeyError) as err:
-            moved = quarantine(path)
-            log(f"  {path}: unreadable ({err}); recomputing (kept as {', '.join(p.name for p in moved)})")
-        else:
-            if rec.config == config and rec.meta.get("start") == start:
-                log(f"  {config.label or config.variant}: reusing {result_paths(path)[0]}")
-                return rec
+    errors = (OSError, ValueError, KeyError)
+    rec = None if fresh else earlier_result(path, log, load=train.TrainRecord.load, errors=errors, what="record")
+    if rec is not None and rec.config == config and rec.meta.get("start") == start:
+        log(f"  {config.label or config.variant}: reusing {result_paths(path)[0]}")
+        return rec
     rec = train.record(config, **record_kw)
     rec.meta["start"] = start
     rec.save(path)

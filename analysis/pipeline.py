@@ -33,7 +33,16 @@ from sde_sam._io import (
     to_jsonable,
 )
 
-__all__ = ["CacheCorrupted", "Stage", "StageResult", "config_hash", "git_revision", "run_stage", "stage_path"]
+__all__ = [
+    "CacheCorrupted",
+    "Stage",
+    "StageResult",
+    "config_hash",
+    "earlier_result",
+    "git_revision",
+    "run_stage",
+    "stage_path",
+]
 
 #: Bumped when the on-disk layout changes (part of every hash).
 CACHE_FORMAT = 1
@@ -117,20 +126,44 @@ def load_stage(path: Path, name: str) -> StageResult:
     return StageResult(name, meta["data"], arrays, meta, json_path, True, float(meta.get("wall_s", 0.0)))
 
 
+def earlier_result(
+    path: str | os.PathLike,
+    log: Callable[[str], None],
+    *,
+    load: Callable[[Path], Any] = lambda p: load_result(p)[1],
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError),
+    what: str = "earlier result",
+) -> Any | None:
+    """The one resume mechanism of the studies and stages: what an earlier (possibly interrupted) run wrote at
+    ``path`` (``load(path)``), or ``None`` when nothing is there. One that ``load`` cannot trust (it raises one of
+    ``errors``) is reported in one line naming it and the reason, moved aside (:func:`sde_sam._io.quarantine`: the
+    suffix ``.<time>-<pid>-<i>.corrupt``, so nothing is lost) and treated as absent. The caller decides whether a
+    result it finds belongs to its config."""
+    path = Path(path)
+    if not result_paths(path)[0].exists():
+        return None
+    try:
+        return load(path)
+    except errors as e:
+        moved = quarantine(path)
+        log(
+            f"warning: {what} {result_paths(path)[0]} is corrupted or unreadable: {e}; recomputing (bad files kept as "
+            f"{', '.join(p.name for p in moved)})"
+        )
+        return None
+
+
 def run_stage(
     stage: Stage, out: str | os.PathLike, *, log: Callable[[str], None] = print, force: bool = False
 ) -> StageResult:
-    """The result of ``stage``: loaded from ``out`` when a trusted one exists, else computed and saved atomically."""
+    """The result of ``stage``: loaded from ``out`` when a trusted one exists (:func:`earlier_result`), else
+    computed and saved atomically."""
     path = stage_path(out, stage)
-    if not force and result_paths(path)[0].exists():
-        try:
-            return load_stage(path, stage.name)
-        except CacheCorrupted as e:
-            moved = quarantine(path)
-            log(
-                f"warning: cache of stage {stage.name!r} is corrupted: {e}; recomputing "
-                f"(bad files kept as {', '.join(p.name for p in moved)})"
-            )
+    if not force:
+        load = lambda p: load_stage(p, stage.name)  # noqa: E731
+        found = earlier_result(path, log, load=load, errors=(CacheCorrupted,), what=f"cache of stage {stage.name!r}")
+        if found is not None:
+            return found
     t0 = time.perf_counter()
     result = stage.fn(dict(stage.config))
     wall = time.perf_counter() - t0

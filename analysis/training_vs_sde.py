@@ -36,8 +36,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
+from analysis.pipeline import earlier_result
 from sde_sam import train
-from sde_sam._io import load_result, provenance, quarantine, result_paths, save_result, to_jsonable
+from sde_sam._io import provenance, save_result, to_jsonable
 
 PRESETS = {
     "tiny": {
@@ -206,15 +207,8 @@ def noise_along(problem, sampler, params_path, key, num_batches: int, k: int) ->
 
 def _previous(out: Path | None, cfg: dict, log) -> dict:
     """Variants already finished by an earlier (possibly interrupted) run into ``out`` with the same preset config."""
-    if out is None or not result_paths(out / "training_vs_sde")[0].exists():
-        return {}
-    try:
-        _, prev = load_result(out / "training_vs_sde")
-    except (OSError, ValueError) as err:
-        moved = quarantine(out / "training_vs_sde")
-        log(f"{out / 'training_vs_sde.json'} unreadable ({err}); starting afresh (kept as {[p.name for p in moved]})")
-        return {}
-    if prev.get("preset_config") != to_jsonable(cfg):
+    prev = None if out is None else earlier_result(out / "training_vs_sde", log)
+    if not isinstance(prev, dict) or prev.get("preset_config") != to_jsonable(cfg):
         return {}
     return prev.get("variants", {})
 

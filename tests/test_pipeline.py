@@ -227,3 +227,49 @@ def test_git_revision_is_string_or_none():
     rev = _pipeline.git_revision()
     assert rev is None or (isinstance(rev, str) and len(rev) >= 7)
     assert os.path.exists(_pipeline.__file__)
+
+
+# -- one resume mechanism -------------------------------------------------------------------------------------
+
+
+def test_earlier_result_reads_reports_and_sets_aside(tmp_path):
+    """``earlier_result``: nothing there -> None; a readable result -> it; an unreadable one -> None, one line naming
+    the file, the bad file kept aside; an error ``load`` is not told to expect propagates."""
+    from analysis.pipeline import earlier_result
+
+    messages = []
+    assert earlier_result(tmp_path / "r", messages.append) is None and not messages
+    _io.save_result(tmp_path / "r", {}, {"config": {"a": 1}, "variants": {"SGD": 1}})
+    assert earlier_result(tmp_path / "r", messages.append)["variants"] == {"SGD": 1} and not messages
+    (tmp_path / "r.json").write_text("{not json")
+    assert earlier_result(tmp_path / "r", messages.append) is None
+    assert len(messages) == 1 and "r.json" in messages[0] and "recomputing" in messages[0]
+    assert list(tmp_path.glob("r.json.*.corrupt")) and not (tmp_path / "r.json").exists()
+    _io.save_result(tmp_path / "r", {}, {"config": {}})
+
+    def broken(path):
+        raise RuntimeError("not a reading fault")
+
+    with pytest.raises(RuntimeError):
+        earlier_result(tmp_path / "r", messages.append, load=broken)
+
+
+@pytest.mark.parametrize("study", ["fidelity", "training_vs_sde"])
+def test_the_studies_resume_through_earlier_result(tmp_path, study):
+    """The fidelity and training-vs-SDE studies: a summary of the same config is reused, another config's is not,
+    an unreadable one is set aside and reported (not a crash, nothing lost)."""
+    import importlib
+
+    mod = importlib.import_module(f"analysis.{study}")
+    key, where = ("config", tmp_path / "fidelity") if study == "fidelity" else ("preset_config", tmp_path)
+    path = where if study == "fidelity" else tmp_path / "training_vs_sde"
+    cfg = {"seed": 3}
+    stored = {"escape": {"variants": {"SGD": {"x": 1}}}} if study == "fidelity" else {"variants": {"SGD": {"x": 1}}}
+    _io.save_result(path, {}, {key: cfg, **stored})
+    expected = {"escape": {"SGD": {"x": 1}}} if study == "fidelity" else {"SGD": {"x": 1}}
+    assert mod._previous(where, cfg, print) == expected
+    assert mod._previous(where, {"seed": 4}, print) == {}
+    messages = []
+    _io.result_paths(path)[0].write_text("[")
+    assert mod._previous(where, cfg, messages.append) == {} and len(messages) == 1
+    assert list(tmp_path.glob("*.corrupt"))
