@@ -81,7 +81,9 @@ def drift_variants(rho: float, m: int) -> dict:
 
 def exact_step_mean(problem, variant, sampler, params):
     """``E_xi[G(x; xi)]`` of the discrete step, by enumeration of every batch (state: the SDE's, ``mu = g``)."""
-    dist = ss.sde.batch_distribution(sampler.replace, problem.num_examples, sampler.batch_size, dtype=jnp.float64)
+    dist = ss.sde.batch_distribution(
+        sampler.with_replacement, problem.num_examples, sampler.batch_size, dtype=jnp.float64
+    )
     if not dist.exact:
         raise ValueError("exact_step_mean needs an enumerable batch distribution")
     state = ss.sde.sde_state(problem, variant, params)

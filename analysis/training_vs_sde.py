@@ -168,7 +168,7 @@ def noise_along(problem, sampler, params_path, key, num_batches: int, k: int) ->
         keys = jr.split(key, 2 * num_batches)
 
         def dev(kk):
-            idx = jr.choice(kk, n, (B,), replace=sampler.replace)
+            idx = jr.choice(kk, n, (B,), replace=sampler.with_replacement)
             return jnp.mean(g_i[idx], axis=0) - g  # the batch gradient g_gamma, from the same per-example grads
 
         D = jax.lax.map(dev, keys[:num_batches])

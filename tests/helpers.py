@@ -141,7 +141,11 @@ def jax_G(variant, problem, idx, state=None, key=None):
 def exact_mean_update(pr, variant, sampler, x):
     """``E_xi[G(x; xi)]`` of the discrete step (``Variant.gradient``), by enumerating ordered batches in numpy."""
     n, B = pr.num_examples, sampler.batch_size
-    rows = list(itertools.product(range(n), repeat=B)) if sampler.replace else list(itertools.permutations(range(n), B))
+    rows = (
+        list(itertools.product(range(n), repeat=B))
+        if sampler.with_replacement
+        else list(itertools.permutations(range(n), B))
+    )
     state = ss.sde.sde_state(pr, variant, x)
     fn = jax.jit(jax.vmap(lambda idx: ravel_pytree(variant.gradient(pr, x, state, pr.take(idx), jr.key(0))[0])[0]))
     return np.mean(np.asarray(fn(jnp.asarray(rows))), axis=0)

@@ -95,7 +95,7 @@ def test_uniform_subset_batch_covariance_is_c_sigma_by_enumeration():
     n, b = 7, 3
     v = rng.standard_normal((n, 2))
     sampler = ss.UniformSubset(b)
-    dist = ss.sde.batch_distribution(sampler.replace, n, b, dtype=jnp.float32)
+    dist = ss.sde.batch_distribution(sampler.with_replacement, n, b, dtype=jnp.float32)
     assert dist.exact and dist.indices.shape[0] == 35  # C(7, 3) subsets
     means = np.stack([v[np.asarray(r)].mean(0) for r in dist.indices])
     probs = np.asarray(dist.probs, np.float64)

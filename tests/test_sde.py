@@ -128,7 +128,7 @@ def test_usam_closed_form_matches_dense_numpy():
 def test_expected_micro_batch_grad_norm_brute_force(sampler):
     pr = _problem(n=5)
     G = numpy_example_grads(pr, pr.init_params, range(5))  # finite differences, independent of JAX autodiff
-    if sampler.replace:
+    if sampler.with_replacement:
         norms = [np.linalg.norm(G[list(r)].mean(0)) for r in itertools.product(range(5), repeat=3)]
     else:
         norms = [np.linalg.norm(G[list(r)].mean(0)) for r in itertools.combinations(range(5), 3)]

@@ -31,7 +31,7 @@ VARIANTS_2D = sym.variants_for(2)
 def _setting(name: str, dim: int = 1) -> sym.Setting:
     # alternate the samplers across variants; n = 3, B = 2 keeps sympy and the enumeration small
     replace = sorted(VARIANTS_2D).index(name) % 2 == 0
-    return sym.Setting(dim=dim, n=3, batch_size=2, replace=replace)
+    return sym.Setting(dim=dim, n=3, batch_size=2, with_replacement=replace)
 
 
 # -- c(b) by enumeration --------------------------------------------------------------------------------------
@@ -105,7 +105,9 @@ def test_sympy_equals_code_2d_masked(name):
 
 def test_rho_coefficients_of_the_discrete_step_usam():
     """b_0, b_1, b_2 (second order for USAM) and S_0, S_1 extracted from the discrete E[G], Cov[G] in rho."""
-    errors = sym.compare(V.usam(0.5), sym.Setting(dim=1, n=3, batch_size=2, replace=False), points=2, sde=False)
+    errors = sym.compare(
+        V.usam(0.5), sym.Setting(dim=1, n=3, batch_size=2, with_replacement=False), points=2, sde=False
+    )
     for key in ("discrete_b0", "discrete_b1", "discrete_b2", "discrete_S0", "discrete_S1"):
         assert errors[key] < TOL, errors
 
@@ -121,7 +123,7 @@ def test_sympy_equals_code_every_variant_full(dim):
 
 @pytest.mark.slow
 def test_sympy_equals_code_micro_batches_b4():
-    setting = sym.Setting(dim=1, n=3, batch_size=4, replace=True)
+    setting = sym.Setting(dim=1, n=3, batch_size=4, with_replacement=True)
     for variant in (V.m_usam(0.4, 2), V.m_sam(0.4, 2), V.m_sam(0.4, 1)):
         errors = sym.compare(variant, setting, points=2)
         assert max(errors.values()) < TOL, (variant, errors)
@@ -131,7 +133,7 @@ def test_sympy_equals_code_micro_batches_b4():
 
 
 def test_wrong_drift_without_variance_term_is_caught():
-    setting = sym.Setting(dim=1, n=3, batch_size=2, replace=False)
+    setting = sym.Setting(dim=1, n=3, batch_size=2, with_replacement=False)
     variant = V.m_usam(0.5, 1)
     sy = sym.symbols(1, 3)
     b0, b1, _ = sym.closed_form(sym.spec_of(variant, 1), setting, sy)
@@ -144,8 +146,8 @@ def test_wrong_drift_without_variance_term_is_caught():
 def test_wrong_sampling_factor_is_caught():
     sy = sym.symbols(1, 3)
     # USAM without replacement (c(2) = 1/4) checked with the with-replacement factor (1/2)
-    right = sym.Setting(dim=1, n=3, batch_size=2, replace=False)
-    wrong = sym.Setting(dim=1, n=3, batch_size=2, replace=True)
+    right = sym.Setting(dim=1, n=3, batch_size=2, with_replacement=False)
+    wrong = sym.Setting(dim=1, n=3, batch_size=2, with_replacement=True)
     spec = sym.spec_of(V.usam(0.5), 1)
     b0, b1, _ = sym.closed_form(spec, wrong, sy)
     assert sym.compare_expression(b0 + sy.rho * b1, V.usam(0.5), right) > 1e-3
@@ -175,7 +177,7 @@ def _noise_matrix(sample_fn, n, monkeypatch):
 def test_first_order_diffusion_matches_sde_with_equal_hessians(name, monkeypatch):
     """S_0 = c(B) Sigma and S_1 = c(B)(H Sigma + Sigma H) (equal per-example Hessians, where the sde layer's
     first-order diffusion is exact to O(rho)) against ``sde_sam.sde.first_order_sample``."""
-    setting = sym.Setting(dim=2, n=3, batch_size=2, replace=False)
+    setting = sym.Setting(dim=2, n=3, batch_size=2, with_replacement=False)
     der = sym.derive(VARIANTS_2D[name], setting)
     rng = np.random.default_rng(3)
     x, coeffs = random_instance(setting, rng)
@@ -233,7 +235,7 @@ def test_report_markdown_and_atomic_writer(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"dim": 3}, {"n": 0}, {"batch_size": 5}, {"n": 2, "batch_size": 3, "replace": False}],
+    [{"dim": 3}, {"n": 0}, {"batch_size": 5}, {"n": 2, "batch_size": 3, "with_replacement": False}],
 )
 def test_bad_setting_raises(kwargs):
     with pytest.raises(ValueError):
@@ -310,7 +312,7 @@ def test_a_user_rule_is_derived_and_checked_against_its_code(replace):
     """A rule the package does not know gets its drift and diffusion from sympy, with no branch on its name, and
     they equal its numeric step's moments (exact enumeration) and the general drift to float64 rounding."""
     variant = V.Variant("mid-USAM", rho=0.5, rule=_MidAscent(), normalization=V.Identity())
-    setting = sym.Setting(dim=1, n=3, batch_size=2, replace=replace)
+    setting = sym.Setting(dim=1, n=3, batch_size=2, with_replacement=replace)
     der = sym.derive(variant, setting)
     assert der.closed_drift is None and der.regularizer is None
     ids = sym.identities(der)

@@ -274,7 +274,7 @@ def lanczos_operator(problem, params, data, key, which, k, num_matvecs, chunk_si
 def _draw(sampler: Sampler, key: PRNGKeyArray, n: int) -> Array:
     """One batch of ``sampler.batch_size`` indices from the sampler's marginal law (i.i.d. uniform draws with
     replacement; a uniform subset without)."""
-    if sampler.replace:
+    if sampler.with_replacement:
         return jr.randint(key, (sampler.batch_size,), 0, n)
     return jr.choice(key, n, (sampler.batch_size,), replace=False)
 

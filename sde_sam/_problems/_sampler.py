@@ -35,12 +35,12 @@ def _check_b_n(b: int, n: int) -> None:
 class AbstractSampler(abc.ABC):
     """A batch sampler: the indices of step ``k`` as a pure function of ``(key, k)`` and the factor ``c(b)``.
 
-    Subclasses are small frozen dataclasses with a ``batch_size`` field and a class-level ``replace`` flag
+    Subclasses are small frozen dataclasses with a ``batch_size`` field and a class-level ``with_replacement`` flag
     (whether the one-step law is ``B`` i.i.d. indices, ``True``, or a uniform size-``B`` subset, ``False``).
     """
 
     batch_size: int
-    replace: bool
+    with_replacement: bool
 
     @abc.abstractmethod
     def check(self, n: int) -> None:
@@ -85,7 +85,7 @@ class WithReplacement(AbstractSampler):
     def __post_init__(self):
         _check_batch_size(self.batch_size)
 
-    replace: bool = dataclasses.field(default=True, init=False)
+    with_replacement: bool = dataclasses.field(default=True, init=False)
 
     def check(self, n: int) -> None:
         """Nothing to check: any batch size works with replacement."""
@@ -125,7 +125,7 @@ class WithoutReplacement(_SubsetLaw):
     """
 
     batch_size: int
-    replace: bool = dataclasses.field(default=False, init=False)
+    with_replacement: bool = dataclasses.field(default=False, init=False)
 
     def indices(self, key: PRNGKeyArray, step: Int[Array, ""] | int, n: int) -> Int[Array, " B"]:
         """The indices of step ``step``: batch ``step % (n // B)`` of epoch ``step // (n // B)``."""
@@ -146,7 +146,7 @@ class UniformSubset(_SubsetLaw):
     """
 
     batch_size: int
-    replace: bool = dataclasses.field(default=False, init=False)
+    with_replacement: bool = dataclasses.field(default=False, init=False)
 
     def indices(self, key: PRNGKeyArray, step: Int[Array, ""] | int, n: int) -> Int[Array, " B"]:
         """The first ``batch_size`` entries of a fresh permutation of ``range(n)`` drawn from ``fold_in(key, step)``."""

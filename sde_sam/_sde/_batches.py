@@ -45,13 +45,13 @@ def check_spread(name: str, value: int) -> int:
     return int(value)
 
 
-def support_size(replace: bool, n: int, size: int) -> int:
+def support_size(with_replacement: bool, n: int, size: int) -> int:
     """Number of distinct batches: ``C(n + size - 1, size)`` multisets or ``C(n, size)`` subsets."""
-    return math.comb(n + size - 1, size) if replace else math.comb(n, size)
+    return math.comb(n + size - 1, size) if with_replacement else math.comb(n, size)
 
 
 def batch_distribution(
-    replace: bool,
+    with_replacement: bool,
     n: int,
     size: int,
     *,
@@ -70,11 +70,11 @@ def batch_distribution(
     check_integer("num_samples", num_samples)
     check_spread("num_samples", num_samples)
     check_integer("max_enumeration", max_enumeration)
-    if not replace and size > n:
+    if not with_replacement and size > n:
         raise ValueError(f"batch size {size} exceeds n={n}: without replacement it must be in [1, {n}]")
-    count = support_size(replace, n, size)
+    count = support_size(with_replacement, n, size)
     if count <= max_enumeration and not force_monte_carlo:
-        if replace:
+        if with_replacement:
             rows = np.array(list(itertools.combinations_with_replacement(range(n), size)), dtype=np.int32)
             counts = np.stack([np.bincount(r, minlength=n) for r in rows])
             logp = math.lgamma(size + 1) - np.sum([[math.lgamma(c + 1) for c in row] for row in counts], axis=1)
@@ -85,7 +85,7 @@ def batch_distribution(
         return BatchDistribution(jnp.asarray(rows), jnp.asarray(probs, dtype), True)
     key = jr.key(0) if key is None else key
     keys = jr.split(key, num_samples)
-    if replace:
+    if with_replacement:
         rows = jax.vmap(lambda k: jr.randint(k, (size,), 0, n))(keys)
     else:
         rows = jax.vmap(lambda k: uniform_subset(k, n, size))(keys)

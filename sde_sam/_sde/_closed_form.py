@@ -51,7 +51,7 @@ def drift_distribution(problem, variant, sampler, *, key, num_samples, max_enume
     """The batch distribution the drift expectation of ``variant`` runs over (DESIGN §3.1): batches of the rule's
     expectation size; Monte Carlo (over batches and the rule's own draws jointly) when the rule draws random numbers."""
     return batch_distribution(
-        sampler.replace,
+        sampler.with_replacement,
         problem.num_examples,
         variant.rule.expectation_batch_size(sampler.batch_size),
         key=key,

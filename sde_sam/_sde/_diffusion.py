@@ -134,7 +134,7 @@ def empirical_sample(
     # With k > 1 micro-batches the update depends on the partition of the batch: sample ordered batches.
     force = k > 1 or variant.rule.needs_monte_carlo
     dist = batch_distribution(
-        sampler.replace,
+        sampler.with_replacement,
         n,
         B,
         key=dist_key,

@@ -88,7 +88,7 @@ def drift_is_exact(problem: Problem, variant: Variant, sampler: Sampler, max_enu
     if variant.rule.needs_monte_carlo:
         return False
     size = expectation_batch_size(variant, sampler)
-    return support_size(sampler.replace, problem.num_examples, size) <= max_enumeration
+    return support_size(sampler.with_replacement, problem.num_examples, size) <= max_enumeration
 
 
 # -- exact in rho ---------------------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def expected_micro_batch_grad_norm(
     check_sampler(sampler, problem)
     n = problem.num_examples
     dist = batch_distribution(
-        sampler.replace,
+        sampler.with_replacement,
         n,
         micro_batch_size,
         key=key,

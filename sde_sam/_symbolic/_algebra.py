@@ -90,7 +90,7 @@ def mask_matrix(spec: Any, dim: int) -> sp.Matrix:
 
 
 def batch_distribution(
-    n: int, size: int, replace: bool, ordered: bool = False
+    n: int, size: int, with_replacement: bool, ordered: bool = False
 ) -> tuple[tuple[tuple[int, ...], sp.Expr], ...]:
     """All size-``size`` batches of ``range(n)`` with their exact probabilities (``sympy.Rational``).
 
@@ -100,12 +100,12 @@ def batch_distribution(
         raise ValueError(f"`n` must be a positive integer, got {n!r}")
     if not is_int(size) or size < 1:
         raise ValueError(f"`size` must be a positive integer, got {size!r}")
-    if not replace and size > n:
+    if not with_replacement and size > n:
         raise ValueError(f"`size`={size} exceeds n={n}: without replacement it must be in [1, {n}]")
-    if replace and ordered:
+    if with_replacement and ordered:
         rows = list(itertools.product(range(n), repeat=size))
         return tuple((r, sp.Rational(1, n**size)) for r in rows)
-    if replace:
+    if with_replacement:
         out = []
         for r in itertools.combinations_with_replacement(range(n), size):
             counts = [r.count(i) for i in set(r)]
@@ -119,9 +119,9 @@ def batch_distribution(
     return tuple((r, sp.Rational(1, len(rows))) for r in rows)
 
 
-def sampling_factor_formula(b: int, n: int, replace: bool) -> sp.Expr:
+def sampling_factor_formula(b: int, n: int, with_replacement: bool) -> sp.Expr:
     """``c(b) = 1/b`` with replacement, ``(n - b)/(b (n - 1))`` without (DESIGN §1; ``0`` when ``n = 1``)."""
-    if replace:
+    if with_replacement:
         return sp.Rational(1, b)
     if n == 1:
         return sp.Integer(0)

@@ -84,7 +84,7 @@ def random_instance(setting: Setting, rng: np.random.Generator) -> tuple[np.ndar
 
 
 def sampler_of(setting: Setting):
-    return (WithReplacement if setting.replace else WithoutReplacement)(setting.batch_size)
+    return (WithReplacement if setting.with_replacement else WithoutReplacement)(setting.batch_size)
 
 
 def rel_err(a, b) -> float:
@@ -102,7 +102,7 @@ def _flat(tree, dim) -> jnp.ndarray:
 def _ordered_batches(setting: Setting) -> np.ndarray:
     it = (
         itertools.product(range(setting.n), repeat=setting.batch_size)
-        if setting.replace
+        if setting.with_replacement
         else itertools.permutations(range(setting.n), setting.batch_size)
     )
     return np.array(list(it), dtype=np.int32)
@@ -274,7 +274,7 @@ def error_table(dims: tuple[int, ...] = (1, 2), points: int = 3, seed: int = 0) 
     for dim in dims:
         names = sorted(variants_for(2))
         for name, variant in variants_for(dim).items():
-            setting = Setting(dim=dim, n=3, batch_size=2, replace=names.index(name) % 2 == 0)
-            label = f"{name} ({dim}-D, {'with' if setting.replace else 'without'} replacement)"
+            setting = Setting(dim=dim, n=3, batch_size=2, with_replacement=names.index(name) % 2 == 0)
+            label = f"{name} ({dim}-D, {'with' if setting.with_replacement else 'without'} replacement)"
             out[label] = compare(variant, setting, points=points, seed=seed)
     return out

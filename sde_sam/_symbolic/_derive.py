@@ -67,12 +67,12 @@ COEFFICIENTS = {
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """The finite problem a derivation runs on: dimension ``dim`` (1 or 2), ``n`` examples, batch size ``B``
-    (``batch_size``) drawn with (``replace=True``) or without replacement."""
+    (``batch_size``) drawn with (``with_replacement=True``) or without replacement."""
 
     dim: int = 1
     n: int = 3
     batch_size: int = 2
-    replace: bool = True
+    with_replacement: bool = True
 
     def __post_init__(self):
         if not is_int(self.dim) or self.dim not in (1, 2):
@@ -81,9 +81,9 @@ class Setting:
             raise ValueError(f"`n` must be an integer in [1, 6] (symbolic sizes stay small), got {self.n!r}")
         if not is_int(self.batch_size) or not 1 <= self.batch_size <= 4:
             raise ValueError(f"`batch_size` must be an integer in [1, 4], got {self.batch_size!r}")
-        if not isinstance(self.replace, bool):
-            raise TypeError(f"`replace` must be a bool, got {type(self.replace).__name__}")
-        if not self.replace and self.batch_size > self.n:
+        if not isinstance(self.with_replacement, bool):
+            raise TypeError(f"`with_replacement` must be a bool, got {type(self.with_replacement).__name__}")
+        if not self.with_replacement and self.batch_size > self.n:
             raise ValueError(
                 f"`batch_size`={self.batch_size} exceeds n={self.n}: without replacement it must be in [1, {self.n}]"
             )
@@ -162,7 +162,7 @@ def spec_of(variant, dim: int) -> Spec:
 
 
 @functools.cache
-def sampling_factor_by_enumeration(b: int, n: int, replace: bool) -> sp.Rational:
+def sampling_factor_by_enumeration(b: int, n: int, with_replacement: bool) -> sp.Rational:
     """``c(b)`` derived, not assumed: ``Var[mean over a batch of v] / Sigma`` for symbolic values ``v_1..v_n``
     over all ordered batches of size ``b`` (the ratio cancels to a number; DESIGN §1). Needs ``n >= 2``."""
     if not is_int(n) or n < 2:
@@ -170,7 +170,7 @@ def sampling_factor_by_enumeration(b: int, n: int, replace: bool) -> sp.Rational
     v = sp.symbols(f"v_1:{n + 1}", real=True)
     mean_v = sum(v) / n
     Sigma = sum((vi - mean_v) ** 2 for vi in v) / n
-    dist = batch_distribution(n, b, replace, ordered=True)
+    dist = batch_distribution(n, b, with_replacement, ordered=True)
     m1 = sum(p * sum(v[i] for i in r) / b for r, p in dist)
     m2 = sum(p * (sum(v[i] for i in r) / b) ** 2 for r, p in dist)
     ratio = sp.cancel(sp.expand(m2 - m1**2) / sp.expand(Sigma))
@@ -423,7 +423,7 @@ def _derive(spec: Spec, setting: Setting) -> Derivation:
     if B % micro != 0:
         raise ValueError(f"`micro_batch_size`={micro} must divide the batch size B={B} (valid: divisors of {B})")
     k = B // micro
-    dist = batch_distribution(n, B, setting.replace, ordered=k > 1)
+    dist = batch_distribution(n, B, setting.with_replacement, ordered=k > 1)
     dim = setting.dim
     b = [sp.zeros(dim, 1) for _ in range(3)]
     second0, second1 = sp.zeros(dim, dim), sp.zeros(dim, dim)
@@ -451,8 +451,8 @@ def _derive(spec: Spec, setting: Setting) -> Derivation:
         None if closed is None else closed[2],
         sigma_matrix(sy),
         H,
-        sampling_factor_formula(B, n, setting.replace),
-        sampling_factor_formula(micro, n, setting.replace),
+        sampling_factor_formula(B, n, setting.with_replacement),
+        sampling_factor_formula(micro, n, setting.with_replacement),
     )
 
 

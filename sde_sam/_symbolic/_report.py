@@ -46,7 +46,7 @@ def variant_markdown(der: Derivation, errors: dict[str, float] | None = None) ->
     in jet notation (1-D), the sympy identities and, when given, the numeric errors."""
     spec, st = der.spec, der.setting
     sub = jets(der) if st.dim == 1 else {}
-    sampler = "with replacement" if st.replace else "without replacement"
+    sampler = "with replacement" if st.with_replacement else "without replacement"
     m = spec.micro_batch_size or st.batch_size
     lines = [f"### {spec.name}", ""]
     lines.append(
@@ -102,7 +102,7 @@ def report_markdown(
     ``errors``: optional name -> comparison errors (from :func:`~sde_sam.symbolic.compare`)."""
     from ._check import variants_for
 
-    setting = Setting(dim=1, n=2, batch_size=2, replace=True) if setting is None else setting
+    setting = Setting(dim=1, n=2, batch_size=2, with_replacement=True) if setting is None else setting
     variants = variants_for(setting.dim) if variants is None else variants
     head = [
         "# Symbolic drift and diffusion of SAM variants (DESIGN §5)",

@@ -106,13 +106,13 @@ class BatchRule(AbstractSymbolicRule):
         g, P, Pg, tr_PSP = _parts(spec, setting, sy)
         n, m = setting.n, spec.micro_batch_size or setting.batch_size
         if spec.normalize == "full":  # DNSAM: (1/||P g||) grad[(||P g||^2 + c(m) tr(P Sigma P))/2]
-            R = (sq(Pg) + sampling_factor_formula(m, n, setting.replace) * tr_PSP) / 2
+            R = (sq(Pg) + sampling_factor_formula(m, n, setting.with_replacement) * tr_PSP) / 2
             return g, grad_of(R, sy.x) / norm(Pg), None
         if not spec.normalize:
-            R = (sq(Pg) + sampling_factor_formula(m, n, setting.replace) * tr_PSP) / 2
+            R = (sq(Pg) + sampling_factor_formula(m, n, setting.with_replacement) * tr_PSP) / 2
             return g, grad_of(R, sy.x), R
         # E || P g_m || over size-m micro-batches of the sampler
-        dist = batch_distribution(n, m, setting.replace)
+        dist = batch_distribution(n, m, setting.with_replacement)
         R = sp.Add(*[p * norm(P * mean_of([sy.grads[i] for i in r])) for r, p in dist])
         return g, grad_of(R, sy.x), R
 
@@ -155,10 +155,10 @@ class FriendlyRule(AbstractSymbolicRule):
         g, P, Pg, tr_PSP = _parts(spec, setting, sy)
         n, B = setting.n, setting.batch_size
         if not spec.normalize:
-            R = ((1 - sy.sigma) * sq(Pg) + sampling_factor_formula(B, n, setting.replace) * tr_PSP) / 2
+            R = ((1 - sy.sigma) * sq(Pg) + sampling_factor_formula(B, n, setting.with_replacement) * tr_PSP) / 2
             return g, grad_of(R, sy.x), R
         b1 = sp.zeros(len(sy.x), 1)
-        for r, p in batch_distribution(n, B, setting.replace):  # g + rho E[H_gamma N(P(g_gamma - sigma g))]
+        for r, p in batch_distribution(n, B, setting.with_replacement):  # g + rho E[H_gamma N(P(g_gamma - sigma g))]
             u = P * (mean_of([sy.grads[i] for i in r]) - sy.sigma * g)
             b1 = b1 + p * mean_of([sy.hessians[i] for i in r]) * normalize(u)
         return g, b1, None
@@ -189,7 +189,7 @@ class ReweightedRule(AbstractSymbolicRule):
     def closed_form(self, spec, setting, sy):
         g, P, _, _ = _parts(spec, setting, sy)
         b0, b1 = sp.zeros(len(sy.x), 1), sp.zeros(len(sy.x), 1)
-        for r, p in batch_distribution(setting.n, setting.batch_size, setting.replace):
+        for r, p in batch_distribution(setting.n, setting.batch_size, setting.with_replacement):
             w = gibbs_weights(sy, r)
             d_w = sp.zeros(len(sy.x), 1)
             for wq, i in zip(w, r, strict=True):
