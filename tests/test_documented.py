@@ -5,6 +5,7 @@ says how it was made, and the quick recordings are reproduced by rerunning their
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -99,6 +100,13 @@ def test_rerunning_the_quick_training_vs_sde_reproduces_its_recording():
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # 265 s alone on 2 cores; several times that on a machine shared with other jobs
 def test_rerunning_the_quick_m_sharpness_reproduces_its_recording(tmp_path):
+    """Every row within its recorded s.e. (on the recording's host the rerun is the same to float32 rounding).
+
+    RW-SAM's rows are the exception across hosts: its probe scores are finite differences of losses (``fd_delta``),
+    which XLA:CPU rounds differently on another CPU (docs/sde.md), and its weighted descent carries any rounding
+    difference (exact scores included) into a different trajectory per seed. Those rows must then agree as two
+    independent estimates: the gap within 3 times its standard error, both runs' s.e. combined. (Seen: on a second
+    host the weighted-descent rows moved by up to 1.9 combined s.e., every other row by under 1e-5 relative.)"""
     from analysis import m_sharpness
 
     recorded = doc.load("analysis/recordings/cpu/m_sharpness_quick.json")
@@ -107,12 +115,22 @@ def test_rerunning_the_quick_m_sharpness_reproduces_its_recording(tmp_path):
         got = rerun["problems"]["digits_mlp"]["trace_sigma"][label]
         for key in ("trace_sigma_final", "loss_final", "test_accuracy_final"):
             want, se = r[key]["mean"], r[key]["stderr"]
-            assert abs(got[key]["mean"] - want) <= max(se, 1e-6 * abs(want)), f"{label} {key}"
+            gap = abs(got[key]["mean"] - want)
+            if gap <= max(se, 1e-6 * abs(want)):
+                continue
+            assert label.startswith("RW-SAM"), f"{label} {key}: {got[key]['mean']} against {want} ± {se}"
+            both = math.hypot(se, got[key]["stderr"])
+            assert gap <= 3 * both, f"{label} {key}: {got[key]['mean']} against {want}, gap {gap} > 3 x {both}"
+    # lambda_max over the escape runs: within the recorded s.e.; at the start every seed is at the same point (s.e.
+    # 0), where the float32 Lanczos estimate itself rounds differently on another CPU (seen: 2e-4 relative), so a
+    # value with no spread over seeds is held to 1e-3 relative
     for label, r in recorded["problems"]["digits_mlp"]["escape"]["rows"].items():
         got = rerun["problems"]["digits_mlp"]["escape"]["rows"][label]
+        want, se = np.asarray(r["lambda_max_mean"]), np.asarray(r["lambda_max_stderr"])
         np.testing.assert_array_less(
-            np.abs(np.subtract(got["lambda_max_mean"], r["lambda_max_mean"])),
-            np.asarray(r["lambda_max_stderr"]) + 1e-6 * np.abs(r["lambda_max_mean"]) + 1e-12,
+            np.abs(np.subtract(got["lambda_max_mean"], want)),
+            np.where(se > 0, se + 1e-6 * np.abs(want), 1e-3 * np.abs(want)) + 1e-12,
+            err_msg=label,
         )
 
 
