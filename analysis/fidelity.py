@@ -34,9 +34,9 @@ from typing import Any
 import jax.random as jr
 
 import sde_sam as ss
+from analysis.escape import escape_problem
 from analysis.pipeline import earlier_result, git_revision
 from analysis.presets import preset
-from analysis.stages import escape_problem
 from sde_sam import train
 from sde_sam._io import provenance, save_result, to_jsonable
 

@@ -20,6 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
+from analysis.escape import ESCAPE_MODELS, escape_problem, escape_variants
 
 
 @contextlib.contextmanager
@@ -333,39 +334,6 @@ def stage_eta_rho(cfg: dict) -> dict:
 
 
 # -- F1 / C5: escape from the sharp basin ---------------------------------------------------------------------
-
-
-def escape_variants(rho: float, B: int) -> dict:
-    out = {}
-    m = 1
-    while m <= B:
-        out[f"m-SAM (m={m})" if m < B else f"SAM (m=B={B})"] = ss.variants.m_sam(rho, m)
-        m *= 2
-    out["n-SAM"] = ss.variants.n_sam(rho)
-    return out
-
-
-ESCAPE_MODELS = (("general", "leading"), ("expected", "leading"), ("expected", "empirical"))
-
-
-def escape_problem(cfg: dict):
-    """The 1-D sharp/flat problem of a config (``n``, ``sharp_curvature``, ``noise_scale``, ``seed``), started in the
-    sharp basin, its true barrier, and the observable ``outside(problem, x)``: 1 past the barrier, 0 in the sharp
-    basin."""
-    problem = ss.problems.sharp_flat_basins(
-        dim=1,
-        n=cfg["n"],
-        sharp_curvature=cfg["sharp_curvature"],
-        noise_scale=cfg["noise_scale"],
-        seed=cfg["seed"],
-        start="sharp",
-    )
-    barrier = ss.problems.sharp_flat_barrier(problem)
-
-    def outside(problem, x):
-        return 1.0 - ss.problems.in_sharp_basin(x, barrier).astype(jnp.float32)
-
-    return problem, barrier, outside
 
 
 def stage_escape(cfg: dict) -> dict:
