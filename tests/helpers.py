@@ -127,7 +127,7 @@ def np_losses(x, idx, seed=0):
 
 
 def flat(tree):
-    return np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
+    return np.asarray(ravel_pytree(tree)[0])
 
 
 def jax_G(variant, problem, idx, state=None, key=None):

@@ -10,6 +10,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
+from sde_sam._problems._problem import path_name
 
 eqx = pytest.importorskip("equinox")
 nnx = pytest.importorskip("flax.nnx")
@@ -93,10 +94,7 @@ def test_equinox_paths_drive_a_sam_on_mask():
     adapted = ss.problems.from_equinox(_squared, _data(), eqx.nn.MLP(DIN, 1, H, 1, key=jr.key(0)))
     v = ss.variants.sam_on(0.1, mask=lambda path: path == "layers/1/bias")
     eps = v.perturbations(adapted, adapted.init_params, (), adapted.take(jnp.arange(8)), jr.key(0))[0]
-    norms = {
-        ss._problems._problem.path_name(p): float(jnp.linalg.norm(a))
-        for p, a in jax.tree_util.tree_flatten_with_path(eps)[0]
-    }
+    norms = {path_name(p): float(jnp.linalg.norm(a)) for p, a in jax.tree_util.tree_flatten_with_path(eps)[0]}
     assert norms.pop("layers/1/bias") == pytest.approx(0.1, rel=1e-5)
     assert all(n == 0.0 for n in norms.values()), norms
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_simulate_memory_demo_lowers_the_program_simulate_runs(monkeypatch):
     """The memory row lowers ``_simulate_jit`` with the arguments ``ss.simulate`` passes (it fell behind once)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import simulate as bench
+    import simulate as bench  # pyright: ignore[reportMissingImports]
 
     out = bench.memory_demo({}, hidden=(12, 8), paths=2, steps=2)
     assert out["finite"] and out["temp_bytes"] > 0

@@ -199,4 +199,4 @@ def test_run_discrete_calibrate_equals_the_explicit_block(tmp_path, monkeypatch)
     (kept,) = tmp_path.iterdir()
     assert json.loads(kept.read_text())["block"] == block
     with pytest.raises(WRONG_TYPE, match="runs_per_block"):
-        ss.run_discrete(pr, ss.variants.sam(0.05), ss.WithReplacement(8), runs_per_block="fast", **kw)
+        ss.run_discrete(pr, ss.variants.sam(0.05), ss.WithReplacement(8), runs_per_block="fast", **kw)  # pyright: ignore[reportArgumentType]

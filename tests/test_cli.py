@@ -645,7 +645,7 @@ def test_stage_groups_keep_shared_stages_together_and_take_the_longest_first():
     from analysis import reproduce as R
     from analysis.pipeline import Stage
 
-    stages = [Stage(n, print, {}) for n in ("drift", "training", "generalization", "escape", "symbolic")]
+    stages = [Stage(n, print, {}) for n in ("drift", "training", "generalization", "escape", "symbolic")]  # pyright: ignore[reportArgumentType]
     groups = [[st.name for st in g] for g in R.stage_groups(stages)]
     assert groups == [["escape"], ["training", "generalization"], ["drift"], ["symbolic"]]
     assert [[st.name for st in g] for g in R.stage_groups(stages[2:3])] == [["generalization"]]

@@ -75,13 +75,13 @@ def test_sam_on_refuses_an_empty_mask(problem):
 
 def test_numpy_scalars_are_accepted_and_stored_as_floats():
     v = ss.variants.rw_sam(np.float32(0.05), fd_delta=np.float32(1e-3))
-    assert type(v.rho) is float and type(v.rule.fd_delta) is float
+    assert type(v.rho) is float and type(v.rule.fd_delta) is float  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def test_a_loss_returning_a_tuple_is_refused():
     data = {"x": jnp.ones((4, 2)), "y": jnp.ones(4)}
     with pytest.raises(TypeError, match="one scalar"):
-        ss.Problem(lambda p, ex: (jnp.sum(p * ex["x"]), 0.0), data, jnp.ones(2))
+        ss.Problem(lambda p, ex: (jnp.sum(p * ex["x"]), 0.0), data, jnp.ones(2))  # pyright: ignore[reportArgumentType]
 
 
 def test_variants_get_accepts_m():
@@ -116,7 +116,7 @@ def test_cli_user_errors_are_one_line(capsys):
 
 
 def test_every_cli_option_has_help():
-    for action in cli.build_parser()._subparsers._group_actions[0].choices["train"]._actions:
+    for action in cli.build_parser()._subparsers._group_actions[0].choices["train"]._actions:  # pyright: ignore[reportIndexIssue, reportOptionalMemberAccess, reportOptionalSubscript]
         assert action.help, action.dest
 
 
@@ -187,8 +187,8 @@ def test_ctrl_c_ends_a_long_computation_promptly_and_cleanly():
         while b"%|" not in seen:  # tqdm's bar: the scan is running
             assert proc.poll() is None, f"ended before its progress bar: {seen.decode(errors='replace')}"
             assert time.monotonic() < deadline, "no progress bar within 9 minutes"
-            if select.select([proc.stderr], [], [], 1.0)[0]:
-                seen += os.read(proc.stderr.fileno(), 4096)
+            if select.select([proc.stderr], [], [], 1.0)[0]:  # pyright: ignore[reportArgumentType]
+                seen += os.read(proc.stderr.fileno(), 4096)  # pyright: ignore[reportOptionalMemberAccess]
         proc.send_signal(signal.SIGINT)
         start = time.monotonic()
         _, err = proc.communicate(timeout=120)

@@ -52,12 +52,12 @@ def test_noised_problem_is_the_problem_built_with_label_noise():
         (noisy.test_data, built.test_data),
         (noisy.init_params["dense_0"], built.init_params["dense_0"]),
     ):
-        for k in a:
-            np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+        for k in a:  # pyright: ignore[reportOptionalIterable]
+            np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))  # pyright: ignore[reportOptionalSubscript]
     changed = np.mean(np.asarray(noisy.data["label"]) != np.asarray(clean.data["label"]))
     n = clean.num_examples
     assert abs(changed - 0.36) < 4 * math.sqrt(0.36 * 0.64 / n)  # binomial s.e. over the n training labels
-    np.testing.assert_array_equal(np.asarray(noisy.test_data["label"]), np.asarray(clean.test_data["label"]))
+    np.testing.assert_array_equal(np.asarray(noisy.test_data["label"]), np.asarray(clean.test_data["label"]))  # pyright: ignore[reportOptionalSubscript]
 
 
 def test_variant_specs_cover_the_claim():

@@ -61,7 +61,7 @@ def test_low_rank_form_equals_the_generic_step(hidden, variant):
     """G, the batch loss and the mean direction norm equal the generic form's (float64, 1e-12), at a point away
     from the initialisation (a few SGD steps) so that every LayerNorm gradient is nonzero."""
     fast, generic = _problems(hidden)
-    assert fast.micro_batch_gradient.applies(fast.loss_fn, fast.init_params, variant.rule.micro_batch_size)
+    assert fast.micro_batch_gradient.applies(fast.loss_fn, fast.init_params, variant.rule.micro_batch_size)  # pyright: ignore[reportOptionalMemberAccess]
     params, batch = _moved_point(fast), _batch(fast)
     _assert_same_step(variant, fast, generic, params, batch)
 
@@ -131,7 +131,7 @@ def test_the_form_applies_while_the_gram_terms_cost_at_most_the_layers():
     for hidden, last in ((64, 23), (256, 32)):
         p = ss.problems.digits_mlp(hidden=hidden)
         form = p.micro_batch_gradient
-        assert form.applies(p.loss_fn, p.init_params, last) and not form.applies(p.loss_fn, p.init_params, last + 1)
+        assert form.applies(p.loss_fn, p.init_params, last) and not form.applies(p.loss_fn, p.init_params, last + 1)  # pyright: ignore[reportOptionalMemberAccess]
 
 
 @pytest.mark.slow

@@ -198,7 +198,7 @@ def test_train_config_momentum_runs_the_runners_momentum_and_rescales_the_times(
     np.testing.assert_allclose(rec.times, [0.0, 0.3, 0.6], rtol=1e-12)
     np.testing.assert_allclose(rec.times, runs.times, rtol=1e-12)
     plain = train.record(cfg.replace(momentum=0.0, nesterov=False), problem=problem, keep_params=True)
-    assert not np.allclose(np.asarray(plain.final_params["dense_0"]["w"]), np.asarray(rec.final_params["dense_0"]["w"]))
+    assert not np.allclose(np.asarray(plain.final_params["dense_0"]["w"]), np.asarray(rec.final_params["dense_0"]["w"]))  # pyright: ignore[reportOptionalSubscript]
     with pytest.raises(ValueError, match="beta"):
         cfg.replace(momentum=1.0)
     with pytest.raises(ValueError, match="nesterov"):

@@ -173,7 +173,7 @@ def _symmetric_pareto(rng, alpha, shape):
 def test_tail_index_from_samples_known_laws():
     rng = np.random.default_rng(0)
     stable = stats.levy_stable.rvs(1.5, 0.0, size=(2048, 4), random_state=rng)
-    est = ss.noise.tail_index_from_samples(stable, jr.key(0))
+    est = ss.noise.tail_index_from_samples(stable, jr.key(0))  # pyright: ignore[reportArgumentType]
     assert abs(float(est.value) - 1.5) < 4 * float(est.stderr), est
     gauss = ss.noise.tail_index_from_samples(rng.standard_normal((2048, 4)), jr.key(1))
     assert abs(float(gauss.value) - 2.0) < 4 * float(gauss.stderr), gauss

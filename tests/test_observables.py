@@ -56,7 +56,7 @@ def test_batch_grad_norm_takes_m_from_the_variant():
     sampler, params = ss.WithReplacement(4), QUAD.init_params
     one = REGISTRY["batch_grad_norm"].bind(QUAD, ss.variants.m_sam(0.05, 1), sampler)
     four = REGISTRY["batch_grad_norm"].bind(QUAD, ss.variants.sam(0.05), sampler)
-    assert (one.m, four.m) == (1, 4)
+    assert (one.m, four.m) == (1, 4)  # pyright: ignore[reportAttributeAccessIssue]
     assert float(one(QUAD, params)) > float(four(QUAD, params))
     assert BatchGradNorm(m=2).bind(QUAD, ss.variants.sam(0.05), sampler).m == 2
     with pytest.raises(ValueError, match="needs m"):

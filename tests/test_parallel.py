@@ -218,7 +218,7 @@ def test_simulate_moments_bad_input(kw, match):
 
 def test_simulate_moments_bad_model():
     with pytest.raises(TypeError, match="model"):
-        ss.parallel.simulate_moments("model", t1=0.1, num_paths=4, key=jr.key(0))
+        ss.parallel.simulate_moments("model", t1=0.1, num_paths=4, key=jr.key(0))  # pyright: ignore[reportArgumentType]
 
 
 # -- two devices in one process, two processes ---------------------------------------------------------

@@ -240,7 +240,7 @@ def test_earlier_result_reads_reports_and_sets_aside(tmp_path):
     messages = []
     assert earlier_result(tmp_path / "r", messages.append) is None and not messages
     _io.save_result(tmp_path / "r", {}, {"config": {"a": 1}, "variants": {"SGD": 1}})
-    assert earlier_result(tmp_path / "r", messages.append)["variants"] == {"SGD": 1} and not messages
+    assert earlier_result(tmp_path / "r", messages.append)["variants"] == {"SGD": 1} and not messages  # pyright: ignore[reportOptionalSubscript]
     (tmp_path / "r.json").write_text("{not json")
     assert earlier_result(tmp_path / "r", messages.append) is None
     assert len(messages) == 1 and "r.json" in messages[0] and "recomputing" in messages[0]

@@ -6,6 +6,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 from helpers import float64, numpy_example_grads, user_problem
+from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
 
@@ -46,7 +47,7 @@ def test_per_example_grads_match_finite_differences():
         g = problem.per_example_grads(problem.init_params)
         flat = np.stack(
             [
-                np.asarray(jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], g))[0])
+                np.asarray(ravel_pytree(jax.tree_util.tree_map(lambda a: a[i], g))[0])
                 for i in range(problem.num_examples)
             ]
         )
@@ -70,7 +71,7 @@ def test_sharp_flat_basins_curvatures():
 def test_digits_mlp_parameter_paths_and_accuracy():
     problem = ss.problems.digits_mlp(hidden=16)
     assert set(problem.init_params) == {"dense_0", "layer_norm_0", "dense_out"}
-    assert problem.num_examples + problem.test_data["label"].shape[0] == 1797
+    assert problem.num_examples + problem.test_data["label"].shape[0] == 1797  # pyright: ignore[reportOptionalSubscript]
     acc = float(problem.accuracy(problem.init_params))
     assert 0.0 <= acc <= 0.3  # untrained: near chance
 

@@ -35,7 +35,7 @@ def test_run_discrete_accepts_names_and_records_the_key(problem):
     runs = _runs(problem)
     assert runs.values["loss"].shape == (3, 7)
     key = runs.config["key"]
-    rebuilt = jr.wrap_key_data(np.asarray(key["data"], np.uint32), impl=key["impl"])
+    rebuilt = jr.wrap_key_data(np.asarray(key["data"], np.uint32), impl=key["impl"])  # pyright: ignore[reportArgumentType]
     again = ss.run_discrete(
         problem,
         ss.variants.sam(0.05),
@@ -80,9 +80,9 @@ def test_paths_round_trip(problem, tmp_path):
     assert paths.config["paths_per_block"] == 4 and paths.config["key"]["impl"]
     paths.save(tmp_path / "p")
     back = ss.Paths.load(tmp_path / "p", like=problem.init_params)
-    assert back.dt == paths.dt
+    assert back.dt == paths.dt  # pyright: ignore[reportAttributeAccessIssue]
     np.testing.assert_array_equal(back.values["loss"], paths.values["loss"])
-    for a, b in zip(jax.tree_util.tree_leaves(back.paths), jax.tree_util.tree_leaves(paths.paths), strict=True):
+    for a, b in zip(jax.tree_util.tree_leaves(back.paths), jax.tree_util.tree_leaves(paths.paths), strict=True):  # pyright: ignore[reportAttributeAccessIssue]
         np.testing.assert_array_equal(a, b)
 
 

@@ -210,7 +210,7 @@ def _readme_rule():
     from pathlib import Path
 
     text = Path(__file__).parent.joinpath("..", "docs", "variants.md").read_text()
-    block = re.search(r"<!-- user-rule -->\n```python\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"<!-- user-rule -->\n```python\n(.*?)```", text, re.S).group(1)  # pyright: ignore[reportOptionalMemberAccess]
     namespace: dict = {}
     exec(compile(block, "docs/variants.md:user-rule", "exec"), namespace)
     return namespace

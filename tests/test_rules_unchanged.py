@@ -18,8 +18,8 @@ def _recorder():
     spec = importlib.util.spec_from_file_location(
         "record_trajectories", os.path.join(HERE, "data", "record_trajectories.py")
     )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.util.module_from_spec(spec)  # pyright: ignore[reportArgumentType]
+    spec.loader.exec_module(module)  # pyright: ignore[reportOptionalMemberAccess]
     return module
 
 

@@ -135,7 +135,7 @@ def test_mixed_divergence_excludes_diverged_runs_from_the_mean():
 def test_float64_on_request():
     problem = user_problem()
     with pytest.raises(ValueError, match="jax_enable_x64"):
-        if not jax.config.jax_enable_x64:
+        if not jax.config.jax_enable_x64:  # pyright: ignore[reportAttributeAccessIssue]
             _run(problem, ss.variants.sam(0.1), jr.key(0), dtype=jnp.float64)
         else:
             raise ValueError("jax_enable_x64 already on")
@@ -153,6 +153,6 @@ def test_every_variant_runs_on_the_user_problem():
         if name.startswith("m-"):
             kwargs["micro_batch_size"] = 2
         if name in ("sam-on", "asam-on"):
-            kwargs["mask"] = lambda path: path == "offset"  # the NamedTuple field
+            kwargs["mask"] = lambda path: path == "offset"  # the NamedTuple field  # pyright: ignore[reportArgumentType]
         runs = _run(problem, ss.variants.get(name, **kwargs), jr.key(0), num_runs=2, steps=10)
         assert runs.num_diverged == 0 and np.all(np.isfinite(runs.mean("loss"))), name

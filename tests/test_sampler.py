@@ -142,4 +142,4 @@ def test_uniform_subset_bad_input_and_reproducibility():
     a = _draw(ss.UniformSubset(3), jr.key(8), 10, 9)
     np.testing.assert_array_equal(a, _draw(ss.UniformSubset(3), jr.key(8), 10, 9))
     with pytest.raises(TypeError, match="sampler"):
-        ss.sampling_factor("uniform", 2, 5)
+        ss.sampling_factor("uniform", 2, 5)  # pyright: ignore[reportArgumentType]

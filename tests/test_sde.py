@@ -30,7 +30,7 @@ def _problem(n=6, d=2, seed=0):
     return user_problem(n=n, d=d, seed=seed).with_dtype(jnp.float64)
 
 
-MASK = Affine(True, False)  # SAM-ON on a user pytree: perturb the weights only
+MASK = Affine(True, False)  # SAM-ON on a user pytree: perturb the weights only  # pyright: ignore[reportArgumentType]
 VARIANTS = [
     ss.variants.sgd(),
     ss.variants.usam(0.2),
@@ -233,18 +233,33 @@ def test_one_key_gives_common_random_numbers_across_variants():
     g = _flat(pr.full_grad(pr.init_params))
     b1 = _flat(
         ss.sde.general_drift(
-            pr, ss.variants.m_sam(0.05, micro_batch_size=2), sampler, pr.init_params, key=jr.key(1), **kw
+            pr,
+            ss.variants.m_sam(0.05, micro_batch_size=2),
+            sampler,
+            pr.init_params,
+            key=jr.key(1),
+            **kw,  # pyright: ignore[reportArgumentType]
         )
     )
     b2 = _flat(
         ss.sde.general_drift(
-            pr, ss.variants.m_sam(0.1, micro_batch_size=2), sampler, pr.init_params, key=jr.key(1), **kw
+            pr,
+            ss.variants.m_sam(0.1, micro_batch_size=2),
+            sampler,
+            pr.init_params,
+            key=jr.key(1),
+            **kw,  # pyright: ignore[reportArgumentType]
         )
     )
     np.testing.assert_allclose(b2 - b1, b1 - g, rtol=1e-9, atol=1e-12)
     b3 = _flat(
         ss.sde.general_drift(
-            pr, ss.variants.m_sam(0.1, micro_batch_size=2), sampler, pr.init_params, key=jr.key(2), **kw
+            pr,
+            ss.variants.m_sam(0.1, micro_batch_size=2),
+            sampler,
+            pr.init_params,
+            key=jr.key(2),
+            **kw,  # pyright: ignore[reportArgumentType]
         )
     )
     assert np.max(np.abs((b3 - b1) - (b1 - g))) > 1e-4
@@ -542,7 +557,7 @@ def test_supports_says_exactly_where_a_choice_is_defined(name):
     pr, sampler = ss.problems.linear_regression(n=12, d=3), ss.UniformSubset(4)
     kw = {"micro_batch_size": 2} if name.startswith("m-") else {}
     if name.endswith("-on"):
-        kw["mask"] = lambda path: True  # linear regression has no normalization layer: perturb every parameter
+        kw["mask"] = lambda path: True  # linear regression has no normalization layer: perturb every parameter  # pyright: ignore[reportArgumentType]
     v = ss.variants.get(name, **({"rho": 0.1} if name != "sgd" else {}), **kw)
     x = pr.init_params
     closed_ok = ss.sde.ClosedFormDrift().supports(v)

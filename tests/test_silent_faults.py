@@ -209,7 +209,7 @@ def test_simulate_with_one_path_prints_and_writes_what_paths_load_reads(tmp_path
     text = capsys.readouterr().out
     assert code == 0 and "wrote" in text and "nan" in text  # one path: the table's stderr column is nan
     paths = ss.Paths.load(out)
-    assert paths.num_paths == 1 and paths.values["loss"].shape[0] == 1
+    assert paths.num_paths == 1 and paths.values["loss"].shape[0] == 1  # pyright: ignore[reportAttributeAccessIssue]
 
 
 # -- Ctrl-C from the command line's first line ----------------------------------------------------------------------
@@ -275,10 +275,10 @@ def test_parallel_cli_errors_name_the_option(capsys):
 def test_help_shows_defaults_of_zero_and_no_tuples():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
-    assert "(default: 0)" in " ".join(sub["simulate"].format_help().split())  # --seed 0 was hidden as False
-    train_help = " ".join(sub["train"].format_help().split())
+    assert "(default: 0)" in " ".join(sub["simulate"].format_help().split())  # --seed 0 was hidden as False  # pyright: ignore[reportIndexIssue, reportOptionalSubscript]
+    train_help = " ".join(sub["train"].format_help().split())  # pyright: ignore[reportIndexIssue, reportOptionalSubscript]
     assert "(0, 1)" not in train_help and "--no-progress" in train_help
-    assert sub["train"].parse_args(["--no-progress"]).seeds == (0, 1)
+    assert sub["train"].parse_args(["--no-progress"]).seeds == (0, 1)  # pyright: ignore[reportIndexIssue, reportOptionalSubscript]
 
 
 def test_momentum_out_of_range_names_momentum():

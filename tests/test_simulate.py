@@ -93,7 +93,10 @@ def test_matches_diffrax_euler_with_same_increments():
 
         for p, path_key in enumerate(jr.split(key, P)):
             np.testing.assert_allclose(
-                np.asarray(paths.paths[p]), np.asarray(diffrax_path(path_key)), rtol=1e-10, atol=1e-12
+                np.asarray(paths.paths[p]),  # pyright: ignore[reportOptionalSubscript]
+                np.asarray(diffrax_path(path_key)),
+                rtol=1e-10,
+                atol=1e-12,  # pyright: ignore[reportOptionalSubscript]
             )
 
 
@@ -211,7 +214,7 @@ def test_num_paths_must_be_positive(model):
 
 def test_model_type(model):
     with pytest.raises(TypeError, match="model"):
-        ss.simulate(ss.variants.sgd(), t1=1.0, key=jr.key(0))
+        ss.simulate(ss.variants.sgd(), t1=1.0, key=jr.key(0))  # pyright: ignore[reportArgumentType]
 
 
 def test_init_params_start_every_path(model):

@@ -104,4 +104,4 @@ def test_svag_one_is_the_plain_method_and_bad_values_are_refused():
     np.testing.assert_array_equal(a.values["loss"], b.values["loss"])
     for bad in (0, -1, 2.5, True):
         with pytest.raises(WRONG_TYPE if isinstance(bad, float) else ValueError, match="svag"):
-            ss.run_discrete(pr, ss.variants.sam(0.1), ss.WithReplacement(2), svag=bad, **kw)
+            ss.run_discrete(pr, ss.variants.sam(0.1), ss.WithReplacement(2), svag=bad, **kw)  # pyright: ignore[reportArgumentType]

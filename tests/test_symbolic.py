@@ -136,10 +136,10 @@ def test_wrong_drift_without_variance_term_is_caught():
     setting = sym.Setting(dim=1, n=3, batch_size=2, with_replacement=False)
     variant = V.m_usam(0.5, 1)
     sy = sym.symbols(1, 3)
-    b0, b1, _ = sym.closed_form(sym.spec_of(variant, 1), setting, sy)
+    b0, b1, _ = sym.closed_form(sym.spec_of(variant, 1), setting, sy)  # pyright: ignore[reportGeneralTypeIssues]
     assert sym.compare_expression(b0 + sy.rho * b1, variant, setting) < TOL
     # drop (rho/2) c(m) tr Sigma: the n-USAM closed form grad[f + (rho/2)||g||^2]
-    nb0, nb1, _ = sym.closed_form(sym.spec_of(V.n_usam(0.5), 1), setting, sy)
+    nb0, nb1, _ = sym.closed_form(sym.spec_of(V.n_usam(0.5), 1), setting, sy)  # pyright: ignore[reportGeneralTypeIssues]
     assert sym.compare_expression(nb0 + sy.rho * nb1, variant, setting) > 1e-3
 
 
@@ -149,11 +149,11 @@ def test_wrong_sampling_factor_is_caught():
     right = sym.Setting(dim=1, n=3, batch_size=2, with_replacement=False)
     wrong = sym.Setting(dim=1, n=3, batch_size=2, with_replacement=True)
     spec = sym.spec_of(V.usam(0.5), 1)
-    b0, b1, _ = sym.closed_form(spec, wrong, sy)
+    b0, b1, _ = sym.closed_form(spec, wrong, sy)  # pyright: ignore[reportGeneralTypeIssues]
     assert sym.compare_expression(b0 + sy.rho * b1, V.usam(0.5), right) > 1e-3
     # m-USAM (m = 1, B = 2) with c(B) in place of c(m): the USAM closed form
     variant = V.m_usam(0.5, 1)
-    b0, b1, _ = sym.closed_form(sym.spec_of(V.usam(0.5), 1), right, sy)
+    b0, b1, _ = sym.closed_form(sym.spec_of(V.usam(0.5), 1), right, sy)  # pyright: ignore[reportGeneralTypeIssues]
     assert sym.compare_expression(b0 + sy.rho * b1, variant, right, kind="discrete_mean") > 1e-3
 
 
@@ -256,11 +256,11 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="`n`"):
         sym.sampling_factor_by_enumeration(1, 1, True)
     with pytest.raises(ValueError, match="method"):
-        sym.is_zero(sp.Integer(0), method="simplify")
+        sym.is_zero(sp.Integer(0), method="simplify")  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="variant"):
         sym.derive("sam", sym.Setting())
     with pytest.raises(ValueError, match="kind"):
-        sym.compare_expression(sp.Matrix([0]), V.sgd(), sym.Setting(), kind="drift")
+        sym.compare_expression(sp.Matrix([0]), V.sgd(), sym.Setting(), kind="drift")  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize("dim", [1, pytest.param(2, marks=pytest.mark.slow)])  # dim 2: slow pass
@@ -271,8 +271,8 @@ def test_dnsam_derivation_gives_compagnonis_drift_and_diffusion_with_equal_hessi
     ids = sym.identities(der)
     assert ids["dnsam_drift_equal_hessians"] and ids["dnsam_diffusion_equal_hessians"], ids
     sy = der.symbols
-    g = sp.Matrix([sum(gi[j] for gi in sy.grads) / len(sy.grads) for j in range(dim)])
-    norm = sp.Abs(g[0]) if dim == 1 else sp.sqrt(sum(e**2 for e in g))
+    g = sp.Matrix([sum(gi[j] for gi in sy.grads) / len(sy.grads) for j in range(dim)])  # pyright: ignore[reportArgumentType, reportCallIssue]
+    norm = sp.Abs(g[0]) if dim == 1 else sp.sqrt(sum(e**2 for e in g))  # pyright: ignore[reportOperatorIssue]
     assert not sym.is_zero(sp.expand(norm * der.drift[1]) - der.hessian * g)  # the H_gamma randomness term
 
 

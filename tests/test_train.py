@@ -92,7 +92,7 @@ def test_io_roundtrip_and_nonfinite(tmp_path):
     assert back["b"].dtype == np.int32
     assert meta["v"] == 1.5 and meta["bad"] == "nan" and meta["t"] == [1, 2]
     with pytest.raises(TypeError, match="meta"):
-        ss.save_result(tmp_path / "y", None, [1, 2])
+        ss.save_result(tmp_path / "y", None, [1, 2])  # pyright: ignore[reportArgumentType]
     with pytest.raises(FileNotFoundError):
         ss.load_result(tmp_path / "missing")
 
@@ -183,7 +183,7 @@ def test_bad_schedule_and_network():
     with pytest.raises(ValueError, match="groups"):
         train.digits_cnn(channels=(6, 8), norm="group", groups=4)
     with pytest.raises(ValueError, match="norm"):
-        train.digits_cnn(norm="instance")
+        train.digits_cnn(norm="instance")  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="schedule"):
         ss.run_discrete(
             ss.problems.quadratic(n=4),

@@ -177,7 +177,7 @@ def test_refinement_stops_when_the_gap_no_longer_moves():
     levels = v.rungs["general/leading/o1"]
     assert [lv.refine for lv in levels] == [2**i for i in range(len(levels))]
     if len(levels) < 4:  # stopped early: the last change lies within twice its standard error
-        a, b = levels[-2].comparisons["loss"], levels[-1].comparisons["loss"]
+        a, b = levels[-2].comparisons["loss"], levels[-1].comparisons["loss"]  # pyright: ignore[reportGeneralTypeIssues]
         assert np.all(np.abs(b.gap - a.gap) <= 2 * np.hypot(a.stderr, b.stderr))
 
 

@@ -10,6 +10,7 @@ from helpers import B, D, N, flat, jax_G, make_problem, np_grads, np_losses  # n
 
 import sde_sam as ss
 from sde_sam import variants as V
+from sde_sam._problems._problem import path_name
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
@@ -110,7 +111,7 @@ def test_sam_on_perturbs_only_the_masked_leaves_with_norm_over_them():
 def test_sam_on_default_mask_selects_layer_norm_parameters():
     problem = ss.problems.digits_mlp(hidden=8)
     mask = V.resolve_mask(V.sam_on(0.1).mask, problem.init_params)
-    selected = sorted(ss._problems._problem.path_name(p) for p, m in jax.tree_util.tree_flatten_with_path(mask)[0] if m)
+    selected = sorted(path_name(p) for p, m in jax.tree_util.tree_flatten_with_path(mask)[0] if m)
     assert selected == ["layer_norm_0/bias", "layer_norm_0/scale"]
 
 
@@ -150,7 +151,7 @@ def test_rw_sam_large_temperature_concentrates_on_the_largest_score():
     batch = problem.take(jnp.asarray(IDX))
     variant = V.rw_sam(0.1, inverse_temperature=1e4, score="exact")
     losses = problem.example_losses(params, batch)
-    w = np.asarray(variant.rule.reweighting(problem, params, batch, losses, jr.key(0)))
+    w = np.asarray(variant.rule.reweighting(problem, params, batch, losses, jr.key(0)))  # pyright: ignore[reportAttributeAccessIssue]
     s = np.linalg.norm(np_grads(flat(params), IDX), axis=1)
     assert np.argmax(w) == np.argmax(s)
     assert w.max() > 1 - 1e-6
@@ -168,7 +169,7 @@ def test_finite_difference_score_is_abs_z_dot_g_to_first_order_in_delta():
     exact = np.abs(np_grads(flat(params), IDX) @ z)
     errs = []
     for delta in (1e-2, 5e-3, 2.5e-3):
-        s = np.asarray(V.rw_sam(0.1, fd_delta=delta).rule.scores(problem, params, batch, losses, key))
+        s = np.asarray(V.rw_sam(0.1, fd_delta=delta).rule.scores(problem, params, batch, losses, key))  # pyright: ignore[reportAttributeAccessIssue]
         errs.append(np.max(np.abs(s - exact)))
     assert errs[0] < 0.2  # O(delta) with a curvature constant of order 10
     ratios = np.array(errs[:-1]) / np.array(errs[1:])
@@ -268,7 +269,7 @@ def test_rw_score_correlation_with_gradient_norm_rises_with_probes():
     corr = {}
     for probes in (1, 16):
         rule = ss.variants.rw_sam(0.05, num_probes=probes).rule
-        s = np.asarray(rule.scores(pr, x, batch, losses, jr.key(3)))
+        s = np.asarray(rule.scores(pr, x, batch, losses, jr.key(3)))  # pyright: ignore[reportAttributeAccessIssue]
         corr[probes] = np.corrcoef(s, norms)[0, 1]
     predicted = (1 + (np.pi / 2 - 1) * np.mean(norms**2) / (16 * np.var(norms))) ** -0.5
     assert corr[16] > corr[1] + 0.1, corr
@@ -282,20 +283,21 @@ def test_rw_one_probe_is_the_unchanged_stream_and_relative_scores_are_scale_free
     one = ss.variants.rw_sam(0.05).rule
     explicit = ss.variants.rw_sam(0.05, num_probes=1).rule
     np.testing.assert_array_equal(
-        one.scores(pr, x, batch, losses, jr.key(1)), explicit.scores(pr, x, batch, losses, jr.key(1))
+        one.scores(pr, x, batch, losses, jr.key(1)),  # pyright: ignore[reportAttributeAccessIssue]
+        explicit.scores(pr, x, batch, losses, jr.key(1)),  # pyright: ignore[reportAttributeAccessIssue]
     )
     rel = ss.variants.rw_sam(0.05, inverse_temperature=3.0, relative_scores=True).rule
-    w = rel.reweighting(pr, x, batch, losses, jr.key(1))
-    s = np.asarray(one.scores(pr, x, batch, losses, jr.key(1)), np.float64)
+    w = rel.reweighting(pr, x, batch, losses, jr.key(1))  # pyright: ignore[reportAttributeAccessIssue]
+    s = np.asarray(one.scores(pr, x, batch, losses, jr.key(1)), np.float64)  # pyright: ignore[reportAttributeAccessIssue]
     want = np.exp(3.0 * s / s.mean())
     np.testing.assert_allclose(np.asarray(w), want / want.sum(), rtol=1e-4)
     # scaling the loss by 10 scales raw scores by 10 (weights change) but leaves relative weights unchanged
     scaled = ss.Problem(lambda p, ex: 10.0 * pr.loss_fn(p, ex), pr.data, pr.init_params, name="scaled")
-    w10 = rel.reweighting(scaled, x, batch, scaled.example_losses(x, batch), jr.key(1))
+    w10 = rel.reweighting(scaled, x, batch, scaled.example_losses(x, batch), jr.key(1))  # pyright: ignore[reportAttributeAccessIssue]
     np.testing.assert_allclose(np.asarray(w10), np.asarray(w), rtol=2e-3, atol=1e-7)
     raw = ss.variants.rw_sam(0.05, inverse_temperature=3.0).rule
-    w_raw = raw.reweighting(pr, x, batch, losses, jr.key(1))
-    w_raw10 = raw.reweighting(scaled, x, batch, scaled.example_losses(x, batch), jr.key(1))
+    w_raw = raw.reweighting(pr, x, batch, losses, jr.key(1))  # pyright: ignore[reportAttributeAccessIssue]
+    w_raw10 = raw.reweighting(scaled, x, batch, scaled.example_losses(x, batch), jr.key(1))  # pyright: ignore[reportAttributeAccessIssue]
     assert np.max(np.abs(np.asarray(w_raw10) - np.asarray(w_raw))) > 1e-3
 
 
@@ -305,7 +307,7 @@ def test_effective_sample_size_is_kish_formula():
     for lam in (0.0, 1.0, 30.0):
         rule = ss.variants.rw_sam(0.05, inverse_temperature=lam, relative_scores=True).rule
         ess = float(rule.effective_sample_size(pr, x, batch, jr.key(2)))
-        p = np.asarray(rule.reweighting(pr, x, batch, pr.example_losses(x, batch), jr.key(2)), np.float64)
+        p = np.asarray(rule.reweighting(pr, x, batch, pr.example_losses(x, batch), jr.key(2)), np.float64)  # pyright: ignore[reportAttributeAccessIssue]
         np.testing.assert_allclose(ess, 1.0 / np.sum(p**2), rtol=1e-5)
         assert 1.0 - 1e-6 <= ess <= 64 + 1e-3
         if lam == 0.0:
