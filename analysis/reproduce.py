@@ -338,9 +338,8 @@ def _run_stages(stages, out: Path, log, progress: bool, workers: int) -> tuple[d
         done: queue.Queue = queue.Queue()
         groups = stage_groups(stages)
         init = (str(out), device, list(sys.orig_argv))
-        with context.Pool(
-            min(workers, len(groups)), initializer=_worker_init, initargs=init
-        ) as pool:  # exit: ends them
+        # leaving this block (all done, a stage's error, Ctrl-C) terminates the stage processes
+        with context.Pool(min(workers, len(groups)), initializer=_worker_init, initargs=init) as pool:
             for group in groups:
                 pool.apply_async(
                     _worker_run,

@@ -232,6 +232,7 @@ def test_ctrl_c_ends_the_stage_processes_too(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "sde_sam", "reproduce", "--only", "C5", "--workers", "2", "--no-progress", "--out", out],
+        env={k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"},  # the cache under out
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
