@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sde_sam._io import from_jsonable
+
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT / "analysis" / "recordings"
 PAGES = ("README.md", "docs/*.md")
@@ -361,8 +363,8 @@ def fidelity_budget(rec: dict, part: str = "escape") -> str:
             if r is None:
                 cells.append("–")
                 continue
-            coarse = "" if r["gap_at_h"] is None or r["refine"] == 1 else f" ({float(r['gap_at_h']):+.3f})"
-            cells.append(f"{float(r['gap']):+.3f} ± {float(r['stderr']):.3f}{coarse} [{r['agreement']}]")
+            coarse = "" if r["gap_at_h"] is None or r["refine"] == 1 else f" ({r['gap_at_h']:+.3f})"
+            cells.append(f"{r['gap']:+.3f} ± {r['stderr']:.3f}{coarse} [{r['agreement']}]")
         rows.append([label, *cells])
     return _table(["variant", *models], rows)
 
@@ -398,7 +400,7 @@ def load(name: str) -> dict:
     path = ROOT / name
     if not path.is_file() or RECORDINGS not in path.resolve().parents:
         raise FileNotFoundError(f"recording {name!r} is not a file under {RECORDINGS.relative_to(ROOT)}/")
-    return json.loads(path.read_text())
+    return from_jsonable(json.loads(path.read_text()))
 
 
 def render(spec: str) -> str:

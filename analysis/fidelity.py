@@ -297,11 +297,11 @@ def tables(result: dict) -> str:
                 "|---|---|---|---|---|---|",
             ]
             for r in res["budget"]:
-                at_eta = "" if r["gap_at_h"] is None else f"{float(r['gap_at_h']):+.4f}"
-                em = "" if r["euler_maruyama"] is None else f"{float(r['euler_maruyama']):+.4f}"
+                at_eta = "" if r["gap_at_h"] is None else f"{r['gap_at_h']:+.4f}"
+                em = "" if r["euler_maruyama"] is None else f"{r['euler_maruyama']:+.4f}"
                 dt = f"{'eta' if r['model'].startswith('SVAG') else unit}/{r['refine']}"
                 lines.append(
-                    f"| {r['model']} | {dt} | {float(r['gap']):+.4f} ± {float(r['stderr']):.4f} | {at_eta} | {em} | "
+                    f"| {r['model']} | {dt} | {r['gap']:+.4f} ± {r['stderr']:.4f} | {at_eta} | {em} | "
                     f"{r['agreement']} |"
                 )
     return "\n".join(lines)

@@ -25,6 +25,7 @@ import numpy as np
 
 from sde_sam._io import (
     arrays_checksum,
+    from_jsonable,
     load_result,
     provenance,
     quarantine,
@@ -123,14 +124,15 @@ def load_stage(path: Path, name: str) -> StageResult:
         raise CacheCorrupted(f"{npz_path.name}: array checksum mismatch")
     if data_checksum(meta["data"]) != meta["checksums"].get("data"):
         raise CacheCorrupted(f"{json_path.name}: data checksum mismatch")
-    return StageResult(name, meta["data"], arrays, meta, json_path, True, float(meta.get("wall_s", 0.0)))
+    data = from_jsonable(meta["data"])  # non-finite numbers as floats, as every consumer reads them
+    return StageResult(name, data, arrays, meta, json_path, True, float(meta.get("wall_s", 0.0)))
 
 
 def earlier_result(
     path: str | os.PathLike,
     log: Callable[[str], None],
     *,
-    load: Callable[[Path], Any] = lambda p: load_result(p)[1],
+    load: Callable[[Path], Any] = lambda p: from_jsonable(load_result(p)[1]),
     errors: tuple[type[BaseException], ...] = (OSError, ValueError),
     what: str = "earlier result",
 ) -> Any | None:
@@ -184,4 +186,4 @@ def run_stage(
     json_path = save_result(path, arrays, meta)
     for hook in list(AFTER_STAGE_HOOKS):
         hook(stage.name)
-    return StageResult(stage.name, data, arrays, meta, json_path, False, wall)
+    return StageResult(stage.name, from_jsonable(data), arrays, meta, json_path, False, wall)

@@ -25,10 +25,9 @@ def render(results: dict, arrays: dict, out) -> list:
         rows = res["budget"]  # the stage's error-budget rows (model, gap, stderr, gap_at_h, agreement)
         names = [f"{r['model']} [{r['agreement']}]" for r in rows]
         y = np.arange(len(rows))
-        # float(): a cached result stores NaN as the string "nan"
-        fine = np.array([abs(float(r["gap"])) for r in rows])
-        se = np.array([float(r["stderr"]) for r in rows])
-        coarse = np.array([np.nan if r["gap_at_h"] is None else abs(float(r["gap_at_h"])) for r in rows])
+        fine = np.array([abs(r["gap"]) for r in rows])
+        se = np.array([r["stderr"] for r in rows])
+        coarse = np.array([np.nan if r["gap_at_h"] is None else abs(r["gap_at_h"]) for r in rows])
         ax.barh(
             y,
             fine,

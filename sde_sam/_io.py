@@ -75,6 +75,18 @@ def to_jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
+def from_jsonable(obj: Any) -> Any:
+    """The inverse of :func:`to_jsonable` for numbers: the strings ``"nan"``, ``"inf"``, ``"-inf"`` back to floats,
+    in nested dicts and lists."""
+    if isinstance(obj, dict):
+        return {k: from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_jsonable(v) for v in obj]
+    if obj in ("nan", "inf", "-inf"):
+        return float(obj)
+    return obj
+
+
 def _atomic_write(target: Path, write) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

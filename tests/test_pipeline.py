@@ -273,3 +273,14 @@ def test_the_studies_resume_through_earlier_result(tmp_path, study):
     _io.result_paths(path)[0].write_text("[")
     assert mod._previous(where, cfg, messages.append) == {} and len(messages) == 1
     assert list(tmp_path.glob("*.corrupt"))
+
+
+def test_non_finite_numbers_reach_consumers_as_floats(tmp_path):
+    """JSON stores NaN and inf as strings; a stage's data hands them to its figures and checks as floats, computed
+    or read from the cache alike (they once had to convert each cell themselves)."""
+    stage = Stage("nans", lambda cfg: {"data": {"row": {"gap": float("nan"), "se": [float("inf"), 1.5]}}}, {"seed": 0})
+    for cached in (False, True):
+        res = run_stage(stage, tmp_path, log=lambda m: None)
+        assert res.cached is cached
+        gap, (se, ok) = res.data["row"]["gap"], res.data["row"]["se"]
+        assert isinstance(gap, float) and np.isnan(gap) and se == float("inf") and ok == 1.5

@@ -20,12 +20,22 @@ from typing import Any
 import numpy as np
 
 from .._compiles import counting
-from .._io import CorruptResult, load_result, provenance, quarantine, result_paths, save_result, to_jsonable, wrong_kind
+from .._io import (
+    CorruptResult,
+    from_jsonable,
+    load_result,
+    provenance,
+    quarantine,
+    result_paths,
+    save_result,
+    to_jsonable,
+    wrong_kind,
+)
 from .._problems._problem import Problem
 from .._problems._sampler import AbstractSampler
 from .._training._momentum import as_momentum
 from .._variants._variant import Variant
-from ._validate import Validation, _floats, _key_data, ladder, validate
+from ._validate import Validation, _key_data, ladder, validate
 from ._verdict import Agreement, VerdictKind
 
 #: One letter per verdict in the printed map.
@@ -205,7 +215,7 @@ class ValidityMap:
         _, meta = load_result(path)
         if meta.get("kind") != "ValidityMap":
             raise wrong_kind(path, meta.get("kind"), cls.__name__)
-        return cls.from_dict(_floats(meta))
+        return cls.from_dict(from_jsonable(meta))
 
 
 def _edges(ax, mask: np.ndarray, style: str) -> None:
@@ -357,4 +367,4 @@ def _previous(out, config: dict, log) -> dict:
         return {}
     if meta.get("kind") != "ValidityMap" or meta.get("config") != to_jsonable(config):
         return {}
-    return ValidityMap.from_dict(_floats(meta)).points
+    return ValidityMap.from_dict(from_jsonable(meta)).points

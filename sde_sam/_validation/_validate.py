@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import jax.numpy as jnp
 import jax.random as jr
@@ -24,7 +23,7 @@ from .._checks import check_integer
 from .._compiles import counting
 from .._ensemble import mean_stderr
 from .._estimators._observables import Record, observables
-from .._io import load_result, provenance, save_result, to_jsonable, wrong_kind
+from .._io import from_jsonable, load_result, provenance, save_result, to_jsonable, wrong_kind
 from .._problems._problem import Problem
 from .._problems._sampler import AbstractSampler
 from .._sde._diffusion import (
@@ -301,7 +300,7 @@ class Validation:
     @classmethod
     def from_dict(cls, d: dict) -> Validation:
         """The inverse of :meth:`to_dict`, also from its JSON (``"nan"``/``"inf"`` strings read back as floats)."""
-        d = _floats(d)
+        d = from_jsonable(d)
         sc = d.get("svag_converged")
         return cls(
             config=d["config"],
@@ -329,17 +328,6 @@ class Validation:
         if meta.get("kind") != "Validation":
             raise wrong_kind(path, meta.get("kind"), cls.__name__)
         return cls.from_dict(meta)
-
-
-def _floats(obj: Any) -> Any:
-    """JSON's ``"nan"``/``"inf"`` strings back to floats (see :func:`sde_sam._io.to_jsonable`)."""
-    if isinstance(obj, dict):
-        return {k: _floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_floats(v) for v in obj]
-    if obj in ("nan", "inf", "-inf"):
-        return float(obj)
-    return obj
 
 
 # -- validate -----------------------------------------------------------------------------------------------------
