@@ -420,25 +420,14 @@ def bench_monte_carlo_drift(results, ratios, repeats, quick):
 
 def memory_demo(results, hidden=(300, 256), paths=4, steps=10):
     """A ~1e5-parameter MLP: compiled peak temporary memory and process peak RSS vs ``d^2`` floats."""
-    from sde_sam._sde._simulate import _simulate_jit, step_sizes
+    from sde_sam._sde._simulate import _simulate_jit, program_args
 
     problem = ss.problems.digits_mlp(hidden=hidden)
     model = make_model(problem)
     rec = ss.observables("loss", every=steps)
     keys = jr.split(jr.key(0), paths)
     bound = rec.bind(problem, model.variant, model.sampler)  # the arguments `ss.simulate` passes its program
-    compiled = _simulate_jit.lower(
-        model.traced(),
-        problem.init_params,
-        keys,
-        1,
-        steps,
-        step_sizes(model, float(model.eta)),
-        bound,
-        False,
-        1e12,
-        paths,
-    ).compile()
+    compiled = _simulate_jit.lower(*program_args(model, keys, 1, bound, float(model.eta), False, 1e12, paths)).compile()
     mem = compiled.memory_analysis()
     assert mem is not None, "this backend reports no memory analysis"
     t = time.perf_counter()

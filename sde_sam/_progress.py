@@ -33,7 +33,7 @@ def _advance(bar_id: Any, amount: Any) -> np.ndarray:
     return np.zeros(np.shape(amount), np.int32)
 
 
-def report(bar_id: Int[Array, ""] | None, counter: Int[Array, ""], stride: int) -> Int[Array, ""]:
+def report(bar_id: Int[Array, ""] | None, counter: Int[Array, ""], stride: int | Int[Array, ""]) -> Int[Array, ""]:
     """Inside compiled code: after step ``counter`` of one block, advance bar ``bar_id`` by ``stride`` steps when
     ``counter`` is a multiple of ``stride`` (so a long run makes about a hundred host calls, not one per step);
     returns ``counter`` unchanged. ``bar_id=None`` (progress off) adds no callback at all."""
@@ -49,8 +49,9 @@ def report(bar_id: Int[Array, ""] | None, counter: Int[Array, ""], stride: int) 
     return counter + zero.astype(counter.dtype)
 
 
-def stride(num_segments: int, steps_per_segment: int, reports: int = 100) -> int:
-    """Steps between two reports: whole segments, about ``reports`` of them over the call."""
+def stride(num_segments: int, steps_per_segment: int | Int[Array, ""], reports: int = 100) -> int | Int[Array, ""]:
+    """Steps between two reports: whole segments, about ``reports`` of them over the call (``steps_per_segment``
+    may be traced)."""
     return steps_per_segment * max(1, num_segments // reports)
 
 

@@ -148,3 +148,22 @@ def test_em_step_runs_with_a_model_passed_through_jit():
     plain = em_step(model, x, key, 0, model.eta)
     for a, b in zip(jax.tree_util.tree_leaves(traced), jax.tree_util.tree_leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_refinements_of_dt_at_the_same_recorded_times_share_one_program():
+    """``dt = eta / r`` recorded at the same times (``every * r`` steps per segment): the steps per segment are traced,
+    so the refinements reuse the program of ``r = 1``; each refinement takes ``every * r`` steps per segment, as a
+    run recording every step shows at those steps (a wrong trip count would move the path, not round it)."""
+    problem = ss.problems.linear_regression(n=32, d=3)
+    model = ss.sde_model(problem, ss.variants.sam(0.05), ss.WithReplacement(4), eta=0.1)
+    kw = {"t1": 1.2, "num_paths": 2, "key": jr.key(2), "progress": False, "paths_per_block": 2}
+
+    def refined(r, every=3):
+        return ss.simulate(model, dt=0.1 / r, record=ss.observables("loss", every=every * r), **kw)
+
+    assert _count(lambda: refined(1)) > 0
+    assert _count(lambda: [refined(2), refined(4)]) == 0
+    coarse = refined(4)
+    fine = ss.simulate(model, dt=0.1 / 4, record=ss.observables("loss", every=1), **kw)
+    np.testing.assert_array_equal(coarse.steps, fine.steps[::12])
+    np.testing.assert_array_equal(coarse.values["loss"], fine.values["loss"][:, ::12])

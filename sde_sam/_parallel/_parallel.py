@@ -47,9 +47,9 @@ from .._sde._simulate import (
     _simulate_jit,
     check_block_choice,
     check_model_and_record,
+    program_args,
     simulation_block,
     simulation_config,
-    step_sizes,
 )
 from .._sde._simulate import simulate as _simulate
 from .._sharding import check_mesh, run_blocked
@@ -369,18 +369,7 @@ def simulate_moments(
         if n_valid < chunk:
             part = np.concatenate([part, np.repeat(part[:1], chunk - n_valid, axis=0)])
         keys = jr.wrap_key_data(jnp.asarray(part), impl=impl)
-        args = (
-            model.traced(),
-            problem.init_params,
-            keys,
-            num_segments,
-            record.every,
-            step_sizes(model, dt),
-            record,
-            False,
-            float(divergence_threshold),
-            int(block),
-        )
+        args = program_args(model, keys, num_segments, record, dt, False, divergence_threshold, block)
         cnt, ndiv, means, m2s, samples, keep = run_blocked(
             _simulate_jit, args, 2, mesh=mesh, block=block, reduce=stats, reduce_args=(jnp.asarray(n_valid),)
         )

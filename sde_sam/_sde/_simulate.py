@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jax.sharding import Mesh
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from jaxtyping import Array, Key, PRNGKeyArray, PyTree
 
 from .._blocks import (
     chosen_block,
@@ -198,18 +198,7 @@ def simulate(
 
     path_keys = jr.split(key, num_paths)
     num_segments = steps // record.every
-    args = (
-        model.traced(),
-        problem.init_params,
-        path_keys,
-        num_segments,
-        record.every,
-        step_sizes(model, dt),
-        record,
-        bool(save_paths),
-        float(divergence_threshold),
-        int(block),
-    )
+    args = program_args(model, path_keys, num_segments, record, dt, save_paths, divergence_threshold, block)
     start = time.perf_counter()
     steps_total = progress_total(num_segments, record.every, num_paths // block)
     release_programs_near_map_limit()  # before compiling: a process of thousands of programs crashes XLA
@@ -242,6 +231,34 @@ def simulate(
         wall_time_s=wall,
         dt=dt,
         paths=saved if save_paths else None,
+    )
+
+
+def program_args(
+    model: SDEModel,
+    path_keys: Key[Array, " paths"],
+    num_segments: int,
+    record: Record,
+    dt: float,
+    save_paths: bool,
+    threshold: float,
+    block: int,
+) -> tuple:
+    """The arguments of the compiled simulation (``_paths``) for ``num_segments`` recorded segments of
+    ``record.every`` steps. Static: the model's structure, the number of segments, the record's observables, the
+    block. Traced: the model's numbers, ``dt``, ``sqrt(eta dt)`` and the steps per segment, so that the refinements
+    of ``dt`` at the same recorded times (``dt / 2``, ``2 * every``) share one program."""
+    return (
+        model.traced(),
+        model.problem.init_params,
+        path_keys,
+        int(num_segments),
+        jnp.asarray(record.every, jnp.asarray(0).dtype),
+        step_sizes(model, dt),
+        dataclasses.replace(record, every=1),  # `every` is the traced argument above
+        bool(save_paths),
+        float(threshold),
+        int(block),
     )
 
 
@@ -358,7 +375,7 @@ def _paths(model, params0, path_keys, num_segments, every, dt, record, save_path
 
         def segment(carry, _):
             carry, ostates = carry
-            carry, _ = jax.lax.scan(step, carry, None, length=every)
+            carry = jax.lax.fori_loop(0, every, lambda _, c: step(c, None)[0], carry)  # `every` traced: one program
             carry = (*carry[:3], report(bar, carry[3], stride(num_segments, every)))  # progress
             obs, now, ostates = observe_run(record, problem, carry[0], carry[1], ostates)
             carry = (carry[0], carry[1] | now, jnp.where(now, carry[3], carry[2]), carry[3])
@@ -381,7 +398,7 @@ def _paths(model, params0, path_keys, num_segments, every, dt, record, save_path
     return jax.tree_util.tree_map(lambda a: a.reshape(num, *a.shape[2:]), out)
 
 
-_STATIC = ("num_segments", "every", "record", "save_paths", "threshold", "block")
+_STATIC = ("num_segments", "record", "save_paths", "threshold", "block")
 _simulate_jit = jax.jit(_paths, static_argnames=_STATIC)
 
 
