@@ -12,7 +12,7 @@ import threading
 import jax
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # an open count is found by identity: two nested counts may hold equal numbers
 class CompileCount:
     """Programs handed to XLA while a :func:`counting` block was open (compiled, or read from the persistent cache:
     ``count - cache_hits`` were compiled), their ``seconds``, and the persistent cache's ``cache_hits``."""

@@ -45,3 +45,15 @@ def test_release_clears_only_past_the_fraction(monkeypatch):
     assert not _compiles.release_programs_near_map_limit()
     monkeypatch.setattr(_compiles, "map_limit", lambda: count)
     assert _compiles.release_programs_near_map_limit()
+
+
+def test_nested_counts_with_equal_numbers_close_in_any_order():
+    """Two nested ``counting`` blocks that have counted the same (here nothing) close cleanly, and the outer one
+    keeps counting after the inner one closed (an open count was once found by equality, so the inner block's exit
+    closed the outer one and the outer's exit raised ValueError)."""
+    with _compiles.counting() as outer:
+        with _compiles.counting() as inner:
+            pass
+        assert inner.count == outer.count == 0
+        jax.jit(lambda x: x * 3.0 + 1.0).lower(1.0).compile()
+    assert outer.count == 1 and inner.count == 0
