@@ -45,3 +45,24 @@ def test_cost_counts_a_known_matmul_and_refuses_bad_micro_batches():
     assert c.bytes_accessed > 0
     with pytest.raises(ValueError, match="micro_batch_size"):
         serial_m_sam_step_cost(ss.problems.digits_mlp(hidden=8), 0.05, 3, 64)
+
+
+@pytest.mark.parametrize("make", [lambda: ss.variants.sam(0.05), lambda: ss.variants.m_sam(0.05, 4)])
+def test_a_counted_program_has_the_counts_of_the_fully_optimized_one(make):
+    """:func:`compiled_cost` compiles without optimizing the machine code (:data:`COUNT_OPTIONS`); its flops and
+    bytes are those of the program compiled with the default options, which the counts once came from."""
+    import jax
+    import jax.numpy as jnp
+    import jax.random as jr
+
+    problem, variant = ss.problems.digits_mlp(hidden=8), make()
+    p = problem.init_params
+    args = (p, variant.init(p), problem.take(jnp.arange(16)), jr.key(0))
+
+    def step(p, state, batch, key):
+        return variant.gradient(problem, p, state, batch, key)[0]
+
+    full = jax.jit(step).lower(*args).compile().cost_analysis()
+    full = full[0] if isinstance(full, (list, tuple)) else full
+    got = compiled_cost(step, *args)
+    assert (got.flops, got.bytes_accessed) == (full["flops"], full["bytes accessed"])
