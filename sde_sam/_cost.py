@@ -21,7 +21,7 @@ from ._problems._problem import Problem
 from ._variants._variant import Variant, sam
 
 #: Compiler options of a program compiled only to be counted: no optimization of the generated machine code.
-COUNT_OPTIONS = {"xla_backend_optimization_level": 0}
+COUNT_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 0}
 
 
 class Cost(NamedTuple):

@@ -64,5 +64,6 @@ def test_a_counted_program_has_the_counts_of_the_fully_optimized_one(make):
 
     full = jax.jit(step).lower(*args).compile().cost_analysis()
     full = full[0] if isinstance(full, (list, tuple)) else full
+    assert full is not None
     got = compiled_cost(step, *args)
     assert (got.flops, got.bytes_accessed) == (full["flops"], full["bytes accessed"])

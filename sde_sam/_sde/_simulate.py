@@ -40,10 +40,11 @@ from .._checks import check_key, check_positive
 from .._compiles import release_programs_near_map_limit
 from .._estimators._observables import Record
 from .._io import key_config
-from .._progress import progress_bar, report, stride
+from .._progress import progress_bar, stride
 from .._progress import total as progress_total
+from .._scan import diverged, recorded_scan
 from .._sharding import run_blocked
-from .._training._runner import Runs, as_record, diverged, observe_run
+from .._training._runner import Runs, as_record
 from ._sde_model import SDEModel, step_keys
 
 
@@ -243,7 +244,7 @@ def program_args(
     save_paths: bool,
     threshold: float,
     block: int,
-) -> tuple:
+) -> tuple[SDEModel, PyTree, Array, int, Array, tuple[Array, Array], Record, bool, float, int]:
     """The arguments of the compiled simulation (``_paths``) for ``num_segments`` recorded segments of
     ``record.every`` steps. Static: the model's structure, the number of segments, the record's observables, the
     block. Traced: the model's numbers, ``dt``, ``sqrt(eta dt)`` and the steps per segment, so that the refinements
@@ -362,34 +363,21 @@ def em_step(model: SDEModel, params: PyTree, path_key: PRNGKeyArray, j, dt, nois
 
 
 def _paths(model, params0, path_keys, num_segments, every, dt, record, save_paths, threshold, block, bar=None):
-    problem = model.problem
-
     def one_path(path_key):
-        def step(carry, _):
-            params, is_div, div_step, j = carry
+        def step(_, carry):
+            params, is_div, div_step, j, rest = carry
             new = em_step(model, params, path_key, j, *dt)  # dt: (dt, sqrt(eta dt)), traced
             now_div = diverged(new, threshold) & ~is_div
             stop = is_div | now_div
             params = jax.tree_util.tree_map(lambda a, b: jnp.where(stop, b, a), new, params)
-            return (params, stop, jnp.where(now_div, j + 1, div_step), j + 1), None
+            return params, stop, jnp.where(now_div, j + 1, div_step), j + 1, rest
 
-        def segment(carry, _):
-            carry, ostates = carry
-            carry = jax.lax.fori_loop(0, every, lambda _, c: step(c, None)[0], carry)  # `every` traced: one program
-            carry = (*carry[:3], report(bar, carry[3], stride(num_segments, every)))  # progress
-            obs, now, ostates = observe_run(record, problem, carry[0], carry[1], ostates)
-            carry = (carry[0], carry[1] | now, jnp.where(now, carry[3], carry[2]), carry[3])
-            return (carry, ostates), (obs, carry[0] if save_paths else None)
+        def advance(carry):  # `every` traced: the refinements of dt at the same recorded times share one program
+            return jax.lax.fori_loop(0, every, step, carry)
 
-        first, bad0, ostates = observe_run(
-            record, problem, params0, jnp.asarray(False), record.init_state(problem, params0)
+        return recorded_scan(
+            advance, record, model.problem, params0, (), num_segments, save_paths, bar, stride(num_segments, every)
         )
-        init = (params0, bad0, jnp.where(bad0, 0, -1), jnp.asarray(0))
-        (carry, _), (rest, saved) = jax.lax.scan(segment, (init, ostates), None, length=num_segments)
-        values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
-        if save_paths:
-            saved = jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), params0, saved)
-        return values, carry[1], carry[2], carry[0], saved
 
     num = path_keys.shape[0]
     if block == num:

@@ -29,10 +29,11 @@ from .._cost import step_cost, step_program
 from .._ensemble import Ensemble
 from .._estimators._observables import Record, observables
 from .._io import key_config, load_result, provenance, save_result, wrong_kind
-from .._problems._problem import Problem, resolve_dtype, tree_norm_sq
+from .._problems._problem import Problem, resolve_dtype
 from .._problems._sampler import Sampler, check_is_sampler
-from .._progress import progress_bar, report, stride
+from .._progress import progress_bar, stride
 from .._progress import total as progress_total
+from .._scan import diverged, recorded_scan
 from .._sharding import check_mesh, run_blocked
 from .._variants._svag import check_svag, svag_gradient
 from .._variants._variant import Variant
@@ -54,12 +55,6 @@ def check_sampler(sampler: Sampler, problem: Problem) -> None:
     sampler.check(problem.num_examples)
 
 
-def diverged(params: PyTree, threshold: float) -> Array:
-    """True when ``params`` holds a non-finite value or ``||x||^2 > threshold``."""
-    sq = tree_norm_sq(params)
-    return ~jnp.isfinite(sq) | (sq > threshold)
-
-
 def check_schedule(schedule, steps: int) -> None:
     """The multipliers ``schedule(k)``, ``k < steps``, are finite and ``>= 0`` (a negative one would run gradient
     ascent silently); evaluated once, before any compilation of the run."""
@@ -75,19 +70,6 @@ def check_schedule(schedule, steps: int) -> None:
         raise ValueError(
             f"`schedule` must give a finite learning-rate multiplier >= 0 at every step, got {values[k]} at step {k}"
         )
-
-
-def observe_run(record, problem, params: PyTree, is_div: Array, states: tuple) -> tuple[dict[str, Array], Array, tuple]:
-    """``(values, now_diverged, states)``: the recorded observables at ``params``, NaN for a diverged run, and the
-    observables' states for the run's next recorded point (:meth:`Record.observe`). A run whose observables are not
-    all finite (a loss that turns NaN while the parameters stay finite) diverges here: ``now_diverged`` is true and
-    its values are NaN, so it is counted and never averaged in."""
-    vals, states = record.observe(problem, params, states)
-    bad = jnp.zeros((), bool)
-    for v in vals.values():
-        bad = bad | ~jnp.all(jnp.isfinite(v))
-    now = bad & ~is_div
-    return {name: jnp.where(is_div | bad, jnp.nan, v) for name, v in vals.items()}, now, states
 
 
 @dataclasses.dataclass
@@ -416,7 +398,7 @@ def _run(
             return svag_gradient(problem, variant, svag, params, vstate, batches, vkeys)
 
         def step(carry, vkeys):
-            params, vstate, is_div, div_step, k, buf = carry
+            params, is_div, div_step, k, (vstate, buf) = carry
             G, new_vstate, _ = update(params, vstate, k, vkeys)
             k_method = k if svag == 1 else k // svag  # the schedule runs on the method's steps
             eta_k = step_eta if schedule is None else step_eta * jnp.asarray(schedule(k_method), eta.dtype)
@@ -431,37 +413,33 @@ def _run(
             keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(is_div | now_div, b, a), new, old)  # noqa: E731
             return (
                 keep(new_params, params),
-                keep(new_vstate, vstate),
                 is_div | now_div,
                 jnp.where(now_div, k + 1, div_step),
                 k + 1,
-                keep(new_buf, buf),
+                (keep(new_vstate, vstate), keep(new_buf, buf)),
             ), None
 
-        def segment(carry, _):
-            carry, ostates = carry  # the run's state, the observables' states
+        def advance(carry):
             # the variant's keys of the segment's steps, drawn together before its scan (same values as one
             # fold_in per step; a per-step key derivation inside the step costs RW-SAM ~0.1x a SAM step)
-            steps = carry[4] + jnp.arange(inner)
+            steps = carry[3] + jnp.arange(inner)
             if svag == 1:
                 vkeys = step_keys_of(variant_key, steps)
             else:
                 vkeys = (step_keys_of(variant_key, 2 * steps), step_keys_of(variant_key, 2 * steps + 1))
-            carry, _ = jax.lax.scan(step, carry, vkeys)
-            carry = (*carry[:4], report(bar, carry[4], stride(num_segments, inner)), carry[5])  # progress
-            obs, now, ostates = observe_run(record, problem, carry[0], carry[2], ostates)
-            carry = (carry[0], carry[1], carry[2] | now, jnp.where(now, carry[4], carry[3]), *carry[4:])
-            return (carry, ostates), (obs, carry[0] if save_params else None)
+            return jax.lax.scan(step, carry, vkeys)[0]
 
         buf0 = () if momentum is None else jax.tree_util.tree_map(jnp.zeros_like, params0)
-        first, bad0, ostates = observe_run(
-            record, problem, params0, jnp.asarray(False), record.init_state(problem, params0)
+        return recorded_scan(
+            advance,
+            record,
+            problem,
+            params0,
+            (variant.init(params0), buf0),
+            num_segments,
+            save_params,
+            bar,
+            stride(num_segments, inner),
         )
-        init = (params0, variant.init(params0), bad0, jnp.where(bad0, 0, -1), jnp.asarray(0), buf0)
-        (carry, _), (rest, saved) = jax.lax.scan(segment, (init, ostates), None, length=num_segments)
-        values = {name: jnp.concatenate([first[name][None], rest[name]]) for name in record.names}
-        if save_params:
-            saved = jax.tree_util.tree_map(lambda a0, a: jnp.concatenate([a0[None], a]), params0, saved)
-        return values, carry[2], carry[3], carry[0], saved
 
     return jax.vmap(one_run)(run_keys)
