@@ -16,6 +16,7 @@ computed with no Monte Carlo at all.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -117,15 +118,36 @@ def is_affine(variant, problem: ss.Problem | None = None) -> bool:
     """Whether the update of ``variant`` is affine in the (augmented) state ``z = (x, state)`` with coefficients that
     depend on the batch only, on linear regression (default: ``split_linear_regression()``): checked numerically from
     the variant's own step (Jacobians at far-apart points and other keys agree), so it holds for any rule."""
-    problem = split_linear_regression(n=8, d=3, head=1) if problem is None else problem
+    problem = _affine_test_problem() if problem is None else problem
     counts = np.zeros((1, problem.num_examples))
     for i in range(variant.rule.expectation_batch_size(problem.num_examples)):
         counts[0, i % problem.num_examples] += 1
+    key = (id(problem), problem.name, variant, counts.tobytes())
+    try:
+        return _AFFINE[key][1]
+    except KeyError:
+        pass
+    except TypeError:  # a variant that cannot be hashed is derived every time
+        key = None
     try:
         _unit_increments(problem, variant, counts)
+        affine = True
     except _NotAffine:
-        return False
-    return True
+        affine = False
+    if key is not None:
+        _AFFINE[key] = (problem, affine)  # the problem kept alive with its id
+    return affine
+
+
+#: :func:`is_affine`'s answers per (problem, variant, batch): a study asks about each variant several times.
+_AFFINE: dict = {}
+
+
+@functools.cache
+def _affine_test_problem() -> ss.Problem:
+    """The default problem of :func:`is_affine`, made once: its answers are kept per problem (:data:`_AFFINE`), so a
+    variant asked about again is not derived (and compiled) anew."""
+    return split_linear_regression(n=8, d=3, head=1)
 
 
 class _NotAffine(ValueError):

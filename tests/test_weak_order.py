@@ -103,6 +103,18 @@ def test_normalized_variant_has_no_exact_recursion():
         lm.discrete_moments(tiny(), ss.variants.sam(0.1), ss.WithReplacement(2), eta=0.1, steps=2)
 
 
+def test_a_variant_asked_about_again_is_answered_without_compiling():
+    """``is_affine`` keeps its answers per (problem, variant, batch); the weak-order study asks about every variant
+    twice (each answer once compiled the derivation anew)."""
+    from sde_sam._compiles import counting
+
+    for make, want in ((lambda: ss.variants.usam(0.1), True), (lambda: ss.variants.sam(0.1), False)):
+        assert lm.is_affine(make()) is want
+        with counting() as c:
+            assert lm.is_affine(make()) is want
+        assert c.count == 0, make().name
+
+
 def test_without_replacement_with_many_batches_per_epoch_is_rejected():
     with pytest.raises(ValueError, match="sampler"):
         lm.discrete_moments(tiny(), ss.variants.sgd(), ss.WithoutReplacement(2), eta=0.1, steps=2)
