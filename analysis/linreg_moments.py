@@ -122,31 +122,17 @@ def is_affine(variant, problem: ss.Problem | None = None) -> bool:
     counts = np.zeros((1, problem.num_examples))
     for i in range(variant.rule.expectation_batch_size(problem.num_examples)):
         counts[0, i % problem.num_examples] += 1
-    key = (id(problem), problem.name, variant, counts.tobytes())
     try:
-        return _AFFINE[key][1]
-    except KeyError:
-        pass
-    except TypeError:  # a variant that cannot be hashed is derived every time
-        key = None
-    try:
-        _unit_increments(problem, variant, counts)
-        affine = True
+        _derivation(problem, variant, counts)
     except _NotAffine:
-        affine = False
-    if key is not None:
-        _AFFINE[key] = (problem, affine)  # the problem kept alive with its id
-    return affine
-
-
-#: :func:`is_affine`'s answers per (problem, variant, batch): a study asks about each variant several times.
-_AFFINE: dict = {}
+        return False
+    return True
 
 
 @functools.cache
 def _affine_test_problem() -> ss.Problem:
-    """The default problem of :func:`is_affine`, made once: its answers are kept per problem (:data:`_AFFINE`), so a
-    variant asked about again is not derived (and compiled) anew."""
+    """The default problem of :func:`is_affine`, made once: derivations are kept per problem (:data:`_UNIT_INCREMENTS`),
+    so a variant asked about again is not derived (and compiled) anew."""
     return split_linear_regression(n=8, d=3, head=1)
 
 
@@ -168,20 +154,35 @@ def _check_sampler(sampler, variant, n):
     )
 
 
-#: Unit-step coefficients per (problem, variant, batches): every eta of a study reuses one derivation (one compile).
+#: Unit-step coefficients per (problem, variant, batches), or the reason there are none: every eta of a study, and
+#: every question of :func:`is_affine`, reuses one derivation (one compile).
 _UNIT_INCREMENTS: dict = {}
+
+
+def _derivation(problem: ss.Problem, variant, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`_unit_increments`, kept in :data:`_UNIT_INCREMENTS` (a refusal too: raised again as :class:`_NotAffine`);
+    a variant that cannot be hashed is derived every time."""
+    try:
+        key = (id(problem), problem.name, variant, counts.shape, counts.tobytes())
+        hit = _UNIT_INCREMENTS.get(key)
+    except TypeError:
+        return _unit_increments(problem, variant, counts)
+    if hit is None:
+        try:
+            value = _unit_increments(problem, variant, counts)
+        except _NotAffine as err:
+            value = str(err)
+        hit = _UNIT_INCREMENTS[key] = (problem, value)  # the problem kept alive with its id
+    _, value = hit
+    if isinstance(value, str):
+        raise _NotAffine(value)
+    return value
 
 
 def _increments(problem: ss.Problem, variant, counts: np.ndarray, eta: float):
     """``(U, u)`` of :func:`_unit_increments` at learning rate ``eta``: the parameter rows (the first ``d``) scale with
     ``eta``, the state rows (F-USAM's EMA) do not."""
-    key = (id(problem), problem.name, variant, counts.shape, counts.tobytes())
-    if key not in _UNIT_INCREMENTS:
-        _UNIT_INCREMENTS[key] = (
-            problem,
-            _unit_increments(problem, variant, counts),
-        )  # the problem kept alive with its id
-    _, (U, u, d) = _UNIT_INCREMENTS[key]
+    U, u, d = _derivation(problem, variant, counts)
     U, u = U.copy(), u.copy()
     U[:, :d, :] *= eta
     u[:, :d] *= eta
