@@ -336,15 +336,21 @@ def discrete_moments(
     return _observe(data, np.stack(out), data.d, D, np.arange(len(out)) * every * eta)
 
 
+@jax.jit
+def _flat_drift(model, x):
+    """``model.drift`` at the flat point ``x``, flat: one program for every model of a structure (``eta`` and ``rho``
+    are the model's leaves)."""
+    flat0, unravel = model.problem.ravel()
+    return model.problem.ravel(model.drift(unravel(x.astype(flat0.dtype))))[0]
+
+
 def affine_drift(model, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """``(K, k)`` with ``model.drift(x) = K x - k``, read off at ``x = 0`` and the unit vectors and checked at two
     random points (relative ``tol``); raises ``ValueError`` when the drift is not affine."""
-    flat0, unravel = model.problem.ravel()
-    d = flat0.size
+    d = model.problem.ravel()[0].size
 
-    @jax.jit
     def b(x):
-        return model.problem.ravel(model.drift(unravel(x.astype(flat0.dtype))))[0]
+        return _flat_drift(model, x)
 
     E = np.concatenate([np.zeros((1, d)), np.eye(d)])
     vals = np.stack([np.asarray(b(jnp.asarray(e)), np.float64) for e in E])

@@ -115,6 +115,27 @@ def test_a_variant_asked_about_again_is_answered_without_compiling():
         assert c.count == 0, make().name
 
 
+def test_the_affine_drift_of_another_eta_and_rho_compiles_nothing():
+    """``affine_drift`` evaluates the drift in one program per model structure (``eta`` and ``rho`` are the model's
+    leaves); the weak-order and (eta, rho) stages read it for about 150 models, each of which once compiled anew.
+    The drift read off is the model's own: with the full batch USAM's ``K`` is ``H + rho H^2``."""
+    from sde_sam._compiles import counting
+
+    problem = tiny()
+
+    def drift(eta, rho):
+        model = ss.sde_model(problem, ss.variants.usam(rho), ss.WithoutReplacement(6), eta=eta, drift="closed_form")
+        return lm.affine_drift(model)
+
+    K1, _ = drift(0.1, 0.1)
+    with counting() as c:
+        K2, _ = drift(0.05, 0.3)
+    assert c.count == 0
+    H = lm.linear_data(problem).hessian
+    np.testing.assert_allclose(K1, H + 0.1 * H @ H, rtol=1e-5)
+    np.testing.assert_allclose(K2, H + 0.3 * H @ H, rtol=1e-5)
+
+
 def test_without_replacement_with_many_batches_per_epoch_is_rejected():
     with pytest.raises(ValueError, match="sampler"):
         lm.discrete_moments(tiny(), ss.variants.sgd(), ss.WithoutReplacement(2), eta=0.1, steps=2)
