@@ -124,6 +124,9 @@ QUICK = {
         "every": 20,
         "num_runs": 32,
         "drift_samples": 4,
+        # batches per step of the sampled empirical diffusion (default 256): the draws' covariance is unbiased for
+        # Cov[G] at any number >= 2 (docs/sde.md), fewer cost less
+        "diffusion_samples": 64,
         "observables": ["loss", "accuracy"],
         "variants": [["SAM", "sam", {"rho": 0.05}]],
         "rungs": [["expected", "empirical", 1]],

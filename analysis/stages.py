@@ -472,13 +472,15 @@ def stage_eta_map(cfg: dict, out=None) -> dict:
     """C10 over its regime: :func:`sde_sam.validity_map` of each variant in ``cfg["variants"]`` over ``cfg["etas"]``
     on the problem ``cfg["problem"]`` (``[name, kwargs]`` of :func:`sde_sam.train.build_problem`; ``cfg["problems"]``:
     several, each variant labelled with its problem), rungs ``cfg["rungs"]`` (``[drift, diffusion, order]``, those the
-    variant supports), SVAG at ``cfg["svag"]``. Per variant and eta: the verdict per observable, SVAG's agreement at
-    its largest ``l`` and the best rung."""
+    variant supports), SVAG at ``cfg["svag"]``. Monte Carlo drifts take ``cfg["drift_samples"]`` batches per call,
+    sampled diffusions ``cfg["diffusion_samples"]`` (absent: the diffusion's default). Per variant and eta: the
+    verdict per observable, SVAG's agreement at its largest ``l`` and the best rung."""
     from sde_sam import train
 
     problems = cfg.get("problems") or [cfg["problem"]]
     sampler = ss.UniformSubset(cfg["batch_size"])
     record = ss.observables(*cfg["observables"], every=cfg["every"])
+    dif_options = {"num_samples": cfg["diffusion_samples"]} if "diffusion_samples" in cfg else {}
     variants, names = {}, []
     for pname, pkw in problems:
         problem = train.build_problem(train.TrainConfig(problem=pname, problem_kwargs=pkw))
@@ -488,7 +490,9 @@ def stage_eta_map(cfg: dict, out=None) -> dict:
             rungs = [
                 r
                 for r in (
-                    ss.validation.Rung(ss.sde.as_drift(d, num_samples=cfg["drift_samples"]), dif, o)
+                    ss.validation.Rung(
+                        ss.sde.as_drift(d, num_samples=cfg["drift_samples"]), ss.sde.as_diffusion(dif, **dif_options), o
+                    )
                     for d, dif, o in cfg["rungs"]
                 )
                 if r.supports(variant)
@@ -537,6 +541,7 @@ def stage_eta_map(cfg: dict, out=None) -> dict:
             "steps": cfg["steps"],
             "num_runs": cfg["num_runs"],
             "etas": cfg["etas"],
+            "diffusion_samples": dif_options.get("num_samples", ss.sde.EmpiricalDiffusion().num_samples),
             "observables": cfg["observables"],
             "variants": variants,
         }

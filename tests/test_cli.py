@@ -580,6 +580,31 @@ def test_c10_reads_the_eta_map_inside_the_sde_regime(kinds, svag, status):
     assert "SVAG departs from eta = 0.1" in res.format()
 
 
+@pytest.mark.parametrize(("samples", "want"), [(64, 64), (None, 256)])
+def test_the_eta_map_stage_gives_the_sampled_diffusion_its_batches(monkeypatch, samples, want):
+    """``diffusion_samples`` of the eta map's config sizes the empirical diffusion of its rungs (absent: the
+    diffusion's default, 256), as the map it hands to ``validity_map`` shows."""
+    import sde_sam as ss
+
+    class Seen(Exception):
+        pass
+
+    def validity_map(problem, variant, sampler, *, rungs, **kwargs):
+        raise Seen(rungs)
+
+    monkeypatch.setattr(ss, "validity_map", validity_map)
+    cfg = copy.deepcopy(_presets.preset("quick")["eta_map"])
+    cfg.pop("diffusion_samples", None)
+    if samples is not None:
+        cfg["diffusion_samples"] = samples
+    cfg["rungs"] = [["expected", "empirical", 1], ["general", "leading", 1]]
+    with pytest.raises(Seen) as seen:
+        S.stage_eta_map(cfg)
+    rungs = seen.value.args[0]
+    assert [type(r.diffusion).__name__ for r in rungs] == ["EmpiricalDiffusion", "LeadingDiffusion"]
+    assert rungs[0].diffusion.num_samples == want
+
+
 def test_c11_is_inconclusive_for_lack_of_power_and_fails_only_when_reversed():
     """An undertrained quick run (SGD train accuracy 0.64) cannot test a generalization claim: INCONCLUSIVE, even
     where a difference is reversed; trained (0.95), a gain of m = 1 over SAM reversed beyond 2 s.e. FAILs, and one
