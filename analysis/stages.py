@@ -336,6 +336,21 @@ def stage_eta_rho(cfg: dict) -> dict:
 # -- F1 / C5: escape from the sharp basin ---------------------------------------------------------------------
 
 
+def escape_stats(v: np.ndarray) -> dict:
+    """Final and time-averaged fraction past the barrier (mean and s.e. over the runs or paths, the rows of ``v``)
+    of the runs that did not diverge (rows without NaN), and how many were kept."""
+    kept = v[~np.any(np.isnan(v), axis=1)]
+    n = kept.shape[0]
+    final, time_avg = ss.mean_stderr(kept[:, -1]), ss.mean_stderr(kept.mean(1))
+    return {
+        "final": float(final[0]),
+        "final_stderr": float(final[1]),
+        "time_avg": float(time_avg[0]),
+        "time_avg_stderr": float(time_avg[1]),
+        "kept": int(n),
+    }
+
+
 def stage_escape(cfg: dict) -> dict:
     """Fraction of paths past the sharp basin's true barrier over time, per m and n-SAM: the discrete runs and
     each model of the ladder in ``cfg["models"]`` (drift, diffusion; order 1, ``dt = eta``), batches from
@@ -345,19 +360,7 @@ def stage_escape(cfg: dict) -> dict:
     sampler = ss.UniformSubset(cfg["batch_size"])
     rec = ss.observables(outside=outside, every=cfg["every"])
     models = [tuple(m) for m in cfg.get("models", ESCAPE_MODELS)]
-
-    def stats(v: np.ndarray) -> dict:
-        kept = v[~np.any(np.isnan(v), axis=1)]
-        n = kept.shape[0]
-        final, time_avg = ss.mean_stderr(kept[:, -1]), ss.mean_stderr(kept.mean(1))
-        return {
-            "final": float(final[0]),
-            "final_stderr": float(final[1]),
-            "time_avg": float(time_avg[0]),
-            "time_avg_stderr": float(time_avg[1]),
-            "kept": int(n),
-        }
-
+    stats = escape_stats
     arrays, rows = {}, {}
     for i, (label, v) in enumerate(escape_variants(cfg["rho"], cfg["batch_size"]).items()):
         runs = ss.run_discrete(
@@ -408,18 +411,24 @@ def stage_escape(cfg: dict) -> dict:
     return {"data": data, "arrays": arrays}
 
 
-def escape_map(problem, sampler, rec, cfg: dict, stats) -> dict:
+def escape_map(problem, sampler, rec, cfg: dict, stats=escape_stats, *, done=(), on_point=None) -> dict:
     """C5 over its regime: at every ``eta`` of ``cfg["map"]["etas"]`` and ``rho = rho_lambda / sharp_curvature`` for
     each ``rho_lambda`` of ``cfg["map"]["rho_lambdas"]``, the time-averaged fraction past the barrier of m-SAM at
     each m (1, 2, 4, ..., B) from ``num_runs`` discrete runs of ``steps`` steps, and of the model
     ``cfg["map"]["model"]`` (drift,
     diffusion) from as many paths. ``rho`` and ``eta`` are traced, so the map compiles one program per m and side.
-    The same keys at every point (common random numbers across the map)."""
+    The same keys at every point (common random numbers across the map), so a point does not depend on the others:
+    the points of ``done`` (an earlier run's, same config) are taken as they are, and ``on_point(points)`` hears
+    of the points so far as each one ends (to keep them)."""
     mc = cfg["map"]
     drift, diffusion = mc.get("model", ("expected", "leading"))
+    earlier = {(p["eta"], p["rho_lambda"]): p for p in done}
     points = []
     for eta in mc["etas"]:
         for rl in mc["rho_lambdas"]:
+            if (eta, rl) in earlier:
+                points.append(earlier[(eta, rl)])
+                continue
             rho = rl / cfg["sharp_curvature"]
             rows = {}
             for i, (label, v) in enumerate(escape_variants(rho, cfg["batch_size"]).items()):
@@ -455,6 +464,8 @@ def escape_map(problem, sampler, rec, cfg: dict, stats) -> dict:
                     "diverged": {"discrete": int(runs.num_diverged), "model": int(paths.num_diverged)},
                 }
             points.append({"eta": eta, "rho": rho, "rho_lambda": rl, "rows": rows})
+            if on_point is not None:
+                on_point(points)
     return {
         "points": points,
         "model": f"{drift}/{diffusion}",

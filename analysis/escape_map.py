@@ -1,0 +1,65 @@
+"""C5 over its regime: the escape map alone (``analysis.stages.escape_map``), without the escape stage's curves.
+
+``python -m analysis.escape_map --preset full --out DIR`` runs the map of the preset's escape stage (every ``eta`` x
+``rho lambda_sharp`` x m, discrete runs and the map's SDE model) and prints the C5 reading. After every point it
+writes ``DIR/escape_map.json``: command, config, revision, provenance and, beside them, the map in the escape
+stage's data layout, so C5 reads the file as it is. A rerun with the same config keeps the points already written
+(the points are independent: common random numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import sde_sam as ss
+from analysis.escape import escape_problem
+from analysis.pipeline import earlier_result, git_revision
+from analysis.presets import preset
+from analysis.stages import escape_map
+from sde_sam._io import provenance, save_result, to_jsonable
+
+
+def run(cfg: dict, out: Path, command: str, log=print) -> dict:
+    """The map of the escape config ``cfg`` as the escape stage's data (``problem``, ``sampler``, ``B``, ``map``),
+    kept at ``out/escape_map.json`` after every point; an earlier file of the same config lends its points."""
+    revision = git_revision()  # of the code that runs (taken before the work)
+    path = out / "escape_map"
+    prev = earlier_result(path, log)
+    done = prev["map"]["points"] if isinstance(prev, dict) and prev.get("config") == to_jsonable(cfg) else []
+    if done:
+        log(f"keeping {len(done)} points of {path}.json")
+    problem, barrier, outside = escape_problem(cfg)
+    sampler = ss.UniformSubset(cfg["batch_size"])
+    record = ss.observables(outside=outside, every=cfg["every"])
+    head = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "B": cfg["batch_size"]}
+    total = len(cfg["map"]["etas"]) * len(cfg["map"]["rho_lambdas"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    def keep(points: list, mp: dict | None = None) -> None:
+        meta = {"command": command, "revision": revision, "config": cfg, "provenance": provenance()}
+        save_result(path, None, meta | head | {"map": mp or {"points": points}})
+        if mp is None:
+            p = points[-1]
+            log(f"eta = {p['eta']:g}, rho*lambda = {p['rho_lambda']:g}: done ({len(points)}/{total})")
+
+    mp = escape_map(problem, sampler, record, cfg, done=done, on_point=keep)
+    keep(mp["points"], mp)
+    return head | {"map": mp}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
+    ap.add_argument("--preset", choices=("quick", "full"), default="full", help="the escape stage's preset")
+    ap.add_argument("--out", type=Path, required=True, help="folder for escape_map.json")
+    args = ap.parse_args(argv)
+    cfg = preset(args.preset)["escape"]
+    data = run(cfg, args.out, f"python -m analysis.escape_map --preset {args.preset}")
+    from paper_checks import escape
+
+    print(escape.evaluate({"escape": data}).format())
+    return data
+
+
+if __name__ == "__main__":
+    main()
