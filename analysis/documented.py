@@ -242,6 +242,29 @@ def paper_check(rec: dict, check: str, stage: str) -> str:
     )
 
 
+def escape_map(rec: dict) -> str:
+    """C5's map (``analysis.escape_map``): per point (eta, rho lambda_sharp) and m, the time-averaged fraction past
+    the barrier (mean ± s.e.) of the discrete runs and of the map's SDE model."""
+    mp = rec["map"]
+    ms = sorted({r["m"] for p in mp["points"] for r in p["rows"].values()})
+    rows = []
+    for p in mp["points"]:
+        by_m = {r["m"]: r for r in p["rows"].values()}
+        cells = []
+        for m in ms:
+            r = by_m.get(m)
+            cells.append(
+                "-"
+                if r is None
+                else " / ".join(
+                    _pm({"mean": r[s]["time_avg"], "stderr": r[s]["time_avg_stderr"]}, ".3g")
+                    for s in ("discrete", "model")
+                )
+            )
+        rows.append([f"{p['eta']:g}", f"{p['rho_lambda']:g}", *cells])
+    return _table(["eta", "rho·lambda", *(f"m = {m}" for m in ms)], rows)
+
+
 def weak_order_slopes(rec: dict, part: str = "linreg_exact") -> str:
     """``analysis.weak_order``'s slope fits of one study: variant, order, diffusion, learning rates, slope with its
     95 % interval, constant ``C`` of ``err ≈ C eta^slope`` and
@@ -380,6 +403,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         m_sharpness,
         rw_study,
         escape,
+        escape_map,
         generalization,
         paper_check,
         report_checks,

@@ -158,3 +158,31 @@ def test_provenance_names_the_command_line_and_the_git_revision():
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     if head.returncode == 0:  # a checkout (CI's clean clone is one)
         assert prov["revision"].split("+")[0] == head.stdout.strip()
+
+
+def test_the_escape_map_table_shows_each_point_and_m_from_the_recording():
+    """Each row one (eta, rho lambda) point, each column one m: discrete / model fraction past the barrier."""
+
+    def row(m, d, ds, s, ss_):
+        return {
+            "m": m,
+            "discrete": {"time_avg": d, "time_avg_stderr": ds},
+            "model": {"time_avg": s, "time_avg_stderr": ss_},
+        }
+
+    rec = {
+        "map": {
+            "points": [
+                {
+                    "eta": 0.05,
+                    "rho_lambda": 0.4,
+                    "rows": {"a": row(1, 0.25, 0.01, 0.2, 0.02), "b": row(4, 0.125, 0.005, 0.1, 0.01)},
+                },
+                {"eta": 0.05, "rho_lambda": 1.6, "rows": {"a": row(1, 0.5, 0.03, 0.4, 0.04)}},
+            ]
+        }
+    }
+    lines = doc.escape_map(rec).splitlines()
+    assert lines[0] == "| eta | rho·lambda | m = 1 | m = 4 |"
+    assert lines[2] == "| 0.05 | 0.4 | 0.25 ± 0.01 / 0.2 ± 0.02 | 0.125 ± 0.005 / 0.1 ± 0.01 |"
+    assert lines[3] == "| 0.05 | 1.6 | 0.5 ± 0.03 / 0.4 ± 0.04 | - |"
