@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import sde_sam as ss
-from analysis.escape import escape_problem
 from analysis.pipeline import earlier_result, git_revision
 from analysis.presets import preset
-from analysis.stages import escape_map
+from analysis.stages import escape_map, escape_setup
 from sde_sam._io import provenance, save_result, to_jsonable
 
 
@@ -29,10 +27,7 @@ def run(cfg: dict, out: Path, command: str, log=print) -> dict:
     done = prev["map"]["points"] if isinstance(prev, dict) and prev.get("config") == to_jsonable(cfg) else []
     if done:
         log(f"keeping {len(done)} points of {path}.json")
-    problem, barrier, outside = escape_problem(cfg)
-    sampler = ss.UniformSubset(cfg["batch_size"])
-    record = ss.observables(outside=outside, every=cfg["every"])
-    head = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "B": cfg["batch_size"]}
+    problem, sampler, record, head = escape_setup(cfg)
     total = len(cfg["map"]["etas"]) * len(cfg["map"]["rho_lambdas"])
     out.mkdir(parents=True, exist_ok=True)
 

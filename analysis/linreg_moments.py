@@ -347,11 +347,8 @@ def _flat_drift(model, x):
 def affine_drift(model, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """``(K, k)`` with ``model.drift(x) = K x - k``, read off at ``x = 0`` and the unit vectors and checked at two
     random points (relative ``tol``); raises ``ValueError`` when the drift is not affine."""
-    d = model.problem.ravel()[0].size
-
-    def b(x):
-        return _flat_drift(model, x)
-
+    d = model.problem.dim
+    b = functools.partial(_flat_drift, model)
     E = np.concatenate([np.zeros((1, d)), np.eye(d)])
     vals = np.stack([np.asarray(b(jnp.asarray(e)), np.float64) for e in E])
     k = -vals[0]

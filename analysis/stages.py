@@ -351,16 +351,24 @@ def escape_stats(v: np.ndarray) -> dict:
     }
 
 
+def escape_setup(cfg: dict):
+    """The escape problem of ``cfg``, its sampler (:class:`~sde_sam.UniformSubset`), the record of ``outside`` every
+    ``cfg["every"]`` steps, and the head of the stage's data (problem, barrier, sampler, ``B``) that C5 reads
+    beside the rows and the map: one place for the stage and the map alone (``analysis.escape_map``)."""
+    problem, barrier, outside = escape_problem(cfg)
+    sampler = ss.UniformSubset(cfg["batch_size"])
+    rec = ss.observables(outside=outside, every=cfg["every"])
+    head = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "B": cfg["batch_size"]}
+    return problem, sampler, rec, head
+
+
 def stage_escape(cfg: dict) -> dict:
     """Fraction of paths past the sharp basin's true barrier over time, per m and n-SAM: the discrete runs and
     each model of the ladder in ``cfg["models"]`` (drift, diffusion; order 1, ``dt = eta``), batches from
     :class:`~sde_sam.UniformSubset` (the sampler the SDE models exactly). Diverged runs/paths are counted and
     left out of every mean (their rows are NaN)."""
-    problem, barrier, outside = escape_problem(cfg)
-    sampler = ss.UniformSubset(cfg["batch_size"])
-    rec = ss.observables(outside=outside, every=cfg["every"])
+    problem, sampler, rec, head = escape_setup(cfg)
     models = [tuple(m) for m in cfg.get("models", ESCAPE_MODELS)]
-    stats = escape_stats
     arrays, rows = {}, {}
     for i, (label, v) in enumerate(escape_variants(cfg["rho"], cfg["batch_size"]).items()):
         runs = ss.run_discrete(
@@ -378,7 +386,7 @@ def stage_escape(cfg: dict) -> dict:
         row = {
             "index": i,
             "m": getattr(v.rule, "micro_batch_size", None) or 0,
-            "discrete": stats(d),
+            "discrete": escape_stats(d),
             "diverged": {"discrete": int(runs.num_diverged)},
             "models": {},
         }
@@ -392,26 +400,26 @@ def stage_escape(cfg: dict) -> dict:
             s = paths.values["outside"]
             name = f"{drift}/{diffusion}"
             arrays[f"sde__{i}__{j}"] = s
-            row["models"][name] = stats(s) | {"index": j}
+            row["models"][name] = escape_stats(s) | {"index": j}
             row["diverged"][name] = int(paths.num_diverged)
         rows[label] = row
         arrays["times"] = runs.times
     data = {
-        "problem": problem.name,
-        "barrier": barrier,
-        "sampler": type(sampler).__name__,
+        "problem": head["problem"],
+        "barrier": head["barrier"],
+        "sampler": head["sampler"],
         "rows": rows,
         "models": [f"{a}/{b}" for a, b in models],
         "eta": cfg["eta"],
         "rho": cfg["rho"],
-        "B": cfg["batch_size"],
+        "B": head["B"],
     }
     if cfg.get("map"):
-        data["map"] = escape_map(problem, sampler, rec, cfg, stats)
+        data["map"] = escape_map(problem, sampler, rec, cfg)
     return {"data": data, "arrays": arrays}
 
 
-def escape_map(problem, sampler, rec, cfg: dict, stats=escape_stats, *, done=(), on_point=None) -> dict:
+def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> dict:
     """C5 over its regime: at every ``eta`` of ``cfg["map"]["etas"]`` and ``rho = rho_lambda / sharp_curvature`` for
     each ``rho_lambda`` of ``cfg["map"]["rho_lambdas"]``, the time-averaged fraction past the barrier of m-SAM at
     each m (1, 2, 4, ..., B) from ``num_runs`` discrete runs of ``steps`` steps, and of the model
@@ -459,8 +467,8 @@ def escape_map(problem, sampler, rec, cfg: dict, stats=escape_stats, *, done=(),
                 )
                 rows[label] = {
                     "m": m or cfg["batch_size"],
-                    "discrete": stats(runs.values["outside"]),
-                    "model": stats(paths.values["outside"]),
+                    "discrete": escape_stats(runs.values["outside"]),
+                    "model": escape_stats(paths.values["outside"]),
                     "diverged": {"discrete": int(runs.num_diverged), "model": int(paths.num_diverged)},
                 }
             points.append({"eta": eta, "rho": rho, "rho_lambda": rl, "rows": rows})
