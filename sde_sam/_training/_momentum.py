@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import numpy as np
+import optax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,11 @@ class Momentum:
             raise ValueError(f"`k` must be >= 0, got {k.min()}")
         c = self.beta**2 if self.nesterov else self.beta
         return k - c * (1.0 - self.beta**k) / (1.0 - self.beta)
+
+    def transform(self) -> optax.GradientTransformation:
+        """The buffer's update as optax's ``trace``: ``v <- G + beta v``, the step along ``v`` (heavy ball) or along
+        ``G + beta v`` (Nesterov); its state (``TraceState``) is the runner's buffer."""
+        return optax.trace(decay=self.beta, nesterov=self.nesterov)
 
     def config(self) -> dict:
         return {"beta": self.beta, "nesterov": self.nesterov}

@@ -403,11 +403,8 @@ def _run(
             k_method = k if svag == 1 else k // svag  # the schedule runs on the method's steps
             eta_k = step_eta if schedule is None else step_eta * jnp.asarray(schedule(k_method), eta.dtype)
             new_buf = buf
-            if momentum is not None:  # v <- beta v + G; heavy ball steps along v, Nesterov along G + beta v
-                beta = jnp.asarray(momentum.beta, eta.dtype)
-                new_buf = jax.tree_util.tree_map(lambda v, g: beta * v + g, buf, G)
-                nesterov = jax.tree_util.tree_map(lambda g, v: g + beta * v, G, new_buf)
-                G = nesterov if momentum.nesterov else new_buf
+            if momentum is not None:  # v <- G + beta v; heavy ball steps along v, Nesterov along G + beta v
+                G, new_buf = momentum.transform().update(G, buf)
             new_params = jax.tree_util.tree_map(lambda p, g: p - eta_k * g, params, G)
             now_div = diverged(new_params, threshold) & ~is_div
             keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(is_div | now_div, b, a), new, old)  # noqa: E731
@@ -429,7 +426,7 @@ def _run(
                 vkeys = (step_keys_of(variant_key, 2 * steps), step_keys_of(variant_key, 2 * steps + 1))
             return jax.lax.scan(step, carry, vkeys)[0]
 
-        buf0 = () if momentum is None else jax.tree_util.tree_map(jnp.zeros_like, params0)
+        buf0 = () if momentum is None else momentum.transform().init(params0)
         return recorded_scan(
             advance,
             record,
