@@ -324,7 +324,8 @@ def report_checks(rec: dict) -> str:
 def report_stages(rec: dict, before: str | None = None) -> str:
     """A reproduction's ``report.json``: per stage, wall and CPU seconds, programs compiled, programs read from the
     compilation cache and the compile seconds; then the pipeline's and (where recorded) the whole command's
-    seconds. ``before=PATH``: an earlier report's wall, CPU and compile seconds beside them."""
+    seconds, and each clone's where several were timed. ``before=PATH``: an earlier report's wall, CPU and compile
+    seconds beside them."""
 
     def row(s: dict) -> list[str]:
         return [
@@ -340,6 +341,9 @@ def report_stages(rec: dict, before: str | None = None) -> str:
         if "fresh_clone" in r:
             f = r["fresh_clone"]
             out.append(["command in all", f"{f['wall_s']:.1f}", f"{f['user_s'] + f['system_s']:.1f}", "", "", ""])
+            for i, run in enumerate(f.get("runs", ()), 1):  # every clone timed, where there were several
+                cpu = run["user_s"] + run["system_s"]
+                out.append([f"command in all, clone {i}", f"{run['wall_s']:.1f}", f"{cpu:.1f}", "", "", ""])
         return out
 
     head = ["stage", "wall s", "CPU s", "compiled", "from cache", "compile s"]

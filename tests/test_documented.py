@@ -186,3 +186,20 @@ def test_the_escape_map_table_shows_each_point_and_m_from_the_recording():
     assert lines[0] == "| eta | rho·lambda | m = 1 | m = 4 |"
     assert lines[2] == "| 0.05 | 0.4 | 0.25 ± 0.01 / 0.2 ± 0.02 | 0.125 ± 0.005 / 0.1 ± 0.01 |"
     assert lines[3] == "| 0.05 | 1.6 | 0.5 ± 0.03 / 0.4 ± 0.04 | - |"
+
+
+def test_the_stage_table_shows_every_timed_clone_and_the_command_of_the_median_one():
+    """Per stage its wall, CPU and compile figures, then the pipeline, the command in all (the reported clone) and,
+    where several clones were timed, each of them (wall; user + system CPU)."""
+    stage = {"stage": "drift", "cached": False, "wall_s": 2.0, "cpu_s": 3.0, "compiles": 4, "compile_cache_hits": 1}
+    clone = {"wall_s": 10.0, "user_s": 15.0, "system_s": 1.0}
+    rec = {"stages": [stage | {"compile_s": 1.5}], "wall_s": 5.0, "cpu_s": 9.0, "fresh_clone": clone}
+    rec["fresh_clone"]["runs"] = [{"wall_s": 12.0, "user_s": 17.0, "system_s": 2.0}, dict(clone)]
+    lines = doc.report_stages(rec).splitlines()
+    assert lines[2] == "| drift | 2.0 | 3.0 | 4 | 1 | 1.5 |"
+    assert lines[3:] == [
+        "| pipeline | 5.0 | 9.0 |  |  |  |",
+        "| command in all | 10.0 | 16.0 |  |  |  |",
+        "| command in all, clone 1 | 12.0 | 19.0 |  |  |  |",
+        "| command in all, clone 2 | 10.0 | 16.0 |  |  |  |",
+    ]
