@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._checks import Literal, check_integer
+from .._pytree import fields_pytree
 from ._builtin import _channels, load_digits_split, softmax_cross_entropy
-from ._problem import Problem
+from ._problem import PROBLEM_LEAVES, PROBLEM_STATIC, Problem
 
 NORMS = ("layer", "group", "batch", "none")
 
@@ -114,7 +115,7 @@ class _BatchLosses:
         return (jnp.argmax(self.net(p, batch["image"], stats_images), axis=-1) == batch["label"]).astype(jnp.float32)
 
 
-@jax.tree_util.register_pytree_node_class
+@fields_pytree(leaves=PROBLEM_LEAVES, static=PROBLEM_STATIC)
 class BatchNormProblem(Problem):
     """A :class:`~sde_sam.Problem` whose examples interact through BatchNorm (see the module docstring).
 

@@ -15,6 +15,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PyTree
 
 from .._checks import check_chunk_size
+from .._pytree import fields_pytree
 from ._micro_batch import AbstractMicroBatchGradient
 
 Params = PyTree
@@ -92,7 +93,12 @@ def path_name(path: tuple) -> str:
     return "/".join(parts)
 
 
-@jax.tree_util.register_pytree_node_class
+#: A problem's pytree: its arrays are the leaves, the functions and the name static.
+PROBLEM_LEAVES = ("data", "init_params", "test_data")
+PROBLEM_STATIC = ("loss_fn", "name", "accuracy_fn", "micro_batch_gradient")
+
+
+@fields_pytree(leaves=PROBLEM_LEAVES, static=PROBLEM_STATIC)
 @dataclasses.dataclass(frozen=True, eq=False)
 class Problem:
     """A finite-sum loss ``f(x) = (1/n) sum_i f_i(x)`` with ``f_i(x) = loss_fn(x, data[i])`` (DESIGN §1).
@@ -120,10 +126,10 @@ class Problem:
     accuracy_fn: Callable[[Params, Example], Array] | None = None
     test_data: PyTree | None = None
     micro_batch_gradient: AbstractMicroBatchGradient | None = None
-    _validate: bool = True
+    _validate: dataclasses.InitVar[bool] = True  # False: arrays already checked (a cast, a rebuilt node)
 
-    def __post_init__(self):
-        if not self._validate:
+    def __post_init__(self, _validate: bool):
+        if not _validate:
             return
         if self.micro_batch_gradient is not None and not isinstance(
             self.micro_batch_gradient, AbstractMicroBatchGradient
@@ -212,18 +218,6 @@ class Problem:
             raise ValueError(
                 f"`accuracy_fn` must give a number in [0, 1] per example (1 = correct), got {acc[i]} for example {i}"
             )
-
-    # -- pytree protocol -------------------------------------------------------------------------
-    def tree_flatten(self):
-        children = (self.data, self.init_params, self.test_data)
-        aux = (self.loss_fn, self.name, self.accuracy_fn, self.micro_batch_gradient)
-        return children, aux
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        data, init_params, test_data = children
-        loss_fn, name, accuracy_fn, micro_batch_gradient = aux
-        return cls(loss_fn, data, init_params, name, accuracy_fn, test_data, micro_batch_gradient, _validate=False)
 
     def __repr__(self) -> str:
         """Short: name, sizes and dtype, never the dataset."""

@@ -23,6 +23,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._checks import Literal, check_number
 from .._problems._problem import Problem, tree_norm_sq
+from .._pytree import fields_pytree
 from .._typing import Real
 from ._perturbation import (
     NORM_EPS as NORM_EPS,
@@ -65,7 +66,10 @@ class StepOutput(NamedTuple):
     direction_norm: Float[Array, ""]  # ||M d|| averaged over micro-batches
 
 
-@jax.tree_util.register_pytree_node_class
+@fields_pytree(
+    leaves=("rho", "rule", "preconditioner"),
+    static=("name", "normalization", "mask", "allow_empty_mask", "rho_positive"),
+)
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """A SAM-type method: ``eps_j = rho T N(T M d_j)`` (DESIGN §2). Build it with the factories below, or
@@ -112,22 +116,6 @@ class Variant:
                 f"got {type(self.preconditioner).__name__}"
             )
         object.__setattr__(self, "mask", freeze_mask(self.mask))
-
-    # -- pytree: rho and the hyperparameters of the rule and the preconditioner are the leaves ------------
-    _CHILDREN = ("rho", "rule", "preconditioner")
-    _STATIC = ("name", "normalization", "mask", "allow_empty_mask", "rho_positive")
-
-    def tree_flatten(self):
-        return tuple(getattr(self, name) for name in self._CHILDREN), tuple(
-            getattr(self, name) for name in self._STATIC
-        )
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        obj = object.__new__(cls)  # no validation: the leaves may be tracers here
-        for name, value in (*zip(cls._CHILDREN, children, strict=True), *zip(cls._STATIC, aux, strict=True)):
-            object.__setattr__(obj, name, value)
-        return obj
 
     # -- static properties -----------------------------------------------------------------------
     @property
