@@ -1,7 +1,8 @@
 """C5 over its regime: the escape map alone (``analysis.stages.escape_map``), without the escape stage's curves.
 
 ``python -m analysis.escape_map --preset full --out DIR`` runs the map of the preset's escape stage (every ``eta`` x
-``rho lambda_sharp`` x m, discrete runs and the map's SDE model) and prints the C5 reading. After every point it
+``rho lambda_sharp`` x m, discrete runs and the map's SDE model) and prints the C5 reading; ``--preset regime`` runs
+``analysis.presets.ESCAPE_REGIME`` (batch noise, inside the first-order regime). After every point it
 writes ``DIR/escape_map.json``: command, config, revision, provenance and, beside them, the map in the escape
 stage's data layout, so C5 reads the file as it is. A rerun with the same config keeps the points already written
 (the points are independent: common random numbers).
@@ -10,10 +11,11 @@ stage's data layout, so C5 reads the file as it is. A rerun with the same config
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 from analysis.pipeline import earlier_result, git_revision
-from analysis.presets import preset
+from analysis.presets import ESCAPE_REGIME, preset
 from analysis.stages import escape_map, escape_setup
 from sde_sam._io import provenance, save_result, to_jsonable
 
@@ -45,10 +47,15 @@ def run(cfg: dict, out: Path, command: str, log=print) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
-    ap.add_argument("--preset", choices=("quick", "full"), default="full", help="the escape stage's preset")
+    ap.add_argument(
+        "--preset",
+        choices=("quick", "full", "regime"),
+        default="full",
+        help="the escape stage's preset, or regime: batch noise inside the first-order regime (presets.ESCAPE_REGIME)",
+    )
     ap.add_argument("--out", type=Path, required=True, help="folder for escape_map.json")
     args = ap.parse_args(argv)
-    cfg = preset(args.preset)["escape"]
+    cfg = copy.deepcopy(ESCAPE_REGIME) if args.preset == "regime" else preset(args.preset)["escape"]
     data = run(cfg, args.out, f"python -m analysis.escape_map --preset {args.preset}")
     from paper_checks import escape
 
