@@ -423,8 +423,8 @@ def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> d
     """C5 over its regime: at every ``eta`` of ``cfg["map"]["etas"]`` and ``rho = rho_lambda / sharp_curvature`` for
     each ``rho_lambda`` of ``cfg["map"]["rho_lambdas"]``, the time-averaged fraction past the barrier of m-SAM at
     each m (1, 2, 4, ..., B) from ``num_runs`` discrete runs of ``steps`` steps, and of the model
-    ``cfg["map"]["model"]`` (drift,
-    diffusion) from as many paths. ``rho`` and ``eta`` are traced, so the map compiles one program per m and side.
+    ``cfg["map"]["model"]`` (drift, diffusion) from ``num_paths`` paths (default: as many as runs). ``rho`` and
+    ``eta`` are traced, so the map compiles one program per m and side.
     The same keys at every point (common random numbers across the map), so a point does not depend on the others:
     the points of ``done`` (an earlier run's, same config) are taken as they are, and ``on_point(points)`` hears
     of the points so far as each one ends (to keep them)."""
@@ -460,7 +460,7 @@ def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> d
                 paths = ss.simulate(
                     model,
                     t1=mc["steps"] * eta,
-                    num_paths=mc["num_runs"],
+                    num_paths=mc.get("num_paths", mc["num_runs"]),
                     key=jr.key(10_000 + i),
                     record=rec,
                     progress=False,
@@ -478,6 +478,7 @@ def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> d
         "points": points,
         "model": f"{drift}/{diffusion}",
         "num_runs": mc["num_runs"],
+        "num_paths": mc.get("num_paths", mc["num_runs"]),
         "steps": mc["steps"],
         "theory_rho_lambda": mc["theory_rho_lambda"],
         "sharp_curvature": cfg["sharp_curvature"],

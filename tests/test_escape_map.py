@@ -90,15 +90,15 @@ def test_a_map_of_another_config_is_not_reused(tmp_path, monkeypatch):
 
 def test_the_regime_preset_has_batch_noise_and_stays_inside_the_first_order_regime(tmp_path):
     """``--preset regime``: B < n (batch noise), every rho*lambda but the last inside C5's first-order limit, and
-    its model (first-order drift, leading diffusion) runs on the map at a small size."""
+    its model runs on the map at a small size from its own number of paths."""
     from analysis.presets import ESCAPE_REGIME
 
     cfg = copy.deepcopy(ESCAPE_REGIME)
     mp = cfg["map"]
-    assert cfg["batch_size"] < cfg["n"] and mp["model"] == ["general", "leading"]
+    assert cfg["batch_size"] < cfg["n"] and mp["model"] == ["expected", "leading"]
     assert [r <= mp["theory_rho_lambda"] for r in mp["rho_lambdas"]] == [True] * (len(mp["rho_lambdas"]) - 1) + [False]
     cfg["batch_size"] = 2
-    mp.update(etas=[0.05], rho_lambdas=[0.4], num_runs=8, steps=20)
+    mp.update(etas=[0.05], rho_lambdas=[0.4], num_runs=8, num_paths=4, steps=20)
     data = escape_map.run(cfg, tmp_path, "test", log=lambda s: None)
-    assert data["map"]["model"] == "general/leading" and data["B"] == 2
+    assert data["map"]["model"] == "expected/leading" and data["B"] == 2 and data["map"]["num_paths"] == 4
     assert c5.evaluate({"escape": data}).status in ("PASS", "FAIL", "INCONCLUSIVE")
