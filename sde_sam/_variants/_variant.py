@@ -13,8 +13,9 @@ frozen dataclass holding these parts; :meth:`Variant.gradient` is the single pur
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -64,6 +65,58 @@ class StepOutput(NamedTuple):
 
     loss: Float[Array, ""]  # batch loss at x (NaN for rules that never evaluate it)
     direction_norm: Float[Array, ""]  # ||M d|| averaged over micro-batches
+
+
+def _part_config(part: Any) -> dict:
+    """A rule's or a preconditioner's class name and fields."""
+    fields = {f.name: getattr(part, f.name) for f in dataclasses.fields(part) if f.init}
+    return {"type": type(part).__name__, **fields}
+
+
+def _subclasses(base: type) -> dict[str, list[type]]:
+    out: dict[str, list[type]] = {}
+    todo = [base]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            out.setdefault(sub.__name__, []).append(sub)
+            todo.append(sub)
+    return out
+
+
+def _part_from_config(base: type, config: Any) -> Any:
+    """The part that ``config`` (``{"type": class name, **fields}``) describes: a subclass of ``base`` by name."""
+    if not isinstance(config, Mapping) or "type" not in config:
+        raise ValueError(f"a {base.__name__} config must be a mapping with a 'type', got {config!r}")
+    fields = dict(config)
+    name = fields.pop("type")
+    found = _subclasses(base).get(name, [])
+    if len(found) != 1:
+        known = sorted(n for n, c in _subclasses(base).items() if len(c) == 1 and not inspect.isabstract(c[0]))
+        why = "is defined twice" if found else "is not a defined class"
+        raise ValueError(f"{base.__name__} {name!r} {why}; known: {', '.join(known)}")
+    return found[0](**fields)
+
+
+def _mask_config(mask: Any) -> str:
+    if callable(mask) and "<" not in getattr(mask, "__qualname__", "<"):
+        return f"{mask.__module__}:{mask.__qualname__}"
+    return repr(mask)
+
+
+def _mask_from_config(mask: Any) -> Any:
+    if mask is None or mask == "None":
+        return None
+    if not isinstance(mask, str):
+        return mask  # a predicate or a pytree of booleans, passed as it is
+    module, sep, qualname = mask.partition(":")
+    if not sep:
+        raise ValueError(
+            f"`mask` {mask!r} cannot be rebuilt from a config (a lambda or a pytree of booleans): pass mask=..."
+        )
+    obj: Any = importlib.import_module(module)
+    for attr in qualname.split("."):
+        obj = getattr(obj, attr)
+    return obj
 
 
 @fields_pytree(
@@ -157,15 +210,44 @@ class Variant:
                 )
 
     def config(self) -> dict:
-        """A JSON-friendly description of the parts (recorded with every result)."""
-        return {
+        """A JSON-friendly description of the parts (recorded with every result; :meth:`from_config` rebuilds the
+        variant from it). A predicate mask is named ``"module:qualname"``."""
+        out = {
             "name": self.name,
             "rho": float(self.rho),
             "rule": self.rule.config(),
             "normalization": type(self.normalization).__name__,
-            "mask": repr(self.mask),
-            "preconditioner": None if self.preconditioner is None else repr(self.preconditioner),
+            "mask": _mask_config(self.mask),
+            "preconditioner": None if self.preconditioner is None else _part_config(self.preconditioner),
         }
+        return out | ({"allow_empty_mask": True} if self.allow_empty_mask else {})
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **parts: Any) -> Variant:
+        """The variant that :meth:`config` describes: ``Variant.from_config(v.config()) == v`` for a variant whose
+        rule, normalization and preconditioner are classes defined when it is called (the package's or a user's,
+        found by class name) and whose mask is ``None`` or a module-level predicate. ``parts`` replace entries (a
+        pytree mask, which a config only describes: ``mask=...``)."""
+        c = dict(config) | parts
+        missing = [k for k in ("name", "rho", "rule", "normalization") if k not in c]
+        if missing:
+            raise ValueError(f"`config` lacks {missing}; it must be a Variant.config() (got keys {sorted(c)})")
+
+        def rebuilt(value, base):
+            return value if isinstance(value, base) else _part_from_config(base, value)
+
+        precond = c.get("preconditioner")
+        return cls(
+            name=c["name"],
+            rho=c["rho"],
+            rule=rebuilt(c["rule"], AbstractRule),
+            normalization=c["normalization"]
+            if isinstance(c["normalization"], AbstractNormalization)
+            else _part_from_config(AbstractNormalization, {"type": c["normalization"]}),
+            mask=_mask_from_config(c.get("mask", "None")),
+            preconditioner=None if precond is None else rebuilt(precond, AbstractPreconditioner),
+            allow_empty_mask=bool(c.get("allow_empty_mask", False)),
+        )
 
     # -- the step ----------------------------------------------------------------------------------
     def init(self, params: PyTree) -> PyTree:
