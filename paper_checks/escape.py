@@ -102,7 +102,8 @@ def evaluate_map(d: dict) -> CheckResult:
     )
     note = (
         f"{d['problem']}, {d['sampler']} B={d['B']}, lambda_sharp = {mp['sharp_curvature']:g}, "
-        f"{mp['num_runs']} runs and paths per point, {mp['steps']} steps; time-averaged fraction past the barrier. "
+        f"{mp['num_runs']} runs and {mp.get('num_paths', mp['num_runs'])} paths per point, {mp['steps']} steps; "
+        "time-averaged fraction past the barrier. "
         f"Inside the regime: {show(inside)}. Outside: {show(outside)}."
     )
     return CheckResult(ID, CLAIM, tuple(rows), note)
