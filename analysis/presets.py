@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 QUICK = {
     "drift": {
@@ -433,7 +434,7 @@ ETA_MAP_MNIST1D = dict(
 #: and the full map's model (expected drift, leading diffusion) from fewer paths than runs: its exact drift at m = 4
 #: enumerates 1820 micro-batches per path step. Sizes fixed by the budget (under an hour on 2 CPU cores) before any
 #: point was computed.
-ESCAPE_REGIME = dict(
+ESCAPE_REGIME: dict[str, Any] = dict(
     FULL["escape"],
     batch_size=8,
     map={
