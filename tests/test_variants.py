@@ -379,6 +379,10 @@ def test_from_config_finds_a_users_rule_and_refuses_what_a_config_cannot_rebuild
     with pytest.raises(ValueError, match=r"cannot be rebuilt from a config .*pass mask="):
         V.Variant.from_config(lam.config())
     pytree = V.sam_on(0.1, mask={"a": True, "b": False})
+    with pytest.raises(ValueError, match=r"cannot be rebuilt from a config .*pass mask="):
+        V.Variant.from_config(pytree.config())  # its repr holds colons, but names no predicate
+    with pytest.raises(ValueError, match=r"names no importable predicate"):
+        V.Variant.from_config(pytree.config() | {"mask": "sde_sam.variants:no_such_mask"})
     again = V.Variant.from_config(pytree.config(), mask={"a": True, "b": False})
     assert again == pytree
     with pytest.raises(ValueError, match=r"must be a Variant\.config"):

@@ -109,13 +109,17 @@ def _mask_from_config(mask: Any) -> Any:
     if not isinstance(mask, str):
         return mask  # a predicate or a pytree of booleans, passed as it is
     module, sep, qualname = mask.partition(":")
-    if not sep:
+    named = sep and all(p.isidentifier() for p in (*module.split("."), *qualname.split(".")))
+    if not named:
         raise ValueError(
             f"`mask` {mask!r} cannot be rebuilt from a config (a lambda or a pytree of booleans): pass mask=..."
         )
-    obj: Any = importlib.import_module(module)
-    for attr in qualname.split("."):
-        obj = getattr(obj, attr)
+    try:
+        obj: Any = importlib.import_module(module)
+        for attr in qualname.split("."):
+            obj = getattr(obj, attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"`mask` {mask!r} names no importable predicate ({err}): pass mask=...") from None
     return obj
 
 
