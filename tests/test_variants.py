@@ -1,5 +1,7 @@
 """Each variant's update direction against an independent plain-numpy computation (DESIGN §2)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -364,15 +366,27 @@ def test_a_variant_is_rebuilt_from_its_recorded_config(name):
     assert V.Variant.from_config(config) == v
 
 
+@dataclasses.dataclass(frozen=True)
+class ScaledAscent(V.BatchGradient):
+    """A user's rule defined in a module (another module may define a class of the same name)."""
+
+    scale: float = 2.0
+
+
 def test_from_config_finds_a_users_rule_and_refuses_what_a_config_cannot_rebuild():
-    import dataclasses
 
     @dataclasses.dataclass(frozen=True)
-    class SignAscent(V.BatchGradient):  # a user's rule, defined outside the package
+    class LocalAscentOfThisTest(V.BatchGradient):  # a user's rule in a function: found by its class name
         scale: float = 2.0
 
-    v = V.Variant("sign-SAM", rho=0.1, rule=SignAscent(scale=3.0))
+    local = V.Variant("scaled-SAM", rho=0.1, rule=LocalAscentOfThisTest(scale=3.0))
+    assert local.config()["rule"]["type"] == "LocalAscentOfThisTest"
+    assert V.Variant.from_config(local.config()) == local
+    v = V.Variant("scaled-SAM", rho=0.1, rule=ScaledAscent(scale=3.0))  # a module's: named module:qualname
+    assert v.config()["rule"]["type"] == f"{__name__}:ScaledAscent"
     assert V.Variant.from_config(v.config()) == v
+    with pytest.raises(ValueError, match=r"cannot be imported"):
+        V.Variant.from_config(v.config() | {"rule": {"type": f"{__name__}:NoSuchRule"}})
     with pytest.raises(ValueError, match=r"'Nope' is not a defined class; known: .*BatchGradient"):
         V.Variant.from_config(v.config() | {"rule": {"type": "Nope"}})
     lam = V.Variant("SAM-ON", rho=0.1, mask=lambda path: True)

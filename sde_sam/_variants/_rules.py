@@ -56,6 +56,15 @@ def _nan_like(params):
     return jnp.asarray(jnp.nan, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
 
 
+def type_name(cls: type) -> str:
+    """A part's class as a config names it: the class name for the package's classes, ``module:qualname`` for a
+    user's class that can be imported (so that two classes of one name are told apart)."""
+    module, qualname = cls.__module__, cls.__qualname__
+    if module.split(".")[0] == "sde_sam" or "<" in qualname:
+        return cls.__name__
+    return f"{module}:{qualname}"
+
+
 class AbstractRule(WithHyperparameters, abc.ABC):
     """The direction rule of a perturbation ``eps_j = rho T N(T M d_j)`` (DESIGN §2).
 
@@ -134,7 +143,7 @@ class AbstractRule(WithHyperparameters, abc.ABC):
     def config(self) -> dict:
         """A JSON-friendly description (the rule's class and fields)."""
         fields = dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
-        return {"type": type(self).__name__, **fields}
+        return {"type": type_name(type(self)), **fields}
 
 
 @dataclasses.dataclass(frozen=True)

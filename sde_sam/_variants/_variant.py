@@ -54,6 +54,7 @@ from ._rules import (
     NoAscent,
     RandomDirection,
     Reweighted,
+    type_name,
 )
 from ._rules import (
     rademacher_like as rademacher_like,
@@ -70,7 +71,7 @@ class StepOutput(NamedTuple):
 def _part_config(part: Any) -> dict:
     """A rule's or a preconditioner's class name and fields."""
     fields = {f.name: getattr(part, f.name) for f in dataclasses.fields(part) if f.init}
-    return {"type": type(part).__name__, **fields}
+    return {"type": type_name(type(part)), **fields}
 
 
 def _subclasses(base: type) -> dict[str, list[type]]:
@@ -89,6 +90,17 @@ def _part_from_config(base: type, config: Any) -> Any:
         raise ValueError(f"a {base.__name__} config must be a mapping with a 'type', got {config!r}")
     fields = dict(config)
     name = fields.pop("type")
+    if ":" in name:  # a user's class, named module:qualname
+        module, _, qualname = name.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for attr in qualname.split("."):
+                obj = getattr(obj, attr)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"{base.__name__} {name!r} cannot be imported ({err})") from None
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            raise ValueError(f"{name!r} is not a {base.__name__}")
+        return obj(**fields)
     found = _subclasses(base).get(name, [])
     if len(found) != 1:
         known = sorted(n for n, c in _subclasses(base).items() if len(c) == 1 and not inspect.isabstract(c[0]))
