@@ -430,6 +430,7 @@ def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> d
     of the points so far as each one ends (to keep them)."""
     mc = cfg["map"]
     drift, diffusion = mc.get("model", ("expected", "leading"))
+    num_paths = mc.get("num_paths", mc["num_runs"])
     earlier = {(p["eta"], p["rho_lambda"]): p for p in done}
     points = []
     for eta in mc["etas"]:
@@ -460,7 +461,7 @@ def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> d
                 paths = ss.simulate(
                     model,
                     t1=mc["steps"] * eta,
-                    num_paths=mc.get("num_paths", mc["num_runs"]),
+                    num_paths=num_paths,
                     key=jr.key(10_000 + i),
                     record=rec,
                     progress=False,
@@ -478,7 +479,7 @@ def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> d
         "points": points,
         "model": f"{drift}/{diffusion}",
         "num_runs": mc["num_runs"],
-        "num_paths": mc.get("num_paths", mc["num_runs"]),
+        "num_paths": num_paths,
         "steps": mc["steps"],
         "theory_rho_lambda": mc["theory_rho_lambda"],
         "sharp_curvature": cfg["sharp_curvature"],

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
 from collections.abc import Sequence
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,13 +57,28 @@ def _nan_like(params):
     return jnp.asarray(jnp.nan, dtype=jax.tree_util.tree_leaves(params)[0].dtype)
 
 
+def qualified_name(obj: Any) -> str | None:
+    """``module:qualname`` of a module-level class or function (what :func:`import_named` imports), ``None`` for one
+    defined inside a function."""
+    qualname = getattr(obj, "__qualname__", "<")
+    return None if "<" in qualname else f"{obj.__module__}:{qualname}"
+
+
+def import_named(name: str) -> Any:
+    """The object that ``module:qualname`` names; ``ImportError`` or ``AttributeError`` when there is none."""
+    module, _, qualname = name.partition(":")
+    obj: Any = importlib.import_module(module)
+    for attr in qualname.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
 def type_name(cls: type) -> str:
     """A part's class as a config names it: the class name for the package's classes, ``module:qualname`` for a
     user's class that can be imported (so that two classes of one name are told apart)."""
-    module, qualname = cls.__module__, cls.__qualname__
-    if module.split(".")[0] == "sde_sam" or "<" in qualname:
+    if cls.__module__.split(".")[0] == "sde_sam":
         return cls.__name__
-    return f"{module}:{qualname}"
+    return qualified_name(cls) or cls.__name__
 
 
 class AbstractRule(WithHyperparameters, abc.ABC):

@@ -13,7 +13,6 @@ frozen dataclass holding these parts; :meth:`Variant.gradient` is the single pur
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -54,6 +53,8 @@ from ._rules import (
     NoAscent,
     RandomDirection,
     Reweighted,
+    import_named,
+    qualified_name,
     type_name,
 )
 from ._rules import (
@@ -91,11 +92,8 @@ def _part_from_config(base: type, config: Any) -> Any:
     fields = dict(config)
     name = fields.pop("type")
     if ":" in name:  # a user's class, named module:qualname
-        module, _, qualname = name.partition(":")
         try:
-            obj: Any = importlib.import_module(module)
-            for attr in qualname.split("."):
-                obj = getattr(obj, attr)
+            obj = import_named(name)
         except (ImportError, AttributeError) as err:
             raise ValueError(f"{base.__name__} {name!r} cannot be imported ({err})") from None
         if not (isinstance(obj, type) and issubclass(obj, base)):
@@ -110,9 +108,7 @@ def _part_from_config(base: type, config: Any) -> Any:
 
 
 def _mask_config(mask: Any) -> str:
-    if callable(mask) and "<" not in getattr(mask, "__qualname__", "<"):
-        return f"{mask.__module__}:{mask.__qualname__}"
-    return repr(mask)
+    return (qualified_name(mask) if callable(mask) else None) or repr(mask)
 
 
 def _mask_from_config(mask: Any) -> Any:
@@ -127,12 +123,9 @@ def _mask_from_config(mask: Any) -> Any:
             f"`mask` {mask!r} cannot be rebuilt from a config (a lambda or a pytree of booleans): pass mask=..."
         )
     try:
-        obj: Any = importlib.import_module(module)
-        for attr in qualname.split("."):
-            obj = getattr(obj, attr)
+        return import_named(mask)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"`mask` {mask!r} names no importable predicate ({err}): pass mask=...") from None
-    return obj
 
 
 @fields_pytree(
