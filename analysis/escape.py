@@ -23,17 +23,12 @@ def escape_variants(rho: float, B: int) -> dict:
 ESCAPE_MODELS = (("general", "leading"), ("expected", "leading"), ("expected", "empirical"))
 
 
-def escape_problem(cfg: dict):
-    """The 1-D sharp/flat problem of a config (``n``, ``sharp_curvature``, ``noise_scale``, ``seed``), started in the
-    sharp basin, its true barrier, and the observable ``outside(problem, x)``: 1 past the barrier, 0 in the sharp
-    basin."""
+def escape_problem(*, n: int, sharp_curvature: float, noise_scale: float, seed: int):
+    """The 1-D sharp/flat problem (``n`` examples, the sharp basin's curvature, the examples' shift noise, the data
+    seed), started in the sharp basin, its true barrier, and the observable ``outside(problem, x)``: 1 past the
+    barrier, 0 in the sharp basin."""
     problem = ss.problems.sharp_flat_basins(
-        dim=1,
-        n=cfg["n"],
-        sharp_curvature=cfg["sharp_curvature"],
-        noise_scale=cfg["noise_scale"],
-        seed=cfg["seed"],
-        start="sharp",
+        dim=1, n=n, sharp_curvature=sharp_curvature, noise_scale=noise_scale, seed=seed, start="sharp"
     )
     barrier = ss.problems.sharp_flat_barrier(problem)
 

@@ -12,25 +12,32 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 from analysis.pipeline import earlier_result, git_revision
 from analysis.presets import ESCAPE_REGIME, preset
+from analysis.stage_types import EscapeConfig, EscapeMapData
 from analysis.stages import escape_map, escape_setup
 from sde_sam._io import provenance, save_result, to_jsonable
 
 
-def run(cfg: dict, out: Path, command: str, log=print) -> dict:
+def run(cfg: EscapeConfig | Mapping[str, Any], out: Path, command: str, log=print) -> EscapeMapData:
     """The map of the escape config ``cfg`` as the escape stage's data (``problem``, ``sampler``, ``B``, ``map``),
     kept at ``out/escape_map.json`` after every point; an earlier file of the same config lends its points."""
+    config = EscapeConfig.from_dict(cfg)  # checked before any point is computed
+    if config.map is None:
+        raise ValueError("the escape map's config needs a `map` (etas, rho_lambdas, num_runs, steps, ...)")
+    cfg = config.to_dict()
     revision = git_revision()  # of the code that runs (taken before the work)
     path = out / "escape_map"
     prev = earlier_result(path, log)
     done = prev["map"]["points"] if isinstance(prev, dict) and prev.get("config") == to_jsonable(cfg) else []
     if done:
         log(f"keeping {len(done)} points of {path}.json")
-    problem, sampler, record, head = escape_setup(cfg)
-    total = len(cfg["map"]["etas"]) * len(cfg["map"]["rho_lambdas"])
+    problem, sampler, record, head = escape_setup(config)
+    total = len(config.map.etas) * len(config.map.rho_lambdas)
     out.mkdir(parents=True, exist_ok=True)
 
     def keep(points: list, mp: dict | None = None) -> None:
@@ -40,12 +47,12 @@ def run(cfg: dict, out: Path, command: str, log=print) -> dict:
             p = points[-1]
             log(f"eta = {p['eta']:g}, rho*lambda = {p['rho_lambda']:g}: done ({len(points)}/{total})")
 
-    mp = escape_map(problem, sampler, record, cfg, done=done, on_point=keep)
+    mp = escape_map(problem, sampler, record, config, done=done, on_point=keep)
     keep(mp["points"], mp)
-    return head | {"map": mp}
+    return cast(EscapeMapData, head | {"map": mp})
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> EscapeMapData:
     ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument(
         "--preset",

@@ -116,7 +116,9 @@ def _study(
 
 def escape(cfg: dict, log=print, done=None, on_variant=None) -> dict:
     """The study on the sharp/flat escape problem: fraction outside the sharp basin (true barrier) and loss."""
-    problem, barrier, outside = escape_problem(cfg)
+    problem, barrier, outside = escape_problem(
+        n=cfg["n"], sharp_curvature=cfg["sharp_curvature"], noise_scale=cfg["noise_scale"], seed=cfg["seed"]
+    )
     record = ss.observables("loss", every=cfg["every"], outside=outside)
     out = _study(
         problem,

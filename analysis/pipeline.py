@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.stage_types import StageConfig, plain
 from sde_sam._io import (
     arrays_checksum,
     from_jsonable,
@@ -58,11 +59,12 @@ class CacheCorrupted(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """A named pure function ``fn(config) -> {"data": JSON-able dict, "arrays": {name: array}}``."""
+    """A named pure function ``fn(config) -> {"data": JSON-able dict, "arrays": {name: array}}``; ``config`` a
+    stage's frozen config (:mod:`analysis.stage_types`) or a plain mapping."""
 
     name: str
-    fn: Callable[[dict], dict]
-    config: Mapping[str, Any]
+    fn: Callable[[Any], dict]
+    config: StageConfig | Mapping[str, Any]
     description: str = ""
 
 
@@ -77,9 +79,14 @@ class StageResult:
     wall_s: float
 
 
-def config_hash(name: str, config: Mapping[str, Any]) -> str:
+def config_dict(config: StageConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A config's JSON form (:meth:`~analysis.stage_types.StageConfig.to_dict`: the preset's entry it came from)."""
+    return to_jsonable(plain(config))
+
+
+def config_hash(name: str, config: StageConfig | Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``(format, name, config)``."""
-    doc = json.dumps({"format": CACHE_FORMAT, "name": name, "config": to_jsonable(dict(config))}, sort_keys=True)
+    doc = json.dumps({"format": CACHE_FORMAT, "name": name, "config": config_dict(config)}, sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
@@ -167,16 +174,16 @@ def run_stage(
         if found is not None:
             return found
     t0 = time.perf_counter()
-    result = stage.fn(dict(stage.config))
+    result = stage.fn(stage.config if isinstance(stage.config, StageConfig) else dict(stage.config))
     wall = time.perf_counter() - t0
     data = to_jsonable(result.get("data", {}))
     arrays = {k: np.asarray(v) for k, v in result.get("arrays", {}).items()}
     meta = {
         "stage": stage.name,
         "description": stage.description,
-        "config": to_jsonable(dict(stage.config)),
+        "config": config_dict(stage.config),
         "config_hash": config_hash(stage.name, stage.config),
-        "seed": stage.config.get("seed"),
+        "seed": config_dict(stage.config).get("seed"),
         "git_revision": git_revision(),
         "wall_s": wall,
         "provenance": provenance(),

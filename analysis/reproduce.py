@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from analysis.pipeline import Stage, git_revision, run_stage
 from analysis.presets import preset
+from analysis.stage_types import config_of
 from sde_sam._io import atomic_write_bytes, provenance, to_jsonable
 
 STAGE_DESCRIPTIONS = {
@@ -82,7 +83,8 @@ def stages_for(ids: Sequence[str], mode: str) -> list[Stage]:
     cfg = preset(mode)
     order = list(STAGE_DESCRIPTIONS)
     needed.sort(key=order.index)
-    return [Stage(name, getattr(S, f"stage_{name}"), cfg[name], STAGE_DESCRIPTIONS[name]) for name in needed]
+    configs = {name: config_of(name, cfg[name]) for name in needed}  # every config checked before any stage runs
+    return [Stage(name, getattr(S, f"stage_{name}"), configs[name], STAGE_DESCRIPTIONS[name]) for name in needed]
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:

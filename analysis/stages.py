@@ -11,7 +11,9 @@ import contextlib
 import dataclasses
 import math
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,22 @@ from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
 from analysis.escape import ESCAPE_MODELS, escape_problem, escape_variants
+from analysis.stage_types import (
+    DriftConfig,
+    EscapeConfig,
+    EtaMapConfig,
+    EtaRhoConfig,
+    FidelityConfig,
+    GeneralizationConfig,
+    GradNormConfig,
+    SgnConfig,
+    SymbolicConfig,
+    TimingConfig,
+    TrainingConfig,
+    TrainSdeConfig,
+    VarianceTermConfig,
+    WeakOrderConfig,
+)
 
 
 @contextlib.contextmanager
@@ -99,7 +117,7 @@ def exact_step_mean(problem, variant, sampler, params):
     return np.asarray(mean(dist.indices, dist.probs))
 
 
-def stage_drift(cfg: dict) -> dict:
+def stage_drift(cfg: DriftConfig | Mapping[str, Any]) -> dict:
     """Claims C1, C2 (exact part), C8, C9: exact expected steps on a small smooth problem in float64.
 
     * residual ``||E[G] - b_closed||`` over ``rho`` for every variant (slope 2 expected, DESIGN §3.1);
@@ -107,10 +125,11 @@ def stage_drift(cfg: dict) -> dict:
     * coefficient of ``(rho/2) grad||g||^2`` in F-USAM's ``E[G] - g - (rho/2) c(B) grad tr Sigma`` (``1 - sigma``);
     * USAM-ON against the masked and the unmasked closed forms (independent jax.grad formulas).
     """
+    cfg = DriftConfig.from_dict(cfg)
     with x64():
-        problem = tiny_problem(cfg["n"], cfg["seed"])
+        problem = tiny_problem(cfg.n, cfg.seed)
         params = problem.init_params
-        n, B = problem.num_examples, cfg["batch_size"]
+        n, B = problem.num_examples, cfg.batch_size
         sampler = ss.WithReplacement(B)
         g = _flat(problem.full_grad(params))
 
@@ -133,25 +152,25 @@ def stage_drift(cfg: dict) -> dict:
             "n": n,
             "B": B,
             "d": int(g.size),
-            "rhos": list(cfg["rhos"]),
+            "rhos": list(cfg.rhos),
             "trace_sigma": float(tr_sigma(params)),
             "c_B": cB,
         }
 
         # C1: residual against the closed forms, per variant.
         residuals = {}
-        for _i, rho in enumerate(cfg["rhos"]):
-            for name, v in drift_variants(rho, cfg["m"]).items():
+        for _i, rho in enumerate(cfg.rhos):
+            for name, v in drift_variants(rho, cfg.m).items():
                 EG = exact_step_mean(problem, v, sampler, params)
                 b = _flat(ss.sde.closed_form_drift(problem, v, sampler, params))
                 residuals.setdefault(name, []).append(float(np.linalg.norm(EG - b)))
         data["residuals"] = residuals
-        data["residual_fits"] = {k: _slope(cfg["rhos"], r) for k, r in residuals.items()}
+        data["residual_fits"] = {k: _slope(cfg.rhos, r) for k, r in residuals.items()}
 
         # C2: n-USAM vs m-USAM coefficient of (rho/2) grad tr Sigma, exact, at the smallest rhos.
         coef = {}
-        ms = [m for m in cfg["coef_ms"] if B % m == 0]
-        for rho in cfg["coef_rhos"]:
+        ms = [m for m in cfg.coef_ms if B % m == 0]
+        for rho in cfg.coef_rhos:
             base = g + 0.5 * rho * grad_g2
             v = 0.5 * rho * grad_trs
             for name, var in [("n-USAM", ss.variants.n_usam(rho))] + [
@@ -160,23 +179,23 @@ def stage_drift(cfg: dict) -> dict:
                 EG = exact_step_mean(problem, var, sampler, params)
                 coef.setdefault(name, []).append(float((EG - base) @ v / (v @ v)))
         data["variance_coefficient"] = {
-            "rhos": list(cfg["coef_rhos"]),
+            "rhos": list(cfg.coef_rhos),
             "values": coef,
             "expected": {"n-USAM": 0.0, **{f"m-USAM (m={m})": sampler.factor(m, n) for m in ms}},
         }
 
         # C8: F-USAM's ||g||^2 coefficient, 1 - sigma.
         fcoef = {}
-        rho = cfg["coef_rhos"][-1]
+        rho = cfg.coef_rhos[-1]
         u = 0.5 * rho * grad_g2
-        for sigma in cfg["sigmas"]:
+        for sigma in cfg.sigmas:
             var = ss.variants.f_usam(rho, sigma=sigma)
             EG = exact_step_mean(problem, var, sampler, params)
             fcoef[str(sigma)] = float((EG - g - 0.5 * rho * cB * grad_trs) @ u / (u @ u))
         data["f_usam_grad_norm_coefficient"] = {
             "rho": rho,
             "values": fcoef,
-            "expected": {str(s): 1.0 - s for s in cfg["sigmas"]},
+            "expected": {str(s): 1.0 - s for s in cfg.sigmas},
         }
 
         # C9: USAM-ON against the masked / unmasked regularizers (our own formulas).
@@ -190,7 +209,7 @@ def stage_drift(cfg: dict) -> dict:
             return jnp.sum(gm**2) + cB * (jnp.mean(jnp.sum(G**2, 1)) - jnp.sum(gm**2))
 
         on = []
-        for rho in cfg["coef_rhos"]:
+        for rho in cfg.coef_rhos:
             EG = exact_step_mean(
                 problem, ss.variants.sam_on(rho, mask=lambda p: p == "w2", normalize=False), sampler, params
             )
@@ -205,7 +224,7 @@ def stage_drift(cfg: dict) -> dict:
                 }
             )
         # the perturbation of every enumerated batch on the unmasked coordinates
-        v_on = ss.variants.sam_on(cfg["coef_rhos"][0], mask=lambda p: p == "w2")
+        v_on = ss.variants.sam_on(cfg.coef_rhos[0], mask=lambda p: p == "w2")
         dist = ss.sde.batch_distribution(True, n, B, dtype=jnp.float64)
         eps = jax.vmap(lambda i: _perturbation(problem, v_on, params, problem.take(i)))(dist.indices)
         data["sam_on"] = {
@@ -227,25 +246,26 @@ def _perturbation(problem, variant, params, batch):
 # -- F4 / C2 with Monte Carlo: the variance term's coefficient on a real dataset ------------------------------
 
 
-def stage_variance_term(cfg: dict) -> dict:
+def stage_variance_term(cfg: VarianceTermConfig | Mapping[str, Any]) -> dict:
     """F4: ``D_m = E[G^{m-USAM} - G^{n-USAM}] / (rho/2)`` projected on ``grad tr Sigma`` against ``c(m)`` (and
     ``c(m) tr Sigma``), common batches for both variants; per-batch coefficients give the standard error.
     Two estimators: the general first-order rule (``linearized_update``, DESIGN §3.1) and the discrete step."""
+    cfg = VarianceTermConfig.from_dict(cfg)
     with x64():
-        base = ss.problems.breast_cancer_logistic(l2=cfg["l2"]).with_dtype(jnp.float64)
+        base = ss.problems.breast_cancer_logistic(l2=cfg.l2).with_dtype(jnp.float64)
         x = jax.tree_util.tree_map(
-            lambda a: a + cfg["init_scale"] * jr.normal(jr.key(cfg["seed"]), a.shape, a.dtype), base.init_params
+            lambda a: a + cfg.init_scale * jr.normal(jr.key(cfg.seed), a.shape, a.dtype), base.init_params
         )
         problem = dataclasses.replace(base, init_params=x)
-        n, B, rho, K = problem.num_examples, cfg["batch_size"], cfg["rho"], cfg["num_batches"]
+        n, B, rho, K = problem.num_examples, cfg.batch_size, cfg.rho, cfg.num_batches
         sampler = ss.WithReplacement(B)
         trs = float(ss.noise.trace_sigma(problem, x))
         v = 0.5 * rho * _flat(ss.noise.grad_trace_sigma(problem, x))
-        keys = jr.split(jr.key(cfg["seed"] + 1), K)
+        keys = jr.split(jr.key(cfg.seed + 1), K)
         idx = jax.vmap(lambda k: sampler.indices(k, 0, n))(keys)
         nv = ss.variants.n_usam(rho)
         rows = []
-        for m in cfg["ms"]:
+        for m in cfg.ms:
             mv = ss.variants.m_usam(rho, m)
 
             @jax.jit
@@ -293,15 +313,14 @@ def stage_variance_term(cfg: dict) -> dict:
 # -- Prop. 3.9: E||g_gamma|| against the batch size ------------------------------------------------------------
 
 
-def stage_grad_norm(cfg: dict) -> dict:
+def stage_grad_norm(cfg: GradNormConfig | Mapping[str, Any]) -> dict:
+    cfg = GradNormConfig.from_dict(cfg)
     problem = ss.problems.breast_cancer_logistic()
-    x = jax.tree_util.tree_map(
-        lambda a: a + 0.1 * jr.normal(jr.key(cfg["seed"]), a.shape, a.dtype), problem.init_params
-    )
+    x = jax.tree_util.tree_map(lambda a: a + 0.1 * jr.normal(jr.key(cfg.seed), a.shape, a.dtype), problem.init_params)
     rows = []
-    for b in cfg["batch_sizes"]:
+    for b in cfg.batch_sizes:
         est = ss.noise.expected_batch_grad_norm(
-            problem, x, ss.WithoutReplacement(b), jr.key(cfg["seed"] + b), num_batches=cfg["num_batches"]
+            problem, x, ss.WithoutReplacement(b), jr.key(cfg.seed + b), num_batches=cfg.num_batches
         )
         rows.append({"B": b, "value": float(est.value.value), "stderr": float(est.value.stderr)})
     g = float(np.linalg.norm(_flat(problem.full_grad(x))))
@@ -311,23 +330,25 @@ def stage_grad_norm(cfg: dict) -> dict:
 # -- weak order (F3, C4) and the (eta, rho) map (F7) ----------------------------------------------------------
 
 
-def stage_weak_order(cfg: dict) -> dict:
+def stage_weak_order(cfg: WeakOrderConfig | Mapping[str, Any]) -> dict:
+    cfg = WeakOrderConfig.from_dict(cfg)
     from analysis import weak_order as wo
 
-    config = dataclasses.replace(wo.Config(), **cfg["config"])
-    res = wo.run(config, log=lambda s: None, parts=cfg["parts"])
+    config = dataclasses.replace(wo.Config(), **cfg.config)
+    res = wo.run(config, log=lambda s: None, parts=cfg.parts)
     return {"data": res}
 
 
-def stage_eta_rho(cfg: dict) -> dict:
+def stage_eta_rho(cfg: EtaRhoConfig | Mapping[str, Any]) -> dict:
+    cfg = EtaRhoConfig.from_dict(cfg)
     from analysis import weak_order as wo
 
     res = wo.eta_rho_exact(
         wo.linreg_problem(),
         ss.WithReplacement(2),
-        tuple(cfg["etas"]),
-        tuple(cfg["rhos"]),
-        t1=cfg["t1"],
+        tuple(cfg.etas),
+        tuple(cfg.rhos),
+        t1=cfg.t1,
         log=lambda s: None,
     )
     return {"data": res}
@@ -351,34 +372,38 @@ def escape_stats(v: np.ndarray) -> dict:
     }
 
 
-def escape_setup(cfg: dict):
+def escape_setup(cfg: EscapeConfig | Mapping[str, Any]):
     """The escape problem of ``cfg``, its sampler (:class:`~sde_sam.UniformSubset`), the record of ``outside`` every
-    ``cfg["every"]`` steps, and the head of the stage's data (problem, barrier, sampler, ``B``) that C5 reads
+    ``cfg.every`` steps, and the head of the stage's data (problem, barrier, sampler, ``B``) that C5 reads
     beside the rows and the map: one place for the stage and the map alone (``analysis.escape_map``)."""
-    problem, barrier, outside = escape_problem(cfg)
-    sampler = ss.UniformSubset(cfg["batch_size"])
-    rec = ss.observables(outside=outside, every=cfg["every"])
-    head = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "B": cfg["batch_size"]}
+    cfg = EscapeConfig.from_dict(cfg)
+    problem, barrier, outside = escape_problem(
+        n=cfg.n, sharp_curvature=cfg.sharp_curvature, noise_scale=cfg.noise_scale, seed=cfg.seed
+    )
+    sampler = ss.UniformSubset(cfg.batch_size)
+    rec = ss.observables(outside=outside, every=cfg.every)
+    head = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "B": cfg.batch_size}
     return problem, sampler, rec, head
 
 
-def stage_escape(cfg: dict) -> dict:
+def stage_escape(cfg: EscapeConfig | Mapping[str, Any]) -> dict:
     """Fraction of paths past the sharp basin's true barrier over time, per m and n-SAM: the discrete runs and
-    each model of the ladder in ``cfg["models"]`` (drift, diffusion; order 1, ``dt = eta``), batches from
+    each model of the ladder in ``cfg.models`` (drift, diffusion; order 1, ``dt = eta``), batches from
     :class:`~sde_sam.UniformSubset` (the sampler the SDE models exactly). Diverged runs/paths are counted and
     left out of every mean (their rows are NaN)."""
+    cfg = EscapeConfig.from_dict(cfg)
     problem, sampler, rec, head = escape_setup(cfg)
-    models = [tuple(m) for m in cfg.get("models", ESCAPE_MODELS)]
+    models = [tuple(m) for m in (ESCAPE_MODELS if cfg.models is None else cfg.models)]
     arrays, rows = {}, {}
-    for i, (label, v) in enumerate(escape_variants(cfg["rho"], cfg["batch_size"]).items()):
+    for i, (label, v) in enumerate(escape_variants(cfg.rho, cfg.batch_size).items()):
         runs = ss.run_discrete(
             problem,
             v,
             sampler,
-            eta=cfg["eta"],
-            steps=cfg["steps"],
-            num_runs=cfg["num_runs"],
-            key=jr.key(cfg["seed"] + i),
+            eta=cfg.eta,
+            steps=cfg.steps,
+            num_runs=cfg.num_runs,
+            key=jr.key(cfg.seed + i),
             record=rec,
         )
         d = runs.values["outside"]
@@ -392,10 +417,10 @@ def stage_escape(cfg: dict) -> dict:
         }
         for j, (drift, diffusion) in enumerate(models):
             model = ss.sde_model(
-                problem, v, sampler, eta=cfg["eta"], diffusion=diffusion, drift=drift, num_samples=cfg["drift_samples"]
+                problem, v, sampler, eta=cfg.eta, diffusion=diffusion, drift=drift, num_samples=cfg.drift_samples
             )
             paths = ss.simulate(
-                model, t1=cfg["steps"] * cfg["eta"], num_paths=cfg["num_paths"], key=jr.key(10_000 + i), record=rec
+                model, t1=cfg.steps * cfg.eta, num_paths=cfg.num_paths, key=jr.key(10_000 + i), record=rec
             )
             s = paths.values["outside"]
             name = f"{drift}/{diffusion}"
@@ -410,37 +435,40 @@ def stage_escape(cfg: dict) -> dict:
         "sampler": head["sampler"],
         "rows": rows,
         "models": [f"{a}/{b}" for a, b in models],
-        "eta": cfg["eta"],
-        "rho": cfg["rho"],
+        "eta": cfg.eta,
+        "rho": cfg.rho,
         "B": head["B"],
     }
-    if cfg.get("map"):
+    if cfg.map is not None:
         data["map"] = escape_map(problem, sampler, rec, cfg)
     return {"data": data, "arrays": arrays}
 
 
-def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> dict:
-    """C5 over its regime: at every ``eta`` of ``cfg["map"]["etas"]`` and ``rho = rho_lambda / sharp_curvature`` for
-    each ``rho_lambda`` of ``cfg["map"]["rho_lambdas"]``, the time-averaged fraction past the barrier of m-SAM at
+def escape_map(problem, sampler, rec, cfg: EscapeConfig | Mapping[str, Any], *, done=(), on_point=None) -> dict:
+    """C5 over its regime: at every ``eta`` of ``cfg.map["etas"]`` and ``rho = rho_lambda / sharp_curvature`` for
+    each ``rho_lambda`` of ``cfg.map["rho_lambdas"]``, the time-averaged fraction past the barrier of m-SAM at
     each m (1, 2, 4, ..., B) from ``num_runs`` discrete runs of ``steps`` steps, and of the model
-    ``cfg["map"]["model"]`` (drift, diffusion) from ``num_paths`` paths (default: as many as runs). ``rho`` and
+    ``cfg.map["model"]`` (drift, diffusion) from ``num_paths`` paths (default: as many as runs). ``rho`` and
     ``eta`` are traced, so the map compiles one program per m and side.
     The same keys at every point (common random numbers across the map), so a point does not depend on the others:
     the points of ``done`` (an earlier run's, same config) are taken as they are, and ``on_point(points)`` hears
     of the points so far as each one ends (to keep them)."""
-    mc = cfg["map"]
-    drift, diffusion = mc.get("model", ("expected", "leading"))
-    num_paths = mc.get("num_paths", mc["num_runs"])
+    cfg = EscapeConfig.from_dict(cfg)
+    mc = cfg.map
+    if mc is None:
+        raise ValueError("escape_map needs a config with a `map` (an EscapeMapConfig)")
+    drift, diffusion = mc.model
+    num_paths = mc.num_runs if mc.num_paths is None else mc.num_paths
     earlier = {(p["eta"], p["rho_lambda"]): p for p in done}
     points = []
-    for eta in mc["etas"]:
-        for rl in mc["rho_lambdas"]:
+    for eta in mc.etas:
+        for rl in mc.rho_lambdas:
             if (eta, rl) in earlier:
                 points.append(earlier[(eta, rl)])
                 continue
-            rho = rl / cfg["sharp_curvature"]
+            rho = rl / cfg.sharp_curvature
             rows = {}
-            for i, (label, v) in enumerate(escape_variants(rho, cfg["batch_size"]).items()):
+            for i, (label, v) in enumerate(escape_variants(rho, cfg.batch_size).items()):
                 m = getattr(v.rule, "micro_batch_size", None)
                 if m is None and label == "n-SAM":
                     continue
@@ -449,25 +477,25 @@ def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> d
                     v,
                     sampler,
                     eta=eta,
-                    steps=mc["steps"],
-                    num_runs=mc["num_runs"],
-                    key=jr.key(cfg["seed"] + i),
+                    steps=mc.steps,
+                    num_runs=mc.num_runs,
+                    key=jr.key(cfg.seed + i),
                     record=rec,
                     progress=False,
                 )
                 model = ss.sde_model(
-                    problem, v, sampler, eta=eta, diffusion=diffusion, drift=drift, num_samples=cfg["drift_samples"]
+                    problem, v, sampler, eta=eta, diffusion=diffusion, drift=drift, num_samples=cfg.drift_samples
                 )
                 paths = ss.simulate(
                     model,
-                    t1=mc["steps"] * eta,
+                    t1=mc.steps * eta,
                     num_paths=num_paths,
                     key=jr.key(10_000 + i),
                     record=rec,
                     progress=False,
                 )
                 rows[label] = {
-                    "m": m or cfg["batch_size"],
+                    "m": m or cfg.batch_size,
                     "discrete": escape_stats(runs.values["outside"]),
                     "model": escape_stats(paths.values["outside"]),
                     "diverged": {"discrete": int(runs.num_diverged), "model": int(paths.num_diverged)},
@@ -478,43 +506,44 @@ def escape_map(problem, sampler, rec, cfg: dict, *, done=(), on_point=None) -> d
     return {
         "points": points,
         "model": f"{drift}/{diffusion}",
-        "num_runs": mc["num_runs"],
+        "num_runs": mc.num_runs,
         "num_paths": num_paths,
-        "steps": mc["steps"],
-        "theory_rho_lambda": mc["theory_rho_lambda"],
-        "sharp_curvature": cfg["sharp_curvature"],
+        "steps": mc.steps,
+        "theory_rho_lambda": mc.theory_rho_lambda,
+        "sharp_curvature": cfg.sharp_curvature,
     }
 
 
 # -- the eta map of digits training (C10) ----------------------------------------------------------------------
 
 
-def stage_eta_map(cfg: dict, out=None) -> dict:
-    """C10 over its regime: :func:`sde_sam.validity_map` of each variant in ``cfg["variants"]`` over ``cfg["etas"]``
-    on the problem ``cfg["problem"]`` (``[name, kwargs]`` of :func:`sde_sam.train.build_problem`; ``cfg["problems"]``:
-    several, each variant labelled with its problem), rungs ``cfg["rungs"]`` (``[drift, diffusion, order]``, those the
-    variant supports), SVAG at ``cfg["svag"]``. Monte Carlo drifts take ``cfg["drift_samples"]`` batches per call,
-    sampled diffusions ``cfg["diffusion_samples"]`` (absent: the diffusion's default). Per variant and eta: the
+def stage_eta_map(cfg: EtaMapConfig | Mapping[str, Any], out=None) -> dict:
+    """C10 over its regime: :func:`sde_sam.validity_map` of each variant in ``cfg.variants`` over ``cfg.etas``
+    on the problem ``cfg.problem`` (``[name, kwargs]`` of :func:`sde_sam.train.build_problem`; ``cfg.problems``:
+    several, each variant labelled with its problem), rungs ``cfg.rungs`` (``[drift, diffusion, order]``, those the
+    variant supports), SVAG at ``cfg.svag``. Monte Carlo drifts take ``cfg.drift_samples`` batches per call,
+    sampled diffusions ``cfg.diffusion_samples`` (absent: the diffusion's default). Per variant and eta: the
     verdict per observable, SVAG's agreement at its largest ``l`` and the best rung."""
+    cfg = EtaMapConfig.from_dict(cfg)
     from sde_sam import train
 
-    problems = cfg.get("problems") or [cfg["problem"]]
-    sampler = ss.UniformSubset(cfg["batch_size"])
-    record = ss.observables(*cfg["observables"], every=cfg["every"])
-    dif_options = {"num_samples": cfg["diffusion_samples"]} if "diffusion_samples" in cfg else {}
+    problems = cfg.all_problems
+    sampler = ss.UniformSubset(cfg.batch_size)
+    record = ss.observables(*cfg.observables, every=cfg.every)
+    dif_options = {"num_samples": cfg.diffusion_samples} if cfg.diffusion_samples is not None else {}
     variants, names = {}, []
     for pname, pkw in problems:
         problem = train.build_problem(train.TrainConfig(problem=pname, problem_kwargs=pkw))
         names.append(problem.name)
-        for label, name, kw in cfg["variants"]:
+        for label, name, kw in cfg.variants:
             variant = ss.variants.get(name, **kw)
             rungs = [
                 r
                 for r in (
                     ss.validation.Rung(
-                        ss.sde.as_drift(d, num_samples=cfg["drift_samples"]), ss.sde.as_diffusion(dif, **dif_options), o
+                        ss.sde.as_drift(d, num_samples=cfg.drift_samples), ss.sde.as_diffusion(dif, **dif_options), o
                     )
-                    for d, dif, o in cfg["rungs"]
+                    for d, dif, o in cfg.rungs
                 )
                 if r.supports(variant)
             ]
@@ -522,19 +551,19 @@ def stage_eta_map(cfg: dict, out=None) -> dict:
                 problem,
                 variant,
                 sampler,
-                etas=cfg["etas"],
-                steps=cfg["steps"],
-                num_runs=cfg["num_runs"],
-                key=jr.key(cfg["seed"]),
+                etas=cfg.etas,
+                steps=cfg.steps,
+                num_runs=cfg.num_runs,
+                key=jr.key(cfg.seed),
                 rungs=rungs,
-                svag=tuple(cfg["svag"]),
-                max_refine=cfg["max_refine"],
+                svag=tuple(cfg.svag),
+                max_refine=cfg.max_refine,
                 record=record,
                 progress=False,
                 out=None if out is None else Path(out) / f"eta_map_{problem.name}_{name}",
             )
             points = []
-            for eta in cfg["etas"]:
+            for eta in cfg.etas:
                 v = vmap_.at(eta, float(variant.rho), getattr(variant.rule, "micro_batch_size", None))
                 top = max(v.svag) if v.svag else None
                 points.append(
@@ -558,12 +587,12 @@ def stage_eta_map(cfg: dict, out=None) -> dict:
     return {
         "data": {
             "problem": ", ".join(names),
-            "batch_size": cfg["batch_size"],
-            "steps": cfg["steps"],
-            "num_runs": cfg["num_runs"],
-            "etas": cfg["etas"],
+            "batch_size": cfg.batch_size,
+            "steps": cfg.steps,
+            "num_runs": cfg.num_runs,
+            "etas": cfg.etas,
             "diffusion_samples": dif_options.get("num_samples", ss.sde.EmpiricalDiffusion().num_samples),
-            "observables": cfg["observables"],
+            "observables": cfg.observables,
             "variants": variants,
         }
     }
@@ -572,55 +601,60 @@ def stage_eta_map(cfg: dict, out=None) -> dict:
 # -- the fidelity ladder (F9, C10) -------------------------------------------------------------------------------
 
 
-def stage_fidelity(cfg: dict) -> dict:
+def stage_fidelity(cfg: FidelityConfig | Mapping[str, Any]) -> dict:
     """The error budget of every variant against each model of the ladder (``analysis.fidelity``)."""
+    cfg = FidelityConfig.from_dict(cfg)
     from analysis import fidelity
 
-    res = fidelity.run(cfg, log=lambda s: None)
+    res = fidelity.run(cfg.to_dict(), log=lambda s: None)
     return {"data": res}
 
 
 # -- training: tr Sigma per variant (F2 real curves, F6, C6) -------------------------------------------------
 
 
-def stage_training(cfg: dict) -> dict:
+def stage_training(cfg: TrainingConfig | Mapping[str, Any]) -> dict:
+    cfg = TrainingConfig.from_dict(cfg)
     import tempfile
     from pathlib import Path
 
     from analysis import m_sharpness as ms
 
     with tempfile.TemporaryDirectory() as tmp:
-        rows = ms.trace_sigma_table(cfg, cfg["problem"], cfg["problem_kwargs"], Path(tmp), log=lambda s: None)
+        plain = cfg.to_dict()  # the study's own config: JSON lists and dicts, as its presets hold them
+        rows = ms.trace_sigma_table(plain, cfg.problem, plain["problem_kwargs"], Path(tmp), log=lambda s: None)
     return {
         "data": {
             "rows": rows,
-            "claims": ms.orderings(rows, cfg["batch_size"]),
+            "claims": ms.orderings(rows, cfg.batch_size),
             "paper_reference": ms.PAPER_REFERENCE,
-            "batch_size": cfg["batch_size"],
-            "eta": cfg["eta"],
-            "rho": cfg["rho"],
+            "batch_size": cfg.batch_size,
+            "eta": cfg.eta,
+            "rho": cfg.rho,
         }
     }
 
 
-def stage_generalization(cfg: dict) -> dict:
+def stage_generalization(cfg: GeneralizationConfig | Mapping[str, Any]) -> dict:
     """C11, F10: test accuracy and test loss per variant at each label-noise level
     (:func:`analysis.generalization.run`; after the training stage, whose compiled programs it reuses)."""
+    cfg = GeneralizationConfig.from_dict(cfg)
     import tempfile
     from pathlib import Path
 
     from analysis import generalization as gen
 
     with tempfile.TemporaryDirectory() as tmp:
-        res = gen.run(cfg, Path(tmp), log=lambda s: None)
+        res = gen.run(cfg.to_dict(), Path(tmp), log=lambda s: None)
     return {"data": res}
 
 
-def stage_train_sde(cfg: dict) -> dict:
+def stage_train_sde(cfg: TrainSdeConfig | Mapping[str, Any]) -> dict:
     """F2: real training against the SDE prediction of ``tr Sigma`` (:func:`analysis.training_vs_sde.run`)."""
+    cfg = TrainSdeConfig.from_dict(cfg)
     from analysis import training_vs_sde as tvs
 
-    preset = dict(cfg)
+    preset = cfg.to_dict()
     preset["problem"] = tuple(preset["problem"])
     preset["variants"] = tuple(tuple(v) for v in preset["variants"])
     preset["seeds"] = tuple(preset["seeds"])
@@ -631,37 +665,38 @@ def stage_train_sde(cfg: dict) -> dict:
 # -- F5: SGN structure along training -------------------------------------------------------------------------
 
 
-def stage_sgn(cfg: dict) -> dict:
+def stage_sgn(cfg: SgnConfig | Mapping[str, Any]) -> dict:
+    cfg = SgnConfig.from_dict(cfg)
     from sde_sam import train
 
     conf = train.TrainConfig(
-        problem=cfg["problem"],
-        problem_kwargs=cfg["problem_kwargs"],
+        problem=cfg.problem,
+        problem_kwargs=cfg.problem_kwargs,
         variant="sgd",
-        batch_size=cfg["batch_size"],
-        eta=cfg["eta"],
-        steps=cfg["steps"],
-        every=cfg["every"],
-        seeds=(cfg["seed"],),
+        batch_size=cfg.batch_size,
+        eta=cfg.eta,
+        steps=cfg.steps,
+        every=cfg.every,
+        seeds=(cfg.seed,),
         observables=("loss",),
     )
     problem = train.build_problem(conf)
     rec = train.record(conf, problem=problem, save_params=True)
-    k = cfg["k"]
+    k = cfg.k
     rows, sig_spec, h_spec = [], [], []
     T = len(rec.steps)
     for t in range(T):
         p = jax.tree_util.tree_map(lambda a: a[0, t], rec.saved_params)
-        key = jr.fold_in(jr.key(cfg["seed"]), t)
+        key = jr.fold_in(jr.key(cfg.seed), t)
         se = ss.noise.sigma_top_eigs(problem, p, k, key, chunk_size=256)
         he = ss.curvature.top_eigenvalues(problem, p, k, key)
-        al = ss.curvature.alignment(problem, p, key, k=k, method="stochastic", num_probes=cfg["probes"], chunk_size=256)
+        al = ss.curvature.alignment(problem, p, key, k=k, method="stochastic", num_probes=cfg.probes, chunk_size=256)
         ti = ss.noise.tail_index(
             problem,
             p,
-            ss.WithoutReplacement(cfg["batch_size"]),
+            ss.WithoutReplacement(cfg.batch_size),
             key,
-            num_batches=cfg["tail_batches"],
+            num_batches=cfg.tail_batches,
             num_directions=4,
             num_bootstrap=50,
         )
@@ -690,15 +725,16 @@ def stage_sgn(cfg: dict) -> dict:
 # -- F8 / C7: cost per step -----------------------------------------------------------------------------------
 
 
-def stage_timing(cfg: dict) -> dict:
+def stage_timing(cfg: TimingConfig | Mapping[str, Any]) -> dict:
     """Median time per step of every variant (one jitted scan, rounds interleaved as in benchmarks/variants.py),
     the serial m-SAM (its micro-batches one after another, each a SAM step) and the SDE simulator; beside it XLA's
     flop and byte counts of one compiled step (hardware-independent), for the variants and the serial form."""
+    cfg = TimingConfig.from_dict(cfg)
     from sde_sam._cost import compiled_cost, serial_m_sam_step_cost, step_cost
     from sde_sam._training._timing import interleaved_times, median_ratio, variant_calls
 
-    problem = ss.problems.digits_mlp(hidden=cfg["hidden"])
-    B, rho, steps = cfg["batch_size"], 0.05, cfg["steps"]
+    problem = ss.problems.digits_mlp(hidden=cfg.hidden)
+    B, rho, steps = cfg.batch_size, 0.05, cfg.steps
     sampler = ss.WithoutReplacement(B)
     V = ss.variants
     variants = {
@@ -706,30 +742,30 @@ def stage_timing(cfg: dict) -> dict:
         "SAM": V.sam(rho),
         "USAM": V.usam(rho),
         "n-SAM": V.n_sam(rho),
-        **{f"m-SAM (m={m})": V.m_sam(rho, m) for m in cfg["ms"]},
+        **{f"m-SAM (m={m})": V.m_sam(rho, m) for m in cfg.ms},
         "F-SAM": V.f_sam(rho),
         "SAM-ON": V.sam_on(rho),
         "RW-SAM": V.rw_sam(rho),
         "RW-SAM (descent)": V.rw_sam(rho, weights_in_descent=True),
     }
-    calls = variant_calls(problem, variants, sampler, steps, serial_micro_batch_sizes=[B // k for k in cfg["serial_k"]])
-    for k in cfg["serial_k"]:  # name the serial form by its number of micro-batches k = B/m
+    calls = variant_calls(problem, variants, sampler, steps, serial_micro_batch_sizes=[B // k for k in cfg.serial_k])
+    for k in cfg.serial_k:  # name the serial form by its number of micro-batches k = B/m
         calls[f"serial m-SAM (k={k})"] = calls.pop(f"serial m-SAM (m={B // k})")
     # the simulator's calls take ``simulator_steps`` steps (default ``steps``): a simulator step costs hundreds of
     # variant steps here (every example's gradient for the leading diffusion)
-    sim_steps = cfg.get("simulator_steps", steps)
+    sim_steps = steps if cfg.simulator_steps is None else cfg.simulator_steps
     per_call = dict.fromkeys(calls, steps)
     for name in ("SGD", "n-SAM"):  # n-SAM: closed-form drift g + rho H g/||g|| (as in benchmarks/simulate.py)
         model = ss.sde_model(problem, variants[name], sampler, eta=0.05, diffusion="leading", drift="closed_form")
         rec = ss.observables("loss", every=sim_steps)
-        label = f"simulator: {name} SDE ({cfg['paths']} paths)"
+        label = f"simulator: {name} SDE ({cfg.paths} paths)"
         calls[label] = lambda model=model, rec=rec: (
-            ss.simulate(model, t1=sim_steps * 0.05, num_paths=cfg["paths"], key=jr.key(0), record=rec).final_params
+            ss.simulate(model, t1=sim_steps * 0.05, num_paths=cfg.paths, key=jr.key(0), record=rec).final_params
         )
         per_call[label] = sim_steps
-    samples = interleaved_times(calls, cfg["repeats"], per_call)
+    samples = interleaved_times(calls, cfg.repeats, per_call)
     costs = {name: step_cost(problem, v, B) for name, v in variants.items()}
-    costs |= {f"serial m-SAM (k={k})": serial_m_sam_step_cost(problem, rho, B // k, B) for k in cfg["serial_k"]}
+    costs |= {f"serial m-SAM (k={k})": serial_m_sam_step_cost(problem, rho, B // k, B) for k in cfg.serial_k}
     forward = compiled_cost(problem.batch_loss, problem.init_params, problem.take(jnp.arange(B))).flops
     rows = {}
     for name, s in samples.items():
@@ -751,7 +787,7 @@ def stage_timing(cfg: dict) -> dict:
             "B": B,
             "steps_per_call": steps,
             "simulator_steps_per_call": sim_steps,
-            "repeats": cfg["repeats"],
+            "repeats": cfg.repeats,
             "device": str(jax.devices()[0]),
             "platform": jax.default_backend(),
             "forward_flops_vs_SAM": forward / costs["SAM"].flops,
@@ -764,8 +800,9 @@ def stage_timing(cfg: dict) -> dict:
 # -- symbolic drifts for the report (DESIGN §5) --------------------------------------------------------------
 
 
-def stage_symbolic(cfg: dict) -> dict:
+def stage_symbolic(cfg: SymbolicConfig | Mapping[str, Any]) -> dict:
     """The sympy report of every variant's drift and diffusion (:func:`sde_sam.symbolic.report_markdown`)."""
+    cfg = SymbolicConfig.from_dict(cfg)
     from sde_sam import symbolic
 
     text = symbolic.report_markdown()

@@ -1,7 +1,10 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F10: final test accuracy against the micro-batch size m, one line per label-noise level, RW-SAM as a marker
 (and SGD as a dashed level), per model; error bars 2 s.e. over seeds (claim C11)."""
 
 import numpy as np
+
+from analysis.stage_types import Results
 
 from ._common import colors, plt, save
 
@@ -13,7 +16,7 @@ def _ms(rows: dict, batch_size: int) -> list[tuple[int, str]]:
     return [(batch_size, "SAM"), *ms]
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d = results["generalization"]
     models = d["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)

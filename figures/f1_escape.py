@@ -1,7 +1,9 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F1: escape from a sharp minimum vs m: fraction of paths past the true barrier over time, discrete and each SDE."""
 
 import numpy as np
 
+from analysis.stage_types import EscapeData, Results
 from sde_sam import mean_stderr
 
 from ._common import colors, plt, save
@@ -15,8 +17,10 @@ def _band(v):
     return mean, stderr, v.shape[0] - kept.shape[0]
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d, a = results["escape"], arrays["escape"]
+    if "rows" not in d:
+        raise ValueError("F1 draws the escape stage's data (its rows and paths), not a map alone")
     t = np.asarray(a["times"])
     rows = sorted(d["rows"].items(), key=lambda kv: kv[1]["m"] or 10**9)
     ms = [kv for kv in rows if kv[1]["m"]]
@@ -44,12 +48,12 @@ def render(results: dict, arrays: dict, out) -> list:
     axes[0][-1].legend(title="variant (band: ±1 s.e.)", loc="lower right")
     fig.suptitle(f"{TITLE} ({d['problem']}, {d['sampler']} B={d['B']}, eta={d['eta']}, rho={d['rho']})")
     files = save(fig, out, "F1_escape")
-    if d.get("map"):
+    if "map" in d:
         files += _map(d, out)
     return files
 
 
-def _map(d: dict, out) -> list:
+def _map(d: EscapeData, out) -> list:
     """The C5 map: m = 1 minus m = B in time-averaged fraction past the barrier, ± 3 s.e., against rho lambda_sharp,
     per eta, discrete and the map's SDE; the first-order regime shaded."""
     mp = d["map"]

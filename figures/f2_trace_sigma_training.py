@@ -1,13 +1,16 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F2: tr Sigma along training for several m: real training, and real training against the SDE prediction."""
 
 import numpy as np
+
+from analysis.stage_types import Results
 
 from ._common import colors, plt, save
 
 ID, STAGES, TITLE = "F2", ("training", "train_sde"), "tr Sigma along training"
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     tr, ts = results["training"], results["train_sde"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]

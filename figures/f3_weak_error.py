@@ -1,13 +1,16 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F3: weak error vs eta (log-log) per variant, first- and second-order SME, with fitted slopes."""
 
 import numpy as np
+
+from analysis.stage_types import Results
 
 from ._common import plt, save
 
 ID, STAGES, TITLE = "F3", ("weak_order",), "Weak error of the SDE models vs learning rate"
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d = results["weak_order"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     studies = {k: v for s in ("linreg_exact", "linreg_control", "nonconvex_mc") for k, v in d.get(s, {}).items()}

@@ -1,13 +1,16 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F4: size of the variance regularizer vs m: theory c(m) tr Sigma against the measured drift difference."""
 
 import numpy as np
+
+from analysis.stage_types import Results
 
 from ._common import plt, save
 
 ID, STAGES, TITLE = "F4", ("variance_term",), "Variance regularizer of m-USAM vs micro-batch size m"
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d = results["variance_term"]
     rows = d["rows"]
     m = np.array([r["m"] for r in rows])

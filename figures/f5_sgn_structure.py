@@ -1,13 +1,16 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F5: structure of the stochastic gradient noise: spectra of Sigma and H, their alignment over training, tail index."""
 
 import numpy as np
+
+from analysis.stage_types import Results
 
 from ._common import plt, save
 
 ID, STAGES, TITLE = "F5", ("sgn",), "Stochastic gradient noise structure along SGD training"
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d, a = results["sgn"], arrays["sgn"]
     se, he, steps = np.asarray(a["sigma_eigs"]), np.asarray(a["hessian_eigs"]), np.asarray(a["steps"])
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))

@@ -1,13 +1,16 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F6: tr Sigma at the end of training per variant (the paper's Table 6), with the paper's values as reference."""
 
 import numpy as np
+
+from analysis.stage_types import Results
 
 from ._common import plt, save
 
 ID, STAGES, TITLE = "F6", ("training",), "tr Sigma at the end of training"
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d = results["training"]
     rows = d["rows"]
     names = list(rows)

@@ -1,15 +1,18 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F7: USAM's weak error over (eta, rho) by exact moments, and which scaling it follows (DESIGN §6.4)."""
 
 import textwrap
 
 import numpy as np
 
+from analysis.stage_types import Results
+
 from ._common import plt, save
 
 ID, STAGES, TITLE = "F7", ("eta_rho",), "Weak error of USAM's SDE over (eta, rho), exact moments"
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d = results["eta_rho"]
     E = np.asarray(d["errors"])
     etas, rhos = d["etas"], d["rhos"]

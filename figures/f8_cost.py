@@ -1,13 +1,16 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F8: cost per step of every variant and of the SDE simulator: wall time and XLA flops."""
 
 import numpy as np
+
+from analysis.stage_types import Results
 
 from ._common import plt, save
 
 ID, STAGES, TITLE = "F8", ("timing",), "Cost per step"
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d = results["timing"]
     rows = d["rows"]
     names = list(rows)

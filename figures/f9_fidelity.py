@@ -1,21 +1,20 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """F9: the error budget of the SDE ladder: |gap| of the key observable per model (dt = eta and finest dt) and SVAG,
 with each model's equivalence-test agreement (``analysis.fidelity``: ``ss.validate`` per variant)."""
 
 import numpy as np
+
+from analysis.stage_types import Results
 
 from ._common import plt, save
 
 ID, STAGES, TITLE = "F9", ("fidelity",), "Which SDE describes the discrete run: error budget per variant"
 
 
-def render(results: dict, arrays: dict, out) -> list:
+def render(results: Results, arrays: dict, out) -> list:
     d = results["fidelity"]
-    panels = [
-        (p, d[p]["key_observable"], label, res)
-        for p in ("escape", "training")
-        if d.get(p)
-        for label, res in d[p]["variants"].items()
-    ]
+    parts = [(p, part) for p in ("escape", "training") if (part := d.get(p))]
+    panels = [(p, part["key_observable"], label, res) for p, part in parts for label, res in part["variants"].items()]
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.4 * nrows), squeeze=False)
@@ -27,7 +26,7 @@ def render(results: dict, arrays: dict, out) -> list:
         y = np.arange(len(rows))
         fine = np.array([abs(r["gap"]) for r in rows])
         se = np.array([r["stderr"] for r in rows])
-        coarse = np.array([np.nan if r["gap_at_h"] is None else abs(r["gap_at_h"]) for r in rows])
+        coarse = np.array([np.nan if (h := r["gap_at_h"]) is None else abs(h) for r in rows])
         ax.barh(
             y,
             fine,

@@ -1,7 +1,10 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """C3 (Prop. 3.9): ``E||grad f_gamma(x)||`` decreases with the batch size."""
 
 import itertools
 import math
+
+from analysis.stage_types import Results
 
 from ._base import CheckResult, Row, fmt
 
@@ -9,7 +12,7 @@ ID, STAGES, Z = "C3", ("grad_norm",), 2.0
 CLAIM = "E||grad f_gamma|| decreases with the batch size (Prop. 3.9)"
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     d = results["grad_norm"]
     rs = d["rows"]
     rows = []

@@ -1,3 +1,4 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """C7: RW-SAM costs SAM plus one forward pass (the scores of the batch) per step; serial m-SAM costs what SAM costs in
 operations (its ~2x on a GPU is wall time: the k micro-batch passes run one after another instead of in one wide pass).
 
@@ -6,6 +7,8 @@ of ``(SAM + forward) / SAM``, the forward pass measured on the same problem and 
 figure of one network; what the algorithm promises is one extra forward). The paper's wall-time ratios are checked
 only on a GPU and reported "N/A" (not measurable on this device) elsewhere, never as a FAIL.
 """
+
+from analysis.stage_types import Results
 
 from ._base import CheckResult, Row
 
@@ -17,7 +20,7 @@ CLAIM = (
 RW_MAX, RW_REL_TOL, SERIAL_FLOPS, SERIAL_FLOPS_TOL, SERIAL, SERIAL_TOL = 1.2, 0.01, 1.0, 0.1, 2.0, 0.5
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     t = results["timing"]
     d = t["rows"]
     gpu = t.get("platform", "cpu") == "gpu"

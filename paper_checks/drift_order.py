@@ -1,5 +1,8 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """C1: the drift of every variant equals DESIGN §3.1 up to O(rho^2): the residual ``||E[G] - b||`` between the
 exact expected discrete step and the closed-form drift has slope 2 in ``rho`` (log-log)."""
+
+from analysis.stage_types import Results
 
 from ._base import CheckResult, Row, close, fmt
 
@@ -7,7 +10,7 @@ ID, STAGES, TOL = "C1", ("drift",), 0.25
 CLAIM = "drift of every variant = DESIGN §3.1 up to O(rho^2) (residual slope 2 in rho)"
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     d = results["drift"]
     rows = []
     for name, fit in d["residual_fits"].items():

@@ -16,8 +16,12 @@ with the discrete difference within 2 combined s.e. The check passes when the di
 model of the ladder (smallest sum of squared z over the pairs) reproduces every pair; it names that model.
 """
 
+# pyright: reportTypedDictNotRequiredAccess=false
+
 import itertools
 import math
+
+from analysis.stage_types import EscapeData, EscapeMapData, EscapeStats, Results
 
 from ._base import CheckResult, Row, fmt
 
@@ -25,7 +29,7 @@ ID, STAGES, Z, Z_MAP = "C5", ("escape",), 2.0, 3.0
 CLAIM = "smaller m leaves the sharp basin sooner (discrete), and the best SDE of the ladder reproduces it"
 
 
-def _diff(a: dict, b: dict) -> tuple[float, float]:
+def _diff(a: EscapeStats, b: EscapeStats) -> tuple[float, float]:
     return a["time_avg"] - b["time_avg"], math.hypot(a["time_avg_stderr"], b["time_avg_stderr"])
 
 
@@ -39,7 +43,7 @@ def _read(diff: float, se: float) -> str:
     return "holds" if z >= Z_MAP else "reversed" if z <= -Z_MAP else "cannot tell"
 
 
-def evaluate_map(d: dict) -> CheckResult:
+def evaluate_map(d: EscapeData | EscapeMapData) -> CheckResult:
     """C5 read over the map (see the module docstring)."""
     mp = d["map"]
     limit = mp["theory_rho_lambda"]
@@ -109,9 +113,9 @@ def evaluate_map(d: dict) -> CheckResult:
     return CheckResult(ID, CLAIM, tuple(rows), note)
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     d = results["escape"]
-    if d.get("map"):
+    if "map" in d:
         return evaluate_map(d)
     ms = sorted([r for r in d["rows"].values() if r["m"]], key=lambda r: r["m"])
     pairs = list(itertools.pairwise(ms))

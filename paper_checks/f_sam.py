@@ -1,5 +1,8 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """C8: F-SAM with sigma = 1 cancels the ``||g||^2`` term: the coefficient of ``(rho/2) grad||g||^2`` in F-USAM's
 exact expected step (minus ``g`` and the variance term) is ``1 - sigma``."""
+
+from analysis.stage_types import Results
 
 from ._base import CheckResult, Row, close, fmt
 
@@ -7,7 +10,7 @@ ID, STAGES, TOL = "C8", ("drift",), 0.01
 CLAIM = "F-SAM with sigma = 1 cancels the ||g||^2 term (coefficient 1 - sigma)"
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     f = results["drift"]["f_usam_grad_norm_coefficient"]
     rows = [
         Row(

@@ -7,6 +7,10 @@ departs) appears at an eta inside the SDE regime; it is INCONCLUSIVE when no poi
 reports per variant the eta at which SVAG first departs (the edge of the regime) and where tracking stops.
 """
 
+# pyright: reportTypedDictNotRequiredAccess=false
+
+from analysis.stage_types import EtaMapData, Results
+
 from ._base import CheckResult, Row
 
 ID, STAGES = "C10", ("eta_map",)
@@ -16,7 +20,7 @@ CLAIM = (
 )
 
 
-def evaluate_map(d: dict) -> CheckResult:
+def evaluate_map(d: EtaMapData) -> CheckResult:
     """C10 read over the eta map (see the module docstring)."""
     rows = []
     for label, res in d["variants"].items():
@@ -67,5 +71,5 @@ def evaluate_map(d: dict) -> CheckResult:
     return CheckResult(ID, CLAIM, tuple(rows), note)
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     return evaluate_map(results["eta_map"])

@@ -11,6 +11,8 @@ run does not fit its training set (final train accuracy below :data:`UNDERTRAINE
 test the claim at all: its rows are INCONCLUSIVE (the differences then measure how fast each variant trains).
 """
 
+# pyright: reportTypedDictNotRequiredAccess=false
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +21,7 @@ import math
 
 import numpy as np
 
+from analysis.stage_types import GeneralizationModel, MeanStderr, Results
 from sde_sam import mean_stderr
 
 from ._base import CheckResult, Row, fmt
@@ -33,7 +36,7 @@ Z = 2.0
 UNDERTRAINED = 0.9
 
 
-def _diff(a: dict, b: dict) -> tuple[float, float]:
+def _diff(a: MeanStderr, b: MeanStderr) -> tuple[float, float]:
     """``a - b`` of the final test accuracy with its standard error: paired over seeds when both have every seed,
     else the two standard errors in quadrature."""
     x, y = np.asarray(a["per_seed"], float), np.asarray(b["per_seed"], float)
@@ -76,7 +79,7 @@ def _positive(what: str, d: float, se: float, seeds: int) -> Row:
     )
 
 
-def _model_rows(name: str, res: dict) -> tuple[list[Row], list[str]]:
+def _model_rows(name: str, res: GeneralizationModel) -> tuple[list[Row], list[str]]:
     tag = f"{name}{' (short CPU run; a GPU settles it)' if res.get('gpu_settles') else ''}"
     out, notes, gains = [], [], {}
     lowest = min(res["rows"], key=float)
@@ -144,7 +147,7 @@ def _model_rows(name: str, res: dict) -> tuple[list[Row], list[str]]:
     return out, notes
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     d = results["generalization"]
     rows, notes = [], []
     for name, res in d["models"].items():

@@ -1,5 +1,8 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """C9: SAM-ON's regularizer acts only on the masked coordinates: its perturbation is zero off the mask, and its
 drift matches ``grad[f + (rho/2)(||P g||^2 + c(B) tr(P Sigma P))]``, not the unmasked regularizer."""
+
+from analysis.stage_types import Results
 
 from ._base import CheckResult, Row, fmt
 
@@ -8,7 +11,7 @@ CLAIM = "SAM-ON's regularizer acts only on the masked coordinates"
 MASKED_TOL, UNMASKED_MIN = 0.01, 0.1
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     s = results["drift"]["sam_on"]
     r = s["rows"][-1]
     rows = [

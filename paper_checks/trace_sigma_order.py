@@ -1,3 +1,4 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """C6: tr Sigma falls faster for smaller m and ends ordered SGD > SAM > RW-SAM, RW-SAM close to small-m m-SAM.
 
 Every comparison is a difference of means over seeds with its standard error ``sqrt(se_a^2 + se_b^2)``:
@@ -19,6 +20,8 @@ reference ordering; ours are measured on the digits MLP, so only the ordering is
 import itertools
 import math
 
+from analysis.stage_types import MeanStderr, Results
+
 from ._base import CheckResult, Row, fmt
 
 ID, STAGES, Z = "C6", ("training",), 2.0
@@ -30,12 +33,12 @@ def _m(label: str, B: int) -> int:
     return B if v == "B" else int(v)
 
 
-def _z(a: dict, b: dict) -> tuple[float, float, float]:
+def _z(a: MeanStderr, b: MeanStderr) -> tuple[float, float, float]:
     diff, se = a["mean"] - b["mean"], math.hypot(a["stderr"], b["stderr"])
     return diff, se, (diff / se if se > 0 else (math.inf if diff > 0 else -math.inf if diff < 0 else 0.0))
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     d = results["training"]
     rows_in, B, ref = d["rows"], d["batch_size"], d["paper_reference"]
     final = {k: v["trace_sigma_final"] for k, v in rows_in.items()}

@@ -1,7 +1,10 @@
+# pyright: reportTypedDictNotRequiredAccess=false
 """C2: n-USAM's drift has no ``tr Sigma`` term, m-USAM's coefficient of ``(rho/2) grad tr Sigma`` is ``c(m)``.
 
 Exact part (small problem, float64, smallest rho): coefficients of the exact expected step. Monte Carlo part
 (breast cancer, per-batch coefficients of the general first-order rule, common batches): estimate ± stderr."""
+
+from analysis.stage_types import Results
 
 from ._base import CheckResult, Row, close, fmt
 
@@ -10,7 +13,7 @@ CLAIM = "n-USAM's drift has no tr Sigma term; m-USAM's coefficient is c(m)"
 REL_TOL_EXACT, ABS_TOL_EXACT, Z = 0.01, 0.01, 3.0
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     rows = []
     vc = results["drift"]["variance_coefficient"]
     rho = vc["rhos"][-1]

@@ -9,6 +9,10 @@ order leaves ``O(eta^2)``. A variant passes the ablation when its best diffusion
 Order-2 slopes are reported for every variant, with the reason where a slope falls short of 2.
 """
 
+# pyright: reportTypedDictNotRequiredAccess=false
+
+from analysis.stage_types import Results
+
 from ._base import CheckResult, Row, close
 
 ID, STAGES, TOL = "C4", ("weak_order",), 0.2
@@ -30,7 +34,7 @@ def _reason(variant: str, slope: float) -> str:
     return " (below 2: the drift correction or the diffusion is not second order for this variant)"
 
 
-def evaluate(results: dict) -> CheckResult:
+def evaluate(results: Results) -> CheckResult:
     d = results["weak_order"]
     rows = []
     for study in ("linreg_exact", "linreg_control", "nonconvex_mc"):

@@ -7,14 +7,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
 from analysis import presets as _presets
 from analysis import stages as S
+from analysis.stage_types import CONFIGS, Results, mismatches
 from paper_checks import CHECKS
 from sde_sam import cli
+from sde_sam._io import from_jsonable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +101,7 @@ def test_reproduce_end_to_end_and_resume(tmp_path, tiny, capsys):
     md = (out / "report.md").read_text()
     assert "![F4](figures/F4_variance_regularizer.png)" in md and "$b = g$" in md and "| C3 |" in md
     stage_files = sorted((out / "stages").glob("*.json"))
+    _assert_stage_data_conforms(stage_files, {"grad_norm", "variance_term", "symbolic"})
     mtimes = [p.stat().st_mtime_ns for p in stage_files]
     assert cli.main(["reproduce", "--quick", "--only", "C3,F4", "--out", str(out), "--no-progress", *ONE]) == 0
     again = json.loads((out / "report.json").read_text())
@@ -141,6 +145,17 @@ def test_reproduce_quick_full_run(tmp_path):
     assert sorted(f["id"] for f in report["figures"]) == sorted(f"F{i}" for i in range(1, 11))
     assert not any(f.get("error") for f in report["figures"])
     assert all(c["status"] in ("PASS", "FAIL", "INCONCLUSIVE") for c in report["checks"])
+    _assert_stage_data_conforms(sorted((tmp_path / "stages").glob("*.json")), set(CONFIGS))
+
+
+def _assert_stage_data_conforms(files: list[Path], stages: set[str]) -> None:
+    """Each stage's data, as its figures and checks read it, is of its type in ``analysis.stage_types``."""
+    seen = set()
+    for f in files:
+        meta = json.loads(f.read_text())
+        seen.add(meta["stage"])
+        assert mismatches(meta["stage"], from_jsonable(meta["data"])) == [], f.name
+    assert seen == stages
 
 
 # -- every check can fail -----------------------------------------------------------------------------------
@@ -420,11 +435,11 @@ def test_c7_wall_time_rows_count_only_on_a_gpu():
 
     data = _good_data()
     data["timing"]["rows"]["serial m-SAM (k=2)"]["vs_SAM"] = 0.8  # a CPU runs the serial form at SAM's cost
-    res = cost.evaluate(data)
+    res = cost.evaluate(cast(Results, data))
     assert res.status == "PASS", res.format()
     assert [r.status for r in res.rows] == ["PASS", "PASS", "N/A", "N/A"], res.format()
     data["timing"]["platform"] = "gpu"
-    res = cost.evaluate(data)
+    res = cost.evaluate(cast(Results, data))
     assert res.status == "FAIL" and [r.status for r in res.rows] == ["PASS", "PASS", "PASS", "FAIL"], res.format()
 
 

@@ -1,10 +1,13 @@
 """The fidelity study (analysis.fidelity): presets over ss.validate, its rungs, a tiny end-to-end study and F9."""
 
+from typing import cast
+
 import jax.numpy as jnp
 import pytest
 
 import sde_sam as ss
 from analysis import fidelity as fd
+from analysis.stage_types import Results
 
 LADDER = {
     "drift_samples": 4,
@@ -54,7 +57,7 @@ def test_tiny_study_is_validate_per_variant_and_its_tables_and_f9_render(tmp_pat
     text = fd.tables(res)
     assert "SVAG l=2" in text and "expected/leading/o1" in text and "Error budget of outside" in text
     assert "Error budget of loss" in text  # the training part's key observable
-    files = f9_fidelity.render({"fidelity": res}, {}, tmp_path)
+    files = f9_fidelity.render(cast(Results, {"fidelity": res}), {}, tmp_path)
     assert [f.name for f in files] == ["F9_fidelity.png", "F9_fidelity.pdf"] and all(f.stat().st_size for f in files)
 
 

@@ -123,9 +123,14 @@ def test_private_pieces_import_one_way():
     assert len(order) == len(graph) >= 10, order
 
 
+#: What a figure or a check may import of ``analysis``: the stages' config and data types, which import nothing of
+#: the studies.
+CONTRACT = "analysis.stage_types"
+
+
 def test_figures_and_checks_never_import_a_study():
-    """A figure or a paper check reads a stage's result; it never imports a study (``analysis``), which stands
-    above them."""
+    """A figure or a paper check reads a stage's result; of ``analysis`` it imports only the stages' types
+    (:data:`CONTRACT`), never a study, which stands above them."""
     root = os.path.dirname(PACKAGE)
     bad = []
     for folder in ("figures", "paper_checks"):
@@ -140,8 +145,27 @@ def test_figures_and_checks_never_import_a_study():
                         if isinstance(node, ast.ImportFrom) and not node.level
                         else []
                     )
-                    bad += [(folder, f, n) for n in names if n.split(".")[0] == "analysis"]
+                    bad += [(folder, f, n) for n in names if n.split(".")[0] == "analysis" and n != CONTRACT]
     assert not bad, bad
+
+
+def test_the_stage_types_import_nothing_of_the_studies_or_of_jax():
+    """The contract stands below the figures and checks: no import of ``analysis``, ``figures``, ``paper_checks``,
+    ``sde_sam`` or ``jax`` (lazy ones included)."""
+    root = os.path.dirname(PACKAGE)
+    tree = ast.parse(Path(root, *CONTRACT.split(".")).with_suffix(".py").read_text())
+    names = [
+        n
+        for node in ast.walk(tree)
+        for n in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    ]
+    assert names and not [n for n in names if n.split(".")[0] in (*STUDIES, "sde_sam", "jax")], names
 
 
 def test_each_public_object_has_one_public_name():
