@@ -105,14 +105,29 @@ def _freeze(d: Mapping | tuple | None) -> tuple:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a recording depends on. ``problem_kwargs``/``variant_kwargs`` are dicts (stored as sorted
-    tuples so the config is hashable); ``variant`` is a name for :func:`sde_sam.variants.get`.
+class EstimatorSizes:
+    """The sizes of the recorded observables' estimators, declared once for :class:`TrainConfig` and the estimators
+    it builds: ``lanczos_matvecs`` (Hessian-vector products for ``lambda_max``), ``hutchinson_probes`` (``tr H``),
+    ``norm_batches`` (micro-batches for ``E||g_m||``), ``minibatch_batches`` (batches for the BatchNorm
+    ``tr Sigma``), ``chunk_size`` (examples per chunk of per-example gradients) and the estimators' fixed seed."""
 
-    Estimator sizes: ``lanczos_matvecs`` (Hessian-vector products for ``lambda_max``), ``hutchinson_probes``
-    (``tr H``), ``norm_batches`` (micro-batches for ``E||g_m||``), ``minibatch_batches`` (batches for the
-    BatchNorm ``tr Sigma``), ``chunk_size`` (examples per chunk of per-example gradients). ``sampler``: a key of
-    :data:`SAMPLERS` (shuffled epochs by default).
+    lanczos_matvecs: int = 20
+    hutchinson_probes: int = 8
+    norm_batches: int = 32
+    minibatch_batches: int = 32
+    chunk_size: int | None = 512
+    estimator_seed: int = 12345
+
+    def estimator_sizes(self) -> dict[str, Any]:
+        """These sizes by name (to build another holder of them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(EstimatorSizes)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(EstimatorSizes):
+    """Everything a recording depends on. ``problem_kwargs``/``variant_kwargs`` are dicts (stored as sorted
+    tuples so the config is hashable); ``variant`` is a name for :func:`sde_sam.variants.get`. The estimator sizes
+    are :class:`EstimatorSizes`'s. ``sampler``: a key of :data:`SAMPLERS` (shuffled epochs by default).
     """
 
     problem: str = "digits_mlp"
@@ -129,12 +144,6 @@ class TrainConfig:
     schedule: ScheduleKind = "constant"
     schedule_kwargs: Any = ()
     observables: tuple[str, ...] = DEFAULT_OBSERVABLES
-    lanczos_matvecs: int = 20
-    hutchinson_probes: int = 8
-    norm_batches: int = 32
-    minibatch_batches: int = 32
-    chunk_size: int | None = 512
-    estimator_seed: int = 12345
     #: heavy-ball momentum ``beta`` in [0, 1) on the variant's update (0: none); ``nesterov``: Nesterov's form
     #: (:class:`~sde_sam.Momentum`); the recorded times are then ``k eta / (1 - beta)``, the rescaled SDE's.
     momentum: float = 0.0

@@ -56,6 +56,7 @@ from .._problems._problem import Problem
 from .._problems._sampler import WithoutReplacement, WithReplacement
 from .._variants._variant import Variant
 from ._config import (
+    EstimatorSizes,
     TrainConfig,
     build_momentum,
     build_problem,
@@ -71,7 +72,7 @@ from ._runner import Runs, run_discrete
 
 
 @dataclasses.dataclass(frozen=True)
-class Estimators:
+class Estimators(EstimatorSizes):
     """The recorded observables as pure functions ``fn(problem, params) -> scalar`` (DESIGN §4 estimators).
 
     A hashable value (estimator sizes, ``m``, the sampler, whether the problem uses BatchNorm), so jitted
@@ -79,12 +80,6 @@ class Estimators:
     ``batch_grad_norm``. Build it with :meth:`of`.
     """
 
-    lanczos_matvecs: int = 20
-    hutchinson_probes: int = 8
-    norm_batches: int = 32
-    minibatch_batches: int = 32
-    chunk_size: int | None = 512
-    estimator_seed: int = 12345
     batch_size: int = 64
     with_replacement: bool = False
     batch_norm: bool = False
@@ -94,17 +89,12 @@ class Estimators:
     @classmethod
     def of(cls, config: TrainConfig, variant: Variant, problem: Problem) -> Estimators:
         return cls(
-            config.lanczos_matvecs,
-            config.hutchinson_probes,
-            config.norm_batches,
-            config.minibatch_batches,
-            config.chunk_size,
-            config.estimator_seed,
-            config.batch_size,
-            config.sampler == "with_replacement",
-            _networks.is_batch_norm_problem(problem),
-            micro_batch_size(variant, config.batch_size, problem.num_examples),
-            variant.rule,
+            **config.estimator_sizes(),
+            batch_size=config.batch_size,
+            with_replacement=config.sampler == "with_replacement",
+            batch_norm=_networks.is_batch_norm_problem(problem),
+            m=micro_batch_size(variant, config.batch_size, problem.num_examples),
+            rule=variant.rule,
         )
 
     @property
