@@ -1,11 +1,7 @@
 """Symbolic derivation (sympy) of every variant's drift and diffusion, checked against the code (DESIGN §5)."""
 
 from ._symbolic._check import compare as compare
-from ._symbolic._check import compare_expression as compare_expression
-from ._symbolic._check import error_table as error_table
 from ._symbolic._check import variants_for as variants_for
-from ._symbolic._derive import COEFFICIENTS as COEFFICIENTS
-from ._symbolic._derive import EXPRESSIONS as EXPRESSIONS
 from ._symbolic._derive import Derivation as Derivation
 from ._symbolic._derive import Setting as Setting
 from ._symbolic._derive import Spec as Spec
@@ -13,23 +9,15 @@ from ._symbolic._derive import Symbols as Symbols
 from ._symbolic._derive import batch_distribution as batch_distribution
 from ._symbolic._derive import closed_form as closed_form
 from ._symbolic._derive import derive as derive
-from ._symbolic._derive import equal_hessians as equal_hessians
 from ._symbolic._derive import identities as identities
-from ._symbolic._derive import is_zero as is_zero
 from ._symbolic._derive import lambdified as lambdified
-from ._symbolic._derive import loss_expression as loss_expression
-from ._symbolic._derive import mask_matrix as mask_matrix
 from ._symbolic._derive import numeric as numeric
 from ._symbolic._derive import sampling_factor_by_enumeration as sampling_factor_by_enumeration
-from ._symbolic._derive import sampling_factor_formula as sampling_factor_formula
 from ._symbolic._derive import sigma_matrix as sigma_matrix
 from ._symbolic._derive import spec_of as spec_of
 from ._symbolic._derive import symbols as symbols
 from ._symbolic._derive import update as update
-from ._symbolic._derive import update_terms as update_terms
 from ._symbolic._report import report_markdown as report_markdown
-from ._symbolic._report import variant_markdown as variant_markdown
 from ._symbolic._report import write_report as write_report
 from ._symbolic._rules import AbstractSymbolicRule as AbstractSymbolicRule
-from ._symbolic._specs import symbolic_parameters_of as symbolic_parameters_of
 from ._symbolic._specs import symbolic_spec_of as symbolic_spec_of

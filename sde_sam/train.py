@@ -6,7 +6,6 @@ The config and what it names: ``_training/_config.py``; the record: ``_training/
 
 from ._problems._networks import BatchNormProblem as BatchNormProblem
 from ._problems._networks import digits_cnn as digits_cnn
-from ._problems._networks import is_batch_norm_problem as is_batch_norm_problem
 from ._training._config import OBSERVABLES as OBSERVABLES
 from ._training._config import Schedule as Schedule
 from ._training._config import TrainConfig as TrainConfig
@@ -20,4 +19,3 @@ from ._training._record import TrainRecord as TrainRecord
 from ._training._train import Estimators as Estimators
 from ._training._train import evaluate as evaluate
 from ._training._train import record as record
-from ._training._train import step_time as step_time

@@ -34,9 +34,7 @@ from ._variants._variant import m_sam as m_sam
 from ._variants._variant import m_usam as m_usam
 from ._variants._variant import n_sam as n_sam
 from ._variants._variant import n_usam as n_usam
-from ._variants._variant import rademacher_like as rademacher_like
 from ._variants._variant import random_sam as random_sam
-from ._variants._variant import resolve_mask as resolve_mask
 from ._variants._variant import rw_sam as rw_sam
 from ._variants._variant import rw_usam as rw_usam
 from ._variants._variant import sam as sam

@@ -10,6 +10,7 @@ from helpers import WRONG_TYPE
 import sde_sam as ss
 from sde_sam import _blocks
 from sde_sam._sde import _simulate as sde_simulate
+from sde_sam._sde._simulate import path_step_flops
 from sde_sam._training._runner import run_step_flops
 
 
@@ -39,7 +40,7 @@ def test_simulate_default_block_is_recorded_and_equals_the_explicit_block(monkey
     its paths equal a run with ``paths_per_block=8`` bit for bit, and the config records 8."""
     pr = ss.problems.linear_regression(n=256, d=16)
     model = ss.sde_model(pr, ss.variants.usam(0.05), ss.WithReplacement(8), eta=0.05, drift="closed_form")
-    flops = ss.sde.path_step_flops(model, 0.05)
+    flops = path_step_flops(model, 0.05)
     assert flops > 0
     monkeypatch.setitem(_blocks.WORK_FLOPS, "cpu", 8 * flops)
     kw = {"t1": 0.2, "num_paths": 512, "key": jr.key(3), "record": ("loss",), "progress": False}
@@ -145,7 +146,7 @@ def test_long_calls_calibrate_by_default(monkeypatch):
     below it the rule decides."""
     pr = ss.problems.linear_regression(n=256, d=16)
     model = ss.sde_model(pr, ss.variants.usam(0.05), ss.WithReplacement(8), eta=0.05, drift="closed_form")
-    flops = ss.sde.path_step_flops(model, 0.05)
+    flops = path_step_flops(model, 0.05)
     monkeypatch.setattr(sde_simulate, "time_paths", lambda m, dt, b, f: abs(b - 128) + 1.0)
     _blocks._CALIBRATED.clear()
     kw = {"t1": 0.2, "num_paths": 512, "key": jr.key(3), "record": ("loss",), "progress": False}

@@ -12,6 +12,7 @@ import pytest
 
 import sde_sam as ss
 from sde_sam._variants._once import computed_once
+from sde_sam._variants._variant import rademacher_like
 
 
 def _unpack(words):
@@ -93,11 +94,11 @@ def test_rademacher_probe_is_bit_t_of_the_word_stream_in_leaf_order():
     words = np.asarray(jr.bits(key, (-(-d // 32),), dtype=jnp.uint32))
     t = np.arange(d)
     expected = np.where((words[t // 32] >> (t % 32)) & 1, 1.0, -1.0)
-    for got in (ss.variants.rademacher_like(key, params), jax.jit(ss.variants.rademacher_like)(key, params)):
+    for got in (rademacher_like(key, params), jax.jit(rademacher_like)(key, params)):
         np.testing.assert_array_equal(np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(got)]), expected)
-    batched = jax.jit(jax.vmap(ss.variants.rademacher_like, (0, None)))(jr.split(key, 3), params)
+    batched = jax.jit(jax.vmap(rademacher_like, (0, None)))(jr.split(key, 3), params)
     for r, k in enumerate(jr.split(key, 3)):
-        one = ss.variants.rademacher_like(k, params)
+        one = rademacher_like(k, params)
         assert _equal(jax.tree_util.tree_map(lambda a, r=r: a[r], batched), one)
 
 
@@ -131,7 +132,7 @@ def test_rademacher_shifted_is_params_plus_delta_z_bit_for_bit():
     key, delta = jr.key(5), 1e-3
 
     def reference(k):
-        return jax.tree_util.tree_map(lambda a, z: a + delta * z, params, ss.variants.rademacher_like(k, params))
+        return jax.tree_util.tree_map(lambda a, z: a + delta * z, params, rademacher_like(k, params))
 
     assert _equal(jax.jit(lambda k: rademacher_shifted(k, params, delta))(key), jax.jit(reference)(key))
     keys = jr.split(key, 3)

@@ -11,7 +11,7 @@ from helpers import Affine, exact_mean_update, numpy_example_grads, user_problem
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
-from sde_sam._sde._diffusion import standard_normal_weights
+from sde_sam._sde._diffusion import sigma_sqrt_times, standard_normal_weights
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
@@ -288,7 +288,7 @@ def _linear_map(fn, n):
 
 def test_sigma_sqrt_times_is_a_square_root_of_sigma():
     pr = _problem(n=7, d=3)
-    A = _linear_map(lambda u: ss.sde.sigma_sqrt_times(pr, pr.init_params, u), 7)
+    A = _linear_map(lambda u: sigma_sqrt_times(pr, pr.init_params, u), 7)
     np.testing.assert_allclose(A @ A.T, _dense_sigma(pr, pr.init_params), rtol=1e-10, atol=1e-12)
 
 
@@ -303,7 +303,7 @@ def test_first_order_diffusion_covariance():
     x = pr.init_params
 
     def sample_from_u(u):  # the same construction with u given instead of drawn
-        z = jax.tree_util.tree_map(lambda t: np.sqrt(c) * t, ss.sde.sigma_sqrt_times(pr, x, u))
+        z = jax.tree_util.tree_map(lambda t: np.sqrt(c) * t, sigma_sqrt_times(pr, x, u))
         hv = jax.jvp(pr.full_grad, (x,), (z,))[1]
         return z + rho * hv
 
@@ -323,7 +323,7 @@ def test_leading_diffusion_sample_uses_c_of_B():
     x = pr.init_params
     key = jr.key(4)
     u = standard_normal_weights(key, 7, jnp.float64)
-    A = _linear_map(lambda uu: ss.sde.sigma_sqrt_times(pr, x, uu), 7)
+    A = _linear_map(lambda uu: sigma_sqrt_times(pr, x, uu), 7)
     for sampler, c in ((ss.WithReplacement(3), 1 / 3), (ss.WithoutReplacement(3), 4 / 18)):
         model = ss.sde_model(pr, ss.variants.sam(0.1), sampler, eta=0.1)
         np.testing.assert_allclose(_flat(model.diffusion_sample(x, key)), np.sqrt(c) * A @ np.asarray(u), rtol=1e-10)

@@ -10,7 +10,15 @@ import pytest
 from analysis import presets
 from analysis.pipeline import Stage, stage_path
 from analysis.reproduce import stages_for
-from analysis.stage_types import CONFIGS, EscapeConfig, EscapeMapConfig, EtaMapConfig, config_of, mismatches
+from analysis.stage_types import (
+    CONFIGS,
+    DriftConfig,
+    EscapeConfig,
+    EscapeMapConfig,
+    EtaMapConfig,
+    config_of,
+    mismatches,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +61,7 @@ def _all_ids():
 
 
 def test_a_config_is_frozen_and_its_lists_are_tuples():
-    config = config_of("drift", presets.QUICK["drift"])
+    config = DriftConfig.from_dict(presets.QUICK["drift"])
     assert config.rhos == (0.04, 0.01)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.seed = 1  # pyright: ignore[reportAttributeAccessIssue]
@@ -98,7 +106,7 @@ def test_reproduce_refuses_a_bad_preset_before_any_stage_runs(monkeypatch):
 
 
 def test_the_nested_map_is_a_config_and_its_absent_fields_stay_absent():
-    config = config_of("escape", presets.QUICK["escape"])
+    config = EscapeConfig.from_dict(presets.QUICK["escape"])
     assert isinstance(config.map, EscapeMapConfig) and config.map.num_paths is None and config.models is None
     assert "num_paths" not in config.to_dict()["map"] and "models" not in config.to_dict()
 

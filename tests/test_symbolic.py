@@ -21,7 +21,8 @@ from sde_sam import symbolic as sym
 from sde_sam import variants as V
 from sde_sam._sde import _diffusion
 from sde_sam._symbolic import _derive as _symbolic
-from sde_sam._symbolic._check import random_instance, rel_err, twin_problem
+from sde_sam._symbolic._check import compare_expression, random_instance, rel_err, twin_problem
+from sde_sam._symbolic._derive import is_zero
 
 TOL = 1e-8
 VARIANTS_1D = sym.variants_for(1)
@@ -81,9 +82,9 @@ def test_identities_hold_2d(name):
 
 def test_is_zero_detects_a_nonzero_polynomial():
     x, y = sp.symbols("x y")
-    assert sym.is_zero((x + y) ** 2 - x**2 - 2 * x * y - y**2)
-    assert not sym.is_zero((x + y) ** 2 - x**2 - y**2)
-    assert not sym.is_zero((x + y) ** 2 - x**2 - y**2, method="expand")
+    assert is_zero((x + y) ** 2 - x**2 - 2 * x * y - y**2)
+    assert not is_zero((x + y) ** 2 - x**2 - y**2)
+    assert not is_zero((x + y) ** 2 - x**2 - y**2, method="expand")
 
 
 # -- sympy equals the code, every variant -------------------------------------------------------------------------
@@ -137,10 +138,10 @@ def test_wrong_drift_without_variance_term_is_caught():
     variant = V.m_usam(0.5, 1)
     sy = sym.symbols(1, 3)
     b0, b1, _ = sym.closed_form(sym.spec_of(variant, 1), setting, sy)  # pyright: ignore[reportGeneralTypeIssues]
-    assert sym.compare_expression(b0 + sy.rho * b1, variant, setting) < TOL
+    assert compare_expression(b0 + sy.rho * b1, variant, setting) < TOL
     # drop (rho/2) c(m) tr Sigma: the n-USAM closed form grad[f + (rho/2)||g||^2]
     nb0, nb1, _ = sym.closed_form(sym.spec_of(V.n_usam(0.5), 1), setting, sy)  # pyright: ignore[reportGeneralTypeIssues]
-    assert sym.compare_expression(nb0 + sy.rho * nb1, variant, setting) > 1e-3
+    assert compare_expression(nb0 + sy.rho * nb1, variant, setting) > 1e-3
 
 
 def test_wrong_sampling_factor_is_caught():
@@ -150,11 +151,11 @@ def test_wrong_sampling_factor_is_caught():
     wrong = sym.Setting(dim=1, n=3, batch_size=2, with_replacement=True)
     spec = sym.spec_of(V.usam(0.5), 1)
     b0, b1, _ = sym.closed_form(spec, wrong, sy)  # pyright: ignore[reportGeneralTypeIssues]
-    assert sym.compare_expression(b0 + sy.rho * b1, V.usam(0.5), right) > 1e-3
+    assert compare_expression(b0 + sy.rho * b1, V.usam(0.5), right) > 1e-3
     # m-USAM (m = 1, B = 2) with c(B) in place of c(m): the USAM closed form
     variant = V.m_usam(0.5, 1)
     b0, b1, _ = sym.closed_form(sym.spec_of(V.usam(0.5), 1), right, sy)  # pyright: ignore[reportGeneralTypeIssues]
-    assert sym.compare_expression(b0 + sy.rho * b1, variant, right, kind="discrete_mean") > 1e-3
+    assert compare_expression(b0 + sy.rho * b1, variant, right, kind="discrete_mean") > 1e-3
 
 
 # -- diffusion against the SDE layer's noise samplers -----------------------------------------------------------------
@@ -216,11 +217,11 @@ def test_disk_cache_roundtrip_and_corrupt_file(tmp_path):
     assert len(files) == 1 and not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
     with open(tmp_path / files[0], "rb") as fh:
         loaded = pickle.load(fh)
-    assert sym.is_zero(loaded.drift[1] - der.drift[1], method="expand")
+    assert is_zero(loaded.drift[1] - der.drift[1], method="expand")
     (tmp_path / files[0]).write_bytes(b"not a pickle")
     _symbolic._derive_cached.cache_clear()
     again = sym.derive(spec, setting, cache_dir=tmp_path)
-    assert sym.is_zero(again.drift[1] - der.drift[1], method="expand")
+    assert is_zero(again.drift[1] - der.drift[1], method="expand")
 
 
 def test_report_markdown_and_atomic_writer(tmp_path):
@@ -256,11 +257,11 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="`n`"):
         sym.sampling_factor_by_enumeration(1, 1, True)
     with pytest.raises(ValueError, match="method"):
-        sym.is_zero(sp.Integer(0), method="simplify")  # pyright: ignore[reportArgumentType]
+        is_zero(sp.Integer(0), method="simplify")  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="variant"):
         sym.derive("sam", sym.Setting())
     with pytest.raises(ValueError, match="kind"):
-        sym.compare_expression(sp.Matrix([0]), V.sgd(), sym.Setting(), kind="drift")  # pyright: ignore[reportArgumentType]
+        compare_expression(sp.Matrix([0]), V.sgd(), sym.Setting(), kind="drift")  # pyright: ignore[reportArgumentType]
 
 
 @pytest.mark.parametrize("dim", [1, pytest.param(2, marks=pytest.mark.slow)])  # dim 2: slow pass
@@ -273,7 +274,7 @@ def test_dnsam_derivation_gives_compagnonis_drift_and_diffusion_with_equal_hessi
     sy = der.symbols
     g = sp.Matrix([sum(gi[j] for gi in sy.grads) / len(sy.grads) for j in range(dim)])  # pyright: ignore[reportArgumentType, reportCallIssue]
     norm = sp.Abs(g[0]) if dim == 1 else sp.sqrt(sum(e**2 for e in g))  # pyright: ignore[reportOperatorIssue]
-    assert not sym.is_zero(sp.expand(norm * der.drift[1]) - der.hessian * g)  # the H_gamma randomness term
+    assert not is_zero(sp.expand(norm * der.drift[1]) - der.hessian * g)  # the H_gamma randomness term
 
 
 # -- a rule of your own (docs/symbolic.md runs the same rule) ------------------------------------------------------
@@ -324,7 +325,7 @@ def test_a_user_rule_is_derived_and_checked_against_its_code(replace):
         g_r = sum((sy.grads[i] for i in r), sp.zeros(1, 1)) / 2
         H_r = sum((sy.hessians[i] for i in r), sp.zeros(1, 1)) / 2
         by_hand += p * H_r * (g_r + sum(sy.grads, sp.zeros(1, 1)) / 3) / 2
-    assert sym.is_zero(der.drift[1] - by_hand, method="expand")
+    assert is_zero(der.drift[1] - by_hand, method="expand")
     errors = sym.compare(variant, setting)
     assert "closed_form_drift" not in errors and max(errors.values()) < TOL, errors
 

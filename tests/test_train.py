@@ -14,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
 from sde_sam import train
+from sde_sam._problems._networks import is_batch_norm_problem
 
 TINY = {"problem_kwargs": {"hidden": 4}, "batch_size": 32, "eta": 0.2, "steps": 6, "every": 3, "seeds": (0, 1)}
 
@@ -147,7 +148,7 @@ def test_group_norm_cnn_is_per_example_and_batch_norm_is_not():
     one = jax.tree_util.tree_map(lambda a: a[0], batch)
     np.testing.assert_allclose(gn.example_losses(gn.init_params, batch)[0], gn.loss_fn(gn.init_params, one), rtol=1e-5)
     bn = train.digits_cnn(channels=(4, 8), norm="batch")
-    assert train.is_batch_norm_problem(bn)
+    assert is_batch_norm_problem(bn)
     b5 = bn.example_losses(bn.init_params, bn.take(jnp.arange(5)))[0]
     b10 = bn.example_losses(bn.init_params, bn.take(jnp.arange(10)))[0]
     assert abs(float(b5) - float(b10)) > 1e-6  # an example's loss depends on its batch

@@ -13,6 +13,7 @@ from helpers import B, D, N, flat, jax_G, make_problem, np_grads, np_losses  # n
 import sde_sam as ss
 from sde_sam import variants as V
 from sde_sam._problems._problem import path_name
+from sde_sam._variants._variant import rademacher_like, resolve_mask
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64 throughout (tests/conftest.py)
 
@@ -112,7 +113,7 @@ def test_sam_on_perturbs_only_the_masked_leaves_with_norm_over_them():
 
 def test_sam_on_default_mask_selects_layer_norm_parameters():
     problem = ss.problems.digits_mlp(hidden=8)
-    mask = V.resolve_mask(V.sam_on(0.1).mask, problem.init_params)
+    mask = resolve_mask(V.sam_on(0.1).mask, problem.init_params)
     selected = sorted(path_name(p) for p, m in jax.tree_util.tree_flatten_with_path(mask)[0] if m)
     assert selected == ["layer_norm_0/bias", "layer_norm_0/scale"]
 
@@ -166,7 +167,7 @@ def test_finite_difference_score_is_abs_z_dot_g_to_first_order_in_delta():
     batch = problem.take(jnp.asarray(IDX))
     losses = problem.example_losses(params, batch)
     key = jr.key(3)
-    z = flat(V.rademacher_like(key, params))  # the Rademacher z the variant draws from this key
+    z = flat(rademacher_like(key, params))  # the Rademacher z the variant draws from this key
     assert set(np.unique(z)) == {-1.0, 1.0}
     exact = np.abs(np_grads(flat(params), IDX) @ z)
     errs = []
