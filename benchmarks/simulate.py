@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
@@ -408,10 +407,10 @@ def bench_monte_carlo_drift(results, ratios, repeats, quick):
             "num_samples": mc.num_samples,
             "paths": n_paths,
             "t1": 1.0,
-            "mean_loss_exact": float(loss_exact.mean()),
-            "sde_stderr": float(loss_exact.std(ddof=1) / np.sqrt(n_paths)),
-            "paired_difference": float(diff.mean()),
-            "paired_stderr": float(diff.std(ddof=1) / np.sqrt(n_paths)),
+            "mean_loss_exact": float(ss.mean_stderr(loss_exact)[0]),
+            "sde_stderr": float(ss.mean_stderr(loss_exact)[1]),
+            "paired_difference": float(ss.mean_stderr(diff)[0]),
+            "paired_stderr": float(ss.mean_stderr(diff)[1]),
         },
     }
     ratios["general_vs_closed_form_drift"] = t["general"] / t["closed_form"]
