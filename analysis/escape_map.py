@@ -18,9 +18,9 @@ from typing import Any, cast
 
 from analysis.pipeline import earlier_result, git_revision
 from analysis.presets import ESCAPE_REGIME, preset
-from analysis.stage_types import EscapeConfig, EscapeMapData
 from analysis.stages import escape_map, escape_setup
 from sde_sam._io import provenance, save_result, to_jsonable
+from stage_types import EscapeConfig, EscapeMap, EscapeMapData, EscapeMapPoint
 
 
 def run(cfg: EscapeConfig | Mapping[str, Any], out: Path, command: str, log=print) -> EscapeMapData:
@@ -40,7 +40,7 @@ def run(cfg: EscapeConfig | Mapping[str, Any], out: Path, command: str, log=prin
     total = len(config.map.etas) * len(config.map.rho_lambdas)
     out.mkdir(parents=True, exist_ok=True)
 
-    def keep(points: list, mp: dict | None = None) -> None:
+    def keep(points: list[EscapeMapPoint], mp: EscapeMap | None = None) -> None:
         meta = {"command": command, "revision": revision, "config": cfg, "provenance": provenance()}
         save_result(path, None, meta | head | {"map": mp or {"points": points}})
         if mp is None:

@@ -14,9 +14,10 @@ from analysis.pipeline import git_revision
 from analysis.presets import ETA_MAP_MEDIUM, ETA_MAP_MNIST1D, preset
 from analysis.stages import stage_eta_map
 from sde_sam._io import provenance, save_result
+from stage_types import EtaMapData
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> EtaMapData:
     ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument(
         "--preset",

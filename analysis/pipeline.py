@@ -3,9 +3,12 @@ atomically under the output folder (``.npz`` of arrays + ``.json`` of data, conf
 git revision, via :func:`sde_sam._io.save_result`) and found again by a hash of ``(name, config)``.
 
 A finished stage is loaded, never recomputed; an interrupted run therefore resumes at the first stage without
-a result. A cache file that cannot be read, or whose stored checksums disagree with its contents, is reported
+a result. A cache file that cannot be read, whose stored checksums disagree with its contents, or whose data is
+not of its stage's type (:mod:`stage_types`: written by code whose data had another shape) is reported
 (one line naming the file and the reason) and the stage is recomputed; the bad files are kept beside it with
-the suffix ``.<time>-<pid>-<i>.corrupt`` (unique, so a second corruption never overwrites the first).
+the suffix ``.<time>-<pid>-<i>.corrupt`` (unique, so a second corruption never overwrites the first). A stage
+whose freshly computed data is not of its type (keys it lacks, values of another type; keys it adds are allowed) is
+a fault of its code: its result is written all the same and a ``TypeError`` names where.
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from analysis.stage_types import StageConfig, plain
 from sde_sam._io import (
     arrays_checksum,
     from_jsonable,
@@ -34,6 +36,7 @@ from sde_sam._io import (
     save_result,
     to_jsonable,
 )
+from stage_types import CONFIGS, StageConfig, mismatches, plain
 
 __all__ = [
     "CacheCorrupted",
@@ -60,10 +63,10 @@ class CacheCorrupted(Exception):
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """A named pure function ``fn(config) -> {"data": JSON-able dict, "arrays": {name: array}}``; ``config`` a
-    stage's frozen config (:mod:`analysis.stage_types`) or a plain mapping."""
+    stage's frozen config (:mod:`stage_types`) or a plain mapping."""
 
     name: str
-    fn: Callable[[Any], dict]
+    fn: Callable[[Any], Mapping[str, object]]
     config: StageConfig | Mapping[str, Any]
     description: str = ""
 
@@ -80,7 +83,7 @@ class StageResult:
 
 
 def config_dict(config: StageConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """A config's JSON form (:meth:`~analysis.stage_types.StageConfig.to_dict`: the preset's entry it came from)."""
+    """A config's JSON form (:meth:`~stage_types.StageConfig.to_dict`: the preset's entry it came from)."""
     return to_jsonable(plain(config))
 
 
@@ -132,6 +135,8 @@ def load_stage(path: Path, name: str) -> StageResult:
     if data_checksum(meta["data"]) != meta["checksums"].get("data"):
         raise CacheCorrupted(f"{json_path.name}: data checksum mismatch")
     data = from_jsonable(meta["data"])  # non-finite numbers as floats, as every consumer reads them
+    if name in CONFIGS and (bad := mismatches(name, data, unknown=False)):  # written by code of another data shape
+        raise CacheCorrupted(f"{json_path.name}: its data is not of the stage's type ({'; '.join(bad[:3])})")
     return StageResult(name, data, arrays, meta, json_path, True, float(meta.get("wall_s", 0.0)))
 
 
@@ -177,7 +182,8 @@ def run_stage(
     result = stage.fn(stage.config if isinstance(stage.config, StageConfig) else dict(stage.config))
     wall = time.perf_counter() - t0
     data = to_jsonable(result.get("data", {}))
-    arrays = {k: np.asarray(v) for k, v in result.get("arrays", {}).items()}
+    bad = mismatches(stage.name, from_jsonable(data), unknown=False) if stage.name in CONFIGS else []
+    arrays = {k: np.asarray(v) for k, v in cast(Mapping[str, Any], result.get("arrays", {})).items()}
     meta = {
         "stage": stage.name,
         "description": stage.description,
@@ -191,6 +197,11 @@ def run_stage(
         "checksums": {"arrays": arrays_checksum(arrays), "data": data_checksum(data)},
     }
     json_path = save_result(path, arrays, meta)
+    if bad:  # kept on disk all the same (set aside, not lost, when the next run finds it)
+        raise TypeError(
+            f"stage {stage.name!r} returned data that departs from its type in stage_types (kept at "
+            f"{json_path}): " + "; ".join(bad[:5]) + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+        )
     for hook in list(AFTER_STAGE_HOOKS):
         hook(stage.name)
     return StageResult(stage.name, from_jsonable(data), arrays, meta, json_path, False, wall)

@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from analysis.pipeline import Stage, git_revision, run_stage
 from analysis.presets import preset
-from analysis.stage_types import config_of
 from sde_sam._io import atomic_write_bytes, provenance, to_jsonable
+from stage_types import config_of
 
 STAGE_DESCRIPTIONS = {
     "drift": "exact expected steps vs closed-form drifts (small smooth problem, float64)",

@@ -11,9 +11,9 @@ import contextlib
 import dataclasses
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -23,21 +23,53 @@ from jax.flatten_util import ravel_pytree
 
 import sde_sam as ss
 from analysis.escape import ESCAPE_MODELS, escape_problem, escape_variants
-from analysis.stage_types import (
+from stage_types import (
     DriftConfig,
+    DriftData,
     EscapeConfig,
+    EscapeData,
+    EscapeHead,
+    EscapeMap,
+    EscapeMapPoint,
+    EscapeMapRow,
+    EscapeRow,
+    EscapeStats,
     EtaMapConfig,
+    EtaMapData,
+    EtaMapPoint,
+    EtaMapVariant,
     EtaRhoConfig,
+    EtaRhoData,
     FidelityConfig,
+    FidelityData,
     GeneralizationConfig,
+    GeneralizationData,
     GradNormConfig,
+    GradNormData,
+    GradNormRow,
+    Output,
+    SamOnRow,
     SgnConfig,
+    SgnData,
+    SgnRow,
+    SlopeFit,
+    SvagReading,
     SymbolicConfig,
+    SymbolicData,
     TimingConfig,
+    TimingData,
+    TimingRow,
     TrainingConfig,
+    TrainingData,
+    TrainingRow,
     TrainSdeConfig,
+    TrainSdeData,
     VarianceTermConfig,
+    VarianceTermData,
+    VarianceTermRow,
+    Verdict,
     WeakOrderConfig,
+    WeakOrderData,
 )
 
 
@@ -56,7 +88,7 @@ def _flat(tree) -> np.ndarray:
     return np.asarray(ravel_pytree(tree)[0])
 
 
-def _slope(xs, ys) -> dict:
+def _slope(xs, ys) -> SlopeFit:
     """Least-squares slope of ``log y`` on ``log x`` with its standard error."""
     lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
     A = np.stack([lx, np.ones_like(lx)], 1)
@@ -117,7 +149,7 @@ def exact_step_mean(problem, variant, sampler, params):
     return np.asarray(mean(dist.indices, dist.probs))
 
 
-def stage_drift(cfg: DriftConfig | Mapping[str, Any]) -> dict:
+def stage_drift(cfg: DriftConfig | Mapping[str, Any]) -> Output[DriftData]:
     """Claims C1, C2 (exact part), C8, C9: exact expected steps on a small smooth problem in float64.
 
     * residual ``||E[G] - b_closed||`` over ``rho`` for every variant (slope 2 expected, DESIGN §3.1);
@@ -147,28 +179,17 @@ def stage_drift(cfg: DriftConfig | Mapping[str, Any]) -> dict:
             return jnp.mean(jnp.sum(G**2, 1)) - jnp.sum(jnp.mean(G, 0) ** 2)
 
         grad_trs = flat_grad_of(tr_sigma)
-        data = {
-            "problem": problem.name,
-            "n": n,
-            "B": B,
-            "d": int(g.size),
-            "rhos": list(cfg.rhos),
-            "trace_sigma": float(tr_sigma(params)),
-            "c_B": cB,
-        }
 
         # C1: residual against the closed forms, per variant.
-        residuals = {}
+        residuals: dict[str, list[float]] = {}
         for _i, rho in enumerate(cfg.rhos):
             for name, v in drift_variants(rho, cfg.m).items():
                 EG = exact_step_mean(problem, v, sampler, params)
                 b = _flat(ss.sde.closed_form_drift(problem, v, sampler, params))
                 residuals.setdefault(name, []).append(float(np.linalg.norm(EG - b)))
-        data["residuals"] = residuals
-        data["residual_fits"] = {k: _slope(cfg.rhos, r) for k, r in residuals.items()}
 
         # C2: n-USAM vs m-USAM coefficient of (rho/2) grad tr Sigma, exact, at the smallest rhos.
-        coef = {}
+        coef: dict[str, list[float]] = {}
         ms = [m for m in cfg.coef_ms if B % m == 0]
         for rho in cfg.coef_rhos:
             base = g + 0.5 * rho * grad_g2
@@ -178,25 +199,16 @@ def stage_drift(cfg: DriftConfig | Mapping[str, Any]) -> dict:
             ]:
                 EG = exact_step_mean(problem, var, sampler, params)
                 coef.setdefault(name, []).append(float((EG - base) @ v / (v @ v)))
-        data["variance_coefficient"] = {
-            "rhos": list(cfg.coef_rhos),
-            "values": coef,
-            "expected": {"n-USAM": 0.0, **{f"m-USAM (m={m})": sampler.factor(m, n) for m in ms}},
-        }
 
         # C8: F-USAM's ||g||^2 coefficient, 1 - sigma.
-        fcoef = {}
+        fcoef: dict[str, float] = {}
         rho = cfg.coef_rhos[-1]
         u = 0.5 * rho * grad_g2
         for sigma in cfg.sigmas:
             var = ss.variants.f_usam(rho, sigma=sigma)
             EG = exact_step_mean(problem, var, sampler, params)
             fcoef[str(sigma)] = float((EG - g - 0.5 * rho * cB * grad_trs) @ u / (u @ u))
-        data["f_usam_grad_norm_coefficient"] = {
-            "rho": rho,
-            "values": fcoef,
-            "expected": {str(s): 1.0 - s for s in cfg.sigmas},
-        }
+        f_rho = rho
 
         # C9: USAM-ON against the masked / unmasked regularizers (our own formulas).
         P = _flat(
@@ -208,7 +220,7 @@ def stage_drift(cfg: DriftConfig | Mapping[str, Any]) -> dict:
             gm = jnp.mean(G, 0)
             return jnp.sum(gm**2) + cB * (jnp.mean(jnp.sum(G**2, 1)) - jnp.sum(gm**2))
 
-        on = []
+        on: list[SamOnRow] = []
         for rho in cfg.coef_rhos:
             EG = exact_step_mean(
                 problem, ss.variants.sam_on(rho, mask=lambda p: p == "w2", normalize=False), sampler, params
@@ -227,13 +239,34 @@ def stage_drift(cfg: DriftConfig | Mapping[str, Any]) -> dict:
         v_on = ss.variants.sam_on(cfg.coef_rhos[0], mask=lambda p: p == "w2")
         dist = ss.sde.batch_distribution(True, n, B, dtype=jnp.float64)
         eps = jax.vmap(lambda i: _perturbation(problem, v_on, params, problem.take(i)))(dist.indices)
-        data["sam_on"] = {
-            "rows": on,
-            "max_unmasked_perturbation": float(jnp.max(jnp.abs(eps * (1 - P)))),
-            "max_masked_perturbation": float(jnp.max(jnp.abs(eps * P))),
-            "masked_leaf": "w2",
-            "num_masked": int(P.sum()),
-            "d": int(P.size),
+        data: DriftData = {
+            "problem": problem.name,
+            "n": n,
+            "B": B,
+            "d": int(g.size),
+            "rhos": list(cfg.rhos),
+            "trace_sigma": float(tr_sigma(params)),
+            "c_B": cB,
+            "residuals": residuals,
+            "residual_fits": {k: _slope(cfg.rhos, r) for k, r in residuals.items()},
+            "variance_coefficient": {
+                "rhos": list(cfg.coef_rhos),
+                "values": coef,
+                "expected": {"n-USAM": 0.0, **{f"m-USAM (m={m})": sampler.factor(m, n) for m in ms}},
+            },
+            "f_usam_grad_norm_coefficient": {
+                "rho": f_rho,
+                "values": fcoef,
+                "expected": {str(s): 1.0 - s for s in cfg.sigmas},
+            },
+            "sam_on": {
+                "rows": on,
+                "max_unmasked_perturbation": float(jnp.max(jnp.abs(eps * (1 - P)))),
+                "max_masked_perturbation": float(jnp.max(jnp.abs(eps * P))),
+                "masked_leaf": "w2",
+                "num_masked": int(P.sum()),
+                "d": int(P.size),
+            },
         }
     return {"data": data}
 
@@ -246,7 +279,7 @@ def _perturbation(problem, variant, params, batch):
 # -- F4 / C2 with Monte Carlo: the variance term's coefficient on a real dataset ------------------------------
 
 
-def stage_variance_term(cfg: VarianceTermConfig | Mapping[str, Any]) -> dict:
+def stage_variance_term(cfg: VarianceTermConfig | Mapping[str, Any]) -> Output[VarianceTermData]:
     """F4: ``D_m = E[G^{m-USAM} - G^{n-USAM}] / (rho/2)`` projected on ``grad tr Sigma`` against ``c(m)`` (and
     ``c(m) tr Sigma``), common batches for both variants; per-batch coefficients give the standard error.
     Two estimators: the general first-order rule (``linearized_update``, DESIGN §3.1) and the discrete step."""
@@ -264,7 +297,7 @@ def stage_variance_term(cfg: VarianceTermConfig | Mapping[str, Any]) -> dict:
         keys = jr.split(jr.key(cfg.seed + 1), K)
         idx = jax.vmap(lambda k: sampler.indices(k, 0, n))(keys)
         nv = ss.variants.n_usam(rho)
-        rows = []
+        rows: list[VarianceTermRow] = []
         for m in cfg.ms:
             mv = ss.variants.m_usam(rho, m)
 
@@ -313,11 +346,11 @@ def stage_variance_term(cfg: VarianceTermConfig | Mapping[str, Any]) -> dict:
 # -- Prop. 3.9: E||g_gamma|| against the batch size ------------------------------------------------------------
 
 
-def stage_grad_norm(cfg: GradNormConfig | Mapping[str, Any]) -> dict:
+def stage_grad_norm(cfg: GradNormConfig | Mapping[str, Any]) -> Output[GradNormData]:
     cfg = GradNormConfig.from_dict(cfg)
     problem = ss.problems.breast_cancer_logistic()
     x = jax.tree_util.tree_map(lambda a: a + 0.1 * jr.normal(jr.key(cfg.seed), a.shape, a.dtype), problem.init_params)
-    rows = []
+    rows: list[GradNormRow] = []
     for b in cfg.batch_sizes:
         est = ss.noise.expected_batch_grad_norm(
             problem, x, ss.WithoutReplacement(b), jr.key(cfg.seed + b), num_batches=cfg.num_batches
@@ -330,16 +363,16 @@ def stage_grad_norm(cfg: GradNormConfig | Mapping[str, Any]) -> dict:
 # -- weak order (F3, C4) and the (eta, rho) map (F7) ----------------------------------------------------------
 
 
-def stage_weak_order(cfg: WeakOrderConfig | Mapping[str, Any]) -> dict:
+def stage_weak_order(cfg: WeakOrderConfig | Mapping[str, Any]) -> Output[WeakOrderData]:
     cfg = WeakOrderConfig.from_dict(cfg)
     from analysis import weak_order as wo
 
     config = dataclasses.replace(wo.Config(), **cfg.config)
     res = wo.run(config, log=lambda s: None, parts=cfg.parts)
-    return {"data": res}
+    return {"data": cast(WeakOrderData, res)}
 
 
-def stage_eta_rho(cfg: EtaRhoConfig | Mapping[str, Any]) -> dict:
+def stage_eta_rho(cfg: EtaRhoConfig | Mapping[str, Any]) -> Output[EtaRhoData]:
     cfg = EtaRhoConfig.from_dict(cfg)
     from analysis import weak_order as wo
 
@@ -351,13 +384,13 @@ def stage_eta_rho(cfg: EtaRhoConfig | Mapping[str, Any]) -> dict:
         t1=cfg.t1,
         log=lambda s: None,
     )
-    return {"data": res}
+    return {"data": cast(EtaRhoData, res)}
 
 
 # -- F1 / C5: escape from the sharp basin ---------------------------------------------------------------------
 
 
-def escape_stats(v: np.ndarray) -> dict:
+def escape_stats(v: np.ndarray) -> EscapeStats:
     """Final and time-averaged fraction past the barrier (mean and s.e. over the runs or paths, the rows of ``v``)
     of the runs that did not diverge (rows without NaN), and how many were kept."""
     kept = v[~np.any(np.isnan(v), axis=1)]
@@ -382,11 +415,16 @@ def escape_setup(cfg: EscapeConfig | Mapping[str, Any]):
     )
     sampler = ss.UniformSubset(cfg.batch_size)
     rec = ss.observables(outside=outside, every=cfg.every)
-    head = {"problem": problem.name, "barrier": barrier, "sampler": type(sampler).__name__, "B": cfg.batch_size}
+    head: EscapeHead = {
+        "problem": problem.name,
+        "barrier": barrier,
+        "sampler": type(sampler).__name__,
+        "B": cfg.batch_size,
+    }
     return problem, sampler, rec, head
 
 
-def stage_escape(cfg: EscapeConfig | Mapping[str, Any]) -> dict:
+def stage_escape(cfg: EscapeConfig | Mapping[str, Any]) -> Output[EscapeData]:
     """Fraction of paths past the sharp basin's true barrier over time, per m and n-SAM: the discrete runs and
     each model of the ladder in ``cfg.models`` (drift, diffusion; order 1, ``dt = eta``), batches from
     :class:`~sde_sam.UniformSubset` (the sampler the SDE models exactly). Diverged runs/paths are counted and
@@ -394,7 +432,8 @@ def stage_escape(cfg: EscapeConfig | Mapping[str, Any]) -> dict:
     cfg = EscapeConfig.from_dict(cfg)
     problem, sampler, rec, head = escape_setup(cfg)
     models = [tuple(m) for m in (ESCAPE_MODELS if cfg.models is None else cfg.models)]
-    arrays, rows = {}, {}
+    arrays: dict[str, Any] = {}
+    rows: dict[str, EscapeRow] = {}
     for i, (label, v) in enumerate(escape_variants(cfg.rho, cfg.batch_size).items()):
         runs = ss.run_discrete(
             problem,
@@ -408,7 +447,7 @@ def stage_escape(cfg: EscapeConfig | Mapping[str, Any]) -> dict:
         )
         d = runs.values["outside"]
         arrays[f"discrete__{i}"] = d
-        row = {
+        row: EscapeRow = {
             "index": i,
             "m": getattr(v.rule, "micro_batch_size", None) or 0,
             "discrete": escape_stats(d),
@@ -425,11 +464,11 @@ def stage_escape(cfg: EscapeConfig | Mapping[str, Any]) -> dict:
             s = paths.values["outside"]
             name = f"{drift}/{diffusion}"
             arrays[f"sde__{i}__{j}"] = s
-            row["models"][name] = escape_stats(s) | {"index": j}
+            row["models"][name] = {**escape_stats(s), "index": j}
             row["diverged"][name] = int(paths.num_diverged)
         rows[label] = row
         arrays["times"] = runs.times
-    data = {
+    data: EscapeData = {
         "problem": head["problem"],
         "barrier": head["barrier"],
         "sampler": head["sampler"],
@@ -444,11 +483,19 @@ def stage_escape(cfg: EscapeConfig | Mapping[str, Any]) -> dict:
     return {"data": data, "arrays": arrays}
 
 
-def escape_map(problem, sampler, rec, cfg: EscapeConfig | Mapping[str, Any], *, done=(), on_point=None) -> dict:
-    """C5 over its regime: at every ``eta`` of ``cfg.map["etas"]`` and ``rho = rho_lambda / sharp_curvature`` for
-    each ``rho_lambda`` of ``cfg.map["rho_lambdas"]``, the time-averaged fraction past the barrier of m-SAM at
+def escape_map(
+    problem,
+    sampler,
+    rec,
+    cfg: EscapeConfig | Mapping[str, Any],
+    *,
+    done: Sequence[EscapeMapPoint] = (),
+    on_point: Callable[[list[EscapeMapPoint]], None] | None = None,
+) -> EscapeMap:
+    """C5 over its regime: at every ``eta`` of ``cfg.map.etas`` and ``rho = rho_lambda / sharp_curvature`` for
+    each ``rho_lambda`` of ``cfg.map.rho_lambdas``, the time-averaged fraction past the barrier of m-SAM at
     each m (1, 2, 4, ..., B) from ``num_runs`` discrete runs of ``steps`` steps, and of the model
-    ``cfg.map["model"]`` (drift, diffusion) from ``num_paths`` paths (default: as many as runs). ``rho`` and
+    ``cfg.map.model`` (drift, diffusion) from ``num_paths`` paths (default: as many as runs). ``rho`` and
     ``eta`` are traced, so the map compiles one program per m and side.
     The same keys at every point (common random numbers across the map), so a point does not depend on the others:
     the points of ``done`` (an earlier run's, same config) are taken as they are, and ``on_point(points)`` hears
@@ -459,15 +506,15 @@ def escape_map(problem, sampler, rec, cfg: EscapeConfig | Mapping[str, Any], *, 
         raise ValueError("escape_map needs a config with a `map` (an EscapeMapConfig)")
     drift, diffusion = mc.model
     num_paths = mc.num_runs if mc.num_paths is None else mc.num_paths
-    earlier = {(p["eta"], p["rho_lambda"]): p for p in done}
-    points = []
+    earlier: dict[tuple[float, float], EscapeMapPoint] = {(p["eta"], p["rho_lambda"]): p for p in done}
+    points: list[EscapeMapPoint] = []
     for eta in mc.etas:
         for rl in mc.rho_lambdas:
             if (eta, rl) in earlier:
                 points.append(earlier[(eta, rl)])
                 continue
             rho = rl / cfg.sharp_curvature
-            rows = {}
+            rows: dict[str, EscapeMapRow] = {}
             for i, (label, v) in enumerate(escape_variants(rho, cfg.batch_size).items()):
                 m = getattr(v.rule, "micro_batch_size", None)
                 if m is None and label == "n-SAM":
@@ -517,7 +564,7 @@ def escape_map(problem, sampler, rec, cfg: EscapeConfig | Mapping[str, Any], *, 
 # -- the eta map of digits training (C10) ----------------------------------------------------------------------
 
 
-def stage_eta_map(cfg: EtaMapConfig | Mapping[str, Any], out=None) -> dict:
+def stage_eta_map(cfg: EtaMapConfig | Mapping[str, Any], out=None) -> Output[EtaMapData]:
     """C10 over its regime: :func:`sde_sam.validity_map` of each variant in ``cfg.variants`` over ``cfg.etas``
     on the problem ``cfg.problem`` (``[name, kwargs]`` of :func:`sde_sam.train.build_problem`; ``cfg.problems``:
     several, each variant labelled with its problem), rungs ``cfg.rungs`` (``[drift, diffusion, order]``, those the
@@ -531,7 +578,8 @@ def stage_eta_map(cfg: EtaMapConfig | Mapping[str, Any], out=None) -> dict:
     sampler = ss.UniformSubset(cfg.batch_size)
     record = ss.observables(*cfg.observables, every=cfg.every)
     dif_options = {"num_samples": cfg.diffusion_samples} if cfg.diffusion_samples is not None else {}
-    variants, names = {}, []
+    variants: dict[str, EtaMapVariant] = {}
+    names: list[str] = []
     for pname, pkw in problems:
         problem = train.build_problem(train.TrainConfig(problem=pname, problem_kwargs=pkw))
         names.append(problem.name)
@@ -562,15 +610,18 @@ def stage_eta_map(cfg: EtaMapConfig | Mapping[str, Any], out=None) -> dict:
                 progress=False,
                 out=None if out is None else Path(out) / f"eta_map_{problem.name}_{name}",
             )
-            points = []
+            points: list[EtaMapPoint] = []
             for eta in cfg.etas:
                 v = vmap_.at(eta, float(variant.rho), getattr(variant.rule, "micro_batch_size", None))
                 top = max(v.svag) if v.svag else None
                 points.append(
                     {
                         "eta": eta,
-                        "verdicts": {o: x.to_dict() for o, x in v.verdicts.items()},
-                        "svag": {o: (None if top is None else v.svag[top][o].to_dict()) for o in v.verdicts},
+                        "verdicts": {o: cast(Verdict, x.to_dict()) for o, x in v.verdicts.items()},
+                        "svag": {
+                            o: (None if top is None else cast(SvagReading, v.svag[top][o].to_dict()))
+                            for o in v.verdicts
+                        },
                         "tau": v.tau,
                         "compiles": v.compiles,
                     }
@@ -590,9 +641,9 @@ def stage_eta_map(cfg: EtaMapConfig | Mapping[str, Any], out=None) -> dict:
             "batch_size": cfg.batch_size,
             "steps": cfg.steps,
             "num_runs": cfg.num_runs,
-            "etas": cfg.etas,
+            "etas": list(cfg.etas),
             "diffusion_samples": dif_options.get("num_samples", ss.sde.EmpiricalDiffusion().num_samples),
-            "observables": cfg.observables,
+            "observables": list(cfg.observables),
             "variants": variants,
         }
     }
@@ -601,19 +652,19 @@ def stage_eta_map(cfg: EtaMapConfig | Mapping[str, Any], out=None) -> dict:
 # -- the fidelity ladder (F9, C10) -------------------------------------------------------------------------------
 
 
-def stage_fidelity(cfg: FidelityConfig | Mapping[str, Any]) -> dict:
+def stage_fidelity(cfg: FidelityConfig | Mapping[str, Any]) -> Output[FidelityData]:
     """The error budget of every variant against each model of the ladder (``analysis.fidelity``)."""
     cfg = FidelityConfig.from_dict(cfg)
     from analysis import fidelity
 
     res = fidelity.run(cfg.to_dict(), log=lambda s: None)
-    return {"data": res}
+    return {"data": cast(FidelityData, res)}
 
 
 # -- training: tr Sigma per variant (F2 real curves, F6, C6) -------------------------------------------------
 
 
-def stage_training(cfg: TrainingConfig | Mapping[str, Any]) -> dict:
+def stage_training(cfg: TrainingConfig | Mapping[str, Any]) -> Output[TrainingData]:
     cfg = TrainingConfig.from_dict(cfg)
     import tempfile
     from pathlib import Path
@@ -622,7 +673,10 @@ def stage_training(cfg: TrainingConfig | Mapping[str, Any]) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         plain = cfg.to_dict()  # the study's own config: JSON lists and dicts, as its presets hold them
-        rows = ms.trace_sigma_table(plain, cfg.problem, plain["problem_kwargs"], Path(tmp), log=lambda s: None)
+        rows = cast(
+            dict[str, TrainingRow],
+            ms.trace_sigma_table(plain, cfg.problem, plain["problem_kwargs"], Path(tmp), log=lambda s: None),
+        )
     return {
         "data": {
             "rows": rows,
@@ -635,7 +689,7 @@ def stage_training(cfg: TrainingConfig | Mapping[str, Any]) -> dict:
     }
 
 
-def stage_generalization(cfg: GeneralizationConfig | Mapping[str, Any]) -> dict:
+def stage_generalization(cfg: GeneralizationConfig | Mapping[str, Any]) -> Output[GeneralizationData]:
     """C11, F10: test accuracy and test loss per variant at each label-noise level
     (:func:`analysis.generalization.run`; after the training stage, whose compiled programs it reuses)."""
     cfg = GeneralizationConfig.from_dict(cfg)
@@ -646,10 +700,10 @@ def stage_generalization(cfg: GeneralizationConfig | Mapping[str, Any]) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         res = gen.run(cfg.to_dict(), Path(tmp), log=lambda s: None)
-    return {"data": res}
+    return {"data": cast(GeneralizationData, res)}
 
 
-def stage_train_sde(cfg: TrainSdeConfig | Mapping[str, Any]) -> dict:
+def stage_train_sde(cfg: TrainSdeConfig | Mapping[str, Any]) -> Output[TrainSdeData]:
     """F2: real training against the SDE prediction of ``tr Sigma`` (:func:`analysis.training_vs_sde.run`)."""
     cfg = TrainSdeConfig.from_dict(cfg)
     from analysis import training_vs_sde as tvs
@@ -659,13 +713,13 @@ def stage_train_sde(cfg: TrainSdeConfig | Mapping[str, Any]) -> dict:
     preset["variants"] = tuple(tuple(v) for v in preset["variants"])
     preset["seeds"] = tuple(preset["seeds"])
     preset["observables"] = tuple(preset["observables"])
-    return {"data": tvs.run(preset, None, log=lambda s: None)}
+    return {"data": cast(TrainSdeData, tvs.run(preset, None, log=lambda s: None))}
 
 
 # -- F5: SGN structure along training -------------------------------------------------------------------------
 
 
-def stage_sgn(cfg: SgnConfig | Mapping[str, Any]) -> dict:
+def stage_sgn(cfg: SgnConfig | Mapping[str, Any]) -> Output[SgnData]:
     cfg = SgnConfig.from_dict(cfg)
     from sde_sam import train
 
@@ -683,7 +737,8 @@ def stage_sgn(cfg: SgnConfig | Mapping[str, Any]) -> dict:
     problem = train.build_problem(conf)
     rec = train.record(conf, problem=problem, save_params=True)
     k = cfg.k
-    rows, sig_spec, h_spec = [], [], []
+    rows: list[SgnRow] = []
+    sig_spec, h_spec = [], []
     T = len(rec.steps)
     for t in range(T):
         p = jax.tree_util.tree_map(lambda a: a[0, t], rec.saved_params)
@@ -725,7 +780,7 @@ def stage_sgn(cfg: SgnConfig | Mapping[str, Any]) -> dict:
 # -- F8 / C7: cost per step -----------------------------------------------------------------------------------
 
 
-def stage_timing(cfg: TimingConfig | Mapping[str, Any]) -> dict:
+def stage_timing(cfg: TimingConfig | Mapping[str, Any]) -> Output[TimingData]:
     """Median time per step of every variant (one jitted scan, rounds interleaved as in benchmarks/variants.py),
     the serial m-SAM (its micro-batches one after another, each a SAM step) and the SDE simulator; beside it XLA's
     flop and byte counts of one compiled step (hardware-independent), for the variants and the serial form."""
@@ -767,10 +822,10 @@ def stage_timing(cfg: TimingConfig | Mapping[str, Any]) -> dict:
     costs = {name: step_cost(problem, v, B) for name, v in variants.items()}
     costs |= {f"serial m-SAM (k={k})": serial_m_sam_step_cost(problem, rho, B // k, B) for k in cfg.serial_k}
     forward = compiled_cost(problem.batch_loss, problem.init_params, problem.take(jnp.arange(B))).flops
-    rows = {}
+    rows: dict[str, TimingRow] = {}
     for name, s in samples.items():
         q25, q75 = np.percentile(1e3 * np.asarray(s), [25, 75])
-        rows[name] = {
+        row: TimingRow = {
             "ms_per_step": 1e3 * statistics.median(s),
             "ms_q25": float(q25),
             "ms_q75": float(q75),
@@ -779,7 +834,8 @@ def stage_timing(cfg: TimingConfig | Mapping[str, Any]) -> dict:
         }
         if name in costs:
             c = costs[name]
-            rows[name] |= {"flops": c.flops, "bytes": c.bytes_accessed, "flops_vs_SAM": c.flops / costs["SAM"].flops}
+            row["flops"], row["bytes"], row["flops_vs_SAM"] = c.flops, c.bytes_accessed, c.flops / costs["SAM"].flops
+        rows[name] = row
     return {
         "data": {
             "problem": problem.name,
@@ -800,7 +856,7 @@ def stage_timing(cfg: TimingConfig | Mapping[str, Any]) -> dict:
 # -- symbolic drifts for the report (DESIGN §5) --------------------------------------------------------------
 
 
-def stage_symbolic(cfg: SymbolicConfig | Mapping[str, Any]) -> dict:
+def stage_symbolic(cfg: SymbolicConfig | Mapping[str, Any]) -> Output[SymbolicData]:
     """The sympy report of every variant's drift and diffusion (:func:`sde_sam.symbolic.report_markdown`)."""
     cfg = SymbolicConfig.from_dict(cfg)
     from sde_sam import symbolic

@@ -3,8 +3,8 @@
 
 import numpy as np
 
-from analysis.stage_types import EscapeData, Results
 from sde_sam import mean_stderr
+from stage_types import EscapeData, Results
 
 from ._common import colors, plt, save
 

@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._common import colors, plt, save
 

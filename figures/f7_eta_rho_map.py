@@ -5,7 +5,7 @@ import textwrap
 
 import numpy as np
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._common import plt, save
 

@@ -4,7 +4,7 @@ with each model's equivalence-test agreement (``analysis.fidelity``: ``ss.valida
 
 import numpy as np
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._common import plt, save
 

@@ -4,7 +4,7 @@
 import itertools
 import math
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._base import CheckResult, Row, fmt
 

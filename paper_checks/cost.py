@@ -8,7 +8,7 @@ figure of one network; what the algorithm promises is one extra forward). The pa
 only on a GPU and reported "N/A" (not measurable on this device) elsewhere, never as a FAIL.
 """
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._base import CheckResult, Row
 

@@ -2,7 +2,7 @@
 """C1: the drift of every variant equals DESIGN §3.1 up to O(rho^2): the residual ``||E[G] - b||`` between the
 exact expected discrete step and the closed-form drift has slope 2 in ``rho`` (log-log)."""
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._base import CheckResult, Row, close, fmt
 

@@ -21,7 +21,7 @@ model of the ladder (smallest sum of squared z over the pairs) reproduces every 
 import itertools
 import math
 
-from analysis.stage_types import EscapeData, EscapeMapData, EscapeStats, Results
+from stage_types import EscapeData, EscapeMapData, EscapeStats, Results
 
 from ._base import CheckResult, Row, fmt
 

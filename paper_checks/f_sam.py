@@ -2,7 +2,7 @@
 """C8: F-SAM with sigma = 1 cancels the ``||g||^2`` term: the coefficient of ``(rho/2) grad||g||^2`` in F-USAM's
 exact expected step (minus ``g`` and the variance term) is ``1 - sigma``."""
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._base import CheckResult, Row, close, fmt
 

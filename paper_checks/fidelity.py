@@ -9,7 +9,7 @@ reports per variant the eta at which SVAG first departs (the edge of the regime)
 
 # pyright: reportTypedDictNotRequiredAccess=false
 
-from analysis.stage_types import EtaMapData, Results
+from stage_types import EtaMapData, Results
 
 from ._base import CheckResult, Row
 

@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from analysis.stage_types import GeneralizationModel, MeanStderr, Results
 from sde_sam import mean_stderr
+from stage_types import GeneralizationModel, MeanStderr, Results
 
 from ._base import CheckResult, Row, fmt
 

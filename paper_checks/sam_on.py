@@ -2,7 +2,7 @@
 """C9: SAM-ON's regularizer acts only on the masked coordinates: its perturbation is zero off the mask, and its
 drift matches ``grad[f + (rho/2)(||P g||^2 + c(B) tr(P Sigma P))]``, not the unmasked regularizer."""
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._base import CheckResult, Row, fmt
 

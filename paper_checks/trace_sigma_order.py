@@ -20,7 +20,7 @@ reference ordering; ours are measured on the digits MLP, so only the ordering is
 import itertools
 import math
 
-from analysis.stage_types import MeanStderr, Results
+from stage_types import MeanStderr, Results
 
 from ._base import CheckResult, Row, fmt
 

@@ -4,7 +4,7 @@
 Exact part (small problem, float64, smallest rho): coefficients of the exact expected step. Monte Carlo part
 (breast cancer, per-batch coefficients of the general first-order rule, common batches): estimate ± stderr."""
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._base import CheckResult, Row, close, fmt
 

@@ -11,7 +11,7 @@ Order-2 slopes are reported for every variant, with the reason where a slope fal
 
 # pyright: reportTypedDictNotRequiredAccess=false
 
-from analysis.stage_types import Results
+from stage_types import Results
 
 from ._base import CheckResult, Row, close
 

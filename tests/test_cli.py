@@ -14,10 +14,10 @@ import pytest
 
 from analysis import presets as _presets
 from analysis import stages as S
-from analysis.stage_types import CONFIGS, Results, mismatches
 from paper_checks import CHECKS
 from sde_sam import cli
 from sde_sam._io import from_jsonable
+from stage_types import CONFIGS, Results, mismatches
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,7 +149,7 @@ def test_reproduce_quick_full_run(tmp_path):
 
 
 def _assert_stage_data_conforms(files: list[Path], stages: set[str]) -> None:
-    """Each stage's data, as its figures and checks read it, is of its type in ``analysis.stage_types``."""
+    """Each stage's data, as its figures and checks read it, is of its type in ``stage_types``."""
     seen = set()
     for f in files:
         meta = json.loads(f.read_text())

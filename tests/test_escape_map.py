@@ -8,9 +8,9 @@ import pytest
 import sde_sam as ss
 from analysis import escape_map, stages
 from analysis.presets import preset
-from analysis.stage_types import Results
 from paper_checks import escape as c5
 from sde_sam._io import load_result
+from stage_types import Results
 
 
 def _cfg() -> dict:

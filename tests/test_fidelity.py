@@ -7,7 +7,7 @@ import pytest
 
 import sde_sam as ss
 from analysis import fidelity as fd
-from analysis.stage_types import Results
+from stage_types import Results
 
 LADDER = {
     "drift_samples": 4,

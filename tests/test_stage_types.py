@@ -1,4 +1,4 @@
-"""The stages' config and data types (analysis/stage_types.py): presets build their configs unchanged, bad entries
+"""The stages' config and data types (stage_types/): presets build their configs unchanged, bad entries
 are named before any work, and a stage's data is held to its type."""
 
 import dataclasses
@@ -10,7 +10,7 @@ import pytest
 from analysis import presets
 from analysis.pipeline import Stage, stage_path
 from analysis.reproduce import stages_for
-from analysis.stage_types import (
+from stage_types import (
     CONFIGS,
     DriftConfig,
     EscapeConfig,
@@ -155,3 +155,39 @@ def test_unknown_stage_is_named():
         mismatches("drfit", {})
     with pytest.raises(ValueError, match="unknown stage 'drfit'; valid: drift"):
         config_of("drfit", {})
+
+
+# -- the pipeline holds the stages to their types -----------------------------------------------------------------
+
+
+def test_a_stage_whose_data_departs_from_its_type_is_refused_with_where(tmp_path):
+    """A key it lacks is named (an unknown one, ``std_err``, is allowed: no consumer reads it)."""
+    from analysis.pipeline import run_stage
+
+    renamed = {"problem": "p", "n": 4, "rows": [{"B": 1, "value": 1.0, "std_err": 0.1}], "full_grad_norm": 0.5}
+    st = Stage("grad_norm", lambda c: {"data": renamed}, {"seed": 0})
+    want = r"stage 'grad_norm' returned data .* \(kept at .*\): grad_norm.rows\[0\]: missing key 'stderr'$"
+    with pytest.raises(TypeError, match=want):
+        run_stage(st, tmp_path, log=lambda m: None)
+    assert len(list(tmp_path.glob("stages/grad_norm-*.json"))) == 1  # the computation is not lost
+
+
+def test_a_cached_result_of_another_shape_is_recomputed(tmp_path):
+    """A cache file written by code whose data had another shape (same config, so the same file) is set aside with
+    one line and the stage runs again."""
+    from analysis.pipeline import run_stage
+
+    good = _grad_norm_data()
+    old = dict(good) | {"rows": [{"B": 1, "mean": 1.0, "stderr": 0.1}]}
+    lines: list[str] = []
+    run_stage(Stage("grad_norm", lambda c: {"data": good}, {"seed": 0}), tmp_path, log=lines.append)
+    json_path = next(tmp_path.glob("stages/grad_norm-*.json"))
+    meta = json.loads(json_path.read_text())
+    from analysis.pipeline import data_checksum
+
+    meta["data"], meta["checksums"]["data"] = old, data_checksum(old)
+    json_path.write_text(json.dumps(meta))
+    res = run_stage(Stage("grad_norm", lambda c: {"data": good}, {"seed": 0}), tmp_path, log=lines.append)
+    assert not res.cached and res.data == good
+    assert len(lines) == 1 and "is not of the stage's type" in lines[0] and "missing key 'value'" in lines[0]
+    assert list(tmp_path.glob("stages/*.corrupt"))

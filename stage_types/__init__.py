@@ -1,4 +1,5 @@
-"""The contract between the stages of ``sde-sam reproduce`` and their figures and checks (docs/reproduction.md).
+"""The contract between the stages of ``sde-sam reproduce`` and their figures and checks (docs/layout.md, "A stage
+and what reads it").
 
 Per stage, one frozen **config type** (what the stage computes from: a preset's entry, validated before any work,
 unknown or missing keys named) and one **data type** (the JSON data the stage returns and its figures and checks
@@ -6,15 +7,15 @@ read: a ``TypedDict``, so a key renamed on one side fails the type check of the 
 computation). :data:`CONFIGS` maps a stage's name to its config type, :class:`Results` a stage's name to its data
 type.
 
-This module imports nothing of the studies or of JAX, so that the figures and checks, which stand below the studies,
-import it.
+This package imports nothing of the studies (``analysis``), the figures, the checks or JAX: it stands below them
+all, and the figures and checks, which stand below the studies, import it.
 """
 
 import dataclasses
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, NotRequired, Self, TypedDict
+from typing import Any, ClassVar, Generic, NotRequired, Self, TypedDict, TypeVar
 
 __all__ = [
     "CONFIGS",
@@ -26,6 +27,7 @@ __all__ = [
     "FidelityConfig",
     "GeneralizationConfig",
     "GradNormConfig",
+    "Output",
     "Results",
     "SgnConfig",
     "StageConfig",
@@ -586,6 +588,7 @@ class TrainingRow(TypedDict):
     test_accuracy_final: MeanStderr
     test_loss_final: MeanStderr
     ess_fraction_final: MeanStderr
+    rw_setting: NotRequired[dict[str, Any]]
     trace_sigma_mean_curve: list[float]
     steps: list[int]
     time_per_step_s: float | None
@@ -777,7 +780,7 @@ class SvagReading(TypedDict):
 class EtaMapPoint(TypedDict):
     eta: float
     verdicts: dict[str, Verdict]
-    svag: dict[str, SvagReading]
+    svag: dict[str, SvagReading | None]
     tau: dict[str, float]
     compiles: int
 
@@ -806,6 +809,16 @@ class SymbolicData(TypedDict):
     markdown: str
 
 
+D = TypeVar("D")
+
+
+class Output(TypedDict, Generic[D]):
+    """What a stage function returns: its ``data`` (the stage's data type) and, for some, named ``arrays``."""
+
+    data: D
+    arrays: NotRequired[dict[str, Any]]
+
+
 class Results(TypedDict, total=False):
     """The data of every stage a run computed, by stage name (what figures and checks receive)."""
 
@@ -825,15 +838,16 @@ class Results(TypedDict, total=False):
     symbolic: SymbolicData
 
 
-def mismatches(stage: str, data: Any) -> list[str]:
+def mismatches(stage: str, data: Any, *, unknown: bool = True) -> list[str]:
     """Where ``data`` departs from the data type of ``stage`` (:class:`Results`): each a path and what is wrong (a
-    missing or unknown key, a value of another type); empty when it conforms."""
+    missing key, a value of another type, and with ``unknown`` a key the type does not declare); empty when it
+    conforms."""
     hints = typing.get_type_hints(Results)
     if stage not in hints:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(hints)}")
     out: list[str] = []
     _conform(data, hints[stage], stage, out)
-    return out
+    return out if unknown else [m for m in out if ": unknown key " not in m]
 
 
 def _conform(value: Any, hint: Any, path: str, out: list[str]) -> None:
