@@ -23,6 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from jax import Array
 
 from .._checks import Literal, check_integer
 from .._pytree import fields_pytree
@@ -47,29 +48,74 @@ def _affine(x, p):
     return x * p["scale"] + p["bias"]
 
 
-def _normalize(x, kind, p, groups, eps=1e-5, stats=None):
-    """``x``: ``(N, H, W, C)``. LayerNorm over (H, W, C) per example; GroupNorm over (H, W, C/G) per example and
-    group; BatchNorm over (N, H, W) per channel (``stats``: ``(mean, var)`` to use instead of the batch's)."""
-    if kind == "none":
+class _NoNorm:
+    """A CNN layer's normalization, by its name in ``norm=`` (:data:`_NORMS`): here none. ``x``: ``(N, H, W, C)``;
+    ``stats``: another batch's statistics (only BatchNorm uses them)."""
+
+    eps = 1e-5
+    #: whether it has a scale and a bias per channel (``<kind>_norm_<i>``)
+    affine = False
+    #: whether a batch's examples interact through it (then the problem is a :class:`BatchNormProblem`)
+    couples_examples = False
+
+    def check(self, channels: tuple[int, ...], groups: int) -> None:
+        """Refuse a layout it cannot normalize."""
+
+    def statistics(self, x) -> tuple[Array, Array] | None:
+        """What this normalization takes from another batch (``stats_images``): nothing."""
+        return None
+
+    def __call__(self, x, p, groups, stats=None):
         return x
-    if kind == "layer":
+
+
+class _LayerNorm(_NoNorm):
+    """Over (H, W, C) per example."""
+
+    affine = True
+
+    def __call__(self, x, p, groups, stats=None):
         mu = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
         var = jnp.var(x, axis=(1, 2, 3), keepdims=True)
-        return _affine((x - mu) * jax.lax.rsqrt(var + eps), p)
-    if kind == "group":
+        return _affine((x - mu) * jax.lax.rsqrt(var + self.eps), p)
+
+
+class _GroupNorm(_NoNorm):
+    """Over (H, W, C/G) per example and group."""
+
+    affine = True
+
+    def check(self, channels: tuple[int, ...], groups: int) -> None:
+        if any(c % groups for c in channels):
+            raise ValueError(f"`groups`={groups} must divide every channel count {channels} for GroupNorm")
+
+    def __call__(self, x, p, groups, stats=None):
         n, h, w, c = x.shape
         xg = x.reshape(n, h, w, groups, c // groups)
         mu = jnp.mean(xg, axis=(1, 2, 4), keepdims=True)
         var = jnp.var(xg, axis=(1, 2, 4), keepdims=True)
-        return _affine(((xg - mu) * jax.lax.rsqrt(var + eps)).reshape(n, h, w, c), p)
-    if kind == "batch":
+        return _affine(((xg - mu) * jax.lax.rsqrt(var + self.eps)).reshape(n, h, w, c), p)
+
+
+class _BatchNorm(_NoNorm):
+    """Over (N, H, W) per channel, with ``stats`` ``(mean, var)`` instead of the batch's when given."""
+
+    affine = True
+    couples_examples = True
+
+    def statistics(self, x) -> tuple[Array, Array] | None:
+        return jnp.mean(x, axis=(0, 1, 2)), jnp.var(x, axis=(0, 1, 2))
+
+    def __call__(self, x, p, groups, stats=None):
         if stats is None:
             mu = jnp.mean(x, axis=(0, 1, 2))
             var = jnp.var(x, axis=(0, 1, 2))
         else:
             mu, var = stats
-        return _affine((x - mu) * jax.lax.rsqrt(var + eps), p)
-    raise AssertionError(kind)
+        return _affine((x - mu) * jax.lax.rsqrt(var + self.eps), p)
+
+
+_NORMS = {"none": _NoNorm(), "layer": _LayerNorm(), "group": _GroupNorm(), "batch": _BatchNorm()}
 
 
 class _CNN:
@@ -77,6 +123,7 @@ class _CNN:
 
     def __init__(self, norm: str, groups: int, num_layers: int):
         self.norm, self.groups, self.num_layers = norm, groups, num_layers
+        self.normalize = _NORMS[norm]
 
     def __call__(self, p, images, stats_images=None):
         h = images.reshape(-1, 8, 8, 1)
@@ -88,12 +135,11 @@ class _CNN:
             stats = None
             if hs is not None:
                 hs = _conv(hs, conv, stride)
-                if self.norm == "batch":
-                    stats = (jnp.mean(hs, axis=(0, 1, 2)), jnp.var(hs, axis=(0, 1, 2)))
+                stats = self.normalize.statistics(hs)
             norm_p = p.get(f"{self.norm}_norm_{i}")
-            h = jax.nn.relu(_normalize(h, self.norm, norm_p, self.groups, stats=stats))
+            h = jax.nn.relu(self.normalize(h, norm_p, self.groups, stats=stats))
             if hs is not None:
-                hs = jax.nn.relu(_normalize(hs, self.norm, norm_p, self.groups, stats=stats))
+                hs = jax.nn.relu(self.normalize(hs, norm_p, self.groups, stats=stats))
         pooled = jnp.mean(h, axis=(1, 2))
         return pooled @ p["dense_out"]["w"] + p["dense_out"]["b"]
 
@@ -160,14 +206,14 @@ def digits_cnn(
         raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}")
     channels = _channels(channels)
     check_integer("groups", groups)
-    if norm == "group" and any(c % groups for c in channels):
-        raise ValueError(f"`groups`={groups} must divide every channel count {channels} for GroupNorm")
+    kind = _NORMS[norm]
+    kind.check(channels, groups)
     train, test = load_digits_split(test_fraction, seed, label_noise)
     keys = jr.split(jr.key(seed), len(channels) + 1)
     params, c_in = {}, 1
     for i, c in enumerate(channels):
         params[f"conv_{i}"] = _conv_init(keys[i], 3, c_in, c)
-        if norm != "none":
+        if kind.affine:
             params[f"{norm}_norm_{i}"] = {"scale": jnp.ones(c, jnp.float32), "bias": jnp.zeros(c, jnp.float32)}
         c_in = c
     params["dense_out"] = {
@@ -176,7 +222,7 @@ def digits_cnn(
     }
     net = _CNN(norm, groups, len(channels))
     name = f"digits_cnn_{'x'.join(map(str, channels))}_{norm}" + (f"_noise{label_noise:g}" if label_noise else "")
-    if norm == "batch":
+    if kind.couples_examples:
         losses = _BatchLosses(net)
         return BatchNormProblem(
             losses,
