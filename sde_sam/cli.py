@@ -16,16 +16,25 @@ from ._cli_support import HelpFormatter, check_output, positive_int, run, seeds
 
 
 def variant_options(args, default_m: int) -> dict:
-    """The variant's keyword arguments from ``--rho`` and ``--m``; an option the variant does not take is refused
-    (``--rho`` for SGD, ``--m`` for a variant without micro-batches) rather than ignored."""
+    """The variant's keyword arguments from ``--rho`` and ``--m``, read off its factory's signature; an option the
+    variant does not take is refused (``--rho`` for SGD, ``--m`` for a variant without micro-batches) rather than
+    ignored. ``default_m`` where the factory requires a micro-batch size and ``--m`` is absent."""
+    import inspect
+
+    from ._variants._variant import _FACTORIES, get
+
     name = str(args.variant).lower().replace("_", "-")
-    takes_m = name.startswith("m-")
-    if name == "sgd" and args.rho is not None:
-        raise ValueError("--rho does not apply to sgd (no perturbation)")
-    if not takes_m and args.m is not None:
-        raise ValueError(f"--m applies to the m-variants (m-sam, m-usam), not to {args.variant}")
-    kw = {} if name == "sgd" else {"rho": 0.05 if args.rho is None else args.rho}
-    if takes_m:
+    if name not in _FACTORIES:
+        get(name)  # the registry's error: the unknown name and the valid ones
+    params = inspect.signature(_FACTORIES[name]).parameters
+    if "rho" not in params and args.rho is not None:
+        raise ValueError(f"--rho does not apply to {name} (no perturbation)")
+    m = params.get("micro_batch_size")
+    if m is None and args.m is not None:
+        with_m = ", ".join(k for k, f in _FACTORIES.items() if "micro_batch_size" in inspect.signature(f).parameters)
+        raise ValueError(f"--m applies to the variants with micro-batches ({with_m}), not to {args.variant}")
+    kw = {"rho": 0.05 if args.rho is None else args.rho} if "rho" in params else {}
+    if m is not None and (args.m is not None or m.default is inspect.Parameter.empty):
         kw["micro_batch_size"] = default_m if args.m is None else args.m
     return kw
 
@@ -42,7 +51,7 @@ def add_variant_options(parser: argparse.ArgumentParser, default_m: int) -> None
         dest="m",
         type=positive_int,
         default=None,
-        help=f"micro-batch size of m-variants (default: {default_m}; only for m-sam, m-usam)",
+        help=f"micro-batch size (m-sam, m-usam: default {default_m}; asam: its micro-batches when given)",
     )
 
 

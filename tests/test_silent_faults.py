@@ -252,9 +252,23 @@ def test_ctrl_c_while_the_command_line_imports_ends_cleanly():
 
 def test_options_that_do_not_apply_are_refused(capsys):
     assert cli.main(["simulate", "--variant", "sam", "--m", "2"]) == 2
-    assert "--m applies to the m-variants" in capsys.readouterr().err
+    assert "--m applies to the variants with micro-batches (m-usam, m-sam, asam), not to sam" in capsys.readouterr().err
     assert cli.main(["simulate", "--variant", "sgd", "--rho", "0.1"]) == 2
     assert "--rho does not apply to sgd" in capsys.readouterr().err
+
+
+def test_the_command_line_reads_a_variants_options_off_its_factory():
+    """m-SAM requires a micro-batch size (the command's default when ``--m`` is absent); ASAM takes one when given."""
+    import argparse
+
+    def opts(variant, m=None, rho=None):
+        return cli.variant_options(argparse.Namespace(variant=variant, m=m, rho=rho), default_m=4)
+
+    assert opts("m-sam") == {"rho": 0.05, "micro_batch_size": 4} and opts("m_sam", m=2)["micro_batch_size"] == 2
+    assert opts("asam") == {"rho": 0.05} and opts("asam", m=8, rho=0.1) == {"rho": 0.1, "micro_batch_size": 8}
+    assert opts("sgd") == {}
+    with pytest.raises(ValueError, match="unknown variant 'adam'; valid names: sgd"):
+        opts("adam")
 
 
 def test_parallel_cli_errors_name_the_option(capsys):
