@@ -7,7 +7,8 @@ imports nothing of the package, so any layer may use it.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,8 @@ else:
             return str
 
     Literal = _Literal()
+
+T = TypeVar("T")
 
 
 def is_integer(value: Any) -> bool:
@@ -105,3 +108,11 @@ def _describe(value: Any) -> str:
     if isinstance(value, jax.Array | np.ndarray):
         return f"an array of shape {value.shape} and dtype {value.dtype}"
     return type(value).__name__
+
+
+def choose(name: str, value: Any, table: Mapping[str, T]) -> T:
+    """The entry of ``table`` (a family of choices by name) that the option ``name`` names; a clear error with the
+    valid names otherwise. The one place a string option becomes what it stands for."""
+    if not isinstance(value, str) or value not in table:
+        raise ValueError(f"`{name}` must be one of {', '.join(repr(k) for k in table)}, got {value!r}")
+    return table[value]

@@ -353,3 +353,23 @@ def test_the_training_recorder_refuses_an_accuracy_outside_zero_one():
     with pytest.raises(ValueError, match=r"observable 'accuracy' recorded 3 at index \(1,\).*`accuracy_fn`"):
         evaluate(Estimators(), ["loss", "accuracy"], problem, params)
     assert evaluate(Estimators(), ["accuracy"], problem, params[:1])["accuracy"].tolist() == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("call", "valid"),
+    [
+        (lambda p, k: ss.noise.sigma_top_eigs(p, p.init_params, 2, k, method="power"), "'randomized', 'lanczos'"),
+        (
+            lambda p, k: ss.curvature.alignment(p, p.init_params, k, k=2, method="dense"),
+            "'auto', 'exact', 'stochastic'",
+        ),
+        (
+            lambda p, k: ss.noise.tail_index_from_samples(np.ones((16, 2)), key=k, method="pickands"),  # pyright: ignore[reportArgumentType]
+            "'stable', 'hill'",
+        ),
+    ],
+)
+def test_an_unknown_method_is_named_with_the_valid_ones(call, valid):
+    problem = ss.problems.linear_regression(n=16, d=3, seed=0)
+    with pytest.raises(ValueError, match=f"`method` must be one of {valid}, got "):
+        call(problem, jr.key(0))

@@ -20,7 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._checks import Literal, check_integer
+from .._checks import Literal, check_integer, choose
 from .._problems._problem import Problem
 from ._estimate import (
     Eigs,
@@ -218,6 +218,49 @@ def _from_parts(tr_s, tr_h, s2, h2, sh, gsg, ghg, g2):
     )
 
 
+def _alignment_exact(problem, params, key, k, num_probes, num_matvecs, chunk_size):
+    """Dense ``Sigma`` and ``H``: the alignment numbers, zero errors, ``tr Sigma`` and the top-``k`` overlap."""
+    data = problem.data
+    flat, unravel = ravel_pytree(params)
+    sigma = _sigma_matrix(problem, params, data, chunk_size)
+    hess = jax.hessian(lambda x: problem.full_loss(unravel(x), chunk_size))(flat)
+    hess = 0.5 * (hess + hess.T)
+    g = ravel_pytree(problem.full_grad(params, chunk_size))[0]
+    parts = _from_parts(
+        jnp.trace(sigma),
+        jnp.trace(hess),
+        jnp.sum(sigma**2),
+        jnp.sum(hess**2),
+        jnp.sum(sigma * hess),
+        g @ sigma @ g,
+        g @ hess @ g,
+        g @ g,
+    )
+    us = jnp.linalg.eigh(sigma)[1][:, ::-1][:, :k]
+    uh = jnp.linalg.eigh(hess)[1][:, ::-1][:, :k]
+    overlap = jnp.sum(jnp.square(us.T @ uh)) / k
+    err = jnp.zeros_like(parts)
+    tr_s = Estimate(jnp.trace(sigma), jnp.zeros(()))
+    return parts, err, tr_s, overlap
+
+
+def _alignment_matrix_free(problem, params, key, k, num_probes, num_matvecs, chunk_size):
+    """Rademacher probes and Lanczos: the alignment numbers, their jackknife errors, ``tr Sigma``, the overlap."""
+    data = problem.data
+    d = problem.dim
+    num_probes = check_integer("num_probes", num_probes)
+    if num_probes < 3:
+        raise ValueError("`num_probes` must be >= 3 for the jackknife standard error")
+    parts, err, tr_s_val = _alignment_stochastic(problem, params, key, num_probes, chunk_size)
+    tr_s = Estimate(tr_s_val, jnp.zeros(()))
+    k_s, k_h = jr.split(jr.fold_in(key, 1))
+    m = check_num_matvecs(num_matvecs, k, d)
+    us = lanczos_operator(problem, params, data, k_s, "sigma", k, m, chunk_size).vectors
+    uh = lanczos_operator(problem, params, data, k_h, "hessian", k, m, chunk_size).vectors
+    overlap = jnp.sum(jnp.square(us @ uh.T)) / k
+    return parts, err, tr_s, overlap
+
+
 @checks_params
 def alignment(
     problem: Problem,
@@ -242,45 +285,21 @@ def alignment(
     d = problem.dim
     k = check_k(k, d)
     check_chunk_size(chunk_size)
-    if method == "auto":
-        method = "exact" if d <= 500 else "stochastic"
-    data = problem.data
-    if method == "exact":
-        flat, unravel = ravel_pytree(params)
-        sigma = _sigma_matrix(problem, params, data, chunk_size)
-        hess = jax.hessian(lambda x: problem.full_loss(unravel(x), chunk_size))(flat)
-        hess = 0.5 * (hess + hess.T)
-        g = ravel_pytree(problem.full_grad(params, chunk_size))[0]
-        parts = _from_parts(
-            jnp.trace(sigma),
-            jnp.trace(hess),
-            jnp.sum(sigma**2),
-            jnp.sum(hess**2),
-            jnp.sum(sigma * hess),
-            g @ sigma @ g,
-            g @ hess @ g,
-            g @ g,
-        )
-        us = jnp.linalg.eigh(sigma)[1][:, ::-1][:, :k]
-        uh = jnp.linalg.eigh(hess)[1][:, ::-1][:, :k]
-        overlap = jnp.sum(jnp.square(us.T @ uh)) / k
-        err = jnp.zeros_like(parts)
-        tr_s = Estimate(jnp.trace(sigma), jnp.zeros(()))
-    elif method == "stochastic":
-        num_probes = check_integer("num_probes", num_probes)
-        if num_probes < 3:
-            raise ValueError("`num_probes` must be >= 3 for the jackknife standard error")
-        parts, err, tr_s_val = _alignment_stochastic(problem, params, key, num_probes, chunk_size)
-        tr_s = Estimate(tr_s_val, jnp.zeros(()))
-        k_s, k_h = jr.split(jr.fold_in(key, 1))
-        m = check_num_matvecs(num_matvecs, k, d)
-        us = lanczos_operator(problem, params, data, k_s, "sigma", k, m, chunk_size).vectors
-        uh = lanczos_operator(problem, params, data, k_h, "hessian", k, m, chunk_size).vectors
-        overlap = jnp.sum(jnp.square(us @ uh.T)) / k
-    else:
-        raise ValueError(f"`method` must be 'auto', 'exact' or 'stochastic', got {method!r}")
+    parts, err, tr_s, overlap = choose("method", method, _ALIGNMENT)(
+        problem, params, key, k, num_probes, num_matvecs, chunk_size
+    )
     e = [Estimate(parts[i], err[i]) for i in range(6)]
     return Alignment(e[0], e[1], overlap, tr_s, e[2], e[3], e[4], e[5])
+
+
+def _alignment_auto(problem, params, key, k, num_probes, num_matvecs, chunk_size):
+    """Dense when ``d <= 500``, else matrix-free."""
+    method = _alignment_exact if problem.dim <= 500 else _alignment_matrix_free
+    return method(problem, params, key, k, num_probes, num_matvecs, chunk_size)
+
+
+#: :func:`alignment`'s methods by name.
+_ALIGNMENT = {"auto": _alignment_auto, "exact": _alignment_exact, "stochastic": _alignment_matrix_free}
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))

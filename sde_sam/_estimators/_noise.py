@@ -20,7 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._checks import Literal, check_integer
+from .._checks import Literal, check_integer, choose
 from .._problems._problem import Problem, _chunked_map, tree_norm_sq
 from .._problems._sampler import AbstractSampler
 from ._estimate import (
@@ -207,23 +207,32 @@ def sigma_top_eigs(
     d = problem.dim
     k = check_k(k, d)
     check_chunk_size(chunk_size)
+    top = choose("method", method, _TOP_EIGS)
     data = _data(problem, batch)
-    if method == "randomized":
-        check_integer("num_iters", num_iters)
-        check_integer("oversample", oversample, low=0)
-        return _randomized_sigma_eigh(problem, params, data, key, k, min(d, k + oversample), num_iters, chunk_size)
-    if method == "lanczos":
-        return lanczos_operator(
-            problem, params, data, key, "sigma", k, check_num_matvecs(num_matvecs, k, d), chunk_size
-        )
-    raise ValueError(f"`method` must be 'randomized' or 'lanczos', got {method!r}")
+    return top(problem, params, data, key, k, oversample, num_iters, num_matvecs, chunk_size)
+
+
+def _randomized_top(problem, params, data, key, k, oversample, num_iters, num_matvecs, chunk_size) -> Eigs:
+    check_integer("num_iters", num_iters)
+    check_integer("oversample", oversample, low=0)
+    return _randomized_sigma_eigh(
+        problem, params, data, key, k, min(problem.dim, k + oversample), num_iters, chunk_size
+    )
+
+
+def _lanczos_top(problem, params, data, key, k, oversample, num_iters, num_matvecs, chunk_size) -> Eigs:
+    m = check_num_matvecs(num_matvecs, k, problem.dim)
+    return lanczos_operator(problem, params, data, key, "sigma", k, m, chunk_size)
+
+
+#: :func:`sigma_top_eigs`'s methods by name.
+_TOP_EIGS = {"randomized": _randomized_top, "lanczos": _lanczos_top}
 
 
 def _operator(problem, params, data, which, chunk_size):
     """The flat operator ``Sigma`` (``which="sigma"``) or ``H`` (``which="hessian"``) and the flat ``params``."""
-    if which == "sigma":
-        return flat_matvec(lambda v: _sigma_matvec(problem, params, v, data, chunk_size), params)
-    return flat_matvec(lambda v: hessian_matvec(problem, params, v, data, chunk_size), params)
+    matvec = {"sigma": _sigma_matvec, "hessian": hessian_matvec}[which]
+    return flat_matvec(lambda v: matvec(problem, params, v, data, chunk_size), params)
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
@@ -518,6 +527,22 @@ def _inv_alpha_hill(x: Array, num_tail: int) -> Array:
     return jnp.mean(jnp.log(a[:num_tail] + tiny), axis=0) - jnp.log(a[num_tail] + tiny)
 
 
+def _stable_estimator(k: int, block: int | None, num_tail: int | None):
+    block = math.isqrt(k) if block is None else block
+    block = check_integer("block", block, 2, k // 2, range_text=f"an integer in [2, K/2={k // 2}]")
+    return functools.partial(_inv_alpha_stable, block=block)
+
+
+def _hill_estimator(k: int, block: int | None, num_tail: int | None):
+    num_tail = math.isqrt(k) if num_tail is None else num_tail
+    num_tail = check_integer("num_tail", num_tail, 1, k - 1, range_text=f"an integer in [1, K-1={k - 1}]")
+    return functools.partial(_inv_alpha_hill, num_tail=num_tail)
+
+
+#: :func:`tail_index_from_samples`'s methods by name: ``(K, block, num_tail) -> 1/alpha`` of a column.
+_TAIL_INDEX = {"stable": _stable_estimator, "hill": _hill_estimator}
+
+
 def tail_index_from_samples(
     samples: Float[Array | np.ndarray, "K D"],
     key: PRNGKeyArray,
@@ -545,16 +570,7 @@ def tail_index_from_samples(
     num_bootstrap = check_integer("num_bootstrap", num_bootstrap)
     if num_bootstrap < 2:
         raise ValueError("`num_bootstrap` must be >= 2")
-    if method == "stable":
-        block = math.isqrt(k) if block is None else block
-        block = check_integer("block", block, 2, k // 2, range_text=f"an integer in [2, K/2={k // 2}]")
-        inv = functools.partial(_inv_alpha_stable, block=block)
-    elif method == "hill":
-        num_tail = math.isqrt(k) if num_tail is None else num_tail
-        num_tail = check_integer("num_tail", num_tail, 1, k - 1, range_text=f"an integer in [1, K-1={k - 1}]")
-        inv = functools.partial(_inv_alpha_hill, num_tail=num_tail)
-    else:
-        raise ValueError(f"`method` must be 'stable' or 'hill', got {method!r}")
+    inv = choose("method", method, _TAIL_INDEX)(k, block, num_tail)
 
     def alpha(xx):
         return 1.0 / jnp.mean(inv(xx))
