@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .._checks import Literal, check_integer, check_number
+from .._checks import Literal, check_integer, check_number, choose
 from ._micro_batch import DenseLayerNormMLP
 from ._problem import Problem
 
@@ -144,8 +144,7 @@ def sharp_flat_basins(
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
     check_number("noise_scale", noise_scale)
-    if start not in ("sharp", "flat"):
-        raise ValueError(f"`start` must be 'sharp' or 'flat', got {start!r}")
+    center = choose("start", start, {"sharp": SHARP_CENTER, "flat": FLAT_CENTER})
     rng = np.random.default_rng(seed)
     z = noise_scale * rng.standard_normal((n, dim))
     z -= z.mean(axis=0)
@@ -163,7 +162,7 @@ def sharp_flat_basins(
         return out
 
     x0 = np.zeros(dim)
-    x0[0] = SHARP_CENTER if start == "sharp" else FLAT_CENTER
+    x0[0] = center
     return Problem(loss_fn, {"shift": jnp.asarray(z, jnp.float32)}, jnp.asarray(x0, jnp.float32), f"sharp_flat_{dim}d")
 
 
