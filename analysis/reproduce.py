@@ -207,9 +207,10 @@ def _quiet_library():
 
 def _reproduce(mode: str, only: str | None, out, log: Callable[[str], None], progress: bool, workers: int) -> dict:
     ids = parse_only(only)
+    stages = stages_for(ids, mode)  # every stage's config checked before anything is written
     out = check_out_dir(out)
     with compilation_cache_in(out):
-        return _reproduce_in(ids, out, mode, log, progress, workers)
+        return _reproduce_in(ids, stages, out, mode, log, progress, workers)
 
 
 #: Stages that share compiled programs, run one after the other in one process (the training stage's variants are
@@ -369,9 +370,10 @@ def _run_stages(stages, out: Path, log, progress: bool, workers: int) -> tuple[d
     return results, arrays, [rows[st.name] for st in stages if rows[st.name] is not None]
 
 
-def _reproduce_in(ids, out: Path, mode: str, log: Callable[[str], None], progress: bool, workers: int = 1) -> dict:
+def _reproduce_in(
+    ids, stages: list[Stage], out: Path, mode: str, log: Callable[[str], None], progress: bool, workers: int = 1
+) -> dict:
     figures, checks = registry()
-    stages = stages_for(ids, mode)
     t0, c0 = time.perf_counter(), _cpu()
     results, arrays, stage_rows = _run_stages(stages, out, log, progress, workers)
     check_rows, fig_rows = [], []

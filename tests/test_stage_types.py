@@ -105,6 +105,22 @@ def test_reproduce_refuses_a_bad_preset_before_any_stage_runs(monkeypatch):
         stages_for(["C3", "C7"], "quick")
 
 
+def test_the_command_refuses_a_bad_preset_in_one_line_and_writes_nothing(monkeypatch, tmp_path, capsys):
+    from sde_sam import cli
+
+    quick = json.loads(json.dumps(presets.QUICK))
+    quick["grad_norm"]["num_batche"] = quick["grad_norm"].pop("num_batches")
+    monkeypatch.setitem(presets.PRESETS, "quick", quick)
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "--quick", "--only", "C3", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "sde-sam reproduce: error: the grad_norm config: unknown key(s) num_batche; missing key(s) num_batches; "
+        "valid keys: seed, batch_sizes, num_batches"
+    ]
+    assert not out.exists()
+
+
 def test_the_nested_map_is_a_config_and_its_absent_fields_stay_absent():
     config = EscapeConfig.from_dict(presets.QUICK["escape"])
     assert isinstance(config.map, EscapeMapConfig) and config.map.num_paths is None and config.models is None
