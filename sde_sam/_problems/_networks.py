@@ -25,12 +25,10 @@ import jax.numpy as jnp
 import jax.random as jr
 from jax import Array
 
-from .._checks import Literal, check_integer
+from .._checks import Literal, check_integer, choose
 from .._pytree import fields_pytree
 from ._builtin import _channels, load_digits_split, softmax_cross_entropy
 from ._problem import PROBLEM_LEAVES, PROBLEM_STATIC, Problem
-
-NORMS = ("layer", "group", "batch", "none")
 
 
 def _conv_init(key, k, c_in, c_out):
@@ -115,7 +113,8 @@ class _BatchNorm(_NoNorm):
         return _affine((x - mu) * jax.lax.rsqrt(var + self.eps), p)
 
 
-_NORMS = {"none": _NoNorm(), "layer": _LayerNorm(), "group": _GroupNorm(), "batch": _BatchNorm()}
+_NORMS = {"layer": _LayerNorm(), "group": _GroupNorm(), "batch": _BatchNorm(), "none": _NoNorm()}
+NORMS = tuple(_NORMS)
 
 
 class _CNN:
@@ -202,11 +201,9 @@ def digits_cnn(
     """A small CNN on scikit-learn's 8x8 digits (DESIGN §6.3); ``norm`` in ``"layer"``, ``"group"`` (``groups``
     groups, must divide every channel count), ``"batch"`` (a :class:`BatchNormProblem`) or ``"none"``.
     ``label_noise``: fraction of training labels replaced by random classes (fixed by ``seed``)."""
-    if norm not in NORMS:
-        raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}")
+    kind = choose("norm", norm, _NORMS)
     channels = _channels(channels)
     check_integer("groups", groups)
-    kind = _NORMS[norm]
     kind.check(channels, groups)
     train, test = load_digits_split(test_fraction, seed, label_noise)
     keys = jr.split(jr.key(seed), len(channels) + 1)
