@@ -182,14 +182,16 @@ def run_stage(
     result = stage.fn(stage.config if isinstance(stage.config, StageConfig) else dict(stage.config))
     wall = time.perf_counter() - t0
     data = to_jsonable(result.get("data", {}))
-    bad = mismatches(stage.name, from_jsonable(data), unknown=False) if stage.name in CONFIGS else []
+    read = from_jsonable(data)  # the data as every consumer reads it (non-finite numbers as floats)
+    bad = mismatches(stage.name, read, unknown=False) if stage.name in CONFIGS else []
+    config = config_dict(stage.config)
     arrays = {k: np.asarray(v) for k, v in cast(Mapping[str, Any], result.get("arrays", {})).items()}
     meta = {
         "stage": stage.name,
         "description": stage.description,
-        "config": config_dict(stage.config),
+        "config": config,
         "config_hash": config_hash(stage.name, stage.config),
-        "seed": config_dict(stage.config).get("seed"),
+        "seed": config.get("seed"),
         "git_revision": git_revision(),
         "wall_s": wall,
         "provenance": provenance(),
@@ -204,4 +206,4 @@ def run_stage(
         )
     for hook in list(AFTER_STAGE_HOOKS):
         hook(stage.name)
-    return StageResult(stage.name, from_jsonable(data), arrays, meta, json_path, False, wall)
+    return StageResult(stage.name, read, arrays, meta, json_path, False, wall)

@@ -12,6 +12,7 @@ all, and the figures and checks, which stand below the studies, import it.
 """
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -57,7 +58,7 @@ def _frozen(value: Any) -> Any:
     """Lists as tuples, recursively (mappings keep their keys): a config's sequences cannot change under it."""
     if isinstance(value, list | tuple):
         return tuple(_frozen(v) for v in value)
-    if isinstance(value, Mapping) and not isinstance(value, StageConfig):
+    if isinstance(value, Mapping):
         return {k: _frozen(v) for k, v in value.items()}
     return value
 
@@ -842,12 +843,18 @@ def mismatches(stage: str, data: Any, *, unknown: bool = True) -> list[str]:
     """Where ``data`` departs from the data type of ``stage`` (:class:`Results`): each a path and what is wrong (a
     missing key, a value of another type, and with ``unknown`` a key the type does not declare); empty when it
     conforms."""
-    hints = typing.get_type_hints(Results)
+    hints = _hints(Results)
     if stage not in hints:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(hints)}")
     out: list[str] = []
     _conform(data, hints[stage], stage, out)
     return out if unknown else [m for m in out if ": unknown key " not in m]
+
+
+@functools.cache
+def _hints(typed_dict: type) -> dict[str, Any]:
+    """A ``TypedDict``'s field types, resolved once (every row of a stage's data asks again)."""
+    return typing.get_type_hints(typed_dict)
 
 
 def _conform(value: Any, hint: Any, path: str, out: list[str]) -> None:
@@ -858,7 +865,7 @@ def _conform(value: Any, hint: Any, path: str, out: list[str]) -> None:
         if not isinstance(value, dict):
             out.append(f"{path}: a mapping expected, got {type(value).__name__}")
             return
-        fields = typing.get_type_hints(hint)
+        fields = _hints(hint)
         missing = sorted(hint.__required_keys__ - set(value))
         unknown = sorted(set(value) - set(fields))
         out += [f"{path}: missing key {k!r}" for k in missing] + [f"{path}: unknown key {k!r}" for k in unknown]
